@@ -1,0 +1,180 @@
+package spec
+
+import (
+	"strings"
+	"testing"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+)
+
+func TestParseCPU(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{"500m", 500, ""},
+		{"0.5", 500, ""},
+		{"2", 2000, ""},
+		{"1.25", 1250, ""},
+		{"1m", 1, ""},
+		{"0.0001", 0, "finer than one millicore"},
+		{"0", 0, "greater than zero"},
+		{"-1", 0, "invalid CPU quantity"},
+		{"12Q", 0, "invalid CPU quantity"},
+		{"1e3", 0, "invalid CPU quantity"},
+		{"", 0, "empty"},
+		{" 1", 0, "invalid CPU quantity"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseCPU(tt.in)
+			checkErr(t, err, tt.wantErr)
+			if err == nil && got != tt.want {
+				t.Fatalf("ParseCPU(%q) = %d, want %d", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseMemory(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{"512Mi", 512 << 20, ""},
+		{"1Gi", 1 << 30, ""},
+		{"1.5Gi", 3 << 29, ""},
+		{"1G", 1e9, ""},
+		{"100k", 100e3, ""},
+		{"1048576", 1 << 20, ""},
+		{"0.5", 0, "whole number of bytes"},
+		{"-1Mi", 0, "invalid memory quantity"},
+		{"12Q", 0, "invalid memory quantity"},
+		{"Mi", 0, "invalid memory quantity"},
+		{"0", 0, "greater than zero"},
+		{"100Ei", 0, "too large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseMemory(tt.in)
+			checkErr(t, err, tt.wantErr)
+			if err == nil && got != tt.want {
+				t.Fatalf("ParseMemory(%q) = %d, want %d", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func validPod() *herdv1.PodSpec {
+	return &herdv1.PodSpec{
+		Name:   "web",
+		Labels: map[string]string{"app": "web", "example.com/tier": "front"},
+		Containers: []*herdv1.ContainerSpec{{
+			Name:    "app",
+			Image:   "127.0.0.1:5000/herd/busybox:1.35",
+			Command: []string{"sh", "-c"},
+			Args:    []string{"echo hi"},
+			Env:     map[string]string{"GREETING": "hello"},
+			Cpu:     "500m",
+			Memory:  "64Mi",
+		}},
+	}
+}
+
+func TestValidatePod(t *testing.T) {
+	grace := func(v int64) *int64 { return &v }
+	tests := []struct {
+		name     string
+		mutate   func(*herdv1.PodSpec)
+		wantPath string
+		wantMsg  string
+	}{
+		{"valid", func(*herdv1.PodSpec) {}, "", ""},
+		{"bad pod name", func(s *herdv1.PodSpec) { s.Name = "Web_1" }, "name", "RFC 1123"},
+		{"long pod name", func(s *herdv1.PodSpec) { s.Name = strings.Repeat("a", 64) }, "name", "RFC 1123"},
+		{"empty pod name", func(s *herdv1.PodSpec) { s.Name = "" }, "name", "must not be empty"},
+		{"no containers", func(s *herdv1.PodSpec) { s.Containers = nil }, "containers", "at least one"},
+		{"bad container name", func(s *herdv1.PodSpec) { s.Containers[0].Name = "-app" }, "containers[0].name", "RFC 1123"},
+		{"duplicate container", func(s *herdv1.PodSpec) {
+			c := *s.Containers[0]
+			s.Containers = append(s.Containers, &c)
+		}, "containers[1].name", "duplicate container name"},
+		{"bad image", func(s *herdv1.PodSpec) { s.Containers[0].Image = "Not a/valid::image" }, "containers[0].image", "invalid image reference"},
+		{"empty image", func(s *herdv1.PodSpec) { s.Containers[0].Image = "" }, "containers[0].image", "must not be empty"},
+		{"bad cpu", func(s *herdv1.PodSpec) { s.Containers[0].Cpu = "12Q" }, "containers[0].cpu", "invalid CPU quantity"},
+		{"bad memory", func(s *herdv1.PodSpec) { s.Containers[0].Memory = "-1Mi" }, "containers[0].memory", "invalid memory quantity"},
+		{"tiny memory", func(s *herdv1.PodSpec) { s.Containers[0].Memory = "1Mi" }, "containers[0].memory", "minimum"},
+		{"bad restart policy", func(s *herdv1.PodSpec) { s.RestartPolicy = "Sometimes" }, "restart_policy", "invalid restart policy"},
+		{"grace too long", func(s *herdv1.PodSpec) { s.TerminationGracePeriodSeconds = grace(7200) }, "termination_grace_period_seconds", "between 0 and 3600"},
+		{"negative grace", func(s *herdv1.PodSpec) { s.TerminationGracePeriodSeconds = grace(-1) }, "termination_grace_period_seconds", "between 0"},
+		{"bad label key", func(s *herdv1.PodSpec) { s.Labels["bad key!"] = "x" }, `labels["bad key!"]`, "label key"},
+		{"bad label value", func(s *herdv1.PodSpec) { s.Labels["ok"] = "no spaces" }, `labels["ok"]`, "label value"},
+		{"bad env name", func(s *herdv1.PodSpec) { s.Containers[0].Env["1X"] = "v" }, `containers[0].env["1X"]`, "environment variable name"},
+		{"relative workdir", func(s *herdv1.PodSpec) { s.Containers[0].WorkingDir = "tmp" }, "containers[0].working_dir", "absolute"},
+		{"NUL in args", func(s *herdv1.PodSpec) { s.Containers[0].Args = []string{"a\x00b"} }, "containers[0].args[0]", "NUL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := validPod()
+			tt.mutate(s)
+			errs := ValidatePod(s)
+			if tt.wantPath == "" {
+				if len(errs) != 0 {
+					t.Fatalf("unexpected errors: %v", errs)
+				}
+				return
+			}
+			for _, e := range errs {
+				if e.Path.String() == tt.wantPath && strings.Contains(e.Msg, tt.wantMsg) {
+					return
+				}
+			}
+			t.Fatalf("want error at %s containing %q, got %v", tt.wantPath, tt.wantMsg, errs)
+		})
+	}
+}
+
+func TestValidatePodNil(t *testing.T) {
+	if errs := ValidatePod(nil); len(errs) != 1 {
+		t.Fatalf("want one error for a nil spec, got %v", errs)
+	}
+}
+
+func TestHashIdempotence(t *testing.T) {
+	a, b := validPod(), validPod()
+	if Hash(a) != Hash(b) {
+		t.Fatal("equal specs hash differently")
+	}
+	// Defaults are part of identity: explicit defaults equal omitted ones.
+	b.RestartPolicy = RestartAlways
+	g := int64(DefaultGracePeriod)
+	b.TerminationGracePeriodSeconds = &g
+	if Hash(a) != Hash(b) {
+		t.Fatal("explicit defaults hash differently from omitted ones")
+	}
+	b.Containers[0].Args = []string{"echo bye"}
+	if Hash(a) == Hash(b) {
+		t.Fatal("different specs hash equally")
+	}
+}
+
+func TestPathString(t *testing.T) {
+	p := Path{}.Field("containers").Index(2).Field("env").Key("A B")
+	if got, want := p.String(), `containers[2].env["A B"]`; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+func checkErr(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case want != "" && err == nil:
+		t.Fatalf("want error containing %q, got nil", want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Fatalf("want error containing %q, got %v", want, err)
+	}
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds a pinned tool from the Go module proxy once and prints its path.
+# Tools are cached outside the repo, keyed by name and version, so a second
+# run (or CI on the same machine) skips the build.
+#   scripts/tool.sh tofu|terraform|protoc-gen-go|protoc-gen-go-grpc|tfplugindocs
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${HERD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herd/tools}"
+mkdir -p "$cache"
+
+# version of a module as required by a tools go.mod
+modver() { awk -v m="$2" '$1==m && $2 ~ /^v/ {print $2; exit}' "$root/$1/go.mod"; }
+
+name="$1"
+case "$name" in
+  tofu)
+    dir=tools/tofu; pkg=github.com/opentofu/opentofu/cmd/tofu
+    ver=$(modver "$dir" github.com/opentofu/opentofu)
+    ldflags="-X github.com/opentofu/opentofu/version.dev=no" ;;
+  terraform)
+    dir=tools/terraform; pkg=github.com/hashicorp/terraform
+    ver=$(modver "$dir" github.com/hashicorp/terraform)
+    ldflags="" ;;
+  protoc-gen-go)
+    dir=tools; pkg=google.golang.org/protobuf/cmd/protoc-gen-go
+    ver=$(modver "$dir" google.golang.org/protobuf); ldflags="" ;;
+  protoc-gen-go-grpc)
+    dir=tools; pkg=google.golang.org/grpc/cmd/protoc-gen-go-grpc
+    ver=$(modver "$dir" google.golang.org/grpc/cmd/protoc-gen-go-grpc); ldflags="" ;;
+  tfplugindocs)
+    dir=tools; pkg=github.com/hashicorp/terraform-plugin-docs/cmd/tfplugindocs
+    ver=$(modver "$dir" github.com/hashicorp/terraform-plugin-docs); ldflags="" ;;
+  *) echo "tool.sh: unknown tool $name" >&2; exit 2 ;;
+esac
+[ -n "$ver" ] || { echo "tool.sh: no version for $name in $dir/go.mod" >&2; exit 2; }
+out="$cache/$name-$ver/$name"
+if [ ! -x "$out" ]; then
+  echo "tool.sh: building $name $ver (cached in $cache)" >&2
+  mkdir -p "$(dirname "$out")"
+  (cd "$root/$dir" && GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+fi
+echo "$out"
