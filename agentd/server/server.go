@@ -1,0 +1,212 @@
+// Package server implements the herd.v1 gRPC services on top of the node's
+// pod manager. It validates every request itself: agentd never trusts its
+// client, so input the provider refuses at plan time is refused here too.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+)
+
+// Pods is what the server needs from the pod manager.
+type Pods interface {
+	Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bool, error)
+	Get(ctx context.Context, name string) (*herdv1.Pod, error)
+	List(ctx context.Context, selector map[string]string) ([]*herdv1.Pod, error)
+	Delete(ctx context.Context, name string, grace *time.Duration) (bool, error)
+	Logs(ctx context.Context, pod, container string, follow bool, tailLines int64, send func(container string, data []byte) error) error
+}
+
+// Node is what the server needs to describe the node.
+type Node interface {
+	Node(ctx context.Context) (*herdv1.Node, error)
+	SetLabels(ctx context.Context, labels map[string]string) (*herdv1.Node, error)
+	Health(ctx context.Context) *herdv1.HealthCheckResponse
+}
+
+// ErrorMapper turns a domain error into a gRPC code; nil leaves it to the
+// default mapping. It keeps this package free of the engine's error types.
+type ErrorMapper func(error) (codes.Code, bool)
+
+// Server implements NodeService, PodService and HealthService.
+type Server struct {
+	herdv1.UnimplementedNodeServiceServer
+	herdv1.UnimplementedPodServiceServer
+	herdv1.UnimplementedHealthServiceServer
+
+	pods   Pods
+	node   Node
+	mapErr ErrorMapper
+	log    *slog.Logger
+}
+
+// New returns a server over the given node and pod manager.
+func New(node Node, pods Pods, mapErr ErrorMapper, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{pods: pods, node: node, mapErr: mapErr, log: log}
+}
+
+// Register adds every herd.v1 service to g.
+func (s *Server) Register(g *grpc.Server) {
+	herdv1.RegisterNodeServiceServer(g, s)
+	herdv1.RegisterPodServiceServer(g, s)
+	herdv1.RegisterHealthServiceServer(g, s)
+}
+
+func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {
+	n, err := s.node.Node(ctx)
+	return n, s.status(err, "get node")
+}
+
+func (s *Server) SetNodeLabels(ctx context.Context, req *herdv1.SetNodeLabelsRequest) (*herdv1.Node, error) {
+	if errs := spec.ValidateLabels(spec.Path{}.Field("labels"), req.GetLabels()); len(errs) > 0 {
+		return nil, invalid(errs)
+	}
+	n, err := s.node.SetLabels(ctx, req.GetLabels())
+	return n, s.status(err, "set node labels")
+}
+
+func (s *Server) Check(ctx context.Context, _ *herdv1.HealthCheckRequest) (*herdv1.HealthCheckResponse, error) {
+	return s.node.Health(ctx), nil
+}
+
+func (s *Server) ApplyPod(ctx context.Context, req *herdv1.ApplyPodRequest) (*herdv1.ApplyPodResponse, error) {
+	if req.GetSpec() == nil {
+		return nil, status.Error(codes.InvalidArgument, "spec: required")
+	}
+	if errs := spec.ValidatePod(req.GetSpec()); len(errs) > 0 {
+		return nil, invalid(prefix(errs, "spec"))
+	}
+	pod, created, err := s.pods.Apply(ctx, req.GetSpec())
+	if err != nil {
+		return nil, s.status(err, "apply pod "+req.GetSpec().GetName())
+	}
+	if created {
+		s.log.Info("pod applied", "pod", pod.GetSpec().GetName(), "uid", pod.GetUid())
+	}
+	return &herdv1.ApplyPodResponse{Pod: pod, Created: created}, nil
+}
+
+func (s *Server) GetPod(ctx context.Context, req *herdv1.GetPodRequest) (*herdv1.Pod, error) {
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	pod, err := s.pods.Get(ctx, req.GetName())
+	return pod, s.status(err, "get pod "+req.GetName())
+}
+
+func (s *Server) ListPods(ctx context.Context, req *herdv1.ListPodsRequest) (*herdv1.ListPodsResponse, error) {
+	if errs := spec.ValidateLabels(spec.Path{}.Field("label_selector"), req.GetLabelSelector()); len(errs) > 0 {
+		return nil, invalid(errs)
+	}
+	pods, err := s.pods.List(ctx, req.GetLabelSelector())
+	if err != nil {
+		return nil, s.status(err, "list pods")
+	}
+	return &herdv1.ListPodsResponse{Pods: pods}, nil
+}
+
+func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*herdv1.DeletePodResponse, error) {
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	var grace *time.Duration
+	if req.GracePeriodSeconds != nil {
+		g := req.GetGracePeriodSeconds()
+		if g < 0 || g > spec.MaxGracePeriod {
+			return nil, status.Errorf(codes.InvalidArgument, "grace_period_seconds: must be between 0 and %d, got %d", spec.MaxGracePeriod, g)
+		}
+		d := time.Duration(g) * time.Second
+		grace = &d
+	}
+	existed, err := s.pods.Delete(ctx, req.GetName(), grace)
+	if err != nil {
+		return nil, s.status(err, "delete pod "+req.GetName())
+	}
+	if existed {
+		s.log.Info("pod deleted", "pod", req.GetName())
+	}
+	return &herdv1.DeletePodResponse{Existed: existed}, nil
+}
+
+func (s *Server) PodLogs(req *herdv1.PodLogsRequest, stream grpc.ServerStreamingServer[herdv1.LogChunk]) error {
+	if err := checkName("pod", req.GetPod()); err != nil {
+		return err
+	}
+	if req.GetContainer() != "" {
+		if err := checkName("container", req.GetContainer()); err != nil {
+			return err
+		}
+	}
+	if req.GetTailLines() < 0 {
+		return status.Error(codes.InvalidArgument, "tail_lines: must not be negative")
+	}
+	err := s.pods.Logs(stream.Context(), req.GetPod(), req.GetContainer(), req.GetFollow(), req.GetTailLines(),
+		func(container string, data []byte) error {
+			return stream.Send(&herdv1.LogChunk{Container: container, Data: data})
+		})
+	if err != nil && stream.Context().Err() != nil {
+		// The client went away while following: not an error of ours.
+		return nil
+	}
+	return s.status(err, "logs of pod "+req.GetPod())
+}
+
+func checkName(field, name string) error {
+	if err := spec.ValidateName(name); err != nil {
+		return status.Errorf(codes.InvalidArgument, "%s: %v", field, err)
+	}
+	return nil
+}
+
+func prefix(errs spec.FieldErrors, field string) spec.FieldErrors {
+	out := make(spec.FieldErrors, len(errs))
+	for i, e := range errs {
+		out[i] = spec.FieldError{Path: append(spec.Path{}.Field(field), e.Path...), Msg: e.Msg}
+	}
+	return out
+}
+
+func invalid(errs spec.FieldErrors) error {
+	return status.Error(codes.InvalidArgument, errs.Error())
+}
+
+// status maps an engine error to a gRPC status whose message says what was
+// being done.
+func (s *Server) status(err error, doing string) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var fe spec.FieldErrors
+	if errors.As(err, &fe) {
+		return invalid(prefix(fe, "spec"))
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	code := codes.Internal
+	if s.mapErr != nil {
+		if c, ok := s.mapErr(err); ok {
+			code = c
+		}
+	}
+	if code == codes.Internal {
+		s.log.Error("request failed", "op", doing, "err", err)
+	}
+	return status.Error(code, fmt.Sprintf("%s: %v", doing, err))
+}
