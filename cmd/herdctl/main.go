@@ -23,6 +23,9 @@ type command struct {
 // commands is the subcommand table. Add new subcommands here.
 var commands = map[string]command{
 	"certs": {summary: "create the herd CA and node/client certificates", run: runCerts},
+	"node":  {summary: "show a node's identity, capacity and readiness", run: runNode},
+	"pods":  {summary: "list the pods on a node", run: runPods},
+	"logs":  {summary: "print a pod container's log", run: runLogs},
 }
 
 func main() {

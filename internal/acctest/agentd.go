@@ -1,0 +1,326 @@
+package acctest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/pki"
+)
+
+// AgentOptions describe one agentd process.
+type AgentOptions struct {
+	Name       string
+	Containerd *Containerd
+	// Namespace defaults to "herd-<name>" so agents share one containerd.
+	Namespace          string
+	Certs              *Certs
+	InsecureRegistries []string
+	RegistryConfig     string
+	// BackoffBase is the first crash-restart delay (agentd default 10s).
+	BackoffBase time.Duration
+	ExtraArgs   []string
+	// Dir holds the state dir, socket and log; a temp dir if empty.
+	Dir string
+	// Listen is the mTLS address; a free loopback port if empty.
+	Listen string
+}
+
+// Agent is a running agentd process.
+type Agent struct {
+	Opts     AgentOptions
+	Name     string
+	Addr     string // 127.0.0.1:PORT, mTLS
+	Socket   string // local plaintext socket
+	StateDir string
+	LogFile  string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+}
+
+// ID is the herd_node id of this agent: NAME@ADDRESS.
+func (a *Agent) ID() string { return a.Name + "@" + a.Addr }
+
+// PID of the agentd process.
+func (a *Agent) PID() int { return a.cmd.Process.Pid }
+
+var (
+	agentdOnce sync.Once
+	agentdPath string
+	agentdErr  error
+)
+
+// AgentdBinary builds cmd/agentd once per process (or uses HERD_AGENTD_BIN).
+func AgentdBinary() (string, error) {
+	agentdOnce.Do(func() {
+		if p := os.Getenv("HERD_AGENTD_BIN"); p != "" {
+			agentdPath = p
+			return
+		}
+		root, err := ModuleRoot()
+		if err != nil {
+			agentdErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "herd-acctest-bin-")
+		if err != nil {
+			agentdErr = err
+			return
+		}
+		agentdPath = filepath.Join(dir, "agentd")
+		cmd := exec.Command("go", "build", "-o", agentdPath, "./cmd/agentd")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentdErr = fmt.Errorf("build agentd: %v\n%s", err, out)
+		}
+	})
+	return agentdPath, agentdErr
+}
+
+// ModuleRoot finds the repository root from the working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/herd-project/terraform-provider-herd\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("module root of terraform-provider-herd not found")
+		}
+		dir = parent
+	}
+}
+
+// FreePort returns a loopback TCP address that was free a moment ago.
+func FreePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// StartAgent starts agentd and waits until it answers health checks.
+func StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
+	if o.Name == "" || o.Containerd == nil || o.Certs == nil {
+		return nil, errors.New("start agentd: Name, Containerd and Certs are required")
+	}
+	if o.Namespace == "" {
+		o.Namespace = "herd-" + o.Name
+	}
+	if o.Dir == "" {
+		d, err := ShortTempDir("herd-agent-")
+		if err != nil {
+			return nil, err
+		}
+		o.Dir = d
+	}
+	addr := o.Listen
+	if addr == "" {
+		var err error
+		if addr, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	a := &Agent{
+		Opts:     o,
+		Name:     o.Name,
+		Addr:     addr,
+		Socket:   filepath.Join(o.Dir, "agentd.sock"),
+		StateDir: filepath.Join(o.Dir, "state"),
+		LogFile:  filepath.Join(o.Dir, "agentd.log"),
+	}
+	if err := a.start(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) start(ctx context.Context) error {
+	bin, err := AgentdBinary()
+	if err != nil {
+		return err
+	}
+	o := a.Opts
+	cert, key, err := o.Certs.Node(o.Name)
+	if err != nil {
+		return fmt.Errorf("issue node certificate: %w", err)
+	}
+	args := []string{
+		"--name", o.Name,
+		"--listen", a.Addr,
+		"--socket", a.Socket,
+		"--state-dir", a.StateDir,
+		"--containerd", o.Containerd.Address,
+		"--namespace", o.Namespace,
+		"--ca-cert", o.Certs.CAFile,
+		"--cert", cert,
+		"--key", key,
+		"--log-level", "debug",
+	}
+	for _, r := range o.InsecureRegistries {
+		args = append(args, "--insecure-registry", r)
+	}
+	if o.RegistryConfig != "" {
+		args = append(args, "--registry-config", o.RegistryConfig)
+	}
+	if o.BackoffBase > 0 {
+		args = append(args, "--restart-backoff", o.BackoffBase.String())
+	}
+	args = append(args, o.ExtraArgs...)
+	logf, err := os.OpenFile(a.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a test's SIGKILL reaches agentd alone, and
+	// containers (children of containerd's shims) are unaffected anyway.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start agentd: %w", err)
+	}
+	a.cmd = cmd
+	a.exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(a.exited) }()
+	if err := a.waitReady(ctx, 60*time.Second); err != nil {
+		a.Kill()
+		return fmt.Errorf("agentd %s did not become ready: %w\n--- agentd log ---\n%s", a.Name, err, a.LogTail(40))
+	}
+	return nil
+}
+
+func (a *Agent) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-a.exited:
+			return fmt.Errorf("agentd exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		conn, err := a.LocalConn()
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			resp, err2 := herdv1.NewHealthServiceClient(conn).Check(cctx, &herdv1.HealthCheckRequest{})
+			cancel()
+			conn.Close()
+			if err2 == nil && resp.GetOk() {
+				return nil
+			}
+			last = err2
+			if err2 == nil {
+				last = fmt.Errorf("unhealthy: %v", resp.GetChecks())
+			}
+		} else {
+			last = err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("timeout after %s: %v", timeout, last)
+}
+
+// LocalConn connects over the plaintext unix socket.
+func (a *Agent) LocalConn() (*grpc.ClientConn, error) {
+	return grpc.NewClient("unix://"+a.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// Conn connects over mTLS with the admin client certificate.
+func (a *Agent) Conn() (*grpc.ClientConn, error) {
+	tc, err := a.ClientTLS(a.Opts.Certs.ClientCertPEM, a.Opts.Certs.ClientKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient(a.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+}
+
+// ClientTLS returns a client TLS config for this node with the given
+// client certificate.
+func (a *Agent) ClientTLS(certPEM, keyPEM []byte) (*tls.Config, error) {
+	return pki.ClientTLSConfig(a.Opts.Certs.CA.CertPEM, certPEM, keyPEM, a.Name)
+}
+
+// Kill sends SIGKILL to agentd and waits for it to exit.
+func (a *Agent) Kill() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.exited
+}
+
+// Stop sends SIGTERM and waits (SIGKILL after 15 s).
+func (a *Agent) Stop() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-a.exited:
+		return
+	default:
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.exited:
+	case <-time.After(15 * time.Second):
+		a.Kill()
+	}
+}
+
+// Restart starts agentd again with the same name, address and state.
+func (a *Agent) Restart(ctx context.Context) error {
+	a.Stop()
+	return a.start(ctx)
+}
+
+// LogTail returns the last n lines of agentd's log.
+func (a *Agent) LogTail(n int) string {
+	b, _ := os.ReadFile(a.LogFile)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// AgentForTest starts agentd for a test and stops it (and removes its
+// directory) when the test ends.
+func AgentForTest(tb testing.TB, o AgentOptions) *Agent {
+	tb.Helper()
+	a, err := StartAgent(context.Background(), o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		a.Stop()
+		if tb.Failed() {
+			tb.Logf("agentd %s log tail:\n%s", a.Name, a.LogTail(30))
+		}
+		_ = os.RemoveAll(a.Opts.Dir)
+	})
+	return a
+}
