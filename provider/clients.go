@@ -1,0 +1,202 @@
+package provider
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/pki"
+	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+)
+
+// DefaultDialTimeout bounds one connection attempt to a node when the
+// provider's dial_timeout is not set.
+const DefaultDialTimeout = 10 * time.Second
+
+// ParseNodeID splits a herd_node id NAME@ADDRESS (ADDRESS is "host:port" or
+// "unix:///path/to/agentd.sock") and validates both parts.
+func ParseNodeID(s string) (name, addr string, err error) { return nodeid.Parse(s) }
+
+// FormatNodeID returns the herd_node id NAME@ADDRESS.
+func FormatNodeID(name, addr string) string { return nodeid.Format(name, addr) }
+
+// ParsePodID splits a herd_pod id NODEID/NAME at its last '/'.
+func ParsePodID(s string) (nodeID, podName string, err error) { return nodeid.ParsePod(s) }
+
+// FormatPodID returns the herd_pod id NODEID/NAME.
+func FormatPodID(nodeID, podName string) string { return nodeid.FormatPod(nodeID, podName) }
+
+// TLSFiles is the client's mTLS material as PEM. A nil field was not
+// configured.
+type TLSFiles struct {
+	CACert     []byte
+	ClientCert []byte
+	ClientKey  []byte
+}
+
+// missing lists, as "attribute (ENV_VAR)", what is not configured.
+func (f TLSFiles) missing() []string {
+	var out []string
+	if f.CACert == nil {
+		out = append(out, "ca_cert (HERD_CA_CERT)")
+	}
+	if f.ClientCert == nil {
+		out = append(out, "client_cert (HERD_CLIENT_CERT)")
+	}
+	if f.ClientKey == nil {
+		out = append(out, "client_key (HERD_CLIENT_KEY)")
+	}
+	return out
+}
+
+// PoolConfig configures a Pool.
+type PoolConfig struct {
+	TLS         TLSFiles
+	DialTimeout time.Duration
+	UserAgent   string
+}
+
+type poolKey struct{ name, addr string }
+
+// Pool hands out gRPC clients for nodes. Connections are created on first
+// use and cached per (node name, address); creating one makes no network
+// call (the first RPC connects), so a provider can be configured before the
+// nodes it will talk to exist. A Pool is safe for concurrent use.
+type Pool struct {
+	cfg   PoolConfig
+	mu    sync.Mutex
+	conns map[poolKey]*grpc.ClientConn
+}
+
+// NewPool returns an empty pool.
+func NewPool(cfg PoolConfig) *Pool {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "terraform-provider-herd"
+	}
+	return &Pool{cfg: cfg, conns: map[poolKey]*grpc.ClientConn{}}
+}
+
+// DialTimeout is the time allowed for one connection attempt to a node.
+func (p *Pool) DialTimeout() time.Duration { return p.cfg.DialTimeout }
+
+// NodeClient returns a NodeService client for the node id NAME@ADDRESS.
+func (p *Pool) NodeClient(nodeID string) (herdv1.NodeServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewNodeServiceClient(cc), nil
+}
+
+// PodClient returns a PodService client for the node id NAME@ADDRESS.
+func (p *Pool) PodClient(nodeID string) (herdv1.PodServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewPodServiceClient(cc), nil
+}
+
+// HealthClient returns a HealthService client for the node id NAME@ADDRESS.
+func (p *Pool) HealthClient(nodeID string) (herdv1.HealthServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewHealthServiceClient(cc), nil
+}
+
+// Conn returns the cached connection for nodeID, creating it (without any
+// network call) on first use. A TCP address is reached over mTLS with the
+// TLS server name set to the node's name, so the node's certificate must
+// carry that name; a unix:// address is a local plaintext socket.
+func (p *Pool) Conn(nodeID string) (*grpc.ClientConn, error) {
+	name, addr, err := nodeid.Parse(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	k := poolKey{name, addr}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cc, ok := p.conns[k]; ok {
+		return cc, nil
+	}
+	cc, err := p.newConn(name, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[k] = cc
+	return cc, nil
+}
+
+func (p *Pool) newConn(name, addr string) (*grpc.ClientConn, error) {
+	var (
+		target string
+		creds  credentials.TransportCredentials
+	)
+	if nodeid.IsUnix(addr) {
+		target, creds = addr, insecure.NewCredentials()
+	} else {
+		tc, err := p.tlsConfig(name, addr)
+		if err != nil {
+			return nil, err
+		}
+		target, creds = "dns:///"+addr, credentials.NewTLS(tc)
+	}
+	cc, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithUserAgent(p.cfg.UserAgent),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			// Retry quickly: a node may be coming up during the apply that
+			// adopts it, and a refresh should not wait minutes on back-off.
+			Backoff: backoff.Config{
+				BaseDelay:  250 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   5 * time.Second,
+			},
+			MinConnectTimeout: p.cfg.DialTimeout,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("node %q at %s: %w", name, addr, err)
+	}
+	return cc, nil
+}
+
+func (p *Pool) tlsConfig(name, addr string) (*tls.Config, error) {
+	if m := p.cfg.TLS.missing(); len(m) > 0 {
+		return nil, fmt.Errorf("node %q at %s is reached over TCP, which requires mutual TLS, but the provider has no %s: "+
+			"set them in the provider \"herd\" block or through the environment variables (each takes PEM content or the path of a PEM file), "+
+			"or use a local socket address \"unix:///path/to/agentd.sock\"", name, addr, strings.Join(m, ", "))
+	}
+	tc, err := pki.ClientTLSConfig(p.cfg.TLS.CACert, p.cfg.TLS.ClientCert, p.cfg.TLS.ClientKey, name)
+	if err != nil {
+		return nil, fmt.Errorf("node %q at %s: TLS configuration: %w", name, addr, err)
+	}
+	return tc, nil
+}
+
+// Close closes every cached connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for k, cc := range p.conns {
+		errs = append(errs, cc.Close())
+		delete(p.conns, k)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,66 @@
+package provider
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestPoolCachesConnectionsPerNameAndAddress(t *testing.T) {
+	p := NewPool(PoolConfig{})
+	t.Cleanup(func() { _ = p.Close() })
+	a1, err := p.Conn("node-a@unix:///run/herd/agentd.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := p.Conn("node-a@unix:///run/herd/agentd.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1 != a2 {
+		t.Error("same node id: want the cached connection")
+	}
+	b, err := p.Conn("node-b@unix:///run/herd/agentd.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == a1 {
+		t.Error("another node name at the same address: want another connection")
+	}
+	if p.DialTimeout() != DefaultDialTimeout {
+		t.Errorf("DialTimeout = %s, want %s", p.DialTimeout(), DefaultDialTimeout)
+	}
+}
+
+func TestPoolRefusesTCPWithoutTLS(t *testing.T) {
+	p := NewPool(PoolConfig{TLS: TLSFiles{CACert: []byte("x")}})
+	_, err := p.NodeClient("node-a@10.0.0.5:7443")
+	if err == nil {
+		t.Fatal("want an error without client_cert and client_key")
+	}
+	for _, want := range []string{`node "node-a" at 10.0.0.5:7443`, "mutual TLS", "client_cert (HERD_CLIENT_CERT)", "client_key (HERD_CLIENT_KEY)", "unix:///"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "ca_cert") {
+		t.Errorf("error %q names ca_cert, which is set", err)
+	}
+}
+
+func TestPoolRefusesBadNodeID(t *testing.T) {
+	p := NewPool(PoolConfig{})
+	if _, err := p.PodClient("node-a"); err == nil || !strings.Contains(err.Error(), "NAME@ADDRESS") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestNodeIDHelpers(t *testing.T) {
+	name, addr, err := ParseNodeID(FormatNodeID("node-a", "unix:///run/a.sock"))
+	if err != nil || name != "node-a" || addr != "unix:///run/a.sock" {
+		t.Fatalf("got %q %q %v", name, addr, err)
+	}
+	node, pod, err := ParsePodID(FormatPodID("node-a@unix:///run/a.sock", "web"))
+	if err != nil || node != "node-a@unix:///run/a.sock" || pod != "web" {
+		t.Fatalf("got %q %q %v", node, pod, err)
+	}
+}

@@ -1,0 +1,244 @@
+// Package resources holds herd's Terraform resources and data sources: one
+// file per resource or data source, tests beside them.
+//
+// Resources reach agentd through the Clients the provider hands them as
+// provider data (provider.Pool implements it). Nothing here makes a network
+// call at plan time: validation is local (agentd/spec, the same rules agentd
+// enforces), and nodes are contacted only to create, read, update, delete or
+// import.
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+)
+
+// Clients is what resources need from the provider: typed agentd clients for
+// a node id (NAME@ADDRESS). Getting a client makes no network call.
+type Clients interface {
+	NodeClient(nodeID string) (herdv1.NodeServiceClient, error)
+	PodClient(nodeID string) (herdv1.PodServiceClient, error)
+	// DialTimeout is the provider's dial_timeout: how long one connection
+	// attempt to a node may take.
+	DialTimeout() time.Duration
+}
+
+// clientsFromProviderData extracts the Clients from provider data. It
+// returns nil without a diagnostic when the provider is not configured yet
+// (Terraform calls Configure on resources before the provider is
+// configured, e.g. during validation).
+func clientsFromProviderData(data any, diags *diag.Diagnostics) Clients {
+	if data == nil {
+		return nil
+	}
+	c, ok := data.(Clients)
+	if !ok {
+		diags.AddError("Unexpected provider data",
+			fmt.Sprintf("expected resources.Clients, got %T. This is a bug in the herd provider; please report it.", data))
+		return nil
+	}
+	return c
+}
+
+// checkConfigured reports a clear error when a resource is used before the
+// provider was configured.
+func checkConfigured(c Clients, diags *diag.Diagnostics) bool {
+	if c == nil {
+		diags.AddError("Provider not configured",
+			"The herd provider was not configured before this operation. This is a bug in the herd provider or in Terraform; please report it.")
+		return false
+	}
+	return true
+}
+
+// nodeDescription renders a node id for messages: node "a" at 10.0.0.5:7443.
+func nodeDescription(nodeID string) string {
+	name, addr, err := nodeid.Parse(nodeID)
+	if err != nil {
+		return fmt.Sprintf("node %q", nodeID)
+	}
+	return fmt.Sprintf("node %q at %s", name, addr)
+}
+
+// addRPCError turns an error from the client pool or from agentd into a
+// diagnostic that says what failed and what to check.
+func addRPCError(diags *diag.Diagnostics, what, nodeID string, err error) {
+	summary, detail := describeRPCError(what, nodeID, err)
+	diags.AddError(summary, detail)
+}
+
+func describeRPCError(what, nodeID string, err error) (summary, detail string) {
+	node := nodeDescription(nodeID)
+	st, ok := status.FromError(err)
+	if !ok {
+		// Not from gRPC: the pool refused (bad id, missing TLS settings).
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "Timed out: " + what, fmt.Sprintf("%s: %v", node, err)
+		}
+		return "Cannot " + what, fmt.Sprintf("%s: %v", node, err)
+	}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return "agentd refused to " + what,
+			fmt.Sprintf("%s rejected the request as invalid: %s", node, msg)
+	case codes.NotFound:
+		return "Not found: " + what, fmt.Sprintf("%s: %s", node, msg)
+	case codes.AlreadyExists:
+		return "Already exists: " + what, fmt.Sprintf("%s: %s", node, msg)
+	case codes.FailedPrecondition:
+		return "Cannot " + what + " now", fmt.Sprintf("%s refused in its current state: %s", node, msg)
+	case codes.Unavailable:
+		if isTLSFailure(err) {
+			name, _, _ := nodeid.Parse(nodeID)
+			return "Cannot verify node",
+				fmt.Sprintf("Could not %s: the TLS handshake with %s failed: %s\n\n"+
+					"The node must present a certificate issued by the provider's ca_cert for the name %q, and accept the "+
+					"provider's client_cert (issued by the same herd CA).", what, node, msg, name)
+		}
+		return "Cannot reach node",
+			fmt.Sprintf("Could not %s: %s is unreachable: %s\n\n"+
+				"Check that agentd runs there and listens on that address, that the address is reachable from here, "+
+				"and (for TCP addresses) that the node's certificate was issued by the provider's ca_cert for the node's name.", what, node, msg)
+	case codes.DeadlineExceeded, codes.Canceled:
+		return "Timed out: " + what, fmt.Sprintf("%s did not answer in time: %s", node, msg)
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return "Node refused the client",
+			fmt.Sprintf("Could not %s: %s refused the provider's client certificate: %s\n\n"+
+				"Check that client_cert and client_key were issued by the herd CA that the node trusts.", what, node, msg)
+	case codes.Unimplemented:
+		return "Operation not supported by node",
+			fmt.Sprintf("Could not %s: the agentd on %s does not implement it (%s). Upgrade agentd on that node.", what, node, msg)
+	case codes.ResourceExhausted:
+		return "Node out of resources", fmt.Sprintf("Could not %s: %s: %s", what, node, msg)
+	default:
+		return "Failed to " + what, fmt.Sprintf("%s: %s (%s)", node, msg, st.Code())
+	}
+}
+
+// isUnreachable reports errors that mean "the node could not be asked",
+// as opposed to "the node answered no". A failed TLS handshake is not
+// "unreachable": something answered, and it is not the node (or not one
+// that trusts us); waiting will not help and it must not be ignored.
+func isUnreachable(err error) bool {
+	if isTLSFailure(err) {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// isTLSFailure reports a failed TLS handshake (an untrusted or misnamed
+// node certificate, or a client certificate the node refused).
+func isTLSFailure(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "authentication handshake failed") || strings.Contains(msg, "x509:") ||
+		strings.Contains(msg, "tls: ")
+}
+
+// timeString renders a protobuf timestamp as RFC 3339, null when unset.
+func timeString(ts *timestamppb.Timestamp) types.String {
+	if ts == nil || (ts.GetSeconds() == 0 && ts.GetNanos() == 0) {
+		return types.StringNull()
+	}
+	return types.StringValue(ts.AsTime().UTC().Format(time.RFC3339))
+}
+
+// The *FromRemote helpers convert what agentd reports into state values.
+// agentd does not distinguish "unset" from "empty", Terraform does: an empty
+// remote value becomes null, unless the prior value (state or plan) was the
+// empty value itself, which is kept so that `command = []` or
+// `working_dir = ""` in a configuration do not show a diff forever.
+
+func stringFromRemote(remote string, prior types.String) types.String {
+	if remote == "" && (prior.IsNull() || prior.IsUnknown() || prior.ValueString() != "") {
+		return types.StringNull()
+	}
+	return types.StringValue(remote)
+}
+
+func listFromRemote(remote []string, prior types.List) types.List {
+	if len(remote) == 0 && (prior.IsNull() || prior.IsUnknown() || len(prior.Elements()) != 0) {
+		return types.ListNull(types.StringType)
+	}
+	elems := make([]attr.Value, len(remote))
+	for i, s := range remote {
+		elems[i] = types.StringValue(s)
+	}
+	return types.ListValueMust(types.StringType, elems)
+}
+
+func mapFromRemote(remote map[string]string, prior types.Map) types.Map {
+	if len(remote) == 0 && (prior.IsNull() || prior.IsUnknown() || len(prior.Elements()) != 0) {
+		return types.MapNull(types.StringType)
+	}
+	return stringMapValue(remote)
+}
+
+// stringMapValue returns a known map(string), empty for a nil map.
+func stringMapValue(m map[string]string) types.Map {
+	elems := make(map[string]attr.Value, len(m))
+	for k, v := range m {
+		elems[k] = types.StringValue(v)
+	}
+	return types.MapValueMust(types.StringType, elems)
+}
+
+// stringMap converts a known map(string) into a Go map; null gives nil.
+// Unknown elements are skipped.
+func stringMap(m types.Map) map[string]string {
+	if m.IsNull() || m.IsUnknown() {
+		return nil
+	}
+	out := make(map[string]string, len(m.Elements()))
+	for k, v := range m.Elements() {
+		s, ok := v.(types.String)
+		if !ok || s.IsUnknown() || s.IsNull() {
+			continue
+		}
+		out[k] = s.ValueString()
+	}
+	return out
+}
+
+// stringList converts a known list(string) into a Go slice; null gives nil.
+func stringList(l types.List) []string {
+	if l.IsNull() || l.IsUnknown() {
+		return nil
+	}
+	out := make([]string, 0, len(l.Elements()))
+	for _, v := range l.Elements() {
+		s, _ := v.(types.String)
+		out = append(out, s.ValueString())
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

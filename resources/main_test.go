@@ -1,0 +1,151 @@
+package resources_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+
+	"github.com/herd-project/terraform-provider-herd/provider"
+)
+
+// The CLI used by terraform-plugin-testing:
+//
+//   - TF_ACC_TERRAFORM_PATH, when set, is used as is;
+//   - otherwise HERD_TEST_CLI ("tofu", the default, or "terraform") picks a
+//     binary that scripts/tool.sh built into its cache
+//     ($HERD_TOOLS_CACHE, else $XDG_CACHE_HOME/herd/tools, else
+//     ~/.cache/herd/tools), at the version pinned in tools/<cli>/go.mod.
+//
+// When neither exists, tests that need a CLI are skipped (there is no
+// network to download one from); build it with `scripts/tool.sh tofu`.
+var cliSkipReason string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	// A hermetic, empty CLI configuration: a developer's dev_overrides or
+	// provider_installation must not change what the tests run, and a
+	// TF_CLI_CONFIG_FILE naming a missing file makes the CLI print a
+	// warning on stdout, which breaks `version -json` parsing.
+	dir, err := os.MkdirTemp("", "herd-cli-config-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cliConfig := filepath.Join(dir, "cli.tfrc")
+	if err := os.WriteFile(cliConfig, nil, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("TF_CLI_CONFIG_FILE", cliConfig)
+
+	// terraform-plugin-testing registers the in-process provider for
+	// reattach under HOST/NAMESPACE/herd for each namespace, by default
+	// both "-" and "hashicorp" (HOST: TF_ACC_PROVIDER_HOST, default
+	// registry.terraform.io). OpenTofu refuses the whole
+	// TF_REATTACH_PROVIDERS when it holds "registry.terraform.io/-/herd"
+	// (the legacy namespace "-" is valid only with registry.opentofu.org).
+	// One explicit namespace avoids "-" and works with both CLIs; it is
+	// also the provider's real address (registry.terraform.io/herd-project/herd).
+	if os.Getenv("TF_ACC_PROVIDER_NAMESPACE") == "" {
+		os.Setenv("TF_ACC_PROVIDER_NAMESPACE", "herd-project")
+	}
+
+	if os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
+		if p, err := cachedCLI(); err != nil {
+			cliSkipReason = err.Error()
+		} else {
+			os.Setenv("TF_ACC_TERRAFORM_PATH", p)
+		}
+	}
+	return m.Run()
+}
+
+func cachedCLI() (string, error) {
+	name := os.Getenv("HERD_TEST_CLI")
+	if name == "" {
+		name = "tofu"
+	}
+	var module string
+	switch name {
+	case "tofu":
+		module = "github.com/opentofu/opentofu"
+	case "terraform":
+		module = "github.com/hashicorp/terraform"
+	default:
+		return "", fmt.Errorf("HERD_TEST_CLI=%q: want tofu or terraform", name)
+	}
+	ver, err := pinnedVersion(filepath.Join("..", "tools", name, "go.mod"), module)
+	if err != nil {
+		return "", err
+	}
+	cache := os.Getenv("HERD_TOOLS_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", err
+			}
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "herd", "tools")
+	}
+	p := filepath.Join(cache, name+"-"+ver, name)
+	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("no %s CLI: set TF_ACC_TERRAFORM_PATH or build it with `scripts/tool.sh %s` (looked for %s)", name, name, p)
+	}
+	return p, nil
+}
+
+func pinnedVersion(gomod, module string) (string, error) {
+	f, err := os.Open(gomod)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
+		if len(fields) >= 2 && fields[0] == module && strings.HasPrefix(fields[1], "v") {
+			return fields[1], nil
+		}
+	}
+	return "", fmt.Errorf("%s: no version of %s", gomod, module)
+}
+
+// needCLI skips a test that runs a Terraform CLI when none is available.
+func needCLI(t *testing.T) {
+	t.Helper()
+	if cliSkipReason != "" {
+		t.Skip(cliSkipReason)
+	}
+}
+
+// providerFactories serves the provider in-process to the CLI.
+func providerFactories() map[string]func() (tfprotov6.ProviderServer, error) {
+	return map[string]func() (tfprotov6.ProviderServer, error){
+		"herd": providerserver.NewProtocol6WithError(provider.New("test")()),
+	}
+}
+
+// errRe builds a regexp that finds the parts in order, anywhere in the CLI
+// output. The CLI wraps long lines, so each space in a part matches any run
+// of whitespace.
+func errRe(parts ...string) *regexp.Regexp {
+	quoted := make([]string, len(parts))
+	for i, p := range parts {
+		quoted[i] = strings.ReplaceAll(regexp.QuoteMeta(p), " ", `\s+`)
+	}
+	return regexp.MustCompile(`(?s)` + strings.Join(quoted, ".*"))
+}

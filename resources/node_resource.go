@@ -1,0 +1,346 @@
+package resources
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+)
+
+var (
+	_ resource.Resource                = (*nodeResource)(nil)
+	_ resource.ResourceWithConfigure   = (*nodeResource)(nil)
+	_ resource.ResourceWithImportState = (*nodeResource)(nil)
+)
+
+// NewNodeResource returns the herd_node resource.
+func NewNodeResource() resource.Resource { return &nodeResource{} }
+
+type nodeResource struct {
+	clients Clients
+}
+
+// nodeModel is the state of herd_node; nodeInfo holds the attributes the
+// resource and the data source share.
+type nodeModel struct {
+	ID      types.String `tfsdk:"id"`
+	Name    types.String `tfsdk:"name"`
+	Address types.String `tfsdk:"address"`
+	Labels  types.Map    `tfsdk:"labels"`
+	nodeInfo
+}
+
+type nodeInfo struct {
+	AgentVersion           types.String `tfsdk:"agent_version"`
+	OS                     types.String `tfsdk:"os"`
+	Arch                   types.String `tfsdk:"arch"`
+	KernelVersion          types.String `tfsdk:"kernel_version"`
+	CapacityCPUMillis      types.Int64  `tfsdk:"capacity_cpu_millis"`
+	CapacityMemoryBytes    types.Int64  `tfsdk:"capacity_memory_bytes"`
+	AllocatableCPUMillis   types.Int64  `tfsdk:"allocatable_cpu_millis"`
+	AllocatableMemoryBytes types.Int64  `tfsdk:"allocatable_memory_bytes"`
+	Ready                  types.Bool   `tfsdk:"ready"`
+}
+
+func nodeInfoFrom(n *herdv1.Node) nodeInfo {
+	return nodeInfo{
+		AgentVersion:           types.StringValue(n.GetAgentVersion()),
+		OS:                     types.StringValue(n.GetOs()),
+		Arch:                   types.StringValue(n.GetArch()),
+		KernelVersion:          types.StringValue(n.GetKernelVersion()),
+		CapacityCPUMillis:      types.Int64Value(n.GetCapacity().GetCpuMillis()),
+		CapacityMemoryBytes:    types.Int64Value(n.GetCapacity().GetMemoryBytes()),
+		AllocatableCPUMillis:   types.Int64Value(n.GetAllocatable().GetCpuMillis()),
+		AllocatableMemoryBytes: types.Int64Value(n.GetAllocatable().GetMemoryBytes()),
+		Ready:                  types.BoolValue(n.GetReady()),
+	}
+}
+
+// Descriptions shared by the resource and the data source.
+const (
+	descAgentVersion  = "Version of the node's agentd."
+	descOS            = "Operating system of the node, as Go names it (`linux`)."
+	descArch          = "CPU architecture of the node, as Go names it (`amd64`, `arm64`)."
+	descKernelVersion = "Kernel release of the node."
+	descCapCPU        = "CPU capacity of the node in millicores (1000 = one CPU)."
+	descCapMem        = "Memory capacity of the node in bytes."
+	descAllocCPU      = "CPU available to pods in millicores: the capacity less what agentd reserves for the system."
+	descAllocMem      = "Memory available to pods in bytes: the capacity less what agentd reserves for the system."
+	descReady         = "Whether agentd reports the node ready to run pods. The resource sets it to `false` (and keeps the other " +
+		"attributes) when the node cannot be reached during a refresh."
+)
+
+func (r *nodeResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_node"
+}
+
+func (r *nodeResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	useState := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	useStateInt := []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Adopts a machine that runs herd's node daemon, `agentd`, so that pods can be placed on it.\n\n" +
+			"Creating a `herd_node` does not install or start anything: it connects to the running agentd, checks that it is " +
+			"the node named `name`, and sets the node's `labels`. Destroying it clears those labels; herd never stops a " +
+			"node's agentd. Use the `id` (`NAME@ADDRESS`) as the `node` of a `herd_pod`.\n\n" +
+			"A node at a TCP address is reached over mutual TLS and must present a certificate issued by the provider's " +
+			"`ca_cert` for the node's name. A refresh that cannot reach the node warns, keeps the last known attributes " +
+			"and sets `ready` to `false`.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "The node reference `NAME@ADDRESS`, used as the `node` of pods. Import a node with this id.",
+				Computed:            true,
+				PlanModifiers:       useState,
+			},
+			"name": schema.StringAttribute{
+				MarkdownDescription: "The node's name: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`). " +
+					"It must equal the name agentd reports, and for TCP addresses the node's TLS certificate must carry it. " +
+					"Changing it replaces the resource.",
+				Required:      true,
+				Validators:    []validator.String{nameValidator("node name")},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"address": schema.StringAttribute{
+				MarkdownDescription: "Where agentd listens: `host:port` (gRPC over mutual TLS, e.g. `10.0.0.5:7443` or `[fd00::5]:7443`) " +
+					"or `unix:///path/to/agentd.sock` (a local socket, no TLS). Changing it replaces the resource.",
+				Required:      true,
+				Validators:    []validator.String{addressValidator()},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"labels": schema.MapAttribute{
+				MarkdownDescription: "Labels of the node set through the API (keys and values follow the Kubernetes label syntax). " +
+					"Changed in place. When unset, the node's API labels are cleared.",
+				ElementType: types.StringType,
+				Optional:    true,
+				Validators:  []validator.Map{labelsValidator{}},
+			},
+			"agent_version":            schema.StringAttribute{MarkdownDescription: descAgentVersion, Computed: true, PlanModifiers: useState},
+			"os":                       schema.StringAttribute{MarkdownDescription: descOS, Computed: true, PlanModifiers: useState},
+			"arch":                     schema.StringAttribute{MarkdownDescription: descArch, Computed: true, PlanModifiers: useState},
+			"kernel_version":           schema.StringAttribute{MarkdownDescription: descKernelVersion, Computed: true, PlanModifiers: useState},
+			"capacity_cpu_millis":      schema.Int64Attribute{MarkdownDescription: descCapCPU, Computed: true, PlanModifiers: useStateInt},
+			"capacity_memory_bytes":    schema.Int64Attribute{MarkdownDescription: descCapMem, Computed: true, PlanModifiers: useStateInt},
+			"allocatable_cpu_millis":   schema.Int64Attribute{MarkdownDescription: descAllocCPU, Computed: true},
+			"allocatable_memory_bytes": schema.Int64Attribute{MarkdownDescription: descAllocMem, Computed: true},
+			"ready":                    schema.BoolAttribute{MarkdownDescription: descReady, Computed: true},
+		},
+	}
+}
+
+func (r *nodeResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+}
+
+// nodeLabels returns the labels to set: the configured ones, or none.
+func nodeLabels(m types.Map) map[string]string {
+	if l := stringMap(m); l != nil {
+		return l
+	}
+	return map[string]string{}
+}
+
+func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var plan nodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	name, addr := plan.Name.ValueString(), plan.Address.ValueString()
+	id := nodeid.Format(name, addr)
+	nc, err := r.clients.NodeClient(id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", id, err)
+		return
+	}
+
+	// The node may still be starting (created in the same apply): retry an
+	// unreachable node for up to dial_timeout.
+	deadline := time.Now().Add(r.clients.DialTimeout())
+	var node *herdv1.Node
+	for {
+		cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout())
+		node, err = nc.GetNode(cctx, &herdv1.GetNodeRequest{})
+		cancel()
+		if err == nil || !isUnreachable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "read the node", id, err)
+		return
+	}
+	if node.GetName() != name {
+		resp.Diagnostics.AddAttributeError(path.Root("name"), "Node name mismatch",
+			fmt.Sprintf("The agentd at %s reports the node name %q, not %q. Set name = %q, or fix the address.",
+				addr, node.GetName(), name, node.GetName()))
+		return
+	}
+	node, err = nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: nodeLabels(plan.Labels)})
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "set the node's labels", id, err)
+		return
+	}
+	plan.ID = types.StringValue(id)
+	plan.nodeInfo = nodeInfoFrom(node)
+	// Keep the planned labels as written: agentd echoes what was set.
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *nodeResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var state nodeModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	id := nodeid.Format(state.Name.ValueString(), state.Address.ValueString())
+	// Never read successfully (an import): failing is better than
+	// inventing a state.
+	neverRead := state.AgentVersion.IsNull()
+
+	nc, err := r.clients.NodeClient(id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", id, err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+10*time.Second)
+	defer cancel()
+	node, err := nc.GetNode(cctx, &herdv1.GetNodeRequest{})
+	if err != nil {
+		if isUnreachable(err) && !neverRead {
+			_, detail := describeRPCError("read the node", id, err)
+			resp.Diagnostics.AddWarning("Node unreachable; keeping its last known state",
+				detail+"\n\nThe node's attributes are those of the last successful refresh, with ready = false.")
+			state.Ready = types.BoolValue(false)
+			resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+			return
+		}
+		addRPCError(&resp.Diagnostics, "read the node", id, err)
+		return
+	}
+	if node.GetName() != state.Name.ValueString() {
+		msg := fmt.Sprintf("The agentd at %s now reports the node name %q, not %q.", state.Address.ValueString(), node.GetName(), state.Name.ValueString())
+		if neverRead {
+			resp.Diagnostics.AddError("Node name mismatch", msg+" Import it as "+nodeid.Format(node.GetName(), state.Address.ValueString())+".")
+			return
+		}
+		resp.Diagnostics.AddWarning("Node name mismatch; keeping its last known state", msg+" The node's attributes are those of the last successful refresh, with ready = false.")
+		state.Ready = types.BoolValue(false)
+		resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+		return
+	}
+	state.ID = types.StringValue(id)
+	state.Labels = mapFromRemote(node.GetLabels(), state.Labels)
+	state.nodeInfo = nodeInfoFrom(node)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *nodeResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var plan nodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	id := nodeid.Format(plan.Name.ValueString(), plan.Address.ValueString())
+	nc, err := r.clients.NodeClient(id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", id, err)
+		return
+	}
+	node, err := nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: nodeLabels(plan.Labels)})
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "set the node's labels", id, err)
+		return
+	}
+	got := nodeInfoFrom(node)
+	// Attributes planned from the prior state (UseStateForUnknown) must be
+	// applied as planned; the next refresh picks up any change.
+	keep := plan.nodeInfo
+	plan.nodeInfo = got
+	keepString(&plan.AgentVersion, keep.AgentVersion)
+	keepString(&plan.OS, keep.OS)
+	keepString(&plan.Arch, keep.Arch)
+	keepString(&plan.KernelVersion, keep.KernelVersion)
+	keepInt64(&plan.CapacityCPUMillis, keep.CapacityCPUMillis)
+	keepInt64(&plan.CapacityMemoryBytes, keep.CapacityMemoryBytes)
+	plan.ID = types.StringValue(id)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func keepString(dst *types.String, planned types.String) {
+	if !planned.IsUnknown() {
+		*dst = planned
+	}
+}
+
+func keepInt64(dst *types.Int64, planned types.Int64) {
+	if !planned.IsUnknown() {
+		*dst = planned
+	}
+}
+
+func (r *nodeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var state nodeModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	// herd never stops a node's agentd: forgetting the node only clears the
+	// labels set through the API, and only as far as the node can be
+	// reached.
+	id := nodeid.Format(state.Name.ValueString(), state.Address.ValueString())
+	nc, err := r.clients.NodeClient(id)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+10*time.Second)
+		defer cancel()
+		_, err = nc.SetNodeLabels(cctx, &herdv1.SetNodeLabelsRequest{Labels: map[string]string{}})
+	}
+	if err != nil {
+		_, detail := describeRPCError("clear the node's labels", id, err)
+		resp.Diagnostics.AddWarning("Could not clear the node's labels", detail+"\n\nThe node was removed from the state anyway.")
+	}
+}
+
+func (r *nodeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	name, addr, err := nodeid.Parse(req.ID)
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid import id", err.Error()+"\n\nImport a node with its id NAME@ADDRESS, e.g. node-a@10.0.0.5:7443.")
+		return
+	}
+	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": req.ID, "name": name, "address": addr})
+}
+
+// setAttrs sets top-level string attributes of a state.
+func setAttrs(ctx context.Context, st interface {
+	SetAttribute(context.Context, path.Path, any) diag.Diagnostics
+}, diags *diag.Diagnostics, attrs map[string]string) {
+	for _, k := range sortedKeys(attrs) {
+		diags.Append(st.SetAttribute(ctx, path.Root(k), attrs[k])...)
+	}
+}

@@ -1,0 +1,392 @@
+package resources_test
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+)
+
+// A node no test can reach: plan-time validation must not need one.
+const testNodeID = "node-a@127.0.0.1:1"
+
+// podConfig renders a herd_pod with one valid container unless the body
+// brings its own container blocks.
+func podConfig(body string) string {
+	if !strings.Contains(body, "container {") {
+		body += `
+  container {
+    name  = "app"
+    image = "busybox:1.36"
+  }`
+	}
+	return fmt.Sprintf(`
+resource "herd_pod" "p" {
+  node = %q
+%s
+}
+`, testNodeID, body)
+}
+
+// expectPlanErrors runs `plan` on config and requires it to fail with
+// exactly wantErrors errors, the output matching re.
+func expectPlanErrors(t *testing.T, config string, re *regexp.Regexp, wantErrors int) {
+	t.Helper()
+	needCLI(t)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		// ExpectError cannot count errors; ErrorCheck sees the whole
+		// output when ExpectError is unset.
+		ErrorCheck: func(err error) error {
+			if err == nil {
+				return errors.New("expected the plan to fail")
+			}
+			out := err.Error()
+			if !re.MatchString(out) {
+				return fmt.Errorf("output does not match %s:\n%s", re, out)
+			}
+			if n := strings.Count(out, "Error: "); n != wantErrors {
+				return fmt.Errorf("want %d error(s), got %d:\n%s", wantErrors, n, out)
+			}
+			return nil
+		},
+		Steps: []resource.TestStep{{
+			Config:   config,
+			PlanOnly: true,
+		}},
+	})
+}
+
+func TestPodPlanRefusesBadInput(t *testing.T) {
+	cases := []struct {
+		name   string
+		config string
+		re     *regexp.Regexp
+		errors int
+	}{
+		{
+			name:   "invalid pod name",
+			config: podConfig(`  name = "Bad_Name"`),
+			re:     errRe("Invalid pod specification", `name = "Bad_Name"`, `must be a lowercase RFC 1123 label`),
+			errors: 1,
+		},
+		{
+			name: "invalid container name",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "App"
+    image = "busybox"
+  }`),
+			re:     errRe("Invalid container specification", `name  = "App"`, `container[0].name:`, `"App" must be a lowercase RFC 1123 label`),
+			errors: 1,
+		},
+		{
+			name: "duplicate container names",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+  }
+  container {
+    name  = "app"
+    image = "busybox"
+    args  = ["second"]
+  }`),
+			re:     errRe("Invalid container specification", `container[1].name:`, `duplicate container name "app" (also container[0])`),
+			errors: 1,
+		},
+		{
+			name: "invalid image reference",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "Not A/Valid:Image"
+  }`),
+			re:     errRe("Invalid container specification", `image = "Not A/Valid:Image"`, `container[0].image:`, `invalid image reference`),
+			errors: 1,
+		},
+		{
+			name: "cpu with unknown unit",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    cpu   = "12Q"
+  }`),
+			re:     errRe(`cpu   = "12Q"`, `container[0].cpu:`, `invalid CPU quantity "12Q"`),
+			errors: 1,
+		},
+		{
+			name: "cpu finer than a millicore",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    cpu   = "0.0001"
+  }`),
+			re:     errRe(`container[0].cpu:`, `invalid CPU quantity "0.0001": finer than one millicore`),
+			errors: 1,
+		},
+		{
+			name: "negative memory",
+			config: podConfig(`  name = "web"
+  container {
+    name   = "app"
+    image  = "busybox"
+    memory = "-1Mi"
+  }`),
+			re:     errRe(`memory = "-1Mi"`, `container[0].memory:`, `invalid memory quantity "-1Mi"`),
+			errors: 1,
+		},
+		{
+			name: "memory below the minimum",
+			config: podConfig(`  name = "web"
+  container {
+    name   = "app"
+    image  = "busybox"
+    memory = "1Mi"
+  }`),
+			re:     errRe(`container[0].memory:`, `below the minimum of 6Mi`),
+			errors: 1,
+		},
+		{
+			name: "second container's bad field",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+  }
+  container {
+    name        = "side"
+    image       = "busybox"
+    working_dir = "relative/dir"
+  }`),
+			re:     errRe(`working_dir = "relative/dir"`, `container[1].working_dir:`, `must be an absolute path`),
+			errors: 1,
+		},
+		{
+			name: "bad environment variable name",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    env   = { "1BAD" = "x", GOOD = "y" }
+  }`),
+			re:     errRe(`container[0].env["1BAD"]:`, `invalid environment variable name "1BAD"`),
+			errors: 1,
+		},
+		{
+			name: "bad restart policy",
+			config: podConfig(`  name = "web"
+  restart_policy = "Sometimes"`),
+			re:     errRe(`restart_policy = "Sometimes"`, `value must be one of`, `"Always"`, `"OnFailure"`, `"Never"`, `got: "Sometimes"`),
+			errors: 1,
+		},
+		{
+			name: "grace period too long",
+			config: podConfig(`  name = "web"
+  termination_grace_period_seconds = 3601`),
+			re:     errRe(`termination_grace_period_seconds = 3601`, `must be between 0 and 3600, got: 3601`),
+			errors: 1,
+		},
+		{
+			name: "negative grace period",
+			config: podConfig(`  name = "web"
+  termination_grace_period_seconds = -1`),
+			re:     errRe(`must be between 0 and 3600, got: -1`),
+			errors: 1,
+		},
+		{
+			name: "bad label key",
+			config: podConfig(`  name = "web"
+  labels = { "bad key!" = "x", app = "web" }`),
+			re:     errRe("Invalid pod specification", `labels["bad key!"]:`, `label key "bad key!"`),
+			errors: 1,
+		},
+		{
+			name: "bad label value",
+			config: podConfig(`  name = "web"
+  labels = { app = "-web-" }`),
+			re:     errRe(`labels["app"]:`, `label value "-web-"`),
+			errors: 1,
+		},
+		{
+			name: "no container",
+			config: fmt.Sprintf(`
+resource "herd_pod" "p" {
+  node = %q
+  name = "web"
+}
+`, testNodeID),
+			re:     errRe(`container: at least one container is required`),
+			errors: 1,
+		},
+		{
+			name: "bad node id",
+			config: `
+resource "herd_pod" "p" {
+  node = "node-a"
+  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+  }
+}
+`,
+			re:     errRe("Invalid node id", `node = "node-a"`, `want NAME@ADDRESS`),
+			errors: 1,
+		},
+		{
+			name: "node id with a bad address",
+			config: `
+resource "herd_pod" "p" {
+  node = "node-a@10.0.0.5"
+  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+  }
+}
+`,
+			re:     errRe("Invalid node id", `invalid address "10.0.0.5"`),
+			errors: 1,
+		},
+		{
+			name: "several problems at once",
+			config: podConfig(`  name = "Web"
+  container {
+    name  = "app"
+    image = "busybox"
+    cpu   = "12Q"
+  }`),
+			re:     errRe(`name: "Web" must be`, `invalid CPU quantity "12Q"`),
+			errors: 2,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectPlanErrors(t, tc.config, tc.re, tc.errors)
+		})
+	}
+}
+
+func TestNodePlanRefusesBadInput(t *testing.T) {
+	cases := []struct {
+		name   string
+		config string
+		re     *regexp.Regexp
+	}{
+		{
+			name: "invalid node name",
+			config: `
+resource "herd_node" "n" {
+  name    = "Node_A"
+  address = "127.0.0.1:7443"
+}
+`,
+			re: errRe("Invalid node name", `name    = "Node_A"`, `"Node_A" must be a lowercase RFC 1123 label`),
+		},
+		{
+			name: "address without port",
+			config: `
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "10.0.0.5"
+}
+`,
+			re: errRe("Invalid node address", `address = "10.0.0.5"`, `want "host:port"`),
+		},
+		{
+			name: "relative unix socket",
+			config: `
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "unix://run/agentd.sock"
+}
+`,
+			re: errRe("Invalid node address", `clean absolute path`),
+		},
+		{
+			name: "bad label key",
+			config: `
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "127.0.0.1:7443"
+  labels  = { "-zone" = "a" }
+}
+`,
+			re: errRe("Invalid label", `label key "-zone"`),
+		},
+		{
+			name: "data source with a bad node id",
+			config: `
+data "herd_pods" "all" {
+  node = "node-a@"
+}
+`,
+			re: errRe("Invalid node id", `address must not be empty`),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectPlanErrors(t, tc.config, tc.re, 1)
+		})
+	}
+}
+
+// A valid configuration plans without any node: the provider makes no
+// network call at plan time, values not known yet are not validated, and
+// known bad values next to unknown ones are still refused.
+func TestPlanNeedsNoNode(t *testing.T) {
+	needCLI(t)
+	const nodeAndPod = `
+provider "herd" {
+  dial_timeout = "2s"
+}
+
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "127.0.0.1:1"
+  labels  = { zone = "a" }
+}
+
+resource "herd_pod" "p" {
+  node   = herd_node.n.id
+  name   = "web-${herd_node.n.arch}"
+  labels = { app = "web", arch = herd_node.n.arch }
+  container {
+    name    = "app"
+    image   = "busybox:${herd_node.n.agent_version}"
+    command = ["/bin/sh", "-c", herd_node.n.kernel_version]
+    env     = { ARCH = herd_node.n.arch }
+    cpu     = "%s"
+    memory  = "64Mi"
+  }
+  container {
+    name  = herd_node.n.os
+    image = "busybox"
+  }
+  timeouts {
+    create = "1m"
+  }
+}
+`
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		Steps: []resource.TestStep{
+			{
+				Config:             fmt.Sprintf(nodeAndPod, "250m"),
+				PlanOnly:           true,
+				ExpectNonEmptyPlan: true,
+			},
+			{
+				Config:      fmt.Sprintf(nodeAndPod, "12Q"),
+				PlanOnly:    true,
+				ExpectError: errRe(`container[0].cpu:`, `invalid CPU quantity "12Q"`),
+			},
+		},
+	})
+}

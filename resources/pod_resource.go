@@ -1,0 +1,476 @@
+package resources
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+)
+
+var (
+	_ resource.Resource                   = (*podResource)(nil)
+	_ resource.ResourceWithConfigure      = (*podResource)(nil)
+	_ resource.ResourceWithImportState    = (*podResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*podResource)(nil)
+)
+
+// Default timeouts of herd_pod.
+const (
+	defaultPodCreateTimeout = 5 * time.Minute
+	defaultPodDeleteTimeout = 5 * time.Minute
+)
+
+// NewPodResource returns the herd_pod resource.
+func NewPodResource() resource.Resource { return &podResource{} }
+
+type podResource struct {
+	clients Clients
+}
+
+func (r *podResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_pod"
+}
+
+func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	replaceString := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	replaceList := []planmodifier.List{listplanmodifier.RequiresReplace()}
+	replaceMap := []planmodifier.Map{mapplanmodifier.RequiresReplace()}
+	keepString := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A pod: one or more containers that run together on one node, as real containerd containers " +
+			"managed by the node's agentd.\n\n" +
+			"Pods are cattle: every attribute of the specification forces a replacement when it changes (only `timeouts` " +
+			"change in place). `apply` waits until every container has been running for a second without a restart (or the " +
+			"pod has completed successfully); a container that fails to start fails the apply with its exit code and its last " +
+			"log lines, and the pod is deleted so that nothing half-made is left behind.\n\n" +
+			"Between applies, agentd keeps the pod running on its node (restarting containers according to `restart_policy`). " +
+			"A pod deleted behind Terraform's back shows up as a creation in the next plan.\n\n" +
+			"Invalid input (names, image references, quantities, labels, ...) is refused at plan time, with the path of the " +
+			"offending attribute.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "The pod reference `NODEID/NAME`, e.g. `node-a@10.0.0.5:7443/web`. Import a pod with this id.",
+				Computed:            true,
+				PlanModifiers:       keepString,
+			},
+			"node": schema.StringAttribute{
+				MarkdownDescription: "The node that runs the pod: the `id` of a `herd_node` (`NAME@ADDRESS`). Changing it replaces the pod.",
+				Required:            true,
+				Validators:          []validator.String{nodeIDValidator()},
+				PlanModifiers:       replaceString,
+			},
+			"name": schema.StringAttribute{
+				MarkdownDescription: "The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of " +
+					"`a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.",
+				Required:      true,
+				PlanModifiers: replaceString,
+			},
+			"labels": schema.MapAttribute{
+				MarkdownDescription: "Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, " +
+					"then a name of at most 63 characters; values at most 63 characters). `herd_pods` filters on them. " +
+					"Changing them replaces the pod.",
+				ElementType:   types.StringType,
+				Optional:      true,
+				PlanModifiers: replaceMap,
+			},
+			"restart_policy": schema.StringAttribute{
+				MarkdownDescription: "When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero " +
+					"exit only) or `Never`. Changing it replaces the pod.",
+				Optional:      true,
+				Computed:      true,
+				Default:       stringdefault.StaticString(spec.RestartAlways),
+				Validators:    []validator.String{stringvalidator.OneOf(spec.RestartPolicies...)},
+				PlanModifiers: replaceString,
+			},
+			"termination_grace_period_seconds": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("Seconds between SIGTERM and SIGKILL when the pod is stopped, 0 to %d. "+
+					"Defaults to %d. Changing it replaces the pod.", spec.MaxGracePeriod, spec.DefaultGracePeriod),
+				Optional:      true,
+				Computed:      true,
+				Default:       int64default.StaticInt64(spec.DefaultGracePeriod),
+				Validators:    []validator.Int64{int64validator.Between(0, spec.MaxGracePeriod)},
+				PlanModifiers: []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+			},
+			"uid": schema.StringAttribute{
+				MarkdownDescription: "Unique id of this incarnation of the pod: a pod recreated under the same name gets a new one.",
+				Computed:            true,
+				PlanModifiers:       keepString,
+			},
+			"phase": schema.StringAttribute{
+				MarkdownDescription: "Observed phase of the pod: `Pending`, `Running`, `Succeeded` or `Failed`.",
+				Computed:            true,
+				PlanModifiers:       keepString,
+			},
+			"start_time": schema.StringAttribute{
+				MarkdownDescription: "When the pod started (RFC 3339), if it has.",
+				Computed:            true,
+				PlanModifiers:       keepString,
+			},
+			"restart_count": schema.Int64Attribute{
+				MarkdownDescription: "Total number of container restarts of the pod.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
+			},
+			"container_status": schema.ListNestedAttribute{
+				MarkdownDescription: "Observed status of each container, as of the last refresh.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.List{listplanmodifier.UseStateForUnknown()},
+				NestedObject: schema.NestedAttributeObject{
+					Attributes: map[string]schema.Attribute{
+						"name":  schema.StringAttribute{MarkdownDescription: "Container name.", Computed: true},
+						"state": schema.StringAttribute{MarkdownDescription: "`waiting`, `running` or `terminated`.", Computed: true},
+						"reason": schema.StringAttribute{
+							MarkdownDescription: "Why the container is in that state, e.g. `ContainerCreating`, `CrashLoopBackOff`, " +
+								"`Completed`, `Error`, `OOMKilled`; empty when running normally.",
+							Computed: true,
+						},
+						"restart_count":  schema.Int64Attribute{MarkdownDescription: "How many times agentd restarted the container.", Computed: true},
+						"last_exit_code": schema.Int64Attribute{MarkdownDescription: "Exit code of the last run that ended; null if none has.", Computed: true},
+						"pid":            schema.Int64Attribute{MarkdownDescription: "Host PID of the container's main process; 0 when not running.", Computed: true},
+						"started_at":     schema.StringAttribute{MarkdownDescription: "When the current run started (RFC 3339); null if it has not.", Computed: true},
+					},
+				},
+			},
+		},
+		Blocks: map[string]schema.Block{
+			"container": schema.ListNestedBlock{
+				MarkdownDescription: fmt.Sprintf("A container of the pod; at least one, at most %d. Adding, removing or "+
+					"changing a container replaces the pod.", spec.MaxContainers),
+				PlanModifiers: replaceList,
+				NestedObject: schema.NestedBlockObject{
+					Attributes: map[string]schema.Attribute{
+						"name": schema.StringAttribute{
+							MarkdownDescription: "The container's name, unique within the pod: a lowercase RFC 1123 label.",
+							Required:            true,
+							PlanModifiers:       replaceString,
+						},
+						"image": schema.StringAttribute{
+							MarkdownDescription: "OCI image reference, e.g. `registry.example.com/app:1.2` or `busybox@sha256:...`; " +
+								"like Docker, `busybox` means `docker.io/library/busybox:latest`.",
+							Required:      true,
+							PlanModifiers: replaceString,
+						},
+						"command": schema.ListAttribute{
+							MarkdownDescription: "Replaces the image's entrypoint.",
+							ElementType:         types.StringType,
+							Optional:            true,
+							PlanModifiers:       replaceList,
+						},
+						"args": schema.ListAttribute{
+							MarkdownDescription: "Replaces the image's cmd (the arguments of the entrypoint).",
+							ElementType:         types.StringType,
+							Optional:            true,
+							PlanModifiers:       replaceList,
+						},
+						"env": schema.MapAttribute{
+							MarkdownDescription: "Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.",
+							ElementType:         types.StringType,
+							Optional:            true,
+							PlanModifiers:       replaceMap,
+						},
+						"working_dir": schema.StringAttribute{
+							MarkdownDescription: "Working directory of the main process, an absolute path. Defaults to the image's.",
+							Optional:            true,
+							PlanModifiers:       replaceString,
+						},
+						"cpu": schema.StringAttribute{
+							MarkdownDescription: "CPU limit as a quantity: `\"500m\"` (millicores), `\"0.5\"` or `\"2\"` (CPUs); at least `1m`, " +
+								"no finer than one millicore. Unset: no limit.",
+							Optional:      true,
+							PlanModifiers: replaceString,
+						},
+						"memory": schema.StringAttribute{
+							MarkdownDescription: "Memory limit as a quantity: `\"512Mi\"`, `\"1Gi\"`, `\"1G\"` or a number of bytes; at least `6Mi`. " +
+								"Unset: no limit.",
+							Optional:      true,
+							PlanModifiers: replaceString,
+						},
+					},
+				},
+			},
+			"timeouts": timeoutsBlock(ctx),
+		},
+	}
+}
+
+// timeoutsBlock is the framework's timeouts block with herd's descriptions.
+func timeoutsBlock(ctx context.Context) schema.Block {
+	b := timeouts.Block(ctx, timeouts.Opts{
+		Create: true,
+		Delete: true,
+		CreateDescription: fmt.Sprintf("How long `apply` waits for the pod to start (a Go duration such as `\"90s\"` or `\"10m\"`; "+
+			"default `\"%s\"`). When it expires, the pod is deleted and the apply fails with the state of the container "+
+			"that did not start and its last log lines.", shortDuration(defaultPodCreateTimeout)),
+		DeleteDescription: fmt.Sprintf("How long deleting the pod may take, including its containers' termination grace "+
+			"period (a Go duration; default `\"%s\"`).", shortDuration(defaultPodDeleteTimeout)),
+	})
+	if nb, ok := b.(schema.SingleNestedBlock); ok {
+		nb.MarkdownDescription = "Time limits of the operations on this pod. Changing them does not replace the pod."
+		return nb
+	}
+	return b
+}
+
+// shortDuration renders whole minutes as "5m" rather than "5m0s".
+func shortDuration(d time.Duration) string {
+	if d%time.Minute == 0 {
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
+}
+
+func (r *podResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+}
+
+// ValidateConfig runs agentd's own pod validation on the configuration, so
+// bad input is refused at plan time at the attribute that holds it. Values
+// not known yet are skipped.
+func (r *podResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var cfg podModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &cfg)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	conv, diags := podSpecFromModel(ctx, cfg, false)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	addFieldErrors(&resp.Diagnostics, validatePodSpec(conv))
+}
+
+func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var plan podModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	createTimeout, diags := plan.Timeouts.Create(ctx, defaultPodCreateTimeout)
+	resp.Diagnostics.Append(diags...)
+	deleteTimeout, diags := plan.Timeouts.Delete(ctx, defaultPodDeleteTimeout)
+	resp.Diagnostics.Append(diags...)
+	conv, diags := podSpecFromModel(ctx, plan, true)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if errs := validatePodSpec(conv); len(errs) > 0 {
+		addFieldErrors(&resp.Diagnostics, errs)
+		return
+	}
+	podSpec := conv.spec
+	nodeID := plan.Node.ValueString()
+	podName := podSpec.GetName()
+	pc, err := r.clients.PodClient(nodeID)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", nodeID, err)
+		return
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, createTimeout)
+	defer cancel()
+	applied, err := pc.ApplyPod(cctx, &herdv1.ApplyPodRequest{Spec: podSpec})
+	if err != nil {
+		if status.Code(err) == codes.AlreadyExists {
+			resp.Diagnostics.AddError("Pod already exists with another specification",
+				fmt.Sprintf("%s already has a pod named %q with a different specification (%s). Pods are replaced, never "+
+					"patched: choose another name, delete that pod, or import it with the id %q.",
+					nodeDescription(nodeID), podName, status.Convert(err).Message(), nodeid.FormatPod(nodeID, podName)))
+			return
+		}
+		addRPCError(&resp.Diagnostics, fmt.Sprintf("create pod %q", podName), nodeID, err)
+		return
+	}
+
+	pod, failure, err := waitForPod(cctx, pc, applied.GetPod(), applied.GetCreated(), createTimeout)
+	if err == nil && failure == nil {
+		plan.ID = types.StringValue(nodeid.FormatPod(nodeID, podName))
+		plan.setStatus(pod)
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+
+	// The pod did not start: collect what explains it, then delete it so
+	// that nothing half-made is left behind. ctx may be done (timeout or
+	// interrupt), so cleanup gets its own deadline.
+	cleanupCtx := context.WithoutCancel(ctx)
+	var why, logs string
+	if err != nil {
+		_, why = describeRPCError(fmt.Sprintf("watch pod %q start", podName), nodeID, err)
+	} else {
+		why = fmt.Sprintf("Pod %q on %s did not start: %s.", podName, nodeDescription(nodeID), failure)
+		if c := failureContainer(failure, podSpec); c != "" {
+			lctx, lcancel := context.WithTimeout(cleanupCtx, 15*time.Second)
+			logs = fmt.Sprintf("\n\nLast %d log lines of container %q:\n%s", podLogTailLines, c, fetchLogTail(lctx, pc, podName, c))
+			lcancel()
+		}
+	}
+	dctx, dcancel := context.WithTimeout(cleanupCtx, deleteTimeout)
+	defer dcancel()
+	summary := "Pod failed to start"
+	if failure != nil && failure.timedOut {
+		summary = "Pod did not start in time"
+	}
+	if derr := deletePod(dctx, pc, podName); derr != nil {
+		_, ddetail := describeRPCError(fmt.Sprintf("delete pod %q", podName), nodeID, derr)
+		resp.Diagnostics.AddError(summary, why+logs+"\n\nDeleting the pod afterwards failed too: "+ddetail+
+			"\nThe pod is kept in the state as tainted, so the next apply deletes and recreates it.")
+		// Record what exists so Terraform taints it rather than forget it.
+		plan.ID = types.StringValue(nodeid.FormatPod(nodeID, podName))
+		if pod != nil {
+			plan.setStatus(pod)
+		} else {
+			plan.setStatus(&herdv1.Pod{})
+		}
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	resp.Diagnostics.AddError(summary, why+logs+"\n\nThe pod was deleted from the node; fix the cause and apply again.")
+}
+
+// failureContainer names the container whose logs explain a failure: the
+// failing one, or the only one.
+func failureContainer(f *podFailure, s *herdv1.PodSpec) string {
+	if f.container != "" {
+		return f.container
+	}
+	if len(s.GetContainers()) == 1 {
+		return s.GetContainers()[0].GetName()
+	}
+	return ""
+}
+
+// deletePod deletes a pod and waits until the node no longer reports it.
+// A pod that does not exist is deleted.
+func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name string) error {
+	_, err := pc.DeletePod(ctx, &herdv1.DeletePodRequest{Name: name})
+	if err != nil && status.Code(err) != codes.NotFound {
+		return err
+	}
+	for {
+		_, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+		if status.Code(err) == codes.NotFound {
+			return nil
+		}
+		if err != nil && !isUnreachable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				return fmt.Errorf("pod %q still exists: %w", name, ctx.Err())
+			}
+			return err
+		case <-time.After(podPollInterval):
+		}
+	}
+}
+
+func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var state podModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	nodeID, podName := state.Node.ValueString(), state.Name.ValueString()
+	pc, err := r.clients.PodClient(nodeID)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", nodeID, err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+30*time.Second)
+	defer cancel()
+	pod, err := pc.GetPod(cctx, &herdv1.GetPodRequest{Name: podName})
+	if status.Code(err) == codes.NotFound {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addRPCError(&resp.Diagnostics, fmt.Sprintf("read pod %q", podName), nodeID, err)
+		return
+	}
+	next := state
+	resp.Diagnostics.Append(next.setSpec(ctx, pod.GetSpec(), state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	next.ID = types.StringValue(nodeid.FormatPod(nodeID, next.Name.ValueString()))
+	next.setStatus(pod)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &next)...)
+}
+
+// Update only ever changes timeouts (every other attribute forces a
+// replacement); the plan already carries the prior status.
+func (r *podResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan podModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *podResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	if !checkConfigured(r.clients, &resp.Diagnostics) {
+		return
+	}
+	var state podModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	deleteTimeout, diags := state.Timeouts.Delete(ctx, defaultPodDeleteTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	nodeID, podName := state.Node.ValueString(), state.Name.ValueString()
+	pc, err := r.clients.PodClient(nodeID)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", nodeID, err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+	defer cancel()
+	if err := deletePod(cctx, pc, podName); err != nil {
+		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete pod %q within %s", podName, deleteTimeout), nodeID, err)
+	}
+}
+
+func (r *podResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	nodeID, podName, err := nodeid.ParsePod(req.ID)
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid import id", err.Error()+
+			"\n\nImport a pod with its id NODEID/NAME, e.g. node-a@10.0.0.5:7443/web or node-a@unix:///run/herd/agentd.sock/web.")
+		return
+	}
+	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": req.ID, "node": nodeID, "name": podName})
+}

@@ -1,0 +1,349 @@
+package resources
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+)
+
+// podModel is the state of herd_pod.
+type podModel struct {
+	ID                            types.String   `tfsdk:"id"`
+	Node                          types.String   `tfsdk:"node"`
+	Name                          types.String   `tfsdk:"name"`
+	Labels                        types.Map      `tfsdk:"labels"`
+	RestartPolicy                 types.String   `tfsdk:"restart_policy"`
+	TerminationGracePeriodSeconds types.Int64    `tfsdk:"termination_grace_period_seconds"`
+	Containers                    types.List     `tfsdk:"container"`
+	Timeouts                      timeouts.Value `tfsdk:"timeouts"`
+	UID                           types.String   `tfsdk:"uid"`
+	Phase                         types.String   `tfsdk:"phase"`
+	StartTime                     types.String   `tfsdk:"start_time"`
+	RestartCount                  types.Int64    `tfsdk:"restart_count"`
+	ContainerStatus               types.List     `tfsdk:"container_status"`
+}
+
+// containerModel is one container block.
+type containerModel struct {
+	Name       types.String `tfsdk:"name"`
+	Image      types.String `tfsdk:"image"`
+	Command    types.List   `tfsdk:"command"`
+	Args       types.List   `tfsdk:"args"`
+	Env        types.Map    `tfsdk:"env"`
+	WorkingDir types.String `tfsdk:"working_dir"`
+	CPU        types.String `tfsdk:"cpu"`
+	Memory     types.String `tfsdk:"memory"`
+}
+
+var containerAttrTypes = map[string]attr.Type{
+	"name":        types.StringType,
+	"image":       types.StringType,
+	"command":     types.ListType{ElemType: types.StringType},
+	"args":        types.ListType{ElemType: types.StringType},
+	"env":         types.MapType{ElemType: types.StringType},
+	"working_dir": types.StringType,
+	"cpu":         types.StringType,
+	"memory":      types.StringType,
+}
+
+var containerStatusAttrTypes = map[string]attr.Type{
+	"name":           types.StringType,
+	"state":          types.StringType,
+	"reason":         types.StringType,
+	"restart_count":  types.Int64Type,
+	"last_exit_code": types.Int64Type,
+	"pid":            types.Int64Type,
+	"started_at":     types.StringType,
+}
+
+// specConversion is the result of converting a (possibly partly unknown)
+// configuration into a PodSpec.
+type specConversion struct {
+	spec *herdv1.PodSpec
+	// unknown lists the spec paths whose values are not known yet; errors
+	// at or below them are not reported.
+	unknown []spec.Path
+}
+
+// placeholders stand in for unknown required strings so that validation of
+// the known parts can run; errors at their paths are dropped.
+const placeholderImage = "herd.invalid/unknown:placeholder"
+
+func placeholderName(i int) string { return fmt.Sprintf("x-unknown-value-%d-placeholder", i) }
+
+// podSpecFromModel converts the configuration or plan into a PodSpec.
+// restart_policy and termination_grace_period_seconds are copied only when
+// withPolicy is set: at validation time their framework validators check
+// them, and checking them twice would repeat every error.
+func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specConversion, diag.Diagnostics) {
+	var (
+		diags diag.Diagnostics
+		out   specConversion
+		s     = &herdv1.PodSpec{}
+	)
+	out.spec = s
+	unknown := func(p spec.Path) { out.unknown = append(out.unknown, p) }
+
+	if m.Name.IsUnknown() {
+		s.Name = placeholderName(0)
+		unknown(spec.Path{}.Field("name"))
+	} else {
+		s.Name = m.Name.ValueString()
+	}
+	s.Labels = mapWithUnknowns(m.Labels, spec.Path{}.Field("labels"), unknown)
+	if withPolicy {
+		if !m.RestartPolicy.IsNull() && !m.RestartPolicy.IsUnknown() {
+			s.RestartPolicy = m.RestartPolicy.ValueString()
+		}
+		if !m.TerminationGracePeriodSeconds.IsNull() && !m.TerminationGracePeriodSeconds.IsUnknown() {
+			g := m.TerminationGracePeriodSeconds.ValueInt64()
+			s.TerminationGracePeriodSeconds = &g
+		}
+	}
+
+	cp := spec.Path{}.Field("containers")
+	if m.Containers.IsUnknown() {
+		unknown(cp)
+		return out, diags
+	}
+	for i, v := range m.Containers.Elements() {
+		p := cp.Index(i)
+		obj, ok := v.(types.Object)
+		if !ok || obj.IsUnknown() || obj.IsNull() {
+			unknown(p)
+			s.Containers = append(s.Containers, &herdv1.ContainerSpec{Name: placeholderName(i + 1), Image: placeholderImage})
+			continue
+		}
+		var cm containerModel
+		diags.Append(obj.As(ctx, &cm, basetypes.ObjectAsOptions{})...)
+		if diags.HasError() {
+			return out, diags
+		}
+		c := &herdv1.ContainerSpec{}
+		if cm.Name.IsUnknown() {
+			c.Name = placeholderName(i + 1)
+			unknown(p.Field("name"))
+		} else {
+			c.Name = cm.Name.ValueString()
+		}
+		if cm.Image.IsUnknown() {
+			c.Image = placeholderImage
+			unknown(p.Field("image"))
+		} else {
+			c.Image = cm.Image.ValueString()
+		}
+		c.Command = listWithUnknowns(cm.Command, p.Field("command"), unknown)
+		c.Args = listWithUnknowns(cm.Args, p.Field("args"), unknown)
+		c.Env = mapWithUnknowns(cm.Env, p.Field("env"), unknown)
+		c.WorkingDir = stringWithUnknown(cm.WorkingDir, p.Field("working_dir"), unknown)
+		c.Cpu = stringWithUnknown(cm.CPU, p.Field("cpu"), unknown)
+		c.Memory = stringWithUnknown(cm.Memory, p.Field("memory"), unknown)
+		s.Containers = append(s.Containers, c)
+	}
+	return out, diags
+}
+
+func stringWithUnknown(v types.String, p spec.Path, unknown func(spec.Path)) string {
+	if v.IsUnknown() {
+		unknown(p)
+		return ""
+	}
+	return v.ValueString()
+}
+
+func listWithUnknowns(l types.List, p spec.Path, unknown func(spec.Path)) []string {
+	if l.IsUnknown() {
+		unknown(p)
+		return nil
+	}
+	if l.IsNull() {
+		return nil
+	}
+	out := make([]string, 0, len(l.Elements()))
+	for i, v := range l.Elements() {
+		s, _ := v.(types.String)
+		if s.IsUnknown() {
+			unknown(p.Index(i))
+		}
+		out = append(out, s.ValueString())
+	}
+	return out
+}
+
+func mapWithUnknowns(m types.Map, p spec.Path, unknown func(spec.Path)) map[string]string {
+	if m.IsUnknown() {
+		unknown(p)
+		return nil
+	}
+	if m.IsNull() {
+		return nil
+	}
+	out := make(map[string]string, len(m.Elements()))
+	for k, v := range m.Elements() {
+		s, _ := v.(types.String)
+		if s.IsUnknown() {
+			unknown(p.Key(k))
+		}
+		out[k] = s.ValueString()
+	}
+	return out
+}
+
+// hasPrefix reports whether p starts with prefix.
+func hasPrefix(p, prefix spec.Path) bool {
+	if len(prefix) > len(p) {
+		return false
+	}
+	for i := range prefix {
+		if p[i] != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// validatePodSpec runs agentd's validation on a converted configuration and
+// returns the errors that concern known values.
+func validatePodSpec(c specConversion) spec.FieldErrors {
+	var out spec.FieldErrors
+next:
+	for _, fe := range spec.ValidatePod(c.spec) {
+		for _, u := range c.unknown {
+			if hasPrefix(fe.Path, u) {
+				continue next
+			}
+		}
+		out = append(out, fe)
+	}
+	return out
+}
+
+// podAttributePath maps a spec path (relative to a PodSpec) to the herd_pod
+// attribute path: the spec's "containers" list is the "container" block,
+// list indexes and map keys carry over, every other field has the same
+// name in both.
+func podAttributePath(p spec.Path) path.Path {
+	out := path.Empty()
+	for i, s := range p {
+		switch s.Kind {
+		case spec.FieldStep:
+			name := s.Field
+			if i == 0 && name == "containers" {
+				name = "container"
+			}
+			out = out.AtName(name)
+		case spec.IndexStep:
+			out = out.AtListIndex(s.Index)
+		case spec.KeyStep:
+			out = out.AtMapKey(s.Key)
+		}
+	}
+	return out
+}
+
+// addFieldErrors reports spec field errors at their attribute paths.
+func addFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
+	for _, fe := range errs {
+		p := podAttributePath(fe.Path)
+		summary := "Invalid pod specification"
+		if len(fe.Path) > 0 && fe.Path[0].Field == "containers" {
+			summary = "Invalid container specification"
+		}
+		if len(fe.Path) == 0 {
+			diags.AddError(summary, fe.Msg)
+			continue
+		}
+		// Messages may name other containers the way agentd spells them.
+		msg := strings.ReplaceAll(fe.Msg, "containers[", "container[")
+		diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", p, msg))
+	}
+}
+
+// podStatus fills the computed status attributes from a pod.
+func (m *podModel) setStatus(pod *herdv1.Pod) {
+	st := pod.GetStatus()
+	m.UID = types.StringValue(pod.GetUid())
+	m.Phase = types.StringValue(st.GetPhase())
+	m.StartTime = timeString(st.GetStartTime())
+	var total int64
+	elems := make([]attr.Value, 0, len(st.GetContainers()))
+	for _, cs := range st.GetContainers() {
+		total += int64(cs.GetRestartCount())
+		exit := types.Int64Null()
+		if cs.LastExitCode != nil {
+			exit = types.Int64Value(int64(cs.GetLastExitCode()))
+		}
+		elems = append(elems, types.ObjectValueMust(containerStatusAttrTypes, map[string]attr.Value{
+			"name":           types.StringValue(cs.GetName()),
+			"state":          types.StringValue(cs.GetState()),
+			"reason":         types.StringValue(cs.GetReason()),
+			"restart_count":  types.Int64Value(int64(cs.GetRestartCount())),
+			"last_exit_code": exit,
+			"pid":            types.Int64Value(int64(cs.GetPid())),
+			"started_at":     timeString(cs.GetStartedAt()),
+		}))
+	}
+	m.RestartCount = types.Int64Value(total)
+	m.ContainerStatus = types.ListValueMust(types.ObjectType{AttrTypes: containerStatusAttrTypes}, elems)
+}
+
+// setSpec fills the spec attributes from what the node reports, using prior
+// (state or plan) only to choose between null and empty values.
+func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podModel) diag.Diagnostics {
+	var diags diag.Diagnostics
+	d := spec.Defaulted(s)
+	m.Name = types.StringValue(d.GetName())
+	m.Labels = mapFromRemote(d.GetLabels(), prior.Labels)
+	m.RestartPolicy = types.StringValue(d.GetRestartPolicy())
+	m.TerminationGracePeriodSeconds = types.Int64Value(d.GetTerminationGracePeriodSeconds())
+
+	var priorContainers []containerModel
+	if !prior.Containers.IsNull() && !prior.Containers.IsUnknown() {
+		diags.Append(prior.Containers.ElementsAs(ctx, &priorContainers, false)...)
+		if diags.HasError() {
+			return diags
+		}
+	}
+	objType := types.ObjectType{AttrTypes: containerAttrTypes}
+	elems := make([]attr.Value, 0, len(d.GetContainers()))
+	for i, c := range d.GetContainers() {
+		var pc containerModel
+		if i < len(priorContainers) {
+			pc = priorContainers[i]
+		} else {
+			pc = containerModel{
+				WorkingDir: types.StringNull(), CPU: types.StringNull(), Memory: types.StringNull(),
+				Command: types.ListNull(types.StringType), Args: types.ListNull(types.StringType),
+				Env: types.MapNull(types.StringType),
+			}
+		}
+		cm := containerModel{
+			Name:       types.StringValue(c.GetName()),
+			Image:      types.StringValue(c.GetImage()),
+			Command:    listFromRemote(c.GetCommand(), pc.Command),
+			Args:       listFromRemote(c.GetArgs(), pc.Args),
+			Env:        mapFromRemote(c.GetEnv(), pc.Env),
+			WorkingDir: stringFromRemote(c.GetWorkingDir(), pc.WorkingDir),
+			CPU:        stringFromRemote(c.GetCpu(), pc.CPU),
+			Memory:     stringFromRemote(c.GetMemory(), pc.Memory),
+		}
+		obj, dd := types.ObjectValueFrom(ctx, containerAttrTypes, cm)
+		diags.Append(dd...)
+		elems = append(elems, obj)
+	}
+	if diags.HasError() {
+		return diags
+	}
+	m.Containers = types.ListValueMust(objType, elems)
+	return diags
+}
