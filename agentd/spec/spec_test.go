@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 )
 
@@ -98,8 +100,7 @@ func TestValidatePod(t *testing.T) {
 		{"no containers", func(s *herdv1.PodSpec) { s.Containers = nil }, "containers", "at least one"},
 		{"bad container name", func(s *herdv1.PodSpec) { s.Containers[0].Name = "-app" }, "containers[0].name", "RFC 1123"},
 		{"duplicate container", func(s *herdv1.PodSpec) {
-			c := *s.Containers[0]
-			s.Containers = append(s.Containers, &c)
+			s.Containers = append(s.Containers, proto.Clone(s.Containers[0]).(*herdv1.ContainerSpec))
 		}, "containers[1].name", "duplicate container name"},
 		{"bad image", func(s *herdv1.PodSpec) { s.Containers[0].Image = "Not a/valid::image" }, "containers[0].image", "invalid image reference"},
 		{"empty image", func(s *herdv1.PodSpec) { s.Containers[0].Image = "" }, "containers[0].image", "must not be empty"},

@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/node"
+	"github.com/herd-project/terraform-provider-herd/agentd/pods"
+	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	"github.com/herd-project/terraform-provider-herd/agentd/server"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/agentd/store"
+	"github.com/herd-project/terraform-provider-herd/internal/pki"
+)
+
+// Run starts agentd and blocks until ctx is done. Containers keep running
+// after Run returns: they belong to containerd's shims, and the next agentd
+// re-adopts them.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	var tlsCreds credentials.TransportCredentials
+	if cfg.Listen != "" {
+		c, err := serverCreds(cfg)
+		if err != nil {
+			return err
+		}
+		tlsCreds = c
+	}
+	regs, err := cfg.registries()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.StateDir, "agentd.db"))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+
+	rt, err := runtime.New(runtime.Config{
+		Address:   cfg.ContainerdAddress,
+		Namespace: cfg.Namespace,
+		Registry:  regs,
+		Logger:    log,
+	})
+	if err != nil {
+		return fmt.Errorf("connect to containerd: %w", err)
+	}
+	defer rt.Close()
+
+	mgr, err := pods.New(pods.Config{
+		Runtime:     rt,
+		Store:       st,
+		LogDir:      filepath.Join(cfg.StateDir, "logs"),
+		LogMaxBytes: cfg.LogMaxBytes,
+		BackoffBase: cfg.BackoffBase,
+		BackoffMax:  cfg.BackoffMax,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("start pod manager: %w", err)
+	}
+	defer mgr.Close()
+
+	var resCPU, resMem int64
+	if cfg.ReservedCPU != "" {
+		resCPU, _ = spec.ParseCPU(cfg.ReservedCPU)
+	}
+	if cfg.ReservedMemory != "" {
+		resMem, _ = spec.ParseMemory(cfg.ReservedMemory)
+	}
+	info := node.New(node.Config{
+		Name:                cfg.Name,
+		Addresses:           addresses(cfg),
+		Namespace:           rt.Namespace(),
+		AgentVersion:        cfg.Version,
+		ReservedCPUMillis:   resCPU,
+		ReservedMemoryBytes: resMem,
+		Labels:              st,
+		Containerd:          rt,
+	})
+	srv := server.New(info, mgr, mapError, log)
+
+	errc := make(chan error, 2)
+	var servers []*grpc.Server
+	if cfg.Listen != "" {
+		lis, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		g := grpc.NewServer(grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log)))
+		srv.Register(g)
+		servers = append(servers, g)
+		go func() { errc <- serve(g, lis) }()
+		log.Info("listening (mTLS)", "addr", lis.Addr().String())
+	}
+	if cfg.Socket != "" {
+		lis, err := listenUnix(cfg.Socket)
+		if err != nil {
+			return err
+		}
+		g := grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log)))
+		srv.Register(g)
+		servers = append(servers, g)
+		go func() { errc <- serve(g, lis) }()
+		log.Info("listening (local socket)", "path", cfg.Socket)
+	}
+	log.Info("agentd ready", "node", cfg.Name, "namespace", rt.Namespace(), "version", cfg.Version)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	for _, g := range servers {
+		stopGracefully(g, 5*time.Second)
+	}
+	if cfg.Socket != "" {
+		_ = os.Remove(cfg.Socket)
+	}
+	log.Info("agentd stopped; containers keep running")
+	return err
+}
+
+func serve(g *grpc.Server, lis net.Listener) error {
+	if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+func stopGracefully(g *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		g.Stop() // followers of log streams would hold GracefulStop forever
+	}
+}
+
+// serverCreds loads the node's certificate and refuses to start when it
+// does not carry the node's name: clients verify exactly that.
+func serverCreds(cfg Config) (credentials.TransportCredentials, error) {
+	ca, err := pki.LoadPEMOrFile(cfg.CACert)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert: %w", err)
+	}
+	cert, err := pki.LoadPEMOrFile(cfg.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("--cert: %w", err)
+	}
+	key, err := pki.LoadPEMOrFile(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	leaf, err := pki.ParseCertificatePEM(cert)
+	if err != nil {
+		return nil, fmt.Errorf("--cert: %w", err)
+	}
+	if err := leaf.VerifyHostname(cfg.Name); err != nil {
+		return nil, fmt.Errorf("--cert does not carry the node name %q (issue it with `herdctl certs node %s --ip ...`): %w", cfg.Name, cfg.Name, err)
+	}
+	tc, err := pki.ServerTLSConfig(ca, cert, key)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(tc), nil
+}
+
+// listenUnix creates the local socket with mode 0600 from the start (umask),
+// so there is no window in which another user could connect.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("--socket %s exists and is not a socket", path)
+		}
+		_ = os.Remove(path) // stale socket of an earlier agentd
+	}
+	old := syscall.Umask(0o177)
+	lis, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+func addresses(cfg Config) []string {
+	var out []string
+	if cfg.Listen != "" {
+		out = append(out, cfg.Listen)
+	}
+	if cfg.Socket != "" {
+		out = append(out, "unix://"+cfg.Socket)
+	}
+	return slices.Clip(out)
+}
+
+// mapError gives engine errors their gRPC codes.
+func mapError(err error) (codes.Code, bool) {
+	switch {
+	case errors.Is(err, pods.ErrNotFound):
+		return codes.NotFound, true
+	case errors.Is(err, pods.ErrConflict):
+		return codes.AlreadyExists, true
+	case errors.Is(err, pods.ErrForeign), errors.Is(err, runtime.ErrForeign):
+		return codes.FailedPrecondition, true
+	case errors.Is(err, pods.ErrNotReady):
+		return codes.Unavailable, true
+	}
+	return codes.Internal, false
+}
+
+// logUnary logs each mutating call with the caller's certificate name.
+func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := h(ctx, req)
+		log.Debug("rpc", "method", info.FullMethod, "caller", caller(ctx), "took", time.Since(start), "err", err)
+		return resp, err
+	}
+}
+
+func caller(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+		return ti.State.PeerCertificates[0].Subject.CommonName
+	}
+	return "local"
+}

@@ -1,0 +1,78 @@
+// Command agentd is herd's node daemon: it runs pods on containerd and
+// serves the herd.v1 API over mTLS.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/agent"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+)
+
+var version = "dev"
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	var cfg agent.Config
+	var insecure listFlag
+	var logMax, logLevel string
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("agentd", flag.ExitOnError)
+	fs.StringVar(&cfg.Name, "name", strings.ToLower(host), "node name; the node certificate must carry it")
+	fs.StringVar(&cfg.Listen, "listen", "", "TCP address for mTLS clients, e.g. 0.0.0.0:7443 (empty: none)")
+	fs.StringVar(&cfg.Socket, "socket", "/run/herd/agentd.sock", "unix socket for local clients, mode 0600 (empty: none)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/herd", "directory for agentd's database and container logs")
+	fs.StringVar(&cfg.ContainerdAddress, "containerd", "/run/containerd/containerd.sock", "containerd socket")
+	fs.StringVar(&cfg.Namespace, "namespace", "herd", "containerd namespace for herd's containers")
+	fs.StringVar(&cfg.CACert, "ca-cert", os.Getenv("HERD_CA_CERT"), "herd CA certificate (PEM or path; env HERD_CA_CERT)")
+	fs.StringVar(&cfg.Cert, "cert", os.Getenv("HERD_NODE_CERT"), "node certificate (PEM or path; env HERD_NODE_CERT)")
+	fs.StringVar(&cfg.Key, "key", os.Getenv("HERD_NODE_KEY"), "node key (PEM or path; env HERD_NODE_KEY)")
+	fs.StringVar(&cfg.RegistryConfig, "registry-config", "", `registry settings JSON: {"insecure":["host:port"],"auths":{"host":{"username":"u","password":"p"}}}`)
+	fs.Var(&insecure, "insecure-registry", "registry host:port that may be reached over plain HTTP (repeatable)")
+	fs.StringVar(&cfg.ReservedCPU, "reserved-cpu", "", "CPU reserved for the system, e.g. 250m")
+	fs.StringVar(&cfg.ReservedMemory, "reserved-memory", "", "memory reserved for the system, e.g. 512Mi")
+	fs.StringVar(&logMax, "container-log-max-size", "10Mi", "size cap of each container's log")
+	fs.DurationVar(&cfg.BackoffBase, "restart-backoff", 10*time.Second, "first crash-restart delay; doubles up to --restart-backoff-max")
+	fs.DurationVar(&cfg.BackoffMax, "restart-backoff-max", 5*time.Minute, "longest crash-restart delay")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	_ = fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Println("agentd", version)
+		return
+	}
+	cfg.InsecureRegistries = insecure
+	cfg.Version = version
+	n, err := spec.ParseMemory(logMax)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agentd: --container-log-max-size:", err)
+		os.Exit(2)
+	}
+	cfg.LogMaxBytes = n
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "agentd: --log-level:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := agent.Run(ctx, cfg, log); err != nil {
+		log.Error("agentd failed", "err", err)
+		os.Exit(1)
+	}
+}
