@@ -1,55 +1,22 @@
-// Package nodeclient dials agentd. A node is named by its id, NAME@ADDRESS:
-// ADDRESS is host:port (mutual TLS; the node's certificate must carry NAME)
-// or unix:///path (the local plaintext socket).
+// Package nodeclient dials agentd for herdctl. A node is named by its id,
+// NAME@ADDRESS (see provider/nodeid): ADDRESS is host:port (mutual TLS; the
+// node's certificate must carry NAME) or unix:///path (the local plaintext
+// socket).
 package nodeclient
 
 import (
 	"fmt"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
+	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
 )
 
 // ParseNodeID splits NAME@ADDRESS and checks both halves.
-func ParseNodeID(id string) (name, addr string, err error) {
-	name, addr, ok := strings.Cut(id, "@")
-	if !ok {
-		return "", "", fmt.Errorf("invalid node id %q: want NAME@ADDRESS, e.g. node-1@10.0.0.5:7443 or node-1@unix:///run/herd/agentd.sock", id)
-	}
-	if err := spec.ValidateName(name); err != nil {
-		return "", "", fmt.Errorf("invalid node id %q: name: %v", id, err)
-	}
-	if err := ValidateAddress(addr); err != nil {
-		return "", "", fmt.Errorf("invalid node id %q: %v", id, err)
-	}
-	return name, addr, nil
-}
-
-// FormatNodeID joins a name and an address into a node id.
-func FormatNodeID(name, addr string) string { return name + "@" + addr }
-
-// IsUnix reports whether addr is a local socket address.
-func IsUnix(addr string) bool { return strings.HasPrefix(addr, "unix://") }
-
-// ValidateAddress accepts host:port or unix:///absolute/path.
-func ValidateAddress(addr string) error {
-	if IsUnix(addr) {
-		if p := strings.TrimPrefix(addr, "unix://"); !strings.HasPrefix(p, "/") {
-			return fmt.Errorf("address %q: a unix socket path must be absolute (unix:///path)", addr)
-		}
-		return nil
-	}
-	i := strings.LastIndex(addr, ":")
-	if i <= 0 || i == len(addr)-1 || strings.ContainsAny(addr, "/ @") {
-		return fmt.Errorf("address %q: want host:port or unix:///path", addr)
-	}
-	return nil
-}
+func ParseNodeID(id string) (name, addr string, err error) { return nodeid.Parse(id) }
 
 // TLSMaterial is the herd CA and a client certificate and key, PEM-encoded.
 type TLSMaterial struct {
@@ -84,7 +51,7 @@ func LoadTLS(ca, cert, key string) (TLSMaterial, error) {
 // Dial returns a lazily connecting client for the node: no network traffic
 // happens until the first call.
 func Dial(name, addr string, m TLSMaterial, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	if IsUnix(addr) {
+	if nodeid.IsUnix(addr) {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		return grpc.NewClient(addr, opts...)
 	}
