@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -235,7 +236,8 @@ func mapError(err error) (codes.Code, bool) {
 		return codes.AlreadyExists, true
 	case errors.Is(err, pods.ErrForeign), errors.Is(err, runtime.ErrForeign):
 		return codes.FailedPrecondition, true
-	case errors.Is(err, pods.ErrNotReady):
+	case errors.Is(err, pods.ErrNotReady), errdefs.IsUnavailable(err), errdefs.IsDeadlineExceeded(err):
+		// containerd unreachable or too slow: safe for the client to retry.
 		return codes.Unavailable, true
 	}
 	return codes.Internal, false

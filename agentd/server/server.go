@@ -207,6 +207,8 @@ func (s *Server) status(err error, doing string) error {
 	}
 	if code == codes.Internal {
 		s.log.Error("request failed", "op", doing, "err", err)
+		return status.Error(code, fmt.Sprintf("%s: %v", doing, err))
 	}
-	return status.Error(code, fmt.Sprintf("%s: %v", doing, err))
+	// Domain errors already say which pod and container they concern.
+	return status.Error(code, err.Error())
 }

@@ -1,0 +1,122 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+)
+
+// gcLoop collects garbage right away and then every GCInterval.
+func (m *Manager) gcLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		if err := m.GC(m.ctx); err != nil && m.ctx.Err() == nil {
+			m.log.Warn("garbage collection incomplete", "err", err)
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// owned reports whether a pod incarnation (name, uid) is one the manager
+// runs.
+func (m *Manager) owned(name, uid string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.pods[name]
+	return e != nil && e.uid == uid
+}
+
+// GC removes what herd created for pods it no longer has: containers
+// (with their tasks) and snapshots that carry the safety marker and name a
+// pod incarnation that is not in the store, and log directories of such
+// pods. Objects without the marker are never looked at twice. Image layer
+// snapshots and images are left alone.
+func (m *Manager) GC(ctx context.Context) error {
+	var errs []error
+	containers, err := m.rt.ListManaged(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range containers {
+		if err := m.collect(ctx, c.Pod(), c.PodUID(), func() error {
+			m.log.Info("garbage-collecting container", "container", c.ID, "pod", c.Pod(), "uid", c.PodUID())
+			return m.rt.RemoveContainer(ctx, c.ID, runtime.OnlyPodUID(c.PodUID()))
+		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	snaps, err := m.rt.ListManagedSnapshots(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range snaps {
+		pod := s.Labels[runtime.LabelPod]
+		if pod == "" {
+			continue // an image layer
+		}
+		uid := s.Labels[runtime.LabelPodUID]
+		if err := m.collect(ctx, pod, uid, func() error {
+			m.log.Info("garbage-collecting snapshot", "snapshot", s.Key, "pod", pod, "uid", uid)
+			return m.rt.RemoveSnapshot(ctx, s.Key, runtime.OnlyPodUID(uid))
+		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := m.collectLogDirs(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// collect runs remove if (pod, uid) is not a pod the manager runs. It
+// holds applyMu, so no new incarnation of the pod can appear meanwhile.
+func (m *Manager) collect(ctx context.Context, pod, uid string, remove func() error) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if m.owned(pod, uid) {
+		return nil
+	}
+	return remove()
+}
+
+// collectLogDirs removes LogDir/<pod>_<uid> directories of pods the
+// manager does not run.
+func (m *Manager) collectLogDirs() error {
+	entries, err := os.ReadDir(m.cfg.LogDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, de := range entries {
+		name, uid, ok := strings.Cut(de.Name(), "_")
+		if !de.IsDir() || !ok || name == "" || uid == "" {
+			continue
+		}
+		m.applyMu.Lock()
+		if !m.owned(name, uid) {
+			m.log.Info("garbage-collecting log directory", "dir", de.Name())
+			if err := os.RemoveAll(filepath.Join(m.cfg.LogDir, de.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		m.applyMu.Unlock()
+	}
+	return errors.Join(errs...)
+}

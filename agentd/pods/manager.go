@@ -1,0 +1,672 @@
+// Package pods is agentd's pod manager: the kubelet of a herd node. It
+// records desired state in the store, runs every pod's containers through
+// the runtime (one supervising goroutine per pod), restarts them with
+// back-off according to the restart policy, keeps their status (persisted,
+// so it survives agentd restarts), re-adopts running containers after a
+// restart, serves their logs, and garbage-collects what no pod owns any
+// more — never anything without herd's safety marker.
+package pods
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/agentd/store"
+)
+
+// Defaults for Config.
+const (
+	DefaultLogMaxBytes      = 10 << 20
+	DefaultBackoffBase      = 10 * time.Second
+	DefaultBackoffMax       = 5 * time.Minute
+	DefaultGCInterval       = time.Minute
+	DefaultLogCheckInterval = time.Second
+	// backoffResetAfter: a container that ran this long before it exited
+	// restarts without back-off, as if it had never crashed.
+	backoffResetAfter = 10 * time.Minute
+	// killTimeout bounds the wait for a SIGKILLed task.
+	killTimeout = 30 * time.Second
+)
+
+// Container states and reasons, as in Kubernetes.
+const (
+	StateWaiting    = "waiting"
+	StateRunning    = "running"
+	StateTerminated = "terminated"
+
+	ReasonContainerCreating    = "ContainerCreating"
+	ReasonErrImagePull         = "ErrImagePull"
+	ReasonImagePullBackOff     = "ImagePullBackOff"
+	ReasonCrashLoopBackOff     = "CrashLoopBackOff"
+	ReasonCreateContainerError = "CreateContainerError"
+	ReasonRunContainerError    = "RunContainerError"
+	ReasonCompleted            = "Completed"
+	ReasonError                = "Error"
+	ReasonOOMKilled            = "OOMKilled"
+	ReasonContainerLost        = "ContainerLost"
+
+	PhasePending   = "Pending"
+	PhaseRunning   = "Running"
+	PhaseSucceeded = "Succeeded"
+	PhaseFailed    = "Failed"
+)
+
+// Config configures a Manager.
+type Config struct {
+	Runtime *runtime.Runtime
+	Store   *store.Store
+	// LogDir holds the per-container log files:
+	// LogDir/<pod>_<uid>/<container>.log (and .log.1 after rotation).
+	LogDir string
+	// LogMaxBytes caps the disk space of one container's log (default
+	// 10 MiB): the newest bytes are kept. See logs.go for the approach.
+	LogMaxBytes int64
+	// BackoffBase and BackoffMax bound the restart back-off (defaults 10 s
+	// and 5 min, like the kubelet).
+	BackoffBase, BackoffMax time.Duration
+	// GCInterval is how often garbage collection runs (default 1 min).
+	GCInterval time.Duration
+	// LogCheckInterval is how often log sizes are checked (default 1 s).
+	LogCheckInterval time.Duration
+	Logger           *slog.Logger
+}
+
+// Manager runs the pods of one node. Create it with New, then Start it.
+type Manager struct {
+	cfg  Config
+	rt   *runtime.Runtime
+	st   *store.Store
+	log  *slog.Logger
+	logs logFiles
+
+	// applyMu serializes the creation of pods (and garbage collection's
+	// removals), so that no new pod incarnation appears mid-check.
+	applyMu sync.Mutex
+
+	mu      sync.Mutex
+	pods    map[string]*podEntry
+	started bool
+	closed  bool
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// podEntry is the manager's record of one pod.
+type podEntry struct {
+	name string
+	uid  string
+	hash string
+	spec *herdv1.PodSpec // defaulted; immutable
+	ids  []string        // container IDs, by container index
+
+	// Guarded by Manager.mu.
+	pod      *herdv1.Pod   // last published state; replaced, never mutated
+	changed  chan struct{} // closed and replaced on every publish
+	deleting    *deletion // the deletion in progress, if any
+	terminating bool      // a Delete began: the worker is stopped for good
+	gone        bool      // removed from the manager
+
+	cancel context.CancelFunc // stops the worker
+	done   chan struct{}      // closed when the worker has returned
+}
+
+type deletion struct {
+	done chan struct{}
+	err  error
+}
+
+// New checks cfg and returns a Manager. Call Start before anything else.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Runtime == nil || cfg.Store == nil {
+		return nil, fmt.Errorf("pods: Runtime and Store are required")
+	}
+	if cfg.LogDir == "" {
+		return nil, fmt.Errorf("pods: LogDir is required")
+	}
+	dir, err := filepath.Abs(cfg.LogDir)
+	if err != nil {
+		return nil, fmt.Errorf("pods: log dir: %w", err)
+	}
+	cfg.LogDir = dir
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = DefaultLogMaxBytes
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = DefaultBackoffBase
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.BackoffMax < cfg.BackoffBase {
+		cfg.BackoffMax = cfg.BackoffBase
+	}
+	if cfg.GCInterval <= 0 {
+		cfg.GCInterval = DefaultGCInterval
+	}
+	if cfg.LogCheckInterval <= 0 {
+		cfg.LogCheckInterval = DefaultLogCheckInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{
+		cfg:    cfg,
+		rt:     cfg.Runtime,
+		st:     cfg.Store,
+		log:    cfg.Logger.With("component", "pods"),
+		pods:   map[string]*podEntry{},
+		ctx:    ctx,
+		cancel: cancel,
+	}, nil
+}
+
+// Start loads the desired state from the store and supervises every pod:
+// running containers are re-adopted (same process, not restarted),
+// containers that exited while agentd was down are handled by their
+// restart policy, missing ones are created. It also starts periodic garbage
+// collection and log size checks. Start returns once every pod has a
+// worker; adoption itself happens in the workers.
+func (m *Manager) Start(ctx context.Context) error {
+	if err := os.MkdirAll(m.cfg.LogDir, 0o700); err != nil {
+		return fmt.Errorf("pods: %w", err)
+	}
+	pods, err := m.st.ListPods()
+	if err != nil {
+		return fmt.Errorf("pods: load desired state: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrNotReady
+	}
+	if m.started {
+		return fmt.Errorf("pods: manager already started")
+	}
+	for _, pod := range pods {
+		e, err := m.newEntry(pod)
+		if err != nil {
+			m.log.Error("skipping unreadable pod record", "pod", pod.GetSpec().GetName(), "err", err)
+			continue
+		}
+		m.pods[e.name] = e
+		m.startWorker(e, true)
+	}
+	m.started = true
+	m.wg.Add(2)
+	go m.gcLoop()
+	go m.logLoop()
+	m.log.Info("pod manager started", "pods", len(m.pods))
+	return nil
+}
+
+// Close stops supervising: workers, garbage collection and log checks
+// stop; containers keep running (and logging), to be re-adopted by the
+// next Start. The runtime and store are the caller's to close.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+}
+
+// newEntry builds the entry of a stored (or new) pod.
+func (m *Manager) newEntry(pod *herdv1.Pod) (*podEntry, error) {
+	s := pod.GetSpec()
+	if errs := spec.ValidatePod(s); len(errs) > 0 {
+		return nil, errs
+	}
+	e := &podEntry{
+		name:    s.GetName(),
+		uid:     pod.GetUid(),
+		hash:    pod.GetSpecHash(),
+		spec:    s,
+		pod:     pod,
+		changed: make(chan struct{}),
+	}
+	for _, c := range s.GetContainers() {
+		e.ids = append(e.ids, runtime.ContainerID(e.name, c.GetName()))
+	}
+	return e, nil
+}
+
+// startWorker starts e's supervising goroutine. Callers hold m.mu.
+func (m *Manager) startWorker(e *podEntry, adopt bool) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	e.cancel = cancel
+	e.done = make(chan struct{})
+	w := newWorker(m, e)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		w.run(ctx, adopt)
+	}()
+}
+
+// Apply creates the pod described by s, or returns the existing pod if one
+// with the same name and the same (defaulted) spec exists (created=false,
+// nothing changes). A pod with the same name and another spec is refused
+// with ErrConflict. The desired state is stored before Apply returns; the
+// containers are pulled, created and started in the background (phase
+// Pending until they all started).
+func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bool, error) {
+	if errs := spec.ValidatePod(s); len(errs) > 0 {
+		return nil, false, errs
+	}
+	d := spec.Defaulted(s)
+	hash := spec.Hash(d)
+	name := d.GetName()
+
+	if pod, done, err := m.existing(name, hash); done {
+		return pod, false, err
+	}
+	ids := make([]string, len(d.GetContainers()))
+	for i, c := range d.GetContainers() {
+		ids[i] = runtime.ContainerID(name, c.GetName())
+		// Refuse up front to run over an object herd does not own.
+		if err := m.rt.CheckAvailable(ctx, ids[i]); err != nil {
+			if errors.Is(err, runtime.ErrForeign) {
+				return nil, false, fmt.Errorf("pod %s: container %s: %w", name, c.GetName(), err)
+			}
+			return nil, false, fmt.Errorf("pod %s: %w", name, err)
+		}
+	}
+
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	if pod, done, err := m.existing(name, hash); done {
+		return pod, false, err
+	}
+	if err := m.checkIDClash(name, d, ids); err != nil {
+		return nil, false, err
+	}
+	now := timestamppb.Now()
+	pod := &herdv1.Pod{
+		Spec:      d,
+		Uid:       newUID(),
+		SpecHash:  hash,
+		CreatedAt: now,
+		Status:    initialStatus(d, ids),
+	}
+	if err := m.st.PutPod(pod); err != nil {
+		return nil, false, fmt.Errorf("pod %s: record desired state: %w", name, err)
+	}
+	e, err := m.newEntry(pod)
+	if err != nil {
+		return nil, false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || !m.started {
+		// Recorded: the next Start runs it.
+		return nil, false, ErrNotReady
+	}
+	m.pods[name] = e
+	m.startWorker(e, false)
+	m.log.Info("pod created", "pod", name, "uid", pod.Uid)
+	return proto.Clone(pod).(*herdv1.Pod), true, nil
+}
+
+// existing handles Apply of a name that is taken: done is false when the
+// name is free.
+func (m *Manager) existing(name, hash string) (*herdv1.Pod, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || !m.started {
+		return nil, true, ErrNotReady
+	}
+	e := m.pods[name]
+	switch {
+	case e == nil:
+		return nil, false, nil
+	case e.terminating:
+		return nil, true, newError(ErrConflict, "pod %s is being deleted; apply it again once the deletion finished", name)
+	case e.hash != hash:
+		return nil, true, newError(ErrConflict, "pod %s exists with a different spec; delete it first", name)
+	}
+	return proto.Clone(e.pod).(*herdv1.Pod), true, nil
+}
+
+// checkIDClash refuses a pod whose container IDs another pod uses
+// (pod "a-b" container "c" and pod "a" container "b-c" are both
+// herd-a-b-c).
+func (m *Manager) checkIDClash(name string, d *herdv1.PodSpec, ids []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, other := range m.pods {
+		for j, oid := range other.ids {
+			for i, id := range ids {
+				if id == oid {
+					return newError(ErrConflict, "pod %s: container %s would get the containerd ID %s, which container %s of pod %s has; rename one of them",
+						name, d.GetContainers()[i].GetName(), id, other.spec.GetContainers()[j].GetName(), other.name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func initialStatus(d *herdv1.PodSpec, ids []string) *herdv1.PodStatus {
+	st := &herdv1.PodStatus{Phase: PhasePending}
+	for i, c := range d.GetContainers() {
+		st.Containers = append(st.Containers, &herdv1.ContainerStatus{
+			Name:        c.GetName(),
+			State:       StateWaiting,
+			Reason:      ReasonContainerCreating,
+			ContainerId: ids[i],
+		})
+	}
+	return st
+}
+
+func newUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // variant 10
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// Get returns the pod's spec and current status, or ErrNotFound.
+func (m *Manager) Get(_ context.Context, name string) (*herdv1.Pod, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return nil, ErrNotReady
+	}
+	e := m.pods[name]
+	if e == nil {
+		return nil, newError(ErrNotFound, "pod %s not found", name)
+	}
+	return proto.Clone(e.pod).(*herdv1.Pod), nil
+}
+
+// List returns the pods whose labels include every entry of selector,
+// sorted by name.
+func (m *Manager) List(_ context.Context, selector map[string]string) ([]*herdv1.Pod, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return nil, ErrNotReady
+	}
+	out := []*herdv1.Pod{}
+	for _, e := range m.pods {
+		if matches(e.spec.GetLabels(), selector) {
+			out = append(out, proto.Clone(e.pod).(*herdv1.Pod))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetSpec().GetName() < out[j].GetSpec().GetName() })
+	return out, nil
+}
+
+func matches(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitFor blocks until cond holds for the named pod (checked on every
+// status change) and returns the pod, or fails when ctx ends or the pod
+// is gone.
+func (m *Manager) WaitFor(ctx context.Context, name string, cond func(*herdv1.Pod) bool) (*herdv1.Pod, error) {
+	for {
+		m.mu.Lock()
+		e := m.pods[name]
+		if e == nil {
+			m.mu.Unlock()
+			return nil, newError(ErrNotFound, "pod %s not found", name)
+		}
+		pod, changed := e.pod, e.changed
+		m.mu.Unlock()
+		if cond(pod) {
+			return proto.Clone(pod).(*herdv1.Pod), nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return proto.Clone(pod).(*herdv1.Pod), fmt.Errorf("pod %s: %w (phase %s)", name, ctx.Err(), pod.GetStatus().GetPhase())
+		}
+	}
+}
+
+// publish makes pod the visible state of e and wakes waiters.
+func (m *Manager) publish(e *podEntry, pod *herdv1.Pod) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e.gone {
+		return
+	}
+	e.pod = pod
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// Delete stops the pod's containers — SIGTERM, then SIGKILL once the grace
+// period (the spec's termination_grace_period_seconds, or grace when not
+// nil) has passed — and removes its tasks, containers, snapshots, log
+// files and record. Deleting a missing pod returns existed=false. The
+// deletion runs to completion even when ctx ends first (a retry joins it).
+// If an object at one of the pod's container IDs lacks the safety marker,
+// it is left alone, the pod record is kept and the error wraps ErrForeign.
+func (m *Manager) Delete(ctx context.Context, name string, grace *time.Duration) (bool, error) {
+	m.mu.Lock()
+	if !m.started || m.closed {
+		m.mu.Unlock()
+		return false, ErrNotReady
+	}
+	e := m.pods[name]
+	if e == nil {
+		m.mu.Unlock()
+		return false, nil
+	}
+	d := e.deleting
+	if d == nil {
+		d = &deletion{done: make(chan struct{})}
+		e.deleting = d
+		e.terminating = true
+		g := time.Duration(e.spec.GetTerminationGracePeriodSeconds()) * time.Second
+		if grace != nil {
+			g = max(*grace, 0)
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.runDelete(e, d, g)
+		}()
+	}
+	m.mu.Unlock()
+	select {
+	case <-d.done:
+		return true, d.err
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
+}
+
+func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
+	defer close(d.done)
+	log := m.log.With("pod", e.name, "uid", e.uid)
+	log.Info("deleting pod", "grace", grace)
+	// The worker goes first, so that nothing restarts or records the pod.
+	e.cancel()
+	<-e.done
+	m.mu.Lock()
+	if !e.gone {
+		p := proto.Clone(e.pod).(*herdv1.Pod)
+		p.Status.Message = "terminating"
+		e.pod = p
+		close(e.changed)
+		e.changed = make(chan struct{})
+	}
+	m.mu.Unlock()
+
+	ctx := m.ctx
+	err := m.stopContainers(ctx, e, grace, log)
+	if err == nil {
+		err = m.removeLogs(e)
+	}
+	if err == nil {
+		err = m.st.DeletePod(e.name)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		d.err = fmt.Errorf("delete pod %s: %w", e.name, err)
+		// A retry starts over; the worker stays stopped.
+		e.deleting = nil
+		log.Error("delete failed", "err", err)
+		return
+	}
+	if m.pods[e.name] == e {
+		delete(m.pods, e.name)
+	}
+	e.gone = true
+	close(e.changed)
+	log.Info("pod deleted")
+}
+
+// stopContainers SIGTERMs the pod's tasks, SIGKILLs what still runs after
+// grace, and removes tasks, containers and snapshots. Objects without the
+// marker are skipped and reported.
+func (m *Manager) stopContainers(ctx context.Context, e *podEntry, grace time.Duration, log *slog.Logger) error {
+	var errs []error
+	type running struct {
+		id     string
+		task   *runtime.Task
+		exited <-chan runtime.Exit
+	}
+	var tasks []running
+	var owned []string
+	for _, id := range e.ids {
+		c, err := m.rt.LoadContainer(ctx, id)
+		switch {
+		case errors.Is(err, runtime.ErrNotFound):
+			owned = append(owned, id) // a leftover snapshot may remain
+			continue
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		}
+		owned = append(owned, id)
+		t, err := c.Task(ctx)
+		if err != nil {
+			if !errors.Is(err, runtime.ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		exited, err := t.Wait(ctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := t.Kill(ctx, syscall.SIGTERM); err != nil {
+			errs = append(errs, err)
+		}
+		tasks = append(tasks, running{id, t, exited})
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	for _, r := range tasks {
+		select {
+		case <-r.exited:
+			continue
+		case <-deadline.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		// Grace period over: SIGKILL this one and every later one.
+		for _, k := range tasks {
+			select {
+			case <-k.exited:
+				continue
+			default:
+			}
+			log.Info("grace period over, killing", "container", k.id)
+			if err := k.task.Kill(ctx, syscall.SIGKILL); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		break
+	}
+	for _, r := range tasks {
+		select {
+		case <-r.exited:
+		case <-time.After(killTimeout):
+			errs = append(errs, fmt.Errorf("container %s did not exit after SIGKILL", r.id))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, id := range owned {
+		if err := m.rt.RemoveContainer(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// podLogDir is where the pod incarnation's container logs live.
+func (m *Manager) podLogDir(name, uid string) string {
+	return filepath.Join(m.cfg.LogDir, name+"_"+uid)
+}
+
+func (m *Manager) logPath(name, uid, container string) string {
+	return filepath.Join(m.podLogDir(name, uid), container+".log")
+}
+
+func (m *Manager) removeLogs(e *podEntry) error {
+	dir := m.podLogDir(e.name, e.uid)
+	for _, c := range e.spec.GetContainers() {
+		m.logs.forget(m.logPath(e.name, e.uid, c.GetName()))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove logs: %w", err)
+	}
+	return nil
+}
+
+// backoff returns the delay before restart number n of a crashing
+// container (n counts consecutive crashes, from 1): like the kubelet, the
+// first restart is immediate, then BackoffBase, doubling up to BackoffMax.
+func (m *Manager) crashBackoff(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	return m.expBackoff(n - 1)
+}
+
+// expBackoff is BackoffBase·2^(n-1), capped at BackoffMax.
+func (m *Manager) expBackoff(n int) time.Duration {
+	d := m.cfg.BackoffBase
+	for i := 1; i < n; i++ {
+		d *= 2
+		if d >= m.cfg.BackoffMax || d <= 0 {
+			return m.cfg.BackoffMax
+		}
+	}
+	return min(d, m.cfg.BackoffMax)
+}

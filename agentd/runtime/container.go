@@ -1,0 +1,624 @@
+package runtime
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+)
+
+const (
+	// maxIDLength is containerd's limit on identifiers.
+	maxIDLength = 76
+	// cfsPeriod is the CFS period used for CPU limits (100 ms, like
+	// Kubernetes).
+	cfsPeriod = 100000
+	// minCFSQuota is the kernel's smallest CFS quota (1 ms).
+	minCFSQuota = 1000
+	// minShares is the kernel's smallest cpu.shares value.
+	minShares = 2
+	// killWait bounds how long a removal waits for a SIGKILLed task.
+	killWait = 30 * time.Second
+)
+
+// ContainerID returns the containerd ID of a pod's container:
+// "herd-<pod>-<container>". When that is not a valid containerd
+// identifier (longer than 76 characters, or a name with "--"), the ID is
+// "herd-" plus a readable prefix plus "-" and 12 hex digits of a hash of
+// pod and container, so that it stays unique, valid and herd-prefixed.
+//
+// Distinct (pod, container) pairs can map to the same plain ID
+// ("a-b"/"c" and "a"/"b-c"); callers that run several pods must refuse
+// such a clash (agentd's pod manager does).
+func ContainerID(pod, container string) string {
+	plain := IDPrefix + pod + "-" + container
+	if identifiers.Validate(plain) == nil {
+		return plain
+	}
+	sum := sha256.Sum256([]byte(pod + "/" + container))
+	suffix := hex.EncodeToString(sum[:6])
+	base := pod + "-" + container
+	for strings.Contains(base, "--") {
+		base = strings.ReplaceAll(base, "--", "-")
+	}
+	if keep := maxIDLength - len(IDPrefix) - 1 - len(suffix); len(base) > keep {
+		base = base[:keep]
+	}
+	base = strings.Trim(base, "-")
+	return IDPrefix + base + "-" + suffix
+}
+
+// ContainerConfig describes a container to create.
+type ContainerConfig struct {
+	// Pod and PodUID identify the owning pod incarnation.
+	Pod    string
+	PodUID string
+	// Hostname inside the container (default: Pod).
+	Hostname string
+	// Spec is the container's part of the pod spec (validated).
+	Spec *herdv1.ContainerSpec
+	// Image is the image to run, from EnsureImage.
+	Image *Image
+	// Labels are extra container labels; the marker labels always win.
+	Labels map[string]string
+}
+
+// Container is a herd-managed containerd container. Only LoadContainer
+// and CreateContainer make one, after checking or setting the marker.
+type Container struct {
+	r      *Runtime
+	c      client.Container
+	info   containers.Container
+	labels map[string]string
+}
+
+// ID is the containerd container ID.
+func (c *Container) ID() string { return c.info.ID }
+
+// Labels returns a copy of the container's labels.
+func (c *Container) Labels() map[string]string {
+	out := make(map[string]string, len(c.labels))
+	for k, v := range c.labels {
+		out[k] = v
+	}
+	return out
+}
+
+// Pod is the pod the container belongs to (its io.herd.pod label).
+func (c *Container) Pod() string { return c.labels[LabelPod] }
+
+// PodUID is the uid of the pod incarnation that created it.
+func (c *Container) PodUID() string { return c.labels[LabelPodUID] }
+
+// Name is the container's name within the pod (io.herd.container).
+func (c *Container) Name() string { return c.labels[LabelContainer] }
+
+// Image is the image reference the container was created from.
+func (c *Container) Image() string { return c.info.Image }
+
+// SnapshotKey is the key of the container's root filesystem snapshot.
+func (c *Container) SnapshotKey() string { return c.info.SnapshotKey }
+
+// markerLabels are the labels every object of a pod container carries.
+func markerLabels(pod, podUID, container string) map[string]string {
+	return map[string]string{
+		LabelManaged:   ManagedValue,
+		LabelPod:       pod,
+		LabelContainer: container,
+		LabelPodUID:    podUID,
+	}
+}
+
+// CreateContainer creates a pod's container and its root filesystem
+// snapshot (key: the container ID), both labeled with the marker. The
+// process follows Kubernetes: command replaces the image's entrypoint, args
+// replace its cmd; env is merged over the image's env; CPU and memory
+// limits become cgroup limits.
+func (r *Runtime) CreateContainer(ctx context.Context, cfg ContainerConfig) (*Container, error) {
+	ctx = r.Context(ctx)
+	cs := cfg.Spec
+	if cs == nil || cfg.Image == nil || cfg.Pod == "" {
+		return nil, fmt.Errorf("create container: pod, spec and image are required")
+	}
+	id := ContainerID(cfg.Pod, cs.GetName())
+	labels := map[string]string{}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	for k, v := range markerLabels(cfg.Pod, cfg.PodUID, cs.GetName()) {
+		labels[k] = v
+	}
+	specOpts, err := processSpecOpts(cfg, r.withImageConfig(cfg.Image))
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	c, err := r.client.NewContainer(ctx, id,
+		client.WithSnapshotter(r.snapshotter),
+		client.WithNewSnapshot(id, cfg.Image.img, snapshots.WithLabels(markerLabels(cfg.Pod, cfg.PodUID, cs.GetName()))),
+		client.WithRuntime(r.runtimeName, r.runtimeOpts),
+		client.WithNewSpec(specOpts...),
+		client.WithContainerLabels(labels),
+	)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			// The image's layers went away behind our back: pull next time.
+			r.forgetImage(cfg.Image.Ref)
+		}
+		if errdefs.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create container %s: a container or snapshot with that ID exists: %w", id, err)
+		}
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	return &Container{r: r, c: c, info: info, labels: info.Labels}, nil
+}
+
+// processSpecOpts turns a container spec into OCI spec options.
+func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecOpts, error) {
+	cs := cfg.Spec
+	args := processArgs(cfg.Image.Config.Entrypoint, cfg.Image.Config.Cmd, cs.GetCommand(), cs.GetArgs())
+	if len(args) == 0 {
+		return nil, fmt.Errorf("no command: the image %s has no entrypoint or cmd and the container sets no command", cfg.Image.Ref)
+	}
+	hostname := cfg.Hostname
+	if hostname == "" {
+		hostname = cfg.Pod
+	}
+	opts := []oci.SpecOpts{
+		imageConfig,
+		oci.WithProcessArgs(args...),
+		oci.WithHostname(hostname),
+		// The container's own cgroups, read-only, as Kubernetes and Docker
+		// mount them: a process can read its limits there.
+		oci.WithMounts([]specs.Mount{{
+			Destination: "/sys/fs/cgroup",
+			Type:        "cgroup",
+			Source:      "cgroup",
+			Options:     []string{"nosuid", "noexec", "nodev", "relatime", "ro"},
+		}}),
+	}
+	if env := cs.GetEnv(); len(env) > 0 {
+		keys := make([]string, 0, len(env))
+		for k := range env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		list := make([]string, len(keys))
+		for i, k := range keys {
+			list[i] = k + "=" + env[k]
+		}
+		opts = append(opts, oci.WithEnv(list))
+	}
+	if wd := cs.GetWorkingDir(); wd != "" {
+		opts = append(opts, oci.WithProcessCwd(wd))
+	}
+	if q := cs.GetCpu(); q != "" {
+		millis, err := spec.ParseCPU(q)
+		if err != nil {
+			return nil, err
+		}
+		quota, shares := cpuLimits(millis)
+		opts = append(opts, oci.WithCPUCFS(quota, cfsPeriod), oci.WithCPUShares(shares))
+	}
+	if q := cs.GetMemory(); q != "" {
+		b, err := spec.ParseMemory(q)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, oci.WithMemoryLimit(uint64(b)))
+	}
+	return opts, nil
+}
+
+// cpuLimits converts millicores to a CFS quota (per 100 ms period) and
+// cpu.shares, as the kubelet does for a container whose request equals
+// its limit.
+func cpuLimits(millis int64) (quota int64, shares uint64) {
+	quota = millis * cfsPeriod / 1000
+	if quota < minCFSQuota {
+		quota = minCFSQuota
+	}
+	s := millis * 1024 / 1000
+	if s < minShares {
+		s = minShares
+	}
+	return quota, uint64(s)
+}
+
+// processArgs applies Kubernetes' rules: command replaces the entrypoint
+// (and drops the image's cmd), args replace the cmd.
+func processArgs(entrypoint, cmd, command, args []string) []string {
+	switch {
+	case len(command) > 0:
+		return append(append([]string{}, command...), args...)
+	case len(args) > 0:
+		return append(append([]string{}, entrypoint...), args...)
+	default:
+		return append(append([]string{}, entrypoint...), cmd...)
+	}
+}
+
+// LoadContainer returns the container id if it exists and carries the
+// marker: an error wrapping ErrNotFound if it does not exist, one wrapping
+// ErrForeign if it exists without the marker.
+func (r *Runtime) LoadContainer(ctx context.Context, id string) (*Container, error) {
+	ctx = r.Context(ctx)
+	c, err := r.client.LoadContainer(ctx, id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+		}
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	if !IsManaged(info.Labels) {
+		return nil, foreignContainer(id)
+	}
+	return &Container{r: r, c: c, info: info, labels: info.Labels}, nil
+}
+
+func foreignContainer(id string) error {
+	return fmt.Errorf("container %s in namespace exists but is %w; herd will not touch it", id, ErrForeign)
+}
+
+func foreignSnapshot(key string) error {
+	return fmt.Errorf("snapshot %s exists but is %w; herd will not touch it", key, ErrForeign)
+}
+
+// CheckAvailable returns an error wrapping ErrForeign if a container or a
+// snapshot named id exists without the marker, so creating herd's container
+// id would have to touch it. Absent or herd-managed objects are fine.
+func (r *Runtime) CheckAvailable(ctx context.Context, id string) error {
+	ctx = r.Context(ctx)
+	info, err := r.client.ContainerService().Get(ctx, id)
+	switch {
+	case err == nil:
+		if !IsManaged(info.Labels) {
+			return foreignContainer(id)
+		}
+	case !errdefs.IsNotFound(err):
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	sinfo, err := r.client.SnapshotService(r.snapshotter).Stat(ctx, id)
+	switch {
+	case err == nil:
+		if !IsManaged(sinfo.Labels) {
+			return foreignSnapshot(id)
+		}
+	case !errdefs.IsNotFound(err):
+		return fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	return nil
+}
+
+// Exit is how a task ended.
+type Exit struct {
+	// Code is the exit status; 128+n when killed by signal n. It is
+	// client.UnknownExitStatus (255) when containerd could not tell.
+	Code uint32
+	At   time.Time
+	// Err is set when waiting failed (containerd went away, ctx ended):
+	// the task may still be running.
+	Err error
+}
+
+// Task is the running (or exited, not yet deleted) process of a
+// herd-managed container.
+type Task struct {
+	r  *Runtime
+	t  client.Task
+	id string
+}
+
+// TaskStatus is a task's state as containerd reports it.
+type TaskStatus struct {
+	// State is "created", "running", "stopped", "paused", "pausing" or
+	// "unknown".
+	State    string
+	ExitCode uint32
+	ExitedAt time.Time
+}
+
+// NewTask creates the container's task (not started) with stdout and
+// stderr appended to logPath by the shim itself, so the container keeps
+// logging while agentd is down.
+func (c *Container) NewTask(ctx context.Context, logPath string) (*Task, error) {
+	t, err := c.c.NewTask(c.r.Context(ctx), cio.LogFile(logPath))
+	if err != nil {
+		return nil, fmt.Errorf("create task %s: %w", c.ID(), err)
+	}
+	return &Task{r: c.r, t: t, id: c.ID()}, nil
+}
+
+// Task returns the container's existing task (re-attaching after an agentd
+// restart without touching it), or an error wrapping ErrNotFound.
+func (c *Container) Task(ctx context.Context) (*Task, error) {
+	t, err := c.c.Task(c.r.Context(ctx), nil)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("task %s: %w", c.ID(), ErrNotFound)
+		}
+		return nil, fmt.Errorf("task %s: %w", c.ID(), err)
+	}
+	return &Task{r: c.r, t: t, id: c.ID()}, nil
+}
+
+// Remove deletes the container completely: see Runtime.RemoveContainer.
+func (c *Container) Remove(ctx context.Context) error { return c.r.RemoveContainer(ctx, c.ID()) }
+
+// ID is the container ID of the task.
+func (t *Task) ID() string { return t.id }
+
+// PID is the task's init process ID on the host.
+func (t *Task) PID() uint32 { return t.t.Pid() }
+
+// Start starts a created task.
+func (t *Task) Start(ctx context.Context) error {
+	if err := t.t.Start(t.r.Context(ctx)); err != nil {
+		return fmt.Errorf("start task %s: %w", t.id, err)
+	}
+	return nil
+}
+
+// Wait returns a channel that receives the task's exit once. Call it
+// before Start so that a quick exit is not missed. Cancelling ctx ends the
+// wait (the channel then receives an Exit with Err set).
+func (t *Task) Wait(ctx context.Context) (<-chan Exit, error) {
+	ch, err := t.t.Wait(t.r.Context(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("wait task %s: %w", t.id, err)
+	}
+	out := make(chan Exit, 1)
+	go func() {
+		s := <-ch
+		code, at, err := s.Result()
+		out <- Exit{Code: code, At: at, Err: err}
+		close(out)
+	}()
+	return out, nil
+}
+
+// Status reports the task's state.
+func (t *Task) Status(ctx context.Context) (TaskStatus, error) {
+	s, err := t.t.Status(t.r.Context(ctx))
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return TaskStatus{}, fmt.Errorf("task %s: %w", t.id, ErrNotFound)
+		}
+		return TaskStatus{}, fmt.Errorf("task %s status: %w", t.id, err)
+	}
+	return TaskStatus{State: string(s.Status), ExitCode: s.ExitStatus, ExitedAt: s.ExitTime}, nil
+}
+
+// Kill sends sig to the task's init process. Killing a task that already
+// exited is not an error.
+func (t *Task) Kill(ctx context.Context, sig syscall.Signal) error {
+	if err := t.t.Kill(t.r.Context(ctx), sig); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("kill task %s with %v: %w", t.id, sig, err)
+	}
+	return nil
+}
+
+// Delete removes an exited task and returns its exit. A task that still
+// runs is refused (FailedPrecondition); use Runtime.RemoveContainer to kill
+// and remove.
+func (t *Task) Delete(ctx context.Context) (Exit, error) {
+	s, err := t.t.Delete(t.r.Context(ctx))
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return Exit{Code: client.UnknownExitStatus}, nil
+		}
+		return Exit{}, fmt.Errorf("delete task %s: %w", t.id, err)
+	}
+	code, at, _ := s.Result()
+	return Exit{Code: code, At: at}, nil
+}
+
+// KillTask sends sig to the task of the herd-managed container id.
+func (r *Runtime) KillTask(ctx context.Context, id string, sig syscall.Signal) error {
+	c, err := r.LoadContainer(ctx, id)
+	if err != nil {
+		return err
+	}
+	t, err := c.Task(ctx)
+	if err != nil {
+		return err
+	}
+	return t.Kill(ctx, sig)
+}
+
+// RemoveContainer removes the herd-managed container id for good: it
+// SIGKILLs and deletes its task, deletes the container and then its
+// snapshot. A missing container is not an error (a leftover snapshot of
+// that key is still removed if it carries the marker); a container or
+// snapshot without the marker is never touched and yields ErrForeign.
+//
+// With OnlyPodUID, a container (or leftover snapshot) created by another
+// incarnation of the pod is left alone and nil is returned: garbage
+// collection uses it so that it never removes what a newer pod
+// incarnation created in the meantime under the same ID.
+func (r *Runtime) RemoveContainer(ctx context.Context, id string, opts ...RemoveOpt) error {
+	var o removeOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctx = r.Context(ctx)
+	c, err := r.LoadContainer(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return r.removeSnapshot(ctx, id, o)
+	}
+	if err != nil {
+		return err
+	}
+	if o.onlyUID && c.PodUID() != o.podUID {
+		return nil
+	}
+	if t, err := c.Task(ctx); err == nil {
+		kctx, cancel := context.WithTimeout(ctx, killWait)
+		_, err := t.t.Delete(kctx, client.WithProcessKill)
+		cancel()
+		if err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove container %s: delete task: %w", id, err)
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	if err := c.c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	if key := c.info.SnapshotKey; key != "" {
+		if err := r.removeSnapshot(ctx, key, o); err != nil {
+			return fmt.Errorf("remove container %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// RemoveSnapshot removes the snapshot key if it carries the marker. A
+// missing snapshot is not an error; one without the marker yields
+// ErrForeign.
+func (r *Runtime) RemoveSnapshot(ctx context.Context, key string, opts ...RemoveOpt) error {
+	var o removeOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return r.removeSnapshot(r.Context(ctx), key, o)
+}
+
+// RemoveOpt qualifies RemoveContainer and RemoveSnapshot.
+type RemoveOpt func(*removeOpts)
+
+type removeOpts struct {
+	onlyUID bool
+	podUID  string
+}
+
+// OnlyPodUID restricts a removal to objects labeled with this pod uid.
+func OnlyPodUID(uid string) RemoveOpt {
+	return func(o *removeOpts) { o.onlyUID, o.podUID = true, uid }
+}
+
+func (r *Runtime) removeSnapshot(ctx context.Context, key string, o removeOpts) error {
+	sn := r.client.SnapshotService(r.snapshotter)
+	info, err := sn.Stat(ctx, key)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", key, err)
+	}
+	if !IsManaged(info.Labels) {
+		return foreignSnapshot(key)
+	}
+	if o.onlyUID && info.Labels[LabelPodUID] != o.podUID {
+		return nil
+	}
+	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove snapshot %s: %w", key, err)
+	}
+	return nil
+}
+
+// ManagedContainer is a herd-managed container as ListManaged sees it.
+type ManagedContainer struct {
+	ID          string
+	Labels      map[string]string
+	Image       string
+	SnapshotKey string
+	CreatedAt   time.Time
+}
+
+// Pod is the container's io.herd.pod label.
+func (m ManagedContainer) Pod() string { return m.Labels[LabelPod] }
+
+// PodUID is the container's io.herd.pod-uid label.
+func (m ManagedContainer) PodUID() string { return m.Labels[LabelPodUID] }
+
+var managedFilter = fmt.Sprintf("labels.%q==%s", LabelManaged, ManagedValue)
+
+// ListManaged lists the containers that carry the marker, for garbage
+// collection.
+func (r *Runtime) ListManaged(ctx context.Context) ([]ManagedContainer, error) {
+	list, err := r.client.ContainerService().List(r.Context(ctx), managedFilter)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []ManagedContainer
+	for _, c := range list {
+		if !IsManaged(c.Labels) { // never trust a filter with deletion
+			continue
+		}
+		out = append(out, ManagedContainer{ID: c.ID, Labels: c.Labels, Image: c.Image, SnapshotKey: c.SnapshotKey, CreatedAt: c.CreatedAt})
+	}
+	return out, nil
+}
+
+// ManagedSnapshot is a herd-managed snapshot.
+type ManagedSnapshot struct {
+	Key    string
+	Kind   string // "active", "committed", "view"
+	Labels map[string]string
+}
+
+// ListManagedSnapshots lists the snapshots that carry the marker: container
+// root filesystems (with a pod label) and unpacked image layers (without).
+func (r *Runtime) ListManagedSnapshots(ctx context.Context) ([]ManagedSnapshot, error) {
+	var out []ManagedSnapshot
+	err := r.client.SnapshotService(r.snapshotter).Walk(r.Context(ctx), func(_ context.Context, info snapshots.Info) error {
+		if IsManaged(info.Labels) {
+			out = append(out, ManagedSnapshot{Key: info.Name, Kind: info.Kind.String(), Labels: info.Labels})
+		}
+		return nil
+	}, managedFilter)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return out, nil
+}
+
+// OOMKilled reports whether the kernel's OOM killer killed a process of
+// container id's cgroup (the default cgroup path /<namespace>/<id>, cgroup
+// v1 or v2). Call it after the task exited and before it is deleted: the
+// delete removes the cgroup. Best effort: false when it cannot tell.
+func (r *Runtime) OOMKilled(id string) bool {
+	for _, f := range []struct{ path, key string }{
+		{filepath.Join("/sys/fs/cgroup/memory", r.ns, id, "memory.oom_control"), "oom_kill"},
+		{filepath.Join("/sys/fs/cgroup", r.ns, id, "memory.events"), "oom_kill"},
+	} {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, " "); ok && k == f.key {
+				return strings.TrimSpace(v) != "0"
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,230 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+)
+
+// Image is an image present in containerd and unpacked into the
+// snapshotter, ready for containers. It is immutable.
+type Image struct {
+	// Ref is the normalized reference ("docker.io/library/busybox:latest").
+	Ref string
+	// Digest is the digest of the image's target (manifest or index).
+	Digest string
+	// Config is the image's runtime configuration (entrypoint, cmd, env...).
+	Config ocispec.ImageConfig
+
+	img client.Image
+}
+
+// NormalizeImage validates ref like the API does (spec.ValidateImage) and
+// returns its fully qualified form: "busybox" becomes
+// "docker.io/library/busybox:latest"; a digest-only reference stays
+// without a tag.
+func NormalizeImage(ref string) (string, error) {
+	if err := spec.ValidateImage(ref); err != nil {
+		return "", err
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q: %w", ref, err)
+	}
+	return reference.TagNameOnly(named).String(), nil
+}
+
+// EnsureImage returns the image ref, pulling and unpacking it only when it
+// is not already present and unpacked (the fast path costs one containerd
+// call once the image was seen). pulled says whether it was pulled.
+func (r *Runtime) EnsureImage(ctx context.Context, ref string) (img *Image, pulled bool, err error) {
+	name, err := NormalizeImage(ref)
+	if err != nil {
+		return nil, false, err
+	}
+	ctx = r.Context(ctx)
+	if img, err := r.presentImage(ctx, name); err != nil || img != nil {
+		return img, false, err
+	}
+	unlock := r.pullLocks.lock(name)
+	defer unlock()
+	// Someone may have pulled it while this call waited for the lock.
+	if img, err := r.presentImage(ctx, name); err != nil || img != nil {
+		return img, false, err
+	}
+	img, err = r.pull(ctx, name)
+	return img, err == nil, err
+}
+
+// PullImage pulls ref from its registry even when it is present.
+func (r *Runtime) PullImage(ctx context.Context, ref string) (*Image, error) {
+	name, err := NormalizeImage(ref)
+	if err != nil {
+		return nil, err
+	}
+	ctx = r.Context(ctx)
+	unlock := r.pullLocks.lock(name)
+	defer unlock()
+	return r.pull(ctx, name)
+}
+
+// presentImage returns the image if containerd has it (unpacking it if
+// needed, which needs no network), or nil if it must be pulled.
+func (r *Runtime) presentImage(ctx context.Context, name string) (*Image, error) {
+	stored, err := r.client.ImageService().Get(ctx, name)
+	if errdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	r.imgMu.Lock()
+	cached := r.imgCache[name]
+	r.imgMu.Unlock()
+	if cached != nil && cached.Digest == stored.Target.Digest.String() {
+		return cached, nil
+	}
+	ci := client.NewImage(r.client, stored)
+	unpacked, err := ci.IsUnpacked(ctx, r.snapshotter)
+	if err != nil {
+		// Content missing (an interrupted pull, or a partial GC): pull again.
+		if errdefs.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("image %s: check unpacked: %w", name, err)
+	}
+	if !unpacked {
+		if err := ci.Unpack(ctx, r.snapshotter, withManagedSnapshots); err != nil {
+			if errdefs.IsNotFound(err) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("image %s: unpack: %w", name, err)
+		}
+	}
+	return r.remember(ctx, name, ci)
+}
+
+// withManagedSnapshots labels the layer snapshots an unpack creates.
+func withManagedSnapshots(_ context.Context, c *client.UnpackConfig) error {
+	c.SnapshotOpts = append(c.SnapshotOpts, snapshots.WithLabels(map[string]string{LabelManaged: ManagedValue}))
+	return nil
+}
+
+// remember reads the image's config and caches the image as present.
+func (r *Runtime) remember(ctx context.Context, name string, ci client.Image) (*Image, error) {
+	cfg, err := ci.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: read config: %w", name, err)
+	}
+	img := &Image{Ref: name, Digest: ci.Target().Digest.String(), Config: cfg.Config, img: ci}
+	r.imgMu.Lock()
+	r.imgCache[name] = img
+	r.imgMu.Unlock()
+	return img, nil
+}
+
+// forgetImage drops name from the cache, e.g. after a container create
+// found its layers missing.
+func (r *Runtime) forgetImage(name string) {
+	r.imgMu.Lock()
+	delete(r.imgCache, name)
+	r.imgMu.Unlock()
+}
+
+func (r *Runtime) pull(ctx context.Context, name string) (*Image, error) {
+	host := reference.Domain(mustParse(name))
+	r.log.Info("pulling image", "image", name)
+	ci, err := r.client.Pull(ctx, name,
+		client.WithResolver(r.resolver()),
+		client.WithPullUnpack,
+		client.WithPullSnapshotter(r.snapshotter, snapshots.WithLabels(map[string]string{LabelManaged: ManagedValue})),
+		client.WithPullLabel(LabelManaged, ManagedValue),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("pull image %s: %w%s", name, err, r.pullHint(host, err))
+	}
+	return r.remember(ctx, name, ci)
+}
+
+// pullHint explains the two most common pull failures in herd's terms.
+func (r *Runtime) pullHint(host string, err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return fmt.Sprintf(" (herd reaches %s over HTTPS because it is not listed as an insecure registry)", host)
+	case strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization") || strings.Contains(msg, "unauthorized"):
+		if _, ok := r.credentials(host); !ok {
+			return fmt.Sprintf(" (no credentials are configured for registry %s)", host)
+		}
+		return fmt.Sprintf(" (the credentials configured for registry %s were refused)", host)
+	}
+	return ""
+}
+
+func mustParse(name string) reference.Named {
+	n, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		panic(err) // name was normalized by NormalizeImage
+	}
+	return n
+}
+
+// dockerHubHosts are the names Docker Hub goes by.
+var dockerHubHosts = []string{"docker.io", "registry-1.docker.io", "index.docker.io"}
+
+// credentials finds the credentials for a registry host.
+func (r *Runtime) credentials(host string) (Credentials, bool) {
+	if c, ok := r.registry.Auth[host]; ok {
+		return c, true
+	}
+	if slices.Contains(dockerHubHosts, host) {
+		for _, h := range dockerHubHosts {
+			if c, ok := r.registry.Auth[h]; ok {
+				return c, true
+			}
+		}
+	}
+	return Credentials{}, false
+}
+
+// resolver builds the registry resolver: plain HTTP only for the hosts in
+// Registry.Insecure, basic or token auth from Registry.Auth.
+func (r *Runtime) resolver() remotes.Resolver {
+	authorizer := docker.NewDockerAuthorizer(docker.WithAuthCreds(func(host string) (string, string, error) {
+		c, _ := r.credentials(host)
+		return c.Username, c.Password, nil
+	}))
+	return docker.NewResolver(docker.ResolverOptions{
+		Hosts: docker.ConfigureDefaultRegistries(
+			docker.WithAuthorizer(authorizer),
+			docker.WithPlainHTTP(func(host string) (bool, error) {
+				return slices.Contains(r.registry.Insecure, host), nil
+			}),
+		),
+	})
+}
+
+// ImageManaged reports whether the image record ref carries the marker
+// (herd pulled it).
+func (r *Runtime) ImageManaged(ctx context.Context, ref string) (bool, error) {
+	name, err := NormalizeImage(ref)
+	if err != nil {
+		return false, err
+	}
+	img, err := r.client.ImageService().Get(r.Context(ctx), name)
+	if err != nil {
+		return false, fmt.Errorf("image %s: %w", name, err)
+	}
+	return IsManaged(img.Labels), nil
+}
