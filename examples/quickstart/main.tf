@@ -53,7 +53,8 @@ resource "herd_pod" "hello" {
     command = ["sh", "-c"]
     args = [<<-EOT
       echo "$GREETING from herd: pod $(hostname), memory limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) bytes, cpu quota $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)us per 100ms"
-      exec sleep 2147483647
+      trap 'echo "$GREETING got SIGTERM, bye"; exit 0' TERM
+      while true; do sleep 1; done
     EOT
     ]
     env = {
