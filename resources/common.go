@@ -105,6 +105,15 @@ func describeRPCError(what, nodeID string, err error) (summary, detail string) {
 	case codes.Unavailable:
 		if isTLSFailure(err) {
 			name, _, _ := nodeid.Parse(nodeID)
+			if strings.Contains(msg, "remote error: tls: ") {
+				// The node's alert: it refused the handshake, most often
+				// the provider's client certificate (TLS 1.3 clients
+				// learn it only after their side of the handshake).
+				return "Node refused the client",
+					fmt.Sprintf("Could not %s: %s refused the TLS connection: %s\n\n"+
+						"Check that client_cert and client_key were issued by the herd CA that the node trusts, and that "+
+						"client_cert has not expired.", what, node, msg)
+			}
 			return "Cannot verify node",
 				fmt.Sprintf("Could not %s: the TLS handshake with %s failed: %s\n\n"+
 					"The node must present a certificate issued by the provider's ca_cert for the name %q, and accept the "+

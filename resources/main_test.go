@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 	"github.com/herd-project/terraform-provider-herd/provider"
 )
 
@@ -68,7 +69,9 @@ func runTests(m *testing.M) int {
 			os.Setenv("TF_ACC_TERRAFORM_PATH", p)
 		}
 	}
-	return m.Run()
+	// acctest.Main tears down the shared containerd, registry and agentd
+	// binary that the acceptance tests start on first use.
+	return acctest.Main(m)
 }
 
 func cachedCLI() (string, error) {
