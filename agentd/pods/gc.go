@@ -33,15 +33,19 @@ func (m *Manager) gcLoop() {
 func (m *Manager) owned(name, uid string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.unusable[name] {
+		return true
+	}
 	e := m.pods[name]
 	return e != nil && e.uid == uid
 }
 
 // GC removes what herd created for pods it no longer has: containers
-// (with their tasks) and snapshots that carry the safety marker and name a
-// pod incarnation that is not in the store, and log directories of such
-// pods. Objects without the marker are never looked at twice. Image layer
-// snapshots and images are left alone.
+// (with their tasks) and snapshots that carry the safety marker and a pod
+// label naming a pod incarnation (name and uid) the manager does not run,
+// and the log directories of such pods. Objects without the marker are
+// never touched; marked objects without a pod label (image layers, other
+// herd components' objects) and images are left alone.
 func (m *Manager) GC(ctx context.Context) error {
 	var errs []error
 	containers, err := m.rt.ListManaged(ctx)
@@ -49,6 +53,9 @@ func (m *Manager) GC(ctx context.Context) error {
 		return err
 	}
 	for _, c := range containers {
+		if c.Pod() == "" {
+			continue // not a pod's container: some other herd part owns it
+		}
 		if err := m.collect(ctx, c.Pod(), c.PodUID(), func() error {
 			m.log.Info("garbage-collecting container", "container", c.ID, "pod", c.Pod(), "uid", c.PodUID())
 			return m.rt.RemoveContainer(ctx, c.ID, runtime.OnlyPodUID(c.PodUID()))

@@ -3,22 +3,24 @@ package pods
 // Container logs.
 //
 // The shim writes a task's stdout and stderr straight into
-// LogDir/<pod>_<uid>/<container>.log (containerd's "file" log URI: the shim
-// opens it O_WRONLY|O_APPEND and copies the container's pipes into it), so
+// LogDir/<pod>_<uid>/<container>.log (it opens the file O_WRONLY|O_APPEND,
+// once per stream: see runtime.logFile for why not cio.LogFile), so
 // containers keep running and logging while agentd is down, and agentd
 // never has to drain a FIFO. Restarts of a container append to the same
-// file.
+// file. Only the order within one stream is kept: the shim copies stdout
+// and stderr independently.
 //
 // Size cap ("copytruncate"): every LogCheckInterval, a log larger than
 // LogMaxBytes/2 is rotated: its newest LogMaxBytes/2 bytes (from a line
 // boundary) are copied to <container>.log.1, replacing the previous one,
-// and the log is truncated to zero. Because the shim's descriptor has
+// and the log is truncated to zero. Because the shim's descriptors have
 // O_APPEND, its next write lands at the new end of file (offset 0): no
-// sparse hole, no reopen needed. A container's logs thus take at most
-// about LogMaxBytes on disk (plus what it writes between two checks), and
-// the newest LogMaxBytes/2 to LogMaxBytes bytes are kept. The price, the
-// same as logrotate's copytruncate: bytes the container writes in the
-// instant between the final copy and the truncate are lost.
+// sparse hole, no reopen needed (TestLogSizeCap checks both). A
+// container's logs thus take at most about LogMaxBytes on disk (plus what
+// it writes between two checks), and the newest LogMaxBytes/2 to
+// LogMaxBytes bytes are kept. The price, the same as logrotate's
+// copytruncate: bytes the container writes in the instant between the
+// final copy and the truncate are lost.
 //
 // Readers (Logs) read .log.1 then .log. Rotation and reads of one file are
 // serialized by a per-file lock, and a rotation counter lets a follower
@@ -191,6 +193,9 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 		return ErrNotReady
 	}
 	e := m.pods[pod]
+	if e != nil && e.hidden {
+		e = nil
+	}
 	m.mu.Unlock()
 	if e == nil {
 		return newError(ErrNotFound, "pod %s not found", pod)
@@ -217,16 +222,41 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 
 	path := m.logPath(e.name, e.uid, container)
 	lf := m.logs.get(path)
+	// The current file is read through one descriptor: it survives the
+	// truncation of a rotation (same inode) and the removal of a deleted
+	// pod's logs, so a follower still gets the last words.
+	var cur *os.File
+	defer func() {
+		if cur != nil {
+			cur.Close()
+		}
+	}()
+	open := func() error {
+		if cur != nil {
+			return nil
+		}
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // not written yet
+		}
+		cur = f
+		return err
+	}
+
 	lf.mu.Lock()
 	gen := lf.gen
 	old, err1 := readFrom(path+".1", 0, -1)
-	cur, err2 := readFrom(path, 0, -1)
+	err2 := open()
+	var now []byte
+	if err2 == nil {
+		now, err2 = readAt(cur, 0, -1)
+	}
 	lf.mu.Unlock()
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("read log: %w", err)
 	}
-	off := int64(len(cur))
-	data := append(old, cur...)
+	off := int64(len(now))
+	data := append(old, now...)
 	if tailLines > 0 {
 		data = tail(data, tailLines)
 	}
@@ -240,6 +270,10 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 	t := time.NewTicker(followPoll)
 	defer t.Stop()
 	for {
+		// Sampled before reading: output written before the container
+		// stopped (the shim flushed it before the task was deleted and the
+		// status published) is read in this round.
+		alive := m.stillLogging(e, idx)
 		lf.mu.Lock()
 		var chunk []byte
 		var err error
@@ -251,7 +285,11 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 			chunk, err = readFrom(path+".1", from, -1)
 			gen, off = lf.gen, 0
 		}
-		more, err2 := readFrom(path, off, followRead)
+		err2 := open()
+		var more []byte
+		if err2 == nil {
+			more, err2 = readAt(cur, off, followRead)
+		}
 		lf.mu.Unlock()
 		if err := errors.Join(err, err2); err != nil {
 			return fmt.Errorf("read log: %w", err)
@@ -264,7 +302,7 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 		if len(more) == followRead {
 			continue // more is waiting
 		}
-		if len(chunk) == 0 && !m.stillLogging(e, idx) {
+		if !alive {
 			return nil
 		}
 		select {
@@ -273,6 +311,19 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 		case <-t.C:
 		}
 	}
+}
+
+// readAt reads f from off, at most limit bytes (-1: to the end); nil f
+// reads as empty.
+func readAt(f *os.File, off, limit int64) ([]byte, error) {
+	if f == nil {
+		return nil, nil
+	}
+	var r io.Reader = io.NewSectionReader(f, off, 1<<62)
+	if limit >= 0 {
+		r = io.LimitReader(r, limit)
+	}
+	return io.ReadAll(r)
 }
 
 // stillLogging reports whether the container can still write: its pod

@@ -1,10 +1,3 @@
-// Package pods is agentd's pod manager: the kubelet of a herd node. It
-// records desired state in the store, runs every pod's containers through
-// the runtime (one supervising goroutine per pod), restarts them with
-// back-off according to the restart policy, keeps their status (persisted,
-// so it survives agentd restarts), re-adopts running containers after a
-// restart, serves their logs, and garbage-collects what no pod owns any
-// more — never anything without herd's safety marker.
 package pods
 
 import (
@@ -60,6 +53,7 @@ const (
 	ReasonError                = "Error"
 	ReasonOOMKilled            = "OOMKilled"
 	ReasonContainerLost        = "ContainerLost"
+	ReasonStartError           = "StartError"
 
 	PhasePending   = "Pending"
 	PhaseRunning   = "Running"
@@ -99,10 +93,11 @@ type Manager struct {
 	// removals), so that no new pod incarnation appears mid-check.
 	applyMu sync.Mutex
 
-	mu      sync.Mutex
-	pods    map[string]*podEntry
-	started bool
-	closed  bool
+	mu       sync.Mutex
+	pods     map[string]*podEntry
+	unusable map[string]bool // stored records Start could not load
+	started  bool
+	closed   bool
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -118,15 +113,21 @@ type podEntry struct {
 	ids  []string        // container IDs, by container index
 
 	// Guarded by Manager.mu.
-	pod      *herdv1.Pod   // last published state; replaced, never mutated
-	changed  chan struct{} // closed and replaced on every publish
-	deleting    *deletion // the deletion in progress, if any
-	terminating bool      // a Delete began: the worker is stopped for good
-	gone        bool      // removed from the manager
+	pod         *herdv1.Pod   // last published state; replaced, never mutated
+	changed     chan struct{} // closed and replaced on every publish
+	hidden      bool          // being created by Apply: not visible yet
+	deleting    *deletion     // the deletion in progress, if any
+	terminating bool          // a Delete began: the worker is stopped for good
+	gone        bool          // removed from the manager
 
 	cancel context.CancelFunc // stops the worker
 	done   chan struct{}      // closed when the worker has returned
+	// recorded is closed once the pod's record is in the store; the
+	// worker persists status only after that.
+	recorded chan struct{}
 }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 type deletion struct {
 	done chan struct{}
@@ -169,13 +170,14 @@ func New(cfg Config) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
-		cfg:    cfg,
-		rt:     cfg.Runtime,
-		st:     cfg.Store,
-		log:    cfg.Logger.With("component", "pods"),
-		pods:   map[string]*podEntry{},
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:      cfg,
+		rt:       cfg.Runtime,
+		st:       cfg.Store,
+		log:      cfg.Logger.With("component", "pods"),
+		pods:     map[string]*podEntry{},
+		unusable: map[string]bool{},
+		ctx:      ctx,
+		cancel:   cancel,
 	}, nil
 }
 
@@ -204,7 +206,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	for _, pod := range pods {
 		e, err := m.newEntry(pod)
 		if err != nil {
-			m.log.Error("skipping unreadable pod record", "pod", pod.GetSpec().GetName(), "err", err)
+			// Leave it, and everything labeled with its name, alone.
+			m.log.Error("skipping unusable pod record", "pod", pod.GetSpec().GetName(), "err", err)
+			m.unusable[pod.GetSpec().GetName()] = true
 			continue
 		}
 		m.pods[e.name] = e
@@ -229,19 +233,27 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-// newEntry builds the entry of a stored (or new) pod.
+// newEntry builds the entry of a stored (or new) pod. Stored specs are
+// not validated again: a newer agentd with stricter rules must not drop
+// (and garbage-collect) pods an older one accepted.
 func (m *Manager) newEntry(pod *herdv1.Pod) (*podEntry, error) {
 	s := pod.GetSpec()
-	if errs := spec.ValidatePod(s); len(errs) > 0 {
-		return nil, errs
+	if s.GetName() == "" || pod.GetUid() == "" || len(s.GetContainers()) == 0 {
+		return nil, fmt.Errorf("incomplete pod record")
+	}
+	for _, c := range s.GetContainers() {
+		if c.GetName() == "" {
+			return nil, fmt.Errorf("incomplete pod record: a container has no name")
+		}
 	}
 	e := &podEntry{
-		name:    s.GetName(),
-		uid:     pod.GetUid(),
-		hash:    pod.GetSpecHash(),
-		spec:    s,
-		pod:     pod,
-		changed: make(chan struct{}),
+		name:     s.GetName(),
+		uid:      pod.GetUid(),
+		hash:     pod.GetSpecHash(),
+		spec:     s,
+		pod:      pod,
+		changed:  make(chan struct{}),
+		recorded: closedChan,
 	}
 	for _, c := range s.GetContainers() {
 		e.ids = append(e.ids, runtime.ContainerID(e.name, c.GetName()))
@@ -265,9 +277,16 @@ func (m *Manager) startWorker(e *podEntry, adopt bool) {
 // Apply creates the pod described by s, or returns the existing pod if one
 // with the same name and the same (defaulted) spec exists (created=false,
 // nothing changes). A pod with the same name and another spec is refused
-// with ErrConflict. The desired state is stored before Apply returns; the
-// containers are pulled, created and started in the background (phase
-// Pending until they all started).
+// with ErrConflict; a pod whose containers would have to replace objects
+// without the safety marker, with ErrForeign.
+//
+// Apply returns once the desired state is stored (phase Pending); the
+// containers are pulled, created and started by the pod's worker. To keep
+// the start fast, the worker begins while Apply checks for foreign objects
+// and writes the record: if either fails, the worker is stopped and what
+// it created is removed before Apply returns the error. (Should agentd die
+// in the millisecond before the record is durable, the next start's
+// garbage collection removes the orphaned container.)
 func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bool, error) {
 	if errs := spec.ValidatePod(s); len(errs) > 0 {
 		return nil, false, errs
@@ -275,20 +294,8 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	d := spec.Defaulted(s)
 	hash := spec.Hash(d)
 	name := d.GetName()
-
 	if pod, done, err := m.existing(name, hash); done {
 		return pod, false, err
-	}
-	ids := make([]string, len(d.GetContainers()))
-	for i, c := range d.GetContainers() {
-		ids[i] = runtime.ContainerID(name, c.GetName())
-		// Refuse up front to run over an object herd does not own.
-		if err := m.rt.CheckAvailable(ctx, ids[i]); err != nil {
-			if errors.Is(err, runtime.ErrForeign) {
-				return nil, false, fmt.Errorf("pod %s: container %s: %w", name, c.GetName(), err)
-			}
-			return nil, false, fmt.Errorf("pod %s: %w", name, err)
-		}
 	}
 
 	m.applyMu.Lock()
@@ -296,34 +303,94 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	if pod, done, err := m.existing(name, hash); done {
 		return pod, false, err
 	}
+	ids := make([]string, len(d.GetContainers()))
+	for i, c := range d.GetContainers() {
+		ids[i] = runtime.ContainerID(name, c.GetName())
+	}
 	if err := m.checkIDClash(name, d, ids); err != nil {
 		return nil, false, err
 	}
-	now := timestamppb.Now()
 	pod := &herdv1.Pod{
 		Spec:      d,
 		Uid:       newUID(),
 		SpecHash:  hash,
-		CreatedAt: now,
+		CreatedAt: timestamppb.Now(),
 		Status:    initialStatus(d, ids),
-	}
-	if err := m.st.PutPod(pod); err != nil {
-		return nil, false, fmt.Errorf("pod %s: record desired state: %w", name, err)
 	}
 	e, err := m.newEntry(pod)
 	if err != nil {
 		return nil, false, err
 	}
+	e.hidden = true
+	e.recorded = make(chan struct{})
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed || !m.started {
-		// Recorded: the next Start runs it.
+		m.mu.Unlock()
 		return nil, false, ErrNotReady
 	}
 	m.pods[name] = e
 	m.startWorker(e, false)
+	m.mu.Unlock()
+
+	err = m.checkForeign(ctx, d, ids)
+	if err == nil {
+		if err = m.st.PutPod(pod); err != nil {
+			err = fmt.Errorf("pod %s: record desired state: %w", name, err)
+		}
+	}
+	if err != nil {
+		m.rollback(e)
+		return nil, false, err
+	}
+	close(e.recorded)
+	m.mu.Lock()
+	e.hidden = false
+	latest := proto.Clone(e.pod).(*herdv1.Pod)
+	m.mu.Unlock()
 	m.log.Info("pod created", "pod", name, "uid", pod.Uid)
-	return proto.Clone(pod).(*herdv1.Pod), true, nil
+	return latest, true, nil
+}
+
+// checkForeign refuses a pod if an object without the marker sits where
+// one of its containers or snapshots would go.
+func (m *Manager) checkForeign(ctx context.Context, d *herdv1.PodSpec, ids []string) error {
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.rt.CheckAvailable(ctx, ids[i]); err != nil {
+				errs[i] = fmt.Errorf("pod %s: container %s: %w", d.GetName(), d.GetContainers()[i].GetName(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// rollback undoes a failed Apply: it stops the worker and removes what it
+// created (never anything foreign).
+func (m *Manager) rollback(e *podEntry) {
+	e.cancel()
+	<-e.done
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), killTimeout)
+	defer cancel()
+	for _, id := range e.ids {
+		if err := m.rt.RemoveContainer(ctx, id); err != nil && !errors.Is(err, runtime.ErrForeign) {
+			m.log.Warn("roll back: remove container", "container", id, "err", err)
+		}
+	}
+	if err := m.removeLogs(e); err != nil {
+		m.log.Warn("roll back: remove logs", "pod", e.name, "err", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pods[e.name] == e {
+		delete(m.pods, e.name)
+	}
+	e.gone = true
+	close(e.changed)
 }
 
 // existing handles Apply of a name that is taken: done is false when the
@@ -336,7 +403,9 @@ func (m *Manager) existing(name, hash string) (*herdv1.Pod, bool, error) {
 	}
 	e := m.pods[name]
 	switch {
-	case e == nil:
+	case e == nil || e.hidden:
+		// A hidden entry is another Apply in progress: the caller waits
+		// for it on applyMu and looks again.
 		return nil, false, nil
 	case e.terminating:
 		return nil, true, newError(ErrConflict, "pod %s is being deleted; apply it again once the deletion finished", name)
@@ -395,7 +464,7 @@ func (m *Manager) Get(_ context.Context, name string) (*herdv1.Pod, error) {
 		return nil, ErrNotReady
 	}
 	e := m.pods[name]
-	if e == nil {
+	if e == nil || e.hidden {
 		return nil, newError(ErrNotFound, "pod %s not found", name)
 	}
 	return proto.Clone(e.pod).(*herdv1.Pod), nil
@@ -411,7 +480,7 @@ func (m *Manager) List(_ context.Context, selector map[string]string) ([]*herdv1
 	}
 	out := []*herdv1.Pod{}
 	for _, e := range m.pods {
-		if matches(e.spec.GetLabels(), selector) {
+		if !e.hidden && matches(e.spec.GetLabels(), selector) {
 			out = append(out, proto.Clone(e.pod).(*herdv1.Pod))
 		}
 	}
@@ -435,7 +504,7 @@ func (m *Manager) WaitFor(ctx context.Context, name string, cond func(*herdv1.Po
 	for {
 		m.mu.Lock()
 		e := m.pods[name]
-		if e == nil {
+		if e == nil || e.hidden {
 			m.mu.Unlock()
 			return nil, newError(ErrNotFound, "pod %s not found", name)
 		}
@@ -478,7 +547,7 @@ func (m *Manager) Delete(ctx context.Context, name string, grace *time.Duration)
 		return false, ErrNotReady
 	}
 	e := m.pods[name]
-	if e == nil {
+	if e == nil || e.hidden {
 		m.mu.Unlock()
 		return false, nil
 	}

@@ -33,7 +33,7 @@ func TestEchoAndLogs(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("Apply = %v, created %v", err, created)
 	}
-	if pod.GetStatus().GetPhase() != PhasePending || pod.GetUid() == "" || pod.GetCreatedAt() == nil {
+	if pod.GetStatus().GetPhase() == "" || pod.GetUid() == "" || pod.GetCreatedAt() == nil {
 		t.Errorf("Apply returned %v", pod)
 	}
 	if pod.GetSpec().GetRestartPolicy() != spec.RestartNever || pod.GetSpec().GetTerminationGracePeriodSeconds() != 30 {
@@ -283,7 +283,7 @@ func TestRestartPolicies(t *testing.T) {
 			t.Fatal(err)
 		}
 		pod := waitFor(t, m, "nocmd", "Failed", phaseIs(PhaseFailed))
-		if c := pod.GetStatus().GetContainers()[0]; c.GetReason() != "StartError" || !strings.Contains(c.GetMessage(), "/no/such/binary") {
+		if c := pod.GetStatus().GetContainers()[0]; c.GetReason() != ReasonStartError || !strings.Contains(c.GetMessage(), "/no/such/binary") {
 			t.Errorf("container = %v", c)
 		}
 	})
@@ -735,43 +735,35 @@ func TestGarbageCollection(t *testing.T) {
 }
 
 func TestImagePull(t *testing.T) {
-	e := newEnv(t, acctest.WithBasicAuth("herd", "pa55"))
-	ctx := testContext(t)
-	user, pass := e.reg.Credentials()
 	for _, tc := range []struct {
-		name     string
-		registry runtime.RegistryConfig
-		wantMsg  string
+		name    string
+		mutate  func(e *env, r *runtime.RegistryConfig)
+		wantMsg string
 	}{
-		{"with credentials", runtime.RegistryConfig{Insecure: []string{e.reg.Host()}, Auth: map[string]runtime.Credentials{e.reg.Host(): {Username: user, Password: pass}}}, ""},
-		{"without credentials", runtime.RegistryConfig{Insecure: []string{e.reg.Host()}}, "no credentials are configured"},
-		{"not insecure", runtime.RegistryConfig{Auth: map[string]runtime.Credentials{e.reg.Host(): {Username: user, Password: pass}}}, "not listed as an insecure registry"},
+		{"with credentials", func(*env, *runtime.RegistryConfig) {}, ""},
+		{"without credentials", func(_ *env, r *runtime.RegistryConfig) { r.Auth = nil }, "no credentials are configured"},
+		{"wrong password", func(e *env, r *runtime.RegistryConfig) {
+			r.Auth = map[string]runtime.Credentials{e.reg.Host(): {Username: "herd", Password: "wrong"}}
+		}, "were refused"},
+		{"not insecure", func(_ *env, r *runtime.RegistryConfig) { r.Insecure = nil }, "not listed as an insecure registry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// A containerd of its own: no image is present yet.
+			e := newEnv(t, acctest.WithBasicAuth("herd", "pa55"))
+			ctx := testContext(t)
 			cfg := e.runtimeConfig()
-			cfg.Registry = tc.registry
-			// A namespace of its own, so that no image is present yet.
-			cfg.Namespace = e.ctd.Namespace + "-" + strings.ReplaceAll(tc.name, " ", "-")
+			cfg.Registry.Auth = map[string]runtime.Credentials{e.reg.Host(): {Username: "herd", Password: "pa55"}}
+			tc.mutate(e, &cfg.Registry)
 			rt := e.newRuntime(t, cfg)
-			st, err := store.Open(filepath.Join(t.TempDir(), "agentd.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			m := e.manager(t, func(c *Config) { c.Runtime, c.Store = rt, st })
+			m := e.manager(t, func(c *Config) { c.Runtime = rt })
 			if _, _, err := m.Apply(ctx, e.pod("pull", "", "sleep", "300")); err != nil {
 				t.Fatal(err)
 			}
 			if tc.wantMsg == "" {
-				pod := waitFor(t, m, "pull", "running", allRunning)
+				waitFor(t, m, "pull", "running", allRunning)
 				if managed, err := rt.ImageManaged(ctx, e.ref); err != nil || !managed {
 					t.Errorf("pulled image managed = %v, %v", managed, err)
 				}
-				zero := time.Duration(0)
-				if _, err := m.Delete(ctx, "pull", &zero); err != nil {
-					t.Fatal(err)
-				}
-				_ = pod
 				return
 			}
 			pod := waitFor(t, m, "pull", "in ImagePullBackOff", func(p *herdv1.Pod) bool {
@@ -783,10 +775,6 @@ func TestImagePull(t *testing.T) {
 			}
 			if !strings.Contains(pod.GetStatus().GetMessage(), ReasonImagePullBackOff) {
 				t.Errorf("pod message = %q", pod.GetStatus().GetMessage())
-			}
-			zero := time.Duration(0)
-			if _, err := m.Delete(ctx, "pull", &zero); err != nil {
-				t.Fatal(err)
 			}
 		})
 	}
@@ -936,5 +924,36 @@ func TestBackoffSequence(t *testing.T) {
 	}
 	if got := m.crashBackoff(1000); got != 5*time.Minute {
 		t.Errorf("crashBackoff(1000) = %s", got)
+	}
+}
+
+// TestApplyRollsBackWhenTheRecordFails: the worker starts while Apply
+// writes the record; when the write fails, nothing may remain.
+func TestApplyRollsBackWhenTheRecordFails(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	ctx := testContext(t)
+	// Pull first, so that the worker races the failing write for real.
+	if _, _, err := e.rt.EnsureImage(ctx, e.ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := m.Apply(ctx, &herdv1.PodSpec{Name: "doomed", Containers: []*herdv1.ContainerSpec{
+		{Name: "a", Image: e.ref, Command: []string{"sleep", "300"}},
+		{Name: "b", Image: e.ref, Command: []string{"sleep", "300"}},
+	}})
+	if err == nil || !strings.Contains(err.Error(), "record desired state") {
+		t.Fatalf("Apply with a closed store = %v", err)
+	}
+	if _, err := m.Get(ctx, "doomed"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after a failed Apply = %v", err)
+	}
+	if list, err := e.rt.ListManaged(ctx); err != nil || len(list) != 0 {
+		t.Errorf("containers after a failed Apply: %v, %v", list, err)
+	}
+	if entries, _ := os.ReadDir(e.logDir); len(entries) != 0 {
+		t.Errorf("log dirs after a failed Apply: %v", entries)
 	}
 }

@@ -117,7 +117,7 @@ func (w *worker) run(ctx context.Context, adopt bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		if w.commit() {
+		if w.commit(ctx) {
 			next = earliest(next, time.Now().Add(retryInterval))
 		}
 		var timer *time.Timer
@@ -202,7 +202,7 @@ func earliest(a, b time.Time) time.Time {
 
 // commit publishes a changed status and persists it. It reports whether
 // persisting failed (to be retried).
-func (w *worker) commit() (retry bool) {
+func (w *worker) commit(ctx context.Context) (retry bool) {
 	if !proto.Equal(w.pod.Status, w.lastStatus) {
 		snap := proto.Clone(w.pod).(*herdv1.Pod)
 		w.m.publish(w.e, snap)
@@ -210,6 +210,12 @@ func (w *worker) commit() (retry bool) {
 		w.persistDirty = true
 	}
 	if !w.persistDirty {
+		return false
+	}
+	// Never write before Apply's own record (it would overwrite ours).
+	select {
+	case <-w.e.recorded:
+	case <-ctx.Done():
 		return false
 	}
 	w.m.mu.Lock()
@@ -315,7 +321,7 @@ func (w *worker) startFailed(ctx context.Context, c *ctr, reason string, err err
 	if runFailure && w.e.spec.GetRestartPolicy() == spec.RestartNever {
 		c.done, c.failed = true, true
 		st := c.st
-		st.State, st.Reason, st.Message = StateTerminated, "StartError", err.Error()
+		st.State, st.Reason, st.Message = StateTerminated, ReasonStartError, err.Error()
 		st.FinishedAt = timestamppb.Now()
 		st.NextRestartAt = nil
 		return
@@ -462,9 +468,10 @@ func (w *worker) terminated(c *ctr, failed bool, reason, msg string, ran time.Du
 	c.crashes++
 	delay := w.m.crashBackoff(c.crashes)
 	if delay == 0 {
+		// Restarts right away. Never "terminated": that state means "done
+		// for good" to a later adoption.
 		c.nextAttempt = time.Time{}
-		st.State, st.Reason, st.Message = StateTerminated, reason, msg
-		st.NextRestartAt = nil
+		w.setWaiting(c, ReasonContainerCreating, "restarting after "+reasonText(st, reason), time.Time{})
 		return
 	}
 	c.nextAttempt = at.Add(delay)

@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -283,7 +282,7 @@ func (r *Runtime) LoadContainer(ctx context.Context, id string) (*Container, err
 }
 
 func foreignContainer(id string) error {
-	return fmt.Errorf("container %s in namespace exists but is %w; herd will not touch it", id, ErrForeign)
+	return fmt.Errorf("container %s exists but is %w; herd will not touch it", id, ErrForeign)
 }
 
 func foreignSnapshot(key string) error {
@@ -346,9 +345,10 @@ type TaskStatus struct {
 
 // NewTask creates the container's task (not started) with stdout and
 // stderr appended to logPath by the shim itself, so the container keeps
-// logging while agentd is down.
+// logging while agentd is down and agentd never drains a FIFO. (Not
+// through cio.LogFile, which loses late stderr output: see logFile.)
 func (c *Container) NewTask(ctx context.Context, logPath string) (*Task, error) {
-	t, err := c.c.NewTask(c.r.Context(ctx), cio.LogFile(logPath))
+	t, err := c.c.NewTask(c.r.Context(ctx), logFile(logPath))
 	if err != nil {
 		return nil, fmt.Errorf("create task %s: %w", c.ID(), err)
 	}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -558,6 +559,22 @@ func TestCachedImageConfig(t *testing.T) {
 			p.User.UID != want.Process.User.UID || p.User.GID != want.Process.User.GID || !slices.Equal(p.User.AdditionalGids, want.Process.User.AdditionalGids) {
 			t.Errorf("container %d process = env %q args %q cwd %q user %+v; want env %q args %q cwd %q user %+v",
 				i, p.Env, p.Args, p.Cwd, p.User, want.Process.Env, want.Process.Args, want.Process.Cwd, want.Process.User)
+		}
+	}
+}
+
+// TestLogKeepsLateStderr: output to stderr right before the exit reaches
+// the log (cio.LogFile loses it when the shim's stdout copier closes the
+// shared file first; see logFile).
+func TestLogKeepsLateStderr(t *testing.T) {
+	e := newTestEnv(t)
+	for i := 0; i < 5; i++ {
+		code, out := e.run(t, fmt.Sprintf("late-%d", i), &herdv1.ContainerSpec{
+			Name: "main", Image: e.ref,
+			Command: []string{"sh", "-c", "echo out; echo last words >&2; exit 2"},
+		})
+		if code != 2 || !strings.Contains(out, "out\n") || !strings.Contains(out, "last words\n") {
+			t.Fatalf("run %d: exit %d, log %q", i, code, out)
 		}
 	}
 }

@@ -3,7 +3,10 @@ package store
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -141,5 +144,25 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	if s2, err := Open(path); err == nil {
 		s2.Close()
 		t.Fatal("a second Open of a held store succeeded")
+	}
+}
+
+func TestNewerSchemaIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agentd.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte("99"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := Open(path); err == nil {
+		s.Close()
+		t.Fatal("opened a store with a newer schema")
+	} else if !strings.Contains(err.Error(), "schema version 99") {
+		t.Errorf("error = %v", err)
 	}
 }

@@ -1,0 +1,57 @@
+// Package pods is agentd's pod manager: the kubelet of a herd node. It
+// records desired state in the store, runs every pod's containers through
+// the runtime (one supervising goroutine per pod), restarts them with
+// back-off according to the restart policy, keeps their status (persisted,
+// so it survives agentd restarts), re-adopts running containers after a
+// restart, serves their logs, and garbage-collects what no pod owns any
+// more — never anything without herd's safety marker.
+//
+// # Semantics
+//
+//   - Apply validates and defaults the spec (spec.ValidatePod,
+//     spec.Defaulted) and is idempotent on the hash of the defaulted spec:
+//     the same spec again returns the existing pod (created=false), another
+//     spec under the same name is ErrConflict. Pods are never patched.
+//   - Container IDs are runtime.ContainerID(pod, container)
+//     ("herd-<pod>-<container>"); two pods whose containers would share an
+//     ID are refused (ErrConflict), and so is a pod whose container or
+//     snapshot ID is taken by an object without the marker (ErrForeign).
+//   - Containers of a pod start in parallel. A restart gets a fresh
+//     container and root filesystem (as in Kubernetes); restarts append to
+//     the same log file.
+//   - Restart policies Always, OnFailure, Never. Back-off like the kubelet:
+//     the first restart is immediate, then BackoffBase, doubling up to
+//     BackoffMax, counted per container over consecutive crashes and reset
+//     once a run lasted 10 minutes. During back-off a container is waiting
+//     with reason CrashLoopBackOff and next_restart_at. A task that cannot
+//     be created or started (bad command) is RunContainerError and retried
+//     the same way, except under Never, where it ends as StartError.
+//   - Image pulls are retried with the same exponential back-off
+//     (ErrImagePull on the first failure, then ImagePullBackOff), whatever
+//     the restart policy.
+//   - Container states: waiting (ContainerCreating, ErrImagePull,
+//     ImagePullBackOff, CrashLoopBackOff, CreateContainerError,
+//     RunContainerError), running, terminated (Completed, Error, OOMKilled,
+//     ContainerLost, StartError). terminated means "for good"; a container
+//     about to restart is never terminated.
+//   - Pod phase: Pending while some container never started; Running once
+//     all started and at least one runs or will restart; Succeeded when all
+//     terminated with 0; Failed when all terminated and one failed.
+//   - Delete: SIGTERM to every container, SIGKILL after the grace period,
+//     then tasks, containers, snapshots, logs and finally the record go.
+//     The pod's worker is stopped first, so nothing restarts or is recorded
+//     behind the delete. A delete interrupted by an agentd restart is not
+//     resumed: the pod comes back and the client's retry deletes it.
+//   - After an agentd restart (Start): running tasks are re-adopted (same
+//     process, same restart count), tasks that exited meanwhile are handled
+//     by the restart policy with their real exit code, containers that
+//     vanished are ContainerLost (and restarted unless Never). The
+//     back-off streak is estimated from the restart count.
+//   - Status is published (Get, List, WaitFor) the moment it changes and
+//     persisted right after.
+//   - Garbage collection (at Start, then every GCInterval): marked
+//     containers and snapshots with a pod label naming a pod incarnation
+//     (name and uid) the manager does not run, and their log directories.
+//
+// Logs: see logs.go.
+package pods
