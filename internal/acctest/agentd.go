@@ -151,10 +151,20 @@ func StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 		StateDir: filepath.Join(o.Dir, "state"),
 		LogFile:  filepath.Join(o.Dir, "agentd.log"),
 	}
-	if err := a.start(ctx); err != nil {
-		return nil, err
+	// A free port may be taken by a parallel test before agentd binds it:
+	// then try another, unless the caller fixed the address.
+	for attempt := 0; ; attempt++ {
+		err := a.start(ctx)
+		if err == nil {
+			return a, nil
+		}
+		if o.Listen != "" || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+		if a.Addr, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
-	return a, nil
 }
 
 func (a *Agent) start(ctx context.Context) error {

@@ -142,15 +142,24 @@ func TestRegistryAnonymous(t *testing.T) {
 
 func TestRegistryFixedAddr(t *testing.T) {
 	t.Parallel()
-	// Find a free port, then ask for it explicitly.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Find a free port, then ask for it explicitly. Parallel tests may take
+	// the port in between, so try a few.
+	var (
+		r    *Registry
+		addr string
+		err  error
+	)
+	for range 5 {
+		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		addr = ln.Addr().String()
+		ln.Close()
+		if r, err = StartRegistry(WithAddr(addr)); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-
-	r, err := StartRegistry(WithAddr(addr))
 	if err != nil {
 		t.Fatal(err)
 	}
