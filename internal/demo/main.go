@@ -51,7 +51,10 @@ func run(dir, registry, listen, name string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("start agentd: %w", err)
 	}
-	defer agent.Stop()
+	defer func() {
+		agent.Stop()
+		_ = os.RemoveAll(agent.Opts.Dir)
+	}()
 	log.Info("demo up", "node", agent.ID(), "image", env.Image, "agentd_log", agent.LogFile)
 
 	envFile := fmt.Sprintf(`export HERD_CA_CERT=%q
