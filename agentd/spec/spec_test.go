@@ -114,6 +114,31 @@ func TestValidatePod(t *testing.T) {
 		{"bad label value", func(s *herdv1.PodSpec) { s.Labels["ok"] = "no spaces" }, `labels["ok"]`, "label value"},
 		{"bad env name", func(s *herdv1.PodSpec) { s.Containers[0].Env["1X"] = "v" }, `containers[0].env["1X"]`, "environment variable name"},
 		{"relative workdir", func(s *herdv1.PodSpec) { s.Containers[0].WorkingDir = "tmp" }, "containers[0].working_dir", "absolute"},
+		{"valid ports", func(s *herdv1.PodSpec) {
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "dns", ContainerPort: 53, Protocol: "UDP"}, {ContainerPort: 53}}
+		}, "", ""},
+		{"bad port name", func(s *herdv1.PodSpec) {
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{Name: "HTTP_1", ContainerPort: 80}}
+		}, "containers[0].ports[0].name", "invalid port name"},
+		{"numeric port name", func(s *herdv1.PodSpec) {
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{Name: "8080", ContainerPort: 80}}
+		}, "containers[0].ports[0].name", "invalid port name"},
+		{"port out of range", func(s *herdv1.PodSpec) {
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{ContainerPort: 70000}}
+		}, "containers[0].ports[0].container_port", "between 1 and 65535"},
+		{"bad protocol", func(s *herdv1.PodSpec) {
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{ContainerPort: 80, Protocol: "SCTP"}}
+		}, "containers[0].ports[0].protocol", "TCP or UDP"},
+		{"duplicate port across containers", func(s *herdv1.PodSpec) {
+			c := proto.Clone(s.Containers[0]).(*herdv1.ContainerSpec)
+			c.Name = "side"
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{Name: "http", ContainerPort: 80}}
+			c.Ports = []*herdv1.ContainerPort{{Name: "web", ContainerPort: 80, Protocol: "TCP"}}
+			s.Containers = append(s.Containers, c)
+		}, "containers[1].ports[0].container_port", "duplicate port 80/TCP"},
+		{"duplicate port name", func(s *herdv1.PodSpec) {
+			s.Containers[0].Ports = []*herdv1.ContainerPort{{Name: "http", ContainerPort: 80}, {Name: "http", ContainerPort: 81}}
+		}, "containers[0].ports[1].name", "duplicate port name"},
 		{"NUL in args", func(s *herdv1.PodSpec) { s.Containers[0].Args = []string{"a\x00b"} }, "containers[0].args[0]", "NUL"},
 	}
 	for _, tt := range tests {

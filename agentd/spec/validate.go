@@ -150,6 +150,9 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 		errs.add(cp, "at most %d containers, got %d", MaxContainers, n)
 	}
 	seen := map[string]int{}
+	// Port names and numbers are unique across the whole pod: its
+	// containers share one network namespace.
+	portNames, portNums := map[string]bool{}, map[string]bool{}
 	for i, c := range s.GetContainers() {
 		p := cp.Index(i)
 		if c == nil {
@@ -184,6 +187,7 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 				errs.add(p.Field("working_dir"), "must be an absolute path, got %q", wd)
 			}
 		}
+		errs = append(errs, validatePorts(p.Field("ports"), c.GetPorts(), portNames, portNums)...)
 		if q := c.GetCpu(); q != "" {
 			if _, err := ParseCPU(q); err != nil {
 				errs.add(p.Field("cpu"), "%v", err)
@@ -196,6 +200,60 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 				errs.add(p.Field("memory"), "memory limit %q is below the minimum of 6Mi", q)
 			}
 		}
+	}
+	return errs
+}
+
+var portNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// Port protocols.
+const (
+	ProtocolTCP = "TCP"
+	ProtocolUDP = "UDP"
+)
+
+// ValidatePortName checks a port name: at most 15 of a-z, 0-9 and '-',
+// with at least one letter (IANA service names, as Kubernetes uses).
+func ValidatePortName(s string) error {
+	if len(s) > 15 || !portNameRe.MatchString(s) || !strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz") || strings.Contains(s, "--") {
+		return fmt.Errorf("invalid port name %q: at most 15 characters of a-z, 0-9 and '-', with a letter, no '--', not starting or ending with '-'", s)
+	}
+	return nil
+}
+
+func validatePorts(p Path, ports []*herdv1.ContainerPort, names, nums map[string]bool) FieldErrors {
+	var errs FieldErrors
+	for i, cp := range ports {
+		pp := p.Index(i)
+		if cp == nil {
+			errs.add(pp, "port is empty")
+			continue
+		}
+		if n := cp.GetName(); n != "" {
+			if err := ValidatePortName(n); err != nil {
+				errs.add(pp.Field("name"), "%v", err)
+			} else if names[n] {
+				errs.add(pp.Field("name"), "duplicate port name %q in the pod", n)
+			}
+			names[n] = true
+		}
+		if v := cp.GetContainerPort(); v < 1 || v > 65535 {
+			errs.add(pp.Field("container_port"), "must be between 1 and 65535, got %d", v)
+		}
+		proto := cp.GetProtocol()
+		switch proto {
+		case "", ProtocolTCP, ProtocolUDP:
+		default:
+			errs.add(pp.Field("protocol"), "invalid protocol %q: must be TCP or UDP", proto)
+		}
+		if proto == "" {
+			proto = ProtocolTCP
+		}
+		key := fmt.Sprintf("%s/%d", proto, cp.GetContainerPort())
+		if nums[key] {
+			errs.add(pp.Field("container_port"), "duplicate port %d/%s in the pod", cp.GetContainerPort(), proto)
+		}
+		nums[key] = true
 	}
 	return errs
 }
@@ -214,11 +272,18 @@ func validateStrings(p Path, ss []string) FieldErrors {
 }
 
 // Defaulted returns a copy of s with defaults filled in: restart policy
-// Always and a 30 s grace period.
+// Always, a 30 s grace period and TCP for ports.
 func Defaulted(s *herdv1.PodSpec) *herdv1.PodSpec {
 	out := proto.Clone(s).(*herdv1.PodSpec)
 	if out.RestartPolicy == "" {
 		out.RestartPolicy = RestartAlways
+	}
+	for _, c := range out.Containers {
+		for _, p := range c.GetPorts() {
+			if p.Protocol == "" {
+				p.Protocol = ProtocolTCP
+			}
+		}
 	}
 	if out.TerminationGracePeriodSeconds == nil {
 		g := int64(DefaultGracePeriod)

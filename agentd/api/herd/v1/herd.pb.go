@@ -331,7 +331,10 @@ type ContainerSpec struct {
 	// CPU limit as a quantity: "500m", "0.5", "2". Empty: no limit.
 	Cpu string `protobuf:"bytes,7,opt,name=cpu,proto3" json:"cpu,omitempty"`
 	// Memory limit as a quantity: "512Mi", "1G", "1048576". Empty: no limit.
-	Memory        string `protobuf:"bytes,8,opt,name=memory,proto3" json:"memory,omitempty"`
+	Memory string `protobuf:"bytes,8,opt,name=memory,proto3" json:"memory,omitempty"`
+	// Ports the container listens on, in the pod's network namespace.
+	// Informational for the pod; services refer to them by name.
+	Ports         []*ContainerPort `protobuf:"bytes,9,rep,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +425,77 @@ func (x *ContainerSpec) GetMemory() string {
 	return ""
 }
 
+func (x *ContainerSpec) GetPorts() []*ContainerPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+type ContainerPort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IANA service name style: at most 15 of a-z, 0-9 and '-'; unique in the
+	// pod. May be empty when the port is not referred to by name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 1-65535, unique per protocol in the pod.
+	ContainerPort int32 `protobuf:"varint,2,opt,name=container_port,json=containerPort,proto3" json:"container_port,omitempty"`
+	// "TCP" (default) or "UDP".
+	Protocol      string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerPort) Reset() {
+	*x = ContainerPort{}
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerPort) ProtoMessage() {}
+
+func (x *ContainerPort) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
+func (*ContainerPort) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ContainerPort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerPort) GetContainerPort() int32 {
+	if x != nil {
+		return x.ContainerPort
+	}
+	return 0
+}
+
+func (x *ContainerPort) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
 type PodSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// RFC 1123 label, unique on the node.
@@ -438,7 +512,7 @@ type PodSpec struct {
 
 func (x *PodSpec) Reset() {
 	*x = PodSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +524,7 @@ func (x *PodSpec) String() string {
 func (*PodSpec) ProtoMessage() {}
 
 func (x *PodSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +537,7 @@ func (x *PodSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodSpec.ProtoReflect.Descriptor instead.
 func (*PodSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PodSpec) GetName() string {
@@ -525,7 +599,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +611,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +624,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -640,17 +714,20 @@ func (x *ContainerStatus) GetImageDigest() string {
 type PodStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "Pending", "Running", "Succeeded" or "Failed".
-	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	Containers    []*ContainerStatus     `protobuf:"bytes,4,rep,name=containers,proto3" json:"containers,omitempty"`
+	Phase      string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Message    string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	StartTime  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	Containers []*ContainerStatus     `protobuf:"bytes,4,rep,name=containers,proto3" json:"containers,omitempty"`
+	// The pod's IP in its node's pod CIDR; empty when the node runs pods
+	// without a pod network.
+	PodIp         string `protobuf:"bytes,5,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +739,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +752,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -706,6 +783,13 @@ func (x *PodStatus) GetContainers() []*ContainerStatus {
 	return nil
 }
 
+func (x *PodStatus) GetPodIp() string {
+	if x != nil {
+		return x.PodIp
+	}
+	return ""
+}
+
 type Pod struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Spec   *PodSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -721,7 +805,7 @@ type Pod struct {
 
 func (x *Pod) Reset() {
 	*x = Pod{}
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +817,7 @@ func (x *Pod) String() string {
 func (*Pod) ProtoMessage() {}
 
 func (x *Pod) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +830,7 @@ func (x *Pod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pod.ProtoReflect.Descriptor instead.
 func (*Pod) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Pod) GetSpec() *PodSpec {
@@ -793,7 +877,7 @@ type ApplyPodRequest struct {
 
 func (x *ApplyPodRequest) Reset() {
 	*x = ApplyPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +889,7 @@ func (x *ApplyPodRequest) String() string {
 func (*ApplyPodRequest) ProtoMessage() {}
 
 func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +902,7 @@ func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApplyPodRequest) GetSpec() *PodSpec {
@@ -839,7 +923,7 @@ type ApplyPodResponse struct {
 
 func (x *ApplyPodResponse) Reset() {
 	*x = ApplyPodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +935,7 @@ func (x *ApplyPodResponse) String() string {
 func (*ApplyPodResponse) ProtoMessage() {}
 
 func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +948,7 @@ func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyPodResponse) GetPod() *Pod {
@@ -890,7 +974,7 @@ type GetPodRequest struct {
 
 func (x *GetPodRequest) Reset() {
 	*x = GetPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +986,7 @@ func (x *GetPodRequest) String() string {
 func (*GetPodRequest) ProtoMessage() {}
 
 func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +999,7 @@ func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
 func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetPodRequest) GetName() string {
@@ -934,7 +1018,7 @@ type ListPodsRequest struct {
 
 func (x *ListPodsRequest) Reset() {
 	*x = ListPodsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1030,7 @@ func (x *ListPodsRequest) String() string {
 func (*ListPodsRequest) ProtoMessage() {}
 
 func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1043,7 @@ func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsRequest.ProtoReflect.Descriptor instead.
 func (*ListPodsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListPodsRequest) GetLabelSelector() map[string]string {
@@ -978,7 +1062,7 @@ type ListPodsResponse struct {
 
 func (x *ListPodsResponse) Reset() {
 	*x = ListPodsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1074,7 @@ func (x *ListPodsResponse) String() string {
 func (*ListPodsResponse) ProtoMessage() {}
 
 func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1087,7 @@ func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsResponse.ProtoReflect.Descriptor instead.
 func (*ListPodsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListPodsResponse) GetPods() []*Pod {
@@ -1024,7 +1108,7 @@ type DeletePodRequest struct {
 
 func (x *DeletePodRequest) Reset() {
 	*x = DeletePodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1120,7 @@ func (x *DeletePodRequest) String() string {
 func (*DeletePodRequest) ProtoMessage() {}
 
 func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1133,7 @@ func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
 func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeletePodRequest) GetName() string {
@@ -1075,7 +1159,7 @@ type DeletePodResponse struct {
 
 func (x *DeletePodResponse) Reset() {
 	*x = DeletePodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1171,7 @@ func (x *DeletePodResponse) String() string {
 func (*DeletePodResponse) ProtoMessage() {}
 
 func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1184,7 @@ func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodResponse.ProtoReflect.Descriptor instead.
 func (*DeletePodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeletePodResponse) GetExisted() bool {
@@ -1124,7 +1208,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1220,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1233,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PodLogsRequest) GetPod() string {
@@ -1190,7 +1274,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1286,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1299,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LogChunk) GetContainer() string {
@@ -1240,7 +1324,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1336,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1349,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
 }
 
 type HealthCheck struct {
@@ -1279,7 +1363,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1375,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1388,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -1338,7 +1422,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1434,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1447,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HealthCheckResponse) GetOk() bool {
@@ -1414,7 +1498,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -1424,10 +1508,15 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\vworking_dir\x18\x06 \x01(\tR\n" +
 	"workingDir\x12\x10\n" +
 	"\x03cpu\x18\a \x01(\tR\x03cpu\x12\x16\n" +
-	"\x06memory\x18\b \x01(\tR\x06memory\x1a6\n" +
+	"\x06memory\x18\b \x01(\tR\x06memory\x12,\n" +
+	"\x05ports\x18\t \x03(\v2\x16.herd.v1.ContainerPortR\x05ports\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"f\n" +
+	"\rContainerPort\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xe0\x02\n" +
 	"\aPodSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.herd.v1.PodSpec.LabelsEntryR\x06labels\x126\n" +
@@ -1456,7 +1545,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	" \x01(\rR\x03pid\x12!\n" +
 	"\fcontainer_id\x18\v \x01(\tR\vcontainerId\x12!\n" +
 	"\fimage_digest\x18\f \x01(\tR\vimageDigestB\x11\n" +
-	"\x0f_last_exit_code\"\xb0\x01\n" +
+	"\x0f_last_exit_code\"\xc7\x01\n" +
 	"\tPodStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
@@ -1464,7 +1553,8 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x128\n" +
 	"\n" +
 	"containers\x18\x04 \x03(\v2\x18.herd.v1.ContainerStatusR\n" +
-	"containers\"\xc1\x01\n" +
+	"containers\x12\x15\n" +
+	"\x06pod_ip\x18\x05 \x01(\tR\x05podIp\"\xc1\x01\n" +
 	"\x03Pod\x12$\n" +
 	"\x04spec\x18\x01 \x01(\v2\x10.herd.v1.PodSpecR\x04spec\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.herd.v1.PodStatusR\x06status\x12\x10\n" +
@@ -1534,79 +1624,81 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),        // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),  // 1: herd.v1.SetNodeLabelsRequest
 	(*Resources)(nil),             // 2: herd.v1.Resources
 	(*Node)(nil),                  // 3: herd.v1.Node
 	(*ContainerSpec)(nil),         // 4: herd.v1.ContainerSpec
-	(*PodSpec)(nil),               // 5: herd.v1.PodSpec
-	(*ContainerStatus)(nil),       // 6: herd.v1.ContainerStatus
-	(*PodStatus)(nil),             // 7: herd.v1.PodStatus
-	(*Pod)(nil),                   // 8: herd.v1.Pod
-	(*ApplyPodRequest)(nil),       // 9: herd.v1.ApplyPodRequest
-	(*ApplyPodResponse)(nil),      // 10: herd.v1.ApplyPodResponse
-	(*GetPodRequest)(nil),         // 11: herd.v1.GetPodRequest
-	(*ListPodsRequest)(nil),       // 12: herd.v1.ListPodsRequest
-	(*ListPodsResponse)(nil),      // 13: herd.v1.ListPodsResponse
-	(*DeletePodRequest)(nil),      // 14: herd.v1.DeletePodRequest
-	(*DeletePodResponse)(nil),     // 15: herd.v1.DeletePodResponse
-	(*PodLogsRequest)(nil),        // 16: herd.v1.PodLogsRequest
-	(*LogChunk)(nil),              // 17: herd.v1.LogChunk
-	(*HealthCheckRequest)(nil),    // 18: herd.v1.HealthCheckRequest
-	(*HealthCheck)(nil),           // 19: herd.v1.HealthCheck
-	(*HealthCheckResponse)(nil),   // 20: herd.v1.HealthCheckResponse
-	nil,                           // 21: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                           // 22: herd.v1.Node.LabelsEntry
-	nil,                           // 23: herd.v1.ContainerSpec.EnvEntry
-	nil,                           // 24: herd.v1.PodSpec.LabelsEntry
-	nil,                           // 25: herd.v1.ListPodsRequest.LabelSelectorEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*ContainerPort)(nil),         // 5: herd.v1.ContainerPort
+	(*PodSpec)(nil),               // 6: herd.v1.PodSpec
+	(*ContainerStatus)(nil),       // 7: herd.v1.ContainerStatus
+	(*PodStatus)(nil),             // 8: herd.v1.PodStatus
+	(*Pod)(nil),                   // 9: herd.v1.Pod
+	(*ApplyPodRequest)(nil),       // 10: herd.v1.ApplyPodRequest
+	(*ApplyPodResponse)(nil),      // 11: herd.v1.ApplyPodResponse
+	(*GetPodRequest)(nil),         // 12: herd.v1.GetPodRequest
+	(*ListPodsRequest)(nil),       // 13: herd.v1.ListPodsRequest
+	(*ListPodsResponse)(nil),      // 14: herd.v1.ListPodsResponse
+	(*DeletePodRequest)(nil),      // 15: herd.v1.DeletePodRequest
+	(*DeletePodResponse)(nil),     // 16: herd.v1.DeletePodResponse
+	(*PodLogsRequest)(nil),        // 17: herd.v1.PodLogsRequest
+	(*LogChunk)(nil),              // 18: herd.v1.LogChunk
+	(*HealthCheckRequest)(nil),    // 19: herd.v1.HealthCheckRequest
+	(*HealthCheck)(nil),           // 20: herd.v1.HealthCheck
+	(*HealthCheckResponse)(nil),   // 21: herd.v1.HealthCheckResponse
+	nil,                           // 22: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                           // 23: herd.v1.Node.LabelsEntry
+	nil,                           // 24: herd.v1.ContainerSpec.EnvEntry
+	nil,                           // 25: herd.v1.PodSpec.LabelsEntry
+	nil,                           // 26: herd.v1.ListPodsRequest.LabelSelectorEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	21, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	22, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	22, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	23, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,  // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,  // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	26, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
-	23, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
-	24, // 6: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
-	4,  // 7: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	26, // 8: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	26, // 9: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	26, // 10: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	26, // 11: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	6,  // 12: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	5,  // 13: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
-	7,  // 14: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	26, // 15: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 16: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
-	8,  // 17: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	25, // 18: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
-	8,  // 19: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	19, // 20: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
-	0,  // 21: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,  // 22: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	9,  // 23: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	11, // 24: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	12, // 25: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	14, // 26: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	16, // 27: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	18, // 28: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
-	3,  // 29: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,  // 30: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	10, // 31: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	8,  // 32: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	13, // 33: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	15, // 34: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	17, // 35: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	20, // 36: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
-	29, // [29:37] is the sub-list for method output_type
-	21, // [21:29] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	27, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	24, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	5,  // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
+	25, // 7: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	4,  // 8: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
+	27, // 9: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	27, // 10: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	27, // 11: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	27, // 12: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	7,  // 13: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
+	6,  // 14: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
+	8,  // 15: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
+	27, // 16: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	6,  // 17: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
+	9,  // 18: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
+	26, // 19: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	9,  // 20: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
+	20, // 21: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
+	0,  // 22: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,  // 23: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	10, // 24: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	12, // 25: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	13, // 26: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	15, // 27: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	17, // 28: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	19, // 29: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
+	3,  // 30: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,  // 31: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	11, // 32: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	9,  // 33: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	14, // 34: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	16, // 35: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	18, // 36: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	21, // 37: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -1614,16 +1706,16 @@ func file_herd_v1_herd_proto_init() {
 	if File_herd_v1_herd_proto != nil {
 		return
 	}
-	file_herd_v1_herd_proto_msgTypes[5].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[6].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[14].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[7].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
