@@ -1,0 +1,190 @@
+package nft
+
+import (
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Registers: a concatenation starts in NFT_REG_1 (= 32-bit registers 8..11)
+// and continues field by field, each padded to 4 bytes, as nft does.
+const (
+	reg1 = unix.NFT_REG_1 // 16 bytes, aliases reg32 8..11
+	r32a = 9              // NFT_REG32_01
+	r32b = 10             // NFT_REG32_02
+	r32c = 11             // NFT_REG32_03
+	r32d = 12             // NFT_REG32_04
+)
+
+// Chain priorities: DNAT like kube-proxy (dstnat), the reject filter right
+// after it so it sees the translated destination, masquerade at srcnat.
+const (
+	prioDNAT   = -100
+	prioFilter = -90
+	prioSNAT   = 100
+
+	// MasqMark is the packet-mark bit herd sets on connections it DNATs;
+	// postrouting masquerades only those (like kube-proxy's 0x4000).
+	MasqMark = 0x00040000
+)
+
+func (d *Dataplane) addSkeleton(capacity uint32) error {
+	c, t := d.conn, d.table
+	d.sets = sets{
+		backends:   &nftables.Set{Table: t, Name: "backends", Size: capacity, IsMap: true, Concatenation: true, KeyType: keyBackends, DataType: valBackends, Comment: Marker},
+		affinity:   &nftables.Set{Table: t, Name: "affinity", Concatenation: true, KeyType: keyPort, Comment: Marker},
+		clusterips: &nftables.Set{Table: t, Name: "clusterips", KeyType: nftables.TypeIPAddr, Comment: Marker},
+		nodeips:    &nftables.Set{Table: t, Name: "nodeips", KeyType: nftables.TypeIPAddr, Comment: Marker},
+		hairpin:    &nftables.Set{Table: t, Name: "hairpin", Concatenation: true, KeyType: keyIPPair, Comment: Marker},
+	}
+	for _, s := range []*nftables.Set{d.sets.backends, d.sets.affinity, d.sets.clusterips, d.sets.nodeips, d.sets.hairpin} {
+		if err := c.AddSet(s, nil); err != nil {
+			return err
+		}
+	}
+	policy := nftables.ChainPolicyAccept
+	hook := func(name string, typ nftables.ChainType, h *nftables.ChainHook, prio int32) *nftables.Chain {
+		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: h, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio)), Policy: &policy})
+	}
+	services := c.AddChain(&nftables.Chain{Name: "services", Table: t})
+	refuse := c.AddChain(&nftables.Chain{Name: "refuse", Table: t})
+	for _, ch := range []*nftables.Chain{
+		hook("nat-prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, prioDNAT),
+		hook("nat-output", nftables.ChainTypeNAT, nftables.ChainHookOutput, prioDNAT),
+	} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: services.Name}}})
+	}
+	for _, ch := range []*nftables.Chain{
+		hook("filter-prerouting", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, prioFilter),
+		hook("filter-output", nftables.ChainTypeFilter, nftables.ChainHookOutput, prioFilter),
+	} {
+		// ip daddr @clusterips goto refuse: still addressed to a VIP after DNAT
+		// means no backend matched (unused port, or no ready endpoint).
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			loadDaddr(reg1),
+			lookup(d.sets.clusterips, reg1, false),
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: refuse.Name},
+		}})
+	}
+	// refuse: meta l4proto tcp reject with tcp reset; reject (icmp port-unreachable)
+	c.AddRule(&nftables.Rule{Table: t, Chain: refuse, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: refuse, Exprs: []expr.Any{
+		&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3 /* port-unreachable */},
+	}})
+
+	// services chain: four constant rules.
+	slotHash := []expr.Any{
+		&expr.Payload{DestRegister: r32c, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Hash{SourceRegister: r32c, DestRegister: r32c, Length: 4, Modulus: uint32(d.cfg.Slots), Type: expr.HashTypeJenkins},
+	}
+	slotRandom := []expr.Any{&expr.Numgen{Register: r32c, Modulus: uint32(d.cfg.Slots), Type: unix.NFT_NG_RANDOM}}
+	portKey := func(vip bool) []expr.Any {
+		var first expr.Any = loadDaddr(reg1)
+		if !vip {
+			first = &expr.Immediate{Register: reg1, Data: ip4(nodePortAddr)}
+		}
+		return []expr.Any{
+			first,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r32a},
+			&expr.Payload{DestRegister: r32b, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		}
+	}
+	dnat := []expr.Any{
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: d.sets.backends.Name, SetID: d.sets.backends.ID},
+		// meta mark set meta mark | MasqMark (only reached on a backend hit)
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: r32d},
+		&expr.Bitwise{SourceRegister: r32d, DestRegister: r32d, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(^uint32(MasqMark)), Xor: binaryutil.NativeEndian.PutUint32(MasqMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: r32d, SourceRegister: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegProtoMin: r32a, Specified: true},
+	}
+	for _, vip := range []bool{true, false} {
+		guard := []expr.Any{loadDaddr(reg1), lookup(d.sets.clusterips, reg1, false)}
+		if !vip {
+			guard = []expr.Any{loadDaddr(reg1), lookup(d.sets.nodeips, reg1, false)}
+		}
+		// affinity: <key> @affinity dnat to <key> . jhash ip saddr mod N map @backends
+		var ex []expr.Any
+		ex = append(ex, guard...)
+		ex = append(ex, portKey(vip)...)
+		ex = append(ex, lookup(d.sets.affinity, reg1, false))
+		ex = append(ex, slotHash...)
+		ex = append(ex, dnat...)
+		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex})
+		// dnat to <key> . numgen random mod N map @backends
+		ex = nil
+		ex = append(ex, guard...)
+		ex = append(ex, portKey(vip)...)
+		ex = append(ex, slotRandom...)
+		ex = append(ex, dnat...)
+		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex})
+	}
+
+	// postrouting: masquerade what herd DNATed (masq mark) when the source
+	// is outside the pod CIDR, or when a pod reached itself (hairpin).
+	post := hook("nat-postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, prioSNAT)
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(MasqMark), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0, 0, 0, 0}},
+		&expr.Verdict{Kind: expr.VerdictReturn},
+	}})
+	if p := d.cfg.PodCIDR; p.IsValid() && p.Addr().Is4() {
+		// ip saddr != PodCIDR masquerade
+		mask := make([]byte, 4)
+		for i := 0; i < p.Bits(); i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ip4(p.Masked().Addr())},
+			&expr.Masq{},
+		}})
+	} else {
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{&expr.Masq{}}})
+	}
+	// ip saddr . ip daddr @hairpin masquerade
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: r32a, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		lookup(d.sets.hairpin, reg1, false),
+		&expr.Masq{},
+	}})
+	return nil
+}
+
+func loadDaddr(reg uint32) expr.Any {
+	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
+}
+
+func lookup(s *nftables.Set, reg uint32, invert bool) expr.Any {
+	return &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert}
+}
+
+// RuleCount returns the number of rules in herd's table (constant: it does
+// not depend on the number of services).
+func (d *Dataplane) RuleCount() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	chains, err := d.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ch := range chains {
+		if ch.Table.Name != TableName {
+			continue
+		}
+		rules, err := d.conn.GetRules(d.table, ch)
+		if err != nil {
+			return 0, err
+		}
+		n += len(rules)
+	}
+	return n, nil
+}
