@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
 	"github.com/herd-project/terraform-provider-herd/agentd/node"
 	"github.com/herd-project/terraform-provider-herd/agentd/pods"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
@@ -69,7 +71,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer rt.Close()
 
+	var network pods.Network
+	if cfg.PodCIDR != "" {
+		pn, err := podnet.New(podnet.Config{
+			PluginDirs: cfg.CNIBinDirs,
+			Bridge:     cfg.Bridge,
+			PodCIDR:    netip.MustParsePrefix(cfg.PodCIDR), // checked by Validate
+			StateDir:   filepath.Join(cfg.StateDir, "net"),
+		})
+		if err != nil {
+			return fmt.Errorf("pod network: %w", err)
+		}
+		network = podNetwork{pn}
+		log.Info("pod network", "cidr", cfg.PodCIDR)
+	}
 	mgr, err := pods.New(pods.Config{
+		Network:     network,
 		Runtime:     rt,
 		Store:       st,
 		LogDir:      filepath.Join(cfg.StateDir, "logs"),
@@ -263,3 +280,15 @@ func caller(ctx context.Context) string {
 	}
 	return "local"
 }
+
+// podNetwork adapts podnet to the pod manager.
+type podNetwork struct{ p *podnet.PodNet }
+
+func (n podNetwork) Setup(ctx context.Context, uid, name string) (string, netip.Addr, error) {
+	r, err := n.p.Setup(ctx, uid, name)
+	return r.NetnsPath, r.IP, err
+}
+
+func (n podNetwork) Teardown(ctx context.Context, uid string) error { return n.p.Teardown(ctx, uid) }
+
+func (n podNetwork) List() ([]string, error) { return n.p.List() }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -36,6 +37,13 @@ type Config struct {
 	// InsecureRegistries may be reached over plain HTTP (loopback test
 	// registries); everything else needs HTTPS.
 	InsecureRegistries []string
+
+	// PodCIDR turns on the pod network: one network namespace and one IP
+	// per pod from this range, on a bridge (CNI bridge + host-local).
+	// Empty: each container gets a loopback-only namespace.
+	PodCIDR    string
+	Bridge     string
+	CNIBinDirs []string
 
 	ReservedCPU    string // quantity, e.g. "100m"
 	ReservedMemory string // quantity, e.g. "256Mi"
@@ -68,6 +76,11 @@ func (c *Config) Validate() error {
 	if c.ReservedMemory != "" {
 		if _, err := spec.ParseMemory(c.ReservedMemory); err != nil {
 			errs = append(errs, fmt.Errorf("--reserved-memory: %w", err))
+		}
+	}
+	if c.PodCIDR != "" {
+		if p, err := netip.ParsePrefix(c.PodCIDR); err != nil || p != p.Masked() || !p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("--pod-cidr: want an IPv4 network such as 10.244.1.0/24, got %q", c.PodCIDR))
 		}
 	}
 	if c.Socket != "" && len(c.Socket) > 100 {

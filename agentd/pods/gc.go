@@ -3,6 +3,7 @@ package pods
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,6 +84,9 @@ func (m *Manager) GC(ctx context.Context) error {
 	if err := m.collectLogDirs(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.collectNetworks(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -126,4 +130,41 @@ func (m *Manager) collectLogDirs() error {
 		m.applyMu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// collectNetworks tears down the networks of pod incarnations the manager
+// does not run (an agentd that died mid-delete). The pod network lists only
+// what carries its own marker.
+func (m *Manager) collectNetworks(ctx context.Context) error {
+	if m.cfg.Network == nil {
+		return nil
+	}
+	uids, err := m.cfg.Network.List()
+	if err != nil {
+		return fmt.Errorf("list pod networks: %w", err)
+	}
+	var errs []error
+	for _, uid := range uids {
+		m.applyMu.Lock()
+		if !m.ownedUID(uid) {
+			m.log.Info("garbage-collecting pod network", "uid", uid)
+			if err := m.cfg.Network.Teardown(ctx, uid); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		m.applyMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// ownedUID reports whether any pod the manager runs has this uid.
+func (m *Manager) ownedUID(uid string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.pods {
+		if e.uid == uid {
+			return true
+		}
+	}
+	return false
 }

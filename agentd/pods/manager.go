@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -48,6 +49,7 @@ const (
 	ReasonImagePullBackOff     = "ImagePullBackOff"
 	ReasonCrashLoopBackOff     = "CrashLoopBackOff"
 	ReasonCreateContainerError = "CreateContainerError"
+	ReasonNetworkSetupError    = "NetworkSetupError"
 	ReasonRunContainerError    = "RunContainerError"
 	ReasonCompleted            = "Completed"
 	ReasonError                = "Error"
@@ -79,6 +81,18 @@ type Config struct {
 	// LogCheckInterval is how often log sizes are checked (default 1 s).
 	LogCheckInterval time.Duration
 	Logger           *slog.Logger
+	// Network gives each pod a network namespace and an IP; nil: every
+	// container gets a loopback-only namespace of its own.
+	Network Network
+}
+
+// Network is the pod network (agentd/network/podnet). Setup is idempotent:
+// for a pod that has its network it returns the same namespace and IP.
+type Network interface {
+	Setup(ctx context.Context, podUID, podName string) (netnsPath string, ip netip.Addr, err error)
+	Teardown(ctx context.Context, podUID string) error
+	// List returns the uids of pods that have a network, for GC.
+	List() ([]string, error)
 }
 
 // Manager runs the pods of one node. Create it with New, then Start it.
@@ -594,6 +608,11 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
 
 	ctx := m.ctx
 	err := m.stopContainers(ctx, e, grace, log)
+	if err == nil && m.cfg.Network != nil {
+		if err = m.cfg.Network.Teardown(ctx, e.uid); err != nil {
+			err = fmt.Errorf("tear down pod network: %w", err)
+		}
+	}
 	if err == nil {
 		err = m.removeLogs(e)
 	}

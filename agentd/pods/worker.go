@@ -35,6 +35,7 @@ type worker struct {
 
 	lastStatus   *herdv1.PodStatus // last published status
 	persistDirty bool              // the store lags behind lastStatus
+	netns        string            // the pod's network namespace, once set up
 }
 
 // ctr is the worker's view of one container.
@@ -168,6 +169,12 @@ func (w *worker) sync(ctx context.Context) time.Time {
 		}
 		due = append(due, c)
 	}
+	if len(due) > 0 && !w.ensureNetwork(ctx, due) {
+		for _, c := range due {
+			next = earliest(next, c.nextAttempt)
+		}
+		due = nil
+	}
 	switch len(due) {
 	case 0:
 	case 1:
@@ -191,6 +198,32 @@ func (w *worker) sync(ctx context.Context) time.Time {
 	}
 	w.updatePhase()
 	return next
+}
+
+// ensureNetwork sets up the pod's network namespace before its first
+// container starts (and again, idempotently, after an agentd restart). On
+// failure the due containers wait with a back-off.
+func (w *worker) ensureNetwork(ctx context.Context, due []*ctr) bool {
+	n := w.m.cfg.Network
+	if n == nil || w.netns != "" {
+		return true
+	}
+	path, ip, err := n.Setup(ctx, w.e.uid, w.e.name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		w.log.Warn("pod network setup failed", "err", err)
+		for _, c := range due {
+			c.pullFailures++ // shares the image pull back-off
+			c.nextAttempt = time.Now().Add(w.m.expBackoff(c.pullFailures))
+			w.setWaiting(c, ReasonNetworkSetupError, fmt.Sprintf("pod network: %v", err), time.Time{})
+		}
+		return false
+	}
+	w.netns = path
+	w.pod.Status.PodIp = ip.String()
+	return true
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -253,7 +286,7 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 		w.log.Info("pulled image", "container", c.spec.GetName(), "image", img.Ref, "digest", img.Digest)
 	}
 
-	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img}
+	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns}
 	cont, err := w.m.rt.CreateContainer(ctx, cfg)
 	if err != nil && errdefs.IsAlreadyExists(err) && ctx.Err() == nil {
 		// A leftover of ours (an earlier run, a crash mid-way): remove it

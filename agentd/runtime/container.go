@@ -79,6 +79,9 @@ type ContainerConfig struct {
 	Image *Image
 	// Labels are extra container labels; the marker labels always win.
 	Labels map[string]string
+	// NetnsPath is the pod's network namespace, shared by its containers.
+	// Empty: the container gets a new namespace of its own (loopback only).
+	NetnsPath string
 }
 
 // Container is a herd-managed containerd container. Only LoadContainer
@@ -197,6 +200,9 @@ func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecO
 			Source:      "cgroup",
 			Options:     []string{"nosuid", "noexec", "nodev", "relatime", "ro"},
 		}}),
+	}
+	if cfg.NetnsPath != "" {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: cfg.NetnsPath}))
 	}
 	if env := cs.GetEnv(); len(env) > 0 {
 		keys := make([]string, 0, len(env))

@@ -41,6 +41,10 @@ func main() {
 	fs.StringVar(&cfg.Key, "key", os.Getenv("HERD_NODE_KEY"), "node key (PEM or path; env HERD_NODE_KEY)")
 	fs.StringVar(&cfg.RegistryConfig, "registry-config", "", `registry settings JSON: {"insecure":["host:port"],"auths":{"host":{"username":"u","password":"p"}}}`)
 	fs.Var(&insecure, "insecure-registry", "registry host:port that may be reached over plain HTTP (repeatable)")
+	fs.StringVar(&cfg.PodCIDR, "pod-cidr", "", "this node's pod network, e.g. 10.244.1.0/24: one IP and network namespace per pod (empty: loopback-only pods)")
+	fs.StringVar(&cfg.Bridge, "bridge", "herd0", "bridge for the pod network")
+	var cniDirs listFlag
+	fs.Var(&cniDirs, "cni-bin-dir", "directory with CNI plugins (repeatable; default /usr/lib/cni and /opt/cni/bin)")
 	fs.StringVar(&cfg.ReservedCPU, "reserved-cpu", "", "CPU reserved for the system, e.g. 250m")
 	fs.StringVar(&cfg.ReservedMemory, "reserved-memory", "", "memory reserved for the system, e.g. 512Mi")
 	fs.StringVar(&logMax, "container-log-max-size", "10Mi", "size cap of each container's log")
@@ -54,6 +58,7 @@ func main() {
 		return
 	}
 	cfg.InsecureRegistries = insecure
+	cfg.CNIBinDirs = cniDirs
 	cfg.Version = version
 	n, err := spec.ParseMemory(logMax)
 	if err != nil {

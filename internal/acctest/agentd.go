@@ -39,6 +39,11 @@ type AgentOptions struct {
 	Dir string
 	// Listen is the mTLS address; a free loopback port if empty.
 	Listen string
+	// Node runs agentd inside this lab node's network namespace, entered
+	// with nsenter --net only (mounts stay shared with containerd and runc).
+	// agentd listens on the node's IP (port 7443 unless Listen says
+	// otherwise); Addr is then a 127.0.0.1 forwarder to it.
+	Node *LabNode
 }
 
 // Agent is a running agentd process.
@@ -46,6 +51,8 @@ type Agent struct {
 	Opts     AgentOptions
 	Name     string
 	Addr     string // 127.0.0.1:PORT, mTLS
+	listen   string // agentd's --listen (differs from Addr inside a lab node)
+	fwd      net.Listener
 	Socket   string // local plaintext socket
 	StateDir string
 	LogFile  string
@@ -137,6 +144,9 @@ func StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 		o.Dir = d
 	}
 	addr := o.Listen
+	if addr == "" && o.Node != nil {
+		addr = o.Node.IP.String() + ":7443"
+	}
 	if addr == "" {
 		var err error
 		if addr, err = FreePort(); err != nil {
@@ -147,6 +157,7 @@ func StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 		Opts:     o,
 		Name:     o.Name,
 		Addr:     addr,
+		listen:   addr,
 		Socket:   filepath.Join(o.Dir, "agentd.sock"),
 		StateDir: filepath.Join(o.Dir, "state"),
 		LogFile:  filepath.Join(o.Dir, "agentd.log"),
@@ -156,15 +167,25 @@ func StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 	for attempt := 0; ; attempt++ {
 		err := a.start(ctx)
 		if err == nil {
-			return a, nil
+			break
 		}
-		if o.Listen != "" || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
+		if o.Listen != "" || o.Node != nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
 			return nil, err
 		}
 		if a.Addr, err = FreePort(); err != nil {
 			return nil, err
 		}
+		a.listen = a.Addr
 	}
+	if o.Node != nil {
+		fwd, err := o.Node.Forward(a.listen)
+		if err != nil {
+			a.Kill()
+			return nil, err
+		}
+		a.fwd, a.Addr = fwd, fwd.Addr().String()
+	}
+	return a, nil
 }
 
 func (a *Agent) start(ctx context.Context) error {
@@ -179,7 +200,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	args := []string{
 		"--name", o.Name,
-		"--listen", a.Addr,
+		"--listen", a.listen,
 		"--socket", a.Socket,
 		"--state-dir", a.StateDir,
 		"--containerd", o.Containerd.Address,
@@ -205,6 +226,9 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
+	if o.Node != nil {
+		cmd = exec.Command("nsenter", append([]string{"--net=" + o.Node.Path(), "--", bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a test's SIGKILL reaches agentd alone, and
 	// containers (children of containerd's shims) are unaffected anyway.
@@ -327,6 +351,9 @@ func AgentForTest(tb testing.TB, o AgentOptions) *Agent {
 	}
 	tb.Cleanup(func() {
 		a.Stop()
+		if a.fwd != nil {
+			a.fwd.Close()
+		}
 		if tb.Failed() {
 			tb.Logf("agentd %s log tail:\n%s", a.Name, a.LogTail(30))
 		}

@@ -226,27 +226,7 @@ func (n *LabNode) Forward(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := n.Dial(context.Background(), "tcp", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(up, c); closeWrite(up); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(c, up); closeWrite(c); done <- struct{}{} }()
-				<-done
-				<-done
-			}()
-		}
-	}()
+	go serveRelay(l, func() (net.Conn, error) { return n.Dial(context.Background(), "tcp", addr) })
 	return l, nil
 }
 
@@ -266,4 +246,40 @@ func ip(args ...string) error {
 
 func ipIn(ns string, args ...string) error {
 	return ip(append([]string{"-n", ns}, args...)...)
+}
+
+// Relay listens on addr inside the node's namespace and relays each
+// connection to target in the test's own namespace: a node reaches a
+// loopback registry of the test at the same address it has outside.
+func (n *LabNode) Relay(addr, target string) (net.Listener, error) {
+	l, err := n.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	go serveRelay(l, func() (net.Conn, error) { return net.Dial("tcp", target) })
+	return l, nil
+}
+
+// serveRelay accepts until l is closed and pipes each connection to a new
+// upstream connection from dial.
+func serveRelay(l net.Listener, dial func() (net.Conn, error)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			up, err := dial()
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			done := make(chan struct{}, 2)
+			go func() { _, _ = io.Copy(up, c); closeWrite(up); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(c, up); closeWrite(c); done <- struct{}{} }()
+			<-done
+			<-done
+		}()
+	}
 }
