@@ -186,6 +186,7 @@ data "herd_pods" "all" {
 					resource.TestCheckResourceAttr("data.herd_pods.front", "pods.0.labels.app", "oob"),
 					resource.TestCheckResourceAttr("data.herd_pods.front", "pods.1.name", "web"),
 					resource.TestCheckResourceAttrPair("data.herd_pods.front", "pods.1.uid", "herd_pod.web", "uid"),
+					resource.TestCheckResourceAttrPair("data.herd_pods.front", "pods.1.pod_ip", "herd_pod.web", "pod_ip"),
 					resource.TestCheckResourceAttr("data.herd_pods.front", "pods.1.containers.0.name", "app"),
 					resource.TestCheckResourceAttr("data.herd_pods.front", "pods.1.containers.0.image", n.env.Image),
 					resource.TestCheckResourceAttr("data.herd_pods.all", "pods.#", "3"),

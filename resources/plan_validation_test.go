@@ -255,6 +255,119 @@ resource "herd_pod" "p" {
 			errors: 1,
 		},
 		{
+			name: "bad port name",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      container_port = 8080
+    }
+    port {
+      name           = "Http_Port"
+      container_port = 8081
+    }
+  }`),
+			re:     errRe("Invalid container specification", `name           = "Http_Port"`, `container[0].port[1].name:`, `invalid port name "Http_Port"`),
+			errors: 1,
+		},
+		{
+			name: "port zero",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      container_port = 0
+    }
+  }`),
+			re:     errRe(`container_port = 0`, `container[0].port[0].container_port:`, `must be between 1 and 65535, got 0`),
+			errors: 1,
+		},
+		{
+			name: "port too large",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      container_port = 70000
+    }
+  }`),
+			re:     errRe(`container_port = 70000`, `container[0].port[0].container_port:`, `must be between 1 and 65535, got 70000`),
+			errors: 1,
+		},
+		{
+			name: "port beyond 32 bits",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      container_port = 4294967376
+    }
+  }`),
+			re:     errRe(`container[0].port[0].container_port:`, `must be between 1 and 65535, got 4294967376`),
+			errors: 1,
+		},
+		{
+			name: "unknown protocol",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      container_port = 132
+      protocol       = "SCTP"
+    }
+  }`),
+			re:     errRe(`protocol       = "SCTP"`, `container[0].port[0].protocol:`, `invalid protocol "SCTP": must be TCP or UDP`),
+			errors: 1,
+		},
+		{
+			name: "same port in two containers",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      container_port = 8080
+    }
+  }
+  container {
+    name  = "side"
+    image = "busybox"
+    port {
+      container_port = 53
+      protocol       = "UDP"
+    }
+    port {
+      container_port = 8080
+      protocol       = "TCP"
+    }
+  }`),
+			re:     errRe(`container[1].port[1].container_port:`, `duplicate port 8080/TCP in the pod`),
+			errors: 1,
+		},
+		{
+			name: "duplicate port name",
+			config: podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      name           = "http"
+      container_port = 8080
+    }
+    port {
+      name           = "http"
+      container_port = 8081
+    }
+  }`),
+			re:     errRe(`container[0].port[1].name:`, `duplicate port name "http" in the pod`),
+			errors: 1,
+		},
+		{
 			name: "several problems at once",
 			config: podConfig(`  name = "Web"
   container {

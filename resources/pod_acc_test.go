@@ -15,13 +15,17 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
+	"google.golang.org/protobuf/proto"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 
 // webPodHCL is a two-container pod: "app" greets with $NAME (from env) and
 // sleeps, "side" only sleeps. The explicit empty args of "side" and the
-// omitted working_dir/env must survive refreshes and imports as they are.
+// omitted working_dir/env must survive refreshes and imports as they are;
+// so must the ports of "app" (a named TCP one with the protocol left to
+// its default, an unnamed UDP one) and the absence of ports of "side".
 // A grace period of 1 s keeps deletions short (sh and sleep as PID 1
 // ignore SIGTERM).
 func webPodHCL(n *accNode, script, createTimeout string) string {
@@ -39,6 +43,14 @@ resource "herd_pod" "p" {
     env     = { NAME = "herd" }
     memory  = "64Mi"
     cpu     = "250m"
+    port {
+      name           = "http"
+      container_port = 8080
+    }
+    port {
+      container_port = 5353
+      protocol       = "UDP"
+    }
   }
   container {
     name    = "side"
@@ -84,6 +96,14 @@ func TestAccPodLifecycle(t *testing.T) {
 					resource.TestCheckResourceAttrSet("herd_pod.p", "container_status.0.started_at"),
 					resource.TestCheckResourceAttr("herd_pod.p", "container_status.1.state", "running"),
 					resource.TestCheckResourceAttr("herd_pod.p", "container.1.args.#", "0"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.port.#", "2"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.port.0.name", "http"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.port.0.container_port", "8080"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.port.0.protocol", "TCP"),
+					resource.TestCheckNoResourceAttr("herd_pod.p", "container.0.port.1.name"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.port.1.container_port", "5353"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.port.1.protocol", "UDP"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.1.port.#", "0"),
 					resource.TestCheckNoResourceAttr("herd_pod.p", "container.1.env"),
 					resource.TestCheckNoResourceAttr("herd_pod.p", "container.1.working_dir"),
 					resource.TestCheckResourceAttrSet("herd_pod.p", "start_time"),
@@ -108,6 +128,16 @@ func TestAccPodLifecycle(t *testing.T) {
 						if len(cs) != 1 || int(cs[0].PID) != pid {
 							return fmt.Errorf("containerd's task of web/app: %+v, want pid %d", cs, pid)
 						}
+						// agentd stored the ports, the protocol defaulted.
+						if err := n.checkPorts(t, "web", "app", []*herdv1.ContainerPort{
+							{Name: "http", ContainerPort: 8080, Protocol: "TCP"},
+							{ContainerPort: 5353, Protocol: "UDP"},
+						}); err != nil {
+							return err
+						}
+						if err := n.checkPorts(t, "web", "side", nil); err != nil {
+							return err
+						}
 						// The container really ran the command, with its env.
 						return n.waitLogs(t, "web", "app", "hello-herd\n")
 					},
@@ -120,6 +150,17 @@ func TestAccPodLifecycle(t *testing.T) {
 					statecheck.ExpectKnownValue("herd_pod.p", tfjsonpath.New("container_status").AtSliceIndex(0).AtMapKey("state"), knownvalue.StringExact("running")),
 					statecheck.ExpectKnownValue("herd_pod.p", tfjsonpath.New("container").AtSliceIndex(1).AtMapKey("args"), knownvalue.ListExact([]knownvalue.Check{})),
 					statecheck.ExpectKnownValue("herd_pod.p", tfjsonpath.New("container").AtSliceIndex(1).AtMapKey("working_dir"), knownvalue.Null()),
+					statecheck.ExpectKnownValue("herd_pod.p", tfjsonpath.New("container").AtSliceIndex(0).AtMapKey("port"), knownvalue.ListExact([]knownvalue.Check{
+						knownvalue.ObjectExact(map[string]knownvalue.Check{
+							"name": knownvalue.StringExact("http"), "container_port": knownvalue.Int64Exact(8080), "protocol": knownvalue.StringExact("TCP"),
+						}),
+						knownvalue.ObjectExact(map[string]knownvalue.Check{
+							"name": knownvalue.Null(), "container_port": knownvalue.Int64Exact(5353), "protocol": knownvalue.StringExact("UDP"),
+						}),
+					})),
+					statecheck.ExpectKnownValue("herd_pod.p", tfjsonpath.New("container").AtSliceIndex(1).AtMapKey("port"), knownvalue.ListExact([]knownvalue.Check{})),
+					// agentd runs these pods without a pod network.
+					statecheck.ExpectKnownValue("herd_pod.p", tfjsonpath.New("pod_ip"), knownvalue.StringExact("")),
 				},
 			},
 			// 2. A plan against the running pod is empty.
@@ -156,6 +197,10 @@ func TestAccPodLifecycle(t *testing.T) {
 						"container.0.args.0":               hello,
 						"container.0.env.NAME":             "herd",
 						"container.0.memory":               "64Mi",
+						"container.0.port.#":               "2",
+						"container.0.port.0.name":          "http",
+						"container.0.port.1.protocol":      "UDP",
+						"container.1.port.#":               "0",
 						"container_status.0.pid":           pid1,
 						"termination_grace_period_seconds": "1",
 					}
@@ -256,7 +301,8 @@ func TestAccPodLifecycle(t *testing.T) {
 						expectReplacePaths("herd_pod.p", "node", "name", "labels", "restart_policy",
 							"termination_grace_period_seconds", "container", "container.0.name", "container.0.image",
 							"container.0.command", "container.0.args", "container.0.env", "container.0.working_dir",
-							"container.0.cpu", "container.0.memory"),
+							"container.0.cpu", "container.0.memory", "container.0.port",
+							"container.0.port.0.name", "container.0.port.0.container_port", "container.0.port.0.protocol"),
 					},
 				},
 			},
@@ -282,6 +328,11 @@ resource "herd_pod" "p" {
     working_dir = "/tmp"
     memory      = "65Mi"
     cpu         = "251m"
+    port {
+      name           = "http2"
+      container_port = 8081
+      protocol       = "UDP"
+    }
   }
   timeouts {
     create = "2m"
@@ -590,4 +641,28 @@ resource "herd_pod" %[1]q {
 			},
 		},
 	})
+}
+
+// checkPorts checks, over gRPC, the ports agentd stored for a container.
+func (n *accNode) checkPorts(t *testing.T, pod, container string, want []*herdv1.ContainerPort) error {
+	t.Helper()
+	p, err := n.pods.GetPod(context.Background(), &herdv1.GetPodRequest{Name: pod})
+	if err != nil {
+		return fmt.Errorf("GetPod %s: %w", pod, err)
+	}
+	for _, c := range p.GetSpec().GetContainers() {
+		if c.GetName() != container {
+			continue
+		}
+		got := c.GetPorts()
+		ok := len(got) == len(want)
+		for i := 0; ok && i < len(want); i++ {
+			ok = proto.Equal(got[i], want[i])
+		}
+		if !ok {
+			return fmt.Errorf("agentd's ports of %s/%s: %v, want %v", pod, container, got, want)
+		}
+		return nil
+	}
+	return fmt.Errorf("agentd's pod %s has no container %q", pod, container)
 }

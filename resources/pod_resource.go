@@ -132,6 +132,12 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Computed:            true,
 				PlanModifiers:       []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
 			},
+			"pod_ip": schema.StringAttribute{
+				MarkdownDescription: "The pod's IP address in its node's pod network; empty (`\"\"`) when the node runs pods " +
+					"without a pod network.",
+				Computed:      true,
+				PlanModifiers: keepString,
+			},
 			"container_status": schema.ListNestedAttribute{
 				MarkdownDescription: "Observed status of each container, as of the last refresh.",
 				Computed:            true,
@@ -207,9 +213,47 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 							PlanModifiers: replaceString,
 						},
 					},
+					Blocks: map[string]schema.Block{
+						"port": portBlock(replaceString, replaceList),
+					},
 				},
 			},
 			"timeouts": timeoutsBlock(ctx),
+		},
+	}
+}
+
+// portBlock is the port block of a container. Its values are checked by
+// agentd's validation (ValidateConfig), not by framework validators, so
+// that each problem is reported once.
+func portBlock(replaceString []planmodifier.String, replaceList []planmodifier.List) schema.Block {
+	return schema.ListNestedBlock{
+		MarkdownDescription: "A port the container listens on; any number. Port names and `container_port`/`protocol` " +
+			"pairs are unique across the whole pod (its containers share one network namespace). Adding, removing " +
+			"or changing a port replaces the pod.",
+		PlanModifiers: replaceList,
+		NestedObject: schema.NestedBlockObject{
+			Attributes: map[string]schema.Attribute{
+				"name": schema.StringAttribute{
+					MarkdownDescription: "Name of the port, unique in the pod, to refer to it by name: at most 15 " +
+						"characters of `a-z`, `0-9` and `-`, with at least one letter, not starting or ending with `-` " +
+						"and without `--` (an IANA service name, as in Kubernetes).",
+					Optional:      true,
+					PlanModifiers: replaceString,
+				},
+				"container_port": schema.Int64Attribute{
+					MarkdownDescription: "The port number, 1 to 65535.",
+					Required:            true,
+					PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+				},
+				"protocol": schema.StringAttribute{
+					MarkdownDescription: fmt.Sprintf("`%s` (the default) or `%s`.", spec.ProtocolTCP, spec.ProtocolUDP),
+					Optional:            true,
+					Computed:            true,
+					Default:             stringdefault.StaticString(spec.ProtocolTCP),
+					PlanModifiers:       replaceString,
+				},
+			},
 		},
 	}
 }

@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -30,6 +31,7 @@ type podModel struct {
 	Phase                         types.String   `tfsdk:"phase"`
 	StartTime                     types.String   `tfsdk:"start_time"`
 	RestartCount                  types.Int64    `tfsdk:"restart_count"`
+	PodIP                         types.String   `tfsdk:"pod_ip"`
 	ContainerStatus               types.List     `tfsdk:"container_status"`
 }
 
@@ -43,7 +45,23 @@ type containerModel struct {
 	WorkingDir types.String `tfsdk:"working_dir"`
 	CPU        types.String `tfsdk:"cpu"`
 	Memory     types.String `tfsdk:"memory"`
+	Ports      types.List   `tfsdk:"port"`
 }
+
+// portModel is one port block of a container.
+type portModel struct {
+	Name          types.String `tfsdk:"name"`
+	ContainerPort types.Int64  `tfsdk:"container_port"`
+	Protocol      types.String `tfsdk:"protocol"`
+}
+
+var portAttrTypes = map[string]attr.Type{
+	"name":           types.StringType,
+	"container_port": types.Int64Type,
+	"protocol":       types.StringType,
+}
+
+var portObjectType = types.ObjectType{AttrTypes: portAttrTypes}
 
 var containerAttrTypes = map[string]attr.Type{
 	"name":        types.StringType,
@@ -54,6 +72,7 @@ var containerAttrTypes = map[string]attr.Type{
 	"working_dir": types.StringType,
 	"cpu":         types.StringType,
 	"memory":      types.StringType,
+	"port":        types.ListType{ElemType: portObjectType},
 }
 
 var containerStatusAttrTypes = map[string]attr.Type{
@@ -73,6 +92,9 @@ type specConversion struct {
 	// unknown lists the spec paths whose values are not known yet; errors
 	// at or below them are not reported.
 	unknown []spec.Path
+	// errs are problems found by the conversion itself (values that do
+	// not fit the spec's types); their paths are in unknown too.
+	errs spec.FieldErrors
 }
 
 // placeholders stand in for unknown required strings so that validation of
@@ -148,9 +170,66 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 		c.WorkingDir = stringWithUnknown(cm.WorkingDir, p.Field("working_dir"), unknown)
 		c.Cpu = stringWithUnknown(cm.CPU, p.Field("cpu"), unknown)
 		c.Memory = stringWithUnknown(cm.Memory, p.Field("memory"), unknown)
+		ports, d := out.portsFromModel(ctx, cm.Ports, p.Field("ports"), i)
+		diags.Append(d...)
+		if diags.HasError() {
+			return out, diags
+		}
+		c.Ports = ports
 		s.Containers = append(s.Containers, c)
 	}
 	return out, diags
+}
+
+// portsFromModel converts the port blocks of container ci. An unknown port
+// is a nil entry (its errors are dropped) so that the indexes of the others
+// stay right; an unknown protocol gets a placeholder unique to its port, so
+// that it does not look like a duplicate.
+func (out *specConversion) portsFromModel(ctx context.Context, l types.List, p spec.Path, ci int) ([]*herdv1.ContainerPort, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	if l.IsUnknown() {
+		out.unknown = append(out.unknown, p)
+		return nil, diags
+	}
+	if l.IsNull() {
+		return nil, diags
+	}
+	ports := make([]*herdv1.ContainerPort, 0, len(l.Elements()))
+	for j, v := range l.Elements() {
+		pp := p.Index(j)
+		obj, ok := v.(types.Object)
+		if !ok || obj.IsUnknown() || obj.IsNull() {
+			out.unknown = append(out.unknown, pp)
+			ports = append(ports, nil)
+			continue
+		}
+		var pm portModel
+		diags.Append(obj.As(ctx, &pm, basetypes.ObjectAsOptions{})...)
+		if diags.HasError() {
+			return nil, diags
+		}
+		cp := &herdv1.ContainerPort{}
+		cp.Name = stringWithUnknown(pm.Name, pp.Field("name"), func(u spec.Path) { out.unknown = append(out.unknown, u) })
+		switch n := pm.ContainerPort.ValueInt64(); {
+		case pm.ContainerPort.IsUnknown():
+			out.unknown = append(out.unknown, pp.Field("container_port"))
+		case n < math.MinInt32 || n > math.MaxInt32:
+			// Out of the range of the spec's int32: report it here.
+			out.unknown = append(out.unknown, pp.Field("container_port"))
+			out.errs = append(out.errs, spec.FieldError{Path: pp.Field("container_port"),
+				Msg: fmt.Sprintf("must be between 1 and 65535, got %d", n)})
+		default:
+			cp.ContainerPort = int32(n)
+		}
+		if pm.Protocol.IsUnknown() {
+			out.unknown = append(out.unknown, pp.Field("protocol"))
+			cp.Protocol = fmt.Sprintf("unknown-%d-%d", ci, j)
+		} else {
+			cp.Protocol = pm.Protocol.ValueString()
+		}
+		ports = append(ports, cp)
+	}
+	return ports, diags
 }
 
 func stringWithUnknown(v types.String, p spec.Path, unknown func(spec.Path)) string {
@@ -215,7 +294,7 @@ func hasPrefix(p, prefix spec.Path) bool {
 // validatePodSpec runs agentd's validation on a converted configuration and
 // returns the errors that concern known values.
 func validatePodSpec(c specConversion) spec.FieldErrors {
-	var out spec.FieldErrors
+	out := append(spec.FieldErrors(nil), c.errs...)
 next:
 	for _, fe := range spec.ValidatePod(c.spec) {
 		for _, u := range c.unknown {
@@ -230,6 +309,7 @@ next:
 
 // podAttributePath maps a spec path (relative to a PodSpec) to the herd_pod
 // attribute path: the spec's "containers" list is the "container" block,
+// a container's "ports" list its "port" block,
 // list indexes and map keys carry over, every other field has the same
 // name in both.
 func podAttributePath(p spec.Path) path.Path {
@@ -240,6 +320,9 @@ func podAttributePath(p spec.Path) path.Path {
 			name := s.Field
 			if i == 0 && name == "containers" {
 				name = "container"
+			}
+			if i == 2 && name == "ports" && p[0].Field == "containers" {
+				name = "port"
 			}
 			out = out.AtName(name)
 		case spec.IndexStep:
@@ -294,6 +377,7 @@ func (m *podModel) setStatus(pod *herdv1.Pod) {
 		}))
 	}
 	m.RestartCount = types.Int64Value(total)
+	m.PodIP = types.StringValue(st.GetPodIp())
 	m.ContainerStatus = types.ListValueMust(types.ObjectType{AttrTypes: containerStatusAttrTypes}, elems)
 }
 
@@ -324,9 +408,11 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 			pc = containerModel{
 				WorkingDir: types.StringNull(), CPU: types.StringNull(), Memory: types.StringNull(),
 				Command: types.ListNull(types.StringType), Args: types.ListNull(types.StringType),
-				Env: types.MapNull(types.StringType),
+				Env: types.MapNull(types.StringType), Ports: types.ListNull(portObjectType),
 			}
 		}
+		ports, dd := portsFromRemote(ctx, c.GetPorts(), pc.Ports)
+		diags.Append(dd...)
 		cm := containerModel{
 			Name:       types.StringValue(c.GetName()),
 			Image:      types.StringValue(c.GetImage()),
@@ -336,6 +422,7 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 			WorkingDir: stringFromRemote(c.GetWorkingDir(), pc.WorkingDir),
 			CPU:        stringFromRemote(c.GetCpu(), pc.CPU),
 			Memory:     stringFromRemote(c.GetMemory(), pc.Memory),
+			Ports:      ports,
 		}
 		obj, dd := types.ObjectValueFrom(ctx, containerAttrTypes, cm)
 		diags.Append(dd...)
@@ -346,4 +433,33 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 	}
 	m.Containers = types.ListValueMust(objType, elems)
 	return diags
+}
+
+// portsFromRemote renders a container's (defaulted) ports as port blocks:
+// always a known list, as Terraform has it for blocks, with a null name for
+// a port without one unless prior held "".
+func portsFromRemote(ctx context.Context, remote []*herdv1.ContainerPort, prior types.List) (types.List, diag.Diagnostics) {
+	var (
+		diags      diag.Diagnostics
+		priorPorts []portModel
+	)
+	if !prior.IsNull() && !prior.IsUnknown() {
+		diags.Append(prior.ElementsAs(ctx, &priorPorts, false)...)
+		if diags.HasError() {
+			return types.ListNull(portObjectType), diags
+		}
+	}
+	elems := make([]attr.Value, 0, len(remote))
+	for j, p := range remote {
+		priorName := types.StringNull()
+		if j < len(priorPorts) {
+			priorName = priorPorts[j].Name
+		}
+		elems = append(elems, types.ObjectValueMust(portAttrTypes, map[string]attr.Value{
+			"name":           stringFromRemote(p.GetName(), priorName),
+			"container_port": types.Int64Value(int64(p.GetContainerPort())),
+			"protocol":       types.StringValue(p.GetProtocol()),
+		}))
+	}
+	return types.ListValueMust(portObjectType, elems), diags
 }

@@ -25,6 +25,7 @@ func TestPodAttributePath(t *testing.T) {
 		{spec.Path{}.Field("containers").Index(2).Field("image"), path.Root("container").AtListIndex(2).AtName("image")},
 		{spec.Path{}.Field("containers").Index(0).Field("env").Key("A B"), path.Root("container").AtListIndex(0).AtName("env").AtMapKey("A B")},
 		{spec.Path{}.Field("containers").Index(1).Field("args").Index(3), path.Root("container").AtListIndex(1).AtName("args").AtListIndex(3)},
+		{spec.Path{}.Field("containers").Index(1).Field("ports").Index(2).Field("name"), path.Root("container").AtListIndex(1).AtName("port").AtListIndex(2).AtName("name")},
 	}
 	for _, c := range cases {
 		if got := podAttributePath(c.in); !got.Equal(c.want) {
@@ -42,6 +43,9 @@ func containerObject(t *testing.T, cm containerModel) types.Object {
 	}
 	if cm.Env.ElementType(context.Background()) == nil {
 		cm.Env = types.MapNull(types.StringType)
+	}
+	if cm.Ports.ElementType(context.Background()) == nil {
+		cm.Ports = types.ListNull(portObjectType)
 	}
 	obj, diags := types.ObjectValueFrom(context.Background(), containerAttrTypes, cm)
 	if diags.HasError() {
@@ -186,5 +190,104 @@ func TestAllStarted(t *testing.T) {
 	}
 	if allStarted(p, []string{"srv", "job", "missing"}, spec.RestartNever) {
 		t.Error("a container without status is not started")
+	}
+}
+
+func portList(t *testing.T, ports ...portModel) types.List {
+	t.Helper()
+	elems := make([]attr.Value, 0, len(ports))
+	for _, p := range ports {
+		obj, diags := types.ObjectValueFrom(context.Background(), portAttrTypes, p)
+		if diags.HasError() {
+			t.Fatal(diags)
+		}
+		elems = append(elems, obj)
+	}
+	return types.ListValueMust(portObjectType, elems)
+}
+
+func TestPortsConversion(t *testing.T) {
+	ctx := context.Background()
+	// Unknown values: no error for them, no false duplicate, the known
+	// problems are still reported at their indexes.
+	m := podModel{
+		Name: types.StringValue("web"),
+		Containers: types.ListValueMust(types.ObjectType{AttrTypes: containerAttrTypes}, []attr.Value{
+			containerObject(t, containerModel{Name: types.StringValue("app"), Image: types.StringValue("busybox"),
+				Ports: types.ListValueMust(portObjectType, []attr.Value{
+					types.ObjectUnknown(portAttrTypes),
+					portList(t, portModel{Name: types.StringUnknown(), ContainerPort: types.Int64Value(80), Protocol: types.StringUnknown()}).Elements()[0],
+					portList(t, portModel{Name: types.StringNull(), ContainerPort: types.Int64Value(80), Protocol: types.StringUnknown()}).Elements()[0],
+					portList(t, portModel{Name: types.StringValue("Bad"), ContainerPort: types.Int64Unknown(), Protocol: types.StringNull()}).Elements()[0],
+					portList(t, portModel{Name: types.StringNull(), ContainerPort: types.Int64Value(1 << 40), Protocol: types.StringValue("TCP")}).Elements()[0],
+				})}),
+		}),
+	}
+	conv, diags := podSpecFromModel(ctx, m, false)
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	var got []string
+	for _, e := range validatePodSpec(conv) {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"containers[0].ports[4].container_port: must be between 1 and 65535, got 1099511627776",
+		`containers[0].ports[3].name: invalid port name "Bad"`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("errors %q, want %q", got, want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("error %d = %q, want prefix %q", i, got[i], want[i])
+		}
+	}
+
+	// Read reproduces the ports: protocol defaulted, a missing name null
+	// unless the prior state held "".
+	remote := &herdv1.PodSpec{Name: "web", Containers: []*herdv1.ContainerSpec{
+		{Name: "a", Image: "busybox", Ports: []*herdv1.ContainerPort{
+			{Name: "http", ContainerPort: 8080}, {ContainerPort: 53, Protocol: "UDP"}, {ContainerPort: 9000},
+		}},
+		{Name: "b", Image: "busybox"},
+	}}
+	prior := podModel{Containers: types.ListValueMust(types.ObjectType{AttrTypes: containerAttrTypes}, []attr.Value{
+		containerObject(t, containerModel{Name: types.StringValue("a"), Image: types.StringValue("busybox"), Ports: portList(t,
+			portModel{Name: types.StringValue("http"), ContainerPort: types.Int64Value(8080), Protocol: types.StringValue("TCP")},
+			portModel{Name: types.StringNull(), ContainerPort: types.Int64Value(53), Protocol: types.StringValue("UDP")},
+			portModel{Name: types.StringValue(""), ContainerPort: types.Int64Value(9000), Protocol: types.StringValue("TCP")},
+		)}),
+	})}
+	for _, tc := range []struct {
+		name  string
+		prior podModel
+		want  types.List
+	}{
+		{"refresh", prior, portList(t,
+			portModel{Name: types.StringValue("http"), ContainerPort: types.Int64Value(8080), Protocol: types.StringValue("TCP")},
+			portModel{Name: types.StringNull(), ContainerPort: types.Int64Value(53), Protocol: types.StringValue("UDP")},
+			portModel{Name: types.StringValue(""), ContainerPort: types.Int64Value(9000), Protocol: types.StringValue("TCP")},
+		)},
+		{"import", podModel{}, portList(t,
+			portModel{Name: types.StringValue("http"), ContainerPort: types.Int64Value(8080), Protocol: types.StringValue("TCP")},
+			portModel{Name: types.StringNull(), ContainerPort: types.Int64Value(53), Protocol: types.StringValue("UDP")},
+			portModel{Name: types.StringNull(), ContainerPort: types.Int64Value(9000), Protocol: types.StringValue("TCP")},
+		)},
+	} {
+		var got podModel
+		if diags := got.setSpec(ctx, remote, tc.prior); diags.HasError() {
+			t.Fatal(diags)
+		}
+		var cs []containerModel
+		if diags := got.Containers.ElementsAs(ctx, &cs, false); diags.HasError() {
+			t.Fatal(diags)
+		}
+		if !cs[0].Ports.Equal(tc.want) {
+			t.Errorf("%s: ports = %v, want %v", tc.name, cs[0].Ports, tc.want)
+		}
+		if cs[1].Ports.IsNull() || len(cs[1].Ports.Elements()) != 0 {
+			t.Errorf("%s: no ports = %v, want an empty list", tc.name, cs[1].Ports)
+		}
 	}
 }

@@ -43,6 +43,7 @@ var podSummaryAttrTypes = map[string]attr.Type{
 	"labels":        types.MapType{ElemType: types.StringType},
 	"restart_count": types.Int64Type,
 	"start_time":    types.StringType,
+	"pod_ip":        types.StringType,
 	"containers":    types.ListType{ElemType: types.ObjectType{AttrTypes: podSummaryContainerAttrTypes}},
 }
 
@@ -77,6 +78,11 @@ func (d *podsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 						"labels":        schema.MapAttribute{MarkdownDescription: "The pod's labels.", ElementType: types.StringType, Computed: true},
 						"restart_count": schema.Int64Attribute{MarkdownDescription: "Total number of container restarts.", Computed: true},
 						"start_time":    schema.StringAttribute{MarkdownDescription: "When the pod started (RFC 3339); null if it has not.", Computed: true},
+						"pod_ip": schema.StringAttribute{
+							MarkdownDescription: "The pod's IP address in its node's pod network; empty (`\"\"`) when the node runs " +
+								"pods without a pod network.",
+							Computed: true,
+						},
 						"containers": schema.ListNestedAttribute{
 							MarkdownDescription: "The pod's containers.",
 							Computed:            true,
@@ -146,6 +152,7 @@ func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 			"labels":        stringMapValue(p.GetSpec().GetLabels()),
 			"restart_count": types.Int64Value(restarts),
 			"start_time":    timeString(p.GetStatus().GetStartTime()),
+			"pod_ip":        types.StringValue(p.GetStatus().GetPodIp()),
 			"containers":    types.ListValueMust(containerType, cs),
 		}))
 	}

@@ -18,6 +18,11 @@ resource "herd_pod" "web" {
     working_dir = "/srv"
     cpu         = "500m"
     memory      = "256Mi"
+
+    port {
+      name           = "http"
+      container_port = 8080
+    }
   }
 
   timeouts {
