@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
 	"github.com/herd-project/terraform-provider-herd/agentd/node"
 	"github.com/herd-project/terraform-provider-herd/agentd/pods"
@@ -71,19 +72,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer rt.Close()
 
+	podCIDR := cfg.PodCIDR
+	var cl *cluster.Cluster
+	if cfg.ClusterCIDR != "" {
+		if cl, err = startCluster(ctx, cfg, st, log); err != nil {
+			return err
+		}
+		defer cl.Shutdown()
+		podCIDR = cl.PodCIDR().String()
+		go routeLoop(ctx, cl, log)
+	}
 	var network pods.Network
-	if cfg.PodCIDR != "" {
+	if podCIDR != "" {
 		pn, err := podnet.New(podnet.Config{
 			PluginDirs: cfg.CNIBinDirs,
 			Bridge:     cfg.Bridge,
-			PodCIDR:    netip.MustParsePrefix(cfg.PodCIDR), // checked by Validate
+			PodCIDR:    netip.MustParsePrefix(podCIDR), // checked by Validate or claimed
 			StateDir:   filepath.Join(cfg.StateDir, "net"),
 		})
 		if err != nil {
 			return fmt.Errorf("pod network: %w", err)
 		}
 		network = podNetwork{pn}
-		log.Info("pod network", "cidr", cfg.PodCIDR)
+		log.Info("pod network", "cidr", podCIDR)
 	}
 	mgr, err := pods.New(pods.Config{
 		Network:     network,
@@ -119,8 +130,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		ReservedMemoryBytes: resMem,
 		Labels:              st,
 		Containerd:          rt,
+		PodCIDR:             podCIDR,
 	})
 	srv := server.New(info, mgr, mapError, log)
+	if cl != nil {
+		srv.SetMembers(members{cl})
+	}
 
 	errc := make(chan error, 2)
 	var servers []*grpc.Server

@@ -4,12 +4,14 @@
 package agent
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
@@ -44,6 +46,18 @@ type Config struct {
 	PodCIDR    string
 	Bridge     string
 	CNIBinDirs []string
+
+	// ClusterCIDR turns on clustering: agentds gossip (hashicorp/memberlist,
+	// always encrypted with GossipKeyFile) and each claims a pod CIDR of
+	// NodeCIDRBits from this range. It replaces PodCIDR.
+	ClusterCIDR   string
+	NodeCIDRBits  int
+	GossipListen  string // host:port, on the node's address
+	GossipKeyFile string // 32 bytes, base64 (herdctl gossip-key)
+	Join          []string
+	// NodeIP is what peers route this node's pod CIDR to (default: the
+	// host of GossipListen).
+	NodeIP string
 
 	ReservedCPU    string // quantity, e.g. "100m"
 	ReservedMemory string // quantity, e.g. "256Mi"
@@ -83,6 +97,27 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--pod-cidr: want an IPv4 network such as 10.244.1.0/24, got %q", c.PodCIDR))
 		}
 	}
+	if c.ClusterCIDR != "" {
+		if c.PodCIDR != "" {
+			errs = append(errs, errors.New("--pod-cidr and --cluster-cidr exclude each other: in a cluster the node claims its pod CIDR"))
+		}
+		if p, err := netip.ParsePrefix(c.ClusterCIDR); err != nil || p != p.Masked() || !p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("--cluster-cidr: want an IPv4 network such as 10.244.0.0/16, got %q", c.ClusterCIDR))
+		} else if c.NodeCIDRBits <= p.Bits() || c.NodeCIDRBits > 30 {
+			errs = append(errs, fmt.Errorf("--node-cidr-bits: must be between %d and 30, got %d", p.Bits()+1, c.NodeCIDRBits))
+		}
+		if _, err := netip.ParseAddrPort(c.GossipListen); err != nil {
+			errs = append(errs, fmt.Errorf("--gossip-listen: want IP:PORT, got %q", c.GossipListen))
+		}
+		if c.GossipKeyFile == "" {
+			errs = append(errs, errors.New("--gossip-key is required with --cluster-cidr: gossip is always encrypted"))
+		}
+		if c.NodeIP != "" {
+			if _, err := netip.ParseAddr(c.NodeIP); err != nil {
+				errs = append(errs, fmt.Errorf("--node-ip: %v", err))
+			}
+		}
+	}
 	if c.Socket != "" && len(c.Socket) > 100 {
 		errs = append(errs, fmt.Errorf("--socket: path longer than 100 bytes: %s", c.Socket))
 	}
@@ -112,4 +147,18 @@ func (c *Config) registries() (runtime.RegistryConfig, error) {
 	rc.Insecure = append(rc.Insecure, f.Insecure...)
 	rc.Auth = f.Auths
 	return rc, nil
+}
+
+// gossipKey reads the 32-byte gossip key (base64 in a file). Errors never
+// show the key.
+func (c *Config) gossipKey() ([]byte, error) {
+	b, err := os.ReadFile(c.GossipKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read gossip key: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("gossip key %s: want 32 bytes, base64-encoded (herdctl gossip-key)", filepath.Base(c.GossipKeyFile))
+	}
+	return key, nil
 }

@@ -42,6 +42,7 @@ type Config struct {
 	ReservedMemoryBytes int64
 	Labels              LabelStore
 	Containerd          Containerd
+	PodCIDR             string
 }
 
 // Info answers node and health questions.
@@ -78,6 +79,7 @@ func (i *Info) Node(ctx context.Context) (*herdv1.Node, error) {
 		ContainerdNamespace: i.cfg.Namespace,
 		Addresses:           i.cfg.Addresses,
 		StartedAt:           timestamppb.New(i.started),
+		PodCidr:             i.cfg.PodCIDR,
 		Ready:               true,
 	}
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -34,6 +34,11 @@ type Node interface {
 	Health(ctx context.Context) *herdv1.HealthCheckResponse
 }
 
+// Members lists the cluster's members; nil when the node runs alone.
+type Members interface {
+	ListMembers(ctx context.Context) ([]*herdv1.Member, error)
+}
+
 // ErrorMapper turns a domain error into a gRPC code; nil leaves it to the
 // default mapping. It keeps this package free of the engine's error types.
 type ErrorMapper func(error) (codes.Code, bool)
@@ -43,11 +48,13 @@ type Server struct {
 	herdv1.UnimplementedNodeServiceServer
 	herdv1.UnimplementedPodServiceServer
 	herdv1.UnimplementedHealthServiceServer
+	herdv1.UnimplementedClusterServiceServer
 
-	pods   Pods
-	node   Node
-	mapErr ErrorMapper
-	log    *slog.Logger
+	pods    Pods
+	node    Node
+	members Members
+	mapErr  ErrorMapper
+	log     *slog.Logger
 }
 
 // New returns a server over the given node and pod manager.
@@ -58,8 +65,24 @@ func New(node Node, pods Pods, mapErr ErrorMapper, log *slog.Logger) *Server {
 	return &Server{pods: pods, node: node, mapErr: mapErr, log: log}
 }
 
+// SetMembers gives the server the cluster's member list.
+func (s *Server) SetMembers(m Members) { s.members = m }
+
+// ListMembers lists the cluster's members as this node sees them.
+func (s *Server) ListMembers(ctx context.Context, _ *herdv1.ListMembersRequest) (*herdv1.ListMembersResponse, error) {
+	if s.members == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node runs without a cluster (start agentd with --cluster-cidr and --gossip-listen)")
+	}
+	ms, err := s.members.ListMembers(ctx)
+	if err != nil {
+		return nil, s.status(err, "list members")
+	}
+	return &herdv1.ListMembersResponse{Members: ms}, nil
+}
+
 // Register adds every herd.v1 service to g.
 func (s *Server) Register(g *grpc.Server) {
+	herdv1.RegisterClusterServiceServer(g, s)
 	herdv1.RegisterNodeServiceServer(g, s)
 	herdv1.RegisterPodServiceServer(g, s)
 	herdv1.RegisterHealthServiceServer(g, s)

@@ -229,3 +229,23 @@ func (s *Store) SetNodeLabels(labels map[string]string) error {
 	}
 	return nil
 }
+
+// GetBlob returns a named opaque value of another agentd part (nil when
+// unset). It lives in the meta bucket under "blob/".
+func (s *Store) GetBlob(name string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte("blob/" + name)); v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// PutBlob stores a named opaque value.
+func (s *Store) PutBlob(name string, value []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("blob/"+name), value)
+	})
+}

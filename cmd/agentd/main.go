@@ -43,6 +43,13 @@ func main() {
 	fs.Var(&insecure, "insecure-registry", "registry host:port that may be reached over plain HTTP (repeatable)")
 	fs.StringVar(&cfg.PodCIDR, "pod-cidr", "", "this node's pod network, e.g. 10.244.1.0/24: one IP and network namespace per pod (empty: loopback-only pods)")
 	fs.StringVar(&cfg.Bridge, "bridge", "herd0", "bridge for the pod network")
+	fs.StringVar(&cfg.ClusterCIDR, "cluster-cidr", "", "join a cluster of agentds; each claims a pod CIDR from this range, e.g. 10.244.0.0/16")
+	fs.IntVar(&cfg.NodeCIDRBits, "node-cidr-bits", 24, "prefix length of each node's pod CIDR")
+	fs.StringVar(&cfg.GossipListen, "gossip-listen", "", "gossip address IP:PORT on this node (with --cluster-cidr), e.g. 10.0.0.5:7946")
+	fs.StringVar(&cfg.GossipKeyFile, "gossip-key", "", "file with the 32-byte gossip encryption key, base64 (herdctl gossip-key)")
+	var join listFlag
+	fs.Var(&join, "join", "gossip address of a member to join (repeatable)")
+	fs.StringVar(&cfg.NodeIP, "node-ip", "", "address peers route this node's pods through (default: the gossip address)")
 	var cniDirs listFlag
 	fs.Var(&cniDirs, "cni-bin-dir", "directory with CNI plugins (repeatable; default /usr/lib/cni and /opt/cni/bin)")
 	fs.StringVar(&cfg.ReservedCPU, "reserved-cpu", "", "CPU reserved for the system, e.g. 250m")
@@ -59,6 +66,7 @@ func main() {
 	}
 	cfg.InsecureRegistries = insecure
 	cfg.CNIBinDirs = cniDirs
+	cfg.Join = join
 	cfg.Version = version
 	n, err := spec.ParseMemory(logMax)
 	if err != nil {

@@ -22,10 +22,12 @@ type command struct {
 
 // commands is the subcommand table. Add new subcommands here.
 var commands = map[string]command{
-	"certs": {summary: "create the herd CA and node/client certificates", run: runCerts},
-	"node":  {summary: "show a node's identity, capacity and readiness", run: runNode},
-	"pods":  {summary: "list the pods on a node", run: runPods},
-	"logs":  {summary: "print a pod container's log", run: runLogs},
+	"certs":      {summary: "create the herd CA and node/client certificates", run: runCerts},
+	"node":       {summary: "show a node's identity, capacity and readiness", run: runNode},
+	"pods":       {summary: "list the pods on a node", run: runPods},
+	"logs":       {summary: "print a pod container's log", run: runLogs},
+	"nodes":      {summary: "list the cluster's members as a node sees them", run: runNodes},
+	"gossip-key": {summary: "write a new gossip encryption key for agentd --gossip-key", run: runGossipKey},
 }
 
 func main() {

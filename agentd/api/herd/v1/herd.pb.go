@@ -184,8 +184,10 @@ type Node struct {
 	NotReadyReason string                 `protobuf:"bytes,12,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
 	Addresses      []string               `protobuf:"bytes,13,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	StartedAt      *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The node's pod range; empty without a pod network.
+	PodCidr       string `protobuf:"bytes,15,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -314,6 +316,13 @@ func (x *Node) GetStartedAt() *timestamppb.Timestamp {
 		return x.StartedAt
 	}
 	return nil
+}
+
+func (x *Node) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
 }
 
 type ContainerSpec struct {
@@ -1316,6 +1325,165 @@ func (x *LogChunk) GetData() []byte {
 	return nil
 }
 
+type ListMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+}
+
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// host:port of its gossip listener.
+	GossipAddress string `protobuf:"bytes,2,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// Address peers route its pod CIDR to, and NodePorts answer on.
+	NodeIp  string `protobuf:"bytes,3,opt,name=node_ip,json=nodeIp,proto3" json:"node_ip,omitempty"`
+	PodCidr string `protobuf:"bytes,4,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	// "alive", "suspect", "dead" or "left".
+	State         string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Member) GetNodeIp() string {
+	if x != nil {
+		return x.NodeIp
+	}
+	return ""
+}
+
+func (x *Member) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type ListMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 type HealthCheckRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1324,7 +1492,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1504,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1517,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
 }
 
 type HealthCheck struct {
@@ -1363,7 +1531,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1543,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1556,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -1422,7 +1590,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1602,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1615,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HealthCheckResponse) GetOk() bool {
@@ -1478,7 +1646,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xd9\x04\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xf4\x04\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x06labels\x18\x02 \x03(\v2\x19.herd.v1.Node.LabelsEntryR\x06labels\x12.\n" +
@@ -1495,7 +1663,8 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x10not_ready_reason\x18\f \x01(\tR\x0enotReadyReason\x12\x1c\n" +
 	"\taddresses\x18\r \x03(\tR\taddresses\x129\n" +
 	"\n" +
-	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x1a9\n" +
+	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x19\n" +
+	"\bpod_cidr\x18\x0f \x01(\tR\apodCidr\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
@@ -1591,6 +1760,15 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\bLogChunk\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x14\n" +
+	"\x12ListMembersRequest\"\x8d\x01\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\x12\x17\n" +
+	"\anode_ip\x18\x03 \x01(\tR\x06nodeIp\x12\x19\n" +
+	"\bpod_cidr\x18\x04 \x01(\tR\apodCidr\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\"@\n" +
+	"\x13ListMembersResponse\x12)\n" +
+	"\amembers\x18\x01 \x03(\v2\x0f.herd.v1.MemberR\amembers\"\x14\n" +
 	"\x12HealthCheckRequest\"K\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -1608,7 +1786,9 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x06GetPod\x12\x16.herd.v1.GetPodRequest\x1a\f.herd.v1.Pod\x12?\n" +
 	"\bListPods\x12\x18.herd.v1.ListPodsRequest\x1a\x19.herd.v1.ListPodsResponse\x12B\n" +
 	"\tDeletePod\x12\x19.herd.v1.DeletePodRequest\x1a\x1a.herd.v1.DeletePodResponse\x127\n" +
-	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012S\n" +
+	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012Z\n" +
+	"\x0eClusterService\x12H\n" +
+	"\vListMembers\x12\x1b.herd.v1.ListMembersRequest\x1a\x1c.herd.v1.ListMembersResponse2S\n" +
 	"\rHealthService\x12B\n" +
 	"\x05Check\x12\x1b.herd.v1.HealthCheckRequest\x1a\x1c.herd.v1.HealthCheckResponseBKZIgithub.com/herd-project/terraform-provider-herd/agentd/api/herd/v1;herdv1b\x06proto3"
 
@@ -1624,7 +1804,7 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),        // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),  // 1: herd.v1.SetNodeLabelsRequest
@@ -1645,60 +1825,66 @@ var file_herd_v1_herd_proto_goTypes = []any{
 	(*DeletePodResponse)(nil),     // 16: herd.v1.DeletePodResponse
 	(*PodLogsRequest)(nil),        // 17: herd.v1.PodLogsRequest
 	(*LogChunk)(nil),              // 18: herd.v1.LogChunk
-	(*HealthCheckRequest)(nil),    // 19: herd.v1.HealthCheckRequest
-	(*HealthCheck)(nil),           // 20: herd.v1.HealthCheck
-	(*HealthCheckResponse)(nil),   // 21: herd.v1.HealthCheckResponse
-	nil,                           // 22: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                           // 23: herd.v1.Node.LabelsEntry
-	nil,                           // 24: herd.v1.ContainerSpec.EnvEntry
-	nil,                           // 25: herd.v1.PodSpec.LabelsEntry
-	nil,                           // 26: herd.v1.ListPodsRequest.LabelSelectorEntry
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*ListMembersRequest)(nil),    // 19: herd.v1.ListMembersRequest
+	(*Member)(nil),                // 20: herd.v1.Member
+	(*ListMembersResponse)(nil),   // 21: herd.v1.ListMembersResponse
+	(*HealthCheckRequest)(nil),    // 22: herd.v1.HealthCheckRequest
+	(*HealthCheck)(nil),           // 23: herd.v1.HealthCheck
+	(*HealthCheckResponse)(nil),   // 24: herd.v1.HealthCheckResponse
+	nil,                           // 25: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                           // 26: herd.v1.Node.LabelsEntry
+	nil,                           // 27: herd.v1.ContainerSpec.EnvEntry
+	nil,                           // 28: herd.v1.PodSpec.LabelsEntry
+	nil,                           // 29: herd.v1.ListPodsRequest.LabelSelectorEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	22, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	23, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	25, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	26, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,  // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,  // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	27, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
-	24, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	30, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	27, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
 	5,  // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
-	25, // 7: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	28, // 7: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
 	4,  // 8: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	27, // 9: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	27, // 10: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	27, // 11: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	27, // 12: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	30, // 9: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	30, // 10: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	30, // 11: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	30, // 12: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	7,  // 13: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
 	6,  // 14: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
 	8,  // 15: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	27, // 16: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	30, // 16: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 17: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
 	9,  // 18: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	26, // 19: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	29, // 19: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
 	9,  // 20: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	20, // 21: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
-	0,  // 22: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,  // 23: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	10, // 24: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	12, // 25: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	13, // 26: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	15, // 27: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	17, // 28: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	19, // 29: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
-	3,  // 30: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,  // 31: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	11, // 32: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	9,  // 33: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	14, // 34: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	16, // 35: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	18, // 36: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	21, // 37: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 21: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
+	23, // 22: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
+	0,  // 23: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,  // 24: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	10, // 25: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	12, // 26: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	13, // 27: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	15, // 28: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	17, // 29: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	19, // 30: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	22, // 31: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
+	3,  // 32: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,  // 33: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	11, // 34: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	9,  // 35: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	14, // 36: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	16, // 37: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	18, // 38: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	21, // 39: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	24, // 40: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -1715,9 +1901,9 @@ func file_herd_v1_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_herd_v1_herd_proto_goTypes,
 		DependencyIndexes: file_herd_v1_herd_proto_depIdxs,

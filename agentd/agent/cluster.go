@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
+	"github.com/herd-project/terraform-provider-herd/agentd/store"
+)
+
+// storePersister keeps the cluster's state (claimed pod CIDR, replicated
+// objects) in agentd's bbolt file.
+type storePersister struct{ st *store.Store }
+
+func (p storePersister) Load() ([]byte, error) { return p.st.GetBlob("cluster") }
+func (p storePersister) Save(b []byte) error   { return p.st.PutBlob("cluster", b) }
+
+// startCluster joins (or founds) the cluster and waits for the pod CIDR
+// claim. A restarted node keeps its claim; joining is retried for a while
+// so that nodes may start in any order.
+func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*cluster.Cluster, error) {
+	key, err := cfg.gossipKey()
+	if err != nil {
+		return nil, err
+	}
+	gossip := netip.MustParseAddrPort(cfg.GossipListen) // checked by Validate
+	nodeIP := gossip.Addr()
+	if cfg.NodeIP != "" {
+		nodeIP = netip.MustParseAddr(cfg.NodeIP)
+	}
+	cl, err := cluster.New(cluster.Config{
+		NodeName:     cfg.Name,
+		BindAddr:     gossip.Addr().String(),
+		BindPort:     int(gossip.Port()),
+		SecretKey:    key,
+		ClusterCIDR:  netip.MustParsePrefix(cfg.ClusterCIDR),
+		NodeCIDRBits: cfg.NodeCIDRBits,
+		NodeIP:       nodeIP,
+		Persist:      storePersister{st},
+		Logger:       log.With("component", "cluster"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start gossip: %w", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err := cl.Join(ctx, cfg.Join)
+		if err == nil {
+			log.Info("cluster joined", "contacted", n, "pod_cidr", cl.PodCIDR())
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_ = cl.Shutdown()
+			return nil, fmt.Errorf("join cluster via %v: %w", cfg.Join, err)
+		}
+		log.Warn("cluster join failed; retrying", "peers", cfg.Join, "err", err)
+		time.Sleep(2 * time.Second)
+	}
+	// Two nodes joining at once can claim the same block before either
+	// hears of the other; the cluster resolves it (the lower name keeps
+	// it). The pod network is built on the claim, so wait until it has held
+	// for a few gossip rounds and no other member claims it.
+	var stable time.Time
+	last := netip.Prefix{}
+	for {
+		p := cl.PodCIDR()
+		switch {
+		case !p.IsValid() || p != last || claimedByOther(cl, p):
+			last, stable = p, time.Now()
+		case time.Since(stable) >= 2*time.Second:
+			return cl, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_ = cl.Shutdown()
+			return nil, fmt.Errorf("no pod CIDR could be claimed from %s (last: %v)", cfg.ClusterCIDR, p)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func claimedByOther(cl *cluster.Cluster, p netip.Prefix) bool {
+	for _, m := range cl.Members() {
+		if m.Name != cl.Name() && m.PodCIDR == p {
+			return true
+		}
+	}
+	return false
+}
+
+// routeLoop keeps host-gw routes to every live peer's pod CIDR, on every
+// membership change and every 30 s (repairing routes changed behind our
+// back). Only routes herd marked as its own are ever replaced or removed.
+func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
+	events := cl.Subscribe()
+	defer cl.Unsubscribe(events)
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		peers := map[netip.Prefix]netip.Addr{}
+		for _, m := range cl.Members() {
+			if m.Name == cl.Name() || m.State != cluster.StateAlive || !m.PodCIDR.IsValid() || !m.NodeIP.IsValid() {
+				continue
+			}
+			peers[m.PodCIDR] = m.NodeIP
+		}
+		if err := podnet.EnsureRoutes(ctx, "", peers); err != nil && ctx.Err() == nil {
+			log.Warn("pod routes", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+// members adapts the cluster to the ClusterService.
+type members struct{ cl *cluster.Cluster }
+
+func (m members) ListMembers(context.Context) ([]*herdv1.Member, error) {
+	var out []*herdv1.Member
+	for _, mb := range m.cl.Members() {
+		hm := &herdv1.Member{Name: mb.Name, State: string(mb.State)}
+		if mb.Addr.IsValid() {
+			hm.GossipAddress = mb.Addr.String()
+		}
+		if mb.NodeIP.IsValid() {
+			hm.NodeIp = mb.NodeIP.String()
+		}
+		if mb.PodCIDR.IsValid() {
+			hm.PodCidr = mb.PodCIDR.String()
+		}
+		out = append(out, hm)
+	}
+	return out, nil
+}
