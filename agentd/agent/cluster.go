@@ -96,6 +96,8 @@ func claimedByOther(cl *cluster.Cluster, p netip.Prefix) bool {
 // membership change and every 30 s (repairing routes changed behind our
 // back). Only routes herd marked as its own are ever replaced or removed.
 func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
+	built := cl.PodCIDR() // what the pod network was built on
+	warned := false
 	events := cl.Subscribe()
 	defer cl.Unsubscribe(events)
 	tick := time.NewTicker(30 * time.Second)
@@ -107,6 +109,10 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 				continue
 			}
 			peers[m.PodCIDR] = m.NodeIP
+		}
+		if now := cl.PodCIDR(); now != built && !warned {
+			warned = true
+			log.Error("the cluster re-assigned this node's pod CIDR after the pod network was built; restart agentd to rebuild it", "built_on", built, "claimed", now)
 		}
 		if err := podnet.EnsureRoutes(ctx, "", peers); err != nil && ctx.Err() == nil {
 			log.Warn("pod routes", "err", err)
