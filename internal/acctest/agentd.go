@@ -130,18 +130,27 @@ func FreePort() (string, error) {
 
 // StartAgent starts agentd and waits until it answers health checks.
 func StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
-	if o.Name == "" || o.Containerd == nil || o.Certs == nil {
-		return nil, errors.New("start agentd: Name, Containerd and Certs are required")
-	}
-	if o.Namespace == "" {
-		o.Namespace = "herd-" + o.Name
-	}
+	made := false
 	if o.Dir == "" {
 		d, err := ShortTempDir("herd-agent-")
 		if err != nil {
 			return nil, err
 		}
-		o.Dir = d
+		o.Dir, made = d, true
+	}
+	a, err := startAgent(ctx, o)
+	if err != nil && made {
+		_ = os.RemoveAll(o.Dir) // nothing of a failed start stays behind
+	}
+	return a, err
+}
+
+func startAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
+	if o.Name == "" || o.Containerd == nil || o.Certs == nil {
+		return nil, errors.New("start agentd: Name, Containerd and Certs are required")
+	}
+	if o.Namespace == "" {
+		o.Namespace = "herd-" + o.Name
 	}
 	addr := o.Listen
 	if addr == "" && o.Node != nil {
