@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,11 +9,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/internal/pki"
+	"github.com/herd-project/terraform-provider-herd/internal/nodeclient"
 	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
 )
 
@@ -142,21 +139,15 @@ func (p *Pool) Conn(nodeID string) (*grpc.ClientConn, error) {
 }
 
 func (p *Pool) newConn(name, addr string) (*grpc.ClientConn, error) {
-	var (
-		target string
-		creds  credentials.TransportCredentials
-	)
-	if nodeid.IsUnix(addr) {
-		target, creds = addr, insecure.NewCredentials()
-	} else {
-		tc, err := p.tlsConfig(name, addr)
-		if err != nil {
-			return nil, err
+	if !nodeid.IsUnix(addr) {
+		if m := p.cfg.TLS.missing(); len(m) > 0 {
+			return nil, fmt.Errorf("node %q at %s is reached over TCP, which requires mutual TLS, but the provider has no %s: "+
+				"set them in the provider \"herd\" block or through the environment variables (each takes PEM content or the path of a PEM file), "+
+				"or use a local socket address \"unix:///path/to/agentd.sock\"", name, addr, strings.Join(m, ", "))
 		}
-		target, creds = "dns:///"+addr, credentials.NewTLS(tc)
 	}
-	cc, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(creds),
+	tlsm := nodeclient.TLSMaterial{CA: p.cfg.TLS.CACert, Cert: p.cfg.TLS.ClientCert, Key: p.cfg.TLS.ClientKey}
+	cc, err := nodeclient.Dial(name, addr, tlsm,
 		grpc.WithUserAgent(p.cfg.UserAgent),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			// Retry quickly: a node may be coming up during the apply that
@@ -174,19 +165,6 @@ func (p *Pool) newConn(name, addr string) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("node %q at %s: %w", name, addr, err)
 	}
 	return cc, nil
-}
-
-func (p *Pool) tlsConfig(name, addr string) (*tls.Config, error) {
-	if m := p.cfg.TLS.missing(); len(m) > 0 {
-		return nil, fmt.Errorf("node %q at %s is reached over TCP, which requires mutual TLS, but the provider has no %s: "+
-			"set them in the provider \"herd\" block or through the environment variables (each takes PEM content or the path of a PEM file), "+
-			"or use a local socket address \"unix:///path/to/agentd.sock\"", name, addr, strings.Join(m, ", "))
-	}
-	tc, err := pki.ClientTLSConfig(p.cfg.TLS.CACert, p.cfg.TLS.ClientCert, p.cfg.TLS.ClientKey, name)
-	if err != nil {
-		return nil, fmt.Errorf("node %q at %s: TLS configuration: %w", name, addr, err)
-	}
-	return tc, nil
 }
 
 // Close closes every cached connection.

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
@@ -256,7 +255,7 @@ func addresses(cfg Config) []string {
 	if cfg.Socket != "" {
 		out = append(out, "unix://"+cfg.Socket)
 	}
-	return slices.Clip(out)
+	return out
 }
 
 // mapError gives engine errors their gRPC codes.

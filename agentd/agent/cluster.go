@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -92,9 +93,10 @@ func claimedByOther(cl *cluster.Cluster, p netip.Prefix) bool {
 	return false
 }
 
-// routeLoop keeps host-gw routes to every live peer's pod CIDR, on every
-// membership change and every 30 s (repairing routes changed behind our
-// back). Only routes herd marked as its own are ever replaced or removed.
+// routeLoop keeps host-gw routes to every live peer's pod CIDR: when the
+// set of peers changes, and every 30 s to repair routes changed behind our
+// back. Other cluster events (objects, endpoints) cost a map comparison.
+// Only routes herd marked as its own are ever replaced or removed.
 func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 	built := cl.PodCIDR() // what the pod network was built on
 	warned := false
@@ -102,6 +104,8 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 	defer cl.Unsubscribe(events)
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
+	var applied map[netip.Prefix]netip.Addr
+	repair := true
 	for {
 		peers := map[netip.Prefix]netip.Addr{}
 		for _, m := range cl.Members() {
@@ -114,9 +118,17 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 			warned = true
 			log.Error("the cluster re-assigned this node's pod CIDR after the pod network was built; restart agentd to rebuild it", "built_on", built, "claimed", now)
 		}
-		if err := podnet.EnsureRoutes(ctx, "", peers); err != nil && ctx.Err() == nil {
-			log.Warn("pod routes", "err", err)
+		if repair || !maps.Equal(peers, applied) {
+			if err := podnet.EnsureRoutes(ctx, "", peers); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("pod routes", "err", err)
+				}
+				applied = nil // try again on the next event
+			} else {
+				applied = peers
+			}
 		}
+		repair = false
 		select {
 		case <-ctx.Done():
 			return
@@ -125,6 +137,7 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 				return
 			}
 		case <-tick.C:
+			repair = true
 		}
 	}
 }

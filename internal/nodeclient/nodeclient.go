@@ -63,5 +63,6 @@ func Dial(name, addr string, m TLSMaterial, opts ...grpc.DialOption) (*grpc.Clie
 		return nil, err
 	}
 	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	return grpc.NewClient(addr, opts...)
+	// An explicit scheme: "host:port" alone would parse as scheme "host".
+	return grpc.NewClient("dns:///"+addr, opts...)
 }

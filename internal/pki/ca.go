@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 )
 
 // AdminOrganization is the Subject Organization carried by admin client
@@ -217,29 +219,19 @@ func IsAdmin(cert *x509.Certificate) bool {
 	return slices.Contains(cert.Subject.Organization, AdminOrganization)
 }
 
-// ValidateName checks that name is an RFC 1123 label: 1 to 63 characters
-// from lowercase a-z, 0-9 and '-', starting and ending with a letter or
-// digit. Node and client names must be valid labels.
+// ValidateName checks that name is an RFC 1123 label (the rule pods and
+// nodes share, spec.ValidateName): node and client names must be valid
+// labels, since a node's name is also a DNS SAN.
 func ValidateName(name string) error {
-	if name == "" {
+	switch {
+	case spec.ValidateName(name) == nil:
+		return nil
+	case name == "":
 		return errors.New("invalid name: must not be empty")
-	}
-	if len(name) > 63 {
+	case len(name) > 63:
 		return fmt.Errorf("invalid name %q: longer than 63 characters", name)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		switch {
-		case alnum:
-		case c == '-' && i != 0 && i != len(name)-1:
-		case c == '-':
-			return fmt.Errorf("invalid name %q: must start and end with a lowercase letter or digit", name)
-		default:
-			return fmt.Errorf("invalid name %q: only lowercase letters, digits and '-' are allowed (RFC 1123 label)", name)
-		}
-	}
-	return nil
+	return fmt.Errorf("invalid name %q: only lowercase letters, digits and '-' are allowed, starting and ending with a letter or digit (RFC 1123 label)", name)
 }
 
 // validateDNSName checks a (lowercased) DNS name: dot-separated RFC 1123
