@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in containerd runc busybox-static containernetworking-plugins protobuf-compiler nftables iproute2 procps; do
+for p in containerd runc busybox-static containernetworking-plugins protobuf-compiler libprotobuf-dev nftables iproute2 procps; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

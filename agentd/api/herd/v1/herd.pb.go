@@ -343,7 +343,14 @@ type ContainerSpec struct {
 	Memory string `protobuf:"bytes,8,opt,name=memory,proto3" json:"memory,omitempty"`
 	// Ports the container listens on, in the pod's network namespace.
 	// Informational for the pod; services refer to them by name.
-	Ports         []*ContainerPort `protobuf:"bytes,9,rep,name=ports,proto3" json:"ports,omitempty"`
+	Ports []*ContainerPort `protobuf:"bytes,9,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Readiness decides whether the pod is a service endpoint.
+	ReadinessProbe *Probe `protobuf:"bytes,10,opt,name=readiness_probe,json=readinessProbe,proto3" json:"readiness_probe,omitempty"`
+	// Liveness restarts the container after failure_threshold failures.
+	LivenessProbe *Probe `protobuf:"bytes,11,opt,name=liveness_probe,json=livenessProbe,proto3" json:"liveness_probe,omitempty"`
+	// Startup holds readiness and liveness back until it succeeds once;
+	// failure_threshold failures restart the container.
+	StartupProbe  *Probe `protobuf:"bytes,12,opt,name=startup_probe,json=startupProbe,proto3" json:"startup_probe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +448,292 @@ func (x *ContainerSpec) GetPorts() []*ContainerPort {
 	return nil
 }
 
+func (x *ContainerSpec) GetReadinessProbe() *Probe {
+	if x != nil {
+		return x.ReadinessProbe
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetLivenessProbe() *Probe {
+	if x != nil {
+		return x.LivenessProbe
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetStartupProbe() *Probe {
+	if x != nil {
+		return x.StartupProbe
+	}
+	return nil
+}
+
+// Probe checks a container periodically, as the kubelet does. Exactly one
+// of http_get, tcp_socket and exec is set.
+type Probe struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	HttpGet   *HTTPGetAction         `protobuf:"bytes,1,opt,name=http_get,json=httpGet,proto3" json:"http_get,omitempty"`
+	TcpSocket *TCPSocketAction       `protobuf:"bytes,2,opt,name=tcp_socket,json=tcpSocket,proto3" json:"tcp_socket,omitempty"`
+	Exec      *ExecAction            `protobuf:"bytes,3,opt,name=exec,proto3" json:"exec,omitempty"`
+	// Unset: 0, 10, 1, 1, 3 (the kubelet's defaults).
+	InitialDelaySeconds *int32 `protobuf:"varint,4,opt,name=initial_delay_seconds,json=initialDelaySeconds,proto3,oneof" json:"initial_delay_seconds,omitempty"`
+	PeriodSeconds       *int32 `protobuf:"varint,5,opt,name=period_seconds,json=periodSeconds,proto3,oneof" json:"period_seconds,omitempty"`
+	TimeoutSeconds      *int32 `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	SuccessThreshold    *int32 `protobuf:"varint,7,opt,name=success_threshold,json=successThreshold,proto3,oneof" json:"success_threshold,omitempty"`
+	FailureThreshold    *int32 `protobuf:"varint,8,opt,name=failure_threshold,json=failureThreshold,proto3,oneof" json:"failure_threshold,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Probe) Reset() {
+	*x = Probe{}
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Probe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Probe) ProtoMessage() {}
+
+func (x *Probe) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Probe.ProtoReflect.Descriptor instead.
+func (*Probe) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Probe) GetHttpGet() *HTTPGetAction {
+	if x != nil {
+		return x.HttpGet
+	}
+	return nil
+}
+
+func (x *Probe) GetTcpSocket() *TCPSocketAction {
+	if x != nil {
+		return x.TcpSocket
+	}
+	return nil
+}
+
+func (x *Probe) GetExec() *ExecAction {
+	if x != nil {
+		return x.Exec
+	}
+	return nil
+}
+
+func (x *Probe) GetInitialDelaySeconds() int32 {
+	if x != nil && x.InitialDelaySeconds != nil {
+		return *x.InitialDelaySeconds
+	}
+	return 0
+}
+
+func (x *Probe) GetPeriodSeconds() int32 {
+	if x != nil && x.PeriodSeconds != nil {
+		return *x.PeriodSeconds
+	}
+	return 0
+}
+
+func (x *Probe) GetTimeoutSeconds() int32 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Probe) GetSuccessThreshold() int32 {
+	if x != nil && x.SuccessThreshold != nil {
+		return *x.SuccessThreshold
+	}
+	return 0
+}
+
+func (x *Probe) GetFailureThreshold() int32 {
+	if x != nil && x.FailureThreshold != nil {
+		return *x.FailureThreshold
+	}
+	return 0
+}
+
+// HTTPGetAction succeeds on a status from 200 to 399, asked of the pod's IP
+// (or 127.0.0.1 in the pod's namespace without a pod network).
+type HTTPGetAction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default "/".
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// A port number, or the name of one of the container's ports.
+	Port          int32  `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	PortName      string `protobuf:"bytes,3,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPGetAction) Reset() {
+	*x = HTTPGetAction{}
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPGetAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPGetAction) ProtoMessage() {}
+
+func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPGetAction.ProtoReflect.Descriptor instead.
+func (*HTTPGetAction) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HTTPGetAction) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HTTPGetAction) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *HTTPGetAction) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+// TCPSocketAction succeeds when a TCP connection is accepted.
+type TCPSocketAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          int32                  `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	PortName      string                 `protobuf:"bytes,2,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPSocketAction) Reset() {
+	*x = TCPSocketAction{}
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPSocketAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPSocketAction) ProtoMessage() {}
+
+func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPSocketAction.ProtoReflect.Descriptor instead.
+func (*TCPSocketAction) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TCPSocketAction) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *TCPSocketAction) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+// ExecAction runs a command in the container; exit code 0 is success.
+type ExecAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Command       []string               `protobuf:"bytes,1,rep,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecAction) Reset() {
+	*x = ExecAction{}
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecAction) ProtoMessage() {}
+
+func (x *ExecAction) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecAction.ProtoReflect.Descriptor instead.
+func (*ExecAction) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ExecAction) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
 type ContainerPort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// IANA service name style: at most 15 of a-z, 0-9 and '-'; unique in the
@@ -456,7 +749,7 @@ type ContainerPort struct {
 
 func (x *ContainerPort) Reset() {
 	*x = ContainerPort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +761,7 @@ func (x *ContainerPort) String() string {
 func (*ContainerPort) ProtoMessage() {}
 
 func (x *ContainerPort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +774,7 @@ func (x *ContainerPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
 func (*ContainerPort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ContainerPort) GetName() string {
@@ -521,7 +814,7 @@ type PodSpec struct {
 
 func (x *PodSpec) Reset() {
 	*x = PodSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +826,7 @@ func (x *PodSpec) String() string {
 func (*PodSpec) ProtoMessage() {}
 
 func (x *PodSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +839,7 @@ func (x *PodSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodSpec.ProtoReflect.Descriptor instead.
 func (*PodSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PodSpec) GetName() string {
@@ -602,13 +895,17 @@ type ContainerStatus struct {
 	Pid           uint32                 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
 	ContainerId   string                 `protobuf:"bytes,11,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	ImageDigest   string                 `protobuf:"bytes,12,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	// Running and passing its readiness probe (or running, without one).
+	Ready bool `protobuf:"varint,13,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Its startup probe has succeeded (or it is running, without one).
+	Started       bool `protobuf:"varint,14,opt,name=started,proto3" json:"started,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +917,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +930,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -720,6 +1017,20 @@ func (x *ContainerStatus) GetImageDigest() string {
 	return ""
 }
 
+func (x *ContainerStatus) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *ContainerStatus) GetStarted() bool {
+	if x != nil {
+		return x.Started
+	}
+	return false
+}
+
 type PodStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "Pending", "Running", "Succeeded" or "Failed".
@@ -729,14 +1040,17 @@ type PodStatus struct {
 	Containers []*ContainerStatus     `protobuf:"bytes,4,rep,name=containers,proto3" json:"containers,omitempty"`
 	// The pod's IP in its node's pod CIDR; empty when the node runs pods
 	// without a pod network.
-	PodIp         string `protobuf:"bytes,5,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	PodIp string `protobuf:"bytes,5,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	// Every container is ready: the pod is an endpoint of the services that
+	// select it.
+	Ready         bool `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +1062,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +1075,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -799,6 +1113,13 @@ func (x *PodStatus) GetPodIp() string {
 	return ""
 }
 
+func (x *PodStatus) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
 type Pod struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Spec   *PodSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -814,7 +1135,7 @@ type Pod struct {
 
 func (x *Pod) Reset() {
 	*x = Pod{}
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1147,7 @@ func (x *Pod) String() string {
 func (*Pod) ProtoMessage() {}
 
 func (x *Pod) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1160,7 @@ func (x *Pod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pod.ProtoReflect.Descriptor instead.
 func (*Pod) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Pod) GetSpec() *PodSpec {
@@ -886,7 +1207,7 @@ type ApplyPodRequest struct {
 
 func (x *ApplyPodRequest) Reset() {
 	*x = ApplyPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1219,7 @@ func (x *ApplyPodRequest) String() string {
 func (*ApplyPodRequest) ProtoMessage() {}
 
 func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1232,7 @@ func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyPodRequest) GetSpec() *PodSpec {
@@ -932,7 +1253,7 @@ type ApplyPodResponse struct {
 
 func (x *ApplyPodResponse) Reset() {
 	*x = ApplyPodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1265,7 @@ func (x *ApplyPodResponse) String() string {
 func (*ApplyPodResponse) ProtoMessage() {}
 
 func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1278,7 @@ func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyPodResponse) GetPod() *Pod {
@@ -983,7 +1304,7 @@ type GetPodRequest struct {
 
 func (x *GetPodRequest) Reset() {
 	*x = GetPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1316,7 @@ func (x *GetPodRequest) String() string {
 func (*GetPodRequest) ProtoMessage() {}
 
 func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1329,7 @@ func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
 func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPodRequest) GetName() string {
@@ -1027,7 +1348,7 @@ type ListPodsRequest struct {
 
 func (x *ListPodsRequest) Reset() {
 	*x = ListPodsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1360,7 @@ func (x *ListPodsRequest) String() string {
 func (*ListPodsRequest) ProtoMessage() {}
 
 func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1373,7 @@ func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsRequest.ProtoReflect.Descriptor instead.
 func (*ListPodsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListPodsRequest) GetLabelSelector() map[string]string {
@@ -1071,7 +1392,7 @@ type ListPodsResponse struct {
 
 func (x *ListPodsResponse) Reset() {
 	*x = ListPodsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1404,7 @@ func (x *ListPodsResponse) String() string {
 func (*ListPodsResponse) ProtoMessage() {}
 
 func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1417,7 @@ func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsResponse.ProtoReflect.Descriptor instead.
 func (*ListPodsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPodsResponse) GetPods() []*Pod {
@@ -1117,7 +1438,7 @@ type DeletePodRequest struct {
 
 func (x *DeletePodRequest) Reset() {
 	*x = DeletePodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1450,7 @@ func (x *DeletePodRequest) String() string {
 func (*DeletePodRequest) ProtoMessage() {}
 
 func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1463,7 @@ func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
 func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeletePodRequest) GetName() string {
@@ -1168,7 +1489,7 @@ type DeletePodResponse struct {
 
 func (x *DeletePodResponse) Reset() {
 	*x = DeletePodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1501,7 @@ func (x *DeletePodResponse) String() string {
 func (*DeletePodResponse) ProtoMessage() {}
 
 func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1514,7 @@ func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodResponse.ProtoReflect.Descriptor instead.
 func (*DeletePodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeletePodResponse) GetExisted() bool {
@@ -1217,7 +1538,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1550,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1563,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PodLogsRequest) GetPod() string {
@@ -1283,7 +1604,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1616,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1629,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LogChunk) GetContainer() string {
@@ -1333,7 +1654,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1666,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1679,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
 }
 
 type Member struct {
@@ -1377,7 +1698,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1710,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1723,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Member) GetName() string {
@@ -1449,7 +1770,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1782,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1795,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1482,6 +1803,891 @@ func (x *ListMembersResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+type JoinClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gossip addresses ("host:port") of members of the cluster to join.
+	Addresses     []string `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterRequest) Reset() {
+	*x = JoinClusterRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterRequest) ProtoMessage() {}
+
+func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
+func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *JoinClusterRequest) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type JoinClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many nodes were contacted.
+	Contacted     int32 `protobuf:"varint,1,opt,name=contacted,proto3" json:"contacted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterResponse) Reset() {
+	*x = JoinClusterResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterResponse) ProtoMessage() {}
+
+func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
+func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *JoinClusterResponse) GetContacted() int32 {
+	if x != nil {
+		return x.Contacted
+	}
+	return 0
+}
+
+type ServicePort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IANA service name style, unique in the service; required when the
+	// service has more than one port. Named ports get DNS SRV records.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "TCP" (default) or "UDP".
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// The port on the cluster IP, 1-65535.
+	Port int32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// Where traffic goes on the pod: a number, or the name of a container
+	// port. Neither: the same as port.
+	TargetPort     int32  `protobuf:"varint,4,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"`
+	TargetPortName string `protobuf:"bytes,5,opt,name=target_port_name,json=targetPortName,proto3" json:"target_port_name,omitempty"`
+	// NodePort services: the port on every node's address, 30000-32767.
+	// 0 in a request: allocated by agentd (and kept on updates).
+	NodePort      int32 `protobuf:"varint,6,opt,name=node_port,json=nodePort,proto3" json:"node_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServicePort) Reset() {
+	*x = ServicePort{}
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServicePort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServicePort) ProtoMessage() {}
+
+func (x *ServicePort) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
+func (*ServicePort) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ServicePort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServicePort) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *ServicePort) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ServicePort) GetTargetPort() int32 {
+	if x != nil {
+		return x.TargetPort
+	}
+	return 0
+}
+
+func (x *ServicePort) GetTargetPortName() string {
+	if x != nil {
+		return x.TargetPortName
+	}
+	return ""
+}
+
+func (x *ServicePort) GetNodePort() int32 {
+	if x != nil {
+		return x.NodePort
+	}
+	return 0
+}
+
+type ServiceSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 1123 label; default "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// RFC 1123 label, unique in its namespace.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Pods whose labels include all of these are its endpoints.
+	Selector map[string]string `protobuf:"bytes,3,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Ports    []*ServicePort    `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty"`
+	// "ClusterIP" (default), "NodePort" or "Headless".
+	Type string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	// "None" (default) or "ClientIP": a client's connections go to one pod.
+	SessionAffinity string `protobuf:"bytes,6,opt,name=session_affinity,json=sessionAffinity,proto3" json:"session_affinity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ServiceSpec) Reset() {
+	*x = ServiceSpec{}
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceSpec) ProtoMessage() {}
+
+func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
+func (*ServiceSpec) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ServiceSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ServiceSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceSpec) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetPorts() []*ServicePort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ServiceSpec) GetSessionAffinity() string {
+	if x != nil {
+		return x.SessionAffinity
+	}
+	return ""
+}
+
+type ServiceEndpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Pod           string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	Ip            string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"`
+	Ready         bool                   `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceEndpoint) Reset() {
+	*x = ServiceEndpoint{}
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceEndpoint) ProtoMessage() {}
+
+func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
+func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ServiceEndpoint) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ServiceEndpoint) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *ServiceEndpoint) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *ServiceEndpoint) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+type MemberVersion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The version of the service the member is known to hold (0: none).
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberVersion) Reset() {
+	*x = MemberVersion{}
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberVersion) ProtoMessage() {}
+
+func (x *MemberVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberVersion.ProtoReflect.Descriptor instead.
+func (*MemberVersion) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *MemberVersion) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *MemberVersion) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ServiceStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable for the service's life; empty for Headless.
+	ClusterIp string `protobuf:"bytes,1,opt,name=cluster_ip,json=clusterIp,proto3" json:"cluster_ip,omitempty"`
+	// <name>.<namespace>.svc.<cluster domain>
+	DnsName string `protobuf:"bytes,2,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	// Lamport version of the current spec.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Every live member holds the current version.
+	Synced  bool             `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	Members []*MemberVersion `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	// Endpoints as this node sees them (ready and not ready).
+	Endpoints     []*ServiceEndpoint `protobuf:"bytes,6,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceStatus) Reset() {
+	*x = ServiceStatus{}
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceStatus) ProtoMessage() {}
+
+func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
+func (*ServiceStatus) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ServiceStatus) GetClusterIp() string {
+	if x != nil {
+		return x.ClusterIp
+	}
+	return ""
+}
+
+func (x *ServiceStatus) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *ServiceStatus) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ServiceStatus) GetSynced() bool {
+	if x != nil {
+		return x.Synced
+	}
+	return false
+}
+
+func (x *ServiceStatus) GetMembers() []*MemberVersion {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ServiceStatus) GetEndpoints() []*ServiceEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type Service struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As applied, with allocated node ports filled in.
+	Spec   *ServiceSpec   `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Status *ServiceStatus `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// Random per creation.
+	Uid           string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Service) Reset() {
+	*x = Service{}
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Service) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Service) ProtoMessage() {}
+
+func (x *Service) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Service.ProtoReflect.Descriptor instead.
+func (*Service) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Service) GetSpec() *ServiceSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Service) GetStatus() *ServiceStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *Service) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *Service) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ApplyServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *ServiceSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyServiceRequest) Reset() {
+	*x = ApplyServiceRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyServiceRequest) ProtoMessage() {}
+
+func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyServiceRequest.ProtoReflect.Descriptor instead.
+func (*ApplyServiceRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ApplyServiceRequest) GetSpec() *ServiceSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type ApplyServiceResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// False when nothing changed.
+	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyServiceResponse) Reset() {
+	*x = ApplyServiceResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyServiceResponse) ProtoMessage() {}
+
+func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyServiceResponse.ProtoReflect.Descriptor instead.
+func (*ApplyServiceResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ApplyServiceResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *ApplyServiceResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type GetServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceRequest) Reset() {
+	*x = GetServiceRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceRequest) ProtoMessage() {}
+
+func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetServiceRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every namespace.
+	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesRequest) Reset() {
+	*x = ListServicesRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesRequest) ProtoMessage() {}
+
+func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
+func (*ListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListServicesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListServicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Services      []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesResponse) Reset() {
+	*x = ListServicesResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesResponse) ProtoMessage() {}
+
+func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
+func (*ListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListServicesResponse) GetServices() []*Service {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+type DeleteServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServiceRequest) Reset() {
+	*x = DeleteServiceRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServiceRequest) ProtoMessage() {}
+
+func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
+func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DeleteServiceRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeleteServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteServiceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServiceResponse) Reset() {
+	*x = DeleteServiceResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServiceResponse) ProtoMessage() {}
+
+func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServiceResponse.ProtoReflect.Descriptor instead.
+func (*DeleteServiceResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DeleteServiceResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
 }
 
 type HealthCheckRequest struct {
@@ -1492,7 +2698,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +2710,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +2723,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
 }
 
 type HealthCheck struct {
@@ -1531,7 +2737,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +2749,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +2762,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -1590,7 +2796,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +2808,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +2821,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *HealthCheckResponse) GetOk() bool {
@@ -1667,7 +2873,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\bpod_cidr\x18\x0f \x01(\tR\apodCidr\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x03\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -1678,10 +2884,39 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"workingDir\x12\x10\n" +
 	"\x03cpu\x18\a \x01(\tR\x03cpu\x12\x16\n" +
 	"\x06memory\x18\b \x01(\tR\x06memory\x12,\n" +
-	"\x05ports\x18\t \x03(\v2\x16.herd.v1.ContainerPortR\x05ports\x1a6\n" +
+	"\x05ports\x18\t \x03(\v2\x16.herd.v1.ContainerPortR\x05ports\x127\n" +
+	"\x0freadiness_probe\x18\n" +
+	" \x01(\v2\x0e.herd.v1.ProbeR\x0ereadinessProbe\x125\n" +
+	"\x0eliveness_probe\x18\v \x01(\v2\x0e.herd.v1.ProbeR\rlivenessProbe\x123\n" +
+	"\rstartup_probe\x18\f \x01(\v2\x0e.herd.v1.ProbeR\fstartupProbe\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x04\n" +
+	"\x05Probe\x121\n" +
+	"\bhttp_get\x18\x01 \x01(\v2\x16.herd.v1.HTTPGetActionR\ahttpGet\x127\n" +
+	"\n" +
+	"tcp_socket\x18\x02 \x01(\v2\x18.herd.v1.TCPSocketActionR\ttcpSocket\x12'\n" +
+	"\x04exec\x18\x03 \x01(\v2\x13.herd.v1.ExecActionR\x04exec\x127\n" +
+	"\x15initial_delay_seconds\x18\x04 \x01(\x05H\x00R\x13initialDelaySeconds\x88\x01\x01\x12*\n" +
+	"\x0eperiod_seconds\x18\x05 \x01(\x05H\x01R\rperiodSeconds\x88\x01\x01\x12,\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\x05H\x02R\x0etimeoutSeconds\x88\x01\x01\x120\n" +
+	"\x11success_threshold\x18\a \x01(\x05H\x03R\x10successThreshold\x88\x01\x01\x120\n" +
+	"\x11failure_threshold\x18\b \x01(\x05H\x04R\x10failureThreshold\x88\x01\x01B\x18\n" +
+	"\x16_initial_delay_secondsB\x11\n" +
+	"\x0f_period_secondsB\x12\n" +
+	"\x10_timeout_secondsB\x14\n" +
+	"\x12_success_thresholdB\x14\n" +
+	"\x12_failure_threshold\"T\n" +
+	"\rHTTPGetAction\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1b\n" +
+	"\tport_name\x18\x03 \x01(\tR\bportName\"B\n" +
+	"\x0fTCPSocketAction\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\x12\x1b\n" +
+	"\tport_name\x18\x02 \x01(\tR\bportName\"&\n" +
+	"\n" +
+	"ExecAction\x12\x18\n" +
+	"\acommand\x18\x01 \x03(\tR\acommand\"f\n" +
 	"\rContainerPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
@@ -1697,7 +2932,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
-	"!_termination_grace_period_seconds\"\xe4\x03\n" +
+	"!_termination_grace_period_seconds\"\x94\x04\n" +
 	"\x0fContainerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -1713,8 +2948,10 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x03pid\x18\n" +
 	" \x01(\rR\x03pid\x12!\n" +
 	"\fcontainer_id\x18\v \x01(\tR\vcontainerId\x12!\n" +
-	"\fimage_digest\x18\f \x01(\tR\vimageDigestB\x11\n" +
-	"\x0f_last_exit_code\"\xc7\x01\n" +
+	"\fimage_digest\x18\f \x01(\tR\vimageDigest\x12\x14\n" +
+	"\x05ready\x18\r \x01(\bR\x05ready\x12\x18\n" +
+	"\astarted\x18\x0e \x01(\bR\astartedB\x11\n" +
+	"\x0f_last_exit_code\"\xdd\x01\n" +
 	"\tPodStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
@@ -1723,7 +2960,8 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\n" +
 	"containers\x18\x04 \x03(\v2\x18.herd.v1.ContainerStatusR\n" +
 	"containers\x12\x15\n" +
-	"\x06pod_ip\x18\x05 \x01(\tR\x05podIp\"\xc1\x01\n" +
+	"\x06pod_ip\x18\x05 \x01(\tR\x05podIp\x12\x14\n" +
+	"\x05ready\x18\x06 \x01(\bR\x05ready\"\xc1\x01\n" +
 	"\x03Pod\x12$\n" +
 	"\x04spec\x18\x01 \x01(\v2\x10.herd.v1.PodSpecR\x04spec\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.herd.v1.PodStatusR\x06status\x12\x10\n" +
@@ -1768,7 +3006,68 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\bpod_cidr\x18\x04 \x01(\tR\apodCidr\x12\x14\n" +
 	"\x05state\x18\x05 \x01(\tR\x05state\"@\n" +
 	"\x13ListMembersResponse\x12)\n" +
-	"\amembers\x18\x01 \x03(\v2\x0f.herd.v1.MemberR\amembers\"\x14\n" +
+	"\amembers\x18\x01 \x03(\v2\x0f.herd.v1.MemberR\amembers\"2\n" +
+	"\x12JoinClusterRequest\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\"3\n" +
+	"\x13JoinClusterResponse\x12\x1c\n" +
+	"\tcontacted\x18\x01 \x01(\x05R\tcontacted\"\xb9\x01\n" +
+	"\vServicePort\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x1f\n" +
+	"\vtarget_port\x18\x04 \x01(\x05R\n" +
+	"targetPort\x12(\n" +
+	"\x10target_port_name\x18\x05 \x01(\tR\x0etargetPortName\x12\x1b\n" +
+	"\tnode_port\x18\x06 \x01(\x05R\bnodePort\"\xa7\x02\n" +
+	"\vServiceSpec\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12>\n" +
+	"\bselector\x18\x03 \x03(\v2\".herd.v1.ServiceSpec.SelectorEntryR\bselector\x12*\n" +
+	"\x05ports\x18\x04 \x03(\v2\x14.herd.v1.ServicePortR\x05ports\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12)\n" +
+	"\x10session_affinity\x18\x06 \x01(\tR\x0fsessionAffinity\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
+	"\x0fServiceEndpoint\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x0e\n" +
+	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\bR\x05ready\"=\n" +
+	"\rMemberVersion\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xe5\x01\n" +
+	"\rServiceStatus\x12\x1d\n" +
+	"\n" +
+	"cluster_ip\x18\x01 \x01(\tR\tclusterIp\x12\x19\n" +
+	"\bdns_name\x18\x02 \x01(\tR\adnsName\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x16\n" +
+	"\x06synced\x18\x04 \x01(\bR\x06synced\x120\n" +
+	"\amembers\x18\x05 \x03(\v2\x16.herd.v1.MemberVersionR\amembers\x126\n" +
+	"\tendpoints\x18\x06 \x03(\v2\x18.herd.v1.ServiceEndpointR\tendpoints\"\xb0\x01\n" +
+	"\aService\x12(\n" +
+	"\x04spec\x18\x01 \x01(\v2\x14.herd.v1.ServiceSpecR\x04spec\x12.\n" +
+	"\x06status\x18\x02 \x01(\v2\x16.herd.v1.ServiceStatusR\x06status\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"?\n" +
+	"\x13ApplyServiceRequest\x12(\n" +
+	"\x04spec\x18\x01 \x01(\v2\x14.herd.v1.ServiceSpecR\x04spec\"\\\n" +
+	"\x14ApplyServiceResponse\x12*\n" +
+	"\aservice\x18\x01 \x01(\v2\x10.herd.v1.ServiceR\aservice\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\"E\n" +
+	"\x11GetServiceRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"3\n" +
+	"\x13ListServicesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"D\n" +
+	"\x14ListServicesResponse\x12,\n" +
+	"\bservices\x18\x01 \x03(\v2\x10.herd.v1.ServiceR\bservices\"H\n" +
+	"\x14DeleteServiceRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"1\n" +
+	"\x15DeleteServiceResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x14\n" +
 	"\x12HealthCheckRequest\"K\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -1786,9 +3085,16 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x06GetPod\x12\x16.herd.v1.GetPodRequest\x1a\f.herd.v1.Pod\x12?\n" +
 	"\bListPods\x12\x18.herd.v1.ListPodsRequest\x1a\x19.herd.v1.ListPodsResponse\x12B\n" +
 	"\tDeletePod\x12\x19.herd.v1.DeletePodRequest\x1a\x1a.herd.v1.DeletePodResponse\x127\n" +
-	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012Z\n" +
+	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012\xa4\x01\n" +
 	"\x0eClusterService\x12H\n" +
-	"\vListMembers\x12\x1b.herd.v1.ListMembersRequest\x1a\x1c.herd.v1.ListMembersResponse2S\n" +
+	"\vListMembers\x12\x1b.herd.v1.ListMembersRequest\x1a\x1c.herd.v1.ListMembersResponse\x12H\n" +
+	"\vJoinCluster\x12\x1b.herd.v1.JoinClusterRequest\x1a\x1c.herd.v1.JoinClusterResponse2\xb6\x02\n" +
+	"\x0eServiceService\x12K\n" +
+	"\fApplyService\x12\x1c.herd.v1.ApplyServiceRequest\x1a\x1d.herd.v1.ApplyServiceResponse\x12:\n" +
+	"\n" +
+	"GetService\x12\x1a.herd.v1.GetServiceRequest\x1a\x10.herd.v1.Service\x12K\n" +
+	"\fListServices\x12\x1c.herd.v1.ListServicesRequest\x1a\x1d.herd.v1.ListServicesResponse\x12N\n" +
+	"\rDeleteService\x12\x1d.herd.v1.DeleteServiceRequest\x1a\x1e.herd.v1.DeleteServiceResponse2S\n" +
 	"\rHealthService\x12B\n" +
 	"\x05Check\x12\x1b.herd.v1.HealthCheckRequest\x1a\x1c.herd.v1.HealthCheckResponseBKZIgithub.com/herd-project/terraform-provider-herd/agentd/api/herd/v1;herdv1b\x06proto3"
 
@@ -1804,87 +3110,133 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),        // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),  // 1: herd.v1.SetNodeLabelsRequest
 	(*Resources)(nil),             // 2: herd.v1.Resources
 	(*Node)(nil),                  // 3: herd.v1.Node
 	(*ContainerSpec)(nil),         // 4: herd.v1.ContainerSpec
-	(*ContainerPort)(nil),         // 5: herd.v1.ContainerPort
-	(*PodSpec)(nil),               // 6: herd.v1.PodSpec
-	(*ContainerStatus)(nil),       // 7: herd.v1.ContainerStatus
-	(*PodStatus)(nil),             // 8: herd.v1.PodStatus
-	(*Pod)(nil),                   // 9: herd.v1.Pod
-	(*ApplyPodRequest)(nil),       // 10: herd.v1.ApplyPodRequest
-	(*ApplyPodResponse)(nil),      // 11: herd.v1.ApplyPodResponse
-	(*GetPodRequest)(nil),         // 12: herd.v1.GetPodRequest
-	(*ListPodsRequest)(nil),       // 13: herd.v1.ListPodsRequest
-	(*ListPodsResponse)(nil),      // 14: herd.v1.ListPodsResponse
-	(*DeletePodRequest)(nil),      // 15: herd.v1.DeletePodRequest
-	(*DeletePodResponse)(nil),     // 16: herd.v1.DeletePodResponse
-	(*PodLogsRequest)(nil),        // 17: herd.v1.PodLogsRequest
-	(*LogChunk)(nil),              // 18: herd.v1.LogChunk
-	(*ListMembersRequest)(nil),    // 19: herd.v1.ListMembersRequest
-	(*Member)(nil),                // 20: herd.v1.Member
-	(*ListMembersResponse)(nil),   // 21: herd.v1.ListMembersResponse
-	(*HealthCheckRequest)(nil),    // 22: herd.v1.HealthCheckRequest
-	(*HealthCheck)(nil),           // 23: herd.v1.HealthCheck
-	(*HealthCheckResponse)(nil),   // 24: herd.v1.HealthCheckResponse
-	nil,                           // 25: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                           // 26: herd.v1.Node.LabelsEntry
-	nil,                           // 27: herd.v1.ContainerSpec.EnvEntry
-	nil,                           // 28: herd.v1.PodSpec.LabelsEntry
-	nil,                           // 29: herd.v1.ListPodsRequest.LabelSelectorEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*Probe)(nil),                 // 5: herd.v1.Probe
+	(*HTTPGetAction)(nil),         // 6: herd.v1.HTTPGetAction
+	(*TCPSocketAction)(nil),       // 7: herd.v1.TCPSocketAction
+	(*ExecAction)(nil),            // 8: herd.v1.ExecAction
+	(*ContainerPort)(nil),         // 9: herd.v1.ContainerPort
+	(*PodSpec)(nil),               // 10: herd.v1.PodSpec
+	(*ContainerStatus)(nil),       // 11: herd.v1.ContainerStatus
+	(*PodStatus)(nil),             // 12: herd.v1.PodStatus
+	(*Pod)(nil),                   // 13: herd.v1.Pod
+	(*ApplyPodRequest)(nil),       // 14: herd.v1.ApplyPodRequest
+	(*ApplyPodResponse)(nil),      // 15: herd.v1.ApplyPodResponse
+	(*GetPodRequest)(nil),         // 16: herd.v1.GetPodRequest
+	(*ListPodsRequest)(nil),       // 17: herd.v1.ListPodsRequest
+	(*ListPodsResponse)(nil),      // 18: herd.v1.ListPodsResponse
+	(*DeletePodRequest)(nil),      // 19: herd.v1.DeletePodRequest
+	(*DeletePodResponse)(nil),     // 20: herd.v1.DeletePodResponse
+	(*PodLogsRequest)(nil),        // 21: herd.v1.PodLogsRequest
+	(*LogChunk)(nil),              // 22: herd.v1.LogChunk
+	(*ListMembersRequest)(nil),    // 23: herd.v1.ListMembersRequest
+	(*Member)(nil),                // 24: herd.v1.Member
+	(*ListMembersResponse)(nil),   // 25: herd.v1.ListMembersResponse
+	(*JoinClusterRequest)(nil),    // 26: herd.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),   // 27: herd.v1.JoinClusterResponse
+	(*ServicePort)(nil),           // 28: herd.v1.ServicePort
+	(*ServiceSpec)(nil),           // 29: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),       // 30: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),         // 31: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),         // 32: herd.v1.ServiceStatus
+	(*Service)(nil),               // 33: herd.v1.Service
+	(*ApplyServiceRequest)(nil),   // 34: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),  // 35: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),     // 36: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),   // 37: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),  // 38: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),  // 39: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil), // 40: herd.v1.DeleteServiceResponse
+	(*HealthCheckRequest)(nil),    // 41: herd.v1.HealthCheckRequest
+	(*HealthCheck)(nil),           // 42: herd.v1.HealthCheck
+	(*HealthCheckResponse)(nil),   // 43: herd.v1.HealthCheckResponse
+	nil,                           // 44: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                           // 45: herd.v1.Node.LabelsEntry
+	nil,                           // 46: herd.v1.ContainerSpec.EnvEntry
+	nil,                           // 47: herd.v1.PodSpec.LabelsEntry
+	nil,                           // 48: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                           // 49: herd.v1.ServiceSpec.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	25, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	26, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	44, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	45, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,  // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,  // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	30, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
-	27, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
-	5,  // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
-	28, // 7: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
-	4,  // 8: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	30, // 9: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	30, // 10: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	30, // 11: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	30, // 12: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 13: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	6,  // 14: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
-	8,  // 15: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	30, // 16: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
-	6,  // 17: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
-	9,  // 18: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	29, // 19: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
-	9,  // 20: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	20, // 21: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	23, // 22: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
-	0,  // 23: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,  // 24: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	10, // 25: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	12, // 26: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	13, // 27: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	15, // 28: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	17, // 29: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	19, // 30: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	22, // 31: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
-	3,  // 32: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,  // 33: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	11, // 34: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	9,  // 35: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	14, // 36: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	16, // 37: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	18, // 38: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	21, // 39: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	24, // 40: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
-	32, // [32:41] is the sub-list for method output_type
-	23, // [23:32] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	50, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	46, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	9,  // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
+	5,  // 7: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
+	5,  // 8: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
+	5,  // 9: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
+	6,  // 10: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
+	7,  // 11: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
+	8,  // 12: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
+	47, // 13: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	4,  // 14: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
+	50, // 15: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	50, // 16: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	50, // 17: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	50, // 18: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	11, // 19: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
+	10, // 20: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
+	12, // 21: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
+	50, // 22: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	10, // 23: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
+	13, // 24: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
+	48, // 25: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	13, // 26: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
+	24, // 27: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
+	49, // 28: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	28, // 29: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	31, // 30: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	30, // 31: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	29, // 32: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	32, // 33: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	50, // 34: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	29, // 35: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	33, // 36: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	33, // 37: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	42, // 38: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
+	0,  // 39: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,  // 40: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	14, // 41: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	16, // 42: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	17, // 43: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	19, // 44: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	21, // 45: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	23, // 46: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	26, // 47: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	34, // 48: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	36, // 49: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	37, // 50: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	39, // 51: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	41, // 52: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
+	3,  // 53: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,  // 54: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	15, // 55: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	13, // 56: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	18, // 57: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	20, // 58: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	22, // 59: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	25, // 60: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	27, // 61: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	35, // 62: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	33, // 63: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	38, // 64: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	40, // 65: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	43, // 66: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
+	53, // [53:67] is the sub-list for method output_type
+	39, // [39:53] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -1892,18 +3244,19 @@ func file_herd_v1_herd_proto_init() {
 	if File_herd_v1_herd_proto != nil {
 		return
 	}
-	file_herd_v1_herd_proto_msgTypes[6].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[7].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[15].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[5].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[10].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[11].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   50,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_herd_v1_herd_proto_goTypes,
 		DependencyIndexes: file_herd_v1_herd_proto_depIdxs,

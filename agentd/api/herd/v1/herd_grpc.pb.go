@@ -459,6 +459,7 @@ var PodService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	ClusterService_ListMembers_FullMethodName = "/herd.v1.ClusterService/ListMembers"
+	ClusterService_JoinCluster_FullMethodName = "/herd.v1.ClusterService/JoinCluster"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -470,6 +471,10 @@ type ClusterServiceClient interface {
 	// ListMembers lists the members as this node sees them. FailedPrecondition
 	// when the node runs without a cluster.
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// JoinCluster makes this node contact the given gossip addresses and merge
+	// with their cluster. Joining a cluster the node already belongs to is a
+	// no-op. FailedPrecondition when the node runs without a cluster.
+	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -490,6 +495,16 @@ func (c *clusterServiceClient) ListMembers(ctx context.Context, in *ListMembersR
 	return out, nil
 }
 
+func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinClusterResponse)
+	err := c.cc.Invoke(ctx, ClusterService_JoinCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -499,6 +514,10 @@ type ClusterServiceServer interface {
 	// ListMembers lists the members as this node sees them. FailedPrecondition
 	// when the node runs without a cluster.
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// JoinCluster makes this node contact the given gossip addresses and merge
+	// with their cluster. Joining a cluster the node already belongs to is a
+	// no-op. FailedPrecondition when the node runs without a cluster.
+	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -511,6 +530,9 @@ type UnimplementedClusterServiceServer struct{}
 
 func (UnimplementedClusterServiceServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -551,6 +573,24 @@ func _ClusterService_ListMembers_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_JoinCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, req.(*JoinClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -561,6 +601,250 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMembers",
 			Handler:    _ClusterService_ListMembers_Handler,
+		},
+		{
+			MethodName: "JoinCluster",
+			Handler:    _ClusterService_JoinCluster_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "herd/v1/herd.proto",
+}
+
+const (
+	ServiceService_ApplyService_FullMethodName  = "/herd.v1.ServiceService/ApplyService"
+	ServiceService_GetService_FullMethodName    = "/herd.v1.ServiceService/GetService"
+	ServiceService_ListServices_FullMethodName  = "/herd.v1.ServiceService/ListServices"
+	ServiceService_DeleteService_FullMethodName = "/herd.v1.ServiceService/DeleteService"
+)
+
+// ServiceServiceClient is the client API for ServiceService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ServiceService manages cluster-scoped services: written through any node,
+// replicated to every member, programmed into every member's data plane.
+type ServiceServiceClient interface {
+	// ApplyService creates a service or updates its selector, ports and
+	// session affinity in place (the cluster IP and node ports are kept).
+	// The same spec twice is one change. Changing the type is refused with
+	// FailedPrecondition: delete and recreate the service.
+	ApplyService(ctx context.Context, in *ApplyServiceRequest, opts ...grpc.CallOption) (*ApplyServiceResponse, error)
+	// GetService returns a service with its status as this node sees it, or
+	// NotFound.
+	GetService(ctx context.Context, in *GetServiceRequest, opts ...grpc.CallOption) (*Service, error)
+	// ListServices lists services, optionally of one namespace.
+	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
+	// DeleteService deletes a service everywhere; a missing one succeeds
+	// with existed=false.
+	DeleteService(ctx context.Context, in *DeleteServiceRequest, opts ...grpc.CallOption) (*DeleteServiceResponse, error)
+}
+
+type serviceServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewServiceServiceClient(cc grpc.ClientConnInterface) ServiceServiceClient {
+	return &serviceServiceClient{cc}
+}
+
+func (c *serviceServiceClient) ApplyService(ctx context.Context, in *ApplyServiceRequest, opts ...grpc.CallOption) (*ApplyServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyServiceResponse)
+	err := c.cc.Invoke(ctx, ServiceService_ApplyService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *serviceServiceClient) GetService(ctx context.Context, in *GetServiceRequest, opts ...grpc.CallOption) (*Service, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Service)
+	err := c.cc.Invoke(ctx, ServiceService_GetService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *serviceServiceClient) ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServicesResponse)
+	err := c.cc.Invoke(ctx, ServiceService_ListServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *serviceServiceClient) DeleteService(ctx context.Context, in *DeleteServiceRequest, opts ...grpc.CallOption) (*DeleteServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteServiceResponse)
+	err := c.cc.Invoke(ctx, ServiceService_DeleteService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ServiceServiceServer is the server API for ServiceService service.
+// All implementations must embed UnimplementedServiceServiceServer
+// for forward compatibility.
+//
+// ServiceService manages cluster-scoped services: written through any node,
+// replicated to every member, programmed into every member's data plane.
+type ServiceServiceServer interface {
+	// ApplyService creates a service or updates its selector, ports and
+	// session affinity in place (the cluster IP and node ports are kept).
+	// The same spec twice is one change. Changing the type is refused with
+	// FailedPrecondition: delete and recreate the service.
+	ApplyService(context.Context, *ApplyServiceRequest) (*ApplyServiceResponse, error)
+	// GetService returns a service with its status as this node sees it, or
+	// NotFound.
+	GetService(context.Context, *GetServiceRequest) (*Service, error)
+	// ListServices lists services, optionally of one namespace.
+	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
+	// DeleteService deletes a service everywhere; a missing one succeeds
+	// with existed=false.
+	DeleteService(context.Context, *DeleteServiceRequest) (*DeleteServiceResponse, error)
+	mustEmbedUnimplementedServiceServiceServer()
+}
+
+// UnimplementedServiceServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedServiceServiceServer struct{}
+
+func (UnimplementedServiceServiceServer) ApplyService(context.Context, *ApplyServiceRequest) (*ApplyServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyService not implemented")
+}
+func (UnimplementedServiceServiceServer) GetService(context.Context, *GetServiceRequest) (*Service, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetService not implemented")
+}
+func (UnimplementedServiceServiceServer) ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
+}
+func (UnimplementedServiceServiceServer) DeleteService(context.Context, *DeleteServiceRequest) (*DeleteServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteService not implemented")
+}
+func (UnimplementedServiceServiceServer) mustEmbedUnimplementedServiceServiceServer() {}
+func (UnimplementedServiceServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafeServiceServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ServiceServiceServer will
+// result in compilation errors.
+type UnsafeServiceServiceServer interface {
+	mustEmbedUnimplementedServiceServiceServer()
+}
+
+func RegisterServiceServiceServer(s grpc.ServiceRegistrar, srv ServiceServiceServer) {
+	// If the following call panics, it indicates UnimplementedServiceServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ServiceService_ServiceDesc, srv)
+}
+
+func _ServiceService_ApplyService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServiceServiceServer).ApplyService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServiceService_ApplyService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServiceServiceServer).ApplyService(ctx, req.(*ApplyServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ServiceService_GetService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServiceServiceServer).GetService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServiceService_GetService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServiceServiceServer).GetService(ctx, req.(*GetServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ServiceService_ListServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServiceServiceServer).ListServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServiceService_ListServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServiceServiceServer).ListServices(ctx, req.(*ListServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ServiceService_DeleteService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServiceServiceServer).DeleteService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServiceService_DeleteService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServiceServiceServer).DeleteService(ctx, req.(*DeleteServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ServiceService_ServiceDesc is the grpc.ServiceDesc for ServiceService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ServiceService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.ServiceService",
+	HandlerType: (*ServiceServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ApplyService",
+			Handler:    _ServiceService_ApplyService_Handler,
+		},
+		{
+			MethodName: "GetService",
+			Handler:    _ServiceService_GetService_Handler,
+		},
+		{
+			MethodName: "ListServices",
+			Handler:    _ServiceService_ListServices_Handler,
+		},
+		{
+			MethodName: "DeleteService",
+			Handler:    _ServiceService_DeleteService_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
