@@ -84,6 +84,10 @@ type Config struct {
 	// Network gives each pod a network namespace and an IP; nil: every
 	// container gets a loopback-only namespace of its own.
 	Network Network
+	// Changed, if set, is called with a pod's name after its visible state
+	// changed (created, status changed, deleted). It must not block: the
+	// endpoint publisher reads the pod back with Get.
+	Changed func(name string)
 }
 
 // Network is the pod network (agentd/network/podnet). Setup is idempotent:
@@ -361,6 +365,7 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	e.hidden = false
 	latest := proto.Clone(e.pod).(*herdv1.Pod)
 	m.mu.Unlock()
+	m.notify(name)
 	m.log.Info("pod created", "pod", name, "uid", pod.Uid)
 	return latest, true, nil
 }
@@ -545,6 +550,13 @@ func (m *Manager) publish(e *podEntry, pod *herdv1.Pod) {
 	e.pod = pod
 	close(e.changed)
 	e.changed = make(chan struct{})
+	m.notify(e.name)
+}
+
+func (m *Manager) notify(name string) {
+	if m.cfg.Changed != nil {
+		m.cfg.Changed(name)
+	}
 }
 
 // Delete stops the pod's containers — SIGTERM, then SIGKILL once the grace
@@ -600,11 +612,17 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
 	if !e.gone {
 		p := proto.Clone(e.pod).(*herdv1.Pod)
 		p.Status.Message = "terminating"
+		// A terminating pod is no endpoint any more.
+		p.Status.Ready = false
+		for _, cs := range p.Status.Containers {
+			cs.Ready = false
+		}
 		e.pod = p
 		close(e.changed)
 		e.changed = make(chan struct{})
 	}
 	m.mu.Unlock()
+	m.notify(e.name)
 
 	ctx := m.ctx
 	err := m.stopContainers(ctx, e, grace, log)
@@ -633,6 +651,7 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
 	}
 	e.gone = true
 	close(e.changed)
+	m.notify(e.name)
 	log.Info("pod deleted")
 }
 
