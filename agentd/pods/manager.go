@@ -88,6 +88,9 @@ type Config struct {
 	// changed (created, status changed, deleted). It must not block: the
 	// endpoint publisher reads the pod back with Get.
 	Changed func(name string)
+	// ResolvConf, if set, is mounted at /etc/resolv.conf in the containers
+	// of pods that have a pod network (service DNS on the pod gateway).
+	ResolvConf string
 }
 
 // Network is the pod network (agentd/network/podnet). Setup is idempotent:

@@ -287,6 +287,9 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 	}
 
 	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns}
+	if w.netns != "" {
+		cfg.ResolvConf = w.m.cfg.ResolvConf
+	}
 	cont, err := w.m.rt.CreateContainer(ctx, cfg)
 	if err != nil && errdefs.IsAlreadyExists(err) && ctx.Err() == nil {
 		// A leftover of ours (an earlier run, a crash mid-way): remove it

@@ -82,6 +82,9 @@ type ContainerConfig struct {
 	// NetnsPath is the pod's network namespace, shared by its containers.
 	// Empty: the container gets a new namespace of its own (loopback only).
 	NetnsPath string
+	// ResolvConf, if set, is a host file bind-mounted read-only at
+	// /etc/resolv.conf (the pod's view of service DNS).
+	ResolvConf string
 }
 
 // Container is a herd-managed containerd container. Only LoadContainer
@@ -200,6 +203,14 @@ func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecO
 			Source:      "cgroup",
 			Options:     []string{"nosuid", "noexec", "nodev", "relatime", "ro"},
 		}}),
+	}
+	if cfg.ResolvConf != "" {
+		opts = append(opts, oci.WithMounts([]specs.Mount{{
+			Destination: "/etc/resolv.conf",
+			Type:        "bind",
+			Source:      cfg.ResolvConf,
+			Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		}}))
 	}
 	if cfg.NetnsPath != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: cfg.NetnsPath}))
