@@ -188,6 +188,7 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 			}
 		}
 		errs = append(errs, validatePorts(p.Field("ports"), c.GetPorts(), portNames, portNums)...)
+		errs = append(errs, validateProbes(p, c)...)
 		if q := c.GetCpu(); q != "" {
 			if _, err := ParseCPU(q); err != nil {
 				errs.add(p.Field("cpu"), "%v", err)
