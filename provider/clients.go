@@ -106,6 +106,25 @@ func (p *Pool) PodClient(nodeID string) (herdv1.PodServiceClient, error) {
 	return herdv1.NewPodServiceClient(cc), nil
 }
 
+// ServiceClient returns a ServiceService client for the node id
+// NAME@ADDRESS; any member of a cluster serves its services.
+func (p *Pool) ServiceClient(nodeID string) (herdv1.ServiceServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewServiceServiceClient(cc), nil
+}
+
+// ClusterClient returns a ClusterService client for the node id NAME@ADDRESS.
+func (p *Pool) ClusterClient(nodeID string) (herdv1.ClusterServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewClusterServiceClient(cc), nil
+}
+
 // HealthClient returns a HealthService client for the node id NAME@ADDRESS.
 func (p *Pool) HealthClient(nodeID string) (herdv1.HealthServiceClient, error) {
 	cc, err := p.Conn(nodeID)

@@ -64,3 +64,34 @@ func TestNodeIDHelpers(t *testing.T) {
 		t.Fatalf("got %q %q %v", node, pod, err)
 	}
 }
+
+// Every typed client shares the pool's connection and makes no network
+// call: the socket below does not exist.
+func TestPoolTypedClients(t *testing.T) {
+	p := NewPool(PoolConfig{})
+	t.Cleanup(func() { _ = p.Close() })
+	const id = "node-a@unix:///nonexistent/agentd.sock"
+	clients := []struct {
+		name string
+		get  func(string) (any, error)
+	}{
+		{"node", func(id string) (any, error) { return p.NodeClient(id) }},
+		{"pod", func(id string) (any, error) { return p.PodClient(id) }},
+		{"service", func(id string) (any, error) { return p.ServiceClient(id) }},
+		{"cluster", func(id string) (any, error) { return p.ClusterClient(id) }},
+		{"health", func(id string) (any, error) { return p.HealthClient(id) }},
+	}
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			if cl, err := c.get(id); err != nil || cl == nil {
+				t.Fatalf("got %v, %v", cl, err)
+			}
+			if _, err := c.get("node-a"); err == nil || !strings.Contains(err.Error(), "NAME@ADDRESS") {
+				t.Fatalf("bad id: err = %v", err)
+			}
+		})
+	}
+	if len(p.conns) != 1 {
+		t.Fatalf("pool holds %d connections, want 1", len(p.conns))
+	}
+}

@@ -32,6 +32,10 @@ import (
 type Clients interface {
 	NodeClient(nodeID string) (herdv1.NodeServiceClient, error)
 	PodClient(nodeID string) (herdv1.PodServiceClient, error)
+	// ServiceClient reaches the cluster's services through that node:
+	// services are cluster-scoped, any member serves them.
+	ServiceClient(nodeID string) (herdv1.ServiceServiceClient, error)
+	ClusterClient(nodeID string) (herdv1.ClusterServiceClient, error)
 	// DialTimeout is the provider's dial_timeout: how long one connection
 	// attempt to a node may take.
 	DialTimeout() time.Duration
