@@ -81,6 +81,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		podCIDR = cl.PodCIDR().String()
 		go routeLoop(ctx, cl, log)
 	}
+	var svcs *svcStack
+	if cl != nil {
+		if svcs, err = prepareServices(cfg, cl, cl.PodCIDR()); err != nil {
+			return err
+		}
+		defer svcs.stop()
+	}
 	var network pods.Network
 	if podCIDR != "" {
 		pn, err := podnet.New(podnet.Config{
@@ -98,6 +105,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	mgr, err := pods.New(pods.Config{
 		Network:     network,
 		Runtime:     rt,
+		Changed:     svcs.changedHook(),
+		ResolvConf:  svcs.resolvConf(),
 		Store:       st,
 		LogDir:      filepath.Join(cfg.StateDir, "logs"),
 		LogMaxBytes: cfg.LogMaxBytes,
@@ -112,6 +121,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("start pod manager: %w", err)
 	}
 	defer mgr.Close()
+	if svcs != nil {
+		if err := svcs.start(ctx, cfg, cl, mgr, log); err != nil {
+			return err
+		}
+	}
 
 	var resCPU, resMem int64
 	if cfg.ReservedCPU != "" {
@@ -134,6 +148,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srv := server.New(info, mgr, mapError, log)
 	if cl != nil {
 		srv.SetMembers(members{cl})
+		srv.SetServices(svcs.reg)
 	}
 
 	errc := make(chan error, 2)

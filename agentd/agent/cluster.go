@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
@@ -30,10 +32,7 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 		return nil, err
 	}
 	gossip := netip.MustParseAddrPort(cfg.GossipListen) // checked by Validate
-	nodeIP := gossip.Addr()
-	if cfg.NodeIP != "" {
-		nodeIP = netip.MustParseAddr(cfg.NodeIP)
-	}
+	nodeIP := nodeIPOf(cfg)
 	cl, err := cluster.New(cluster.Config{
 		NodeName:     cfg.Name,
 		BindAddr:     gossip.Addr().String(),
@@ -44,6 +43,14 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 		NodeIP:       nodeIP,
 		Persist:      storePersister{st},
 		Logger:       log.With("component", "cluster"),
+		// Faster failure detection than memberlist's LAN profile, so a dead
+		// node's endpoints leave every node's rules within a few seconds
+		// (suspicion lasts SuspicionMult × ProbeInterval for small clusters).
+		Tune: func(mc *memberlist.Config) {
+			mc.ProbeInterval = 500 * time.Millisecond
+			mc.ProbeTimeout = 400 * time.Millisecond
+			mc.SuspicionMult = 3
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start gossip: %w", err)
@@ -144,6 +151,10 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 
 // members adapts the cluster to the ClusterService.
 type members struct{ cl *cluster.Cluster }
+
+func (m members) Join(ctx context.Context, addrs []string) (int, error) {
+	return m.cl.Join(ctx, addrs)
+}
 
 func (m members) ListMembers(context.Context) ([]*herdv1.Member, error) {
 	var out []*herdv1.Member

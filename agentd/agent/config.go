@@ -59,6 +59,17 @@ type Config struct {
 	// host of GossipListen).
 	NodeIP string
 
+	// ServiceCIDR is where cluster IPs come from (clusters only).
+	ServiceCIDR string
+	// ClusterDomain is the DNS domain of services (default cluster.local).
+	ClusterDomain string
+	// DNSUpstreams answer names outside the cluster domain (default: the
+	// nameservers of /etc/resolv.conf).
+	DNSUpstreams []string
+	// ServiceResync is how often the service rules are rewritten in full,
+	// repairing changes made behind herd's back (default 1m).
+	ServiceResync time.Duration
+
 	ReservedCPU    string // quantity, e.g. "100m"
 	ReservedMemory string // quantity, e.g. "256Mi"
 	LogMaxBytes    int64
@@ -115,6 +126,16 @@ func (c *Config) Validate() error {
 		if c.NodeIP != "" {
 			if _, err := netip.ParseAddr(c.NodeIP); err != nil {
 				errs = append(errs, fmt.Errorf("--node-ip: %v", err))
+			}
+		}
+		if s, err := netip.ParsePrefix(c.ServiceCIDR); err != nil || s != s.Masked() || !s.Addr().Is4() || s.Bits() > 28 {
+			errs = append(errs, fmt.Errorf("--service-cidr: want an IPv4 network of at least /28 such as 10.96.0.0/16, got %q", c.ServiceCIDR))
+		} else if p, err := netip.ParsePrefix(c.ClusterCIDR); err == nil && s.Overlaps(p) {
+			errs = append(errs, fmt.Errorf("--service-cidr %s overlaps --cluster-cidr %s", s, p))
+		}
+		for _, u := range c.DNSUpstreams {
+			if _, err := netip.ParseAddrPort(u); err != nil {
+				errs = append(errs, fmt.Errorf("--dns-upstream: want IP:PORT, got %q", u))
 			}
 		}
 	}

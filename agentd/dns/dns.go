@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -246,18 +247,31 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// freebind lets agentd bind the pod gateway address before the pod bridge
+// carries it (the bridge appears with the node's first pod).
+var freebind = net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_FREEBIND, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}}
+
 // bindBoth binds addr on UDP, then TCP on the same port (retrying when the
 // port was ephemeral and is taken on TCP).
 func bindBoth(addr string) (net.PacketConn, net.Listener, netip.AddrPort, error) {
 	want := netip.MustParseAddrPort(addr)
+	ctx := context.Background()
 	for attempt := 0; ; attempt++ {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := freebind.ListenPacket(ctx, "udp", addr)
 		if err != nil {
 			return nil, nil, netip.AddrPort{}, fmt.Errorf("dns: listen udp %s: %w", addr, err)
 		}
 		port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
 		ap := netip.AddrPortFrom(want.Addr(), port)
-		ln, err := net.Listen("tcp", ap.String())
+		ln, err := freebind.Listen(ctx, "tcp", ap.String())
 		if err == nil {
 			return pc, ln, ap, nil
 		}

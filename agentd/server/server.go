@@ -37,6 +37,9 @@ type Node interface {
 // Members lists the cluster's members; nil when the node runs alone.
 type Members interface {
 	ListMembers(ctx context.Context) ([]*herdv1.Member, error)
+	// Join contacts members of a cluster and merges with it; it returns
+	// how many nodes were contacted.
+	Join(ctx context.Context, addrs []string) (int, error)
 }
 
 // ErrorMapper turns a domain error into a gRPC code; nil leaves it to the
@@ -49,12 +52,14 @@ type Server struct {
 	herdv1.UnimplementedPodServiceServer
 	herdv1.UnimplementedHealthServiceServer
 	herdv1.UnimplementedClusterServiceServer
+	herdv1.UnimplementedServiceServiceServer
 
-	pods    Pods
-	node    Node
-	members Members
-	mapErr  ErrorMapper
-	log     *slog.Logger
+	pods     Pods
+	node     Node
+	members  Members
+	services Services
+	mapErr   ErrorMapper
+	log      *slog.Logger
 }
 
 // New returns a server over the given node and pod manager.
@@ -86,6 +91,7 @@ func (s *Server) Register(g *grpc.Server) {
 	herdv1.RegisterNodeServiceServer(g, s)
 	herdv1.RegisterPodServiceServer(g, s)
 	herdv1.RegisterHealthServiceServer(g, s)
+	herdv1.RegisterServiceServiceServer(g, s)
 }
 
 func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {

@@ -47,8 +47,12 @@ func main() {
 	fs.IntVar(&cfg.NodeCIDRBits, "node-cidr-bits", 24, "prefix length of each node's pod CIDR")
 	fs.StringVar(&cfg.GossipListen, "gossip-listen", "", "gossip address IP:PORT on this node (with --cluster-cidr), e.g. 10.0.0.5:7946")
 	fs.StringVar(&cfg.GossipKeyFile, "gossip-key", "", "file with the 32-byte gossip encryption key, base64 (herdctl gossip-key)")
-	var join listFlag
+	var join, dnsUpstreams listFlag
 	fs.Var(&join, "join", "gossip address of a member to join (repeatable)")
+	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/16", "range of service cluster IPs (with --cluster-cidr; must not overlap it)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of services: <service>.<namespace>.svc.<domain>")
+	fs.Var(&dnsUpstreams, "dns-upstream", "resolver IP:PORT for names outside the cluster domain (repeatable; default: /etc/resolv.conf)")
+	fs.DurationVar(&cfg.ServiceResync, "service-resync", time.Minute, "how often service rules are rewritten in full (repairs changes made behind herd's back)")
 	fs.StringVar(&cfg.NodeIP, "node-ip", "", "address peers route this node's pods through (default: the gossip address)")
 	var cniDirs listFlag
 	fs.Var(&cniDirs, "cni-bin-dir", "directory with CNI plugins (repeatable; default /usr/lib/cni and /opt/cni/bin)")
@@ -67,6 +71,7 @@ func main() {
 	cfg.InsecureRegistries = insecure
 	cfg.CNIBinDirs = cniDirs
 	cfg.Join = join
+	cfg.DNSUpstreams = dnsUpstreams
 	cfg.Version = version
 	n, err := spec.ParseMemory(logMax)
 	if err != nil {

@@ -11,12 +11,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/vishvananda/netns"
 )
 
 // Lab is a small network of test hosts: one network namespace per node,
@@ -185,37 +182,7 @@ func (n *LabNode) Listen(network, addr string) (net.Listener, error) {
 
 // Do runs f on an OS thread switched into the node's namespace. Sockets
 // created by f stay in that namespace after the thread switches back.
-func (n *LabNode) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is discarded (never unlocked) if switching back fails.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(n.Path())
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", n.Netns, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", n.Netns, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", n.Netns, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (n *LabNode) Do(f func() error) error { return InNetns(n.Path(), f) }
 
 // Forward listens on 127.0.0.1 in the test's own namespace and relays each
 // connection to addr as seen from inside the node's namespace. It lets the

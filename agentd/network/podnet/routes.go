@@ -77,7 +77,9 @@ func EnsureRoutes(ctx context.Context, hostNetns string, peers map[netip.Prefix]
 		}
 		for i := range routes {
 			r := routes[i]
-			if r.Protocol != RTProtHerd || r.Dst == nil {
+			// Device routes (the service range, EnsureServiceRoute) are
+			// not peer routes.
+			if r.Protocol != RTProtHerd || r.Dst == nil || r.Gw == nil {
 				continue
 			}
 			pfx, ok := ipNetToPrefix(r.Dst)

@@ -1,0 +1,232 @@
+package services
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/agentd/dns"
+	"github.com/herd-project/terraform-provider-herd/agentd/network/nft"
+)
+
+// Dataplane is the node's service NAT (agentd/network/nft).
+type Dataplane interface {
+	Sync(ctx context.Context, svcs []nft.Service) error
+	Upsert(ctx context.Context, s nft.Service) error
+	Delete(ctx context.Context, key string) error
+}
+
+// Events is the cluster's event stream plus the reads the controller does.
+type Events interface {
+	Store
+	Subscribe() <-chan cluster.Event
+	Unsubscribe(<-chan cluster.Event)
+}
+
+// Controller keeps the read models — the nft maps and the DNS table — equal
+// to the replicated services and endpoints. Every change is applied
+// incrementally (only services whose rules differ are rewritten); a full
+// resync at start and every ResyncEvery repairs anything changed behind
+// herd's back.
+type Controller struct {
+	ev          Events
+	dp          Dataplane // nil: DNS only
+	log         *slog.Logger
+	ResyncEvery time.Duration
+
+	dnsTable atomic.Pointer[map[string]dns.Service]
+	applied  map[string]nft.Service
+	synced   chan struct{}
+}
+
+// NewController returns a controller; call Run. dp may be nil.
+func NewController(ev Events, dp Dataplane, log *slog.Logger) *Controller {
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Controller{ev: ev, dp: dp, log: log, ResyncEvery: time.Minute, synced: make(chan struct{})}
+	empty := map[string]dns.Service{}
+	c.dnsTable.Store(&empty)
+	return c
+}
+
+// Service answers DNS lookups (dns.Source).
+func (c *Controller) Service(namespace, name string) (dns.Service, bool) {
+	s, ok := (*c.dnsTable.Load())[namespace+"/"+name]
+	return s, ok
+}
+
+// Synced is closed after the first full sync.
+func (c *Controller) Synced() <-chan struct{} { return c.synced }
+
+// Run follows the cluster until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	events := c.ev.Subscribe()
+	defer c.ev.Unsubscribe(events)
+	tick := time.NewTicker(c.ResyncEvery)
+	defer tick.Stop()
+	full := true
+	first := true
+	for {
+		c.reconcile(ctx, full)
+		if first {
+			close(c.synced)
+			first = false
+		}
+		full = false
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+			// coalesce a burst into one pass
+			for drained := false; !drained; {
+				select {
+				case _, ok := <-events:
+					if !ok {
+						return
+					}
+				default:
+					drained = true
+				}
+			}
+		case <-tick.C:
+			full = true
+		}
+	}
+}
+
+// reconcile rebuilds both read models from the write model.
+func (c *Controller) reconcile(ctx context.Context, full bool) {
+	objs := c.ev.List(KindService)
+	eps := c.ev.Entries(KindEndpoint)
+	table := make(map[string]dns.Service, len(objs))
+	want := make(map[string]nft.Service, len(objs))
+	for _, o := range objs {
+		s, err := decode(o)
+		if err != nil {
+			c.log.Warn("skip undecodable service", "service", o.Key, "err", err)
+			continue
+		}
+		sel := selectEndpoints(eps, s.GetSpec().GetSelector())
+		table[o.Key] = dnsService(s, sel)
+		if ns, ok := nftService(o.Key, s, sel); ok {
+			want[o.Key] = ns
+		}
+	}
+	c.dnsTable.Store(&table)
+	if c.dp == nil {
+		return
+	}
+	if full || c.applied == nil {
+		list := make([]nft.Service, 0, len(want))
+		for _, k := range sortedKeys(want) {
+			list = append(list, want[k])
+		}
+		if err := c.dp.Sync(ctx, list); err != nil {
+			c.log.Error("service rules: full sync", "err", err)
+			c.applied = nil // try again on the next event
+			return
+		}
+		c.applied = want
+		return
+	}
+	for k, s := range want {
+		if old, ok := c.applied[k]; ok && reflect.DeepEqual(old, s) {
+			continue
+		}
+		if err := c.dp.Upsert(ctx, s); err != nil {
+			c.log.Error("service rules: update", "service", k, "err", err)
+			c.applied = nil
+			return
+		}
+		c.applied[k] = s
+	}
+	for k := range c.applied {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if err := c.dp.Delete(ctx, k); err != nil {
+			c.log.Error("service rules: delete", "service", k, "err", err)
+			c.applied = nil
+			return
+		}
+		delete(c.applied, k)
+	}
+}
+
+func dnsService(s *herdv1.Service, eps []endpoint) dns.Service {
+	sp := s.GetSpec()
+	d := dns.Service{Namespace: sp.GetNamespace(), Name: sp.GetName(), Headless: sp.GetType() == TypeHeadless}
+	if a, err := netip.ParseAddr(s.GetStatus().GetClusterIp()); err == nil {
+		d.ClusterIP = a
+	}
+	for _, p := range sp.GetPorts() {
+		d.Ports = append(d.Ports, dns.Port{Name: p.GetName(), Protocol: strings.ToLower(p.GetProtocol()), Port: uint16(p.GetPort())})
+	}
+	for _, e := range eps {
+		if a, err := netip.ParseAddr(e.IP); err == nil && e.Ready {
+			d.ReadyEndpoints = append(d.ReadyEndpoints, a)
+		}
+	}
+	return d
+}
+
+// nftService is a service's data-plane view: per port, the ready
+// endpoints at the resolved target port. Headless services have none.
+func nftService(key string, s *herdv1.Service, eps []endpoint) (nft.Service, bool) {
+	sp := s.GetSpec()
+	vip, err := netip.ParseAddr(s.GetStatus().GetClusterIp())
+	if sp.GetType() == TypeHeadless || err != nil {
+		return nft.Service{}, false
+	}
+	out := nft.Service{Key: key, ClusterIP: vip, SessionAffinity: sp.GetSessionAffinity() == "ClientIP"}
+	for _, p := range sp.GetPorts() {
+		proto := nft.TCP
+		if strings.EqualFold(p.GetProtocol(), "UDP") {
+			proto = nft.UDP
+		}
+		np := nft.Port{Protocol: proto, Port: uint16(p.GetPort()), NodePort: uint16(p.GetNodePort())}
+		for _, e := range eps {
+			if !e.Ready {
+				continue
+			}
+			ip, err := netip.ParseAddr(e.IP)
+			if err != nil {
+				continue
+			}
+			if tp := targetPort(p, e); tp != 0 {
+				np.Endpoints = append(np.Endpoints, nft.Endpoint{IP: ip, Port: tp})
+			}
+		}
+		out.Ports = append(out.Ports, np)
+	}
+	return out, true
+}
+
+// targetPort resolves a service port's target on one endpoint: a number
+// as is, a name through the pod's container ports (0: the pod has no such
+// port, so it is no backend for this port).
+func targetPort(p *herdv1.ServicePort, e endpoint) uint16 {
+	name := p.GetTargetPortName()
+	if name == "" {
+		if tp := p.GetTargetPort(); tp != 0 {
+			return uint16(tp)
+		}
+		return uint16(p.GetPort())
+	}
+	for _, cp := range e.Ports {
+		if cp.Name == name && strings.EqualFold(cp.Protocol, p.GetProtocol()) {
+			return uint16(cp.Port)
+		}
+	}
+	return 0
+}

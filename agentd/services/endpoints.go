@@ -1,0 +1,200 @@
+package services
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+)
+
+// endpoint is what a node publishes about one of its pods.
+type endpoint struct {
+	Pod    string            `json:"pod"`
+	IP     string            `json:"ip"`
+	Ready  bool              `json:"ready"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Ports  []endpointPort    `json:"ports,omitempty"`
+
+	node string // the owner, filled when read
+}
+
+type endpointPort struct {
+	Name     string `json:"name,omitempty"`
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// endpointOf is the entry a pod publishes; ok is false when it publishes
+// none (no pod IP, or finished for good).
+func endpointOf(p *herdv1.Pod) (endpoint, bool) {
+	st := p.GetStatus()
+	if st.GetPodIp() == "" {
+		return endpoint{}, false
+	}
+	switch st.GetPhase() {
+	case "Succeeded", "Failed":
+		return endpoint{}, false
+	}
+	e := endpoint{Pod: p.GetSpec().GetName(), IP: st.GetPodIp(), Ready: st.GetReady(), Labels: p.GetSpec().GetLabels()}
+	for _, c := range p.GetSpec().GetContainers() {
+		for _, cp := range c.GetPorts() {
+			proto := cp.GetProtocol()
+			if proto == "" {
+				proto = "TCP"
+			}
+			e.Ports = append(e.Ports, endpointPort{Name: cp.GetName(), Port: cp.GetContainerPort(), Protocol: proto})
+		}
+	}
+	return e, true
+}
+
+func decodeEndpoints(entries []cluster.Entry) []endpoint {
+	out := make([]endpoint, 0, len(entries))
+	for _, en := range entries {
+		var e endpoint
+		if err := json.Unmarshal(en.Value, &e); err != nil {
+			continue
+		}
+		e.node = en.Owner
+		out = append(out, e)
+	}
+	return out
+}
+
+// selectEndpoints returns the endpoints whose labels include the whole
+// selector (an empty selector selects nothing: herd has no manual
+// endpoints), sorted by IP.
+func selectEndpoints(entries []cluster.Entry, selector map[string]string) []endpoint {
+	if len(selector) == 0 {
+		return nil
+	}
+	var out []endpoint
+	for _, e := range decodeEndpoints(entries) {
+		if matches(e.Labels, selector) {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	return out
+}
+
+func matches(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Pods is what the publisher reads pods from (agentd/pods.Manager).
+type Pods interface {
+	Get(ctx context.Context, name string) (*herdv1.Pod, error)
+	List(ctx context.Context, selector map[string]string) ([]*herdv1.Pod, error)
+}
+
+// Publisher is where this node's endpoints go (agentd/cluster.Cluster).
+type Publisher interface {
+	PublishLocal(kind, key string, value []byte) error
+	WithdrawLocal(kind, key string) error
+}
+
+// EndpointPublisher publishes this node's pods as endpoints: the pod
+// manager calls Changed, Run publishes or withdraws the pod's entry.
+type EndpointPublisher struct {
+	pods Pods
+	pub  Publisher
+	log  *slog.Logger
+	// IsNotFound tells a missing pod from a failed read.
+	IsNotFound func(error) bool
+
+	mu      sync.Mutex
+	pending map[string]bool
+	kick    chan struct{}
+}
+
+// NewEndpointPublisher returns a publisher; call Run.
+func NewEndpointPublisher(pods Pods, pub Publisher, isNotFound func(error) bool, log *slog.Logger) *EndpointPublisher {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &EndpointPublisher{pods: pods, pub: pub, log: log, IsNotFound: isNotFound, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+// Changed notes that a pod changed. It never blocks (the pod manager calls
+// it with its lock held).
+func (p *EndpointPublisher) Changed(name string) {
+	p.mu.Lock()
+	p.pending[name] = true
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run publishes every pod, then follows changes until ctx ends.
+func (p *EndpointPublisher) Run(ctx context.Context) {
+	if pods, err := p.pods.List(ctx, nil); err == nil {
+		for _, pod := range pods {
+			p.Changed(pod.GetSpec().GetName())
+		}
+	} else {
+		p.log.Warn("list pods for endpoints", "err", err)
+	}
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		p.mu.Lock()
+		names := p.pending
+		p.pending = map[string]bool{}
+		p.mu.Unlock()
+		failed := false
+		for name := range names {
+			if err := p.sync(ctx, name); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				p.log.Warn("publish endpoint", "pod", name, "err", err)
+				p.mu.Lock()
+				p.pending[name] = true
+				p.mu.Unlock()
+				failed = true
+			}
+		}
+		if failed {
+			retry.Reset(time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-retry.C:
+		}
+	}
+}
+
+func (p *EndpointPublisher) sync(ctx context.Context, name string) error {
+	pod, err := p.pods.Get(ctx, name)
+	if err != nil {
+		if p.IsNotFound != nil && p.IsNotFound(err) {
+			return p.pub.WithdrawLocal(KindEndpoint, name)
+		}
+		return err
+	}
+	e, ok := endpointOf(pod)
+	if !ok {
+		return p.pub.WithdrawLocal(KindEndpoint, name)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return errors.New("encode endpoint")
+	}
+	return p.pub.PublishLocal(KindEndpoint, name, b)
+}
