@@ -31,6 +31,7 @@ type worker struct {
 	ctrs []*ctr
 
 	events  chan exitEvent
+	probes  chan probeEvent // changed probe outcomes (probe.go)
 	waiters sync.WaitGroup
 
 	lastStatus   *herdv1.PodStatus // last published status
@@ -56,6 +57,10 @@ type ctr struct {
 	failed       bool      // done with a failure
 	recheck      bool      // lost the wait on the task: inspect it again
 	adoptPending bool      // adoption could not ask containerd: retry
+
+	probes    *probeSet // probing of the current run, nil when none
+	probeKill string    // why a failed probe stopped the current run
+	killAt    time.Time // SIGKILL then, after a failed probe's SIGTERM
 }
 
 type exitEvent struct {
@@ -80,6 +85,7 @@ func newWorker(m *Manager, e *podEntry) *worker {
 		log:    m.log.With("pod", e.name, "uid", e.uid),
 		pod:    pod,
 		events: make(chan exitEvent, len(e.spec.GetContainers())),
+		probes: make(chan probeEvent),
 	}
 	statuses := make([]*herdv1.ContainerStatus, len(e.spec.GetContainers()))
 	for i, cs := range e.spec.GetContainers() {
@@ -131,6 +137,8 @@ func (w *worker) run(ctx context.Context, adopt bool) {
 		case <-ctx.Done():
 		case ev := <-w.events:
 			w.handleExit(ctx, ev)
+		case ev := <-w.probes:
+			w.handleProbe(ctx, ev)
 		case <-fire:
 		}
 		if timer != nil {
@@ -160,6 +168,7 @@ func (w *worker) sync(ctx context.Context) time.Time {
 			next = earliest(next, now.Add(retryInterval))
 			continue
 		}
+		next = earliest(next, w.escalateKill(ctx, c, now))
 		if c.done || c.task != nil {
 			continue
 		}
@@ -334,6 +343,17 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 	st.FinishedAt, st.NextRestartAt = nil, nil
 	st.Pid = task.PID()
 	st.ImageDigest = img.Digest
+	w.resetProbeStatus(c)
+	w.startProbes(ctx, c)
+}
+
+// resetProbeStatus sets started and ready for a run that just began: a
+// container without a startup probe has started, one without a readiness
+// probe is ready once started; probes decide the rest.
+func (w *worker) resetProbeStatus(c *ctr) {
+	c.probeKill, c.killAt = "", time.Time{}
+	c.st.Started = c.spec.GetStartupProbe() == nil
+	c.st.Ready = c.st.Started && c.spec.GetReadinessProbe() == nil
 }
 
 // cleanup removes what a failed start left behind, in the background of
@@ -450,6 +470,7 @@ func (w *worker) exited(ctx context.Context, c *ctr, code uint32, at time.Time) 
 	if err := w.m.rt.RemoveContainer(ctx, c.id); err != nil && ctx.Err() == nil {
 		w.log.Warn("remove exited container", "container", c.spec.GetName(), "err", err)
 	}
+	w.stopProbes(c)
 	c.task = nil
 	c.gen++
 	st := c.st
@@ -469,7 +490,9 @@ func (w *worker) exited(ctx context.Context, c *ctr, code uint32, at time.Time) 
 		reason = ReasonError
 	}
 	w.log.Info("container exited", "container", c.spec.GetName(), "code", code, "reason", reason, "ran", ran.Round(time.Millisecond))
-	w.terminated(c, code != 0, reason, "", ran, at)
+	msg := c.probeKill
+	c.probeKill, c.killAt = "", time.Time{}
+	w.terminated(c, code != 0, reason, msg, ran, at)
 }
 
 // lost handles a container whose task vanished without an exit status
@@ -478,6 +501,8 @@ func (w *worker) lost(ctx context.Context, c *ctr, why string) {
 	if err := w.m.rt.RemoveContainer(ctx, c.id); err != nil && ctx.Err() == nil {
 		w.log.Warn("remove lost container", "container", c.spec.GetName(), "err", err)
 	}
+	w.stopProbes(c)
+	c.probeKill, c.killAt = "", time.Time{}
 	c.task = nil
 	c.gen++
 	now := time.Now()
@@ -503,16 +528,20 @@ func (w *worker) terminated(c *ctr, failed bool, reason, msg string, ran time.Du
 	}
 	c.crashes++
 	delay := w.m.crashBackoff(c.crashes)
+	why := reasonText(st, reason)
+	if msg != "" {
+		why += "; " + msg
+	}
 	if delay == 0 {
 		// Restarts right away. Never "terminated": that state means "done
 		// for good" to a later adoption.
 		c.nextAttempt = time.Time{}
-		w.setWaiting(c, ReasonContainerCreating, "restarting after "+reasonText(st, reason), time.Time{})
+		w.setWaiting(c, ReasonContainerCreating, "restarting after "+why, time.Time{})
 		return
 	}
 	c.nextAttempt = at.Add(delay)
 	w.setWaiting(c, ReasonCrashLoopBackOff,
-		fmt.Sprintf("back-off %s restarting failed container %s (last exit: %s)", delay, c.spec.GetName(), reasonText(st, reason)), c.nextAttempt)
+		fmt.Sprintf("back-off %s restarting failed container %s (last exit: %s)", delay, c.spec.GetName(), why), c.nextAttempt)
 }
 
 func reasonText(st *herdv1.ContainerStatus, reason string) string {
@@ -595,6 +624,8 @@ func (w *worker) adopt(ctx context.Context, c *ctr) {
 		st.NextRestartAt, st.FinishedAt = nil, nil
 		st.Pid = task.PID()
 		c.nextAttempt = time.Time{}
+		w.adoptProbeStatus(c, wasRunning)
+		w.startProbes(ctx, c)
 		w.log.Info("re-adopted running container", "container", c.spec.GetName(), "pid", st.Pid)
 	case "stopped":
 		c.task = task
@@ -614,8 +645,40 @@ func (w *worker) adopt(ctx context.Context, c *ctr) {
 	}
 }
 
+// adoptProbeStatus keeps the started and ready fields a re-adopted running
+// container had (so that an agentd restart does not make a healthy pod
+// unready), within what its probes allow: no startup probe means started,
+// no readiness probe means ready once started.
+func (w *worker) adoptProbeStatus(c *ctr, wasRunning bool) {
+	st := c.st
+	if !wasRunning {
+		st.Started, st.Ready = false, false
+	}
+	if c.spec.GetStartupProbe() == nil {
+		st.Started = true
+	}
+	if c.spec.GetReadinessProbe() == nil {
+		st.Ready = st.Started
+	}
+	st.Ready = st.Ready && st.Started
+}
+
+// updateReady clears started and ready of containers that do not run and
+// derives the pod's readiness: Running with every container ready.
+func (w *worker) updateReady() {
+	ready := w.pod.Status.Phase == PhaseRunning
+	for _, c := range w.ctrs {
+		if c.task == nil || c.st.State != StateRunning {
+			c.st.Ready, c.st.Started = false, false
+		}
+		ready = ready && c.st.Ready
+	}
+	w.pod.Status.Ready = ready
+}
+
 // updatePhase derives the pod phase from its containers.
 func (w *worker) updatePhase() {
+	defer w.updateReady()
 	allDone, failed, pending := true, false, false
 	var failedNames, problems []string
 	for _, c := range w.ctrs {
