@@ -168,6 +168,7 @@ func (p *herdProvider) Resources(context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		resources.NewNodeResource,
 		resources.NewPodResource,
+		resources.NewServiceResource,
 	}
 }
 
