@@ -503,3 +503,184 @@ resource "herd_pod" "p" {
 		},
 	})
 }
+
+// probeConfig renders a pod whose container "app" (with an "http" port)
+// has the given probe blocks.
+func probeConfig(probes string) string {
+	return podConfig(`  name = "web"
+  container {
+    name  = "app"
+    image = "busybox"
+    port {
+      name           = "http"
+      container_port = 8080
+    }
+` + probes + `
+  }`)
+}
+
+func TestPodPlanRefusesBadProbes(t *testing.T) {
+	cases := []struct {
+		name   string
+		config string
+		re     *regexp.Regexp
+		errors int
+	}{
+		{
+			name:   "no handler",
+			config: probeConfig(`    readiness_probe {
+      period_seconds = 5
+    }`),
+			re:     errRe("Invalid container specification", `container[0].readiness_probe:`, `exactly one of http_get, tcp_socket and exec must be set, got 0`),
+			errors: 1,
+		},
+		{
+			name: "two handlers",
+			config: probeConfig(`    liveness_probe {
+      tcp_socket {
+        port = 8080
+      }
+      exec {
+        command = ["true"]
+      }
+    }`),
+			re:     errRe(`container[0].liveness_probe:`, `got 2`),
+			errors: 1,
+		},
+		{
+			name: "port out of range",
+			config: probeConfig(`    readiness_probe {
+      http_get {
+        path = "/healthz"
+        port = 70000
+      }
+    }`),
+			re:     errRe(`port = 70000`, `container[0].readiness_probe.http_get.port:`, `must be between 1 and 65535`),
+			errors: 1,
+		},
+		{
+			name: "port and port_name",
+			config: probeConfig(`    readiness_probe {
+      tcp_socket {
+        port      = 8080
+        port_name = "http"
+      }
+    }`),
+			re:     errRe(`container[0].readiness_probe.tcp_socket.port:`, `set either port or port_name, not both`),
+			errors: 1,
+		},
+		{
+			name: "unknown port name",
+			config: probeConfig(`    startup_probe {
+      tcp_socket {
+        port_name = "admin"
+      }
+    }`),
+			re:     errRe(`port_name = "admin"`, `container[0].startup_probe.tcp_socket.port_name:`, `"admin" is not the name of one of the container's ports`),
+			errors: 1,
+		},
+		{
+			name: "relative path",
+			config: probeConfig(`    readiness_probe {
+      http_get {
+        path      = "healthz"
+        port_name = "http"
+      }
+    }`),
+			re:     errRe(`container[0].readiness_probe.http_get.path:`, `must start with "/"`),
+			errors: 1,
+		},
+		{
+			name: "empty exec command",
+			config: probeConfig(`    readiness_probe {
+      exec {
+        command = []
+      }
+    }`),
+			re:     errRe(`container[0].readiness_probe.exec.command:`, `must not be empty`),
+			errors: 1,
+		},
+		{
+			name: "zero period",
+			config: probeConfig(`    readiness_probe {
+      exec {
+        command = ["true"]
+      }
+      period_seconds = 0
+    }`),
+			re:     errRe(`period_seconds = 0`, `container[0].readiness_probe.period_seconds:`, `must be at least 1, got 0`),
+			errors: 1,
+		},
+		{
+			name: "liveness success threshold",
+			config: probeConfig(`    liveness_probe {
+      exec {
+        command = ["true"]
+      }
+      success_threshold = 2
+    }`),
+			re:     errRe(`container[0].liveness_probe.success_threshold:`, `must be 1 for a liveness probe, got 2`),
+			errors: 1,
+		},
+		{
+			name: "problems in two probes",
+			config: probeConfig(`    readiness_probe {
+      exec {
+        command = ["true"]
+      }
+      initial_delay_seconds = -1
+    }
+    startup_probe {
+      http_get {
+        port = 0
+      }
+      failure_threshold = 0
+    }`),
+			re: errRe(`container[0].readiness_probe.initial_delay_seconds:`, `must be at least 0`,
+				`container[0].startup_probe`),
+			errors: 3,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectPlanErrors(t, tc.config, tc.re, tc.errors)
+		})
+	}
+}
+
+// A valid probe plans without a node, and one whose port is not known yet
+// is not judged.
+func TestPodPlanAcceptsProbes(t *testing.T) {
+	needCLI(t)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		Steps: []resource.TestStep{{
+			Config: `
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "127.0.0.1:1"
+}
+` + strings.Replace(probeConfig(`    readiness_probe {
+      http_get {
+        path      = "/healthz"
+        port_name = "http"
+      }
+      period_seconds    = 2
+      success_threshold = 2
+    }
+    liveness_probe {
+      tcp_socket {
+        port = length(herd_node.n.kernel_version)
+      }
+    }
+    startup_probe {
+      exec {
+        command = ["test", "-f", herd_node.n.os]
+      }
+      failure_threshold = 30
+    }`), fmt.Sprintf("%q", testNodeID), "herd_node.n.id", 1),
+			PlanOnly:           true,
+			ExpectNonEmptyPlan: true,
+		}},
+	})
+}

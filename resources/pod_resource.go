@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
@@ -62,7 +63,8 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 			"managed by the node's agentd.\n\n" +
 			"Pods are cattle: every attribute of the specification forces a replacement when it changes (only `timeouts` " +
 			"change in place). `apply` waits until every container has been running for a second without a restart (or the " +
-			"pod has completed successfully); a container that fails to start fails the apply with its exit code and its last " +
+			"pod has completed successfully) and, when a container has a `readiness_probe`, until the pod is `ready`; a " +
+			"container that fails to start fails the apply with its exit code and its last " +
 			"log lines, and the pod is deleted so that nothing half-made is left behind.\n\n" +
 			"Between applies, agentd keeps the pod running on its node (restarting containers according to `restart_policy`). " +
 			"A pod deleted behind Terraform's back shows up as a creation in the next plan.\n\n" +
@@ -138,6 +140,11 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Computed:      true,
 				PlanModifiers: keepString,
 			},
+			"ready": schema.BoolAttribute{
+				MarkdownDescription: "Whether the pod is ready: running, with every container ready (see `readiness_probe`).",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()},
+			},
 			"container_status": schema.ListNestedAttribute{
 				MarkdownDescription: "Observed status of each container, as of the last refresh.",
 				Computed:            true,
@@ -155,6 +162,10 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 						"last_exit_code": schema.Int64Attribute{MarkdownDescription: "Exit code of the last run that ended; null if none has.", Computed: true},
 						"pid":            schema.Int64Attribute{MarkdownDescription: "Host PID of the container's main process; 0 when not running.", Computed: true},
 						"started_at":     schema.StringAttribute{MarkdownDescription: "When the current run started (RFC 3339); null if it has not.", Computed: true},
+						"ready": schema.BoolAttribute{
+							MarkdownDescription: "Whether the container runs and passes its readiness probe (runs, without one).",
+							Computed:            true,
+						},
 					},
 				},
 			},
@@ -213,9 +224,7 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 							PlanModifiers: replaceString,
 						},
 					},
-					Blocks: map[string]schema.Block{
-						"port": portBlock(replaceString, replaceList),
-					},
+					Blocks: containerBlocks(portBlock(replaceString, replaceList)),
 				},
 			},
 			"timeouts": timeoutsBlock(ctx),

@@ -32,6 +32,7 @@ type podModel struct {
 	StartTime                     types.String   `tfsdk:"start_time"`
 	RestartCount                  types.Int64    `tfsdk:"restart_count"`
 	PodIP                         types.String   `tfsdk:"pod_ip"`
+	Ready                         types.Bool     `tfsdk:"ready"`
 	ContainerStatus               types.List     `tfsdk:"container_status"`
 }
 
@@ -46,6 +47,10 @@ type containerModel struct {
 	CPU        types.String `tfsdk:"cpu"`
 	Memory     types.String `tfsdk:"memory"`
 	Ports      types.List   `tfsdk:"port"`
+
+	ReadinessProbe types.Object `tfsdk:"readiness_probe"`
+	LivenessProbe  types.Object `tfsdk:"liveness_probe"`
+	StartupProbe   types.Object `tfsdk:"startup_probe"`
 }
 
 // portModel is one port block of a container.
@@ -73,6 +78,10 @@ var containerAttrTypes = map[string]attr.Type{
 	"cpu":         types.StringType,
 	"memory":      types.StringType,
 	"port":        types.ListType{ElemType: portObjectType},
+
+	"readiness_probe": probeObjectType,
+	"liveness_probe":  probeObjectType,
+	"startup_probe":   probeObjectType,
 }
 
 var containerStatusAttrTypes = map[string]attr.Type{
@@ -83,6 +92,7 @@ var containerStatusAttrTypes = map[string]attr.Type{
 	"last_exit_code": types.Int64Type,
 	"pid":            types.Int64Type,
 	"started_at":     types.StringType,
+	"ready":          types.BoolType,
 }
 
 // specConversion is the result of converting a (possibly partly unknown)
@@ -176,6 +186,10 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 			return out, diags
 		}
 		c.Ports = ports
+		diags.Append(out.probesFromModel(ctx, cm, c, p)...)
+		if diags.HasError() {
+			return out, diags
+		}
 		s.Containers = append(s.Containers, c)
 	}
 	return out, diags
@@ -374,10 +388,12 @@ func (m *podModel) setStatus(pod *herdv1.Pod) {
 			"last_exit_code": exit,
 			"pid":            types.Int64Value(int64(cs.GetPid())),
 			"started_at":     timeString(cs.GetStartedAt()),
+			"ready":          types.BoolValue(cs.GetReady()),
 		}))
 	}
 	m.RestartCount = types.Int64Value(total)
 	m.PodIP = types.StringValue(st.GetPodIp())
+	m.Ready = types.BoolValue(st.GetReady())
 	m.ContainerStatus = types.ListValueMust(types.ObjectType{AttrTypes: containerStatusAttrTypes}, elems)
 }
 
@@ -410,8 +426,15 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 				Command: types.ListNull(types.StringType), Args: types.ListNull(types.StringType),
 				Env: types.MapNull(types.StringType), Ports: types.ListNull(portObjectType),
 			}
+			pc.ReadinessProbe, pc.LivenessProbe, pc.StartupProbe = nullProbes()
 		}
 		ports, dd := portsFromRemote(ctx, c.GetPorts(), pc.Ports)
+		diags.Append(dd...)
+		readiness, dd := probeFromRemote(ctx, c.GetReadinessProbe(), pc.ReadinessProbe)
+		diags.Append(dd...)
+		liveness, dd := probeFromRemote(ctx, c.GetLivenessProbe(), pc.LivenessProbe)
+		diags.Append(dd...)
+		startup, dd := probeFromRemote(ctx, c.GetStartupProbe(), pc.StartupProbe)
 		diags.Append(dd...)
 		cm := containerModel{
 			Name:       types.StringValue(c.GetName()),
@@ -423,6 +446,10 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 			CPU:        stringFromRemote(c.GetCpu(), pc.CPU),
 			Memory:     stringFromRemote(c.GetMemory(), pc.Memory),
 			Ports:      ports,
+
+			ReadinessProbe: readiness,
+			LivenessProbe:  liveness,
+			StartupProbe:   startup,
 		}
 		obj, dd := types.ObjectValueFrom(ctx, containerAttrTypes, cm)
 		diags.Append(dd...)

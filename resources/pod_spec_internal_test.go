@@ -47,6 +47,11 @@ func containerObject(t *testing.T, cm containerModel) types.Object {
 	if cm.Ports.ElementType(context.Background()) == nil {
 		cm.Ports = types.ListNull(portObjectType)
 	}
+	for _, o := range []*types.Object{&cm.ReadinessProbe, &cm.LivenessProbe, &cm.StartupProbe} {
+		if len(o.AttributeTypes(context.Background())) == 0 {
+			*o = types.ObjectNull(probeAttrTypes)
+		}
+	}
 	obj, diags := types.ObjectValueFrom(context.Background(), containerAttrTypes, cm)
 	if diags.HasError() {
 		t.Fatal(diags)

@@ -197,6 +197,10 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 	for _, c := range applied.GetSpec().GetContainers() {
 		containers = append(containers, c.GetName())
 	}
+	// With a readiness probe, a pod is created once it is ready: that is
+	// what its probe is for.
+	needReady := hasReadinessProbe(applied.GetSpec())
+
 	// A pod that was just created starts from zero restarts; an identical
 	// pod that existed already starts from what it had.
 	baseline := map[string]int32{}
@@ -207,6 +211,12 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 	}
 
 	last := applied
+	timedOut := func() *podFailure {
+		if f := notReady(last, applied.GetSpec(), restartPolicy, timeout); needReady && f != nil {
+			return f
+		}
+		return notStarted(last, containers, restartPolicy, timeout)
+	}
 	var stableSince time.Time
 	for {
 		pod, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
@@ -214,7 +224,7 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 		case err == nil:
 			last = pod
 		case ctx.Err() != nil:
-			return last, notStarted(last, containers, restartPolicy, timeout), nil
+			return last, timedOut(), nil
 		case status.Code(err) == codes.NotFound:
 			return last, &podFailure{what: "the pod disappeared from the node while it was starting"}, nil
 		case isUnreachable(err):
@@ -229,7 +239,7 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 			if pod.GetStatus().GetPhase() == phaseSucceeded {
 				return pod, nil, nil
 			}
-			if allStarted(pod, containers, restartPolicy) {
+			if allStarted(pod, containers, restartPolicy) && (!needReady || pod.GetStatus().GetReady()) {
 				if stableSince.IsZero() {
 					stableSince = time.Now()
 				} else if time.Since(stableSince) >= podStableFor {
@@ -241,10 +251,41 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 		}
 		select {
 		case <-ctx.Done():
-			return last, notStarted(last, containers, restartPolicy, timeout), nil
+			return last, timedOut(), nil
 		case <-time.After(podPollInterval):
 		}
 	}
+}
+
+// notReady describes, for a timeout, a pod whose containers all started
+// but whose readiness probe did not pass: the first container with a
+// readiness probe that is not ready. nil when the containers did not all
+// start (notStarted says more then) or all are ready.
+func notReady(pod *herdv1.Pod, s *herdv1.PodSpec, restartPolicy string, timeout time.Duration) *podFailure {
+	var names []string
+	for _, c := range s.GetContainers() {
+		names = append(names, c.GetName())
+	}
+	if pod == nil || !allStarted(pod, names, restartPolicy) {
+		return nil
+	}
+	seen := map[string]*herdv1.ContainerStatus{}
+	for _, cs := range pod.GetStatus().GetContainers() {
+		seen[cs.GetName()] = cs
+	}
+	for _, c := range s.GetContainers() {
+		cs := seen[c.GetName()]
+		if c.GetReadinessProbe() == nil || cs.GetReady() {
+			continue
+		}
+		return &podFailure{timedOut: true, container: c.GetName(), reason: cs.GetReason(), message: cs.GetMessage(),
+			what: fmt.Sprintf("runs, but its readiness probe did not pass within %s", timeout)}
+	}
+	if !pod.GetStatus().GetReady() {
+		return &podFailure{timedOut: true, message: pod.GetStatus().GetMessage(),
+			what: fmt.Sprintf("the pod's readiness probes did not pass within %s", timeout)}
+	}
+	return nil
 }
 
 func allStarted(pod *herdv1.Pod, containers []string, restartPolicy string) bool {
