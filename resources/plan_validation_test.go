@@ -527,7 +527,7 @@ func TestPodPlanRefusesBadProbes(t *testing.T) {
 		errors int
 	}{
 		{
-			name:   "no handler",
+			name: "no handler",
 			config: probeConfig(`    readiness_probe {
       period_seconds = 5
     }`),
