@@ -316,8 +316,10 @@ func (targetPortModifier) PlanModifyInt64(ctx context.Context, req planmodifier.
 
 // nodePortModifier plans node ports the configuration leaves unset: 0 for
 // types other than NodePort; for a NodePort service that was one already,
-// the node port its port (same number and protocol) had, which Update then
-// asks agentd for, so it is kept; otherwise unknown (agentd allocates).
+// the node port the same port had, matched as agentd matches them (same
+// protocol and name, else same protocol and number), unless another port
+// asks for it; otherwise unknown (agentd allocates one). Update sends the
+// planned node ports to agentd, so the plan is what the service gets.
 type nodePortModifier struct{}
 
 func (nodePortModifier) Description(context.Context) string {
@@ -345,20 +347,55 @@ func (nodePortModifier) PlanModifyInt64(ctx context.Context, req planmodifier.In
 	}
 	var stateType types.String
 	var planned servicePortModel
-	var prior []servicePortModel
+	var prior, configured []servicePortModel
 	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("type"), &stateType)...)
 	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, req.Path.ParentPath(), &planned)...)
 	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("port"), &prior)...)
-	if resp.Diagnostics.HasError() || stateType.ValueString() != spec.ServiceTypeNodePort ||
-		planned.Port.IsUnknown() || planned.Protocol.IsUnknown() {
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("port"), &configured)...)
+	if resp.Diagnostics.HasError() || stateType.ValueString() != spec.ServiceTypeNodePort {
 		return
 	}
-	for _, p := range prior {
-		if p.Port.Equal(planned.Port) && p.Protocol.Equal(planned.Protocol) && p.NodePort.ValueInt64() != 0 {
-			resp.PlanValue = p.NodePort
-			return
+	if np := previousNodePort(planned, prior); np != 0 && !nodePortRequested(configured, planned.Protocol, np) {
+		resp.PlanValue = types.Int64Value(np)
+	}
+}
+
+// previousNodePort is the node port the state gives the planned port.
+func previousNodePort(planned servicePortModel, prior []servicePortModel) int64 {
+	if planned.Protocol.IsUnknown() {
+		return 0
+	}
+	if n := planned.Name; !n.IsUnknown() && n.ValueString() != "" {
+		for _, p := range prior {
+			if p.Protocol.Equal(planned.Protocol) && p.Name.Equal(n) {
+				return p.NodePort.ValueInt64()
+			}
 		}
 	}
+	if planned.Port.IsUnknown() {
+		return 0
+	}
+	for _, p := range prior {
+		if p.Protocol.Equal(planned.Protocol) && p.Port.Equal(planned.Port) {
+			return p.NodePort.ValueInt64()
+		}
+	}
+	return 0
+}
+
+// nodePortRequested reports whether the configuration asks for np/protocol
+// on some port (the configuration's protocol is null for the default TCP).
+func nodePortRequested(configured []servicePortModel, protocol types.String, np int64) bool {
+	for _, c := range configured {
+		proto := c.Protocol.ValueString()
+		if c.Protocol.IsNull() {
+			proto = spec.ProtocolTCP
+		}
+		if c.NodePort.ValueInt64() == np && proto == protocol.ValueString() {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *serviceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
