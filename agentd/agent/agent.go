@@ -24,6 +24,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/pods"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	"github.com/herd-project/terraform-provider-herd/agentd/server"
+	"github.com/herd-project/terraform-provider-herd/agentd/services"
 	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
@@ -276,8 +277,14 @@ func addresses(cfg Config) []string {
 // mapError gives engine errors their gRPC codes.
 func mapError(err error) (codes.Code, bool) {
 	switch {
-	case errors.Is(err, pods.ErrNotFound):
+	case errors.Is(err, pods.ErrNotFound), errors.Is(err, services.ErrNotFound):
 		return codes.NotFound, true
+	case errors.Is(err, services.ErrTypeChange):
+		return codes.FailedPrecondition, true
+	case errors.Is(err, services.ErrConflict):
+		return codes.AlreadyExists, true
+	case errors.Is(err, services.ErrExhausted):
+		return codes.ResourceExhausted, true
 	case errors.Is(err, pods.ErrConflict):
 		return codes.AlreadyExists, true
 	case errors.Is(err, pods.ErrForeign), errors.Is(err, runtime.ErrForeign):

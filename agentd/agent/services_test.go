@@ -1,0 +1,359 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
+)
+
+// webPod serves its own name on 8080 (container port "http") and, in the
+// background, resolves the web service through the pod's resolv.conf.
+func webPod(image, name string) *herdv1.PodSpec {
+	return &herdv1.PodSpec{
+		Name:   name,
+		Labels: map[string]string{"app": "web"},
+		Containers: []*herdv1.ContainerSpec{{
+			Name:  "main",
+			Image: image,
+			Command: []string{"sh", "-c", "mkdir -p /www; hostname > /www/index.html; " +
+				"(for i in $(seq 1 300); do nslookup web.default.svc.cluster.local > /tmp/ns 2>&1 && cat /tmp/ns && break; sleep 1; done) & " +
+				"exec httpd -f -p 8080 -h /www"},
+			Ports: []*herdv1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		}},
+	}
+}
+
+// get asks http://addr/ from inside the network namespace at netnsPath,
+// on a new connection, and returns the body. The socket is made on the
+// namespace's thread (net/http would dial on another goroutine, in the
+// test's own namespace).
+func get(netnsPath, addr string) (string, error) {
+	var conn net.Conn
+	err := acctest.InNetns(netnsPath, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	body := strings.TrimSpace(string(b))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return body, err
+}
+
+// dialRefused dials addr from the namespace and reports how long the
+// refusal took; an error if it was not refused.
+func dialRefused(netnsPath, addr string) (time.Duration, error) {
+	var took time.Duration
+	err := acctest.InNetns(netnsPath, func() error {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		took = time.Since(start)
+		if err == nil {
+			c.Close()
+			return errors.New("connected")
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		return nil
+	})
+	return took, err
+}
+
+// seen asks url n times and counts the answers by body.
+func seen(netnsPath, url string, n int) map[string]int {
+	out := map[string]int{}
+	for range n {
+		b, err := get(netnsPath, url)
+		if err != nil {
+			out["error: "+err.Error()]++
+			continue
+		}
+		out[b]++
+	}
+	return out
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s (last: %s)", what, timeout, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func waitPodRunning(t *testing.T, n *acctest.ClusterNode, name string) *herdv1.Pod {
+	t.Helper()
+	var pod *herdv1.Pod
+	waitFor(t, 90*time.Second, n.Agent.Name+": pod "+name+" running", func() (bool, string) {
+		p, err := n.Pods.GetPod(context.Background(), &herdv1.GetPodRequest{Name: name})
+		if err != nil {
+			return false, err.Error()
+		}
+		pod = p
+		return p.GetStatus().GetPhase() == "Running" && p.GetStatus().GetPodIp() != "", p.GetStatus().String()
+	})
+	return pod
+}
+
+// TestServicesAcrossNodes: three agentds in lab nodes form a cluster; a
+// service written through one node is programmed on all; its VIP, asked
+// from a pod on every node, spreads over the pods of all nodes; its name
+// resolves in pods; empty services and unused ports refuse at once; a pod
+// reaches itself through the VIP (hairpin); NodePort answers on every
+// node's address; a node that joins later serves the service without an
+// apply; a dead node's endpoints leave the rules of the others.
+func TestServicesAcrossNodes(t *testing.T) {
+	t.Parallel()
+	env := acctest.SharedEnv(t)
+	svcCIDR := netip.MustParsePrefix("10.97.0.0/16")
+	c := env.NewCluster(t, acctest.ClusterOptions{
+		Names:       []string{"sv-a", "sv-b", "sv-c"},
+		Subnet:      netip.MustParsePrefix("10.81.0.0/24"),
+		ServiceCIDR: svcCIDR,
+	})
+	ctx := context.Background()
+
+	netnsOf := map[string]string{} // pod name -> its netns file
+	for _, n := range c.Nodes {
+		name := "web-" + n.Agent.Name
+		if _, err := n.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: webPod(env.Image, name)}); err != nil {
+			t.Fatalf("%s: apply %s: %v", n.Agent.Name, name, err)
+		}
+	}
+	for _, n := range c.Nodes {
+		name := "web-" + n.Agent.Name
+		p := waitPodRunning(t, n, name)
+		netnsOf[name] = n.PodNetns(p.GetUid())
+	}
+
+	// Written through sv-b only.
+	resp, err := c.Nodes[1].Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name:     "web",
+		Selector: map[string]string{"app": "web"},
+		Ports:    []*herdv1.ServicePort{{Name: "http", Port: 80, TargetPortName: "http"}},
+	}})
+	if err != nil {
+		t.Fatalf("apply service: %v", err)
+	}
+	svc := resp.GetService()
+	vip := netip.MustParseAddr(svc.GetStatus().GetClusterIp())
+	if !svcCIDR.Contains(vip) {
+		t.Fatalf("cluster IP %s outside %s", vip, svcCIDR)
+	}
+	if got := svc.GetStatus().GetDnsName(); got != "web.default.svc.cluster.local" {
+		t.Fatalf("dns_name %q", got)
+	}
+	url := vip.String() + ":80"
+
+	// From a pod on every node, the VIP reaches the pods of all nodes.
+	for _, n := range c.Nodes {
+		from := netnsOf["web-"+n.Agent.Name]
+		all := map[string]int{}
+		waitFor(t, 30*time.Second, "VIP from a pod on "+n.Agent.Name+" reaches every pod", func() (bool, string) {
+			for k, v := range seen(from, url, 15) {
+				all[k] += v
+			}
+			for _, m := range c.Nodes {
+				if all["web-"+m.Agent.Name] == 0 {
+					return false, fmt.Sprint(all)
+				}
+			}
+			return true, ""
+		})
+		t.Logf("from %s: %v", n.Agent.Name, all)
+	}
+
+	// Every node holds the current version: Read would show no drift.
+	for _, n := range c.Nodes {
+		waitFor(t, 15*time.Second, n.Agent.Name+" reports the service synced", func() (bool, string) {
+			s, err := n.Services.GetService(ctx, &herdv1.GetServiceRequest{Name: "web"})
+			if err != nil {
+				return false, err.Error()
+			}
+			return s.GetStatus().GetSynced() && len(s.GetStatus().GetMembers()) == 3 &&
+				s.GetStatus().GetClusterIp() == vip.String() && len(s.GetStatus().GetEndpoints()) == 3, s.GetStatus().String()
+		})
+	}
+
+	// The name resolves inside the pods, through their resolv.conf.
+	for _, n := range c.Nodes {
+		name := "web-" + n.Agent.Name
+		waitFor(t, 60*time.Second, name+" resolves the service", func() (bool, string) {
+			logs := podLogs(t, n, name)
+			return strings.Contains(logs, vip.String()), logs
+		})
+	}
+
+	// Hairpin: web-sv-a reaches itself through the VIP.
+	waitFor(t, 30*time.Second, "hairpin", func() (bool, string) {
+		got := seen(netnsOf["web-sv-a"], url, 10)
+		return got["web-sv-a"] > 0, fmt.Sprint(got)
+	})
+
+	// An unused port on the VIP, and a service without endpoints, refuse
+	// with a TCP reset at once (never a timeout).
+	empty, err := c.Nodes[0].Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "empty", Selector: map[string]string{"app": "none"},
+		Ports: []*herdv1.ServicePort{{Port: 80}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyVIP := empty.GetService().GetStatus().GetClusterIp()
+	for _, addr := range []string{vip.String() + ":81", emptyVIP + ":80"} {
+		var best time.Duration
+		waitFor(t, 20*time.Second, addr+" refused within 100 ms", func() (bool, string) {
+			took, err := dialRefused(netnsOf["web-sv-c"], addr)
+			if err != nil {
+				return false, err.Error()
+			}
+			best = took
+			return took < 100*time.Millisecond, took.String()
+		})
+		t.Logf("%s refused in %s", addr, best)
+	}
+
+	// NodePort: every node's address answers, asked from sv-a's host.
+	np, err := c.Nodes[0].Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "web-np", Type: "NodePort", Selector: map[string]string{"app": "web"},
+		Ports: []*herdv1.ServicePort{{Port: 80, TargetPort: 8080}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodePort := np.GetService().GetSpec().GetPorts()[0].GetNodePort()
+	if nodePort < 30000 || nodePort > 32767 {
+		t.Fatalf("node port %d outside 30000-32767", nodePort)
+	}
+	for _, n := range c.Nodes {
+		u := fmt.Sprintf("%s:%d", n.Lab.IP, nodePort)
+		waitFor(t, 30*time.Second, "NodePort on "+n.Agent.Name, func() (bool, string) {
+			b, err := get(c.Nodes[0].Lab.Path(), u)
+			if err != nil {
+				return false, err.Error()
+			}
+			return strings.HasPrefix(b, "web-"), b
+		})
+	}
+
+	// A node that joins now serves the existing service without an apply.
+	late := c.AddNode(t, "sv-d", true)
+	c.WaitMembers(t, 4)
+	waitFor(t, 30*time.Second, "sv-d holds the service", func() (bool, string) {
+		s, err := late.Services.GetService(ctx, &herdv1.GetServiceRequest{Name: "web"})
+		if err != nil {
+			return false, err.Error()
+		}
+		return s.GetStatus().GetClusterIp() == vip.String(), s.String()
+	})
+	waitFor(t, 30*time.Second, "the VIP answers on sv-d", func() (bool, string) {
+		b, err := get(late.Lab.Path(), url)
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.HasPrefix(b, "web-"), b
+	})
+
+	// sv-c dies (agentd and its namespace): its endpoint leaves the other
+	// nodes' rules within 5 s, and the VIP keeps answering.
+	dead := c.Nodes[2]
+	dead.Agent.Kill()
+	if err := c.Lab.RemoveNode(dead.Lab); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	waitFor(t, 20*time.Second, "sv-c's endpoint leaves sv-a's view", func() (bool, string) {
+		s, err := c.Nodes[0].Services.GetService(ctx, &herdv1.GetServiceRequest{Name: "web"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, e := range s.GetStatus().GetEndpoints() {
+			if e.GetNode() == "sv-c" {
+				return false, s.GetStatus().String()
+			}
+		}
+		return true, ""
+	})
+	if took := time.Since(killed); took > 5*time.Second {
+		t.Errorf("sv-c's endpoints left after %s, want within 5 s", took)
+	} else {
+		t.Logf("sv-c's endpoints left after %s", took)
+	}
+	got := seen(netnsOf["web-sv-a"], url, 20)
+	if got["web-sv-c"] > 0 || got["web-sv-a"]+got["web-sv-b"] != 20 {
+		t.Fatalf("after sv-c died, 20 requests got %v; want all answered by web-sv-a and web-sv-b", got)
+	}
+}
+
+func podLogs(t *testing.T, n *acctest.ClusterNode, pod string) string {
+	t.Helper()
+	stream, err := n.Pods.PodLogs(context.Background(), &herdv1.PodLogsRequest{Pod: pod})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for {
+		chunk, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		b.Write(chunk.GetData())
+	}
+	return b.String()
+}
+
+// TestServicesNeedACluster: a node without a cluster refuses the service
+// API with FailedPrecondition and a hint.
+func TestServicesNeedACluster(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "svc-alone")
+	conn, err := n.agent.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = herdv1.NewServiceServiceClient(conn).ApplyService(context.Background(), &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "web", Selector: map[string]string{"app": "web"}, Ports: []*herdv1.ServicePort{{Port: 80}},
+	}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--cluster-cidr") {
+		t.Fatalf("got %v, want FailedPrecondition naming --cluster-cidr", err)
+	}
+}
