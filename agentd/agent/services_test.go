@@ -148,6 +148,9 @@ func TestServicesAcrossNodes(t *testing.T) {
 		Names:       []string{"sv-a", "sv-b", "sv-c"},
 		Subnet:      netip.MustParsePrefix("10.81.0.0/24"),
 		ServiceCIDR: svcCIDR,
+		// short full-resync period: the repair of rules changed behind
+		// herd's back is checked below
+		Mutate: func(o *acctest.AgentOptions) { o.ExtraArgs = append(o.ExtraArgs, "--service-resync", "2s") },
 	})
 	ctx := context.Background()
 
@@ -274,6 +277,56 @@ func TestServicesAcrossNodes(t *testing.T) {
 		})
 	}
 
+	// Session affinity by client IP: one client always reaches one pod.
+	if _, err := c.Nodes[0].Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "sticky", SessionAffinity: "ClientIP", Selector: map[string]string{"app": "web"},
+		Ports: []*herdv1.ServicePort{{Port: 80, TargetPort: 8080}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	sticky, err := c.Nodes[0].Services.GetService(ctx, &herdv1.GetServiceRequest{Name: "sticky"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stickyURL := sticky.GetStatus().GetClusterIp() + ":80"
+	waitFor(t, 30*time.Second, "affinity: 20 requests of one client reach one pod", func() (bool, string) {
+		got := seen(netnsOf["web-sv-b"], stickyURL, 20)
+		for k, v := range got {
+			return v == 20 && strings.HasPrefix(k, "web-"), fmt.Sprint(got)
+		}
+		return false, "no answer"
+	})
+
+	testReadinessRotation(t, c, netnsOf["web-sv-b"])
+
+	// Rules changed behind herd's back are repaired by the periodic full
+	// resync (--service-resync 2s here).
+	rules := func() string {
+		out, err := c.Nodes[1].Lab.Command("nft", "list", "chain", "ip", "herd", "services").CombinedOutput()
+		if err != nil {
+			t.Fatalf("list herd's services chain: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	if out, err := c.Nodes[1].Lab.Command("nft", "flush", "chain", "ip", "herd", "services").CombinedOutput(); err != nil {
+		t.Fatalf("flush herd's chain: %v: %s", err, out)
+	}
+	flushed := time.Now()
+	if r := rules(); strings.Contains(r, "dnat") && time.Since(flushed) < time.Second {
+		t.Fatalf("the flush did not remove the rules:\n%s", r)
+	}
+	waitFor(t, 20*time.Second, "sv-b's rules repaired", func() (bool, string) {
+		if r := rules(); !strings.Contains(r, "dnat") {
+			return false, r
+		}
+		b, err := get(netnsOf["web-sv-b"], url)
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.HasPrefix(b, "web-"), b
+	})
+	t.Logf("rules repaired %s after the flush", time.Since(flushed).Round(time.Millisecond))
+
 	// A node that joins now serves the existing service without an apply.
 	late := c.AddNode(t, "sv-d", true)
 	c.WaitMembers(t, 4)
@@ -321,6 +374,85 @@ func TestServicesAcrossNodes(t *testing.T) {
 	if got["web-sv-c"] > 0 || got["web-sv-a"]+got["web-sv-b"] != 20 {
 		t.Fatalf("after sv-c died, 20 requests got %v; want all answered by web-sv-a and web-sv-b", got)
 	}
+}
+
+// testReadinessRotation: a pod whose readiness probe fails leaves the
+// service's rotation and comes back when it passes. The pod's readiness is
+// a file the test switches over a control port (nc), so nothing depends on
+// timing.
+func testReadinessRotation(t *testing.T, c *acctest.TestCluster, client string) {
+	ctx := context.Background()
+	n := c.Nodes[0]
+	one := int32(1)
+	pod := webPod(c.Env.Image, "flip")
+	pod.Labels = map[string]string{"app": "flip"}
+	ctr := pod.Containers[0]
+	ctr.Command = []string{"sh", "-c", "mkdir -p /www; hostname > /www/index.html; touch /tmp/ready; " +
+		"(while true; do case $(nc -l -p 9000) in down*) rm -f /tmp/ready;; up*) touch /tmp/ready;; esac; done) & " +
+		"exec httpd -f -p 8080 -h /www"}
+	ctr.ReadinessProbe = &herdv1.Probe{Exec: &herdv1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}, PeriodSeconds: &one, FailureThreshold: &one}
+	if _, err := n.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: pod}); err != nil {
+		t.Fatal(err)
+	}
+	steady := webPod(c.Env.Image, "steady")
+	steady.Labels = map[string]string{"app": "flip"}
+	if _, err := c.Nodes[1].Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: steady}); err != nil {
+		t.Fatal(err)
+	}
+	flipIP := waitPodRunning(t, n, "flip").GetStatus().GetPodIp()
+	waitPodRunning(t, c.Nodes[1], "steady")
+	resp, err := n.Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "flip", Selector: map[string]string{"app": "flip"}, Ports: []*herdv1.ServicePort{{Port: 80, TargetPort: 8080}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := resp.GetService().GetStatus().GetClusterIp() + ":80"
+	control := func(cmd string) {
+		t.Helper()
+		err := n.Lab.Do(func() error {
+			conn, err := net.DialTimeout("tcp", flipIP+":9000", 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_, err = conn.Write([]byte(cmd + "\n"))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("tell flip %q: %v", cmd, err)
+		}
+	}
+	flipReady := func(want bool) func() (bool, string) {
+		return func() (bool, string) {
+			s, err := c.Nodes[2].Services.GetService(ctx, &herdv1.GetServiceRequest{Name: "flip"})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, e := range s.GetStatus().GetEndpoints() {
+				if e.GetPod() == "flip" {
+					return e.GetReady() == want, s.GetStatus().String()
+				}
+			}
+			return false, s.GetStatus().String()
+		}
+	}
+	waitFor(t, 30*time.Second, "flip in the rotation", func() (bool, string) {
+		got := seen(client, url, 10)
+		return got["flip"] > 0, fmt.Sprint(got)
+	})
+	control("down")
+	waitFor(t, 30*time.Second, "flip reported not ready", flipReady(false))
+	waitFor(t, 10*time.Second, "flip out of the rotation", func() (bool, string) {
+		got := seen(client, url, 20)
+		return got["flip"] == 0 && got["steady"] == 20, fmt.Sprint(got)
+	})
+	control("up")
+	waitFor(t, 30*time.Second, "flip reported ready", flipReady(true))
+	waitFor(t, 30*time.Second, "flip back in the rotation", func() (bool, string) {
+		got := seen(client, url, 10)
+		return got["flip"] > 0, fmt.Sprint(got)
+	})
 }
 
 func podLogs(t *testing.T, n *acctest.ClusterNode, pod string) string {
