@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
@@ -73,6 +74,16 @@ func (s *svcStack) start(ctx context.Context, cfg Config, cl *cluster.Cluster, m
 	s.ctrl = services.NewController(cl, dp, log.With("component", "services"))
 	if cfg.ServiceResync > 0 {
 		s.ctrl.ResyncEvery = cfg.ServiceResync
+	}
+	var inflight sync.Map
+	s.ctrl.Reassign = func(key string) {
+		if _, busy := inflight.LoadOrStore(key, true); busy {
+			return
+		}
+		defer inflight.Delete(key)
+		if err := s.reg.Reassign(key); err != nil {
+			log.Error("reassign colliding service", "service", key, "err", err)
+		}
 	}
 	go s.ctrl.Run(ctx)
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,11 @@ type Controller struct {
 	dp          Dataplane // nil: DNS only
 	log         *slog.Logger
 	ResyncEvery time.Duration
+
+	// Reassign, if set, is called (in the background) for services this
+	// node wrote that collide with an older service on a cluster IP or
+	// node port: two nodes allocated at the same moment.
+	Reassign func(key string)
 
 	dnsTable atomic.Pointer[map[string]dns.Service]
 	applied  map[string]nft.Service
@@ -110,17 +116,24 @@ func (c *Controller) reconcile(ctx context.Context, full bool) {
 	eps := c.ev.Entries(KindEndpoint)
 	table := make(map[string]dns.Service, len(objs))
 	want := make(map[string]nft.Service, len(objs))
-	for _, o := range objs {
-		s, err := decode(o)
-		if err != nil {
-			c.log.Warn("skip undecodable service", "service", o.Key, "err", err)
-			continue
-		}
+	claims := newClaims()
+	for _, o := range byAge(objs, c.log) {
+		s := o.svc
 		sel := selectEndpoints(eps, s.GetSpec().GetSelector())
-		table[o.Key] = dnsService(s, sel)
-		if ns, ok := nftService(o.Key, s, sel); ok {
+		ns, ok := nftService(o.Key, s, sel)
+		if ok {
+			if older := claims.take(ns); older != "" {
+				// The older service keeps the address; this one stays out
+				// of the read models until its writer reassigns it.
+				c.log.Error("service collides with an older one; left out until reassigned", "service", o.Key, "older", older)
+				if o.Writer == c.ev.Name() && c.Reassign != nil {
+					go c.Reassign(o.Key)
+				}
+				continue
+			}
 			want[o.Key] = ns
 		}
+		table[o.Key] = dnsService(s, sel)
 	}
 	c.dnsTable.Store(&table)
 	if c.dp == nil {
@@ -229,4 +242,55 @@ func targetPort(p *herdv1.ServicePort, e endpoint) uint16 {
 		}
 	}
 	return 0
+}
+
+type aged struct {
+	cluster.Object
+	svc *herdv1.Service
+}
+
+// byAge decodes services, oldest first (creation time, then uid), so that
+// on a collision the older service wins everywhere alike.
+func byAge(objs []cluster.Object, log *slog.Logger) []aged {
+	out := make([]aged, 0, len(objs))
+	for _, o := range objs {
+		s, err := decode(o)
+		if err != nil {
+			log.Warn("skip undecodable service", "service", o.Key, "err", err)
+			continue
+		}
+		out = append(out, aged{o, s})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return older(out[i].svc, out[j].svc) })
+	return out
+}
+
+// claims records which service holds each cluster IP and node port.
+type claims struct {
+	vips  map[netip.Addr]string
+	ports map[[2]uint16]string
+}
+
+func newClaims() *claims {
+	return &claims{vips: map[netip.Addr]string{}, ports: map[[2]uint16]string{}}
+}
+
+// take claims s's cluster IP and node ports; it returns the holder when one
+// is taken already (and then claims nothing).
+func (c *claims) take(s nft.Service) string {
+	if k, ok := c.vips[s.ClusterIP]; ok {
+		return k
+	}
+	for _, p := range s.Ports {
+		if k, ok := c.ports[[2]uint16{uint16(p.Protocol), p.NodePort}]; ok && p.NodePort != 0 {
+			return k
+		}
+	}
+	c.vips[s.ClusterIP] = s.Key
+	for _, p := range s.Ports {
+		if p.NodePort != 0 {
+			c.ports[[2]uint16{uint16(p.Protocol), p.NodePort}] = s.Key
+		}
+	}
+	return ""
 }

@@ -179,6 +179,78 @@ func (r *Registry) Apply(in *herdv1.ServiceSpec) (*herdv1.Service, bool, error) 
 	return r.withStatus(key, next), true, nil
 }
 
+// Reassign gives a service that collides with an older one (two nodes
+// allocated at the same moment) a free cluster IP and free node ports. Only
+// what collides changes; a service that no longer collides is left alone.
+func (r *Registry) Reassign(key string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.st.Get(KindService, key)
+	if !ok {
+		return nil
+	}
+	cur, err := decode(o)
+	if err != nil {
+		return err
+	}
+	others := r.all()
+	delete(others, key)
+	next := proto.Clone(cur).(*herdv1.Service)
+	changed := false
+	for _, s := range others {
+		if older(s, cur) && s.GetStatus().GetClusterIp() != "" && s.GetStatus().GetClusterIp() == cur.GetStatus().GetClusterIp() {
+			ip, err := r.allocIP(key, others)
+			if err != nil {
+				return err
+			}
+			next.Status.ClusterIp = ip.String()
+			changed = true
+			break
+		}
+	}
+	taken := map[string]bool{}
+	for _, s := range others {
+		if !older(s, cur) {
+			continue
+		}
+		for _, p := range s.GetSpec().GetPorts() {
+			if p.GetNodePort() != 0 {
+				taken[fmt.Sprintf("%s/%d", p.GetProtocol(), p.GetNodePort())] = true
+			}
+		}
+	}
+	for _, p := range next.GetSpec().GetPorts() {
+		if p.GetNodePort() != 0 && taken[fmt.Sprintf("%s/%d", p.GetProtocol(), p.GetNodePort())] {
+			p.NodePort = 0
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if err := r.assignNodePorts(key, next.GetSpec(), nil, others); err != nil {
+		return err
+	}
+	b, err := encode(next)
+	if err != nil {
+		return err
+	}
+	if _, err := r.st.Put(KindService, key, b); err != nil {
+		return fmt.Errorf("reassign service %s: %w", key, err)
+	}
+	return nil
+}
+
+// older reports whether a was created before b (uid breaks ties), the order
+// in which collisions are settled everywhere.
+func older(a, b *herdv1.Service) bool {
+	ta, tb := a.GetCreatedAt().AsTime(), b.GetCreatedAt().AsTime()
+	if !ta.Equal(tb) {
+		return ta.Before(tb)
+	}
+	return a.GetUid() < b.GetUid()
+}
+
 // Get returns a service with its status as this node sees it.
 func (r *Registry) Get(namespace, name string) (*herdv1.Service, error) {
 	key := Key(namespace, name)

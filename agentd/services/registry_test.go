@@ -1,0 +1,199 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+)
+
+// newCluster is a real one-node cluster gossiping on loopback.
+func newCluster(t *testing.T, name string) *cluster.Cluster {
+	t.Helper()
+	c, err := cluster.New(cluster.Config{
+		NodeName:     name,
+		BindAddr:     "127.0.0.1",
+		SecretKey:    make([]byte, 32),
+		ClusterCIDR:  netip.MustParsePrefix("10.250.0.0/16"),
+		NodeCIDRBits: 24,
+		NodeIP:       netip.MustParseAddr("127.0.0.1"),
+		Persist:      &cluster.MemPersister{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown() })
+	if _, err := c.Join(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newRegistry(t *testing.T, cidr string) (*Registry, *cluster.Cluster) {
+	t.Helper()
+	cl := newCluster(t, "n1")
+	r, err := NewRegistry(cl, Config{ServiceCIDR: netip.MustParsePrefix(cidr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, cl
+}
+
+func svcSpec(name, typ string, ports ...*herdv1.ServicePort) *herdv1.ServiceSpec {
+	if len(ports) == 0 {
+		ports = []*herdv1.ServicePort{{Port: 80}}
+	}
+	return &herdv1.ServiceSpec{Name: name, Type: typ, Selector: map[string]string{"app": name}, Ports: ports}
+}
+
+func TestApplyKeepsIdentity(t *testing.T) {
+	r, _ := newRegistry(t, "10.96.0.0/24")
+	s1, changed, err := r.Apply(svcSpec("web", ""))
+	if err != nil || !changed {
+		t.Fatalf("create: changed=%v err=%v", changed, err)
+	}
+	ip := netip.MustParseAddr(s1.GetStatus().GetClusterIp())
+	if !netip.MustParsePrefix("10.96.0.0/24").Contains(ip) || ip == netip.MustParseAddr("10.96.0.0") || ip == netip.MustParseAddr("10.96.0.255") {
+		t.Fatalf("cluster IP %s", ip)
+	}
+	if s1.GetStatus().GetDnsName() != "web.default.svc.cluster.local" || !s1.GetStatus().GetSynced() {
+		t.Fatalf("status %v", s1.GetStatus())
+	}
+	// The same spec again: one change.
+	s2, changed, err := r.Apply(svcSpec("web", ""))
+	if err != nil || changed || s2.GetStatus().GetVersion() != s1.GetStatus().GetVersion() {
+		t.Fatalf("re-apply: changed=%v err=%v version %d -> %d", changed, err, s1.GetStatus().GetVersion(), s2.GetStatus().GetVersion())
+	}
+	// In-place update keeps the cluster IP and uid.
+	up := svcSpec("web", "", &herdv1.ServicePort{Name: "http", Port: 8080}, &herdv1.ServicePort{Name: "dns", Port: 53, Protocol: "UDP"})
+	up.Selector = map[string]string{"app": "other"}
+	s3, changed, err := r.Apply(up)
+	if err != nil || !changed {
+		t.Fatalf("update: changed=%v err=%v", changed, err)
+	}
+	if s3.GetStatus().GetClusterIp() != ip.String() || s3.GetUid() != s1.GetUid() || s3.GetStatus().GetVersion() <= s1.GetStatus().GetVersion() {
+		t.Fatalf("update changed identity: %v -> %v", s1, s3)
+	}
+	// The type never changes in place.
+	if _, _, err := r.Apply(svcSpec("web", "NodePort")); !errors.Is(err, ErrTypeChange) {
+		t.Fatalf("type change: %v", err)
+	}
+	// A second service gets another address; deleting the first frees
+	// nothing of the second.
+	other, _, err := r.Apply(svcSpec("db", ""))
+	if err != nil || other.GetStatus().GetClusterIp() == ip.String() {
+		t.Fatalf("second service: %v %v", other, err)
+	}
+	if existed, err := r.Delete("default", "web"); !existed || err != nil {
+		t.Fatalf("delete: %v %v", existed, err)
+	}
+	if existed, err := r.Delete("default", "web"); existed || err != nil {
+		t.Fatalf("delete again: %v %v", existed, err)
+	}
+	if _, err := r.Get("default", "web"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get deleted: %v", err)
+	}
+	if got := r.List(""); len(got) != 1 || got[0].GetSpec().GetName() != "db" {
+		t.Fatalf("list: %v", got)
+	}
+}
+
+func TestHeadlessHasNoClusterIP(t *testing.T) {
+	r, _ := newRegistry(t, "10.96.0.0/24")
+	s, _, err := r.Apply(svcSpec("h", "Headless"))
+	if err != nil || s.GetStatus().GetClusterIp() != "" {
+		t.Fatalf("headless: %v %v", s, err)
+	}
+}
+
+func TestNodePorts(t *testing.T) {
+	r, _ := newRegistry(t, "10.96.0.0/24")
+	a, _, err := r.Apply(svcSpec("a", "NodePort", &herdv1.ServicePort{Name: "http", Port: 80}, &herdv1.ServicePort{Name: "fixed", Port: 81, NodePort: 30081}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc := a.GetSpec().GetPorts()[0].GetNodePort()
+	if alloc < 30000 || alloc > 32767 || a.GetSpec().GetPorts()[1].GetNodePort() != 30081 {
+		t.Fatalf("node ports %v", a.GetSpec().GetPorts())
+	}
+	// An update that renumbers the service port keeps the allocated node
+	// port of the port with the same name.
+	b, _, err := r.Apply(svcSpec("a", "NodePort", &herdv1.ServicePort{Name: "http", Port: 8080}, &herdv1.ServicePort{Name: "fixed", Port: 81, NodePort: 30081}))
+	if err != nil || b.GetSpec().GetPorts()[0].GetNodePort() != alloc {
+		t.Fatalf("update lost node port %d: %v %v", alloc, b.GetSpec().GetPorts(), err)
+	}
+	// Another service asking for a taken node port is refused, naming it.
+	_, _, err = r.Apply(svcSpec("b", "NodePort", &herdv1.ServicePort{Port: 80, NodePort: 30081}))
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("taken node port: %v", err)
+	}
+	// The same number over UDP is free.
+	if _, _, err := r.Apply(svcSpec("c", "NodePort", &herdv1.ServicePort{Port: 80, Protocol: "UDP", NodePort: 30081})); err != nil {
+		t.Fatalf("udp node port: %v", err)
+	}
+}
+
+func TestAllocationExhausted(t *testing.T) {
+	r, _ := newRegistry(t, "10.96.0.0/28") // 14 usable addresses
+	for i := range 14 {
+		if _, _, err := r.Apply(svcSpec("s"+string(rune('a'+i)), "")); err != nil {
+			t.Fatalf("service %d: %v", i, err)
+		}
+	}
+	if _, _, err := r.Apply(svcSpec("full", "")); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("15th service: %v", err)
+	}
+}
+
+// TestReassignCollision: another node allocated the same cluster IP and
+// node port at the same moment (written here as that node would have, with
+// a later creation time): the later service moves, the older keeps both.
+func TestReassignCollision(t *testing.T) {
+	r, cl := newRegistry(t, "10.96.0.0/24")
+	old, _, err := r.Apply(svcSpec("old", "NodePort"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clash := &herdv1.Service{
+		Spec:      proto.Clone(old.GetSpec()).(*herdv1.ServiceSpec),
+		Status:    &herdv1.ServiceStatus{ClusterIp: old.GetStatus().GetClusterIp()},
+		Uid:       "later",
+		CreatedAt: timestamppb.New(old.GetCreatedAt().AsTime().Add(time.Millisecond)),
+	}
+	clash.Spec.Name = "new"
+	clash.Spec.Selector = map[string]string{"app": "new"}
+	b, _ := encode(clash)
+	if _, err := cl.Put(KindService, "default/new", b); err != nil {
+		t.Fatal(err)
+	}
+	// byAge puts the older first, so the controller leaves "new" out.
+	order := byAge(cl.List(KindService), nil)
+	if order[0].svc.GetSpec().GetName() != "old" {
+		t.Fatalf("byAge: %s first", order[0].svc.GetSpec().GetName())
+	}
+	if err := r.Reassign("default/new"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reassign("default/old"); err != nil {
+		t.Fatal(err)
+	}
+	gotOld, _ := r.Get("default", "old")
+	gotNew, _ := r.Get("default", "new")
+	if !proto.Equal(gotOld.GetSpec(), old.GetSpec()) || gotOld.GetStatus().GetClusterIp() != old.GetStatus().GetClusterIp() {
+		t.Fatalf("the older service changed: %v -> %v", old, gotOld)
+	}
+	if gotNew.GetStatus().GetClusterIp() == old.GetStatus().GetClusterIp() ||
+		gotNew.GetSpec().GetPorts()[0].GetNodePort() == old.GetSpec().GetPorts()[0].GetNodePort() {
+		t.Fatalf("the later service still collides: %v vs %v", gotNew, gotOld)
+	}
+	if gotNew.GetUid() != "later" {
+		t.Fatalf("reassign changed the uid: %s", gotNew.GetUid())
+	}
+}
