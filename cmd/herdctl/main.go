@@ -27,6 +27,7 @@ var commands = map[string]command{
 	"pods":       {summary: "list the pods on a node", run: runPods},
 	"logs":       {summary: "print a pod container's log", run: runLogs},
 	"nodes":      {summary: "list the cluster's members as a node sees them", run: runNodes},
+	"services":   {summary: "list the cluster's services with cluster IPs and endpoints", run: runServices},
 	"gossip-key": {summary: "write a new gossip encryption key for agentd --gossip-key", run: runGossipKey},
 }
 
