@@ -63,7 +63,16 @@ EOT
     out="$("$bin/herdctl" logs hello)"; [ -n "$out" ] && break; sleep 0.1
   done
   echo "  $out"
-  echo "demo: try: . .demo/env && bin/herdctl pods; make demo-down to stop"
+  vip="$(TF_CLI_CONFIG_FILE="$demo/cli.tfrc" "$tofu" -chdir="$demo/quickstart" output -json service | sed -n 's/.*"cluster_ip":"\([^"]*\)".*/\1/p')"
+  echo "demo: service web has cluster IP $vip; asking http://$vip/ from inside the node (the kernel's NAT rules, no proxy):"
+  answer=""
+  for _ in $(seq 1 20); do
+    answer="$(nsenter --net="$HERD_DEMO_NETNS" timeout 5 busybox wget -q -O - "http://$vip/" 2>/dev/null)" && break
+    sleep 0.5
+  done
+  echo "  ${answer:-no answer}"
+  [ -n "$answer" ] || { echo "demo: the service did not answer" >&2; exit 1; }
+  echo "demo: try: . .demo/env && bin/herdctl pods && bin/herdctl services; make demo-down to stop"
 }
 
 case "${1:-up}" in

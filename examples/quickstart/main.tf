@@ -1,8 +1,11 @@
-# herd quickstart: adopt one node and run a pod on it.
+# herd quickstart: adopt one node, run a pod on it, and put a web pod behind
+# a service with a stable virtual IP and DNS name.
 #
-# `make demo` runs this against a local agentd it starts itself. To use your
-# own node, set the provider's TLS material (HERD_CA_CERT, HERD_CLIENT_CERT,
-# HERD_CLIENT_KEY) and the variables below.
+# `make demo` runs this against a local agentd it starts itself (a one-node
+# cluster in a network namespace of its own). To use your own node, run
+# agentd with --cluster-cidr, --gossip-listen and --gossip-key (services need
+# a cluster; one node is a cluster of one), set the provider's TLS material
+# (HERD_CA_CERT, HERD_CLIENT_CERT, HERD_CLIENT_KEY) and the variables below.
 
 terraform {
   required_providers {
@@ -62,6 +65,60 @@ resource "herd_pod" "hello" {
     }
     cpu    = "250m"
     memory = "64Mi"
+  }
+}
+
+# A web server that reports ready only once it serves, and a service in front
+# of it: apply returns when the pod is ready, and the service's cluster IP
+# stays the same for the service's life.
+resource "herd_pod" "web" {
+  node = herd_node.demo.id
+  name = "web"
+  labels = {
+    app = "web"
+  }
+
+  container {
+    name    = "httpd"
+    image   = var.image
+    command = ["sh", "-c", "mkdir -p /www && echo \"hello from pod $(hostname) through a herd service\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+    port {
+      name           = "http"
+      container_port = 8080
+    }
+
+    readiness_probe {
+      http_get {
+        path      = "/"
+        port_name = "http"
+      }
+      period_seconds = 1
+    }
+  }
+}
+
+resource "herd_service" "web" {
+  node = herd_node.demo.id
+  name = "web"
+  selector = {
+    app = "web"
+  }
+
+  port {
+    name             = "http"
+    port             = 80
+    target_port_name = "http"
+  }
+
+  # the pod first, so that the service has a ready endpoint when apply ends
+  depends_on = [herd_pod.web]
+}
+
+output "service" {
+  value = {
+    cluster_ip = herd_service.web.cluster_ip
+    dns_name   = herd_service.web.dns_name
   }
 }
 

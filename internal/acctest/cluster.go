@@ -67,12 +67,8 @@ func (e *Env) NewCluster(tb testing.TB, o ClusterOptions) *TestCluster {
 		o.ServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
 	}
 	c := &TestCluster{Env: e, Lab: LabForTest(tb, o.Subnet), Opts: o}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		tb.Fatal(err)
-	}
 	c.key = filepath.Join(tb.TempDir(), "gossip.key")
-	if err := os.WriteFile(c.key, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+	if err := WriteGossipKey(c.key); err != nil {
 		tb.Fatal(err)
 	}
 	for _, name := range o.Names {
@@ -95,17 +91,11 @@ func (c *TestCluster) AddNode(tb testing.TB, name string, join bool) *ClusterNod
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { relay.Close() })
-	args := []string{
-		"--cluster-cidr", c.Opts.ClusterCIDR.String(),
-		"--service-cidr", c.Opts.ServiceCIDR.String(),
-		"--gossip-listen", ln.IP.String() + ":7946",
-		"--gossip-key", c.key,
-		// no resolver is reachable from a lab: forwarding fails fast
-		"--dns-upstream", "127.0.0.1:53",
-	}
+	var joinAddr string
 	if join && len(c.Nodes) > 0 {
-		args = append(args, "--join", c.Nodes[0].Lab.IP.String()+":7946")
+		joinAddr = c.Nodes[0].Lab.IP.String() + ":7946"
 	}
+	args := ClusterArgs(ln, c.Opts.ClusterCIDR, c.Opts.ServiceCIDR, c.key, joinAddr)
 	a := c.Env.Agent(tb, name, func(o *AgentOptions) {
 		o.Node = ln
 		o.ExtraArgs = append(o.ExtraArgs, args...)
@@ -131,6 +121,33 @@ func (c *TestCluster) AddNode(tb testing.TB, name string, join bool) *ClusterNod
 	})
 	c.Nodes = append(c.Nodes, n)
 	return n
+}
+
+// WriteGossipKey writes a new random gossip key (base64, 0600).
+func WriteGossipKey(path string) error {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)), 0o600)
+}
+
+// ClusterArgs are the agentd flags of a clustered node in a lab: gossip on
+// the node's address, port 7946; join ("" = found a cluster) is a member's
+// gossip address.
+func ClusterArgs(ln *LabNode, clusterCIDR, serviceCIDR netip.Prefix, keyFile, join string) []string {
+	args := []string{
+		"--cluster-cidr", clusterCIDR.String(),
+		"--service-cidr", serviceCIDR.String(),
+		"--gossip-listen", ln.IP.String() + ":7946",
+		"--gossip-key", keyFile,
+		// no resolver is reachable from a lab: forwarding fails fast
+		"--dns-upstream", "127.0.0.1:53",
+	}
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	return args
 }
 
 // deleteAll deletes every pod and service the node still has (best effort:
