@@ -113,7 +113,7 @@ func (c *Controller) Run(ctx context.Context) {
 // reconcile rebuilds both read models from the write model.
 func (c *Controller) reconcile(ctx context.Context, full bool) {
 	objs := c.ev.List(KindService)
-	eps := c.ev.Entries(KindEndpoint)
+	eps := decodeEndpoints(c.ev.Entries(KindEndpoint))
 	table := make(map[string]dns.Service, len(objs))
 	want := make(map[string]nft.Service, len(objs))
 	claims := newClaims()

@@ -40,7 +40,7 @@ func TestNFTService(t *testing.T) {
 			}},
 		Status: &herdv1.ServiceStatus{ClusterIp: "10.96.0.10"},
 	}
-	eps := selectEndpoints(entries, svc.GetSpec().GetSelector())
+	eps := selectEndpoints(decodeEndpoints(entries), svc.GetSpec().GetSelector())
 	if len(eps) != 4 {
 		t.Fatalf("selected %d endpoints, want a, b, c, d", len(eps))
 	}
@@ -67,7 +67,7 @@ func TestNFTService(t *testing.T) {
 	if _, ok := nftService("default/web", svc, eps); ok {
 		t.Fatal("a headless service in the data plane")
 	}
-	if got := selectEndpoints(entries, nil); got != nil {
+	if got := selectEndpoints(decodeEndpoints(entries), nil); got != nil {
 		t.Fatalf("empty selector selected %v", got)
 	}
 }

@@ -54,6 +54,8 @@ func endpointOf(p *herdv1.Pod) (endpoint, bool) {
 	return e, true
 }
 
+// decodeEndpoints decodes published entries, sorted by IP (so that every
+// selection is too).
 func decodeEndpoints(entries []cluster.Entry) []endpoint {
 	out := make([]endpoint, 0, len(entries))
 	for _, en := range entries {
@@ -64,23 +66,24 @@ func decodeEndpoints(entries []cluster.Entry) []endpoint {
 		e.node = en.Owner
 		out = append(out, e)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
 	return out
 }
 
 // selectEndpoints returns the endpoints whose labels include the whole
 // selector (an empty selector selects nothing: herd has no manual
-// endpoints), sorted by IP.
-func selectEndpoints(entries []cluster.Entry, selector map[string]string) []endpoint {
+// endpoints), sorted by IP. all is decodeEndpoints' result, decoded once
+// per pass rather than once per service.
+func selectEndpoints(all []endpoint, selector map[string]string) []endpoint {
 	if len(selector) == 0 {
 		return nil
 	}
 	var out []endpoint
-	for _, e := range decodeEndpoints(entries) {
+	for _, e := range all {
 		if matches(e.Labels, selector) {
 			out = append(out, e)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
 	return out
 }
 

@@ -323,7 +323,7 @@ func (r *Registry) withStatus(key string, s *herdv1.Service) *herdv1.Service {
 		}
 	}
 	st.Endpoints = nil
-	for _, e := range selectEndpoints(r.st.Entries(KindEndpoint), s.GetSpec().GetSelector()) {
+	for _, e := range selectEndpoints(decodeEndpoints(r.st.Entries(KindEndpoint)), s.GetSpec().GetSelector()) {
 		st.Endpoints = append(st.Endpoints, &herdv1.ServiceEndpoint{Node: e.node, Pod: e.Pod, Ip: e.IP, Ready: e.Ready})
 	}
 	return s
