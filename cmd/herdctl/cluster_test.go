@@ -52,4 +52,3 @@ func TestNodesAndServices(t *testing.T) {
 		}
 	}
 }
-
