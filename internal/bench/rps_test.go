@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
+)
+
+// BenchmarkServiceRPS compares requests per second to one server pod
+// through its service's VIP with the same pod's IP directly, from a client
+// pod on the other node. Each iteration is one round: both targets, in an
+// order that alternates between rounds so drift on a shared machine hits
+// both alike, with a new TCP connection per request (every request goes
+// through the service's NAT rules) and with keep-alive connections (only
+// each connection's first packet does). Medians over the rounds; the ratio
+// is the median of each round's VIP / direct.
+//
+// BENCH_RPS_SECONDS (default 1) is the length of one measurement,
+// BENCH_RPS_WORKERS (default 4) the number of concurrent clients.
+func BenchmarkServiceRPS(b *testing.B) {
+	sb := newSvcBench(b, "br", "10.85.0.0/24")
+	pod := sb.applyPod(b, sb.c.Nodes[0], serverPod(sb.image, "rps", map[string]string{"bench": "rps"}, false))
+	targets := map[string]string{"vip": sb.applyService(b, "rps"), "direct": pod.GetStatus().GetPodIp() + ":8080"}
+	waitUntil(b, 30*time.Second, "the VIP answers from node b", func() (bool, error) {
+		body, err := sb.get(sb.client, targets["vip"], "/")
+		return body == "rps", err
+	})
+	load := loadGen{sb: sb, netns: sb.client, dur: envDuration("BENCH_RPS_SECONDS", time.Second), workers: envInt("BENCH_RPS_WORKERS", 4)}
+
+	rps := map[string][]float64{} // "vip/new" -> one figure per round
+	for round := 0; b.Loop(); round++ {
+		order := []string{"vip", "direct"}
+		if round%2 == 1 {
+			order = []string{"direct", "vip"}
+		}
+		for _, mode := range []string{"new", "keepalive"} {
+			for _, t := range order {
+				r, err := load.run(targets[t], mode == "keepalive")
+				if err != nil {
+					b.Fatalf("round %d %s %s: %v", round, t, mode, err)
+				}
+				rps[t+"/"+mode] = append(rps[t+"/"+mode], r)
+			}
+		}
+	}
+	b.Logf("rps per round: %v", rps)
+	for _, mode := range []string{"new", "keepalive"} {
+		vip, direct := rps["vip/"+mode], rps["direct/"+mode]
+		b.ReportMetric(medianF(vip), "vip-"+mode+"-rps")
+		b.ReportMetric(medianF(direct), "direct-"+mode+"-rps")
+		b.ReportMetric(100*medianF(pairedRatios(vip, direct)), "ratio-"+mode+"-pct")
+	}
+}
+
+// pairedRatios divides each round's VIP figure by the same round's direct
+// one: the two ran seconds apart, so their ratio is spared most of the
+// drift of a shared machine between rounds.
+func pairedRatios(vip, direct []float64) []float64 {
+	r := make([]float64, len(vip))
+	for i := range vip {
+		r[i] = vip[i] / direct[i]
+	}
+	return r
+}
+
+// loadGen runs closed-loop HTTP clients inside one network namespace.
+type loadGen struct {
+	sb      *svcBench
+	netns   string
+	dur     time.Duration
+	workers int
+}
+
+// run drives addr with every worker for dur and returns answers per
+// second. Each worker stays on one OS thread in the namespace for the
+// whole run, so every socket it dials belongs there. Any failed request is
+// an error: at this load nothing should fail.
+func (l loadGen) run(addr string, keepAlive bool) (float64, error) {
+	if err := l.sb.inLab(addr); err != nil {
+		return 0, err
+	}
+	counts := make([]int, l.workers)
+	errs := make([]error, l.workers)
+	start := time.Now()
+	deadline := start.Add(l.dur)
+	var wg sync.WaitGroup
+	for w := range l.workers {
+		wg.Go(func() {
+			errs[w] = acctest.InNetns(l.netns, func() error {
+				var err error
+				counts[w], err = worker(addr, deadline, keepAlive)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	total := 0
+	for w := range l.workers {
+		if errs[w] != nil {
+			return 0, fmt.Errorf("worker %d after %d requests: %w", w, counts[w], errs[w])
+		}
+		total += counts[w]
+	}
+	return float64(total) / el.Seconds(), nil
+}
+
+// worker sends GET / to addr until deadline, on a new connection per
+// request or on one kept-alive connection, and counts the answers. It runs
+// on a thread inside the client's namespace: net.Dial creates its socket
+// on the calling thread.
+func worker(addr string, deadline time.Time, keepAlive bool) (int, error) {
+	n := 0
+	var br *bufio.Reader
+	for time.Now().Before(deadline) {
+		conn, err := dialTCP(addr)
+		if err != nil {
+			return n, err
+		}
+		if !keepAlive {
+			// Close with a reset: no side keeps the connection in
+			// TIME_WAIT, so the tens of thousands of connections of a run
+			// neither exhaust the client's ports nor meet an old
+			// connection's TIME_WAIT when a port comes round again.
+			if err := conn.(*net.TCPConn).SetLinger(0); err != nil {
+				conn.Close()
+				return n, fmt.Errorf("set linger: %w", err)
+			}
+		}
+		if br == nil {
+			br = bufio.NewReader(conn)
+		} else {
+			br.Reset(conn)
+		}
+		_ = conn.SetDeadline(deadline.Add(5 * time.Second))
+		for {
+			if _, err := roundTrip(conn, br, "/", !keepAlive); err != nil {
+				conn.Close()
+				return n, err
+			}
+			n++
+			if !keepAlive || !time.Now().Before(deadline) {
+				break
+			}
+		}
+		conn.Close()
+	}
+	return n, nil
+}
+
+// dialTCP dials on the calling thread; callers are inside the client's
+// namespace (and have checked addr with inLab).
+func dialTCP(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, 2*time.Second)
+}
+
+func medianF(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil && v > 0 {
+		return time.Duration(v * float64(time.Second))
+	}
+	return def
+}
