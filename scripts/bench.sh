@@ -71,8 +71,8 @@ HERD_BENCH_KUBEPROXY_10K="$kp10k" bench ./agentd/network/nft/ 'BenchmarkFullSync
 HERD_BENCH_KUBEPROXY_10K="$kp10k" bench ./agentd/network/nft/ 'BenchmarkOneChange/services=(1000|10000)$' "$nft_count"
 
 echo
-echo "== endpoint propagation: pod Ready on node a (agentd's GetPod) -> first answer from it through"
-echo "   the VIP, asked from a pod on node b (${prop_count} times)"
+echo "== endpoint propagation: a new pod Ready on node a (agentd's GetPod) -> first answer from it"
+echo "   through the VIP, asked from a pod on node b (${prop_count} pods)"
 bench ./internal/bench/ 'BenchmarkEndpointPropagation' "$prop_count"
 
 echo

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"syscall"
 	"testing"
@@ -14,14 +15,22 @@ import (
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 
-// BenchmarkEndpointPropagation measures, per iteration, the time from a pod
-// becoming Ready on node a to the first answer from that pod through the
-// service's VIP, asked by a pod on node b on new connections.
+// BenchmarkEndpointPropagation measures, per iteration, the time from a new
+// pod becoming Ready on node a to the first answer from that pod through
+// the service's VIP, asked by a pod on node b on new connections.
 //
-// The pod is the service's only endpoint and its readiness is switched by
-// the test (benchserver's /ready/down and /ready/up, seen by an HTTP
-// readiness probe every second), so while it is not ready the VIP refuses
-// and any answer proves the new endpoint reached node b's rules.
+// Each iteration applies a new pod that starts not ready (benchserver
+// -ready=false behind an HTTP readiness probe asked every second), waits
+// until the VIP refuses from node b (the service has no ready endpoint:
+// the previous pod is gone), switches it ready through its own IP and
+// measures; then deletes it. So any answer through the VIP proves that the
+// new endpoint reached node b's rules.
+//
+// A new pod per iteration, applied after a random pause, because endpoint
+// changes travel on memberlist's gossip ticks (every 200 ms): one pod
+// flipped again and again would become ready on its probe's 1 s ticks, at
+// the same phase of the gossip ticks every time, and measure one point of
+// the distribution over and over.
 //
 // "Became Ready" is when agentd on node a reports ready=true in GetPod,
 // polled every 2 ms; the clock starts at the sending of the last poll that
@@ -31,22 +40,23 @@ import (
 func BenchmarkEndpointPropagation(b *testing.B) {
 	sb := newSvcBench(b, "bp", "10.84.0.0/24")
 	a := sb.c.Nodes[0]
-	pod := sb.applyPod(b, a, serverPod(sb.image, "prop", map[string]string{"bench": "prop"}, true))
-	direct := pod.GetStatus().GetPodIp() + ":8080"
 	vip := sb.applyService(b, "prop")
+	ctx := context.Background()
 
 	var lat []time.Duration
-	for b.Loop() {
-		sb.control(b, a, direct, "down")
-		waitPodReady(b, a, "prop", false)
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("prop-%d", i)
+		time.Sleep(rand.N(time.Second))
+		pod := sb.applyPod(b, a, serverPod(sb.image, name, map[string]string{"bench": "prop"}, true))
 		waitUntil(b, 30*time.Second, "the VIP refuses from node b", func() (bool, error) {
 			return sb.refused(vip)
 		})
-		d, err := sb.propagation(a, direct, vip, "prop")
+		d, err := sb.propagation(a, pod.GetStatus().GetPodIp()+":8080", vip, name)
 		if err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, d)
+		deletePod(b, ctx, a.Pods, name)
 	}
 	b.Logf("propagation over %d: %v", len(lat), sorted(lat))
 	b.ReportMetric(ms(nearestRank(lat, 0.5)), "p50-ms")
@@ -135,29 +145,13 @@ func (sb *svcBench) refused(addr string) (bool, error) {
 	return errors.Is(err, syscall.ECONNREFUSED), err
 }
 
-// control switches benchserver's readiness ("up" or "down") through the
+// tell switches benchserver's readiness ("up" or "down") through the
 // pod's own IP, from its node's namespace.
-func (sb *svcBench) control(b *testing.B, n *acctest.ClusterNode, direct, state string) {
-	b.Helper()
-	if err := sb.tell(n, direct, state); err != nil {
-		b.Fatal(err)
-	}
-}
-
 func (sb *svcBench) tell(n *acctest.ClusterNode, direct, state string) error {
 	if _, err := sb.get(n.Lab.Path(), direct, "/ready/"+state); err != nil {
 		return fmt.Errorf("tell %s ready/%s: %w", direct, state, err)
 	}
 	return nil
-}
-
-// waitPodReady waits until agentd reports the pod's readiness as want.
-func waitPodReady(b *testing.B, n *acctest.ClusterNode, name string, want bool) {
-	b.Helper()
-	waitUntil(b, 30*time.Second, fmt.Sprintf("pod %s ready=%v", name, want), func() (bool, error) {
-		p, err := n.Pods.GetPod(context.Background(), &herdv1.GetPodRequest{Name: name})
-		return err == nil && p.GetStatus().GetReady() == want, err
-	})
 }
 
 // nearestRank is the p-th percentile by the nearest-rank method: with 20
