@@ -134,5 +134,7 @@ if [ -z "$kp10k" ]; then
   echo "skipped: kube-proxy's layout at 10k services (one load took 217 s when last measured)."
   echo "         run HERD_BENCH_KUBEPROXY_10K=1 make bench for the 10k baseline rows (adds ~8 minutes)."
 fi
+q() { num "$(metric BenchmarkServiceRPS "ratio-$1-$2-pct")" %.1f ""; }
 echo "notes: sync figures are means of ${sync_count} (full) and ${nft_count} (change) runs; propagation p99 is"
-echo "       nearest-rank (with ${prop_count} samples, the slowest); RPS ratio is the median of per-round VIP/pod IP."
+echo "       nearest-rank (with ${prop_count} samples, the slowest); RPS ratio is the median of per-round VIP/pod IP"
+echo "       (quartiles over ${rps_rounds} rounds: new connections $(q new p25)-$(q new p75) %, kept-alive $(q keepalive p25)-$(q keepalive p75) %)."

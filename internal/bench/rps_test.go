@@ -16,15 +16,16 @@ import (
 
 // BenchmarkServiceRPS compares requests per second to one server pod
 // through its service's VIP with the same pod's IP directly, from a client
-// pod on the other node. Each iteration is one round: both targets, in an
-// order that alternates between rounds so drift on a shared machine hits
-// both alike, with a new TCP connection per request (every request goes
-// through the service's NAT rules) and with keep-alive connections (only
-// each connection's first packet does). Medians over the rounds; the ratio
-// is the median of each round's VIP / direct.
+// pod on the other node, with a new TCP connection per request (every
+// request goes through the service's NAT rules) and with keep-alive
+// connections (only each connection's first packet does). Each iteration is
+// one round: per mode, both targets in slices ordered ABBA (which target
+// goes first alternates between rounds), so drift of a shared machine hits
+// both alike. Medians over the rounds; the ratio is the median of each
+// round's VIP / direct, with its quartiles.
 //
-// BENCH_RPS_SECONDS (default 1) is the length of one measurement,
-// BENCH_RPS_WORKERS (default 4) the number of concurrent clients.
+// BENCH_RPS_SECONDS (default 1) is the time each target gets per round and
+// mode, BENCH_RPS_WORKERS (default 4) the number of concurrent clients.
 func BenchmarkServiceRPS(b *testing.B) {
 	sb := newSvcBench(b, "br", "10.85.0.0/24")
 	pod := sb.applyPod(b, sb.c.Nodes[0], serverPod(sb.image, "rps", map[string]string{"bench": "rps"}, false))
@@ -37,18 +38,17 @@ func BenchmarkServiceRPS(b *testing.B) {
 
 	rps := map[string][]float64{} // "vip/new" -> one figure per round
 	for round := 0; b.Loop(); round++ {
-		order := []string{"vip", "direct"}
+		first, second := "vip", "direct"
 		if round%2 == 1 {
-			order = []string{"direct", "vip"}
+			first, second = second, first
 		}
 		for _, mode := range []string{"new", "keepalive"} {
-			for _, t := range order {
-				r, err := load.run(targets[t], mode == "keepalive")
-				if err != nil {
-					b.Fatalf("round %d %s %s: %v", round, t, mode, err)
-				}
-				rps[t+"/"+mode] = append(rps[t+"/"+mode], r)
+			r1, r2, err := load.abba(targets[first], targets[second], mode == "keepalive")
+			if err != nil {
+				b.Fatalf("round %d, %s connections: %v", round, mode, err)
 			}
+			rps[first+"/"+mode] = append(rps[first+"/"+mode], r1)
+			rps[second+"/"+mode] = append(rps[second+"/"+mode], r2)
 		}
 	}
 	b.Logf("rps per round: %v", rps)
@@ -56,7 +56,11 @@ func BenchmarkServiceRPS(b *testing.B) {
 		vip, direct := rps["vip/"+mode], rps["direct/"+mode]
 		b.ReportMetric(medianF(vip), "vip-"+mode+"-rps")
 		b.ReportMetric(medianF(direct), "direct-"+mode+"-rps")
-		b.ReportMetric(100*medianF(pairedRatios(vip, direct)), "ratio-"+mode+"-pct")
+		ratios := pairedRatios(vip, direct)
+		b.ReportMetric(100*medianF(ratios), "ratio-"+mode+"-pct")
+		// The spread says how far to trust the median on this machine.
+		b.ReportMetric(100*quantileF(ratios, 0.25), "ratio-"+mode+"-p25-pct")
+		b.ReportMetric(100*quantileF(ratios, 0.75), "ratio-"+mode+"-p75-pct")
 	}
 }
 
@@ -79,18 +83,36 @@ type loadGen struct {
 	workers int
 }
 
-// run drives addr with every worker for dur and returns answers per
-// second. Each worker stays on one OS thread in the namespace for the
-// whole run, so every socket it dials belongs there. Any failed request is
-// an error: at this load nothing should fail.
-func (l loadGen) run(addr string, keepAlive bool) (float64, error) {
+// abba measures two targets in four slices of half a measurement each,
+// first, second, second, first, and returns their answers per second: a
+// drift of the shared machine's speed during the round hits both alike.
+func (l loadGen) abba(first, second string, keepAlive bool) (float64, float64, error) {
+	addrs := [2]string{first, second}
+	var n [2]int
+	var el [2]time.Duration
+	for _, i := range []int{0, 1, 1, 0} {
+		c, d, err := l.run(addrs[i], keepAlive, l.dur/2)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", addrs[i], err)
+		}
+		n[i] += c
+		el[i] += d
+	}
+	return float64(n[0]) / el[0].Seconds(), float64(n[1]) / el[1].Seconds(), nil
+}
+
+// run drives addr with every worker for dur and returns the answers and
+// the time they took. Each worker stays on one OS thread in the namespace
+// for the whole run, so every socket it dials belongs there. Any failed
+// request is an error: at this load nothing should fail.
+func (l loadGen) run(addr string, keepAlive bool, dur time.Duration) (int, time.Duration, error) {
 	if err := l.sb.inLab(addr); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	counts := make([]int, l.workers)
 	errs := make([]error, l.workers)
 	start := time.Now()
-	deadline := start.Add(l.dur)
+	deadline := start.Add(dur)
 	var wg sync.WaitGroup
 	for w := range l.workers {
 		wg.Go(func() {
@@ -106,11 +128,11 @@ func (l loadGen) run(addr string, keepAlive bool) (float64, error) {
 	total := 0
 	for w := range l.workers {
 		if errs[w] != nil {
-			return 0, fmt.Errorf("worker %d after %d requests: %w", w, counts[w], errs[w])
+			return 0, 0, fmt.Errorf("worker %d after %d requests: %w", w, counts[w], errs[w])
 		}
 		total += counts[w]
 	}
-	return float64(total) / el.Seconds(), nil
+	return total, el, nil
 }
 
 // worker sends GET / to addr until deadline, on a new connection per
@@ -162,13 +184,18 @@ func dialTCP(addr string) (net.Conn, error) {
 	return net.DialTimeout("tcp", addr, 2*time.Second)
 }
 
-func medianF(v []float64) float64 {
+func medianF(v []float64) float64 { return quantileF(v, 0.5) }
+
+// quantileF interpolates linearly between the closest ranks.
+func quantileF(v []float64, q float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
+	pos := q * float64(len(s)-1)
+	lo := int(pos)
+	if lo+1 >= len(s) {
+		return s[lo]
 	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return s[lo] + (pos-float64(lo))*(s[lo+1]-s[lo])
 }
 
 func envInt(name string, def int) int {
