@@ -48,10 +48,16 @@ func BenchmarkEndpointPropagation(b *testing.B) {
 		name := fmt.Sprintf("prop-%d", i)
 		time.Sleep(rand.N(time.Second))
 		pod := sb.applyPod(b, a, serverPod(sb.image, name, map[string]string{"bench": "prop"}, true))
+		direct := pod.GetStatus().GetPodIp() + ":8080"
+		// Running is reported before benchserver listens.
+		waitUntil(b, 30*time.Second, name+" answers on its IP", func() (bool, error) {
+			body, err := sb.get(a.Lab.Path(), direct, "/")
+			return body == name, err
+		})
 		waitUntil(b, 30*time.Second, "the VIP refuses from node b", func() (bool, error) {
 			return sb.refused(vip)
 		})
-		d, err := sb.propagation(a, pod.GetStatus().GetPodIp()+":8080", vip, name)
+		d, err := sb.propagation(a, direct, vip, name)
 		if err != nil {
 			b.Fatal(err)
 		}
