@@ -41,7 +41,8 @@ func (d *nodeDataSource) Metadata(_ context.Context, req datasource.MetadataRequ
 
 func (d *nodeDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
 	resp.Schema = schema.Schema{
-		MarkdownDescription: "Reads what a node's agentd reports about the node: identity, capacity, readiness and labels. " +
+		MarkdownDescription: "Reads what a node's agentd reports about the node: identity, capacity, readiness, labels, " +
+			"pod range and the members of its cluster. " +
 			"Unlike the `herd_node` resource, it fails when the node cannot be reached.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
@@ -62,7 +63,24 @@ func (d *nodeDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 			"allocatable_cpu_millis":   schema.Int64Attribute{MarkdownDescription: descAllocCPU, Computed: true},
 			"allocatable_memory_bytes": schema.Int64Attribute{MarkdownDescription: descAllocMem, Computed: true},
 			"ready":                    schema.BoolAttribute{MarkdownDescription: "Whether agentd reports the node ready to run pods.", Computed: true},
+			"pod_cidr":                 schema.StringAttribute{MarkdownDescription: descPodCIDR, Computed: true},
+			"cluster_members": schema.ListNestedAttribute{
+				MarkdownDescription: descClusterMembers,
+				Computed:            true,
+				NestedObject:        schema.NestedAttributeObject{Attributes: memberDataAttributes()},
+			},
 		},
+	}
+}
+
+// memberDataAttributes are the attributes of a cluster_members element.
+func memberDataAttributes() map[string]schema.Attribute {
+	return map[string]schema.Attribute{
+		"name":           schema.StringAttribute{MarkdownDescription: descMemberName, Computed: true},
+		"gossip_address": schema.StringAttribute{MarkdownDescription: descMemberGossip, Computed: true},
+		"node_ip":        schema.StringAttribute{MarkdownDescription: descMemberNodeIP, Computed: true},
+		"pod_cidr":       schema.StringAttribute{MarkdownDescription: descMemberPodCIDR, Computed: true},
+		"state":          schema.StringAttribute{MarkdownDescription: descMemberState, Computed: true},
 	}
 }
 
@@ -102,9 +120,14 @@ func (d *nodeDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 			fmt.Sprintf("The agentd at %s reports the node name %q, not %q.", addr, node.GetName(), name))
 		return
 	}
+	members, err := readMembers(cctx, d.clients, id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "list the cluster's members", id, err)
+		return
+	}
 	cfg.Name = types.StringValue(name)
 	cfg.Address = types.StringValue(addr)
 	cfg.Labels = stringMapValue(node.GetLabels())
-	cfg.nodeInfo = nodeInfoFrom(node)
+	cfg.nodeInfo = nodeInfoFrom(node, members)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &cfg)...)
 }

@@ -39,6 +39,7 @@ type nodeModel struct {
 	Name    types.String `tfsdk:"name"`
 	Address types.String `tfsdk:"address"`
 	Labels  types.Map    `tfsdk:"labels"`
+	Join    types.List   `tfsdk:"join"`
 	nodeInfo
 }
 
@@ -52,9 +53,13 @@ type nodeInfo struct {
 	AllocatableCPUMillis   types.Int64  `tfsdk:"allocatable_cpu_millis"`
 	AllocatableMemoryBytes types.Int64  `tfsdk:"allocatable_memory_bytes"`
 	Ready                  types.Bool   `tfsdk:"ready"`
+	PodCIDR                types.String `tfsdk:"pod_cidr"`
+	ClusterMembers         types.List   `tfsdk:"cluster_members"`
 }
 
-func nodeInfoFrom(n *herdv1.Node) nodeInfo {
+// nodeInfoFrom renders what the node reports about itself and the members
+// of its cluster (see readMembers).
+func nodeInfoFrom(n *herdv1.Node, members types.List) nodeInfo {
 	return nodeInfo{
 		AgentVersion:           types.StringValue(n.GetAgentVersion()),
 		OS:                     types.StringValue(n.GetOs()),
@@ -65,6 +70,8 @@ func nodeInfoFrom(n *herdv1.Node) nodeInfo {
 		AllocatableCPUMillis:   types.Int64Value(n.GetAllocatable().GetCpuMillis()),
 		AllocatableMemoryBytes: types.Int64Value(n.GetAllocatable().GetMemoryBytes()),
 		Ready:                  types.BoolValue(n.GetReady()),
+		PodCIDR:                types.StringValue(n.GetPodCidr()),
+		ClusterMembers:         members,
 	}
 }
 
@@ -94,6 +101,8 @@ func (r *nodeResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 			"Creating a `herd_node` does not install or start anything: it connects to the running agentd, checks that it is " +
 			"the node named `name`, and sets the node's `labels`. Destroying it clears those labels; herd never stops a " +
 			"node's agentd. Use the `id` (`NAME@ADDRESS`) as the `node` of a `herd_pod`.\n\n" +
+			"With `join`, the node joins the cluster of the given gossip addresses; `pod_cidr` and `cluster_members` show " +
+			"the node's pod range and the members of its cluster as the node sees them.\n\n" +
 			"A node at a TCP address is reached over mutual TLS and must present a certificate issued by the provider's " +
 			"`ca_cert` for the node's name. A refresh that cannot reach the node warns, keeps the last known attributes " +
 			"and sets `ready` to `false`.",
@@ -125,6 +134,23 @@ func (r *nodeResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 				Optional:    true,
 				Validators:  []validator.Map{labelsValidator{}},
 			},
+			"join": schema.ListAttribute{
+				MarkdownDescription: descJoin,
+				ElementType:         types.StringType,
+				Optional:            true,
+				Validators:          []validator.List{joinValidator{}},
+			},
+			"pod_cidr": schema.StringAttribute{
+				MarkdownDescription: descPodCIDR,
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{keepUnlessJoinChanges{}},
+			},
+			"cluster_members": schema.ListNestedAttribute{
+				MarkdownDescription: descClusterMembers,
+				Computed:            true,
+				PlanModifiers:       []planmodifier.List{keepUnlessJoinChanges{}},
+				NestedObject:        schema.NestedAttributeObject{Attributes: memberAttributes()},
+			},
 			"agent_version":            schema.StringAttribute{MarkdownDescription: descAgentVersion, Computed: true, PlanModifiers: useState},
 			"os":                       schema.StringAttribute{MarkdownDescription: descOS, Computed: true, PlanModifiers: useState},
 			"arch":                     schema.StringAttribute{MarkdownDescription: descArch, Computed: true, PlanModifiers: useState},
@@ -135,6 +161,17 @@ func (r *nodeResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 			"allocatable_memory_bytes": schema.Int64Attribute{MarkdownDescription: descAllocMem, Computed: true},
 			"ready":                    schema.BoolAttribute{MarkdownDescription: descReady, Computed: true},
 		},
+	}
+}
+
+// memberAttributes are the attributes of a cluster_members element.
+func memberAttributes() map[string]schema.Attribute {
+	return map[string]schema.Attribute{
+		"name":           schema.StringAttribute{MarkdownDescription: descMemberName, Computed: true},
+		"gossip_address": schema.StringAttribute{MarkdownDescription: descMemberGossip, Computed: true},
+		"node_ip":        schema.StringAttribute{MarkdownDescription: descMemberNodeIP, Computed: true},
+		"pod_cidr":       schema.StringAttribute{MarkdownDescription: descMemberPodCIDR, Computed: true},
+		"state":          schema.StringAttribute{MarkdownDescription: descMemberState, Computed: true},
 	}
 }
 
@@ -193,13 +230,27 @@ func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, r
 				addr, node.GetName(), name, node.GetName()))
 		return
 	}
+	// Join first: a node that cannot join is not adopted, and its labels
+	// stay as they were.
+	if !plan.Join.IsNull() {
+		joinCluster(ctx, r.clients, id, stringList(plan.Join), &resp.Diagnostics)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	node, err = nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: nodeLabels(plan.Labels)})
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "set the node's labels", id, err)
 		return
 	}
+	members, err := readMembers(ctx, r.clients, id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "list the cluster's members", id, err)
+		return
+	}
+	warnPodCIDRMoved(&resp.Diagnostics, id, node, members)
 	plan.ID = types.StringValue(id)
-	plan.nodeInfo = nodeInfoFrom(node)
+	plan.nodeInfo = nodeInfoFrom(node, members)
 	// Keep the planned labels as written: agentd echoes what was set.
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -249,9 +300,15 @@ func (r *nodeResource) Read(ctx context.Context, req resource.ReadRequest, resp 
 		resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 		return
 	}
+	members, err := readMembers(cctx, r.clients, id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "list the cluster's members", id, err)
+		return
+	}
+	warnPodCIDRMoved(&resp.Diagnostics, id, node, members)
 	state.ID = types.StringValue(id)
 	state.Labels = mapFromRemote(node.GetLabels(), state.Labels)
-	state.nodeInfo = nodeInfoFrom(node)
+	state.nodeInfo = nodeInfoFrom(node, members)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
@@ -259,8 +316,9 @@ func (r *nodeResource) Update(ctx context.Context, req resource.UpdateRequest, r
 	if !checkConfigured(r.clients, &resp.Diagnostics) {
 		return
 	}
-	var plan nodeModel
+	var plan, prior nodeModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -270,12 +328,26 @@ func (r *nodeResource) Update(ctx context.Context, req resource.UpdateRequest, r
 		addRPCError(&resp.Diagnostics, "connect to the node", id, err)
 		return
 	}
+	// Only a changed join asks the node to join; a removed one does
+	// nothing (herd does not offer leaving a cluster).
+	if !plan.Join.IsNull() && !plan.Join.Equal(prior.Join) {
+		joinCluster(ctx, r.clients, id, stringList(plan.Join), &resp.Diagnostics)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	node, err := nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: nodeLabels(plan.Labels)})
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "set the node's labels", id, err)
 		return
 	}
-	got := nodeInfoFrom(node)
+	members, err := readMembers(ctx, r.clients, id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "list the cluster's members", id, err)
+		return
+	}
+	warnPodCIDRMoved(&resp.Diagnostics, id, node, members)
+	got := nodeInfoFrom(node, members)
 	// Attributes planned from the prior state (UseStateForUnknown) must be
 	// applied as planned; the next refresh picks up any change.
 	keep := plan.nodeInfo
@@ -286,6 +358,8 @@ func (r *nodeResource) Update(ctx context.Context, req resource.UpdateRequest, r
 	keepString(&plan.KernelVersion, keep.KernelVersion)
 	keepInt64(&plan.CapacityCPUMillis, keep.CapacityCPUMillis)
 	keepInt64(&plan.CapacityMemoryBytes, keep.CapacityMemoryBytes)
+	keepString(&plan.PodCIDR, keep.PodCIDR)
+	keepList(&plan.ClusterMembers, keep.ClusterMembers)
 	plan.ID = types.StringValue(id)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -297,6 +371,12 @@ func keepString(dst *types.String, planned types.String) {
 }
 
 func keepInt64(dst *types.Int64, planned types.Int64) {
+	if !planned.IsUnknown() {
+		*dst = planned
+	}
+}
+
+func keepList(dst *types.List, planned types.List) {
 	if !planned.IsUnknown() {
 		*dst = planned
 	}
