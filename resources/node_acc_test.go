@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -296,4 +297,83 @@ data "herd_node" "n" {
 			ExpectError: errRe("Cannot reach node", n.agent.Name),
 		}},
 	})
+}
+
+// A node that runs without a cluster: cluster_members is empty and
+// pod_cidr too (no pod network), in the resource and the data source;
+// asking it to join a cluster fails at apply, naming the agentd flags it
+// lacks, and leaves the node's labels alone. Removing join adopts it.
+func TestAccNodeJoinWithoutCluster(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "acc-nocluster")
+	// Never dialled: the node refuses before it would contact anyone.
+	join := `join = ["127.0.0.1:7946"]
+  labels = { zone = "a" }`
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		Steps: []resource.TestStep{
+			{
+				Config:      n.providerHCL() + n.nodeHCL(join),
+				ExpectError: errRe("Node runs without a cluster", n.agent.Name, "--cluster-cidr", "--gossip-listen", "--gossip-key"),
+			},
+			{
+				PreConfig: func() {
+					if err := n.nodeLabelsAre(t, map[string]string{})(nil); err != nil {
+						t.Fatalf("after the failed join: %v", err)
+					}
+				},
+				Config: n.providerHCL() + n.nodeHCL(`labels = { zone = "a" }`) + `
+data "herd_node" "n" {
+  id         = herd_node.n.id
+  depends_on = [herd_node.n]
+}
+`,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckNoResourceAttr("herd_node.n", "join.#"),
+					resource.TestCheckResourceAttr("herd_node.n", "cluster_members.#", "0"),
+					resource.TestCheckResourceAttr("herd_node.n", "pod_cidr", ""),
+					resource.TestCheckResourceAttr("data.herd_node.n", "cluster_members.#", "0"),
+					resource.TestCheckResourceAttr("data.herd_node.n", "pod_cidr", ""),
+					n.nodeLabelsAre(t, map[string]string{"zone": "a"}),
+				),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+			},
+			// Set on an adopted node: the update fails the same way.
+			{
+				Config:      n.providerHCL() + n.nodeHCL(join),
+				ExpectError: errRe("Node runs without a cluster", "--cluster-cidr"),
+			},
+		},
+	})
+}
+
+// join is validated at plan time, without a node.
+func TestNodePlanRefusesBadJoin(t *testing.T) {
+	node := func(join string) string {
+		return fmt.Sprintf(`
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "127.0.0.1:1"
+  join    = %s
+}
+`, join)
+	}
+	cases := []struct {
+		name, join string
+		re         *regexp.Regexp
+		errors     int
+	}{
+		{"empty", `[]`, errRe("Invalid join", "at least one gossip address"), 1},
+		{"no port", `["10.0.0.5"]`, errRe("Invalid gossip address", `"10.0.0.5": want host:port`), 1},
+		{"port 0 and out of range", `["10.0.0.5:0", "h:70000"]`, errRe("Invalid gossip address", "port must be a number from 1 to 65535", "Invalid gossip address"), 2},
+		{"no host", `[":7946"]`, errRe("Invalid gossip address", "host is empty"), 1},
+		{"unbracketed IPv6", `["fd00::5:7946"]`, errRe("Invalid gossip address", "want host:port"), 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectPlanErrors(t, node(tc.join), tc.re, tc.errors)
+		})
+	}
 }
