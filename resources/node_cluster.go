@@ -40,7 +40,12 @@ const (
 		"On create, and whenever the list changes, the node is asked to join that cluster (agentd's ClusterService.JoinCluster); " +
 		"a node that already sees every listed address as an alive member is left alone, so joining its own cluster is a no-op. " +
 		"The node's agentd must run with a cluster: `--cluster-cidr`, `--gossip-listen` and `--gossip-key` (the cluster's key). " +
-		"Removing `join`, or an address from it, does nothing to the node: herd does not offer leaving a cluster (memberlist leave)."
+		"Removing `join`, or an address from it, does nothing to the node: herd does not offer leaving a cluster (memberlist leave). " +
+		"A node that founded a cluster of its own claimed its pod CIDR without knowing the other cluster's claims; when the two " +
+		"collide, the cluster re-assigns one of them (the claim of the node with the greater name, which may be a member of the " +
+		"other cluster), and because agentd builds its pod network only when it starts, the `herd_node` of that node warns on " +
+		"refresh (its `pod_cidr` differs from its entry in `cluster_members`): restart that agentd with `--join` and replace " +
+		"the pods on it."
 	// settleTimeout bounds the wait for the cluster to settle a joined
 	// node's pod CIDR claim.
 	settleTimeout = 15 * time.Second
