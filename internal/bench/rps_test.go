@@ -83,20 +83,28 @@ type loadGen struct {
 	workers int
 }
 
-// abba measures two targets in four slices of half a measurement each,
-// first, second, second, first, and returns their answers per second: a
-// drift of the shared machine's speed during the round hits both alike.
+// abbaRepeats is how many times a round repeats the ABBA pattern: short
+// slices, because the other load on a shared machine comes in bursts
+// shorter than a second, and a burst should fall on both targets alike.
+const abbaRepeats = 4
+
+// abba measures two targets in slices ordered first, second, second,
+// first (abbaRepeats times, each slice an eighth of a measurement at the
+// default) and returns their answers per second.
 func (l loadGen) abba(first, second string, keepAlive bool) (float64, float64, error) {
 	addrs := [2]string{first, second}
+	slice := l.dur / (2 * abbaRepeats)
 	var n [2]int
 	var el [2]time.Duration
-	for _, i := range []int{0, 1, 1, 0} {
-		c, d, err := l.run(addrs[i], keepAlive, l.dur/2)
-		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", addrs[i], err)
+	for range abbaRepeats {
+		for _, i := range []int{0, 1, 1, 0} {
+			c, d, err := l.run(addrs[i], keepAlive, slice)
+			if err != nil {
+				return 0, 0, fmt.Errorf("%s: %w", addrs[i], err)
+			}
+			n[i] += c
+			el[i] += d
 		}
-		n[i] += c
-		el[i] += d
 	}
 	return float64(n[0]) / el[0].Seconds(), float64(n[1]) / el[1].Seconds(), nil
 }
