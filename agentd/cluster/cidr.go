@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math/big"
 	"net/netip"
 )
@@ -66,12 +67,23 @@ func (c *Cluster) othersClaimsLocked() map[string]netip.Prefix {
 	return out
 }
 
-// pickLocked returns the lowest block overlapping none of taken.
-func (c *Cluster) pickLocked(taken map[string]netip.Prefix, also ...netip.Prefix) (netip.Prefix, error) {
-	for i := uint64(0); ; i++ {
-		p, ok := c.block(i)
+// numBlocks is the number of node blocks in the cluster CIDR (capped).
+func (c *Cluster) numBlocks() uint64 {
+	n := c.cfg.NodeCIDRBits - c.cfg.ClusterCIDR.Bits()
+	if n >= 32 {
+		return 1 << 32
+	}
+	return 1 << n
+}
+
+// pickLocked returns the first block from start on (wrapping around) that
+// overlaps none of taken.
+func (c *Cluster) pickLocked(start uint64, taken map[string]netip.Prefix, also ...netip.Prefix) (netip.Prefix, error) {
+	total := c.numBlocks()
+	for j := uint64(0); j < total; j++ {
+		p, ok := c.block((start + j) % total)
 		if !ok {
-			return netip.Prefix{}, fmt.Errorf("cluster: no free /%d left in %s", c.cfg.NodeCIDRBits, c.cfg.ClusterCIDR)
+			break
 		}
 		free := true
 		for _, t := range taken {
@@ -89,14 +101,30 @@ func (c *Cluster) pickLocked(taken map[string]netip.Prefix, also ...netip.Prefix
 			return p, nil
 		}
 	}
+	return netip.Prefix{}, fmt.Errorf("cluster: no free /%d left in %s", c.cfg.NodeCIDRBits, c.cfg.ClusterCIDR)
 }
 
-// ensureClaim claims the lowest free block if this node has none, and makes
+// firstBlock is where a claim starts looking: the lowest block when other
+// claims are known (a node joining a cluster), else a block picked by the
+// node's name, so that two nodes that each founded a cluster rarely hold
+// the same block when one later joins the other's cluster (the pod network
+// is built on the first claim).
+func (c *Cluster) firstBlock(taken map[string]netip.Prefix) uint64 {
+	if len(taken) > 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(c.name))
+	return h.Sum64() % c.numBlocks()
+}
+
+// ensureClaim claims a free block if this node has none, and makes
 // sure its claim is recorded (persisted, replicated, in the node metadata).
 func (c *Cluster) ensureClaim() error {
 	c.mu.Lock()
 	if !c.podCIDR.IsValid() {
-		p, err := c.pickLocked(c.othersClaimsLocked())
+		taken := c.othersClaimsLocked()
+		p, err := c.pickLocked(c.firstBlock(taken), taken)
 		if err != nil {
 			c.mu.Unlock()
 			return err
@@ -146,7 +174,7 @@ func (c *Cluster) reconcileCIDR() {
 		c.mu.Unlock()
 		return
 	}
-	p, err := c.pickLocked(claims, mine)
+	p, err := c.pickLocked(0, claims, mine)
 	if err != nil {
 		c.mu.Unlock()
 		c.log.Error("pod CIDR conflict and no free block", "pod_cidr", mine, "err", err)

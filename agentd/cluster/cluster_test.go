@@ -249,17 +249,38 @@ func TestPodCIDRStableAcrossRestart(t *testing.T) {
 	}
 }
 
+// collidingName returns a name after base whose founding claim starts at
+// the same block as base's (names spread founding claims; a collision
+// needs two names that hash alike).
+func collidingName(base string) string {
+	probe := &Cluster{cfg: Config{ClusterCIDR: testCluster, NodeCIDRBits: 24}}
+	probe.name = base
+	want := probe.firstBlock(nil)
+	for i := 0; ; i++ {
+		probe.name = fmt.Sprintf("%s-%d", base, i)
+		if probe.firstBlock(nil) == want {
+			return probe.name
+		}
+	}
+}
+
 func TestPodCIDRRaceLowerNameKeeps(t *testing.T) {
-	// Two nodes bootstrap alone, so both claim the first block; then the
-	// lower-named one joins the other. n1 keeps it, n2 re-picks.
+	// Two nodes bootstrap alone and claim the same block; then the
+	// lower-named one joins the other. n1 keeps it, the other re-picks the
+	// lowest free block.
 	p2 := &MemPersister{}
-	n2 := newNode(t, "n2", withPersist(p2))
+	name2 := collidingName("n1")
+	n2 := newNode(t, name2, withPersist(p2))
 	n1 := newNode(t, "n1")
 	join(t, n2)
 	join(t, n1)
-	first := netip.MustParsePrefix("10.244.0.0/24")
-	if n1.PodCIDR() != first || n2.PodCIDR() != first {
-		t.Fatalf("bootstrap claims %v %v, want both %v", n1.PodCIDR(), n2.PodCIDR(), first)
+	first := n1.PodCIDR()
+	if !first.IsValid() || n2.PodCIDR() != first {
+		t.Fatalf("bootstrap claims %v %v, want both the same", n1.PodCIDR(), n2.PodCIDR())
+	}
+	want := netip.MustParsePrefix("10.244.0.0/24")
+	if first == want {
+		want = netip.MustParsePrefix("10.244.1.0/24")
 	}
 	events := n2.Subscribe()
 	join(t, n1, n2)
@@ -268,19 +289,33 @@ func TestPodCIDRRaceLowerNameKeeps(t *testing.T) {
 			return fmt.Sprintf("n1 %v, n2 %v", n1.PodCIDR(), n2.PodCIDR())
 		}
 		for _, n := range []*Cluster{n1, n2} {
-			if m1, m2 := memberOf(n, "n1").PodCIDR, memberOf(n, "n2").PodCIDR; m1 != n1.PodCIDR() || m2 != n2.PodCIDR() {
-				return fmt.Sprintf("%s sees n1 %v n2 %v", n.Name(), m1, m2)
+			if m1, m2 := memberOf(n, "n1").PodCIDR, memberOf(n, name2).PodCIDR; m1 != n1.PodCIDR() || m2 != n2.PodCIDR() {
+				return fmt.Sprintf("%s sees n1 %v %s %v", n.Name(), m1, name2, m2)
 			}
 		}
 		return ""
 	})
-	if want := netip.MustParsePrefix("10.244.1.0/24"); n2.PodCIDR() != want {
-		t.Errorf("n2 re-picked %v, want %v", n2.PodCIDR(), want)
+	if n2.PodCIDR() != want {
+		t.Errorf("%s re-picked %v, want %v", name2, n2.PodCIDR(), want)
 	}
-	waitEvent(t, events, Event{Type: EventMember, Node: "n2"})
+	waitEvent(t, events, Event{Type: EventMember, Node: name2})
 	b, _ := p2.Load()
-	if !bytes.Contains(b, []byte(`"pod_cidr":"10.244.1.0/24"`)) {
-		t.Errorf("n2's new claim not persisted: %s", b)
+	if !bytes.Contains(b, []byte(`"pod_cidr":"`+want.String()+`"`)) {
+		t.Errorf("%s's new claim not persisted: %s", name2, b)
+	}
+}
+
+// TestFoundersSpreadClaims: nodes that each found a cluster claim blocks
+// picked by name, not all the first one.
+func TestFoundersSpreadClaims(t *testing.T) {
+	seen := map[netip.Prefix]bool{}
+	for _, name := range []string{"node-1", "node-2", "node-3", "node-4"} {
+		n := newNode(t, name)
+		join(t, n)
+		seen[n.PodCIDR()] = true
+	}
+	if len(seen) < 3 {
+		t.Fatalf("four founders share blocks: %v", seen)
 	}
 }
 
@@ -582,11 +617,11 @@ func TestBlocks(t *testing.T) {
 	}
 	c.cfg = Config{ClusterCIDR: netip.MustParsePrefix("10.0.0.0/23"), NodeCIDRBits: 24}
 	taken := map[string]netip.Prefix{"x": netip.MustParsePrefix("10.0.0.0/24")}
-	if p, err := c.pickLocked(taken); err != nil || p.String() != "10.0.1.0/24" {
+	if p, err := c.pickLocked(0, taken); err != nil || p.String() != "10.0.1.0/24" {
 		t.Errorf("pick: %v %v", p, err)
 	}
 	taken["y"] = netip.MustParsePrefix("10.0.1.0/24")
-	if p, err := c.pickLocked(taken); err == nil {
+	if p, err := c.pickLocked(1, taken); err == nil {
 		t.Errorf("pick from a full cluster CIDR: %v", p)
 	}
 	if c.blockOK(netip.MustParsePrefix("10.0.2.0/24")) || !c.blockOK(netip.MustParsePrefix("10.0.1.0/24")) {
