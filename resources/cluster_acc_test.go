@@ -29,15 +29,10 @@ import (
 var clusterNodes = []string{"a", "b", "c"}
 
 // startClusterOf3 starts clu-a and clu-b as one cluster and clu-c as a
-// cluster of its own (started without --join), all in one lab.
-//
-// clu-c claims its pod CIDR from the upper half of the cluster CIDR. A
-// node that founds a cluster claims the lowest block, which the other
-// cluster's first node holds too; after the join the cluster re-assigns
-// one of the two claims, but agentd builds a node's pod network only when
-// it starts, so that node's pods would keep addresses nobody routes to it
-// (herd_node warns about it: "Node's pod CIDR re-assigned by the
-// cluster"). podCIDRIsMembers fails if the claims move.
+// cluster of its own (started without --join), all in one lab. A founding
+// node claims a pod CIDR block picked by its name, so clu-c's claim does not
+// collide with clu-a's or clu-b's when it joins; podCIDRIsMembers fails if
+// the claims move (agentd builds a node's pod network on its first claim).
 func startClusterOf3(t *testing.T) *acctest.TestCluster {
 	t.Helper()
 	needCLI(t)
@@ -49,9 +44,6 @@ func startClusterOf3(t *testing.T) *acctest.TestCluster {
 		Subnet:      netip.MustParsePrefix("10.82.0.0/24"),
 		ServiceCIDR: accServiceCIDR,
 	})
-	c.Opts.Mutate = func(o *acctest.AgentOptions) {
-		o.ExtraArgs = append(o.ExtraArgs, "--cluster-cidr", "10.248.128.0/17") // the last flag wins
-	}
 	c.AddNode(t, "clu-c", false)
 	needServiceService(t, c.Nodes[0].Services)
 	return c
