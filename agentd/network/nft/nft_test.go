@@ -131,13 +131,15 @@ func TestGrowth(t *testing.T) {
 	requireRoot(t)
 	d := newDP(t, newNS(t))
 	ctx := context.Background()
-	svcs := manySvcs(100, 3)
+	// 64 endpoints: 64 backend elements per service (one per endpoint),
+	// 6400 in all, past the initial 4096
+	svcs := manySvcs(100, 64)
 	for _, s := range svcs {
 		if err := d.Upsert(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if d.capacity < d.nBackends || d.nBackends != 100*64 {
+	if d.capacity < d.nBackends || d.capacity <= 4096 || d.nBackends != 100*64 {
 		t.Fatalf("capacity %d, elements %d", d.capacity, d.nBackends)
 	}
 	for _, s := range svcs[:50] {

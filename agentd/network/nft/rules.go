@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"fmt"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -37,8 +39,10 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 		clusterips: &nftables.Set{Table: t, Name: "clusterips", KeyType: nftables.TypeIPAddr, Comment: Marker},
 		nodeips:    &nftables.Set{Table: t, Name: "nodeips", KeyType: nftables.TypeIPAddr, Comment: Marker},
 		hairpin:    &nftables.Set{Table: t, Name: "hairpin", Concatenation: true, KeyType: keyIPPair, Comment: Marker},
+		// at most one element per backend: the backends capacity covers it
+		classes: &nftables.Set{Table: t, Name: "classes", Size: capacity, IsMap: true, Concatenation: true, KeyType: keyPort, DataType: nftables.TypeVerdict, Comment: Marker},
 	}
-	for _, s := range []*nftables.Set{d.sets.backends, d.sets.affinity, d.sets.clusterips, d.sets.nodeips, d.sets.hairpin} {
+	for _, s := range []*nftables.Set{d.sets.backends, d.sets.affinity, d.sets.clusterips, d.sets.nodeips, d.sets.hairpin, d.sets.classes} {
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
@@ -77,12 +81,11 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 		&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3 /* port-unreachable */},
 	}})
 
-	// services chain: four constant rules.
-	slotHash := []expr.Any{
-		&expr.Payload{DestRegister: r32c, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Hash{SourceRegister: r32c, DestRegister: r32c, Length: 4, Modulus: uint32(d.cfg.Slots), Type: expr.HashTypeJenkins},
-	}
-	slotRandom := []expr.Any{&expr.Numgen{Register: r32c, Modulus: uint32(d.cfg.Slots), Type: unix.NFT_NG_RANDOM}}
+	// services chain: two constant rules. Each builds the port key
+	// (address . l4proto . port) in reg1 and jumps through @classes to the
+	// slot chain of the port's backend count. The slot chains build the key
+	// again: registers do live across a goto, but the kernel (6.x) refuses
+	// a rule that reads a register it has not written itself (ENODATA).
 	portKey := func(vip bool) []expr.Any {
 		var first expr.Any = loadDaddr(reg1)
 		if !vip {
@@ -94,6 +97,26 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 			&expr.Payload{DestRegister: r32b, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		}
 	}
+	for _, vip := range []bool{true, false} {
+		// ip daddr @clusterips <key> vmap @classes
+		// ip daddr @nodeips 0.0.0.0 . <l4proto . port> vmap @classes
+		guard := []expr.Any{loadDaddr(reg1), lookup(d.sets.clusterips, reg1, false)}
+		if !vip {
+			guard = []expr.Any{loadDaddr(reg1), lookup(d.sets.nodeips, reg1, false)}
+		}
+		var ex []expr.Any
+		ex = append(ex, guard...)
+		ex = append(ex, portKey(vip)...)
+		ex = append(ex, &expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: d.sets.classes.Name, SetID: d.sets.classes.ID})
+		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex})
+	}
+
+	// slots-<k>: ports with k backends (slots 0..k-1 in @backends). VIP
+	// ports and NodePorts share these chains: a NodePort packet misses the
+	// VIP rules' lookups (a node IP is never a key) and hits the NodePort
+	// ones. One chain set, not two: every chain binding @backends makes the
+	// kernel walk all of that fixed-size map's buckets when the rules are
+	// loaded, so the chain count is a fixed cost of every full sync.
 	dnat := []expr.Any{
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: d.sets.backends.Name, SetID: d.sets.backends.ID},
 		// meta mark set meta mark | MasqMark (only reached on a backend hit)
@@ -102,26 +125,8 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: r32d, SourceRegister: true},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegProtoMin: r32a, Specified: true},
 	}
-	for _, vip := range []bool{true, false} {
-		guard := []expr.Any{loadDaddr(reg1), lookup(d.sets.clusterips, reg1, false)}
-		if !vip {
-			guard = []expr.Any{loadDaddr(reg1), lookup(d.sets.nodeips, reg1, false)}
-		}
-		// affinity: <key> @affinity dnat to <key> . jhash ip saddr mod N map @backends
-		var ex []expr.Any
-		ex = append(ex, guard...)
-		ex = append(ex, portKey(vip)...)
-		ex = append(ex, lookup(d.sets.affinity, reg1, false))
-		ex = append(ex, slotHash...)
-		ex = append(ex, dnat...)
-		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex})
-		// dnat to <key> . numgen random mod N map @backends
-		ex = nil
-		ex = append(ex, guard...)
-		ex = append(ex, portKey(vip)...)
-		ex = append(ex, slotRandom...)
-		ex = append(ex, dnat...)
-		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex})
+	for k := 1; k <= d.cfg.Slots; k++ {
+		d.addSlotChain(k, portKey(true), portKey(false), dnat)
 	}
 
 	// postrouting: masquerade what herd DNATed (masq mark) when the source
@@ -158,6 +163,35 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 	return nil
 }
 
+// addSlotChain adds the chain serving ports with k backends: for VIP ports
+// (key vipKey) then NodePorts (key npKey), affinity by a hash of the client
+// address, else a random slot.
+func (d *Dataplane) addSlotChain(k int, vipKey, npKey, dnat []expr.Any) {
+	c, t := d.conn, d.table
+	ch := c.AddChain(&nftables.Chain{Name: slotChain(k), Table: t})
+	for _, key := range [][]expr.Any{vipKey, npKey} {
+		// <key> @affinity dnat to <key> . jhash ip saddr mod k map @backends
+		var ex []expr.Any
+		ex = append(ex, key...)
+		ex = append(ex, lookup(d.sets.affinity, reg1, false))
+		ex = append(ex,
+			&expr.Payload{DestRegister: r32c, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Hash{SourceRegister: r32c, DestRegister: r32c, Length: 4, Modulus: uint32(k), Type: expr.HashTypeJenkins},
+		)
+		ex = append(ex, dnat...)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex})
+		// dnat to <key> . numgen random mod k map @backends
+		ex = nil
+		ex = append(ex, key...)
+		ex = append(ex, &expr.Numgen{Register: r32c, Modulus: uint32(k), Type: unix.NFT_NG_RANDOM})
+		ex = append(ex, dnat...)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex})
+	}
+}
+
+// slotChain names the chain serving ports with k backends.
+func slotChain(k int) string { return fmt.Sprintf("slots-%d", k) }
+
 func loadDaddr(reg uint32) expr.Any {
 	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
 }
@@ -167,7 +201,8 @@ func lookup(s *nftables.Set, reg uint32, invert bool) expr.Any {
 }
 
 // RuleCount returns the number of rules in herd's table (constant: it does
-// not depend on the number of services).
+// not depend on the number of services; 4 per slot chain, Slots of them,
+// plus a fixed set).
 func (d *Dataplane) RuleCount() (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
