@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -348,4 +349,111 @@ func TestTraffic(t *testing.T) {
 		}
 		spread(t, tp.node, "10.96.0.50:80", "pod1")
 	})
+}
+
+// backendsOf counts the @backends elements of one port key and returns the
+// @classes verdict chain of that key ("" if none), as `nft` lists it
+// (google/nftables does not decode verdicts of map elements).
+func backendsOf(t *testing.T, d *Dataplane, ns string, ip netip.Addr, p Protocol, port uint16) (int, string) {
+	t.Helper()
+	key := string(portKey(ip, p, port))
+	els, err := d.conn.GetSetElements(d.sets.backends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range els {
+		if string(e.Key[:12]) == key {
+			n++
+		}
+	}
+	prefix := fmt.Sprintf("%s . %s . %d : goto ", ip, p, port)
+	for _, f := range strings.FieldsFunc(run(t, "ip", "netns", "exec", ns, "nft", "list", "map", "ip", "herd", "classes"), func(r rune) bool { return r == '{' || r == ',' || r == '}' || r == '\n' }) {
+		if c, ok := strings.CutPrefix(strings.TrimSpace(f), prefix); ok {
+			return n, c
+		}
+	}
+	return n, ""
+}
+
+// TestExactSlots: a port gets one backend slot per endpoint (at most
+// Slots), its @classes element picks the matching slot chain, and new
+// connections spread evenly over the endpoints.
+func TestExactSlots(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, 3)
+	d := newDP(t, tp.node)
+	ctx := context.Background()
+	three := Service{Key: "default/three", ClusterIP: netip.MustParseAddr("10.96.0.10"), Ports: []Port{
+		{Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: []Endpoint{ep(tp.podIPs[0], 8080), ep(tp.podIPs[1], 8080), ep(tp.podIPs[2], 8080)}},
+	}}
+	many := Service{Key: "default/many", ClusterIP: netip.MustParseAddr("10.96.0.11"), Ports: []Port{{Protocol: TCP, Port: 80}}}
+	for i := 0; i < 100; i++ {
+		many.Ports[0].Endpoints = append(many.Ports[0].Endpoints, ep(fmt.Sprintf("10.244.1.%d", i), 8080))
+	}
+	if err := d.Sync(ctx, []Service{three, many}); err != nil {
+		t.Fatal(err)
+	}
+	slots := d.cfg.Slots
+	check := func(ip netip.Addr, port uint16, want int) {
+		t.Helper()
+		n, chain := backendsOf(t, d, tp.node, ip, TCP, port)
+		if n != want || chain != slotChain(want) {
+			t.Fatalf("%s:%d: %d backends, class %q; want %d, %q", ip, port, n, chain, want, slotChain(want))
+		}
+	}
+	check(three.ClusterIP, 80, 3)
+	check(nodePortAddr, 30080, 3)
+	check(many.ClusterIP, 80, slots)
+	if d.nBackends != 3+3+slots {
+		t.Fatalf("%d backend elements, want %d", d.nBackends, 3+3+slots)
+	}
+
+	const conns = 300
+	seen := map[string]int{}
+	for i := 0; i < conns; i++ {
+		got, err := askTCP(tp.node, "10.96.0.10:80", 2*time.Second)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		seen[got]++
+	}
+	t.Logf("%d connections over 3 endpoints: %v", conns, seen)
+	for _, name := range []string{"pod0", "pod1", "pod2"} {
+		if seen[name] < conns*15/100 {
+			t.Fatalf("%s got %d of %d connections: %v", name, seen[name], conns, seen)
+		}
+	}
+
+	// Upsert: 3 -> 2 -> 1 -> 0 -> 3 endpoints moves the port between slot
+	// chains and leaves no stale slot behind.
+	for _, n := range []int{2, 1, 0, 3} {
+		s := clone(three)
+		s.Ports[0].Endpoints = s.Ports[0].Endpoints[:n]
+		if err := d.Upsert(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			if got, chain := backendsOf(t, d, tp.node, three.ClusterIP, TCP, 80); got != 0 || chain != "" {
+				t.Fatalf("no endpoints: %d backends, class %q", got, chain)
+			}
+			if _, err := askTCP(tp.node, "10.96.0.10:80", 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("no endpoints: want ECONNREFUSED, got %v", err)
+			}
+			continue
+		}
+		check(three.ClusterIP, 80, n)
+		check(nodePortAddr, 30080, n)
+		seen := map[string]bool{}
+		for i := 0; i < 30; i++ {
+			got, err := askTCP(tp.ext, nodeIP+":30080", 2*time.Second)
+			if err != nil {
+				t.Fatalf("%d endpoints, request %d: %v", n, i, err)
+			}
+			seen[got] = true
+		}
+		if len(seen) != n {
+			t.Fatalf("%d endpoints: answers %v", n, seen)
+		}
+	}
 }
