@@ -355,7 +355,15 @@ func deleteContainer(ctx context.Context, ctr client.Container) error {
 		// WithProcessKill sends SIGKILL to all the task's processes and
 		// waits for the exit before the delete.
 		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !isNotFound(err) {
-			return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+			// The shim may exit under the delete ("ttrpc: closed") when the
+			// kill ends its last process: look again before failing.
+			if t2, lerr := ctr.Task(ctx, nil); lerr == nil {
+				if _, err := t2.Delete(ctx, client.WithProcessKill); err != nil && !isNotFound(err) {
+					return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+				}
+			} else if !isNotFound(lerr) {
+				return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+			}
 		}
 	case !isNotFound(err):
 		return fmt.Errorf("load task %s: %w", ctr.ID(), err)
