@@ -357,11 +357,7 @@ func deleteContainer(ctx context.Context, ctr client.Container) error {
 		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !isNotFound(err) {
 			// The shim may exit under the delete ("ttrpc: closed") when the
 			// kill ends its last process: look again before failing.
-			if t2, lerr := ctr.Task(ctx, nil); lerr == nil {
-				if _, err := t2.Delete(ctx, client.WithProcessKill); err != nil && !isNotFound(err) {
-					return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
-				}
-			} else if !isNotFound(lerr) {
+			if err := retryTaskDelete(ctx, ctr); err != nil {
 				return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
 			}
 		}
@@ -372,6 +368,26 @@ func deleteContainer(ctx context.Context, ctr client.Container) error {
 		return fmt.Errorf("delete container %s: %w", ctr.ID(), err)
 	}
 	return nil
+}
+
+// retryTaskDelete deletes a container's task again, a few times, until it
+// is gone.
+func retryTaskDelete(ctx context.Context, ctr client.Container) error {
+	var err error
+	for range 5 {
+		time.Sleep(200 * time.Millisecond)
+		var task client.Task
+		task, err = ctr.Task(ctx, nil)
+		if isNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			if _, err = task.Delete(ctx, client.WithProcessKill); err == nil || isNotFound(err) {
+				return nil
+			}
+		}
+	}
+	return err
 }
 
 // stopDaemon sends SIGTERM, then SIGKILL after containerdTermTimeout, and
