@@ -1,12 +1,8 @@
 package resources_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -356,7 +352,7 @@ func vipReachesEveryPod(c *acctest.TestCluster, s *terraform.State) error {
 func answeredByAll(netnsPath, addr string, c *acctest.TestCluster) error {
 	seen := map[string]int{}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		body, err := httpGetIn(netnsPath, addr)
+		body, err := acctest.HTTPGetIn(netnsPath, addr)
 		if err != nil {
 			seen["error: "+err.Error()]++
 			time.Sleep(100 * time.Millisecond)
@@ -373,38 +369,4 @@ func answeredByAll(netnsPath, addr string, c *acctest.TestCluster) error {
 		}
 	}
 	return fmt.Errorf("%s not answered by every pod within 30s: %v", addr, seen)
-}
-
-// httpGetIn asks http://addr/ from inside the network namespace at
-// netnsPath on a new connection and returns the body. The socket is made
-// on the namespace's locked thread: net/http would dial on another
-// goroutine, in the test's own namespace.
-func httpGetIn(netnsPath, addr string) (string, error) {
-	var conn net.Conn
-	err := acctest.InNetns(netnsPath, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
-		return "", fmt.Errorf("send request: %w", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return "", fmt.Errorf("read response: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, b)
-	}
-	return strings.TrimSpace(string(b)), nil
 }

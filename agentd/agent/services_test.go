@@ -1,13 +1,10 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -38,37 +35,8 @@ func webPod(image, name string) *herdv1.PodSpec {
 	}
 }
 
-// get asks http://addr/ from inside the network namespace at netnsPath,
-// on a new connection, and returns the body. The socket is made on the
-// namespace's thread (net/http would dial on another goroutine, in the
-// test's own namespace).
-func get(netnsPath, addr string) (string, error) {
-	var conn net.Conn
-	err := acctest.InNetns(netnsPath, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	body := strings.TrimSpace(string(b))
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, body)
-	}
-	return body, err
-}
+// get asks http://addr/ from inside the network namespace at netnsPath.
+var get = acctest.HTTPGetIn
 
 // dialRefused dials addr from the namespace and reports how long the
 // refusal took; an error if it was not refused.
@@ -312,11 +280,11 @@ func TestServicesAcrossNodes(t *testing.T) {
 		t.Fatalf("flush herd's chain: %v: %s", err, out)
 	}
 	flushed := time.Now()
-	if r := rules(); strings.Contains(r, "dnat") && time.Since(flushed) < time.Second {
+	if r := rules(); strings.Contains(r, "@classes") && time.Since(flushed) < time.Second {
 		t.Fatalf("the flush did not remove the rules:\n%s", r)
 	}
 	waitFor(t, 20*time.Second, "sv-b's rules repaired", func() (bool, string) {
-		if r := rules(); !strings.Contains(r, "dnat") {
+		if r := rules(); !strings.Contains(r, "@classes") {
 			return false, r
 		}
 		b, err := get(netnsOf["web-sv-b"], url)

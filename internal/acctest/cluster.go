@@ -1,14 +1,19 @@
 package acctest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,4 +240,39 @@ func InNetns(path string, f func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// HTTPGetIn asks http://addr/ from inside the network namespace at
+// netnsPath, on a new connection, and returns the trimmed body of a 200
+// answer. The socket is made on the namespace's locked thread: net/http
+// would dial on another goroutine, in the caller's own namespace (and
+// could send test traffic to the real network).
+func HTTPGetIn(netnsPath, addr string) (string, error) {
+	var conn net.Conn
+	err := InNetns(netnsPath, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		return "", fmt.Errorf("send request: %w", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", fmt.Errorf("read response: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return strings.TrimSpace(string(b)), nil
 }
