@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer cl.Shutdown()
 		podCIDR = cl.PodCIDR().String()
-		go routeLoop(ctx, cl, log)
+		go routeLoop(ctx, cl, st, log)
 	}
 	var svcs *svcStack
 	if cl != nil {

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -69,6 +71,9 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 		log.Warn("cluster join failed; retrying", "peers", cfg.Join, "err", err)
 		time.Sleep(2 * time.Second)
 	}
+	if len(cfg.Join) == 0 {
+		rejoin(ctx, cl, st, log)
+	}
 	// Two nodes joining at once can claim the same block before either
 	// hears of the other; the cluster resolves it (the lower name keeps
 	// it). The pod network is built on the claim, so wait until it has held
@@ -91,6 +96,52 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 	}
 }
 
+// peersBlob remembers the gossip addresses of the last live peers, so that
+// a node that joined through the API (herd_node's join) finds its cluster
+// again after a restart without --join.
+const peersBlob = "cluster-peers"
+
+// rejoin contacts the peers remembered from the last run, if any; when
+// none answers the node stays a cluster of its own (logged).
+func rejoin(ctx context.Context, cl *cluster.Cluster, st *store.Store, log *slog.Logger) {
+	b, err := st.GetBlob(peersBlob)
+	if err != nil || len(b) == 0 {
+		return
+	}
+	var addrs []string
+	if err := json.Unmarshal(b, &addrs); err != nil || len(addrs) == 0 {
+		return
+	}
+	jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if n, err := cl.Join(jctx, addrs); err != nil {
+		log.Warn("could not rejoin the peers of the last run; running as a cluster of its own", "peers", addrs, "err", err)
+	} else {
+		log.Info("rejoined the peers of the last run", "contacted", n)
+	}
+}
+
+// rememberPeers stores the live peers' gossip addresses when they change.
+func rememberPeers(cl *cluster.Cluster, st *store.Store, last *[]string, log *slog.Logger) {
+	var addrs []string
+	for _, m := range cl.Members() {
+		if m.Name != cl.Name() && m.State == cluster.StateAlive && m.Addr.IsValid() {
+			addrs = append(addrs, m.Addr.String())
+		}
+	}
+	// An empty list is not stored: a node whose peers all died keeps
+	// the addresses to try after its own restart.
+	if len(addrs) == 0 || slices.Equal(addrs, *last) {
+		return
+	}
+	b, _ := json.Marshal(addrs)
+	if err := st.PutBlob(peersBlob, b); err != nil {
+		log.Warn("remember cluster peers", "err", err)
+		return
+	}
+	*last = addrs
+}
+
 func claimedByOther(cl *cluster.Cluster, p netip.Prefix) bool {
 	for _, m := range cl.Members() {
 		if m.Name != cl.Name() && m.PodCIDR == p {
@@ -104,7 +155,7 @@ func claimedByOther(cl *cluster.Cluster, p netip.Prefix) bool {
 // set of peers changes, and every 30 s to repair routes changed behind our
 // back. Other cluster events (objects, endpoints) cost a map comparison.
 // Only routes herd marked as its own are ever replaced or removed.
-func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
+func routeLoop(ctx context.Context, cl *cluster.Cluster, st *store.Store, log *slog.Logger) {
 	built := cl.PodCIDR() // what the pod network was built on
 	warned := false
 	events := cl.Subscribe()
@@ -112,8 +163,10 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, log *slog.Logger) {
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
 	var applied map[netip.Prefix]netip.Addr
+	var remembered []string
 	repair := true
 	for {
+		rememberPeers(cl, st, &remembered, log)
 		peers := map[netip.Prefix]netip.Addr{}
 		for _, m := range cl.Members() {
 			if m.Name == cl.Name() || m.State != cluster.StateAlive || !m.PodCIDR.IsValid() || !m.NodeIP.IsValid() {

@@ -457,3 +457,62 @@ func TestServicesNeedACluster(t *testing.T) {
 		t.Fatalf("got %v, want FailedPrecondition naming --cluster-cidr", err)
 	}
 }
+
+// TestJoinThroughAPISurvivesRestart: a node that founded its own cluster
+// joins another through JoinCluster (herd_node's join); restarted without
+// --join, it finds that cluster again from the peers it remembered, takes
+// its own nftables table back and serves the cluster's services again.
+func TestJoinThroughAPISurvivesRestart(t *testing.T) {
+	t.Parallel()
+	env := acctest.SharedEnv(t)
+	c := env.NewCluster(t, acctest.ClusterOptions{
+		Names:  []string{"rj-a"},
+		Subnet: netip.MustParsePrefix("10.83.0.0/24"),
+	})
+	b := c.AddNode(t, "rj-b", false)
+	ctx := context.Background()
+	resp, err := b.Cluster.JoinCluster(ctx, &herdv1.JoinClusterRequest{Addresses: []string{c.Nodes[0].Lab.IP.String() + ":7946"}})
+	if err != nil || resp.GetContacted() < 1 {
+		t.Fatalf("JoinCluster: %v %v", resp, err)
+	}
+	c.WaitMembers(t, 2)
+	// A service over a pod on rj-a answers on rj-b.
+	a := c.Nodes[0]
+	if _, err := a.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: webPod(env.Image, "web-rj")}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodRunning(t, a, "web-rj")
+	svc, err := a.Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "web", Selector: map[string]string{"app": "web"}, Ports: []*herdv1.ServicePort{{Port: 80, TargetPortName: "http"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := svc.GetService().GetStatus().GetClusterIp() + ":80"
+	answers := func(what string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, what, func() (bool, string) {
+			body, err := get(b.Lab.Path(), vip)
+			if err != nil {
+				return false, err.Error()
+			}
+			return body == "web-rj", body
+		})
+	}
+	answers("the VIP answers on rj-b")
+	// the peers are remembered on the member event
+	time.Sleep(time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := b.Agent.Restart(rctx); err != nil {
+		t.Fatalf("restart rj-b: %v", err)
+	}
+	c.WaitMembers(t, 2)
+	// agentd took its own nft table back and programs it again.
+	answers("the VIP answers on rj-b after its agentd restarted")
+	// Bad input is refused by agentd itself.
+	_, err = b.Cluster.JoinCluster(ctx, &herdv1.JoinClusterRequest{Addresses: []string{"no-port"}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "addresses[0]") {
+		t.Fatalf("JoinCluster(no-port) = %v, want InvalidArgument naming addresses[0]", err)
+	}
+}

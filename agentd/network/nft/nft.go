@@ -44,6 +44,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/userdata"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -202,7 +203,10 @@ func bigBuffers(c *netlink.Conn) error {
 	return serr
 }
 
-// checkOwned fails if a `table ip herd` exists that herd did not create.
+// checkOwned fails if a `table ip herd` exists that herd did not create:
+// herd's table carries Marker as the comment of the rules of its services
+// chain (and of its sets, for people reading `nft list`; google/nftables
+// does not parse set comments back).
 func (d *Dataplane) checkOwned() error {
 	tables, err := d.conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
@@ -212,13 +216,22 @@ func (d *Dataplane) checkOwned() error {
 		if t.Name != TableName {
 			continue
 		}
-		ss, err := d.conn.GetSets(t)
+		chains, err := d.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
 		if err != nil {
-			return fmt.Errorf("nft: list sets: %w", err)
+			return fmt.Errorf("nft: list chains: %w", err)
 		}
-		for _, s := range ss {
-			if s.Name == "backends" && s.Comment == Marker {
-				return nil
+		for _, ch := range chains {
+			if ch.Table.Name != TableName || ch.Name != "services" {
+				continue
+			}
+			rules, err := d.conn.GetRules(t, ch)
+			if err != nil {
+				return fmt.Errorf("nft: list rules: %w", err)
+			}
+			for _, r := range rules {
+				if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && c == Marker {
+					return nil
+				}
 			}
 		}
 		return fmt.Errorf("nft: table ip %s exists without herd's marker; refusing to touch it", TableName)

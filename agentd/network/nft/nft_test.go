@@ -162,6 +162,15 @@ func TestRefusesForeignTable(t *testing.T) {
 	}
 	// and left it alone
 	run(t, "ip", "netns", "exec", ns, "nft", "list table ip herd")
+	// A look-alike with a services chain whose rule has another comment.
+	run(t, "ip", "netns", "exec", ns, "nft", "add chain ip herd services")
+	run(t, "ip", "netns", "exec", ns, "nft", `add rule ip herd services accept comment "someone-else"`)
+	if _, err := New(Config{Netns: nsPath(ns)}); err == nil {
+		t.Fatal("took over a look-alike table")
+	}
+	if out := run(t, "ip", "netns", "exec", ns, "nft", "list table ip herd"); !strings.Contains(out, "someone-else") {
+		t.Fatalf("the foreign table changed:\n%s", out)
+	}
 }
 
 func TestTraffic(t *testing.T) {
@@ -456,4 +465,25 @@ func TestExactSlots(t *testing.T) {
 			t.Fatalf("%d endpoints: answers %v", n, seen)
 		}
 	}
+}
+
+// TestReopenOwnTable: a restarted agentd takes its own table back (the
+// marker is found) and keeps serving what it held until it syncs.
+func TestReopenOwnTable(t *testing.T) {
+	requireRoot(t)
+	ns := newNS(t)
+	cfg := Config{Netns: nsPath(ns), ServiceCIDR: svcCIDR, PodCIDR: podCIDR, NodeIPs: []netip.Addr{netip.MustParseAddr(nodeIP)}}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(context.Background(), example()); err != nil {
+		t.Fatal(err)
+	}
+	d.release() // as a process exit would: the table stays
+	d2, err := New(cfg)
+	if err != nil {
+		t.Fatalf("reopen herd's own table: %v\n%s", err, run(t, "ip", "netns", "exec", ns, "nft", "list table ip herd"))
+	}
+	t.Cleanup(func() { _ = d2.Close() })
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -108,7 +109,9 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 		ex = append(ex, guard...)
 		ex = append(ex, portKey(vip)...)
 		ex = append(ex, &expr.Lookup{SourceRegister: reg1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: d.sets.classes.Name, SetID: d.sets.classes.ID})
-		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex})
+		// The marker as the rule's comment: google/nftables does not read
+		// set comments back, rule user data it does (see checkOwned).
+		c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: ex, UserData: markerUserData})
 	}
 
 	// slots-<k>: ports with k backends (slots 0..k-1 in @backends). VIP
@@ -191,6 +194,9 @@ func (d *Dataplane) addSlotChain(k int, vipKey, npKey, dnat []expr.Any) {
 
 // slotChain names the chain serving ports with k backends.
 func slotChain(k int) string { return fmt.Sprintf("slots-%d", k) }
+
+// markerUserData is Marker as a rule comment (`nft list` shows it).
+var markerUserData = userdata.AppendString(nil, userdata.TypeComment, Marker)
 
 func loadDaddr(reg uint32) expr.Any {
 	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
