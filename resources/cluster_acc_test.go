@@ -118,8 +118,16 @@ func TestAccClusterJoinAndServiceAcrossNodes(t *testing.T) {
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: providerFactories(),
 		CheckDestroy: func(*terraform.State) error {
+			// The deletion reaches the other members by gossip: give it
+			// a moment on each.
 			for _, n := range c.Nodes {
-				_, err := n.Services.GetService(context.Background(), &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
+				var err error
+				for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+					_, err = n.Services.GetService(context.Background(), &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
+					if status.Code(err) == codes.NotFound || time.Now().After(deadline) {
+						break
+					}
+				}
 				if status.Code(err) != codes.NotFound {
 					return fmt.Errorf("%s: GetService after destroy: %v, want NotFound", n.Agent.Name, err)
 				}
