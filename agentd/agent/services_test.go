@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	mdns "github.com/miekg/dns"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -191,6 +193,41 @@ func TestServicesAcrossNodes(t *testing.T) {
 			logs := podLogs(t, n, name)
 			return strings.Contains(logs, vip.String()), logs
 		})
+	}
+
+	// A headless service resolves, from inside a pod, to one A record per
+	// ready pod; a named port gets an SRV record.
+	if _, err := c.Nodes[2].Services.ApplyService(ctx, &herdv1.ApplyServiceRequest{Spec: &herdv1.ServiceSpec{
+		Name: "web-h", Type: "Headless", Selector: map[string]string{"app": "web"},
+		Ports: []*herdv1.ServicePort{{Name: "http", Port: 8080}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	podIPs := map[string]bool{}
+	for _, n := range c.Nodes {
+		p, err := n.Pods.GetPod(ctx, &herdv1.GetPodRequest{Name: "web-" + n.Agent.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		podIPs[p.GetStatus().GetPodIp()] = true
+	}
+	resolver := gatewayOf(t, c.Nodes[0]) + ":53"
+	waitFor(t, 20*time.Second, "headless A records from a pod", func() (bool, string) {
+		got, err := lookup(netnsOf["web-sv-a"], resolver, "web-h.default.svc.cluster.local.", mdns.TypeA)
+		if err != nil {
+			return false, err.Error()
+		}
+		ips := map[string]bool{}
+		for _, rr := range got {
+			if a, ok := rr.(*mdns.A); ok {
+				ips[a.A.String()] = true
+			}
+		}
+		return fmt.Sprint(sortedSet(ips)) == fmt.Sprint(sortedSet(podIPs)), fmt.Sprint(got)
+	})
+	srv, err := lookup(netnsOf["web-sv-b"], gatewayOf(t, c.Nodes[1])+":53", "_http._tcp.web.default.svc.cluster.local.", mdns.TypeSRV)
+	if err != nil || len(srv) != 1 || srv[0].(*mdns.SRV).Port != 80 {
+		t.Fatalf("SRV _http._tcp.web: %v %v", srv, err)
 	}
 
 	// Hairpin: web-sv-a reaches itself through the VIP.
@@ -515,4 +552,53 @@ func TestJoinThroughAPISurvivesRestart(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "addresses[0]") {
 		t.Fatalf("JoinCluster(no-port) = %v, want InvalidArgument naming addresses[0]", err)
 	}
+}
+
+// gatewayOf is the pod gateway of a node, where agentd serves DNS: the
+// first address of its pod CIDR.
+func gatewayOf(t *testing.T, n *acctest.ClusterNode) string {
+	t.Helper()
+	node, err := n.Nodes.GetNode(context.Background(), &herdv1.GetNodeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.MustParsePrefix(node.GetPodCidr()).Addr().Next().String()
+}
+
+// lookup asks the DNS server at addr from inside a network namespace (the
+// socket is made on the namespace's thread).
+func lookup(netnsPath, addr, name string, qtype uint16) ([]mdns.RR, error) {
+	var conn net.Conn
+	if err := acctest.InNetns(netnsPath, func() error {
+		var err error
+		conn, err = net.DialTimeout("udp", addr, 2*time.Second)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	m := new(mdns.Msg)
+	m.SetQuestion(name, qtype)
+	dc := &mdns.Conn{Conn: conn}
+	if err := dc.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	r, err := dc.ReadMsg()
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != mdns.RcodeSuccess {
+		return nil, fmt.Errorf("rcode %s", mdns.RcodeToString[r.Rcode])
+	}
+	return r.Answer, nil
+}
+
+func sortedSet(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
