@@ -447,22 +447,17 @@ func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest
 	}
 	timeout, diags := plan.Timeouts.Create(ctx, defaultServiceWriteTimeout)
 	resp.Diagnostics.Append(diags...)
-	s, ok := r.planSpec(ctx, plan, &resp.Diagnostics)
+	sc, s, ok := r.prepare(ctx, plan, &resp.Diagnostics)
 	if !ok {
 		return
 	}
 	nodeID := plan.Node.ValueString()
-	sc, err := r.clients.ServiceClient(nodeID)
-	if err != nil {
-		addRPCError(&resp.Diagnostics, "connect to the node", nodeID, err)
-		return
-	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// ApplyService would quietly take over a service of the same name
 	// (someone else's, or one managed elsewhere): refuse, and say how to
 	// adopt it instead.
-	_, err = sc.GetService(cctx, &herdv1.GetServiceRequest{Namespace: s.GetNamespace(), Name: s.GetName()})
+	_, err := sc.GetService(cctx, &herdv1.GetServiceRequest{Namespace: s.GetNamespace(), Name: s.GetName()})
 	if err == nil {
 		resp.Diagnostics.AddError("Service already exists",
 			fmt.Sprintf("The cluster of %s already has a service %s/%s. Choose another name, delete it, or import it with "+
@@ -487,19 +482,29 @@ func (r *serviceResource) Update(ctx context.Context, req resource.UpdateRequest
 	}
 	timeout, diags := plan.Timeouts.Update(ctx, defaultServiceWriteTimeout)
 	resp.Diagnostics.Append(diags...)
-	s, ok := r.planSpec(ctx, plan, &resp.Diagnostics)
+	sc, s, ok := r.prepare(ctx, plan, &resp.Diagnostics)
 	if !ok {
-		return
-	}
-	nodeID := plan.Node.ValueString()
-	sc, err := r.clients.ServiceClient(nodeID)
-	if err != nil {
-		addRPCError(&resp.Diagnostics, "connect to the node", nodeID, err)
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r.write(cctx, sc, s, &plan, &resp.State, &resp.Diagnostics)
+}
+
+// prepare turns the plan into a spec and gets a client of the node the
+// service is written through: what Create and Update share.
+func (r *serviceResource) prepare(ctx context.Context, plan serviceModel, diags *diag.Diagnostics) (herdv1.ServiceServiceClient, *herdv1.ServiceSpec, bool) {
+	s, ok := r.planSpec(ctx, plan, diags)
+	if !ok {
+		return nil, nil, false
+	}
+	nodeID := plan.Node.ValueString()
+	sc, err := r.clients.ServiceClient(nodeID)
+	if err != nil {
+		addRPCError(diags, "connect to the node", nodeID, err)
+		return nil, nil, false
+	}
+	return sc, s, true
 }
 
 // planSpec converts a plan (every value known, but for node ports still

@@ -269,12 +269,13 @@ func (r *Registry) Get(namespace, name string) (*herdv1.Service, error) {
 // sorted by key.
 func (r *Registry) List(namespace string) []*herdv1.Service {
 	var out []*herdv1.Service
+	eps := r.endpoints()
 	for _, o := range r.st.List(KindService) {
 		if namespace != "" && !strings.HasPrefix(o.Key, namespace+"/") {
 			continue
 		}
 		if s, err := decode(o); err == nil {
-			out = append(out, r.withStatus(o.Key, s))
+			out = append(out, r.withStatusOf(o.Key, s, eps))
 		}
 	}
 	return out
@@ -306,6 +307,16 @@ func (r *Registry) synced(key string) bool {
 // withStatus fills the observed part of the status: versions per live
 // member, DNS name and endpoints.
 func (r *Registry) withStatus(key string, s *herdv1.Service) *herdv1.Service {
+	return r.withStatusOf(key, s, r.endpoints())
+}
+
+// endpoints decodes every published endpoint (once per read, not once per
+// service).
+func (r *Registry) endpoints() []endpoint {
+	return decodeEndpoints(r.st.Entries(KindEndpoint))
+}
+
+func (r *Registry) withStatusOf(key string, s *herdv1.Service, eps []endpoint) *herdv1.Service {
 	s = proto.Clone(s).(*herdv1.Service)
 	if s.Status == nil {
 		s.Status = &herdv1.ServiceStatus{}
@@ -323,7 +334,7 @@ func (r *Registry) withStatus(key string, s *herdv1.Service) *herdv1.Service {
 		}
 	}
 	st.Endpoints = nil
-	for _, e := range selectEndpoints(decodeEndpoints(r.st.Entries(KindEndpoint)), s.GetSpec().GetSelector()) {
+	for _, e := range selectEndpoints(eps, s.GetSpec().GetSelector()) {
 		st.Endpoints = append(st.Endpoints, &herdv1.ServiceEndpoint{Node: e.node, Pod: e.Pod, Ip: e.IP, Ready: e.Ready})
 	}
 	return s

@@ -8,12 +8,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 
 func requireRoot(tb testing.TB) {
@@ -51,37 +50,7 @@ func newNS(tb testing.TB) string {
 func nsPath(name string) string { return "/run/netns/" + name }
 
 // inNS runs f on a thread switched into the named namespace.
-func inNS(name string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(nsPath(name))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			// leave the thread locked: it dies with this goroutine
-			errc <- fmt.Errorf("restore netns: %v (f: %v)", err, ferr)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNS(name string, f func() error) error { return acctest.InNetns(nsPath(name), f) }
 
 // topo is a node namespace (holding the table) with routed pods on /32 veths
 // and an "ext" namespace on the node's uplink (the node IP).
