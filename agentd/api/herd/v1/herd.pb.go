@@ -350,7 +350,13 @@ type ContainerSpec struct {
 	LivenessProbe *Probe `protobuf:"bytes,11,opt,name=liveness_probe,json=livenessProbe,proto3" json:"liveness_probe,omitempty"`
 	// Startup holds readiness and liveness back until it succeeds once;
 	// failure_threshold failures restart the container.
-	StartupProbe  *Probe `protobuf:"bytes,12,opt,name=startup_probe,json=startupProbe,proto3" json:"startup_probe,omitempty"`
+	StartupProbe *Probe `protobuf:"bytes,12,opt,name=startup_probe,json=startupProbe,proto3" json:"startup_probe,omitempty"`
+	// Secret files on a tmpfs, by default /run/secrets/<secret>/<key>.
+	SecretMounts []*SecretMount `protobuf:"bytes,13,rep,name=secret_mounts,json=secretMounts,proto3" json:"secret_mounts,omitempty"`
+	// Environment variables from secret keys: weaker than files (visible in
+	// /proc/<pid>/environ and kept in containerd's metadata), and updated
+	// only when the container restarts.
+	SecretEnv     []*SecretEnv `protobuf:"bytes,14,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -469,6 +475,173 @@ func (x *ContainerSpec) GetStartupProbe() *Probe {
 	return nil
 }
 
+func (x *ContainerSpec) GetSecretMounts() []*SecretMount {
+	if x != nil {
+		return x.SecretMounts
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetSecretEnv() []*SecretEnv {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
+}
+
+// SecretMount puts a secret's keys into a container as files on a tmpfs,
+// mode 0400 (or mode), updated atomically when the secret changes.
+type SecretMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "name" (namespace default) or "namespace/name".
+	Secret string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Absolute directory in the container; default /run/secrets/<name>.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Owner of the files; default 0 (root).
+	Uid *uint32 `protobuf:"varint,3,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
+	Gid *uint32 `protobuf:"varint,4,opt,name=gid,proto3,oneof" json:"gid,omitempty"`
+	// Only these keys; empty: every key.
+	Keys []string `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	// File mode; default 0400. At most 0777.
+	Mode          *uint32 `protobuf:"varint,6,opt,name=mode,proto3,oneof" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretMount) Reset() {
+	*x = SecretMount{}
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretMount) ProtoMessage() {}
+
+func (x *SecretMount) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretMount.ProtoReflect.Descriptor instead.
+func (*SecretMount) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SecretMount) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *SecretMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SecretMount) GetUid() uint32 {
+	if x != nil && x.Uid != nil {
+		return *x.Uid
+	}
+	return 0
+}
+
+func (x *SecretMount) GetGid() uint32 {
+	if x != nil && x.Gid != nil {
+		return *x.Gid
+	}
+	return 0
+}
+
+func (x *SecretMount) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SecretMount) GetMode() uint32 {
+	if x != nil && x.Mode != nil {
+		return *x.Mode
+	}
+	return 0
+}
+
+type SecretEnv struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The variable's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "name" or "namespace/name".
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretEnv) Reset() {
+	*x = SecretEnv{}
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretEnv) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretEnv) ProtoMessage() {}
+
+func (x *SecretEnv) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretEnv.ProtoReflect.Descriptor instead.
+func (*SecretEnv) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SecretEnv) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretEnv) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *SecretEnv) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // Probe checks a container periodically, as the kubelet does. Exactly one
 // of http_get, tcp_socket and exec is set.
 type Probe struct {
@@ -488,7 +661,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +673,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +686,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Probe) GetHttpGet() *HTTPGetAction {
@@ -587,7 +760,7 @@ type HTTPGetAction struct {
 
 func (x *HTTPGetAction) Reset() {
 	*x = HTTPGetAction{}
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +772,7 @@ func (x *HTTPGetAction) String() string {
 func (*HTTPGetAction) ProtoMessage() {}
 
 func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +785,7 @@ func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPGetAction.ProtoReflect.Descriptor instead.
 func (*HTTPGetAction) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HTTPGetAction) GetPath() string {
@@ -647,7 +820,7 @@ type TCPSocketAction struct {
 
 func (x *TCPSocketAction) Reset() {
 	*x = TCPSocketAction{}
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +832,7 @@ func (x *TCPSocketAction) String() string {
 func (*TCPSocketAction) ProtoMessage() {}
 
 func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +845,7 @@ func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPSocketAction.ProtoReflect.Descriptor instead.
 func (*TCPSocketAction) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TCPSocketAction) GetPort() int32 {
@@ -699,7 +872,7 @@ type ExecAction struct {
 
 func (x *ExecAction) Reset() {
 	*x = ExecAction{}
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +884,7 @@ func (x *ExecAction) String() string {
 func (*ExecAction) ProtoMessage() {}
 
 func (x *ExecAction) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +897,7 @@ func (x *ExecAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAction.ProtoReflect.Descriptor instead.
 func (*ExecAction) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecAction) GetCommand() []string {
@@ -749,7 +922,7 @@ type ContainerPort struct {
 
 func (x *ContainerPort) Reset() {
 	*x = ContainerPort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +934,7 @@ func (x *ContainerPort) String() string {
 func (*ContainerPort) ProtoMessage() {}
 
 func (x *ContainerPort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +947,7 @@ func (x *ContainerPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
 func (*ContainerPort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ContainerPort) GetName() string {
@@ -808,13 +981,20 @@ type PodSpec struct {
 	RestartPolicy string `protobuf:"bytes,4,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
 	// Seconds between SIGTERM and SIGKILL. Unset: 30.
 	TerminationGracePeriodSeconds *int64 `protobuf:"varint,5,opt,name=termination_grace_period_seconds,json=terminationGracePeriodSeconds,proto3,oneof" json:"termination_grace_period_seconds,omitempty"`
-	unknownFields                 protoimpl.UnknownFields
-	sizeCache                     protoimpl.SizeCache
+	// A secret of type registry ("name" or "namespace/name") whose
+	// credentials pull this pod's images from its registry host.
+	ImagePullSecret string `protobuf:"bytes,6,opt,name=image_pull_secret,json=imagePullSecret,proto3" json:"image_pull_secret,omitempty"`
+	// When a secret this pod uses gets new data, restart the pod's
+	// containers (one pod at a time across the cluster) instead of only
+	// updating its files.
+	RestartOnSecretChange bool `protobuf:"varint,7,opt,name=restart_on_secret_change,json=restartOnSecretChange,proto3" json:"restart_on_secret_change,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *PodSpec) Reset() {
 	*x = PodSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1006,7 @@ func (x *PodSpec) String() string {
 func (*PodSpec) ProtoMessage() {}
 
 func (x *PodSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1019,7 @@ func (x *PodSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodSpec.ProtoReflect.Descriptor instead.
 func (*PodSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PodSpec) GetName() string {
@@ -877,6 +1057,20 @@ func (x *PodSpec) GetTerminationGracePeriodSeconds() int64 {
 	return 0
 }
 
+func (x *PodSpec) GetImagePullSecret() string {
+	if x != nil {
+		return x.ImagePullSecret
+	}
+	return ""
+}
+
+func (x *PodSpec) GetRestartOnSecretChange() bool {
+	if x != nil {
+		return x.RestartOnSecretChange
+	}
+	return false
+}
+
 type ContainerStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -905,7 +1099,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1111,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1124,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -1050,7 +1244,7 @@ type PodStatus struct {
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1256,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1269,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -1135,7 +1329,7 @@ type Pod struct {
 
 func (x *Pod) Reset() {
 	*x = Pod{}
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1341,7 @@ func (x *Pod) String() string {
 func (*Pod) ProtoMessage() {}
 
 func (x *Pod) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1354,7 @@ func (x *Pod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pod.ProtoReflect.Descriptor instead.
 func (*Pod) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Pod) GetSpec() *PodSpec {
@@ -1207,7 +1401,7 @@ type ApplyPodRequest struct {
 
 func (x *ApplyPodRequest) Reset() {
 	*x = ApplyPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1413,7 @@ func (x *ApplyPodRequest) String() string {
 func (*ApplyPodRequest) ProtoMessage() {}
 
 func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1426,7 @@ func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyPodRequest) GetSpec() *PodSpec {
@@ -1253,7 +1447,7 @@ type ApplyPodResponse struct {
 
 func (x *ApplyPodResponse) Reset() {
 	*x = ApplyPodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1459,7 @@ func (x *ApplyPodResponse) String() string {
 func (*ApplyPodResponse) ProtoMessage() {}
 
 func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1472,7 @@ func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyPodResponse) GetPod() *Pod {
@@ -1304,7 +1498,7 @@ type GetPodRequest struct {
 
 func (x *GetPodRequest) Reset() {
 	*x = GetPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1510,7 @@ func (x *GetPodRequest) String() string {
 func (*GetPodRequest) ProtoMessage() {}
 
 func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1523,7 @@ func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
 func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPodRequest) GetName() string {
@@ -1348,7 +1542,7 @@ type ListPodsRequest struct {
 
 func (x *ListPodsRequest) Reset() {
 	*x = ListPodsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1554,7 @@ func (x *ListPodsRequest) String() string {
 func (*ListPodsRequest) ProtoMessage() {}
 
 func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1567,7 @@ func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsRequest.ProtoReflect.Descriptor instead.
 func (*ListPodsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListPodsRequest) GetLabelSelector() map[string]string {
@@ -1392,7 +1586,7 @@ type ListPodsResponse struct {
 
 func (x *ListPodsResponse) Reset() {
 	*x = ListPodsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1598,7 @@ func (x *ListPodsResponse) String() string {
 func (*ListPodsResponse) ProtoMessage() {}
 
 func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1611,7 @@ func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsResponse.ProtoReflect.Descriptor instead.
 func (*ListPodsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListPodsResponse) GetPods() []*Pod {
@@ -1438,7 +1632,7 @@ type DeletePodRequest struct {
 
 func (x *DeletePodRequest) Reset() {
 	*x = DeletePodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1644,7 @@ func (x *DeletePodRequest) String() string {
 func (*DeletePodRequest) ProtoMessage() {}
 
 func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1657,7 @@ func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
 func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeletePodRequest) GetName() string {
@@ -1489,7 +1683,7 @@ type DeletePodResponse struct {
 
 func (x *DeletePodResponse) Reset() {
 	*x = DeletePodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1695,7 @@ func (x *DeletePodResponse) String() string {
 func (*DeletePodResponse) ProtoMessage() {}
 
 func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1708,7 @@ func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodResponse.ProtoReflect.Descriptor instead.
 func (*DeletePodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeletePodResponse) GetExisted() bool {
@@ -1538,7 +1732,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1744,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1757,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PodLogsRequest) GetPod() string {
@@ -1604,7 +1798,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1810,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1823,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LogChunk) GetContainer() string {
@@ -1654,7 +1848,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1860,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1873,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
 }
 
 type Member struct {
@@ -1691,14 +1885,16 @@ type Member struct {
 	NodeIp  string `protobuf:"bytes,3,opt,name=node_ip,json=nodeIp,proto3" json:"node_ip,omitempty"`
 	PodCidr string `protobuf:"bytes,4,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
 	// "alive", "suspect", "dead" or "left".
-	State         string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// The node's labels as it publishes them (node_selector matches these).
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1906,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1919,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Member) GetName() string {
@@ -1761,6 +1957,13 @@ func (x *Member) GetState() string {
 	return ""
 }
 
+func (x *Member) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type ListMembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -1770,7 +1973,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[25]
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1985,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[25]
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1998,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1815,7 +2018,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +2030,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +2043,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JoinClusterRequest) GetAddresses() []string {
@@ -1860,7 +2063,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +2075,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +2088,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinClusterResponse) GetContacted() int32 {
@@ -1917,7 +2120,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2132,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2145,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ServicePort) GetName() string {
@@ -2006,7 +2209,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2221,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2234,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ServiceSpec) GetNamespace() string {
@@ -2088,7 +2291,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +2303,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +2316,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ServiceEndpoint) GetNode() string {
@@ -2155,7 +2358,7 @@ type MemberVersion struct {
 
 func (x *MemberVersion) Reset() {
 	*x = MemberVersion{}
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2370,7 @@ func (x *MemberVersion) String() string {
 func (*MemberVersion) ProtoMessage() {}
 
 func (x *MemberVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2383,7 @@ func (x *MemberVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberVersion.ProtoReflect.Descriptor instead.
 func (*MemberVersion) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MemberVersion) GetNode() string {
@@ -2216,7 +2419,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2431,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2444,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ServiceStatus) GetClusterIp() string {
@@ -2300,7 +2503,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2515,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2528,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Service) GetSpec() *ServiceSpec {
@@ -2365,7 +2568,7 @@ type ApplyServiceRequest struct {
 
 func (x *ApplyServiceRequest) Reset() {
 	*x = ApplyServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2580,7 @@ func (x *ApplyServiceRequest) String() string {
 func (*ApplyServiceRequest) ProtoMessage() {}
 
 func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2593,7 @@ func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceRequest.ProtoReflect.Descriptor instead.
 func (*ApplyServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApplyServiceRequest) GetSpec() *ServiceSpec {
@@ -2411,7 +2614,7 @@ type ApplyServiceResponse struct {
 
 func (x *ApplyServiceResponse) Reset() {
 	*x = ApplyServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2626,7 @@ func (x *ApplyServiceResponse) String() string {
 func (*ApplyServiceResponse) ProtoMessage() {}
 
 func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2639,7 @@ func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceResponse.ProtoReflect.Descriptor instead.
 func (*ApplyServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApplyServiceResponse) GetService() *Service {
@@ -2463,7 +2666,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2678,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2691,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetServiceRequest) GetNamespace() string {
@@ -2515,7 +2718,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2730,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2743,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListServicesRequest) GetNamespace() string {
@@ -2559,7 +2762,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2774,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2787,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -2604,7 +2807,7 @@ type DeleteServiceRequest struct {
 
 func (x *DeleteServiceRequest) Reset() {
 	*x = DeleteServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2819,7 @@ func (x *DeleteServiceRequest) String() string {
 func (*DeleteServiceRequest) ProtoMessage() {}
 
 func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2832,7 @@ func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteServiceRequest) GetNamespace() string {
@@ -2655,7 +2858,7 @@ type DeleteServiceResponse struct {
 
 func (x *DeleteServiceResponse) Reset() {
 	*x = DeleteServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2870,7 @@ func (x *DeleteServiceResponse) String() string {
 func (*DeleteServiceResponse) ProtoMessage() {}
 
 func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2883,7 @@ func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteServiceResponse) GetExisted() bool {
@@ -2688,6 +2891,935 @@ func (x *DeleteServiceResponse) GetExisted() bool {
 		return x.Existed
 	}
 	return false
+}
+
+type SecretSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 1123 label; default "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// RFC 1123 label, unique in its namespace.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "opaque" (default), "tls", "basic-auth" or "registry".
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// Keys match [-._a-zA-Z0-9]+ and are not "." or ".."; at most 1 MiB in all.
+	Data map[string][]byte `protobuf:"bytes,4,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only members whose labels include all of these hold the secret.
+	// Empty: every member.
+	NodeSelector map[string]string `protobuf:"bytes,5,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Once true, data and type can no longer change (delete and recreate).
+	Immutable     bool `protobuf:"varint,6,opt,name=immutable,proto3" json:"immutable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretSpec) Reset() {
+	*x = SecretSpec{}
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretSpec) ProtoMessage() {}
+
+func (x *SecretSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretSpec.ProtoReflect.Descriptor instead.
+func (*SecretSpec) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *SecretSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SecretSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretSpec) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SecretSpec) GetData() map[string][]byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SecretSpec) GetNodeSelector() map[string]string {
+	if x != nil {
+		return x.NodeSelector
+	}
+	return nil
+}
+
+func (x *SecretSpec) GetImmutable() bool {
+	if x != nil {
+		return x.Immutable
+	}
+	return false
+}
+
+// SecretMeta is a secret without its data.
+type SecretMeta struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Namespace    string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Type         string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	NodeSelector map[string]string      `protobuf:"bytes,4,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Immutable    bool                   `protobuf:"varint,5,opt,name=immutable,proto3" json:"immutable,omitempty"`
+	// The key names, never the values.
+	Keys          []string `protobuf:"bytes,6,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretMeta) Reset() {
+	*x = SecretMeta{}
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretMeta) ProtoMessage() {}
+
+func (x *SecretMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretMeta.ProtoReflect.Descriptor instead.
+func (*SecretMeta) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *SecretMeta) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SecretMeta) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretMeta) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SecretMeta) GetNodeSelector() map[string]string {
+	if x != nil {
+		return x.NodeSelector
+	}
+	return nil
+}
+
+func (x *SecretMeta) GetImmutable() bool {
+	if x != nil {
+		return x.Immutable
+	}
+	return false
+}
+
+func (x *SecretMeta) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type SecretStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Grows with every change (data, selector or immutable).
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// "hmac-sha256:<hex>" of the data, keyed by a key derived from the
+	// cluster's gossip key: equal data gives an equal checksum, and the
+	// data cannot be guessed from it without the key.
+	Checksum string `protobuf:"bytes,2,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// Live members holding the secret, with their versions.
+	Members []*MemberVersion `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// Every live member matching the selector holds the current version.
+	Synced        bool `protobuf:"varint,4,opt,name=synced,proto3" json:"synced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretStatus) Reset() {
+	*x = SecretStatus{}
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretStatus) ProtoMessage() {}
+
+func (x *SecretStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretStatus.ProtoReflect.Descriptor instead.
+func (*SecretStatus) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *SecretStatus) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SecretStatus) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *SecretStatus) GetMembers() []*MemberVersion {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *SecretStatus) GetSynced() bool {
+	if x != nil {
+		return x.Synced
+	}
+	return false
+}
+
+type Secret struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Meta   *SecretMeta            `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	Status *SecretStatus          `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// Random per creation.
+	Uid           string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Secret) Reset() {
+	*x = Secret{}
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Secret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Secret) ProtoMessage() {}
+
+func (x *Secret) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Secret.ProtoReflect.Descriptor instead.
+func (*Secret) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *Secret) GetMeta() *SecretMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *Secret) GetStatus() *SecretStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *Secret) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *Secret) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Secret) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// PodRef names a pod on a node.
+type PodRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Pod           string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodRef) Reset() {
+	*x = PodRef{}
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodRef) ProtoMessage() {}
+
+func (x *PodRef) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
+func (*PodRef) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PodRef) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PodRef) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+type ApplySecretRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *SecretSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Only report what the apply would do (restarted_pods lists the pods
+	// it would restart); change nothing.
+	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplySecretRequest) Reset() {
+	*x = ApplySecretRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplySecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplySecretRequest) ProtoMessage() {}
+
+func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplySecretRequest.ProtoReflect.Descriptor instead.
+func (*ApplySecretRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ApplySecretRequest) GetSpec() *SecretSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *ApplySecretRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type ApplySecretResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Secret *Secret                `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// False when nothing changed.
+	Changed bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// Pods restarted (or, with dry_run, to be restarted) because they set
+	// restart_on_secret_change and the data changed; in restart order.
+	RestartedPods []*PodRef `protobuf:"bytes,3,rep,name=restarted_pods,json=restartedPods,proto3" json:"restarted_pods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplySecretResponse) Reset() {
+	*x = ApplySecretResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplySecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplySecretResponse) ProtoMessage() {}
+
+func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplySecretResponse.ProtoReflect.Descriptor instead.
+func (*ApplySecretResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ApplySecretResponse) GetSecret() *Secret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *ApplySecretResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *ApplySecretResponse) GetRestartedPods() []*PodRef {
+	if x != nil {
+		return x.RestartedPods
+	}
+	return nil
+}
+
+type GetSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSecretRequest) Reset() {
+	*x = GetSecretRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSecretRequest) ProtoMessage() {}
+
+func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
+func (*GetSecretRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *GetSecretRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListSecretsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every namespace.
+	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsRequest) Reset() {
+	*x = ListSecretsRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsRequest) ProtoMessage() {}
+
+func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
+func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListSecretsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListSecretsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*Secret              `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsResponse) Reset() {
+	*x = ListSecretsResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsResponse) ProtoMessage() {}
+
+func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
+func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListSecretsResponse) GetSecrets() []*Secret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+type DeleteSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretRequest) Reset() {
+	*x = DeleteSecretRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretRequest) ProtoMessage() {}
+
+func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DeleteSecretRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeleteSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretResponse) Reset() {
+	*x = DeleteSecretResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretResponse) ProtoMessage() {}
+
+func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *DeleteSecretResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+type RevealSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevealSecretRequest) Reset() {
+	*x = RevealSecretRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevealSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevealSecretRequest) ProtoMessage() {}
+
+func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevealSecretRequest.ProtoReflect.Descriptor instead.
+func (*RevealSecretRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *RevealSecretRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RevealSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevealSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        *Secret                `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Data          map[string][]byte      `protobuf:"bytes,2,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevealSecretResponse) Reset() {
+	*x = RevealSecretResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevealSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevealSecretResponse) ProtoMessage() {}
+
+func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevealSecretResponse.ProtoReflect.Descriptor instead.
+func (*RevealSecretResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *RevealSecretResponse) GetSecret() *Secret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *RevealSecretResponse) GetData() map[string][]byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RotateKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyRequest) Reset() {
+	*x = RotateKeyRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
+}
+
+type RotateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new current key's id (an HMAC of the key, not the key).
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// How many stored secrets were re-wrapped.
+	Rewrapped     int32 `protobuf:"varint,2,opt,name=rewrapped,proto3" json:"rewrapped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyResponse) Reset() {
+	*x = RotateKeyResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *RotateKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RotateKeyResponse) GetRewrapped() int32 {
+	if x != nil {
+		return x.Rewrapped
+	}
+	return 0
 }
 
 type HealthCheckRequest struct {
@@ -2698,7 +3830,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +3842,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +3855,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
 }
 
 type HealthCheck struct {
@@ -2737,7 +3869,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3881,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3894,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -2796,7 +3928,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3940,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3953,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *HealthCheckResponse) GetOk() bool {
@@ -2873,7 +4005,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\bpod_cidr\x18\x0f \x01(\tR\apodCidr\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x04\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2888,10 +4020,27 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x0freadiness_probe\x18\n" +
 	" \x01(\v2\x0e.herd.v1.ProbeR\x0ereadinessProbe\x125\n" +
 	"\x0eliveness_probe\x18\v \x01(\v2\x0e.herd.v1.ProbeR\rlivenessProbe\x123\n" +
-	"\rstartup_probe\x18\f \x01(\v2\x0e.herd.v1.ProbeR\fstartupProbe\x1a6\n" +
+	"\rstartup_probe\x18\f \x01(\v2\x0e.herd.v1.ProbeR\fstartupProbe\x129\n" +
+	"\rsecret_mounts\x18\r \x03(\v2\x14.herd.v1.SecretMountR\fsecretMounts\x121\n" +
+	"\n" +
+	"secret_env\x18\x0e \x03(\v2\x12.herd.v1.SecretEnvR\tsecretEnv\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
+	"\vSecretMount\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x15\n" +
+	"\x03uid\x18\x03 \x01(\rH\x00R\x03uid\x88\x01\x01\x12\x15\n" +
+	"\x03gid\x18\x04 \x01(\rH\x01R\x03gid\x88\x01\x01\x12\x12\n" +
+	"\x04keys\x18\x05 \x03(\tR\x04keys\x12\x17\n" +
+	"\x04mode\x18\x06 \x01(\rH\x02R\x04mode\x88\x01\x01B\x06\n" +
+	"\x04_uidB\x06\n" +
+	"\x04_gidB\a\n" +
+	"\x05_mode\"I\n" +
+	"\tSecretEnv\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\"\x80\x04\n" +
 	"\x05Probe\x121\n" +
 	"\bhttp_get\x18\x01 \x01(\v2\x16.herd.v1.HTTPGetActionR\ahttpGet\x127\n" +
 	"\n" +
@@ -2920,7 +4069,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\rContainerPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xe0\x02\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xc5\x03\n" +
 	"\aPodSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.herd.v1.PodSpec.LabelsEntryR\x06labels\x126\n" +
@@ -2928,7 +4077,9 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"containers\x18\x03 \x03(\v2\x16.herd.v1.ContainerSpecR\n" +
 	"containers\x12%\n" +
 	"\x0erestart_policy\x18\x04 \x01(\tR\rrestartPolicy\x12L\n" +
-	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01\x1a9\n" +
+	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01\x12*\n" +
+	"\x11image_pull_secret\x18\x06 \x01(\tR\x0fimagePullSecret\x127\n" +
+	"\x18restart_on_secret_change\x18\a \x01(\bR\x15restartOnSecretChange\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
@@ -2998,13 +4149,17 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\bLogChunk\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x14\n" +
-	"\x12ListMembersRequest\"\x8d\x01\n" +
+	"\x12ListMembersRequest\"\xfd\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\x12\x17\n" +
 	"\anode_ip\x18\x03 \x01(\tR\x06nodeIp\x12\x19\n" +
 	"\bpod_cidr\x18\x04 \x01(\tR\apodCidr\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\"@\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x123\n" +
+	"\x06labels\x18\x06 \x03(\v2\x1b.herd.v1.Member.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\x13ListMembersResponse\x12)\n" +
 	"\amembers\x18\x01 \x03(\v2\x0f.herd.v1.MemberR\amembers\"2\n" +
 	"\x12JoinClusterRequest\x12\x1c\n" +
@@ -3067,7 +4222,80 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"1\n" +
 	"\x15DeleteServiceResponse\x12\x18\n" +
-	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x14\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"\xe9\x02\n" +
+	"\n" +
+	"SecretSpec\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x121\n" +
+	"\x04data\x18\x04 \x03(\v2\x1d.herd.v1.SecretSpec.DataEntryR\x04data\x12J\n" +
+	"\rnode_selector\x18\x05 \x03(\v2%.herd.v1.SecretSpec.NodeSelectorEntryR\fnodeSelector\x12\x1c\n" +
+	"\timmutable\x18\x06 \x01(\bR\timmutable\x1a7\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
+	"\x11NodeSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x02\n" +
+	"\n" +
+	"SecretMeta\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12J\n" +
+	"\rnode_selector\x18\x04 \x03(\v2%.herd.v1.SecretMeta.NodeSelectorEntryR\fnodeSelector\x12\x1c\n" +
+	"\timmutable\x18\x05 \x01(\bR\timmutable\x12\x12\n" +
+	"\x04keys\x18\x06 \x03(\tR\x04keys\x1a?\n" +
+	"\x11NodeSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
+	"\fSecretStatus\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1a\n" +
+	"\bchecksum\x18\x02 \x01(\tR\bchecksum\x120\n" +
+	"\amembers\x18\x03 \x03(\v2\x16.herd.v1.MemberVersionR\amembers\x12\x16\n" +
+	"\x06synced\x18\x04 \x01(\bR\x06synced\"\xe8\x01\n" +
+	"\x06Secret\x12'\n" +
+	"\x04meta\x18\x01 \x01(\v2\x13.herd.v1.SecretMetaR\x04meta\x12-\n" +
+	"\x06status\x18\x02 \x01(\v2\x15.herd.v1.SecretStatusR\x06status\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\".\n" +
+	"\x06PodRef\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\"V\n" +
+	"\x12ApplySecretRequest\x12'\n" +
+	"\x04spec\x18\x01 \x01(\v2\x13.herd.v1.SecretSpecR\x04spec\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x90\x01\n" +
+	"\x13ApplySecretResponse\x12'\n" +
+	"\x06secret\x18\x01 \x01(\v2\x0f.herd.v1.SecretR\x06secret\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x126\n" +
+	"\x0erestarted_pods\x18\x03 \x03(\v2\x0f.herd.v1.PodRefR\rrestartedPods\"D\n" +
+	"\x10GetSecretRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"2\n" +
+	"\x12ListSecretsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"@\n" +
+	"\x13ListSecretsResponse\x12)\n" +
+	"\asecrets\x18\x01 \x03(\v2\x0f.herd.v1.SecretR\asecrets\"G\n" +
+	"\x13DeleteSecretRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"0\n" +
+	"\x14DeleteSecretResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"G\n" +
+	"\x13RevealSecretRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xb5\x01\n" +
+	"\x14RevealSecretResponse\x12'\n" +
+	"\x06secret\x18\x01 \x01(\v2\x0f.herd.v1.SecretR\x06secret\x12;\n" +
+	"\x04data\x18\x02 \x03(\v2'.herd.v1.RevealSecretResponse.DataEntryR\x04data\x1a7\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x12\n" +
+	"\x10RotateKeyRequest\"H\n" +
+	"\x11RotateKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
+	"\trewrapped\x18\x02 \x01(\x05R\trewrapped\"\x14\n" +
 	"\x12HealthCheckRequest\"K\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -3094,7 +4322,14 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1a.herd.v1.GetServiceRequest\x1a\x10.herd.v1.Service\x12K\n" +
 	"\fListServices\x12\x1c.herd.v1.ListServicesRequest\x1a\x1d.herd.v1.ListServicesResponse\x12N\n" +
-	"\rDeleteService\x12\x1d.herd.v1.DeleteServiceRequest\x1a\x1e.herd.v1.DeleteServiceResponse2S\n" +
+	"\rDeleteService\x12\x1d.herd.v1.DeleteServiceRequest\x1a\x1e.herd.v1.DeleteServiceResponse2\xba\x03\n" +
+	"\rSecretService\x12H\n" +
+	"\vApplySecret\x12\x1b.herd.v1.ApplySecretRequest\x1a\x1c.herd.v1.ApplySecretResponse\x127\n" +
+	"\tGetSecret\x12\x19.herd.v1.GetSecretRequest\x1a\x0f.herd.v1.Secret\x12H\n" +
+	"\vListSecrets\x12\x1b.herd.v1.ListSecretsRequest\x1a\x1c.herd.v1.ListSecretsResponse\x12K\n" +
+	"\fDeleteSecret\x12\x1c.herd.v1.DeleteSecretRequest\x1a\x1d.herd.v1.DeleteSecretResponse\x12K\n" +
+	"\fRevealSecret\x12\x1c.herd.v1.RevealSecretRequest\x1a\x1d.herd.v1.RevealSecretResponse\x12B\n" +
+	"\tRotateKey\x12\x19.herd.v1.RotateKeyRequest\x1a\x1a.herd.v1.RotateKeyResponse2S\n" +
 	"\rHealthService\x12B\n" +
 	"\x05Check\x12\x1b.herd.v1.HealthCheckRequest\x1a\x1c.herd.v1.HealthCheckResponseBKZIgithub.com/herd-project/terraform-provider-herd/agentd/api/herd/v1;herdv1b\x06proto3"
 
@@ -3110,133 +4345,185 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),        // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),  // 1: herd.v1.SetNodeLabelsRequest
 	(*Resources)(nil),             // 2: herd.v1.Resources
 	(*Node)(nil),                  // 3: herd.v1.Node
 	(*ContainerSpec)(nil),         // 4: herd.v1.ContainerSpec
-	(*Probe)(nil),                 // 5: herd.v1.Probe
-	(*HTTPGetAction)(nil),         // 6: herd.v1.HTTPGetAction
-	(*TCPSocketAction)(nil),       // 7: herd.v1.TCPSocketAction
-	(*ExecAction)(nil),            // 8: herd.v1.ExecAction
-	(*ContainerPort)(nil),         // 9: herd.v1.ContainerPort
-	(*PodSpec)(nil),               // 10: herd.v1.PodSpec
-	(*ContainerStatus)(nil),       // 11: herd.v1.ContainerStatus
-	(*PodStatus)(nil),             // 12: herd.v1.PodStatus
-	(*Pod)(nil),                   // 13: herd.v1.Pod
-	(*ApplyPodRequest)(nil),       // 14: herd.v1.ApplyPodRequest
-	(*ApplyPodResponse)(nil),      // 15: herd.v1.ApplyPodResponse
-	(*GetPodRequest)(nil),         // 16: herd.v1.GetPodRequest
-	(*ListPodsRequest)(nil),       // 17: herd.v1.ListPodsRequest
-	(*ListPodsResponse)(nil),      // 18: herd.v1.ListPodsResponse
-	(*DeletePodRequest)(nil),      // 19: herd.v1.DeletePodRequest
-	(*DeletePodResponse)(nil),     // 20: herd.v1.DeletePodResponse
-	(*PodLogsRequest)(nil),        // 21: herd.v1.PodLogsRequest
-	(*LogChunk)(nil),              // 22: herd.v1.LogChunk
-	(*ListMembersRequest)(nil),    // 23: herd.v1.ListMembersRequest
-	(*Member)(nil),                // 24: herd.v1.Member
-	(*ListMembersResponse)(nil),   // 25: herd.v1.ListMembersResponse
-	(*JoinClusterRequest)(nil),    // 26: herd.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),   // 27: herd.v1.JoinClusterResponse
-	(*ServicePort)(nil),           // 28: herd.v1.ServicePort
-	(*ServiceSpec)(nil),           // 29: herd.v1.ServiceSpec
-	(*ServiceEndpoint)(nil),       // 30: herd.v1.ServiceEndpoint
-	(*MemberVersion)(nil),         // 31: herd.v1.MemberVersion
-	(*ServiceStatus)(nil),         // 32: herd.v1.ServiceStatus
-	(*Service)(nil),               // 33: herd.v1.Service
-	(*ApplyServiceRequest)(nil),   // 34: herd.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),  // 35: herd.v1.ApplyServiceResponse
-	(*GetServiceRequest)(nil),     // 36: herd.v1.GetServiceRequest
-	(*ListServicesRequest)(nil),   // 37: herd.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 38: herd.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),  // 39: herd.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil), // 40: herd.v1.DeleteServiceResponse
-	(*HealthCheckRequest)(nil),    // 41: herd.v1.HealthCheckRequest
-	(*HealthCheck)(nil),           // 42: herd.v1.HealthCheck
-	(*HealthCheckResponse)(nil),   // 43: herd.v1.HealthCheckResponse
-	nil,                           // 44: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                           // 45: herd.v1.Node.LabelsEntry
-	nil,                           // 46: herd.v1.ContainerSpec.EnvEntry
-	nil,                           // 47: herd.v1.PodSpec.LabelsEntry
-	nil,                           // 48: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                           // 49: herd.v1.ServiceSpec.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
+	(*SecretMount)(nil),           // 5: herd.v1.SecretMount
+	(*SecretEnv)(nil),             // 6: herd.v1.SecretEnv
+	(*Probe)(nil),                 // 7: herd.v1.Probe
+	(*HTTPGetAction)(nil),         // 8: herd.v1.HTTPGetAction
+	(*TCPSocketAction)(nil),       // 9: herd.v1.TCPSocketAction
+	(*ExecAction)(nil),            // 10: herd.v1.ExecAction
+	(*ContainerPort)(nil),         // 11: herd.v1.ContainerPort
+	(*PodSpec)(nil),               // 12: herd.v1.PodSpec
+	(*ContainerStatus)(nil),       // 13: herd.v1.ContainerStatus
+	(*PodStatus)(nil),             // 14: herd.v1.PodStatus
+	(*Pod)(nil),                   // 15: herd.v1.Pod
+	(*ApplyPodRequest)(nil),       // 16: herd.v1.ApplyPodRequest
+	(*ApplyPodResponse)(nil),      // 17: herd.v1.ApplyPodResponse
+	(*GetPodRequest)(nil),         // 18: herd.v1.GetPodRequest
+	(*ListPodsRequest)(nil),       // 19: herd.v1.ListPodsRequest
+	(*ListPodsResponse)(nil),      // 20: herd.v1.ListPodsResponse
+	(*DeletePodRequest)(nil),      // 21: herd.v1.DeletePodRequest
+	(*DeletePodResponse)(nil),     // 22: herd.v1.DeletePodResponse
+	(*PodLogsRequest)(nil),        // 23: herd.v1.PodLogsRequest
+	(*LogChunk)(nil),              // 24: herd.v1.LogChunk
+	(*ListMembersRequest)(nil),    // 25: herd.v1.ListMembersRequest
+	(*Member)(nil),                // 26: herd.v1.Member
+	(*ListMembersResponse)(nil),   // 27: herd.v1.ListMembersResponse
+	(*JoinClusterRequest)(nil),    // 28: herd.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),   // 29: herd.v1.JoinClusterResponse
+	(*ServicePort)(nil),           // 30: herd.v1.ServicePort
+	(*ServiceSpec)(nil),           // 31: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),       // 32: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),         // 33: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),         // 34: herd.v1.ServiceStatus
+	(*Service)(nil),               // 35: herd.v1.Service
+	(*ApplyServiceRequest)(nil),   // 36: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),  // 37: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),     // 38: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),   // 39: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),  // 40: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),  // 41: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil), // 42: herd.v1.DeleteServiceResponse
+	(*SecretSpec)(nil),            // 43: herd.v1.SecretSpec
+	(*SecretMeta)(nil),            // 44: herd.v1.SecretMeta
+	(*SecretStatus)(nil),          // 45: herd.v1.SecretStatus
+	(*Secret)(nil),                // 46: herd.v1.Secret
+	(*PodRef)(nil),                // 47: herd.v1.PodRef
+	(*ApplySecretRequest)(nil),    // 48: herd.v1.ApplySecretRequest
+	(*ApplySecretResponse)(nil),   // 49: herd.v1.ApplySecretResponse
+	(*GetSecretRequest)(nil),      // 50: herd.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),    // 51: herd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),   // 52: herd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),   // 53: herd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),  // 54: herd.v1.DeleteSecretResponse
+	(*RevealSecretRequest)(nil),   // 55: herd.v1.RevealSecretRequest
+	(*RevealSecretResponse)(nil),  // 56: herd.v1.RevealSecretResponse
+	(*RotateKeyRequest)(nil),      // 57: herd.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),     // 58: herd.v1.RotateKeyResponse
+	(*HealthCheckRequest)(nil),    // 59: herd.v1.HealthCheckRequest
+	(*HealthCheck)(nil),           // 60: herd.v1.HealthCheck
+	(*HealthCheckResponse)(nil),   // 61: herd.v1.HealthCheckResponse
+	nil,                           // 62: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                           // 63: herd.v1.Node.LabelsEntry
+	nil,                           // 64: herd.v1.ContainerSpec.EnvEntry
+	nil,                           // 65: herd.v1.PodSpec.LabelsEntry
+	nil,                           // 66: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                           // 67: herd.v1.Member.LabelsEntry
+	nil,                           // 68: herd.v1.ServiceSpec.SelectorEntry
+	nil,                           // 69: herd.v1.SecretSpec.DataEntry
+	nil,                           // 70: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                           // 71: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                           // 72: herd.v1.RevealSecretResponse.DataEntry
+	(*timestamppb.Timestamp)(nil), // 73: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	44, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	45, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	62, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	63, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,  // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,  // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	50, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
-	46, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
-	9,  // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
-	5,  // 7: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
-	5,  // 8: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
-	5,  // 9: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
-	6,  // 10: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
-	7,  // 11: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
-	8,  // 12: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	47, // 13: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
-	4,  // 14: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	50, // 15: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	50, // 16: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	50, // 17: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	50, // 18: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	11, // 19: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	10, // 20: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
-	12, // 21: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	50, // 22: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
-	10, // 23: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
-	13, // 24: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	48, // 25: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
-	13, // 26: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	24, // 27: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	49, // 28: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
-	28, // 29: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
-	31, // 30: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
-	30, // 31: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
-	29, // 32: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
-	32, // 33: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	50, // 34: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
-	29, // 35: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
-	33, // 36: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
-	33, // 37: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	42, // 38: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
-	0,  // 39: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,  // 40: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	14, // 41: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	16, // 42: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	17, // 43: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	19, // 44: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	21, // 45: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	23, // 46: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	26, // 47: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
-	34, // 48: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	36, // 49: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	37, // 50: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	39, // 51: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	41, // 52: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
-	3,  // 53: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,  // 54: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	15, // 55: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	13, // 56: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	18, // 57: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	20, // 58: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	22, // 59: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	25, // 60: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	27, // 61: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	35, // 62: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	33, // 63: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	38, // 64: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	40, // 65: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	43, // 66: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
-	53, // [53:67] is the sub-list for method output_type
-	39, // [39:53] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	73, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	64, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	11, // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
+	7,  // 7: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
+	7,  // 8: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
+	7,  // 9: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
+	5,  // 10: herd.v1.ContainerSpec.secret_mounts:type_name -> herd.v1.SecretMount
+	6,  // 11: herd.v1.ContainerSpec.secret_env:type_name -> herd.v1.SecretEnv
+	8,  // 12: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
+	9,  // 13: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
+	10, // 14: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
+	65, // 15: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	4,  // 16: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
+	73, // 17: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	73, // 18: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	73, // 19: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	73, // 20: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	13, // 21: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
+	12, // 22: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
+	14, // 23: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
+	73, // 24: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	12, // 25: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
+	15, // 26: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
+	66, // 27: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	15, // 28: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
+	67, // 29: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	26, // 30: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
+	68, // 31: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	30, // 32: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	33, // 33: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	32, // 34: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	31, // 35: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	34, // 36: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	73, // 37: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	31, // 38: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	35, // 39: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	35, // 40: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	69, // 41: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	70, // 42: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	71, // 43: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	33, // 44: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
+	44, // 45: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
+	45, // 46: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
+	73, // 47: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	73, // 48: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	43, // 49: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
+	46, // 50: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
+	47, // 51: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
+	46, // 52: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
+	46, // 53: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
+	72, // 54: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	60, // 55: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
+	0,  // 56: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,  // 57: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	16, // 58: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	18, // 59: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	19, // 60: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	21, // 61: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	23, // 62: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	25, // 63: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	28, // 64: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	36, // 65: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	38, // 66: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	39, // 67: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	41, // 68: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	48, // 69: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	50, // 70: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	51, // 71: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	53, // 72: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	55, // 73: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	57, // 74: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	59, // 75: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
+	3,  // 76: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,  // 77: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	17, // 78: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	15, // 79: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	20, // 80: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	22, // 81: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	24, // 82: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	27, // 83: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	29, // 84: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	37, // 85: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	35, // 86: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	40, // 87: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	42, // 88: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	49, // 89: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	46, // 90: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	52, // 91: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	54, // 92: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	56, // 93: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	58, // 94: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	61, // 95: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
+	76, // [76:96] is the sub-list for method output_type
+	56, // [56:76] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -3245,18 +4532,19 @@ func file_herd_v1_herd_proto_init() {
 		return
 	}
 	file_herd_v1_herd_proto_msgTypes[5].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[10].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[11].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[19].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[7].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[12].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[13].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   73,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_herd_v1_herd_proto_goTypes,
 		DependencyIndexes: file_herd_v1_herd_proto_depIdxs,
