@@ -202,6 +202,7 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 			}
 		}
 	}
+	errs = append(errs, ValidatePodSecrets(s)...)
 	return errs
 }
 
