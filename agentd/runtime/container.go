@@ -85,6 +85,21 @@ type ContainerConfig struct {
 	// ResolvConf, if set, is a host file bind-mounted read-only at
 	// /etc/resolv.conf (the pod's view of service DNS).
 	ResolvConf string
+	// Mounts are extra host directories or files bind-mounted read-only
+	// (nosuid, nodev, noexec), e.g. a pod's secret files.
+	Mounts []BindMount
+	// ExtraEnv holds variables set in addition to Spec.Env (secret_env,
+	// resolved by the caller), whose names Spec.Env must not repeat. Their
+	// values become part of the container's spec in containerd's metadata
+	// and of /proc/<pid>/environ: weaker than files, and documented so.
+	ExtraEnv map[string]string
+}
+
+// BindMount is a read-only bind mount of Source (on the host) at
+// Destination (in the container).
+type BindMount struct {
+	Source      string
+	Destination string
 }
 
 // Container is a herd-managed containerd container. Only LoadContainer
@@ -212,18 +227,41 @@ func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecO
 			Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		}}))
 	}
+	for _, bm := range cfg.Mounts {
+		if bm.Source == "" || bm.Destination == "" {
+			return nil, fmt.Errorf("bind mount: source and destination are required")
+		}
+		opts = append(opts, oci.WithMounts([]specs.Mount{{
+			Destination: bm.Destination,
+			Type:        "bind",
+			Source:      bm.Source,
+			Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		}}))
+	}
 	if cfg.NetnsPath != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: cfg.NetnsPath}))
 	}
-	if env := cs.GetEnv(); len(env) > 0 {
+	if env := cs.GetEnv(); len(env) > 0 || len(cfg.ExtraEnv) > 0 {
 		keys := make([]string, 0, len(env))
 		for k := range env {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		list := make([]string, len(keys))
-		for i, k := range keys {
-			list[i] = k + "=" + env[k]
+		list := make([]string, 0, len(keys)+len(cfg.ExtraEnv))
+		for _, k := range keys {
+			list = append(list, k+"="+env[k])
+		}
+		extra := make([]string, 0, len(cfg.ExtraEnv))
+		for k := range cfg.ExtraEnv {
+			if _, dup := env[k]; dup {
+				// The message names the variable, never a value.
+				return nil, fmt.Errorf("variable %s is set both in env and from a secret", k)
+			}
+			extra = append(extra, k)
+		}
+		sort.Strings(extra)
+		for _, k := range extra {
+			list = append(list, k+"="+cfg.ExtraEnv[k])
 		}
 		opts = append(opts, oci.WithEnv(list))
 	}

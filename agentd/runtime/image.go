@@ -45,10 +45,53 @@ func NormalizeImage(ref string) (string, error) {
 	return reference.TagNameOnly(named).String(), nil
 }
 
+// PullOption qualifies one pull (EnsureImage, PullImage).
+type PullOption func(*pullOpts)
+
+type pullOpts struct {
+	host  string
+	creds *Credentials
+}
+
+// WithPullCredentials authenticates this pull to registry host (as in
+// image references: "registry.example.com:5000", "docker.io") with c,
+// instead of the node-level Registry.Auth of that host. Other hosts keep
+// the node-level credentials. It is how a pod's image_pull_secret reaches
+// the registry; the credentials are used for this pull only, never kept.
+func WithPullCredentials(host string, c Credentials) PullOption {
+	return func(o *pullOpts) { o.host, o.creds = host, &c }
+}
+
+// ImageHost returns the registry host of an image reference ("busybox" is
+// on "docker.io").
+func ImageHost(ref string) (string, error) {
+	name, err := NormalizeImage(ref)
+	if err != nil {
+		return "", err
+	}
+	return reference.Domain(mustParse(name)), nil
+}
+
+// SameRegistryHost reports whether two registry hosts name the same
+// registry (Docker Hub goes by several names).
+func SameRegistryHost(a, b string) bool {
+	if a == b {
+		return true
+	}
+	return slices.Contains(dockerHubHosts, a) && slices.Contains(dockerHubHosts, b)
+}
+
 // EnsureImage returns the image ref, pulling and unpacking it only when it
 // is not already present and unpacked (the fast path costs one containerd
 // call once the image was seen). pulled says whether it was pulled.
-func (r *Runtime) EnsureImage(ctx context.Context, ref string) (img *Image, pulled bool, err error) {
+//
+// Credentials given with WithPullCredentials are used only when a pull is
+// needed: an image that is present is used as it is, whoever pulled it
+// (Kubernetes' IfNotPresent, its default). So a pod without credentials
+// can run an image that another pod pulled with credentials onto this
+// node. Herd keeps it that simple on purpose; a registry's access control
+// protects the registry, not a node's local copies.
+func (r *Runtime) EnsureImage(ctx context.Context, ref string, opts ...PullOption) (img *Image, pulled bool, err error) {
 	name, err := NormalizeImage(ref)
 	if err != nil {
 		return nil, false, err
@@ -63,12 +106,12 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (img *Image, pull
 	if img, err := r.presentImage(ctx, name); err != nil || img != nil {
 		return img, false, err
 	}
-	img, err = r.pull(ctx, name)
+	img, err = r.pull(ctx, name, opts)
 	return img, err == nil, err
 }
 
 // PullImage pulls ref from its registry even when it is present.
-func (r *Runtime) PullImage(ctx context.Context, ref string) (*Image, error) {
+func (r *Runtime) PullImage(ctx context.Context, ref string, opts ...PullOption) (*Image, error) {
 	name, err := NormalizeImage(ref)
 	if err != nil {
 		return nil, err
@@ -76,7 +119,7 @@ func (r *Runtime) PullImage(ctx context.Context, ref string) (*Image, error) {
 	ctx = r.Context(ctx)
 	unlock := r.pullLocks.lock(name)
 	defer unlock()
-	return r.pull(ctx, name)
+	return r.pull(ctx, name, opts)
 }
 
 // presentImage returns the image if containerd has it (unpacking it if
@@ -142,29 +185,36 @@ func (r *Runtime) forgetImage(name string) {
 	r.imgMu.Unlock()
 }
 
-func (r *Runtime) pull(ctx context.Context, name string) (*Image, error) {
+func (r *Runtime) pull(ctx context.Context, name string, opts []PullOption) (*Image, error) {
+	var o pullOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
 	host := reference.Domain(mustParse(name))
-	r.log.Info("pulling image", "image", name)
+	r.log.Info("pulling image", "image", name, "pull_credentials", o.creds != nil)
 	ci, err := r.client.Pull(ctx, name,
-		client.WithResolver(r.resolver()),
+		client.WithResolver(r.resolver(o)),
 		client.WithPullUnpack,
 		client.WithPullSnapshotter(r.snapshotter, snapshots.WithLabels(map[string]string{LabelManaged: ManagedValue})),
 		client.WithPullLabel(LabelManaged, ManagedValue),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("pull image %s: %w%s", name, err, r.pullHint(host, err))
+		return nil, fmt.Errorf("pull image %s: %w%s", name, err, r.pullHint(host, err, o))
 	}
 	return r.remember(ctx, name, ci)
 }
 
 // pullHint explains the two most common pull failures in herd's terms.
-func (r *Runtime) pullHint(host string, err error) string {
+func (r *Runtime) pullHint(host string, err error, o pullOpts) string {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
 		return fmt.Sprintf(" (herd reaches %s over HTTPS because it is not listed as an insecure registry)", host)
 	case strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization") || strings.Contains(msg, "unauthorized"):
-		if _, ok := r.credentials(host); !ok {
+		if o.creds != nil && SameRegistryHost(o.host, host) {
+			return fmt.Sprintf(" (the pod's image pull secret's credentials for registry %s were refused)", host)
+		}
+		if _, ok := r.credentials(host, pullOpts{}); !ok {
 			return fmt.Sprintf(" (no credentials are configured for registry %s)", host)
 		}
 		return fmt.Sprintf(" (the credentials configured for registry %s were refused)", host)
@@ -183,8 +233,12 @@ func mustParse(name string) reference.Named {
 // dockerHubHosts are the names Docker Hub goes by.
 var dockerHubHosts = []string{"docker.io", "registry-1.docker.io", "index.docker.io"}
 
-// credentials finds the credentials for a registry host.
-func (r *Runtime) credentials(host string) (Credentials, bool) {
+// credentials finds the credentials for a registry host: the pull's own
+// for its host, else the node-level ones.
+func (r *Runtime) credentials(host string, o pullOpts) (Credentials, bool) {
+	if o.creds != nil && SameRegistryHost(o.host, host) {
+		return *o.creds, true
+	}
 	if c, ok := r.registry.Auth[host]; ok {
 		return c, true
 	}
@@ -199,10 +253,11 @@ func (r *Runtime) credentials(host string) (Credentials, bool) {
 }
 
 // resolver builds the registry resolver: plain HTTP only for the hosts in
-// Registry.Insecure, basic or token auth from Registry.Auth.
-func (r *Runtime) resolver() remotes.Resolver {
+// Registry.Insecure, basic or token auth from the pull's credentials or
+// Registry.Auth.
+func (r *Runtime) resolver(o pullOpts) remotes.Resolver {
 	authorizer := docker.NewDockerAuthorizer(docker.WithAuthCreds(func(host string) (string, string, error) {
-		c, _ := r.credentials(host)
+		c, _ := r.credentials(host, o)
 		return c.Username, c.Password, nil
 	}))
 	return docker.NewResolver(docker.ResolverOptions{

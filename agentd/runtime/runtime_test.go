@@ -578,3 +578,117 @@ func TestLogKeepsLateStderr(t *testing.T) {
 		}
 	}
 }
+
+func TestPullCredentialsPerPull(t *testing.T) {
+	e := newTestEnv(t, acctest.WithBasicAuth("herd", "s3cret"))
+	ctx := testContext(t)
+	user, pass := e.reg.Credentials()
+	host := e.reg.Host()
+	if h, err := ImageHost(e.ref); err != nil || h != host {
+		t.Fatalf("ImageHost = %q, %v; want %q", h, err, host)
+	}
+	if h, _ := ImageHost("busybox"); h != "docker.io" || !SameRegistryHost("index.docker.io", h) || SameRegistryHost("a", "b") {
+		t.Errorf("ImageHost(busybox) = %q / SameRegistryHost wrong", h)
+	}
+	// The node has no credentials: only the pull's own count, for their
+	// host only.
+	rt := e.newRuntime(t, e.config())
+	for _, tc := range []struct {
+		name    string
+		opts    []PullOption
+		wantErr string
+	}{
+		{"none", nil, "no credentials are configured for registry " + host},
+		{"for another host", []PullOption{WithPullCredentials("example.com", Credentials{user, pass})}, "no credentials are configured"},
+		{"wrong", []PullOption{WithPullCredentials(host, Credentials{user, "wrong"})}, "image pull secret's credentials for registry " + host + " were refused"},
+		{"right", []PullOption{WithPullCredentials(host, Credentials{user, pass})}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := rt.PullImage(ctx, e.ref, tc.opts...)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("PullImage = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("PullImage error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), pass) || strings.Contains(err.Error(), "wrong") {
+				t.Errorf("error carries a password: %v", err)
+			}
+		})
+	}
+	// Present now: EnsureImage without credentials uses it (IfNotPresent).
+	if _, pulled, err := rt.EnsureImage(ctx, e.ref); err != nil || pulled {
+		t.Errorf("EnsureImage of the present image = pulled %v, %v", pulled, err)
+	}
+}
+
+func TestBindMountsAndExtraEnv(t *testing.T) {
+	e := newTestEnv(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("content\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := `cat /mnt/x/f; echo "A=$A B=$B"; touch /mnt/x/g 2>/dev/null && echo writable || echo read-only; ` +
+		`grep ' /mnt/x ' /proc/mounts | grep -q 'ro,nosuid,nodev,noexec' && echo opts-ok`
+	img, _, err := e.rt.EnsureImage(testContext(t), e.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &herdv1.ContainerSpec{Name: "main", Image: e.ref, Command: []string{"sh", "-c", script}, Env: map[string]string{"A": "plain"}}
+	code, out := e.run2(t, ContainerConfig{
+		Pod: "mounts", PodUID: "u", Spec: cs, Image: img,
+		Mounts:   []BindMount{{Source: dir, Destination: "/mnt/x"}},
+		ExtraEnv: map[string]string{"B": "from secret"},
+	})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	for _, want := range []string{"content", "A=plain B=from secret", "read-only", "opts-ok"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// A name in both is refused, naming the variable only.
+	_, err = e.rt.CreateContainer(testContext(t), ContainerConfig{Pod: "clash", PodUID: "u", Spec: cs, Image: img, ExtraEnv: map[string]string{"A": "hidden-value"}})
+	if err == nil || !strings.Contains(err.Error(), "variable A") || strings.Contains(err.Error(), "hidden-value") {
+		t.Errorf("env clash = %v", err)
+	}
+}
+
+// run2 is run with a whole ContainerConfig.
+func (e *testEnv) run2(t *testing.T, cfg ContainerConfig) (uint32, string) {
+	t.Helper()
+	ctx := testContext(t)
+	c, err := e.rt.CreateContainer(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Remove(ctx)
+	logPath := filepath.Join(t.TempDir(), "out.log")
+	task, err := c.NewTask(ctx, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exit := <-exited
+	if exit.Err != nil {
+		t.Fatal(exit.Err)
+	}
+	out, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exit.Code, string(out)
+}
