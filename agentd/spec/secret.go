@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 )
 
 // Secret limits. Values are never part of an error message: a message
@@ -115,4 +117,29 @@ func ValidateSecret(typ string, data map[string][]byte) FieldErrors {
 		}
 	}
 	return errs
+}
+
+// ValidateSecretSpec checks a whole secret as a client applies it: names,
+// type and data, and the node selector. Messages never contain a value.
+func ValidateSecretSpec(s *herdv1.SecretSpec) FieldErrors {
+	var errs FieldErrors
+	if ns := s.GetNamespace(); ns != "" {
+		if err := ValidateName(ns); err != nil {
+			errs.add(Path{}.Field("namespace"), "%v", err)
+		}
+	}
+	if err := ValidateName(s.GetName()); err != nil {
+		errs.add(Path{}.Field("name"), "%v", err)
+	}
+	errs = append(errs, ValidateSecret(DefaultSecretType(s.GetType()), s.GetData())...)
+	errs = append(errs, ValidateLabels(Path{}.Field("node_selector"), s.GetNodeSelector())...)
+	return errs
+}
+
+// DefaultSecretType returns t, or opaque when t is empty.
+func DefaultSecretType(t string) string {
+	if t == "" {
+		return SecretTypeOpaque
+	}
+	return t
 }

@@ -34,6 +34,7 @@ var (
 	bucketMeta       = []byte("meta")
 	bucketPods       = []byte("pods")
 	bucketNodeLabels = []byte("node_labels")
+	bucketSecrets    = []byte("secrets")
 	keySchemaVersion = []byte("schema_version")
 )
 
@@ -79,7 +80,7 @@ func Open(path string) (*Store, error) {
 		if err := meta.Put(keySchemaVersion, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 			return err
 		}
-		for _, b := range [][]byte{bucketPods, bucketNodeLabels} {
+		for _, b := range [][]byte{bucketPods, bucketNodeLabels, bucketSecrets} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -248,4 +249,49 @@ func (s *Store) PutBlob(name string, value []byte) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put([]byte("blob/"+name), value)
 	})
+}
+
+// PutSecret stores a secret record under key. The caller seals the data
+// (agentd/secrets): the store never sees plaintext.
+func (s *Store) PutSecret(key string, value []byte) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSecrets).Put([]byte(key), value)
+	}); err != nil {
+		return fmt.Errorf("put secret %s: %w", key, err)
+	}
+	return nil
+}
+
+// GetSecret returns a secret record, or nil when there is none.
+func (s *Store) GetSecret(key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketSecrets).Get([]byte(key)); v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get secret %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// ListSecrets calls f with every secret record, in key order.
+func (s *Store) ListSecrets(f func(key string, value []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSecrets).ForEach(func(k, v []byte) error {
+			return f(string(k), append([]byte(nil), v...))
+		})
+	})
+}
+
+// DeleteSecret removes a secret record; a missing one is no error.
+func (s *Store) DeleteSecret(key string) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSecrets).Delete([]byte(key))
+	}); err != nil {
+		return fmt.Errorf("delete secret %s: %w", key, err)
+	}
+	return nil
 }
