@@ -125,6 +125,17 @@ func (p *Pool) ClusterClient(nodeID string) (herdv1.ClusterServiceClient, error)
 	return herdv1.NewClusterServiceClient(cc), nil
 }
 
+// SecretClient returns a SecretService client for the node id
+// NAME@ADDRESS; any member of a cluster serves its secrets' metadata, and
+// every call needs an admin client certificate.
+func (p *Pool) SecretClient(nodeID string) (herdv1.SecretServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewSecretServiceClient(cc), nil
+}
+
 // HealthClient returns a HealthService client for the node id NAME@ADDRESS.
 func (p *Pool) HealthClient(nodeID string) (herdv1.HealthServiceClient, error) {
 	cc, err := p.Conn(nodeID)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/ephemeral"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
@@ -32,7 +33,8 @@ const (
 )
 
 var (
-	_ provider.Provider = (*herdProvider)(nil)
+	_ provider.Provider                       = (*herdProvider)(nil)
+	_ provider.ProviderWithEphemeralResources = (*herdProvider)(nil)
 	// Pool is what resources and data sources receive as provider data.
 	_ resources.Clients = (*Pool)(nil)
 )
@@ -162,6 +164,7 @@ func (p *herdProvider) Configure(ctx context.Context, req provider.ConfigureRequ
 	})
 	resp.ResourceData = pool
 	resp.DataSourceData = pool
+	resp.EphemeralResourceData = pool
 }
 
 func (p *herdProvider) Resources(context.Context) []func() resource.Resource {
@@ -169,6 +172,13 @@ func (p *herdProvider) Resources(context.Context) []func() resource.Resource {
 		resources.NewNodeResource,
 		resources.NewPodResource,
 		resources.NewServiceResource,
+		resources.NewSecretResource,
+	}
+}
+
+func (p *herdProvider) EphemeralResources(context.Context) []func() ephemeral.EphemeralResource {
+	return []func() ephemeral.EphemeralResource{
+		resources.NewSecretEphemeralResource,
 	}
 }
 

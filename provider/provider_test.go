@@ -47,7 +47,7 @@ func TestSchemaIsDocumented(t *testing.T) {
 		walk("", s.Block)
 	}
 	check("provider", "herd", resp.Provider)
-	for _, want := range []string{"herd_node", "herd_pod"} {
+	for _, want := range []string{"herd_node", "herd_pod", "herd_service", "herd_secret"} {
 		if _, ok := resp.ResourceSchemas[want]; !ok {
 			t.Errorf("resource %s is not registered", want)
 		}
@@ -56,6 +56,12 @@ func TestSchemaIsDocumented(t *testing.T) {
 		if _, ok := resp.DataSourceSchemas[want]; !ok {
 			t.Errorf("data source %s is not registered", want)
 		}
+	}
+	if _, ok := resp.EphemeralResourceSchemas["herd_secret"]; !ok {
+		t.Error("ephemeral resource herd_secret is not registered")
+	}
+	for n, s := range resp.EphemeralResourceSchemas {
+		check("ephemeral resource", n, s)
 	}
 	for n, s := range resp.ResourceSchemas {
 		check("resource", n, s)

@@ -36,6 +36,10 @@ type Clients interface {
 	// services are cluster-scoped, any member serves them.
 	ServiceClient(nodeID string) (herdv1.ServiceServiceClient, error)
 	ClusterClient(nodeID string) (herdv1.ClusterServiceClient, error)
+	// SecretClient reaches the cluster's secrets through that node (any
+	// member; RevealSecret only on a member that holds the secret). The
+	// secrets API requires an admin client certificate.
+	SecretClient(nodeID string) (herdv1.SecretServiceClient, error)
 	// DialTimeout is the provider's dial_timeout: how long one connection
 	// attempt to a node may take.
 	DialTimeout() time.Duration
