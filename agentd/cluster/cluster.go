@@ -9,6 +9,9 @@
 // over TCP to every member) and repaired by memberlist's periodic push/pull,
 // which exchanges the whole state between two nodes (anti-entropy). A node
 // that joins gets everything in the push/pull of its Join.
+//
+// Call and Handle are point-to-point requests to one member, never gossiped
+// (for what must reach only chosen members); SetLabels publishes node labels.
 package cluster
 
 import (
@@ -20,6 +23,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -129,6 +133,14 @@ type Cluster struct {
 	left      bool
 
 	drop atomic.Bool // test hook: ignore incoming objects and entries (a lagging member)
+
+	// point-to-point calls (call.go)
+	callMu   sync.Mutex
+	handlers map[string]handlerFunc
+	pending  map[uint64]*pendingCall
+	nextID   atomic.Uint64
+	ctx      context.Context // handlers' context: cancelled by Shutdown
+	cancel   context.CancelFunc
 }
 
 func (c *Cluster) dropIncoming() bool { return c.drop.Load() }
@@ -186,9 +198,16 @@ func New(cfg Config) (*Cluster, error) {
 		cidrKick:     make(chan struct{}, 1),
 		resync:       make(chan string, 16),
 		stop:         make(chan struct{}),
+		handlers:     map[string]handlerFunc{},
+		pending:      map[uint64]*pendingCall{},
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// a random start, so that a late reply to a previous life's call cannot
+	// match a call of this one
+	c.nextID.Store(rand.Uint64())
 	c.owners[c.name] = &ownerState{epoch: c.epoch, entries: map[string]*entRec{}}
 	if err := c.load(); err != nil {
+		c.cancel()
 		return nil, err
 	}
 
@@ -223,6 +242,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		c.cancel()
 		return nil, fmt.Errorf("cluster: start gossip: %w", err)
 	}
 	c.mu.Lock()
@@ -338,6 +358,7 @@ func (c *Cluster) Shutdown() error {
 	c.closeOnce.Do(func() {
 		err = c.ml.Shutdown()
 		close(c.stop)
+		c.cancel()
 		c.wg.Wait()
 		if serr := c.save(); serr != nil && err == nil {
 			err = serr
@@ -361,7 +382,8 @@ func (c *Cluster) PodCIDR() netip.Prefix {
 }
 
 // Members lists every member this node knows of, itself included, sorted by
-// name. Dead and left members stay listed for TombstoneTTL.
+// name. Dead and left members stay listed for TombstoneTTL, with nil Labels
+// (labels are per-node entries: they vanish with the node).
 func (c *Cluster) Members() []Member {
 	live := map[string]memberlist.NodeStateType{}
 	for _, n := range c.ml.Members() {
@@ -376,6 +398,7 @@ func (c *Cluster) Members() []Member {
 		NodeIP:  c.cfg.NodeIP,
 		PodCIDR: c.podCIDR,
 		State:   StateAlive,
+		Labels:  c.labelsOfLocked(c.name),
 	}}
 	if c.left {
 		out[0].State = StateLeft
@@ -390,6 +413,7 @@ func (c *Cluster) Members() []Member {
 		if st, ok := live[name]; ok && st == memberlist.StateSuspect && m.State == StateAlive {
 			m.State = StateSuspect
 		}
+		m.Labels = c.labelsOfLocked(name)
 		out = append(out, m)
 	}
 	sortBy(out, func(m Member) string { return m.Name })

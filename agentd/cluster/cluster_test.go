@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -155,7 +156,7 @@ func TestThreeNodesAgreeOnMembersAndPodCIDRs(t *testing.T) {
 		ref := a.Members()
 		for _, n := range nodes {
 			ms := n.Members()
-			if !slices.Equal(ms, ref) {
+			if !reflect.DeepEqual(ms, ref) {
 				return fmt.Sprintf("%s: %v != a: %v", n.Name(), ms, ref)
 			}
 		}

@@ -243,7 +243,7 @@ func (c *Cluster) publish(kind, key string, value []byte, deleted bool) error {
 	w := wireEntry{Owner: c.name, Epoch: c.epoch, Seq: e.seq, Kind: kind, Key: key, Value: e.value, Deleted: deleted}
 	c.mu.Unlock()
 	c.broadcast("e/"+c.name+"\x00"+k, envelope{Entries: []wireEntry{w}})
-	c.emit(Event{Type: EventEntry, Kind: kind, Key: key, Node: c.name})
+	c.emit(entryEvent(c.name, kind, key))
 	return nil
 }
 
@@ -272,6 +272,16 @@ func (c *Cluster) Entries(kind string) []Entry {
 	return out
 }
 
+// entryEvent is the event for a change of owner's entry: a change of its
+// labels is a change of the member (subscribers re-evaluate node selectors
+// on EventMember), any other entry is itself.
+func entryEvent(owner, kind, key string) Event {
+	if kind == kindLabels {
+		return Event{Type: EventMember, Node: owner}
+	}
+	return Event{Type: EventEntry, Kind: kind, Key: key, Node: owner}
+}
+
 // applyEntryLocked merges a remote entry; it reports whether it was news.
 func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 	if w.Owner == c.name || w.Owner == "" {
@@ -289,7 +299,7 @@ func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 		// the owner restarted: everything of its earlier life is void
 		for k := range os.entries {
 			kd, key := splitKey(k)
-			c.emitLocked(Event{Type: EventEntry, Kind: kd, Key: key, Node: w.Owner})
+			c.emitLocked(entryEvent(w.Owner, kd, key))
 		}
 		os.epoch, os.gone, os.entries = w.Epoch, false, map[string]*entRec{}
 	case os.gone:
@@ -305,7 +315,7 @@ func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 		e.deletedAt = time.Now()
 	}
 	os.entries[k] = e
-	c.emitLocked(Event{Type: EventEntry, Kind: w.Kind, Key: w.Key, Node: w.Owner})
+	c.emitLocked(entryEvent(w.Owner, w.Kind, w.Key))
 	return true
 }
 
@@ -522,6 +532,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 	if len(b) == 0 {
 		return
 	}
+	if b[0] == msgCall || b[0] == msgReply {
+		c.notifyCall(b)
+		return
+	}
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
 		c.log.Warn("bad gossip message", "err", err)
@@ -609,7 +623,7 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, joined, gone bool) {
 		for k, e := range os.entries {
 			if !e.deleted {
 				kd, key := splitKey(k)
-				c.emitLocked(Event{Type: EventEntry, Kind: kd, Key: key, Node: n.Name})
+				c.emitLocked(entryEvent(n.Name, kd, key))
 			}
 		}
 		os.entries = map[string]*entRec{}
@@ -618,7 +632,7 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, joined, gone bool) {
 		if meta.Epoch > os.epoch {
 			for k := range os.entries {
 				kd, key := splitKey(k)
-				c.emitLocked(Event{Type: EventEntry, Kind: kd, Key: key, Node: n.Name})
+				c.emitLocked(entryEvent(n.Name, kd, key))
 			}
 			os.epoch, os.entries = meta.Epoch, map[string]*entRec{}
 		}

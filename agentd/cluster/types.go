@@ -55,6 +55,10 @@ type Member struct {
 	NodeIP  netip.Addr
 	PodCIDR netip.Prefix
 	State   MemberState
+	// Labels are the labels the member published with SetLabels; nil when
+	// it published none or is not live (dead or left members keep being
+	// listed for a while, without labels).
+	Labels map[string]string
 }
 
 // Object is a cluster-scoped replicated object. Version is a Lamport
@@ -83,7 +87,7 @@ type EventType int
 const (
 	EventObject EventType = iota + 1 // an object was written or deleted: Kind, Key
 	EventEntry                       // an entry was published, withdrawn or dropped: Node (owner), Kind, Key
-	EventMember                      // a member joined, changed, failed or left: Node
+	EventMember                      // a member joined, changed (pod CIDR, labels), failed or left: Node
 )
 
 func (t EventType) String() string {
@@ -100,6 +104,8 @@ func (t EventType) String() string {
 
 // Event tells a subscriber that something changed; read the current value
 // with Get, Entries or Members. Identical pending events are coalesced.
+// A change of a member's labels (SetLabels, or the member's death or leave)
+// is an EventMember for it, never an EventEntry of the internal labels kind.
 type Event struct {
 	Type EventType
 	Kind string
@@ -136,7 +142,8 @@ type have struct {
 	Version uint64 `json:"ver"`
 }
 
-// envelope is every message: gossip broadcasts carry one item; the push/pull
+// envelope is every gossip message (calls are framed apart, see call.go):
+// gossip broadcasts carry one item; the push/pull
 // full state carries From, Objects (tombstones included) and Entries.
 type envelope struct {
 	From    string       `json:"f,omitempty"`
