@@ -58,6 +58,7 @@ type Server struct {
 	node     Node
 	members  Members
 	services Services
+	secrets  Secrets
 	mapErr   ErrorMapper
 	log      *slog.Logger
 }
@@ -92,6 +93,7 @@ func (s *Server) Register(g *grpc.Server) {
 	herdv1.RegisterPodServiceServer(g, s)
 	herdv1.RegisterHealthServiceServer(g, s)
 	herdv1.RegisterServiceServiceServer(g, s)
+	s.registerSecrets(g)
 }
 
 func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {

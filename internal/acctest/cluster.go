@@ -248,6 +248,11 @@ func InNetns(path string, f func() error) error {
 // would dial on another goroutine, in the caller's own namespace (and
 // could send test traffic to the real network).
 func HTTPGetIn(netnsPath, addr string) (string, error) {
+	return HTTPGetPathIn(netnsPath, addr, "/")
+}
+
+// HTTPGetPathIn is HTTPGetIn for another path than "/".
+func HTTPGetPathIn(netnsPath, addr, path string) (string, error) {
 	var conn net.Conn
 	err := InNetns(netnsPath, func() error {
 		var err error
@@ -259,7 +264,7 @@ func HTTPGetIn(netnsPath, addr string) (string, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
 		return "", fmt.Errorf("send request: %w", err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
