@@ -87,6 +87,9 @@ func (m *Manager) GC(ctx context.Context) error {
 	if err := m.collectNetworks(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.collectSecretDirs(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -167,4 +170,34 @@ func (m *Manager) ownedUID(uid string) bool {
 		}
 	}
 	return false
+}
+
+// collectSecretDirs unmounts and removes the secret tmpfs of pod
+// incarnations the manager does not run (SecretsDir/<pod>_<uid>): only a
+// tmpfs mount carrying herd's marker for that very incarnation is
+// unmounted, and a mount point that is no mount is removed only if empty.
+func (m *Manager) collectSecretDirs() error {
+	entries, err := os.ReadDir(m.cfg.SecretsDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, de := range entries {
+		name, uid, ok := strings.Cut(de.Name(), "_")
+		if !de.IsDir() || !ok || name == "" || uid == "" {
+			continue
+		}
+		m.applyMu.Lock()
+		if !m.owned(name, uid) {
+			m.log.Info("garbage-collecting secret tmpfs", "dir", de.Name())
+			if err := removeSecretDir(filepath.Join(m.cfg.SecretsDir, de.Name()), de.Name()); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		m.applyMu.Unlock()
+	}
+	return errors.Join(errs...)
 }

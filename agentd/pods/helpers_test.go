@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
+	"golang.org/x/sys/unix"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
@@ -49,6 +50,9 @@ func newEnv(tb testing.TB, regOpts ...acctest.RegistryOption) *env {
 	e.rt = e.newRuntime(tb, cfg)
 	dir := tb.TempDir()
 	e.logDir = filepath.Join(dir, "logs")
+	// Pods left running keep their secret tmpfs mounted: unmount them
+	// before the temporary directory goes.
+	tb.Cleanup(func() { unmountAll(filepath.Join(dir, "secrets")) })
 	if e.st, err = store.Open(filepath.Join(dir, "agentd.db")); err != nil {
 		tb.Fatal(err)
 	}
@@ -192,5 +196,13 @@ func eventually(tb testing.TB, what string, cond func() bool) {
 			tb.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// unmountAll detaches the mounts directly under dir.
+func unmountAll(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, de := range entries {
+		_ = unix.Unmount(filepath.Join(dir, de.Name()), unix.MNT_DETACH)
 	}
 }

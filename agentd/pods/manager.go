@@ -91,6 +91,17 @@ type Config struct {
 	// ResolvConf, if set, is mounted at /etc/resolv.conf in the containers
 	// of pods that have a pod network (service DNS on the pod gateway).
 	ResolvConf string
+	// Secrets gives pods the secrets they use (secrets.go); nil: pods that
+	// use a secret are refused (ErrSecretUnavailable).
+	Secrets SecretSource
+	// SecretsDir holds the tmpfs of each pod incarnation that mounts
+	// secrets, SecretsDir/<pod>_<uid> (see secretfs.go). Default: "secrets"
+	// next to LogDir (in agentd's state dir); only empty mount points are
+	// on that disk, never a secret.
+	SecretsDir string
+	// SecretRestartTimeout bounds RestartForSecret's wait for each pod
+	// (default DefaultSecretRestartTimeout).
+	SecretRestartTimeout time.Duration
 }
 
 // Network is the pod network (agentd/network/podnet). Setup is idempotent:
@@ -113,6 +124,8 @@ type Manager struct {
 	// applyMu serializes the creation of pods (and garbage collection's
 	// removals), so that no new pod incarnation appears mid-check.
 	applyMu sync.Mutex
+	// restartMu serializes RestartForSecret: one pod restarts at a time.
+	restartMu sync.Mutex
 
 	mu       sync.Mutex
 	pods     map[string]*podEntry
@@ -132,6 +145,11 @@ type podEntry struct {
 	hash string
 	spec *herdv1.PodSpec // defaulted; immutable
 	ids  []string        // container IDs, by container index
+	// secrets is the tmpfs of the pod's secret files; nil without
+	// secret mounts.
+	secrets *secretVolume
+	// restarts carries RestartForSecret's requests to the worker.
+	restarts chan restartRequest
 
 	// Guarded by Manager.mu.
 	pod         *herdv1.Pod   // last published state; replaced, never mutated
@@ -168,6 +186,15 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("pods: log dir: %w", err)
 	}
 	cfg.LogDir = dir
+	if cfg.SecretsDir == "" {
+		cfg.SecretsDir = filepath.Join(filepath.Dir(dir), "secrets")
+	}
+	if cfg.SecretsDir, err = filepath.Abs(cfg.SecretsDir); err != nil {
+		return nil, fmt.Errorf("pods: secrets dir: %w", err)
+	}
+	if cfg.SecretRestartTimeout <= 0 {
+		cfg.SecretRestartTimeout = DefaultSecretRestartTimeout
+	}
 	if cfg.LogMaxBytes <= 0 {
 		cfg.LogMaxBytes = DefaultLogMaxBytes
 	}
@@ -275,9 +302,13 @@ func (m *Manager) newEntry(pod *herdv1.Pod) (*podEntry, error) {
 		pod:      pod,
 		changed:  make(chan struct{}),
 		recorded: closedChan,
+		restarts: make(chan restartRequest),
 	}
 	for _, c := range s.GetContainers() {
 		e.ids = append(e.ids, runtime.ContainerID(e.name, c.GetName()))
+	}
+	if hasSecretMounts(s) {
+		e.secrets = newSecretVolume(m.secretDir(e.name, e.uid), e.name+"_"+e.uid)
 	}
 	return e, nil
 }
@@ -317,6 +348,11 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	name := d.GetName()
 	if pod, done, err := m.existing(name, hash); done {
 		return pod, false, err
+	}
+	// Before anything is created: a pod whose secrets this node cannot
+	// give it is refused, and nothing is left behind.
+	if err := m.checkSecrets(ctx, d); err != nil {
+		return nil, false, err
 	}
 
 	m.applyMu.Lock()
@@ -405,6 +441,11 @@ func (m *Manager) rollback(e *podEntry) {
 	}
 	if err := m.removeLogs(e); err != nil {
 		m.log.Warn("roll back: remove logs", "pod", e.name, "err", err)
+	}
+	if e.secrets != nil {
+		if err := e.secrets.remove(); err != nil {
+			m.log.Warn("roll back: remove secret files", "pod", e.name, "err", err)
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -629,6 +670,11 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
 
 	ctx := m.ctx
 	err := m.stopContainers(ctx, e, grace, log)
+	if err == nil && e.secrets != nil {
+		if err = e.secrets.remove(); err != nil {
+			err = fmt.Errorf("remove secret files: %w", err)
+		}
+	}
 	if err == nil && m.cfg.Network != nil {
 		if err = m.cfg.Network.Teardown(ctx, e.uid); err != nil {
 			err = fmt.Errorf("tear down pod network: %w", err)

@@ -58,6 +58,11 @@ type ctr struct {
 	recheck      bool      // lost the wait on the task: inspect it again
 	adoptPending bool      // adoption could not ask containerd: retry
 
+	// secretRefs are the refKeys of the secrets the container uses;
+	// secretSums what the current run was created with (LabelSecrets).
+	secretRefs []string
+	secretSums map[string]string
+
 	probes    *probeSet // probing of the current run, nil when none
 	probeKill string    // why a failed probe stopped the current run
 	killAt    time.Time // SIGKILL then, after a failed probe's SIGTERM
@@ -95,13 +100,17 @@ func newWorker(m *Manager, e *podEntry) *worker {
 		}
 		st.ContainerId = e.ids[i]
 		statuses[i] = st
-		w.ctrs = append(w.ctrs, &ctr{
+		c := &ctr{
 			idx:     i,
 			spec:    cs,
 			id:      e.ids[i],
 			logPath: m.logPath(e.name, e.uid, cs.GetName()),
 			st:      st,
-		})
+		}
+		for _, r := range spec.ContainerSecretRefs(e.spec, cs) {
+			c.secretRefs = append(c.secretRefs, refKey(r))
+		}
+		w.ctrs = append(w.ctrs, c)
 	}
 	pod.Status.Containers = statuses
 	w.lastStatus = proto.Clone(pod.Status).(*herdv1.PodStatus)
@@ -139,6 +148,8 @@ func (w *worker) run(ctx context.Context, adopt bool) {
 			w.handleExit(ctx, ev)
 		case ev := <-w.probes:
 			w.handleProbe(ctx, ev)
+		case rq := <-w.e.restarts:
+			w.handleRestart(ctx, rq)
 		case <-fire:
 		}
 		if timer != nil {
@@ -274,7 +285,19 @@ func (w *worker) commit(ctx context.Context) (retry bool) {
 // start pulls the image if needed, creates the container and starts its
 // task. Failures are recorded in the status with a retry time.
 func (w *worker) start(ctx context.Context, c *ctr) {
-	img, pulled, err := w.m.rt.EnsureImage(ctx, c.spec.GetImage())
+	secrets, err := w.m.prepareSecrets(ctx, w.e, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		c.pullFailures++ // shares the image pull back-off
+		delay := w.m.expBackoff(c.pullFailures)
+		c.nextAttempt = time.Now().Add(delay)
+		w.setWaiting(c, ReasonCreateContainerConfigError, fmt.Sprintf("%v (retrying in %s)", err, delay.Round(time.Millisecond)), time.Time{})
+		w.log.Warn("container secrets unavailable", "container", c.spec.GetName(), "err", err, "retry_in", delay)
+		return
+	}
+	img, pulled, err := w.m.rt.EnsureImage(ctx, c.spec.GetImage(), secrets.pullOpts...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -295,7 +318,11 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 		w.log.Info("pulled image", "container", c.spec.GetName(), "image", img.Ref, "digest", img.Digest)
 	}
 
-	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns}
+	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns,
+		Mounts: secrets.binds, ExtraEnv: secrets.env}
+	if len(c.secretRefs) > 0 {
+		cfg.Labels = map[string]string{LabelSecrets: encodeSums(secrets.sums)}
+	}
 	if w.netns != "" {
 		cfg.ResolvConf = w.m.cfg.ResolvConf
 	}
@@ -334,6 +361,7 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 	}
 	c.task = task
 	c.gen++
+	c.secretSums = secrets.sums
 	w.watch(ctx, c, exited)
 	c.nextAttempt = time.Time{}
 	st := c.st
@@ -616,6 +644,7 @@ func (w *worker) adopt(ctx context.Context, c *ctr) {
 		}
 		c.task = task
 		c.gen++
+		c.secretSums = parseSums(cont.Labels()[LabelSecrets])
 		w.watch(ctx, c, exited)
 		if !wasRunning || st.StartedAt == nil {
 			st.StartedAt = timestamppb.Now()
