@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
@@ -113,6 +114,23 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Default:       int64default.StaticInt64(spec.DefaultGracePeriod),
 				Validators:    []validator.Int64{int64validator.Between(0, spec.MaxGracePeriod)},
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+			},
+			"image_pull_secret": schema.StringAttribute{
+				MarkdownDescription: "A `herd_secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials " +
+					"pull this pod's images from the registry it names (its `registry` key, a host such as " +
+					"`registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.",
+				Optional:      true,
+				PlanModifiers: replaceString,
+			},
+			"restart_on_secret_change": schema.BoolAttribute{
+				MarkdownDescription: "When a secret the pod uses (mounts, env, pull secret) gets new data, restart the " +
+					"pod's containers instead of only updating its files; pods are restarted one at a time across the " +
+					"cluster, and `herd_secret`'s plan lists them in `restarts`. Needed for `secret_env` and for " +
+					"programs that read their secrets once. Default `false`. Changing it replaces the pod.",
+				Optional:      true,
+				Computed:      true,
+				Default:       booldefault.StaticBool(false),
+				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
 			},
 			"uid": schema.StringAttribute{
 				MarkdownDescription: "Unique id of this incarnation of the pod: a pod recreated under the same name gets a new one.",
@@ -224,7 +242,7 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 							PlanModifiers: replaceString,
 						},
 					},
-					Blocks: containerBlocks(portBlock(replaceString, replaceList)),
+					Blocks: withSecretBlocks(containerBlocks(portBlock(replaceString, replaceList))),
 				},
 			},
 			"timeouts": timeoutsBlock(ctx),

@@ -34,6 +34,8 @@ type podModel struct {
 	PodIP                         types.String   `tfsdk:"pod_ip"`
 	Ready                         types.Bool     `tfsdk:"ready"`
 	ContainerStatus               types.List     `tfsdk:"container_status"`
+	ImagePullSecret               types.String   `tfsdk:"image_pull_secret"`
+	RestartOnSecretChange         types.Bool     `tfsdk:"restart_on_secret_change"`
 }
 
 // containerModel is one container block.
@@ -51,6 +53,9 @@ type containerModel struct {
 	ReadinessProbe types.Object `tfsdk:"readiness_probe"`
 	LivenessProbe  types.Object `tfsdk:"liveness_probe"`
 	StartupProbe   types.Object `tfsdk:"startup_probe"`
+
+	SecretMounts types.List `tfsdk:"secret_mount"`
+	SecretEnv    types.List `tfsdk:"secret_env"`
 }
 
 // portModel is one port block of a container.
@@ -82,6 +87,9 @@ var containerAttrTypes = map[string]attr.Type{
 	"readiness_probe": probeObjectType,
 	"liveness_probe":  probeObjectType,
 	"startup_probe":   probeObjectType,
+
+	"secret_mount": types.ListType{ElemType: secretMountObjectType},
+	"secret_env":   types.ListType{ElemType: secretEnvObjectType},
 }
 
 var containerStatusAttrTypes = map[string]attr.Type{
@@ -133,6 +141,8 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 		s.Name = m.Name.ValueString()
 	}
 	s.Labels = mapWithUnknowns(m.Labels, spec.Path{}.Field("labels"), unknown)
+	s.ImagePullSecret = stringWithUnknown(m.ImagePullSecret, spec.Path{}.Field("image_pull_secret"), unknown)
+	s.RestartOnSecretChange = m.RestartOnSecretChange.ValueBool()
 	if withPolicy {
 		if !m.RestartPolicy.IsNull() && !m.RestartPolicy.IsUnknown() {
 			s.RestartPolicy = m.RestartPolicy.ValueString()
@@ -187,6 +197,7 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 		}
 		c.Ports = ports
 		diags.Append(out.probesFromModel(ctx, cm, c, p)...)
+		diags.Append(out.secretsFromModel(ctx, cm, c, p)...)
 		if diags.HasError() {
 			return out, diags
 		}
@@ -335,8 +346,13 @@ func podAttributePath(p spec.Path) path.Path {
 			if i == 0 && name == "containers" {
 				name = "container"
 			}
-			if i == 2 && name == "ports" && p[0].Field == "containers" {
-				name = "port"
+			if i == 2 && p[0].Field == "containers" {
+				switch name {
+				case "ports":
+					name = "port"
+				case "secret_mounts":
+					name = "secret_mount"
+				}
 			}
 			out = out.AtName(name)
 		case spec.IndexStep:
@@ -362,6 +378,7 @@ func addFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
 		}
 		// Messages may name other containers the way agentd spells them.
 		msg := strings.ReplaceAll(fe.Msg, "containers[", "container[")
+		msg = strings.ReplaceAll(msg, "secret_mounts[", "secret_mount[")
 		diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", p, msg))
 	}
 }
@@ -406,6 +423,8 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 	m.Labels = mapFromRemote(d.GetLabels(), prior.Labels)
 	m.RestartPolicy = types.StringValue(d.GetRestartPolicy())
 	m.TerminationGracePeriodSeconds = types.Int64Value(d.GetTerminationGracePeriodSeconds())
+	m.ImagePullSecret = stringFromRemote(d.GetImagePullSecret(), prior.ImagePullSecret)
+	m.RestartOnSecretChange = types.BoolValue(d.GetRestartOnSecretChange())
 
 	var priorContainers []containerModel
 	if !prior.Containers.IsNull() && !prior.Containers.IsUnknown() {
@@ -425,6 +444,7 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 				WorkingDir: types.StringNull(), CPU: types.StringNull(), Memory: types.StringNull(),
 				Command: types.ListNull(types.StringType), Args: types.ListNull(types.StringType),
 				Env: types.MapNull(types.StringType), Ports: types.ListNull(portObjectType),
+				SecretMounts: types.ListNull(secretMountObjectType),
 			}
 			pc.ReadinessProbe, pc.LivenessProbe, pc.StartupProbe = nullProbes()
 		}
@@ -435,6 +455,8 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 		liveness, dd := probeFromRemote(ctx, c.GetLivenessProbe(), pc.LivenessProbe)
 		diags.Append(dd...)
 		startup, dd := probeFromRemote(ctx, c.GetStartupProbe(), pc.StartupProbe)
+		diags.Append(dd...)
+		mounts, dd := secretMountsFromRemote(ctx, c.GetSecretMounts(), pc.SecretMounts)
 		diags.Append(dd...)
 		cm := containerModel{
 			Name:       types.StringValue(c.GetName()),
@@ -450,6 +472,9 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 			ReadinessProbe: readiness,
 			LivenessProbe:  liveness,
 			StartupProbe:   startup,
+
+			SecretMounts: mounts,
+			SecretEnv:    secretEnvFromRemote(c.GetSecretEnv()),
 		}
 		obj, dd := types.ObjectValueFrom(ctx, containerAttrTypes, cm)
 		diags.Append(dd...)

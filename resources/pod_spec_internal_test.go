@@ -47,6 +47,12 @@ func containerObject(t *testing.T, cm containerModel) types.Object {
 	if cm.Ports.ElementType(context.Background()) == nil {
 		cm.Ports = types.ListNull(portObjectType)
 	}
+	if cm.SecretMounts.ElementType(context.Background()) == nil {
+		cm.SecretMounts = types.ListNull(secretMountObjectType)
+	}
+	if cm.SecretEnv.ElementType(context.Background()) == nil {
+		cm.SecretEnv = types.ListNull(secretEnvObjectType)
+	}
 	for _, o := range []*types.Object{&cm.ReadinessProbe, &cm.LivenessProbe, &cm.StartupProbe} {
 		if len(o.AttributeTypes(context.Background())) == 0 {
 			*o = types.ObjectNull(probeAttrTypes)

@@ -351,7 +351,10 @@ func (r *secretResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 				"configured data again.", state.Namespace.ValueString(), state.Name.ValueString(), applied,
 				state.Checksum.ValueString()))
 	}
-	if !drift && req.Plan.Raw.Equal(req.State.Raw) {
+	// A secret some matching member lacks (synced = false) is written
+	// again, as herd_service does: agentd pushes it anew.
+	repair := !state.Synced.IsNull() && !state.Synced.IsUnknown() && !state.Synced.ValueBool()
+	if !drift && !repair && req.Plan.Raw.Equal(req.State.Raw) {
 		return // nothing changes
 	}
 	if !plan.Namespace.Equal(state.Namespace) || !plan.Name.Equal(state.Name) || !plan.Type.Equal(state.Type) {
@@ -391,44 +394,50 @@ func (r *secretResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	set("uid", state.UID)
 	set("synced", types.BoolUnknown())
 	set("holders", types.ListUnknown(holderObjectType))
-	applies := dataChange || !plan.NodeSelector.Equal(state.NodeSelector) || !plan.Immutable.Equal(state.Immutable)
-	if applies {
-		set("version", types.Int64Unknown())
-	} else {
-		set("version", state.Version)
-	}
-	if dataChange {
-		set("checksum", types.StringUnknown())
-		set("keys", plannedKeys)
-	} else {
-		set("checksum", state.Checksum)
-		set("keys", state.Keys)
-	}
+	// Update always sends the configured data: these are the keys after it.
+	set("keys", plannedKeys)
 
-	// Which pods does the apply restart? Only agentd knows: ask it for a
-	// dry run of the very spec Update will apply.
-	restarts, dryChecksum, diags := r.dryRunRestarts(ctx, plan, dataAttr, data, hasData)
+	// Which pods does the apply restart, does anything change? Only agentd
+	// knows: ask it for a dry run of the very spec Update will apply.
+	restarts, dry, diags := r.dryRun(ctx, plan, dataAttr, data, hasData)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if !dataChange && dataAttr == secretAttrDataWO {
-		// Update must send data_wo with any change, and Terraform cannot
-		// compare write-only values: unless the dry run says the data
-		// stays as it is, the checksum may change.
-		switch {
-		case len(restarts.Elements()) > 0 || (dryChecksum != "" && dryChecksum != state.Checksum.ValueString()):
-			set("checksum", types.StringUnknown())
-			set("keys", plannedKeys)
-			set("version", types.Int64Unknown())
-			resp.Diagnostics.AddAttributeWarning(path.Root(secretAttrDataWO), "Write-only data changed without a version bump",
-				"This apply changes other attributes of the secret and therefore sends data_wo, whose values differ "+
-					"from the secret's: the secret gets the new values. Change data_wo_version together with data_wo "+
-					"to make such changes explicit.")
-		case dryChecksum == "":
-			set("checksum", types.StringUnknown())
-			set("keys", plannedKeys)
+	checksumUnknown, versionUnknown := dataChange, true
+	switch {
+	case dry != nil:
+		versionUnknown = dry.GetChanged()
+		willChange := dry.GetSecret().GetStatus().GetChecksum() != state.Checksum.ValueString()
+		if willChange && !dataChange {
+			// data_wo edited without a version bump: Update must send the
+			// data with any change, so the secret gets the new values.
+			checksumUnknown = true
+			if dataAttr == secretAttrDataWO {
+				resp.Diagnostics.AddAttributeWarning(path.Root(secretAttrDataWO), "Write-only data changed without a version bump",
+					"This apply changes other attributes of the secret and therefore sends data_wo, whose values "+
+						"differ from the secret's: the secret gets the new values. Change data_wo_version together "+
+						"with data_wo to make such changes explicit.")
+			}
 		}
+		if !willChange && dataAttr == secretAttrData {
+			// The same values (e.g. adopted after an import): the checksum
+			// stays. data_wo may still change between plan and apply
+			// (ephemeral values are read again), so its stays unknown.
+			checksumUnknown = false
+		}
+	case dataAttr == secretAttrDataWO:
+		checksumUnknown = true // cannot tell without asking
+	}
+	if checksumUnknown {
+		set("checksum", types.StringUnknown())
+	} else {
+		set("checksum", state.Checksum)
+	}
+	if versionUnknown {
+		set("version", types.Int64Unknown())
+	} else {
+		set("version", state.Version)
 	}
 	set("restarts", restarts)
 	if n := len(restarts.Elements()); n > 0 && !restarts.IsUnknown() {
@@ -439,27 +448,27 @@ func (r *secretResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	}
 }
 
-// dryRunRestarts asks the write-through node which pods applying the
-// planned spec restarts (ApplySecret with dry_run), and the checksum the
-// data would have ("" when the answer does not tell). The list is unknown
-// when the question cannot be asked (node or values not known yet, node
-// unreachable: a warning says so).
-func (r *secretResource) dryRunRestarts(ctx context.Context, plan secretModel, dataAttr string, data types.Map,
-	hasData bool) (restarts types.List, checksum string, diags diag.Diagnostics) {
+// dryRun asks the write-through node what applying the planned spec does
+// (ApplySecret with dry_run): the pods it restarts and, in the answer, the
+// version and checksum the secret would have. restarts is unknown and the
+// answer nil when the question cannot be asked (node or values not known
+// yet, or the node unreachable: a warning says so).
+func (r *secretResource) dryRun(ctx context.Context, plan secretModel, dataAttr string, data types.Map,
+	hasData bool) (restarts types.List, answer *herdv1.ApplySecretResponse, diags diag.Diagnostics) {
 	unknown := types.ListUnknown(types.StringType)
 	if r.clients == nil || !hasData || !secretDataKnown(data) || plan.Node.IsUnknown() ||
 		plan.NodeSelector.IsUnknown() || plan.Immutable.IsUnknown() {
-		return unknown, "", diags
+		return unknown, nil, diags
 	}
 	conv := secretSpecFromValues(plan.Namespace, plan.Name, plan.Type, plan.NodeSelector, plan.Immutable, dataAttr, data)
 	if len(conv.unknown) > 0 {
-		return unknown, "", diags
+		return unknown, nil, diags
 	}
 	nodeID := plan.Node.ValueString()
 	sc, err := r.clients.SecretClient(nodeID)
 	if err != nil {
 		addRPCError(&diags, "connect to the node", nodeID, err)
-		return unknown, "", diags
+		return unknown, nil, diags
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+30*time.Second)
 	defer cancel()
@@ -470,12 +479,12 @@ func (r *secretResource) dryRunRestarts(ctx context.Context, plan secretModel, d
 			summary, detail := describeRPCError(what, nodeID, err)
 			diags.AddWarning(summary, detail+"\n\nThe plan cannot tell which pods the apply restarts (restarts is "+
 				"known after apply).")
-			return unknown, "", diags
+			return unknown, nil, diags
 		}
 		addRPCError(&diags, what, nodeID, err)
-		return unknown, "", diags
+		return unknown, nil, diags
 	}
-	return stringListValue(podRefs(got.GetRestartedPods())), got.GetSecret().GetStatus().GetChecksum(), diags
+	return stringListValue(podRefs(got.GetRestartedPods())), got, diags
 }
 
 // appliedChecksum reads the checksum Terraform last wrote from private
