@@ -52,6 +52,20 @@
 //   - Garbage collection (at Start, then every GCInterval): marked
 //     containers and snapshots with a pod label naming a pod incarnation
 //     (name and uid) the manager does not run, and their log directories.
+//   - Secrets (secrets.go, secretfs.go): Apply refuses a pod whose
+//     secrets the node's SecretSource cannot give it (ErrSecretUnavailable,
+//     at the field path), before anything is created. secret_mounts are
+//     files on a tmpfs per pod incarnation (SecretsDir/<pod>_<uid>),
+//     bind-mounted read-only into the containers and rewritten atomically
+//     by SecretChanged; secret_env is resolved when a container is created;
+//     image_pull_secret gives the pulls of the pod's images credentials for
+//     its registry host. Each container records the checksums it was
+//     created with (LabelSecrets), and RestartForSecret recreates, one pod
+//     at a time, the containers of pods with restart_on_secret_change
+//     whose checksum is stale. agentd must share its mount namespace with
+//     containerd: the bind mounts' source is agentd's tmpfs. The tmpfs is
+//     unmounted when the pod is deleted, and garbage-collected (marked
+//     ones only) when its pod incarnation is gone.
 //
 // Logs: see logs.go.
 package pods

@@ -9,7 +9,8 @@ import (
 
 // Sentinel errors. The gRPC server maps them to codes with errors.Is:
 // ErrNotFound → NotFound, ErrConflict → AlreadyExists, ErrForeign →
-// FailedPrecondition, ErrNotReady → Unavailable. Validation failures are
+// FailedPrecondition, ErrNotReady → Unavailable, ErrSecretUnavailable
+// (secrets.go) → FailedPrecondition. Validation failures are
 // spec.FieldErrors → InvalidArgument.
 var (
 	ErrNotFound = errors.New("not found")

@@ -496,6 +496,9 @@ func (m *Manager) RestartForSecret(ctx context.Context, namespace, name string, 
 			if ctx.Err() != nil {
 				return names, ctx.Err()
 			}
+			if errors.Is(err, ErrNotFound) {
+				continue // deleted meanwhile: nothing to wait for
+			}
 			errs = append(errs, fmt.Errorf("pod %s did not run (and become ready) again within %s of its restart for secret %s; went on with the next", e.name, m.cfg.SecretRestartTimeout, r))
 		}
 	}
