@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -372,6 +373,13 @@ func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, re
 				fmt.Sprintf("%s already has a pod named %q with a different specification (%s). Pods are replaced, never "+
 					"patched: choose another name, delete that pod, or import it with the id %q.",
 					nodeDescription(nodeID), podName, status.Convert(err).Message(), nodeid.FormatPod(nodeID, podName)))
+			return
+		}
+		if status.Code(err) == codes.FailedPrecondition && strings.Contains(status.Convert(err).Message(), "secret") {
+			resp.Diagnostics.AddError("Pod uses a secret its node cannot give it",
+				fmt.Sprintf("%s refused pod %q: %s\n\nA node holds a secret only when its labels match the secret's "+
+					"node_selector (herd_secret's holders lists the nodes that do): run the pod on one of them, or "+
+					"widen the selector.", nodeDescription(nodeID), podName, status.Convert(err).Message()))
 			return
 		}
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("create pod %q", podName), nodeID, err)
