@@ -23,6 +23,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/node"
 	"github.com/herd-project/terraform-provider-herd/agentd/pods"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	"github.com/herd-project/terraform-provider-herd/agentd/secrets"
 	"github.com/herd-project/terraform-provider-herd/agentd/server"
 	"github.com/herd-project/terraform-provider-herd/agentd/services"
 	"github.com/herd-project/terraform-provider-herd/agentd/spec"
@@ -89,6 +90,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer svcs.stop()
 	}
+	var sec *secretStack
+	if cl != nil {
+		if sec, err = prepareSecrets(cfg, cl, st, log); err != nil {
+			return err
+		}
+		defer sec.close()
+	}
 	var network pods.Network
 	if podCIDR != "" {
 		pn, err := podnet.New(podnet.Config{
@@ -107,6 +115,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Network:     network,
 		Runtime:     rt,
 		Changed:     svcs.changedHook(),
+		Secrets:     sec.source(),
 		ResolvConf:  svcs.resolvConf(),
 		Store:       st,
 		LogDir:      filepath.Join(cfg.StateDir, "logs"),
@@ -122,6 +131,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("start pod manager: %w", err)
 	}
 	defer mgr.Close()
+	if sec != nil {
+		sec.rep.SetPods(mgr)
+		sec.rep.Start(ctx)
+	}
 	if svcs != nil {
 		if err := svcs.start(ctx, cfg, cl, mgr, log); err != nil {
 			return err
@@ -135,6 +148,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.ReservedMemory != "" {
 		resMem, _ = spec.ParseMemory(cfg.ReservedMemory)
 	}
+	var labels node.LabelStore = st
+	if sec != nil {
+		labels = publishingLabels{st: st, cl: cl, sec: sec}
+	}
 	info := node.New(node.Config{
 		Name:                cfg.Name,
 		Addresses:           addresses(cfg),
@@ -142,7 +159,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		AgentVersion:        cfg.Version,
 		ReservedCPUMillis:   resCPU,
 		ReservedMemoryBytes: resMem,
-		Labels:              st,
+		Labels:              labels,
 		Containerd:          rt,
 		PodCIDR:             podCIDR,
 	})
@@ -150,6 +167,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cl != nil {
 		srv.SetMembers(members{cl})
 		srv.SetServices(svcs.reg)
+		srv.SetSecrets(secretAPI{Replicator: sec.rep, kms: sec.kms})
 	}
 
 	errc := make(chan error, 2)
@@ -279,6 +297,12 @@ func mapError(err error) (codes.Code, bool) {
 	switch {
 	case errors.Is(err, pods.ErrNotFound), errors.Is(err, services.ErrNotFound):
 		return codes.NotFound, true
+	case errors.Is(err, secrets.ErrNotFound):
+		return codes.NotFound, true
+	case errors.Is(err, secrets.ErrImmutable), errors.Is(err, secrets.ErrTypeChange),
+		errors.Is(err, secrets.ErrNoHolder), errors.Is(err, secrets.ErrNotHeld),
+		errors.Is(err, pods.ErrSecretUnavailable):
+		return codes.FailedPrecondition, true
 	case errors.Is(err, services.ErrTypeChange):
 		return codes.FailedPrecondition, true
 	case errors.Is(err, services.ErrConflict):

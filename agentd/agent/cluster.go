@@ -212,7 +212,7 @@ func (m members) Join(ctx context.Context, addrs []string) (int, error) {
 func (m members) ListMembers(context.Context) ([]*herdv1.Member, error) {
 	var out []*herdv1.Member
 	for _, mb := range m.cl.Members() {
-		hm := &herdv1.Member{Name: mb.Name, State: string(mb.State)}
+		hm := &herdv1.Member{Name: mb.Name, State: string(mb.State), Labels: mb.Labels}
 		if mb.Addr.IsValid() {
 			hm.GossipAddress = mb.Addr.String()
 		}

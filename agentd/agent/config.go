@@ -69,6 +69,10 @@ type Config struct {
 	// ServiceResync is how often the service rules are rewritten in full,
 	// repairing changes made behind herd's back (default 1m).
 	ServiceResync time.Duration
+	// SecretResync is how often each secret holder checks that every
+	// matching member holds its secrets (default 30s; membership changes
+	// trigger a check at once).
+	SecretResync time.Duration
 
 	ReservedCPU    string // quantity, e.g. "100m"
 	ReservedMemory string // quantity, e.g. "256Mi"

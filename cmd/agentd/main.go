@@ -52,6 +52,7 @@ func main() {
 	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/16", "range of service cluster IPs (with --cluster-cidr; must not overlap it)")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of services: <service>.<namespace>.svc.<domain>")
 	fs.Var(&dnsUpstreams, "dns-upstream", "resolver IP:PORT for names outside the cluster domain (repeatable; default: /etc/resolv.conf)")
+	fs.DurationVar(&cfg.SecretResync, "secret-resync", 30*time.Second, "how often secret holders check that every matching member holds the current version")
 	fs.DurationVar(&cfg.ServiceResync, "service-resync", time.Minute, "how often service rules are rewritten in full (repairs changes made behind herd's back)")
 	fs.StringVar(&cfg.NodeIP, "node-ip", "", "address peers route this node's pods through (default: the gossip address)")
 	var cniDirs listFlag

@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/agentd/pods"
+	"github.com/herd-project/terraform-provider-herd/agentd/secrets"
+	"github.com/herd-project/terraform-provider-herd/agentd/store"
+)
+
+// secretStack is the node's secret machinery: the key-encryption key, the
+// sealed vault in bbolt and the replicator that serves the API.
+type secretStack struct {
+	kms *secrets.FileKMS
+	rep *secrets.Replicator
+}
+
+// prepareSecrets opens the node's KEK (created at first start, 0600, under
+// the state dir) and the vault, and registers the replication handlers.
+func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.Logger) (*secretStack, error) {
+	gossipKey, err := cfg.gossipKey()
+	if err != nil {
+		return nil, err
+	}
+	kms, err := secrets.OpenFileKMS(filepath.Join(cfg.StateDir, "keys"), log.With("component", "kms"))
+	if err != nil {
+		return nil, fmt.Errorf("open key-encryption key: %w", err)
+	}
+	labels := func() map[string]string {
+		l, err := st.GetNodeLabels()
+		if err != nil {
+			log.Warn("read node labels", "err", err)
+		}
+		return l
+	}
+	rep, err := secrets.NewReplicator(secrets.Config{
+		Vault:      secrets.NewVault(st, kms),
+		Peers:      cl,
+		Labels:     labels,
+		ClusterKey: secrets.DeriveClusterKey(gossipKey),
+		Resync:     cfg.SecretResync,
+		Logger:     log.With("component", "secrets"),
+	})
+	if err != nil {
+		_ = kms.Close()
+		return nil, err
+	}
+	if err := cl.SetLabels(labels()); err != nil {
+		_ = kms.Close()
+		return nil, fmt.Errorf("publish node labels: %w", err)
+	}
+	return &secretStack{kms: kms, rep: rep}, nil
+}
+
+// source is the pod manager's view of the vault; nil without a cluster.
+func (s *secretStack) source() pods.SecretSource {
+	if s == nil {
+		return nil
+	}
+	return secretSource{s.rep}
+}
+
+func (s *secretStack) close() {
+	s.rep.Close()
+	_ = s.kms.Close()
+}
+
+// api adapts the stack to the server.
+type secretAPI struct {
+	*secrets.Replicator
+	kms *secrets.FileKMS
+}
+
+func (a secretAPI) RotateKey(ctx context.Context) (string, int, error) {
+	id, err := a.kms.Rotate(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := a.Replicator.RotateKey(ctx)
+	return id, n, err
+}
+
+// secretSource adapts the replicator to the pod manager.
+type secretSource struct{ rep *secrets.Replicator }
+
+func (s secretSource) Secret(ctx context.Context, namespace, name string) (pods.SecretData, error) {
+	rec, data, err := s.rep.Reveal(ctx, namespace, name)
+	if err != nil {
+		if !errors.Is(err, secrets.ErrNotHeld) {
+			return pods.SecretData{}, err
+		}
+		why, _ := s.rep.Why(ctx, namespace, name)
+		if why == "" {
+			why = "secret " + secrets.SecretKey(namespace, name) + " is not held by this node"
+		}
+		return pods.SecretData{}, fmt.Errorf("%s: %w", why, pods.ErrSecretUnavailable)
+	}
+	return pods.SecretData{Type: rec.Type, Data: data, Checksum: rec.Checksum}, nil
+}
+
+// publishingLabels stores node labels and publishes them to the cluster,
+// so that secret selectors see them, then lets the secrets re-evaluate.
+type publishingLabels struct {
+	st  *store.Store
+	cl  *cluster.Cluster
+	sec *secretStack
+}
+
+func (p publishingLabels) GetNodeLabels() (map[string]string, error) { return p.st.GetNodeLabels() }
+
+func (p publishingLabels) SetNodeLabels(l map[string]string) error {
+	if err := p.st.SetNodeLabels(l); err != nil {
+		return err
+	}
+	if err := p.cl.SetLabels(maps.Clone(l)); err != nil {
+		return fmt.Errorf("publish node labels: %w", err)
+	}
+	p.sec.rep.Kick()
+	return nil
+}
