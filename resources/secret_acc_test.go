@@ -214,8 +214,8 @@ func noValuesInState(marker string, values ...*string) resource.TestCheckFunc {
 
 // woHCL is one node, herd_secret.s ("db") with write-only data read from
 // valueFile, a pod that prints the mounted file every 300 ms ("watcher")
-// and a pod with restart_on_secret_change that prints it once at start
-// ("restarter"); extra is appended.
+// and a pod with restart_on_secret_change that prints it (file and
+// secret_env variable) once at start ("restarter"); extra is appended.
 func woHCL(n *secretNode, valueFile string, version int, extra string) string {
 	return n.providerHCL() + n.nodeHCL("") + fmt.Sprintf(`
 resource "herd_secret" "s" {
@@ -247,12 +247,17 @@ resource "herd_pod" "restarter" {
   container {
     name    = "app"
     image   = %[3]q
-    command = ["sh", "-c", "echo \"start=$(cat /etc/app/password)\"; exec sleep 3600"]
+    command = ["sh", "-c", "echo \"start=$(cat /etc/app/password) env=$PW\"; exec sleep 3600"]
     secret_mount {
       secret = herd_secret.s.id
       path   = "/etc/app"
       keys   = ["password"]
       mode   = "0440"
+    }
+    secret_env {
+      name   = "PW"
+      secret = "db"
+      key    = "password"
     }
   }
 }
@@ -350,7 +355,7 @@ func TestAccSecretWriteOnly(t *testing.T) {
 					resource.TestCheckResourceAttr("herd_pod.restarter", "container.0.secret_mount.0.mode", "0440"),
 					noValuesInState(marker, &v1),
 					func(*terraform.State) error { return n.waitLogs(t, "watcher", "app", "pw="+v1) },
-					func(*terraform.State) error { return n.waitLogs(t, "restarter", "app", "start="+v1) },
+					func(*terraform.State) error { return n.waitLogs(t, "restarter", "app", "start="+v1+" env="+v1) },
 					func(*terraform.State) error {
 						sec, err := n.secrets.GetSecret(ctx(t), &herdv1.GetSecretRequest{Namespace: "default", Name: "db"})
 						if err != nil {
@@ -389,7 +394,7 @@ func TestAccSecretWriteOnly(t *testing.T) {
 					resource.TestCheckResourceAttrWith("herd_secret.s", "checksum", record(&checksum2)),
 					noValuesInState(marker, &v1, &v2),
 					func(*terraform.State) error { return n.waitLogs(t, "watcher", "app", "pw="+v2) },
-					func(*terraform.State) error { return n.waitLogs(t, "restarter", "app", "start="+v2) },
+					func(*terraform.State) error { return n.waitLogs(t, "restarter", "app", "start="+v2+" env="+v2) },
 					func(*terraform.State) error {
 						p, err := n.pods.GetPod(ctx(t), &herdv1.GetPodRequest{Name: "watcher"})
 						if err != nil {
@@ -584,7 +589,8 @@ func waitLabels(t *testing.T, nodes []*secretNode, node string, want map[string]
 // the state: this test runs on Terraform 1.5.7 too): only the matching
 // member holds the secret, although it is written through the other one;
 // the other can neither reveal it nor run a pod that uses it (a clear
-// error at apply); new data reaches the pod's file in place; import.
+// error at apply); new data reaches the pod's file in place; import;
+// immutable = true in place, then new data replaces the secret.
 func TestAccSecretNodeSelectorAndSensitiveData(t *testing.T) {
 	t.Parallel()
 	nodes := startSecretCluster(t, "10.87.0.0/24", "sec-in", "sec-out")
@@ -596,7 +602,7 @@ func TestAccSecretNodeSelectorAndSensitiveData(t *testing.T) {
 	}
 	waitLabels(t, nodes, in.agent.Name, map[string]string{"tier": "db"})
 	t1, t2 := randomValue(t, "tok1"), randomValue(t, "tok2")
-	var checksum1 string
+	var checksum1, uid1 string
 
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: providerFactories(),
@@ -683,6 +689,33 @@ func TestAccSecretNodeSelectorAndSensitiveData(t *testing.T) {
 				ImportStateVerify:       true,
 				ImportStateVerifyIgnore: []string{"data", "restarts", "timeouts"},
 			},
+			// 5. immutable = true changes it in place (same uid).
+			{
+				Config: strings.Replace(selectorHCL(in, out, t2, ""), `name          = "api"`, `name          = "api"
+  immutable     = true`, 1),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("herd_secret.s", plancheck.ResourceActionUpdate)},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_secret.s", "immutable", "true"),
+					resource.TestCheckResourceAttrWith("herd_secret.s", "uid", record(&uid1)),
+				),
+			},
+			// 6. New data for an immutable secret replaces it.
+			{
+				Config: strings.Replace(selectorHCL(in, out, t1, ""), `name          = "api"`, `name          = "api"
+  immutable     = true`, 1),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{
+						plancheck.ExpectResourceAction("herd_secret.s", plancheck.ResourceActionDestroyBeforeCreate),
+					},
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttrWith("herd_secret.s", "uid", differs(&uid1)),
+					resource.TestCheckResourceAttrWith("herd_secret.s", "checksum", equals(&checksum1)),
+				),
+			},
 		},
 	})
 }
@@ -694,4 +727,92 @@ func hasPrefixCheck(prefix string) func(string) error {
 		}
 		return nil
 	}
+}
+
+// image_pull_secret on a real node: a registry that demands basic auth
+// refuses the pull without the secret; with a herd_secret of type registry
+// (write-only credentials) the pod starts.
+func TestAccSecretImagePullSecret(t *testing.T) {
+	t.Parallel()
+	password := randomValue(t, "pull")
+	reg := acctest.RegistryForTest(t, acctest.WithBasicAuth("puller", password))
+	img, err := acctest.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	needCLI(t)
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("acceptance test: set TF_ACC=1")
+	}
+	env := acctest.SharedEnv(t)
+	ref, err := reg.Push(ctx(t), "private/busybox", "1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := env.NewCluster(t, acctest.ClusterOptions{
+		Names:  []string{"sec-pull"},
+		Subnet: netip.MustParsePrefix("10.88.0.0/24"),
+		Mutate: func(o *acctest.AgentOptions) { o.InsecureRegistries = append(o.InsecureRegistries, reg.Host()) },
+	})
+	cn := c.Nodes[0]
+	relay, err := cn.Lab.Relay(reg.Host(), reg.Host())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	n := &secretNode{
+		accNode: &accNode{env: env, agent: cn.Agent, conn: cn.Conn, pods: cn.Pods, nodes: cn.Nodes},
+		cn:      cn, secrets: herdv1.NewSecretServiceClient(cn.Conn),
+	}
+	needSecretService(t, n.secrets)
+	passwordFile := filepath.Join(t.TempDir(), "password")
+	writeValueFile(t, passwordFile, password)
+	config := func(pullSecret string) string {
+		return n.providerHCL() + n.nodeHCL("") + fmt.Sprintf(`
+resource "herd_secret" "pull" {
+  node = herd_node.n.id
+  name = "registry"
+  type = "registry"
+  data_wo = {
+    registry = %q
+    username = "puller"
+    password = file(%q)
+  }
+  data_wo_version = 1
+}
+
+resource "herd_pod" "private" {
+  node  = herd_node.n.id
+  name  = "private"
+  %s
+  container {
+    name    = "app"
+    image   = %q
+    command = ["sleep", "3600"]
+  }
+  timeouts {
+    create = "30s"
+  }
+}
+`, reg.Host(), passwordFile, pullSecret, ref)
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		TerraformVersionChecks:   writeOnlyCLI,
+		CheckDestroy:             n.checkNothingLeft(t),
+		Steps: []resource.TestStep{
+			{
+				Config:      config(""),
+				ExpectError: errRe("Pod", "private", "did not start"),
+			},
+			{
+				Config: config(`image_pull_secret = herd_secret.pull.id`),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_pod.private", "image_pull_secret", "default/registry"),
+					resource.TestCheckResourceAttr("herd_pod.private", "phase", "Running"),
+					noValuesInState(n.agent.Name, &password),
+				),
+			},
+		},
+	})
 }
