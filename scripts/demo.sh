@@ -11,7 +11,7 @@ down() {
   if [ -f "$demo/env" ] && [ -f "$demo/quickstart/terraform.tfstate" ]; then
     # shellcheck disable=SC1091
     . "$demo/env"
-    TF_CLI_CONFIG_FILE="$demo/cli.tfrc" "$(scripts/tool.sh tofu)" -chdir="$demo/quickstart" destroy -auto-approve -no-color >/dev/null || true
+    TF_VAR_web_token=unused TF_CLI_CONFIG_FILE="$demo/cli.tfrc" "$(scripts/tool.sh tofu)" -chdir="$demo/quickstart" destroy -auto-approve -no-color >/dev/null || true
   fi
   if [ -f "$demo/serve.pid" ]; then
     pid="$(cat "$demo/serve.pid")"
@@ -52,12 +52,20 @@ provider_installation {
 EOT
   mkdir -p "$demo/quickstart"
   cp examples/quickstart/main.tf "$demo/quickstart/"
+  # a fresh value for the quickstart's write-only secret; it lives only in
+  # this shell's environment
+  TF_VAR_web_token="demo-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+  export TF_VAR_web_token
   echo "demo: node $HERD_NODE is up; applying examples/quickstart with OpenTofu"
   TF_CLI_CONFIG_FILE="$demo/cli.tfrc" "$tofu" -chdir="$demo/quickstart" apply -auto-approve -no-color 2>&1 \
     | grep -v -e 'Warning: Provider development overrides' -e 'provider_installation' || true
   test -f "$demo/quickstart/terraform.tfstate" || { echo "demo: apply failed" >&2; exit 1; }
   TF_CLI_CONFIG_FILE="$demo/cli.tfrc" "$tofu" -chdir="$demo/quickstart" plan -detailed-exitcode -no-color >/dev/null 2>&1 \
     && echo "demo: a second plan shows no changes" || echo "demo: note: the second plan is not empty"
+  if grep -rqF "$TF_VAR_web_token" "$demo/quickstart"; then
+    echo "demo: the secret's value is in the state!" >&2; exit 1
+  fi
+  echo "demo: the secret's value is nowhere in the state or plan files (write-only)"
   echo "demo: the pod's output (herdctl logs hello):"
   for _ in $(seq 1 50); do
     out="$("$bin/herdctl" logs hello)"; [ -n "$out" ] && break; sleep 0.1

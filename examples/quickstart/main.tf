@@ -1,5 +1,6 @@
 # herd quickstart: adopt one node, run a pod on it, and put a web pod behind
-# a service with a stable virtual IP and DNS name.
+# a service with a stable virtual IP and DNS name; the web pod reads a
+# write-only secret from a tmpfs file.
 #
 # `make demo` runs this against a local agentd it starts itself (a one-node
 # cluster in a network namespace of its own). To use your own node, run
@@ -31,6 +32,13 @@ variable "image" {
   description = "Image for the pod (the demo serves busybox from a loopback registry)."
   type        = string
   default     = "127.0.0.1:5050/herd/busybox:1.35"
+}
+
+variable "web_token" {
+  description = "A secret for the web pod. Write-only: it never reaches the plan or the state."
+  type        = string
+  sensitive   = true
+  ephemeral   = true
 }
 
 provider "herd" {}
@@ -68,6 +76,17 @@ resource "herd_pod" "hello" {
   }
 }
 
+# A secret, written once and never kept in the state (OpenTofu or Terraform
+# 1.11 and later). Bump data_wo_version to push a new value.
+resource "herd_secret" "web" {
+  node = herd_node.demo.id
+  name = "web-token"
+  data_wo = {
+    token = var.web_token
+  }
+  data_wo_version = 1
+}
+
 # A web server that reports ready only once it serves, and a service in front
 # of it: apply returns when the pod is ready, and the service's cluster IP
 # stays the same for the service's life.
@@ -81,7 +100,12 @@ resource "herd_pod" "web" {
   container {
     name    = "httpd"
     image   = var.image
-    command = ["sh", "-c", "mkdir -p /www && echo \"hello from pod $(hostname) through a herd service\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    command = ["sh", "-c", "mkdir -p /www && echo \"hello from pod $(hostname) through a herd service; its secret token is $(wc -c < /run/secrets/web-token/token) bytes in a mode $(stat -L -c %a /run/secrets/web-token/token) file on $(stat -f -c %T /run/secrets/web-token)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+    # /run/secrets/web-token/token, on a tmpfs, mode 0400
+    secret_mount {
+      secret = herd_secret.web.name
+    }
 
     port {
       name           = "http"
@@ -124,11 +148,11 @@ output "service" {
 
 output "node" {
   value = {
-    id          = herd_node.demo.id
-    ready       = herd_node.demo.ready
-    cpu_millis  = herd_node.demo.capacity_cpu_millis
-    memory      = herd_node.demo.capacity_memory_bytes
-    agentd      = herd_node.demo.agent_version
+    id         = herd_node.demo.id
+    ready      = herd_node.demo.ready
+    cpu_millis = herd_node.demo.capacity_cpu_millis
+    memory     = herd_node.demo.capacity_memory_bytes
+    agentd     = herd_node.demo.agent_version
   }
 }
 
@@ -137,5 +161,13 @@ output "pod" {
     id    = herd_pod.hello.id
     phase = herd_pod.hello.phase
     uid   = herd_pod.hello.uid
+  }
+}
+
+output "secret" {
+  value = {
+    # a keyed HMAC of the data, never the data
+    checksum = herd_secret.web.checksum
+    holders  = herd_secret.web.holders
   }
 }
