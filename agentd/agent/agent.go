@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
@@ -325,21 +324,11 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := h(ctx, req)
-		log.Debug("rpc", "method", info.FullMethod, "caller", caller(ctx), "took", time.Since(start), "err", err)
+		log.Debug("rpc", "method", info.FullMethod, "caller", server.CallerName(ctx), "took", time.Since(start), "err", err)
 		return resp, err
 	}
 }
 
-func caller(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return ""
-	}
-	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-		return ti.State.PeerCertificates[0].Subject.CommonName
-	}
-	return "local"
-}
 
 // podNetwork adapts podnet to the pod manager.
 type podNetwork struct{ p *podnet.PodNet }

@@ -480,24 +480,18 @@ type PodRef struct{ Node, Pod string }
 func (r *Replicator) survey(ctx context.Context, key string) (newest *Record, holders map[string]Record) {
 	holders = map[string]Record{}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, m := range r.liveMembers() {
-		wg.Add(1)
-		go func(node string) {
-			defer wg.Done()
-			var resp metaResp
-			if err := r.call(ctx, node, mMeta, keyReq{Key: key}, &resp); err != nil {
-				r.log.Debug("secret survey", "member", node, "err", err)
-				return
-			}
-			if resp.Rec != nil {
-				mu.Lock()
-				holders[node] = *resp.Rec
-				mu.Unlock()
-			}
-		}(m.Name)
-	}
-	wg.Wait()
+	fanOut(memberNames(r.liveMembers()), func(node string) {
+		var resp metaResp
+		if err := r.call(ctx, node, mMeta, keyReq{Key: key}, &resp); err != nil {
+			r.log.Debug("secret survey", "member", node, "err", err)
+			return
+		}
+		if resp.Rec != nil {
+			mu.Lock()
+			holders[node] = *resp.Rec
+			mu.Unlock()
+		}
+	})
 	for _, rec := range holders {
 		if newest == nil || rec.Newer(*newest) {
 			c := rec
@@ -618,25 +612,19 @@ func (r *Replicator) Apply(ctx context.Context, s Spec, dryRun bool) (View, bool
 func (r *Replicator) push(ctx context.Context, rec Record, data map[string][]byte, nodes []string, orchestrated bool) map[string]Record {
 	out := map[string]Record{}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Add(1)
-		go func(node string) {
-			defer wg.Done()
-			var resp putResp
-			if err := r.call(ctx, node, mPut, putReq{Rec: rec, Data: data, Orchestrated: orchestrated}, &resp); err != nil {
-				r.log.Warn("push secret", "secret", rec.Key(), "member", node, "err", err)
-				return
-			}
-			mu.Lock()
-			if !resp.Outside && resp.Held.Version != 0 {
-				out[node] = resp.Held
-			}
-			mu.Unlock()
-			r.noteAck(node, rec.Key(), resp.Held)
-		}(n)
-	}
-	wg.Wait()
+	fanOut(nodes, func(node string) {
+		var resp putResp
+		if err := r.call(ctx, node, mPut, putReq{Rec: rec, Data: data, Orchestrated: orchestrated}, &resp); err != nil {
+			r.log.Warn("push secret", "secret", rec.Key(), "member", node, "err", err)
+			return
+		}
+		mu.Lock()
+		if !resp.Outside && resp.Held.Version != 0 {
+			out[node] = resp.Held
+		}
+		mu.Unlock()
+		r.noteAck(node, rec.Key(), resp.Held)
+	})
 	return out
 }
 
@@ -679,27 +667,21 @@ func (r *Replicator) Get(ctx context.Context, namespace, name string) (View, err
 func (r *Replicator) List(ctx context.Context, namespace string) ([]View, error) {
 	per := map[string]map[string]Record{} // key -> node -> record
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, m := range r.liveMembers() {
-		wg.Add(1)
-		go func(node string) {
-			defer wg.Done()
-			var resp listResp
-			if err := r.call(ctx, node, mList, keyReq{Namespace: namespace}, &resp); err != nil {
-				r.log.Debug("list secrets", "member", node, "err", err)
-				return
+	fanOut(memberNames(r.liveMembers()), func(node string) {
+		var resp listResp
+		if err := r.call(ctx, node, mList, keyReq{Namespace: namespace}, &resp); err != nil {
+			r.log.Debug("list secrets", "member", node, "err", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rec := range resp.Recs {
+			if per[rec.Key()] == nil {
+				per[rec.Key()] = map[string]Record{}
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, rec := range resp.Recs {
-				if per[rec.Key()] == nil {
-					per[rec.Key()] = map[string]Record{}
-				}
-				per[rec.Key()][node] = rec
-			}
-		}(m.Name)
-	}
-	wg.Wait()
+			per[rec.Key()][node] = rec
+		}
+	})
 	var out []View
 	for _, key := range slices.Sorted(maps.Keys(per)) {
 		var newest *Record
@@ -894,6 +876,27 @@ func (r *Replicator) catchUp(ctx context.Context, key string, newer Record, from
 // every stored data key is re-wrapped with it.
 func (r *Replicator) RotateKey(ctx context.Context) (int, error) {
 	return r.cfg.Vault.RewrapAll(ctx)
+}
+
+// fanOut runs f for every node at once and waits for all.
+func fanOut(nodes []string, f func(node string)) {
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(n)
+		}()
+	}
+	wg.Wait()
+}
+
+func memberNames(ms []cluster.Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
 }
 
 func validRecord(rec Record) error {

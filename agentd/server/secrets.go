@@ -188,7 +188,7 @@ func (x *secretsServer) RevealSecret(ctx context.Context, req *herdv1.RevealSecr
 		return nil, x.s.status(err, "reveal secret "+key)
 	}
 	// Audit: who read which secret (never what).
-	x.s.log.Info("secret revealed", "secret", key, "caller", callerName(ctx))
+	x.s.log.Info("secret revealed", "secret", key, "caller", CallerName(ctx))
 	return &herdv1.RevealSecretResponse{Secret: secretPB(secrets.View{Rec: rec}), Data: data}, nil
 }
 
@@ -204,7 +204,8 @@ func (x *secretsServer) RotateKey(ctx context.Context, _ *herdv1.RotateKeyReques
 	return &herdv1.RotateKeyResponse{KeyId: id, Rewrapped: int32(n)}, nil
 }
 
-func callerName(ctx context.Context) string {
+// CallerName is the caller's certificate name, or "local" over the socket.
+func CallerName(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return ""
