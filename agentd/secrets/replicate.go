@@ -845,7 +845,27 @@ func (r *Replicator) repair(ctx context.Context) {
 			} else {
 				r.log.Warn("secret kept although this node no longer matches its node_selector: no matching member holds it yet", "secret", key)
 			}
+			continue
 		}
+		r.restartStale(ctx, rec)
+	}
+}
+
+// restartStale restarts this node's pods that still run with older data
+// of rec when the writer's own restarts should long be over: the writer
+// died mid-way, or this node was unreachable then. Waiting out
+// RestartTimeout keeps these restarts from overlapping the writer's, which
+// go one pod at a time.
+func (r *Replicator) restartStale(ctx context.Context, rec Record) {
+	p := r.podHooks()
+	if p == nil || rec.Deleted || time.Since(rec.UpdatedAt) < r.cfg.RestartTimeout {
+		return
+	}
+	pods, err := p.RestartForSecret(ctx, rec.Namespace, rec.Name, false)
+	if err != nil {
+		r.log.Warn("restart pods for secret", "secret", rec.Key(), "err", err)
+	} else if len(pods) > 0 {
+		r.log.Info("pods restarted for secret after the writer's restarts did not reach them", "secret", rec.Key(), "pods", pods)
 	}
 }
 

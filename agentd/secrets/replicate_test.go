@@ -112,6 +112,11 @@ func logTo(t *testing.T, path string) *slog.Logger {
 
 func startNode(t *testing.T, name string, labels map[string]string, join ...*tnode) *tnode {
 	t.Helper()
+	return startNodeWith(t, name, labels, 0, join...)
+}
+
+func startNodeWith(t *testing.T, name string, labels map[string]string, restartTimeout time.Duration, join ...*tnode) *tnode {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -147,6 +152,7 @@ func startNode(t *testing.T, name string, labels map[string]string, join ...*tno
 	rep, err := NewReplicator(Config{
 		Vault: NewVault(st, kms), Peers: cl, Pods: n.pods, Labels: n.getLabels,
 		ClusterKey: DeriveClusterKey(testGossipKey), Resync: time.Second, Logger: log,
+		RestartTimeout: restartTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -476,5 +482,44 @@ func TestReplication(t *testing.T) {
 		if err != nil || existed {
 			t.Fatalf("second delete existed=%v err=%v", existed, err)
 		}
+	})
+}
+
+// TestStaleUsersRestartWhenTheWriterDoesNot: a version pushed without the
+// writer's restarts (the writer died mid-way) restarts the holder's users
+// by itself once the writer's restarts would long be over, and only then.
+func TestStaleUsersRestartWhenTheWriterDoesNot(t *testing.T) {
+	ctx := context.Background()
+	a := startNodeWith(t, "stale-a", nil, 2*time.Second)
+	b := startNodeWith(t, "stale-b", nil, 2*time.Second, a)
+	seesLabels(t, a, b)
+	spec := Spec{Namespace: "default", Name: "tok", Type: "opaque", Data: map[string][]byte{"password": randomValue()}}
+	v, _, _, err := a.rep.Apply(ctx, spec, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.pods.users = []string{"user-b"}
+	// What the writer does before it restarts anyone, and no more.
+	rec := v.Rec
+	rec.Version++
+	rec.UpdatedAt = time.Now().UTC()
+	data := map[string][]byte{"password": randomValue()}
+	rec.Checksum = Checksum(DeriveClusterKey(testGossipKey), data)
+	if got := a.rep.push(ctx, rec, data, []string{"stale-b"}, true); !got["stale-b"].Same(rec) {
+		t.Fatalf("push: %v", got)
+	}
+	restarted := func() int {
+		b.pods.mu.Lock()
+		defer b.pods.mu.Unlock()
+		return len(b.pods.restarts)
+	}
+	if n := restarted(); n != 0 && time.Since(rec.UpdatedAt) < 2*time.Second {
+		t.Fatalf("restarted at once (%d), before the writer's time was up", n)
+	}
+	eventually(t, "stale-b restarts its users by itself", func() error {
+		if restarted() == 0 {
+			return errors.New("no restart yet")
+		}
+		return nil
 	})
 }
