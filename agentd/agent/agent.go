@@ -329,7 +329,6 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-
 // podNetwork adapts podnet to the pod manager.
 type podNetwork struct{ p *podnet.PodNet }
 
