@@ -2,7 +2,7 @@
 # Builds a pinned tool from the Go module proxy once and prints its path.
 # Tools are cached outside the repo, keyed by name and version, so a second
 # run (or CI on the same machine) skips the build.
-#   scripts/tool.sh tofu|terraform|protoc-gen-go|protoc-gen-go-grpc|tfplugindocs
+#   scripts/tool.sh tofu|terraform|protoc-gen-go|protoc-gen-go-grpc|tfplugindocs|pulumi
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${HERD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herd/tools}"
@@ -30,6 +30,11 @@ case "$name" in
   tfplugindocs)
     dir=tools; pkg=github.com/hashicorp/terraform-plugin-docs/cmd/tfplugindocs
     ver=$(modver "$dir" github.com/hashicorp/terraform-plugin-docs); ldflags="" ;;
+  pulumi)
+    # Pulumi CLI for the end-to-end tests of the bridged provider (pulumi/).
+    dir=tools/pulumi; pkg=github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
+    ver=$(modver "$dir" github.com/pulumi/pulumi/pkg/v3)
+    ldflags="-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$ver" ;;
   *) echo "tool.sh: unknown tool $name" >&2; exit 2 ;;
 esac
 [ -n "$ver" ] || { echo "tool.sh: no version for $name in $dir/go.mod" >&2; exit 2; }

@@ -1,0 +1,2 @@
+// Run containers, services and secrets on machines that run herd's node daemon (agentd).
+package herd
