@@ -3822,6 +3822,875 @@ func (x *RotateKeyResponse) GetRewrapped() int32 {
 	return 0
 }
 
+// NestedMachines are the VirtualMachines of one role.
+type NestedMachines struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Control plane: 1 or 3. Workers: 0 to 100.
+	Replicas int32 `protobuf:"varint,1,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Quantity, e.g. "2"; default "2".
+	Cpu string `protobuf:"bytes,2,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// Quantity, e.g. "4Gi"; default "4Gi".
+	Memory string `protobuf:"bytes,3,opt,name=memory,proto3" json:"memory,omitempty"`
+	// Container disk image with a cloud-init capable OS and kubeadm for
+	// kubernetes_version.
+	Image string `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	// Optional: boot from a DataVolume of this size (e.g. "20Gi") imported
+	// from image, instead of a containerDisk.
+	DataVolumeSize string `protobuf:"bytes,5,opt,name=data_volume_size,json=dataVolumeSize,proto3" json:"data_volume_size,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NestedMachines) Reset() {
+	*x = NestedMachines{}
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NestedMachines) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NestedMachines) ProtoMessage() {}
+
+func (x *NestedMachines) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NestedMachines.ProtoReflect.Descriptor instead.
+func (*NestedMachines) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *NestedMachines) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *NestedMachines) GetCpu() string {
+	if x != nil {
+		return x.Cpu
+	}
+	return ""
+}
+
+func (x *NestedMachines) GetMemory() string {
+	if x != nil {
+		return x.Memory
+	}
+	return ""
+}
+
+func (x *NestedMachines) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *NestedMachines) GetDataVolumeSize() string {
+	if x != nil {
+		return x.DataVolumeSize
+	}
+	return ""
+}
+
+type NestedClusterSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 1123 label, unique on the node.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// e.g. "1.34.3".
+	KubernetesVersion string          `protobuf:"bytes,2,opt,name=kubernetes_version,json=kubernetesVersion,proto3" json:"kubernetes_version,omitempty"`
+	ControlPlane      *NestedMachines `protobuf:"bytes,3,opt,name=control_plane,json=controlPlane,proto3" json:"control_plane,omitempty"`
+	Workers           *NestedMachines `protobuf:"bytes,4,opt,name=workers,proto3" json:"workers,omitempty"`
+	// The nested cluster's pod and service ranges; they may not overlap
+	// each other, the host cluster's ranges or herd's.
+	PodCidr     string `protobuf:"bytes,5,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	ServiceCidr string `protobuf:"bytes,6,opt,name=service_cidr,json=serviceCidr,proto3" json:"service_cidr,omitempty"`
+	// How the API server is reached: "LoadBalancer" (default), "NodePort"
+	// or "ClusterIP".
+	EndpointExposure string `protobuf:"bytes,7,opt,name=endpoint_exposure,json=endpointExposure,proto3" json:"endpoint_exposure,omitempty"`
+	// "bridge" (default) or "passt"; masquerade is refused (every guest
+	// would see one NAT address).
+	NetworkBinding string `protobuf:"bytes,8,opt,name=network_binding,json=networkBinding,proto3" json:"network_binding,omitempty"`
+	// Destroy is refused while true (default true in the provider).
+	DeletionProtection bool `protobuf:"varint,9,opt,name=deletion_protection,json=deletionProtection,proto3" json:"deletion_protection,omitempty"`
+	// On a failed creation keep what was made, for debugging.
+	KeepOnFailure bool `protobuf:"varint,10,opt,name=keep_on_failure,json=keepOnFailure,proto3" json:"keep_on_failure,omitempty"`
+	// Bound on each wait of the creation, in seconds; 0: 600.
+	StepTimeoutSeconds int32 `protobuf:"varint,11,opt,name=step_timeout_seconds,json=stepTimeoutSeconds,proto3" json:"step_timeout_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *NestedClusterSpec) Reset() {
+	*x = NestedClusterSpec{}
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NestedClusterSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NestedClusterSpec) ProtoMessage() {}
+
+func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NestedClusterSpec.ProtoReflect.Descriptor instead.
+func (*NestedClusterSpec) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *NestedClusterSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NestedClusterSpec) GetKubernetesVersion() string {
+	if x != nil {
+		return x.KubernetesVersion
+	}
+	return ""
+}
+
+func (x *NestedClusterSpec) GetControlPlane() *NestedMachines {
+	if x != nil {
+		return x.ControlPlane
+	}
+	return nil
+}
+
+func (x *NestedClusterSpec) GetWorkers() *NestedMachines {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+func (x *NestedClusterSpec) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
+}
+
+func (x *NestedClusterSpec) GetServiceCidr() string {
+	if x != nil {
+		return x.ServiceCidr
+	}
+	return ""
+}
+
+func (x *NestedClusterSpec) GetEndpointExposure() string {
+	if x != nil {
+		return x.EndpointExposure
+	}
+	return ""
+}
+
+func (x *NestedClusterSpec) GetNetworkBinding() string {
+	if x != nil {
+		return x.NetworkBinding
+	}
+	return ""
+}
+
+func (x *NestedClusterSpec) GetDeletionProtection() bool {
+	if x != nil {
+		return x.DeletionProtection
+	}
+	return false
+}
+
+func (x *NestedClusterSpec) GetKeepOnFailure() bool {
+	if x != nil {
+		return x.KeepOnFailure
+	}
+	return false
+}
+
+func (x *NestedClusterSpec) GetStepTimeoutSeconds() int32 {
+	if x != nil {
+		return x.StepTimeoutSeconds
+	}
+	return 0
+}
+
+type NestedVM struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "control-plane" or "worker".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The VirtualMachine's printable status (Starting, Running, ...).
+	Phase string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	Ready bool   `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	Ip    string `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
+	// Whether the nested Kubernetes node on it is Ready.
+	NodeReady     bool `protobuf:"varint,6,opt,name=node_ready,json=nodeReady,proto3" json:"node_ready,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NestedVM) Reset() {
+	*x = NestedVM{}
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NestedVM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NestedVM) ProtoMessage() {}
+
+func (x *NestedVM) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NestedVM.ProtoReflect.Descriptor instead.
+func (*NestedVM) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *NestedVM) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NestedVM) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *NestedVM) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *NestedVM) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *NestedVM) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *NestedVM) GetNodeReady() bool {
+	if x != nil {
+		return x.NodeReady
+	}
+	return false
+}
+
+type NestedClusterStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "Creating", "Ready", "Failed", "Scaling", "Deleting".
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	// The step in progress (or the one that failed).
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Why it failed, with the VM's status and recent events.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// https://host:port of the nested API server.
+	Endpoint string `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// PEM of the nested cluster's CA.
+	CaCertificate string      `protobuf:"bytes,5,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"`
+	Vms           []*NestedVM `protobuf:"bytes,6,rep,name=vms,proto3" json:"vms,omitempty"`
+	// The host namespace holding the cluster's objects.
+	HostNamespace string `protobuf:"bytes,7,opt,name=host_namespace,json=hostNamespace,proto3" json:"host_namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NestedClusterStatus) Reset() {
+	*x = NestedClusterStatus{}
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NestedClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NestedClusterStatus) ProtoMessage() {}
+
+func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NestedClusterStatus.ProtoReflect.Descriptor instead.
+func (*NestedClusterStatus) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *NestedClusterStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *NestedClusterStatus) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *NestedClusterStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *NestedClusterStatus) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *NestedClusterStatus) GetCaCertificate() string {
+	if x != nil {
+		return x.CaCertificate
+	}
+	return ""
+}
+
+func (x *NestedClusterStatus) GetVms() []*NestedVM {
+	if x != nil {
+		return x.Vms
+	}
+	return nil
+}
+
+func (x *NestedClusterStatus) GetHostNamespace() string {
+	if x != nil {
+		return x.HostNamespace
+	}
+	return ""
+}
+
+type NestedCluster struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *NestedClusterSpec     `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Status        *NestedClusterStatus   `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Uid           string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NestedCluster) Reset() {
+	*x = NestedCluster{}
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NestedCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NestedCluster) ProtoMessage() {}
+
+func (x *NestedCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NestedCluster.ProtoReflect.Descriptor instead.
+func (*NestedCluster) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *NestedCluster) GetSpec() *NestedClusterSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *NestedCluster) GetStatus() *NestedClusterStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *NestedCluster) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *NestedCluster) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ApplyNestedClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *NestedClusterSpec     `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyNestedClusterRequest) Reset() {
+	*x = ApplyNestedClusterRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyNestedClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyNestedClusterRequest) ProtoMessage() {}
+
+func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyNestedClusterRequest.ProtoReflect.Descriptor instead.
+func (*ApplyNestedClusterRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ApplyNestedClusterRequest) GetSpec() *NestedClusterSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type ApplyNestedClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       *NestedCluster         `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyNestedClusterResponse) Reset() {
+	*x = ApplyNestedClusterResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyNestedClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyNestedClusterResponse) ProtoMessage() {}
+
+func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyNestedClusterResponse.ProtoReflect.Descriptor instead.
+func (*ApplyNestedClusterResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ApplyNestedClusterResponse) GetCluster() *NestedCluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+func (x *ApplyNestedClusterResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type GetNestedClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNestedClusterRequest) Reset() {
+	*x = GetNestedClusterRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNestedClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNestedClusterRequest) ProtoMessage() {}
+
+func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNestedClusterRequest.ProtoReflect.Descriptor instead.
+func (*GetNestedClusterRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetNestedClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListNestedClustersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNestedClustersRequest) Reset() {
+	*x = ListNestedClustersRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNestedClustersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNestedClustersRequest) ProtoMessage() {}
+
+func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNestedClustersRequest.ProtoReflect.Descriptor instead.
+func (*ListNestedClustersRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
+}
+
+type ListNestedClustersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clusters      []*NestedCluster       `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNestedClustersResponse) Reset() {
+	*x = ListNestedClustersResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNestedClustersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNestedClustersResponse) ProtoMessage() {}
+
+func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNestedClustersResponse.ProtoReflect.Descriptor instead.
+func (*ListNestedClustersResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListNestedClustersResponse) GetClusters() []*NestedCluster {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+type DeleteNestedClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNestedClusterRequest) Reset() {
+	*x = DeleteNestedClusterRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNestedClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNestedClusterRequest) ProtoMessage() {}
+
+func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNestedClusterRequest.ProtoReflect.Descriptor instead.
+func (*DeleteNestedClusterRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DeleteNestedClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteNestedClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNestedClusterResponse) Reset() {
+	*x = DeleteNestedClusterResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNestedClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNestedClusterResponse) ProtoMessage() {}
+
+func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNestedClusterResponse.ProtoReflect.Descriptor instead.
+func (*DeleteNestedClusterResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *DeleteNestedClusterResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+type GetNestedClusterKubeconfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNestedClusterKubeconfigRequest) Reset() {
+	*x = GetNestedClusterKubeconfigRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNestedClusterKubeconfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNestedClusterKubeconfigRequest) ProtoMessage() {}
+
+func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNestedClusterKubeconfigRequest.ProtoReflect.Descriptor instead.
+func (*GetNestedClusterKubeconfigRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GetNestedClusterKubeconfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetNestedClusterKubeconfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The admin kubeconfig (YAML), with the endpoint and the CA.
+	Kubeconfig    []byte `protobuf:"bytes,1,opt,name=kubeconfig,proto3" json:"kubeconfig,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNestedClusterKubeconfigResponse) Reset() {
+	*x = GetNestedClusterKubeconfigResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNestedClusterKubeconfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNestedClusterKubeconfigResponse) ProtoMessage() {}
+
+func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNestedClusterKubeconfigResponse.ProtoReflect.Descriptor instead.
+func (*GetNestedClusterKubeconfigResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *GetNestedClusterKubeconfigResponse) GetKubeconfig() []byte {
+	if x != nil {
+		return x.Kubeconfig
+	}
+	return nil
+}
+
 type HealthCheckRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3830,7 +4699,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3842,7 +4711,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3855,7 +4724,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
 }
 
 type HealthCheck struct {
@@ -3869,7 +4738,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3881,7 +4750,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3894,7 +4763,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -3928,7 +4797,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4809,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4822,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *HealthCheckResponse) GetOk() bool {
@@ -4295,7 +5164,68 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x10RotateKeyRequest\"H\n" +
 	"\x11RotateKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
-	"\trewrapped\x18\x02 \x01(\x05R\trewrapped\"\x14\n" +
+	"\trewrapped\x18\x02 \x01(\x05R\trewrapped\"\x96\x01\n" +
+	"\x0eNestedMachines\x12\x1a\n" +
+	"\breplicas\x18\x01 \x01(\x05R\breplicas\x12\x10\n" +
+	"\x03cpu\x18\x02 \x01(\tR\x03cpu\x12\x16\n" +
+	"\x06memory\x18\x03 \x01(\tR\x06memory\x12\x14\n" +
+	"\x05image\x18\x04 \x01(\tR\x05image\x12(\n" +
+	"\x10data_volume_size\x18\x05 \x01(\tR\x0edataVolumeSize\"\xe6\x03\n" +
+	"\x11NestedClusterSpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\x12kubernetes_version\x18\x02 \x01(\tR\x11kubernetesVersion\x12<\n" +
+	"\rcontrol_plane\x18\x03 \x01(\v2\x17.herd.v1.NestedMachinesR\fcontrolPlane\x121\n" +
+	"\aworkers\x18\x04 \x01(\v2\x17.herd.v1.NestedMachinesR\aworkers\x12\x19\n" +
+	"\bpod_cidr\x18\x05 \x01(\tR\apodCidr\x12!\n" +
+	"\fservice_cidr\x18\x06 \x01(\tR\vserviceCidr\x12+\n" +
+	"\x11endpoint_exposure\x18\a \x01(\tR\x10endpointExposure\x12'\n" +
+	"\x0fnetwork_binding\x18\b \x01(\tR\x0enetworkBinding\x12/\n" +
+	"\x13deletion_protection\x18\t \x01(\bR\x12deletionProtection\x12&\n" +
+	"\x0fkeep_on_failure\x18\n" +
+	" \x01(\bR\rkeepOnFailure\x120\n" +
+	"\x14step_timeout_seconds\x18\v \x01(\x05R\x12stepTimeoutSeconds\"\x8d\x01\n" +
+	"\bNestedVM\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\bR\x05ready\x12\x0e\n" +
+	"\x02ip\x18\x05 \x01(\tR\x02ip\x12\x1d\n" +
+	"\n" +
+	"node_ready\x18\x06 \x01(\bR\tnodeReady\"\xe8\x01\n" +
+	"\x13NestedClusterStatus\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
+	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12%\n" +
+	"\x0eca_certificate\x18\x05 \x01(\tR\rcaCertificate\x12#\n" +
+	"\x03vms\x18\x06 \x03(\v2\x11.herd.v1.NestedVMR\x03vms\x12%\n" +
+	"\x0ehost_namespace\x18\a \x01(\tR\rhostNamespace\"\xc2\x01\n" +
+	"\rNestedCluster\x12.\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1a.herd.v1.NestedClusterSpecR\x04spec\x124\n" +
+	"\x06status\x18\x02 \x01(\v2\x1c.herd.v1.NestedClusterStatusR\x06status\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"K\n" +
+	"\x19ApplyNestedClusterRequest\x12.\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1a.herd.v1.NestedClusterSpecR\x04spec\"h\n" +
+	"\x1aApplyNestedClusterResponse\x120\n" +
+	"\acluster\x18\x01 \x01(\v2\x16.herd.v1.NestedClusterR\acluster\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\"-\n" +
+	"\x17GetNestedClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
+	"\x19ListNestedClustersRequest\"P\n" +
+	"\x1aListNestedClustersResponse\x122\n" +
+	"\bclusters\x18\x01 \x03(\v2\x16.herd.v1.NestedClusterR\bclusters\"0\n" +
+	"\x1aDeleteNestedClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
+	"\x1bDeleteNestedClusterResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"7\n" +
+	"!GetNestedClusterKubeconfigRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"D\n" +
+	"\"GetNestedClusterKubeconfigResponse\x12\x1e\n" +
+	"\n" +
+	"kubeconfig\x18\x01 \x01(\fR\n" +
+	"kubeconfig\"\x14\n" +
 	"\x12HealthCheckRequest\"K\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -4329,7 +5259,13 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\vListSecrets\x12\x1b.herd.v1.ListSecretsRequest\x1a\x1c.herd.v1.ListSecretsResponse\x12K\n" +
 	"\fDeleteSecret\x12\x1c.herd.v1.DeleteSecretRequest\x1a\x1d.herd.v1.DeleteSecretResponse\x12K\n" +
 	"\fRevealSecret\x12\x1c.herd.v1.RevealSecretRequest\x1a\x1d.herd.v1.RevealSecretResponse\x12B\n" +
-	"\tRotateKey\x12\x19.herd.v1.RotateKeyRequest\x1a\x1a.herd.v1.RotateKeyResponse2S\n" +
+	"\tRotateKey\x12\x19.herd.v1.RotateKeyRequest\x1a\x1a.herd.v1.RotateKeyResponse2\xfb\x03\n" +
+	"\x14NestedClusterService\x12]\n" +
+	"\x12ApplyNestedCluster\x12\".herd.v1.ApplyNestedClusterRequest\x1a#.herd.v1.ApplyNestedClusterResponse\x12L\n" +
+	"\x10GetNestedCluster\x12 .herd.v1.GetNestedClusterRequest\x1a\x16.herd.v1.NestedCluster\x12]\n" +
+	"\x12ListNestedClusters\x12\".herd.v1.ListNestedClustersRequest\x1a#.herd.v1.ListNestedClustersResponse\x12`\n" +
+	"\x13DeleteNestedCluster\x12#.herd.v1.DeleteNestedClusterRequest\x1a$.herd.v1.DeleteNestedClusterResponse\x12u\n" +
+	"\x1aGetNestedClusterKubeconfig\x12*.herd.v1.GetNestedClusterKubeconfigRequest\x1a+.herd.v1.GetNestedClusterKubeconfigResponse2S\n" +
 	"\rHealthService\x12B\n" +
 	"\x05Check\x12\x1b.herd.v1.HealthCheckRequest\x1a\x1c.herd.v1.HealthCheckResponseBKZIgithub.com/herd-project/terraform-provider-herd/agentd/api/herd/v1;herdv1b\x06proto3"
 
@@ -4345,90 +5281,104 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_herd_v1_herd_proto_goTypes = []any{
-	(*GetNodeRequest)(nil),        // 0: herd.v1.GetNodeRequest
-	(*SetNodeLabelsRequest)(nil),  // 1: herd.v1.SetNodeLabelsRequest
-	(*Resources)(nil),             // 2: herd.v1.Resources
-	(*Node)(nil),                  // 3: herd.v1.Node
-	(*ContainerSpec)(nil),         // 4: herd.v1.ContainerSpec
-	(*SecretMount)(nil),           // 5: herd.v1.SecretMount
-	(*SecretEnv)(nil),             // 6: herd.v1.SecretEnv
-	(*Probe)(nil),                 // 7: herd.v1.Probe
-	(*HTTPGetAction)(nil),         // 8: herd.v1.HTTPGetAction
-	(*TCPSocketAction)(nil),       // 9: herd.v1.TCPSocketAction
-	(*ExecAction)(nil),            // 10: herd.v1.ExecAction
-	(*ContainerPort)(nil),         // 11: herd.v1.ContainerPort
-	(*PodSpec)(nil),               // 12: herd.v1.PodSpec
-	(*ContainerStatus)(nil),       // 13: herd.v1.ContainerStatus
-	(*PodStatus)(nil),             // 14: herd.v1.PodStatus
-	(*Pod)(nil),                   // 15: herd.v1.Pod
-	(*ApplyPodRequest)(nil),       // 16: herd.v1.ApplyPodRequest
-	(*ApplyPodResponse)(nil),      // 17: herd.v1.ApplyPodResponse
-	(*GetPodRequest)(nil),         // 18: herd.v1.GetPodRequest
-	(*ListPodsRequest)(nil),       // 19: herd.v1.ListPodsRequest
-	(*ListPodsResponse)(nil),      // 20: herd.v1.ListPodsResponse
-	(*DeletePodRequest)(nil),      // 21: herd.v1.DeletePodRequest
-	(*DeletePodResponse)(nil),     // 22: herd.v1.DeletePodResponse
-	(*PodLogsRequest)(nil),        // 23: herd.v1.PodLogsRequest
-	(*LogChunk)(nil),              // 24: herd.v1.LogChunk
-	(*ListMembersRequest)(nil),    // 25: herd.v1.ListMembersRequest
-	(*Member)(nil),                // 26: herd.v1.Member
-	(*ListMembersResponse)(nil),   // 27: herd.v1.ListMembersResponse
-	(*JoinClusterRequest)(nil),    // 28: herd.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),   // 29: herd.v1.JoinClusterResponse
-	(*ServicePort)(nil),           // 30: herd.v1.ServicePort
-	(*ServiceSpec)(nil),           // 31: herd.v1.ServiceSpec
-	(*ServiceEndpoint)(nil),       // 32: herd.v1.ServiceEndpoint
-	(*MemberVersion)(nil),         // 33: herd.v1.MemberVersion
-	(*ServiceStatus)(nil),         // 34: herd.v1.ServiceStatus
-	(*Service)(nil),               // 35: herd.v1.Service
-	(*ApplyServiceRequest)(nil),   // 36: herd.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),  // 37: herd.v1.ApplyServiceResponse
-	(*GetServiceRequest)(nil),     // 38: herd.v1.GetServiceRequest
-	(*ListServicesRequest)(nil),   // 39: herd.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 40: herd.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),  // 41: herd.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil), // 42: herd.v1.DeleteServiceResponse
-	(*SecretSpec)(nil),            // 43: herd.v1.SecretSpec
-	(*SecretMeta)(nil),            // 44: herd.v1.SecretMeta
-	(*SecretStatus)(nil),          // 45: herd.v1.SecretStatus
-	(*Secret)(nil),                // 46: herd.v1.Secret
-	(*PodRef)(nil),                // 47: herd.v1.PodRef
-	(*ApplySecretRequest)(nil),    // 48: herd.v1.ApplySecretRequest
-	(*ApplySecretResponse)(nil),   // 49: herd.v1.ApplySecretResponse
-	(*GetSecretRequest)(nil),      // 50: herd.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),    // 51: herd.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),   // 52: herd.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),   // 53: herd.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),  // 54: herd.v1.DeleteSecretResponse
-	(*RevealSecretRequest)(nil),   // 55: herd.v1.RevealSecretRequest
-	(*RevealSecretResponse)(nil),  // 56: herd.v1.RevealSecretResponse
-	(*RotateKeyRequest)(nil),      // 57: herd.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),     // 58: herd.v1.RotateKeyResponse
-	(*HealthCheckRequest)(nil),    // 59: herd.v1.HealthCheckRequest
-	(*HealthCheck)(nil),           // 60: herd.v1.HealthCheck
-	(*HealthCheckResponse)(nil),   // 61: herd.v1.HealthCheckResponse
-	nil,                           // 62: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                           // 63: herd.v1.Node.LabelsEntry
-	nil,                           // 64: herd.v1.ContainerSpec.EnvEntry
-	nil,                           // 65: herd.v1.PodSpec.LabelsEntry
-	nil,                           // 66: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                           // 67: herd.v1.Member.LabelsEntry
-	nil,                           // 68: herd.v1.ServiceSpec.SelectorEntry
-	nil,                           // 69: herd.v1.SecretSpec.DataEntry
-	nil,                           // 70: herd.v1.SecretSpec.NodeSelectorEntry
-	nil,                           // 71: herd.v1.SecretMeta.NodeSelectorEntry
-	nil,                           // 72: herd.v1.RevealSecretResponse.DataEntry
-	(*timestamppb.Timestamp)(nil), // 73: google.protobuf.Timestamp
+	(*GetNodeRequest)(nil),                     // 0: herd.v1.GetNodeRequest
+	(*SetNodeLabelsRequest)(nil),               // 1: herd.v1.SetNodeLabelsRequest
+	(*Resources)(nil),                          // 2: herd.v1.Resources
+	(*Node)(nil),                               // 3: herd.v1.Node
+	(*ContainerSpec)(nil),                      // 4: herd.v1.ContainerSpec
+	(*SecretMount)(nil),                        // 5: herd.v1.SecretMount
+	(*SecretEnv)(nil),                          // 6: herd.v1.SecretEnv
+	(*Probe)(nil),                              // 7: herd.v1.Probe
+	(*HTTPGetAction)(nil),                      // 8: herd.v1.HTTPGetAction
+	(*TCPSocketAction)(nil),                    // 9: herd.v1.TCPSocketAction
+	(*ExecAction)(nil),                         // 10: herd.v1.ExecAction
+	(*ContainerPort)(nil),                      // 11: herd.v1.ContainerPort
+	(*PodSpec)(nil),                            // 12: herd.v1.PodSpec
+	(*ContainerStatus)(nil),                    // 13: herd.v1.ContainerStatus
+	(*PodStatus)(nil),                          // 14: herd.v1.PodStatus
+	(*Pod)(nil),                                // 15: herd.v1.Pod
+	(*ApplyPodRequest)(nil),                    // 16: herd.v1.ApplyPodRequest
+	(*ApplyPodResponse)(nil),                   // 17: herd.v1.ApplyPodResponse
+	(*GetPodRequest)(nil),                      // 18: herd.v1.GetPodRequest
+	(*ListPodsRequest)(nil),                    // 19: herd.v1.ListPodsRequest
+	(*ListPodsResponse)(nil),                   // 20: herd.v1.ListPodsResponse
+	(*DeletePodRequest)(nil),                   // 21: herd.v1.DeletePodRequest
+	(*DeletePodResponse)(nil),                  // 22: herd.v1.DeletePodResponse
+	(*PodLogsRequest)(nil),                     // 23: herd.v1.PodLogsRequest
+	(*LogChunk)(nil),                           // 24: herd.v1.LogChunk
+	(*ListMembersRequest)(nil),                 // 25: herd.v1.ListMembersRequest
+	(*Member)(nil),                             // 26: herd.v1.Member
+	(*ListMembersResponse)(nil),                // 27: herd.v1.ListMembersResponse
+	(*JoinClusterRequest)(nil),                 // 28: herd.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),                // 29: herd.v1.JoinClusterResponse
+	(*ServicePort)(nil),                        // 30: herd.v1.ServicePort
+	(*ServiceSpec)(nil),                        // 31: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),                    // 32: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),                      // 33: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),                      // 34: herd.v1.ServiceStatus
+	(*Service)(nil),                            // 35: herd.v1.Service
+	(*ApplyServiceRequest)(nil),                // 36: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),               // 37: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),                  // 38: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),                // 39: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),               // 40: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),               // 41: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),              // 42: herd.v1.DeleteServiceResponse
+	(*SecretSpec)(nil),                         // 43: herd.v1.SecretSpec
+	(*SecretMeta)(nil),                         // 44: herd.v1.SecretMeta
+	(*SecretStatus)(nil),                       // 45: herd.v1.SecretStatus
+	(*Secret)(nil),                             // 46: herd.v1.Secret
+	(*PodRef)(nil),                             // 47: herd.v1.PodRef
+	(*ApplySecretRequest)(nil),                 // 48: herd.v1.ApplySecretRequest
+	(*ApplySecretResponse)(nil),                // 49: herd.v1.ApplySecretResponse
+	(*GetSecretRequest)(nil),                   // 50: herd.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),                 // 51: herd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),                // 52: herd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),                // 53: herd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),               // 54: herd.v1.DeleteSecretResponse
+	(*RevealSecretRequest)(nil),                // 55: herd.v1.RevealSecretRequest
+	(*RevealSecretResponse)(nil),               // 56: herd.v1.RevealSecretResponse
+	(*RotateKeyRequest)(nil),                   // 57: herd.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),                  // 58: herd.v1.RotateKeyResponse
+	(*NestedMachines)(nil),                     // 59: herd.v1.NestedMachines
+	(*NestedClusterSpec)(nil),                  // 60: herd.v1.NestedClusterSpec
+	(*NestedVM)(nil),                           // 61: herd.v1.NestedVM
+	(*NestedClusterStatus)(nil),                // 62: herd.v1.NestedClusterStatus
+	(*NestedCluster)(nil),                      // 63: herd.v1.NestedCluster
+	(*ApplyNestedClusterRequest)(nil),          // 64: herd.v1.ApplyNestedClusterRequest
+	(*ApplyNestedClusterResponse)(nil),         // 65: herd.v1.ApplyNestedClusterResponse
+	(*GetNestedClusterRequest)(nil),            // 66: herd.v1.GetNestedClusterRequest
+	(*ListNestedClustersRequest)(nil),          // 67: herd.v1.ListNestedClustersRequest
+	(*ListNestedClustersResponse)(nil),         // 68: herd.v1.ListNestedClustersResponse
+	(*DeleteNestedClusterRequest)(nil),         // 69: herd.v1.DeleteNestedClusterRequest
+	(*DeleteNestedClusterResponse)(nil),        // 70: herd.v1.DeleteNestedClusterResponse
+	(*GetNestedClusterKubeconfigRequest)(nil),  // 71: herd.v1.GetNestedClusterKubeconfigRequest
+	(*GetNestedClusterKubeconfigResponse)(nil), // 72: herd.v1.GetNestedClusterKubeconfigResponse
+	(*HealthCheckRequest)(nil),                 // 73: herd.v1.HealthCheckRequest
+	(*HealthCheck)(nil),                        // 74: herd.v1.HealthCheck
+	(*HealthCheckResponse)(nil),                // 75: herd.v1.HealthCheckResponse
+	nil,                                        // 76: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                                        // 77: herd.v1.Node.LabelsEntry
+	nil,                                        // 78: herd.v1.ContainerSpec.EnvEntry
+	nil,                                        // 79: herd.v1.PodSpec.LabelsEntry
+	nil,                                        // 80: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                                        // 81: herd.v1.Member.LabelsEntry
+	nil,                                        // 82: herd.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 83: herd.v1.SecretSpec.DataEntry
+	nil,                                        // 84: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                                        // 85: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                                        // 86: herd.v1.RevealSecretResponse.DataEntry
+	(*timestamppb.Timestamp)(nil),              // 87: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	62, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	63, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	76, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	77, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,  // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,  // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	73, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
-	64, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	87, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	78, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
 	11, // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
 	7,  // 7: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
 	7,  // 8: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
@@ -4438,92 +5388,111 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	8,  // 12: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
 	9,  // 13: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
 	10, // 14: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	65, // 15: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	79, // 15: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
 	4,  // 16: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	73, // 17: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	73, // 18: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	73, // 19: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	73, // 20: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	87, // 17: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	87, // 18: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	87, // 19: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	87, // 20: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	13, // 21: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
 	12, // 22: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
 	14, // 23: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	73, // 24: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	87, // 24: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
 	12, // 25: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
 	15, // 26: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	66, // 27: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	80, // 27: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
 	15, // 28: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	67, // 29: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	81, // 29: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
 	26, // 30: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	68, // 31: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	82, // 31: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
 	30, // 32: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
 	33, // 33: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
 	32, // 34: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
 	31, // 35: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
 	34, // 36: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	73, // 37: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	87, // 37: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
 	31, // 38: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
 	35, // 39: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
 	35, // 40: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	69, // 41: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	70, // 42: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	71, // 43: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	83, // 41: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	84, // 42: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	85, // 43: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
 	33, // 44: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
 	44, // 45: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
 	45, // 46: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	73, // 47: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	73, // 48: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	87, // 47: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	87, // 48: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
 	43, // 49: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
 	46, // 50: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
 	47, // 51: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
 	46, // 52: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
 	46, // 53: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	72, // 54: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
-	60, // 55: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
-	0,  // 56: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,  // 57: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	16, // 58: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	18, // 59: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	19, // 60: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	21, // 61: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	23, // 62: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	25, // 63: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	28, // 64: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
-	36, // 65: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	38, // 66: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	39, // 67: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	41, // 68: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	48, // 69: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
-	50, // 70: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
-	51, // 71: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
-	53, // 72: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
-	55, // 73: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
-	57, // 74: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
-	59, // 75: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
-	3,  // 76: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,  // 77: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	17, // 78: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	15, // 79: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	20, // 80: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	22, // 81: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	24, // 82: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	27, // 83: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	29, // 84: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	37, // 85: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	35, // 86: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	40, // 87: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	42, // 88: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	49, // 89: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	46, // 90: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	52, // 91: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	54, // 92: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	56, // 93: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	58, // 94: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	61, // 95: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
-	76, // [76:96] is the sub-list for method output_type
-	56, // [56:76] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	86, // 54: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	59, // 55: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
+	59, // 56: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
+	61, // 57: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
+	60, // 58: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
+	62, // 59: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
+	87, // 60: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	60, // 61: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
+	63, // 62: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
+	63, // 63: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
+	74, // 64: herd.v1.HealthCheckResponse.checks:type_name -> herd.v1.HealthCheck
+	0,  // 65: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,  // 66: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	16, // 67: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	18, // 68: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	19, // 69: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	21, // 70: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	23, // 71: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	25, // 72: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	28, // 73: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	36, // 74: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	38, // 75: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	39, // 76: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	41, // 77: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	48, // 78: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	50, // 79: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	51, // 80: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	53, // 81: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	55, // 82: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	57, // 83: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	64, // 84: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	66, // 85: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	67, // 86: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	69, // 87: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	71, // 88: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	73, // 89: herd.v1.HealthService.Check:input_type -> herd.v1.HealthCheckRequest
+	3,  // 90: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,  // 91: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	17, // 92: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	15, // 93: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	20, // 94: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	22, // 95: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	24, // 96: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	27, // 97: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	29, // 98: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	37, // 99: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	35, // 100: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	40, // 101: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	42, // 102: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	49, // 103: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	46, // 104: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	52, // 105: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	54, // 106: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	56, // 107: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	58, // 108: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	65, // 109: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	63, // 110: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	68, // 111: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	70, // 112: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	72, // 113: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	75, // 114: herd.v1.HealthService.Check:output_type -> herd.v1.HealthCheckResponse
+	90, // [90:115] is the sub-list for method output_type
+	65, // [65:90] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -4542,9 +5511,9 @@ func file_herd_v1_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   73,
+			NumMessages:   87,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_herd_v1_herd_proto_goTypes,
 		DependencyIndexes: file_herd_v1_herd_proto_depIdxs,

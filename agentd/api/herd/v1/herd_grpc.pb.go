@@ -1186,6 +1186,294 @@ var SecretService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	NestedClusterService_ApplyNestedCluster_FullMethodName         = "/herd.v1.NestedClusterService/ApplyNestedCluster"
+	NestedClusterService_GetNestedCluster_FullMethodName           = "/herd.v1.NestedClusterService/GetNestedCluster"
+	NestedClusterService_ListNestedClusters_FullMethodName         = "/herd.v1.NestedClusterService/ListNestedClusters"
+	NestedClusterService_DeleteNestedCluster_FullMethodName        = "/herd.v1.NestedClusterService/DeleteNestedCluster"
+	NestedClusterService_GetNestedClusterKubeconfig_FullMethodName = "/herd.v1.NestedClusterService/GetNestedClusterKubeconfig"
+)
+
+// NestedClusterServiceClient is the client API for NestedClusterService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// NestedClusterService builds Kubernetes clusters whose control plane and
+// workers are KubeVirt VirtualMachines on a host cluster this agentd is
+// configured for (agentd --nested-kubeconfig). Nested clusters belong to
+// the node that builds them. Every call requires an admin client
+// certificate: a nested cluster's PKI is as sensitive as a secret.
+type NestedClusterServiceClient interface {
+	// ApplyNestedCluster creates a cluster, or changes what may change in
+	// place (workers.replicas, deletion_protection, keep_on_failure). Other
+	// changes are refused with FailedPrecondition (replace the cluster).
+	// Creation runs in the background: poll GetNestedCluster until the phase
+	// is Ready or Failed. The same spec twice is no change.
+	ApplyNestedCluster(ctx context.Context, in *ApplyNestedClusterRequest, opts ...grpc.CallOption) (*ApplyNestedClusterResponse, error)
+	// GetNestedCluster returns a cluster's spec and status, or NotFound.
+	GetNestedCluster(ctx context.Context, in *GetNestedClusterRequest, opts ...grpc.CallOption) (*NestedCluster, error)
+	ListNestedClusters(ctx context.Context, in *ListNestedClustersRequest, opts ...grpc.CallOption) (*ListNestedClustersResponse, error)
+	// DeleteNestedCluster removes every host object of the cluster that
+	// carries herd's marker. Refused (FailedPrecondition) while
+	// deletion_protection is set. A missing cluster succeeds with
+	// existed=false.
+	DeleteNestedCluster(ctx context.Context, in *DeleteNestedClusterRequest, opts ...grpc.CallOption) (*DeleteNestedClusterResponse, error)
+	// GetNestedClusterKubeconfig returns the generated admin kubeconfig.
+	GetNestedClusterKubeconfig(ctx context.Context, in *GetNestedClusterKubeconfigRequest, opts ...grpc.CallOption) (*GetNestedClusterKubeconfigResponse, error)
+}
+
+type nestedClusterServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNestedClusterServiceClient(cc grpc.ClientConnInterface) NestedClusterServiceClient {
+	return &nestedClusterServiceClient{cc}
+}
+
+func (c *nestedClusterServiceClient) ApplyNestedCluster(ctx context.Context, in *ApplyNestedClusterRequest, opts ...grpc.CallOption) (*ApplyNestedClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyNestedClusterResponse)
+	err := c.cc.Invoke(ctx, NestedClusterService_ApplyNestedCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nestedClusterServiceClient) GetNestedCluster(ctx context.Context, in *GetNestedClusterRequest, opts ...grpc.CallOption) (*NestedCluster, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NestedCluster)
+	err := c.cc.Invoke(ctx, NestedClusterService_GetNestedCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nestedClusterServiceClient) ListNestedClusters(ctx context.Context, in *ListNestedClustersRequest, opts ...grpc.CallOption) (*ListNestedClustersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNestedClustersResponse)
+	err := c.cc.Invoke(ctx, NestedClusterService_ListNestedClusters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nestedClusterServiceClient) DeleteNestedCluster(ctx context.Context, in *DeleteNestedClusterRequest, opts ...grpc.CallOption) (*DeleteNestedClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteNestedClusterResponse)
+	err := c.cc.Invoke(ctx, NestedClusterService_DeleteNestedCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nestedClusterServiceClient) GetNestedClusterKubeconfig(ctx context.Context, in *GetNestedClusterKubeconfigRequest, opts ...grpc.CallOption) (*GetNestedClusterKubeconfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetNestedClusterKubeconfigResponse)
+	err := c.cc.Invoke(ctx, NestedClusterService_GetNestedClusterKubeconfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NestedClusterServiceServer is the server API for NestedClusterService service.
+// All implementations must embed UnimplementedNestedClusterServiceServer
+// for forward compatibility.
+//
+// NestedClusterService builds Kubernetes clusters whose control plane and
+// workers are KubeVirt VirtualMachines on a host cluster this agentd is
+// configured for (agentd --nested-kubeconfig). Nested clusters belong to
+// the node that builds them. Every call requires an admin client
+// certificate: a nested cluster's PKI is as sensitive as a secret.
+type NestedClusterServiceServer interface {
+	// ApplyNestedCluster creates a cluster, or changes what may change in
+	// place (workers.replicas, deletion_protection, keep_on_failure). Other
+	// changes are refused with FailedPrecondition (replace the cluster).
+	// Creation runs in the background: poll GetNestedCluster until the phase
+	// is Ready or Failed. The same spec twice is no change.
+	ApplyNestedCluster(context.Context, *ApplyNestedClusterRequest) (*ApplyNestedClusterResponse, error)
+	// GetNestedCluster returns a cluster's spec and status, or NotFound.
+	GetNestedCluster(context.Context, *GetNestedClusterRequest) (*NestedCluster, error)
+	ListNestedClusters(context.Context, *ListNestedClustersRequest) (*ListNestedClustersResponse, error)
+	// DeleteNestedCluster removes every host object of the cluster that
+	// carries herd's marker. Refused (FailedPrecondition) while
+	// deletion_protection is set. A missing cluster succeeds with
+	// existed=false.
+	DeleteNestedCluster(context.Context, *DeleteNestedClusterRequest) (*DeleteNestedClusterResponse, error)
+	// GetNestedClusterKubeconfig returns the generated admin kubeconfig.
+	GetNestedClusterKubeconfig(context.Context, *GetNestedClusterKubeconfigRequest) (*GetNestedClusterKubeconfigResponse, error)
+	mustEmbedUnimplementedNestedClusterServiceServer()
+}
+
+// UnimplementedNestedClusterServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNestedClusterServiceServer struct{}
+
+func (UnimplementedNestedClusterServiceServer) ApplyNestedCluster(context.Context, *ApplyNestedClusterRequest) (*ApplyNestedClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyNestedCluster not implemented")
+}
+func (UnimplementedNestedClusterServiceServer) GetNestedCluster(context.Context, *GetNestedClusterRequest) (*NestedCluster, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNestedCluster not implemented")
+}
+func (UnimplementedNestedClusterServiceServer) ListNestedClusters(context.Context, *ListNestedClustersRequest) (*ListNestedClustersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNestedClusters not implemented")
+}
+func (UnimplementedNestedClusterServiceServer) DeleteNestedCluster(context.Context, *DeleteNestedClusterRequest) (*DeleteNestedClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteNestedCluster not implemented")
+}
+func (UnimplementedNestedClusterServiceServer) GetNestedClusterKubeconfig(context.Context, *GetNestedClusterKubeconfigRequest) (*GetNestedClusterKubeconfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNestedClusterKubeconfig not implemented")
+}
+func (UnimplementedNestedClusterServiceServer) mustEmbedUnimplementedNestedClusterServiceServer() {}
+func (UnimplementedNestedClusterServiceServer) testEmbeddedByValue()                              {}
+
+// UnsafeNestedClusterServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NestedClusterServiceServer will
+// result in compilation errors.
+type UnsafeNestedClusterServiceServer interface {
+	mustEmbedUnimplementedNestedClusterServiceServer()
+}
+
+func RegisterNestedClusterServiceServer(s grpc.ServiceRegistrar, srv NestedClusterServiceServer) {
+	// If the following call panics, it indicates UnimplementedNestedClusterServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&NestedClusterService_ServiceDesc, srv)
+}
+
+func _NestedClusterService_ApplyNestedCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyNestedClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NestedClusterServiceServer).ApplyNestedCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NestedClusterService_ApplyNestedCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NestedClusterServiceServer).ApplyNestedCluster(ctx, req.(*ApplyNestedClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NestedClusterService_GetNestedCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNestedClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NestedClusterServiceServer).GetNestedCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NestedClusterService_GetNestedCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NestedClusterServiceServer).GetNestedCluster(ctx, req.(*GetNestedClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NestedClusterService_ListNestedClusters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNestedClustersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NestedClusterServiceServer).ListNestedClusters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NestedClusterService_ListNestedClusters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NestedClusterServiceServer).ListNestedClusters(ctx, req.(*ListNestedClustersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NestedClusterService_DeleteNestedCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteNestedClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NestedClusterServiceServer).DeleteNestedCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NestedClusterService_DeleteNestedCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NestedClusterServiceServer).DeleteNestedCluster(ctx, req.(*DeleteNestedClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NestedClusterService_GetNestedClusterKubeconfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNestedClusterKubeconfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NestedClusterServiceServer).GetNestedClusterKubeconfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NestedClusterService_GetNestedClusterKubeconfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NestedClusterServiceServer).GetNestedClusterKubeconfig(ctx, req.(*GetNestedClusterKubeconfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// NestedClusterService_ServiceDesc is the grpc.ServiceDesc for NestedClusterService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var NestedClusterService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.NestedClusterService",
+	HandlerType: (*NestedClusterServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ApplyNestedCluster",
+			Handler:    _NestedClusterService_ApplyNestedCluster_Handler,
+		},
+		{
+			MethodName: "GetNestedCluster",
+			Handler:    _NestedClusterService_GetNestedCluster_Handler,
+		},
+		{
+			MethodName: "ListNestedClusters",
+			Handler:    _NestedClusterService_ListNestedClusters_Handler,
+		},
+		{
+			MethodName: "DeleteNestedCluster",
+			Handler:    _NestedClusterService_DeleteNestedCluster_Handler,
+		},
+		{
+			MethodName: "GetNestedClusterKubeconfig",
+			Handler:    _NestedClusterService_GetNestedClusterKubeconfig_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "herd/v1/herd.proto",
+}
+
+const (
 	HealthService_Check_FullMethodName = "/herd.v1.HealthService/Check"
 )
 
