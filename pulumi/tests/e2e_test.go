@@ -113,6 +113,7 @@ func e2eProgram(s *e2eSpec) pulumi.RunFunc {
 // the client key only as ciphertext. Offline: the plugin is installed from
 // a local file and plugin acquisition is off.
 func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
+	t.Parallel()
 	cli := pulumiCLI(t)
 	env := acctest.SharedEnv(t)
 	pluginBin := pluginBinary(t)

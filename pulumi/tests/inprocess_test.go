@@ -21,6 +21,7 @@ import (
 // create a node and a pod, read, a diff that replaces the pod, an in-place
 // update of the node's labels, delete; each step checked on the node.
 func TestBridgedProviderPodLifecycle(t *testing.T) {
+	t.Parallel()
 	env := acctest.SharedEnv(t)
 	agent := env.Agent(t, "pulumi-ip")
 	conn, err := agent.Conn()
