@@ -126,13 +126,15 @@ func SharedEnv(tb testing.TB) *Env {
 	return shared.env
 }
 
-// Main runs the tests and then tears down the shared Env and the agentd
-// binary built for them. Use it from TestMain: os.Exit(acctest.Main(m)).
+// Main runs the tests and then tears down the shared Env, the SharedKube and
+// the agentd binary built for them. Use it from TestMain:
+// os.Exit(acctest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
 	if shared.env != nil {
 		shared.env.Close()
 	}
+	closeSharedKube()
 	if agentdPath != "" && os.Getenv("HERD_AGENTD_BIN") == "" {
 		_ = os.RemoveAll(filepath.Dir(agentdPath))
 	}
