@@ -136,6 +136,17 @@ func (p *Pool) SecretClient(nodeID string) (herdv1.SecretServiceClient, error) {
 	return herdv1.NewSecretServiceClient(cc), nil
 }
 
+// NestedClusterClient returns a NestedClusterService client for the node
+// id NAME@ADDRESS: the agentd that owns the nested clusters it builds.
+// Every call needs an admin client certificate.
+func (p *Pool) NestedClusterClient(nodeID string) (herdv1.NestedClusterServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewNestedClusterServiceClient(cc), nil
+}
+
 // HealthClient returns a HealthService client for the node id NAME@ADDRESS.
 func (p *Pool) HealthClient(nodeID string) (herdv1.HealthServiceClient, error) {
 	cc, err := p.Conn(nodeID)

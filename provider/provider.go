@@ -173,12 +173,14 @@ func (p *herdProvider) Resources(context.Context) []func() resource.Resource {
 		resources.NewPodResource,
 		resources.NewServiceResource,
 		resources.NewSecretResource,
+		resources.NewNestedClusterResource,
 	}
 }
 
 func (p *herdProvider) EphemeralResources(context.Context) []func() ephemeral.EphemeralResource {
 	return []func() ephemeral.EphemeralResource{
 		resources.NewSecretEphemeralResource,
+		resources.NewNestedClusterKubeconfigEphemeralResource,
 	}
 }
 

@@ -47,7 +47,7 @@ func TestSchemaIsDocumented(t *testing.T) {
 		walk("", s.Block)
 	}
 	check("provider", "herd", resp.Provider)
-	for _, want := range []string{"herd_node", "herd_pod", "herd_service", "herd_secret"} {
+	for _, want := range []string{"herd_node", "herd_pod", "herd_service", "herd_secret", "herd_cluster"} {
 		if _, ok := resp.ResourceSchemas[want]; !ok {
 			t.Errorf("resource %s is not registered", want)
 		}
@@ -57,8 +57,10 @@ func TestSchemaIsDocumented(t *testing.T) {
 			t.Errorf("data source %s is not registered", want)
 		}
 	}
-	if _, ok := resp.EphemeralResourceSchemas["herd_secret"]; !ok {
-		t.Error("ephemeral resource herd_secret is not registered")
+	for _, want := range []string{"herd_secret", "herd_cluster_kubeconfig"} {
+		if _, ok := resp.EphemeralResourceSchemas[want]; !ok {
+			t.Errorf("ephemeral resource %s is not registered", want)
+		}
 	}
 	for n, s := range resp.EphemeralResourceSchemas {
 		check("ephemeral resource", n, s)

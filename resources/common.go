@@ -40,6 +40,9 @@ type Clients interface {
 	// member; RevealSecret only on a member that holds the secret). The
 	// secrets API requires an admin client certificate.
 	SecretClient(nodeID string) (herdv1.SecretServiceClient, error)
+	// NestedClusterClient reaches the nested clusters the node owns (an
+	// admin client certificate is required).
+	NestedClusterClient(nodeID string) (herdv1.NestedClusterServiceClient, error)
 	// DialTimeout is the provider's dial_timeout: how long one connection
 	// attempt to a node may take.
 	DialTimeout() time.Duration

@@ -1,0 +1,484 @@
+package resources
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+)
+
+// Values of herd_cluster the contract (NestedClusterSpec) defines.
+const (
+	nestedExposureLoadBalancer = "LoadBalancer"
+	nestedExposureNodePort     = "NodePort"
+	nestedExposureClusterIP    = "ClusterIP"
+	nestedBindingBridge        = "bridge"
+	nestedBindingPasst         = "passt"
+	nestedBindingMasquerade    = "masquerade"
+
+	nestedDefaultCPU          = "2"
+	nestedDefaultMemory       = "4Gi"
+	nestedDefaultStepTimeout  = 10 * time.Minute
+	nestedMaxStepTimeout      = 24 * time.Hour
+	nestedMaxWorkers          = 100
+	nestedRoleControlPlane    = "control-plane"
+	nestedRoleWorker          = "worker"
+	nestedPhaseReady          = "Ready"
+	nestedPhaseFailed         = "Failed"
+	nestedDefaultControlPlane = 1
+)
+
+var (
+	nestedExposures = []string{nestedExposureLoadBalancer, nestedExposureNodePort, nestedExposureClusterIP}
+	nestedBindings  = []string{nestedBindingBridge, nestedBindingPasst}
+	kubeVersionRe   = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+)
+
+// nestedMachinesModel is a control_plane or workers block.
+type nestedMachinesModel struct {
+	Replicas       types.Int64  `tfsdk:"replicas"`
+	CPU            types.String `tfsdk:"cpu"`
+	Memory         types.String `tfsdk:"memory"`
+	Image          types.String `tfsdk:"image"`
+	DataVolumeSize types.String `tfsdk:"data_volume_size"`
+}
+
+var nestedMachinesAttrTypes = map[string]attr.Type{
+	"replicas":         types.Int64Type,
+	"cpu":              types.StringType,
+	"memory":           types.StringType,
+	"image":            types.StringType,
+	"data_volume_size": types.StringType,
+}
+
+var nestedVMAttrTypes = map[string]attr.Type{
+	"name":       types.StringType,
+	"role":       types.StringType,
+	"phase":      types.StringType,
+	"ready":      types.BoolType,
+	"ip":         types.StringType,
+	"node_ready": types.BoolType,
+}
+
+var nestedVMObjectType = types.ObjectType{AttrTypes: nestedVMAttrTypes}
+
+// nestedConversion is a (possibly partly unknown) configuration or plan
+// converted into a NestedClusterSpec, as serviceConversion is for services.
+type nestedConversion struct {
+	spec    *herdv1.NestedClusterSpec
+	unknown []spec.Path
+	errs    spec.FieldErrors
+}
+
+func (c *nestedConversion) markUnknown(p spec.Path) { c.unknown = append(c.unknown, p) }
+
+// validate runs the validation and keeps the errors about known values.
+func (c nestedConversion) validate() spec.FieldErrors {
+	out := append(spec.FieldErrors(nil), c.errs...)
+next:
+	for _, fe := range validateNestedClusterSpec(c.spec) {
+		for _, u := range c.unknown {
+			if hasPrefix(fe.Path, u) {
+				continue next
+			}
+		}
+		out = append(out, fe)
+	}
+	return out
+}
+
+// nestedSpecFromModel converts a configuration (fromConfig: unset values
+// are null and take the schema's defaults) or a plan into a spec.
+func nestedSpecFromModel(ctx context.Context, m nestedClusterModel) (nestedConversion, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	c := nestedConversion{spec: &herdv1.NestedClusterSpec{}}
+	s := c.spec
+	root := spec.Path{}
+	s.Name = stringWithUnknown(m.Name, root.Field("name"), c.markUnknown)
+	s.KubernetesVersion = stringWithUnknown(m.KubernetesVersion, root.Field("kubernetes_version"), c.markUnknown)
+	s.PodCidr = stringWithUnknown(m.PodCIDR, root.Field("pod_cidr"), c.markUnknown)
+	s.ServiceCidr = stringWithUnknown(m.ServiceCIDR, root.Field("service_cidr"), c.markUnknown)
+	s.EndpointExposure = defaultString(stringWithUnknown(m.EndpointExposure, root.Field("endpoint_exposure"), c.markUnknown),
+		m.EndpointExposure, nestedExposureLoadBalancer)
+	s.NetworkBinding = defaultString(stringWithUnknown(m.NetworkBinding, root.Field("network_binding"), c.markUnknown),
+		m.NetworkBinding, nestedBindingBridge)
+	s.DeletionProtection = boolWithDefault(m.DeletionProtection, true)
+	s.KeepOnFailure = boolWithDefault(m.KeepOnFailure, false)
+	if m.StepTimeout.IsUnknown() {
+		c.markUnknown(root.Field("step_timeout"))
+	} else if !m.StepTimeout.IsNull() {
+		secs, err := parseStepTimeout(m.StepTimeout.ValueString())
+		if err != nil {
+			c.markUnknown(root.Field("step_timeout"))
+			c.errs = append(c.errs, spec.FieldError{Path: root.Field("step_timeout"), Msg: err.Error()})
+		}
+		s.StepTimeoutSeconds = secs
+	} else {
+		s.StepTimeoutSeconds = int32(nestedDefaultStepTimeout / time.Second)
+	}
+	var d diag.Diagnostics
+	s.ControlPlane, d = c.machinesFromObject(ctx, m.ControlPlane, root.Field("control_plane"), nestedDefaultControlPlane)
+	diags.Append(d...)
+	s.Workers, d = c.machinesFromObject(ctx, m.Workers, root.Field("workers"), -1)
+	diags.Append(d...)
+	return c, diags
+}
+
+func defaultString(s string, v types.String, def string) string {
+	if v.IsNull() {
+		return def
+	}
+	return s
+}
+
+func boolWithDefault(v types.Bool, def bool) bool {
+	if v.IsNull() || v.IsUnknown() {
+		return def
+	}
+	return v.ValueBool()
+}
+
+// machinesFromObject converts a control_plane or workers block. A missing
+// block is reported by the schema (it is required); here it stays nil and
+// unknown, so that it is not reported twice.
+func (c *nestedConversion) machinesFromObject(ctx context.Context, o types.Object, p spec.Path, defReplicas int64) (*herdv1.NestedMachines, diag.Diagnostics) {
+	if o.IsNull() || o.IsUnknown() {
+		c.markUnknown(p)
+		return nil, nil
+	}
+	var mm nestedMachinesModel
+	diags := o.As(ctx, &mm, basetypes.ObjectAsOptions{})
+	if diags.HasError() {
+		c.markUnknown(p)
+		return nil, diags
+	}
+	out := &herdv1.NestedMachines{
+		Cpu:            defaultString(stringWithUnknown(mm.CPU, p.Field("cpu"), c.markUnknown), mm.CPU, nestedDefaultCPU),
+		Memory:         defaultString(stringWithUnknown(mm.Memory, p.Field("memory"), c.markUnknown), mm.Memory, nestedDefaultMemory),
+		Image:          stringWithUnknown(mm.Image, p.Field("image"), c.markUnknown),
+		DataVolumeSize: stringWithUnknown(mm.DataVolumeSize, p.Field("data_volume_size"), c.markUnknown),
+	}
+	switch r := mm.Replicas; {
+	case r.IsUnknown():
+		c.markUnknown(p.Field("replicas"))
+	case r.IsNull() && defReplicas >= 0:
+		out.Replicas = int32(defReplicas)
+	case r.IsNull():
+		c.markUnknown(p.Field("replicas")) // required: the schema says so
+	case r.ValueInt64() < math.MinInt32 || r.ValueInt64() > math.MaxInt32:
+		c.markUnknown(p.Field("replicas"))
+		c.errs = append(c.errs, spec.FieldError{Path: p.Field("replicas"),
+			Msg: fmt.Sprintf("%s, got %d", replicasRule(p), r.ValueInt64())})
+	default:
+		out.Replicas = int32(r.ValueInt64())
+	}
+	return out, diags
+}
+
+func replicasRule(p spec.Path) string {
+	if len(p) > 0 && p[0].Field == "control_plane" {
+		return "must be 1 or 3 (an etcd quorum)"
+	}
+	return fmt.Sprintf("must be between 0 and %d", nestedMaxWorkers)
+}
+
+// parseStepTimeout reads step_timeout: a Go duration of whole seconds,
+// from 1s to 24h.
+func parseStepTimeout(s string) (int32, error) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("must be a Go duration such as \"10m\" or \"90s\", got %q", s)
+	case d < time.Second || d > nestedMaxStepTimeout:
+		return 0, fmt.Errorf("must be between 1s and %s, got %q", shortDuration(nestedMaxStepTimeout), s)
+	case d%time.Second != 0:
+		return 0, fmt.Errorf("must be a whole number of seconds, got %q", s)
+	}
+	return int32(d / time.Second), nil
+}
+
+// validateNestedClusterSpec checks a NestedClusterSpec the way agentd does.
+// Until agentd/spec holds the driver's own rules, this is the provider's
+// reading of the contract (herd.proto's NestedClusterSpec): agentd checks
+// the same things again at apply, and more (overlap with the host's and
+// herd's ranges, which only it knows).
+func validateNestedClusterSpec(s *herdv1.NestedClusterSpec) spec.FieldErrors {
+	var errs spec.FieldErrors
+	add := func(p spec.Path, format string, args ...any) {
+		errs = append(errs, spec.FieldError{Path: p, Msg: fmt.Sprintf(format, args...)})
+	}
+	root := spec.Path{}
+	if err := spec.ValidateName(s.GetName()); err != nil {
+		add(root.Field("name"), "%v", err)
+	}
+	if v := s.GetKubernetesVersion(); !kubeVersionRe.MatchString(v) {
+		add(root.Field("kubernetes_version"), "must be a Kubernetes release MAJOR.MINOR.PATCH such as \"1.34.3\" "+
+			"(without a leading \"v\"), got %q", v)
+	}
+	errs = append(errs, validateNestedMachines(root.Field("control_plane"), s.GetControlPlane(), true)...)
+	errs = append(errs, validateNestedMachines(root.Field("workers"), s.GetWorkers(), false)...)
+	pod, podErr := parseNestedCIDR(s.GetPodCidr())
+	if podErr != nil {
+		add(root.Field("pod_cidr"), "%v", podErr)
+	}
+	svc, svcErr := parseNestedCIDR(s.GetServiceCidr())
+	if svcErr != nil {
+		add(root.Field("service_cidr"), "%v", svcErr)
+	}
+	if podErr == nil && svcErr == nil && pod.Overlaps(svc) {
+		add(root.Field("service_cidr"), "%s overlaps pod_cidr %s: the nested cluster's pod and service ranges must "+
+			"be disjoint", svc, pod)
+	}
+	if e := s.GetEndpointExposure(); !containsString(nestedExposures, e) {
+		add(root.Field("endpoint_exposure"), "must be one of %s, got %q", strings.Join(nestedExposures, ", "), e)
+	}
+	switch b := s.GetNetworkBinding(); {
+	case b == nestedBindingMasquerade:
+		add(root.Field("network_binding"), "masquerade is refused: every guest would see one NAT address, which breaks "+
+			"a Kubernetes cluster of several nodes (node IPs and pod routes); use %q or %q", nestedBindingBridge, nestedBindingPasst)
+	case !containsString(nestedBindings, b):
+		add(root.Field("network_binding"), "must be %q or %q, got %q", nestedBindingBridge, nestedBindingPasst, b)
+	}
+	if t := s.GetStepTimeoutSeconds(); t < 0 || int64(t) > int64(nestedMaxStepTimeout/time.Second) {
+		add(root.Field("step_timeout"), "must be between 1s and %s", shortDuration(nestedMaxStepTimeout))
+	}
+	return errs
+}
+
+func validateNestedMachines(p spec.Path, m *herdv1.NestedMachines, controlPlane bool) spec.FieldErrors {
+	var errs spec.FieldErrors
+	add := func(f, format string, args ...any) {
+		errs = append(errs, spec.FieldError{Path: p.Field(f), Msg: fmt.Sprintf(format, args...)})
+	}
+	if m == nil {
+		return spec.FieldErrors{{Path: p, Msg: "is required"}}
+	}
+	r := m.GetReplicas()
+	if controlPlane && r != 1 && r != 3 {
+		add("replicas", "%s, got %d", replicasRule(p), r)
+	}
+	if !controlPlane && (r < 0 || r > nestedMaxWorkers) {
+		add("replicas", "%s, got %d", replicasRule(p), r)
+	}
+	if n, err := spec.ParseCPU(m.GetCpu()); err != nil {
+		add("cpu", "%v", err)
+	} else if n <= 0 {
+		add("cpu", "must be more than 0, got %q", m.GetCpu())
+	}
+	if n, err := spec.ParseMemory(m.GetMemory()); err != nil {
+		add("memory", "%v", err)
+	} else if n <= 0 {
+		add("memory", "must be more than 0, got %q", m.GetMemory())
+	}
+	if err := spec.ValidateImage(m.GetImage()); err != nil {
+		add("image", "%v", err)
+	}
+	if v := m.GetDataVolumeSize(); v != "" {
+		if n, err := spec.ParseMemory(v); err != nil {
+			add("data_volume_size", "%v", err)
+		} else if n <= 0 {
+			add("data_volume_size", "must be more than 0, got %q", v)
+		}
+	}
+	return errs
+}
+
+// parseNestedCIDR reads a network prefix written as its network address.
+func parseNestedCIDR(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("must be a CIDR such as \"10.200.0.0/16\", got %q", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("%q is not a network address: write %s", s, p.Masked())
+	}
+	return p, nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// nestedAttributePath maps a spec path to herd_cluster's attribute path:
+// the control_plane and workers blocks are objects, step_timeout_seconds
+// is step_timeout; every other field has the same name.
+func nestedAttributePath(p spec.Path) path.Path {
+	out := path.Empty()
+	for _, s := range p {
+		switch s.Kind {
+		case spec.FieldStep:
+			name := s.Field
+			if name == "step_timeout_seconds" {
+				name = "step_timeout"
+			}
+			out = out.AtName(name)
+		case spec.IndexStep:
+			out = out.AtListIndex(s.Index)
+		case spec.KeyStep:
+			out = out.AtMapKey(s.Key)
+		}
+	}
+	return out
+}
+
+// addNestedFieldErrors reports spec errors at their attribute paths.
+func addNestedFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
+	const summary = "Invalid cluster specification"
+	for _, fe := range errs {
+		if len(fe.Path) == 0 {
+			diags.AddError(summary, fe.Msg)
+			continue
+		}
+		p := nestedAttributePath(fe.Path)
+		diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", p, fe.Msg))
+	}
+}
+
+// machinesValue renders NestedMachines as a block value, using prior (the
+// state's or plan's block) to keep equivalent spellings: "4096Mi" stays
+// "4096Mi" when agentd reports "4Gi", and data_volume_size stays null.
+func machinesValue(m *herdv1.NestedMachines, prior types.Object) types.Object {
+	var pm nestedMachinesModel
+	if !prior.IsNull() && !prior.IsUnknown() {
+		_ = prior.As(context.Background(), &pm, basetypes.ObjectAsOptions{})
+	}
+	replicas := m.GetReplicas()
+	cpu := quantityFromRemote(m.GetCpu(), pm.CPU, nestedDefaultCPU, spec.ParseCPU)
+	memory := quantityFromRemote(m.GetMemory(), pm.Memory, nestedDefaultMemory, spec.ParseMemory)
+	dv := types.StringNull()
+	if v := m.GetDataVolumeSize(); v != "" {
+		dv = quantityFromRemote(v, pm.DataVolumeSize, v, spec.ParseMemory)
+	} else if !pm.DataVolumeSize.IsNull() && !pm.DataVolumeSize.IsUnknown() && pm.DataVolumeSize.ValueString() == "" {
+		dv = types.StringValue("")
+	}
+	return types.ObjectValueMust(nestedMachinesAttrTypes, map[string]attr.Value{
+		"replicas":         types.Int64Value(int64(replicas)),
+		"cpu":              cpu,
+		"memory":           memory,
+		"image":            types.StringValue(m.GetImage()),
+		"data_volume_size": dv,
+	})
+}
+
+// quantityFromRemote keeps prior's spelling of an equal quantity; an empty
+// remote value is def (agentd's default).
+func quantityFromRemote(remote string, prior types.String, def string, parse func(string) (int64, error)) types.String {
+	if remote == "" {
+		remote = def
+	}
+	if !prior.IsNull() && !prior.IsUnknown() {
+		a, errA := parse(remote)
+		b, errB := parse(prior.ValueString())
+		if errA == nil && errB == nil && a == b {
+			return prior
+		}
+	}
+	return types.StringValue(remote)
+}
+
+// cidrFromRemote keeps prior's spelling of an equal prefix.
+func cidrFromRemote(remote string, prior types.String) types.String {
+	if !prior.IsNull() && !prior.IsUnknown() {
+		a, errA := netip.ParsePrefix(remote)
+		b, errB := netip.ParsePrefix(prior.ValueString())
+		if errA == nil && errB == nil && a == b {
+			return prior
+		}
+	}
+	return types.StringValue(remote)
+}
+
+// stepTimeoutFromRemote renders step_timeout_seconds, keeping prior's
+// spelling of an equal duration ("600s" and "10m"); 0 means the default.
+func stepTimeoutFromRemote(secs int32, prior types.String) types.String {
+	d := time.Duration(secs) * time.Second
+	if secs == 0 {
+		d = nestedDefaultStepTimeout
+	}
+	if !prior.IsNull() && !prior.IsUnknown() {
+		if p, err := time.ParseDuration(prior.ValueString()); err == nil && p == d {
+			return prior
+		}
+	}
+	return types.StringValue(shortDuration(d))
+}
+
+// vmsValue renders the VMs sorted by role (control plane first) and name.
+func vmsValue(vms []*herdv1.NestedVM) types.List {
+	sorted := append([]*herdv1.NestedVM(nil), vms...)
+	rank := func(v *herdv1.NestedVM) int {
+		if v.GetRole() == nestedRoleControlPlane {
+			return 0
+		}
+		return 1
+	}
+	for i := 1; i < len(sorted); i++ {
+		for j := i; j > 0; j-- {
+			a, b := sorted[j-1], sorted[j]
+			if rank(a) < rank(b) || (rank(a) == rank(b) && a.GetName() <= b.GetName()) {
+				break
+			}
+			sorted[j-1], sorted[j] = b, a
+		}
+	}
+	elems := make([]attr.Value, 0, len(sorted))
+	for _, v := range sorted {
+		elems = append(elems, types.ObjectValueMust(nestedVMAttrTypes, map[string]attr.Value{
+			"name":       types.StringValue(v.GetName()),
+			"role":       types.StringValue(v.GetRole()),
+			"phase":      types.StringValue(v.GetPhase()),
+			"ready":      types.BoolValue(v.GetReady()),
+			"ip":         types.StringValue(v.GetIp()),
+			"node_ready": types.BoolValue(v.GetNodeReady()),
+		}))
+	}
+	return types.ListValueMust(nestedVMObjectType, elems)
+}
+
+// countVMs counts the VMs of a role.
+func countVMs(vms []*herdv1.NestedVM, role string) int {
+	n := 0
+	for _, v := range vms {
+		if v.GetRole() == role {
+			n++
+		}
+	}
+	return n
+}
+
+// nestedClusterID is NAME@NODEID, also the import id.
+func nestedClusterID(name, nodeID string) string { return name + "@" + nodeID }
+
+// parseNestedClusterID splits NAME@NODEID at the first '@' (cluster names
+// are RFC 1123 labels, which hold none).
+func parseNestedClusterID(id string) (name, nodeID string, err error) {
+	name, nodeID, ok := strings.Cut(id, "@")
+	if !ok || name == "" {
+		return "", "", fmt.Errorf("import id %q: want NAME@NODEID", id)
+	}
+	if err := spec.ValidateName(name); err != nil {
+		return "", "", fmt.Errorf("import id %q: name: %w", id, err)
+	}
+	if _, _, err := nodeid.Parse(nodeID); err != nil {
+		return "", "", fmt.Errorf("import id %q: node id: %w", id, err)
+	}
+	return name, nodeID, nil
+}
