@@ -21,6 +21,8 @@ func (m *module) Version() semver.Version {
 
 func (m *module) Construct(ctx *pulumi.Context, name, typ, urn string) (r pulumi.Resource, err error) {
 	switch typ {
+	case "herd:index/cluster:Cluster":
+		r = &Cluster{}
 	case "herd:index/node:Node":
 		r = &Node{}
 	case "herd:index/pod:Pod":
@@ -60,6 +62,11 @@ func init() {
 	if err != nil {
 		version = semver.Version{Major: 1}
 	}
+	pulumi.RegisterResourceModule(
+		"herd",
+		"index/cluster",
+		&module{version},
+	)
 	pulumi.RegisterResourceModule(
 		"herd",
 		"index/node",

@@ -13,6 +13,749 @@ import (
 
 var _ = internal.GetEnvOrDefault
 
+type ClusterControlPlane struct {
+	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+	Cpu *string `pulumi:"cpu"`
+	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+	DataVolumeSize *string `pulumi:"dataVolumeSize"`
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+	Image *string `pulumi:"image"`
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+	Memory *string `pulumi:"memory"`
+	// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+	Replicas *int `pulumi:"replicas"`
+}
+
+// ClusterControlPlaneInput is an input type that accepts ClusterControlPlaneArgs and ClusterControlPlaneOutput values.
+// You can construct a concrete instance of `ClusterControlPlaneInput` via:
+//
+//	ClusterControlPlaneArgs{...}
+type ClusterControlPlaneInput interface {
+	pulumi.Input
+
+	ToClusterControlPlaneOutput() ClusterControlPlaneOutput
+	ToClusterControlPlaneOutputWithContext(context.Context) ClusterControlPlaneOutput
+}
+
+type ClusterControlPlaneArgs struct {
+	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
+	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+	DataVolumeSize pulumi.StringPtrInput `pulumi:"dataVolumeSize"`
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+	Image pulumi.StringPtrInput `pulumi:"image"`
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+	Memory pulumi.StringPtrInput `pulumi:"memory"`
+	// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+	Replicas pulumi.IntPtrInput `pulumi:"replicas"`
+}
+
+func (ClusterControlPlaneArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterControlPlane)(nil)).Elem()
+}
+
+func (i ClusterControlPlaneArgs) ToClusterControlPlaneOutput() ClusterControlPlaneOutput {
+	return i.ToClusterControlPlaneOutputWithContext(context.Background())
+}
+
+func (i ClusterControlPlaneArgs) ToClusterControlPlaneOutputWithContext(ctx context.Context) ClusterControlPlaneOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterControlPlaneOutput)
+}
+
+func (i ClusterControlPlaneArgs) ToClusterControlPlanePtrOutput() ClusterControlPlanePtrOutput {
+	return i.ToClusterControlPlanePtrOutputWithContext(context.Background())
+}
+
+func (i ClusterControlPlaneArgs) ToClusterControlPlanePtrOutputWithContext(ctx context.Context) ClusterControlPlanePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterControlPlaneOutput).ToClusterControlPlanePtrOutputWithContext(ctx)
+}
+
+// ClusterControlPlanePtrInput is an input type that accepts ClusterControlPlaneArgs, ClusterControlPlanePtr and ClusterControlPlanePtrOutput values.
+// You can construct a concrete instance of `ClusterControlPlanePtrInput` via:
+//
+//	        ClusterControlPlaneArgs{...}
+//
+//	or:
+//
+//	        nil
+type ClusterControlPlanePtrInput interface {
+	pulumi.Input
+
+	ToClusterControlPlanePtrOutput() ClusterControlPlanePtrOutput
+	ToClusterControlPlanePtrOutputWithContext(context.Context) ClusterControlPlanePtrOutput
+}
+
+type clusterControlPlanePtrType ClusterControlPlaneArgs
+
+func ClusterControlPlanePtr(v *ClusterControlPlaneArgs) ClusterControlPlanePtrInput {
+	return (*clusterControlPlanePtrType)(v)
+}
+
+func (*clusterControlPlanePtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**ClusterControlPlane)(nil)).Elem()
+}
+
+func (i *clusterControlPlanePtrType) ToClusterControlPlanePtrOutput() ClusterControlPlanePtrOutput {
+	return i.ToClusterControlPlanePtrOutputWithContext(context.Background())
+}
+
+func (i *clusterControlPlanePtrType) ToClusterControlPlanePtrOutputWithContext(ctx context.Context) ClusterControlPlanePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterControlPlanePtrOutput)
+}
+
+type ClusterControlPlaneOutput struct{ *pulumi.OutputState }
+
+func (ClusterControlPlaneOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterControlPlane)(nil)).Elem()
+}
+
+func (o ClusterControlPlaneOutput) ToClusterControlPlaneOutput() ClusterControlPlaneOutput {
+	return o
+}
+
+func (o ClusterControlPlaneOutput) ToClusterControlPlaneOutputWithContext(ctx context.Context) ClusterControlPlaneOutput {
+	return o
+}
+
+func (o ClusterControlPlaneOutput) ToClusterControlPlanePtrOutput() ClusterControlPlanePtrOutput {
+	return o.ToClusterControlPlanePtrOutputWithContext(context.Background())
+}
+
+func (o ClusterControlPlaneOutput) ToClusterControlPlanePtrOutputWithContext(ctx context.Context) ClusterControlPlanePtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v ClusterControlPlane) *ClusterControlPlane {
+		return &v
+	}).(ClusterControlPlanePtrOutput)
+}
+
+// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+func (o ClusterControlPlaneOutput) Cpu() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterControlPlane) *string { return v.Cpu }).(pulumi.StringPtrOutput)
+}
+
+// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+func (o ClusterControlPlaneOutput) DataVolumeSize() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterControlPlane) *string { return v.DataVolumeSize }).(pulumi.StringPtrOutput)
+}
+
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+func (o ClusterControlPlaneOutput) Image() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterControlPlane) *string { return v.Image }).(pulumi.StringPtrOutput)
+}
+
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+func (o ClusterControlPlaneOutput) Memory() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterControlPlane) *string { return v.Memory }).(pulumi.StringPtrOutput)
+}
+
+// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+func (o ClusterControlPlaneOutput) Replicas() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v ClusterControlPlane) *int { return v.Replicas }).(pulumi.IntPtrOutput)
+}
+
+type ClusterControlPlanePtrOutput struct{ *pulumi.OutputState }
+
+func (ClusterControlPlanePtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**ClusterControlPlane)(nil)).Elem()
+}
+
+func (o ClusterControlPlanePtrOutput) ToClusterControlPlanePtrOutput() ClusterControlPlanePtrOutput {
+	return o
+}
+
+func (o ClusterControlPlanePtrOutput) ToClusterControlPlanePtrOutputWithContext(ctx context.Context) ClusterControlPlanePtrOutput {
+	return o
+}
+
+func (o ClusterControlPlanePtrOutput) Elem() ClusterControlPlaneOutput {
+	return o.ApplyT(func(v *ClusterControlPlane) ClusterControlPlane {
+		if v != nil {
+			return *v
+		}
+		var ret ClusterControlPlane
+		return ret
+	}).(ClusterControlPlaneOutput)
+}
+
+// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+func (o ClusterControlPlanePtrOutput) Cpu() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterControlPlane) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Cpu
+	}).(pulumi.StringPtrOutput)
+}
+
+// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+func (o ClusterControlPlanePtrOutput) DataVolumeSize() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterControlPlane) *string {
+		if v == nil {
+			return nil
+		}
+		return v.DataVolumeSize
+	}).(pulumi.StringPtrOutput)
+}
+
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+func (o ClusterControlPlanePtrOutput) Image() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterControlPlane) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Image
+	}).(pulumi.StringPtrOutput)
+}
+
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+func (o ClusterControlPlanePtrOutput) Memory() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterControlPlane) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Memory
+	}).(pulumi.StringPtrOutput)
+}
+
+// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+func (o ClusterControlPlanePtrOutput) Replicas() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *ClusterControlPlane) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Replicas
+	}).(pulumi.IntPtrOutput)
+}
+
+type ClusterTimeouts struct {
+	// How long creating the cluster may take, until it is Ready (a Go duration; default `"30m"`).
+	Create *string `pulumi:"create"`
+	// How long removing every host object may take (default `"15m"`).
+	Delete *string `pulumi:"delete"`
+	// How long scaling may take, until the cluster is Ready again (default `"30m"`).
+	Update *string `pulumi:"update"`
+}
+
+// ClusterTimeoutsInput is an input type that accepts ClusterTimeoutsArgs and ClusterTimeoutsOutput values.
+// You can construct a concrete instance of `ClusterTimeoutsInput` via:
+//
+//	ClusterTimeoutsArgs{...}
+type ClusterTimeoutsInput interface {
+	pulumi.Input
+
+	ToClusterTimeoutsOutput() ClusterTimeoutsOutput
+	ToClusterTimeoutsOutputWithContext(context.Context) ClusterTimeoutsOutput
+}
+
+type ClusterTimeoutsArgs struct {
+	// How long creating the cluster may take, until it is Ready (a Go duration; default `"30m"`).
+	Create pulumi.StringPtrInput `pulumi:"create"`
+	// How long removing every host object may take (default `"15m"`).
+	Delete pulumi.StringPtrInput `pulumi:"delete"`
+	// How long scaling may take, until the cluster is Ready again (default `"30m"`).
+	Update pulumi.StringPtrInput `pulumi:"update"`
+}
+
+func (ClusterTimeoutsArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterTimeouts)(nil)).Elem()
+}
+
+func (i ClusterTimeoutsArgs) ToClusterTimeoutsOutput() ClusterTimeoutsOutput {
+	return i.ToClusterTimeoutsOutputWithContext(context.Background())
+}
+
+func (i ClusterTimeoutsArgs) ToClusterTimeoutsOutputWithContext(ctx context.Context) ClusterTimeoutsOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterTimeoutsOutput)
+}
+
+func (i ClusterTimeoutsArgs) ToClusterTimeoutsPtrOutput() ClusterTimeoutsPtrOutput {
+	return i.ToClusterTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (i ClusterTimeoutsArgs) ToClusterTimeoutsPtrOutputWithContext(ctx context.Context) ClusterTimeoutsPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterTimeoutsOutput).ToClusterTimeoutsPtrOutputWithContext(ctx)
+}
+
+// ClusterTimeoutsPtrInput is an input type that accepts ClusterTimeoutsArgs, ClusterTimeoutsPtr and ClusterTimeoutsPtrOutput values.
+// You can construct a concrete instance of `ClusterTimeoutsPtrInput` via:
+//
+//	        ClusterTimeoutsArgs{...}
+//
+//	or:
+//
+//	        nil
+type ClusterTimeoutsPtrInput interface {
+	pulumi.Input
+
+	ToClusterTimeoutsPtrOutput() ClusterTimeoutsPtrOutput
+	ToClusterTimeoutsPtrOutputWithContext(context.Context) ClusterTimeoutsPtrOutput
+}
+
+type clusterTimeoutsPtrType ClusterTimeoutsArgs
+
+func ClusterTimeoutsPtr(v *ClusterTimeoutsArgs) ClusterTimeoutsPtrInput {
+	return (*clusterTimeoutsPtrType)(v)
+}
+
+func (*clusterTimeoutsPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**ClusterTimeouts)(nil)).Elem()
+}
+
+func (i *clusterTimeoutsPtrType) ToClusterTimeoutsPtrOutput() ClusterTimeoutsPtrOutput {
+	return i.ToClusterTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (i *clusterTimeoutsPtrType) ToClusterTimeoutsPtrOutputWithContext(ctx context.Context) ClusterTimeoutsPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterTimeoutsPtrOutput)
+}
+
+type ClusterTimeoutsOutput struct{ *pulumi.OutputState }
+
+func (ClusterTimeoutsOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterTimeouts)(nil)).Elem()
+}
+
+func (o ClusterTimeoutsOutput) ToClusterTimeoutsOutput() ClusterTimeoutsOutput {
+	return o
+}
+
+func (o ClusterTimeoutsOutput) ToClusterTimeoutsOutputWithContext(ctx context.Context) ClusterTimeoutsOutput {
+	return o
+}
+
+func (o ClusterTimeoutsOutput) ToClusterTimeoutsPtrOutput() ClusterTimeoutsPtrOutput {
+	return o.ToClusterTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (o ClusterTimeoutsOutput) ToClusterTimeoutsPtrOutputWithContext(ctx context.Context) ClusterTimeoutsPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v ClusterTimeouts) *ClusterTimeouts {
+		return &v
+	}).(ClusterTimeoutsPtrOutput)
+}
+
+// How long creating the cluster may take, until it is Ready (a Go duration; default `"30m"`).
+func (o ClusterTimeoutsOutput) Create() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterTimeouts) *string { return v.Create }).(pulumi.StringPtrOutput)
+}
+
+// How long removing every host object may take (default `"15m"`).
+func (o ClusterTimeoutsOutput) Delete() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterTimeouts) *string { return v.Delete }).(pulumi.StringPtrOutput)
+}
+
+// How long scaling may take, until the cluster is Ready again (default `"30m"`).
+func (o ClusterTimeoutsOutput) Update() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterTimeouts) *string { return v.Update }).(pulumi.StringPtrOutput)
+}
+
+type ClusterTimeoutsPtrOutput struct{ *pulumi.OutputState }
+
+func (ClusterTimeoutsPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**ClusterTimeouts)(nil)).Elem()
+}
+
+func (o ClusterTimeoutsPtrOutput) ToClusterTimeoutsPtrOutput() ClusterTimeoutsPtrOutput {
+	return o
+}
+
+func (o ClusterTimeoutsPtrOutput) ToClusterTimeoutsPtrOutputWithContext(ctx context.Context) ClusterTimeoutsPtrOutput {
+	return o
+}
+
+func (o ClusterTimeoutsPtrOutput) Elem() ClusterTimeoutsOutput {
+	return o.ApplyT(func(v *ClusterTimeouts) ClusterTimeouts {
+		if v != nil {
+			return *v
+		}
+		var ret ClusterTimeouts
+		return ret
+	}).(ClusterTimeoutsOutput)
+}
+
+// How long creating the cluster may take, until it is Ready (a Go duration; default `"30m"`).
+func (o ClusterTimeoutsPtrOutput) Create() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Create
+	}).(pulumi.StringPtrOutput)
+}
+
+// How long removing every host object may take (default `"15m"`).
+func (o ClusterTimeoutsPtrOutput) Delete() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Delete
+	}).(pulumi.StringPtrOutput)
+}
+
+// How long scaling may take, until the cluster is Ready again (default `"30m"`).
+func (o ClusterTimeoutsPtrOutput) Update() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Update
+	}).(pulumi.StringPtrOutput)
+}
+
+type ClusterVm struct {
+	// The VM's IP.
+	Ip *string `pulumi:"ip"`
+	// The VirtualMachine's name.
+	Name *string `pulumi:"name"`
+	// The nested Kubernetes node on it is Ready.
+	NodeReady *bool `pulumi:"nodeReady"`
+	// KubeVirt's printable status (`Starting`, `Running`, …).
+	Phase *string `pulumi:"phase"`
+	// The VM is ready.
+	Ready *bool `pulumi:"ready"`
+	// `control-plane` or `worker`.
+	Role *string `pulumi:"role"`
+}
+
+// ClusterVmInput is an input type that accepts ClusterVmArgs and ClusterVmOutput values.
+// You can construct a concrete instance of `ClusterVmInput` via:
+//
+//	ClusterVmArgs{...}
+type ClusterVmInput interface {
+	pulumi.Input
+
+	ToClusterVmOutput() ClusterVmOutput
+	ToClusterVmOutputWithContext(context.Context) ClusterVmOutput
+}
+
+type ClusterVmArgs struct {
+	// The VM's IP.
+	Ip pulumi.StringPtrInput `pulumi:"ip"`
+	// The VirtualMachine's name.
+	Name pulumi.StringPtrInput `pulumi:"name"`
+	// The nested Kubernetes node on it is Ready.
+	NodeReady pulumi.BoolPtrInput `pulumi:"nodeReady"`
+	// KubeVirt's printable status (`Starting`, `Running`, …).
+	Phase pulumi.StringPtrInput `pulumi:"phase"`
+	// The VM is ready.
+	Ready pulumi.BoolPtrInput `pulumi:"ready"`
+	// `control-plane` or `worker`.
+	Role pulumi.StringPtrInput `pulumi:"role"`
+}
+
+func (ClusterVmArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterVm)(nil)).Elem()
+}
+
+func (i ClusterVmArgs) ToClusterVmOutput() ClusterVmOutput {
+	return i.ToClusterVmOutputWithContext(context.Background())
+}
+
+func (i ClusterVmArgs) ToClusterVmOutputWithContext(ctx context.Context) ClusterVmOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterVmOutput)
+}
+
+// ClusterVmArrayInput is an input type that accepts ClusterVmArray and ClusterVmArrayOutput values.
+// You can construct a concrete instance of `ClusterVmArrayInput` via:
+//
+//	ClusterVmArray{ ClusterVmArgs{...} }
+type ClusterVmArrayInput interface {
+	pulumi.Input
+
+	ToClusterVmArrayOutput() ClusterVmArrayOutput
+	ToClusterVmArrayOutputWithContext(context.Context) ClusterVmArrayOutput
+}
+
+type ClusterVmArray []ClusterVmInput
+
+func (ClusterVmArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]ClusterVm)(nil)).Elem()
+}
+
+func (i ClusterVmArray) ToClusterVmArrayOutput() ClusterVmArrayOutput {
+	return i.ToClusterVmArrayOutputWithContext(context.Background())
+}
+
+func (i ClusterVmArray) ToClusterVmArrayOutputWithContext(ctx context.Context) ClusterVmArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterVmArrayOutput)
+}
+
+type ClusterVmOutput struct{ *pulumi.OutputState }
+
+func (ClusterVmOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterVm)(nil)).Elem()
+}
+
+func (o ClusterVmOutput) ToClusterVmOutput() ClusterVmOutput {
+	return o
+}
+
+func (o ClusterVmOutput) ToClusterVmOutputWithContext(ctx context.Context) ClusterVmOutput {
+	return o
+}
+
+// The VM's IP.
+func (o ClusterVmOutput) Ip() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterVm) *string { return v.Ip }).(pulumi.StringPtrOutput)
+}
+
+// The VirtualMachine's name.
+func (o ClusterVmOutput) Name() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterVm) *string { return v.Name }).(pulumi.StringPtrOutput)
+}
+
+// The nested Kubernetes node on it is Ready.
+func (o ClusterVmOutput) NodeReady() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v ClusterVm) *bool { return v.NodeReady }).(pulumi.BoolPtrOutput)
+}
+
+// KubeVirt's printable status (`Starting`, `Running`, …).
+func (o ClusterVmOutput) Phase() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterVm) *string { return v.Phase }).(pulumi.StringPtrOutput)
+}
+
+// The VM is ready.
+func (o ClusterVmOutput) Ready() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v ClusterVm) *bool { return v.Ready }).(pulumi.BoolPtrOutput)
+}
+
+// `control-plane` or `worker`.
+func (o ClusterVmOutput) Role() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterVm) *string { return v.Role }).(pulumi.StringPtrOutput)
+}
+
+type ClusterVmArrayOutput struct{ *pulumi.OutputState }
+
+func (ClusterVmArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]ClusterVm)(nil)).Elem()
+}
+
+func (o ClusterVmArrayOutput) ToClusterVmArrayOutput() ClusterVmArrayOutput {
+	return o
+}
+
+func (o ClusterVmArrayOutput) ToClusterVmArrayOutputWithContext(ctx context.Context) ClusterVmArrayOutput {
+	return o
+}
+
+func (o ClusterVmArrayOutput) Index(i pulumi.IntInput) ClusterVmOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) ClusterVm {
+		return vs[0].([]ClusterVm)[vs[1].(int)]
+	}).(ClusterVmOutput)
+}
+
+type ClusterWorkers struct {
+	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+	Cpu *string `pulumi:"cpu"`
+	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+	DataVolumeSize *string `pulumi:"dataVolumeSize"`
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+	Image *string `pulumi:"image"`
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+	Memory *string `pulumi:"memory"`
+	// The number of worker VMs, 0 to 100. Changes in place: agentd adds or removes workers, and the apply waits until the cluster is Ready again.
+	Replicas int `pulumi:"replicas"`
+}
+
+// ClusterWorkersInput is an input type that accepts ClusterWorkersArgs and ClusterWorkersOutput values.
+// You can construct a concrete instance of `ClusterWorkersInput` via:
+//
+//	ClusterWorkersArgs{...}
+type ClusterWorkersInput interface {
+	pulumi.Input
+
+	ToClusterWorkersOutput() ClusterWorkersOutput
+	ToClusterWorkersOutputWithContext(context.Context) ClusterWorkersOutput
+}
+
+type ClusterWorkersArgs struct {
+	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
+	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+	DataVolumeSize pulumi.StringPtrInput `pulumi:"dataVolumeSize"`
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+	Image pulumi.StringPtrInput `pulumi:"image"`
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+	Memory pulumi.StringPtrInput `pulumi:"memory"`
+	// The number of worker VMs, 0 to 100. Changes in place: agentd adds or removes workers, and the apply waits until the cluster is Ready again.
+	Replicas pulumi.IntInput `pulumi:"replicas"`
+}
+
+func (ClusterWorkersArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterWorkers)(nil)).Elem()
+}
+
+func (i ClusterWorkersArgs) ToClusterWorkersOutput() ClusterWorkersOutput {
+	return i.ToClusterWorkersOutputWithContext(context.Background())
+}
+
+func (i ClusterWorkersArgs) ToClusterWorkersOutputWithContext(ctx context.Context) ClusterWorkersOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterWorkersOutput)
+}
+
+func (i ClusterWorkersArgs) ToClusterWorkersPtrOutput() ClusterWorkersPtrOutput {
+	return i.ToClusterWorkersPtrOutputWithContext(context.Background())
+}
+
+func (i ClusterWorkersArgs) ToClusterWorkersPtrOutputWithContext(ctx context.Context) ClusterWorkersPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterWorkersOutput).ToClusterWorkersPtrOutputWithContext(ctx)
+}
+
+// ClusterWorkersPtrInput is an input type that accepts ClusterWorkersArgs, ClusterWorkersPtr and ClusterWorkersPtrOutput values.
+// You can construct a concrete instance of `ClusterWorkersPtrInput` via:
+//
+//	        ClusterWorkersArgs{...}
+//
+//	or:
+//
+//	        nil
+type ClusterWorkersPtrInput interface {
+	pulumi.Input
+
+	ToClusterWorkersPtrOutput() ClusterWorkersPtrOutput
+	ToClusterWorkersPtrOutputWithContext(context.Context) ClusterWorkersPtrOutput
+}
+
+type clusterWorkersPtrType ClusterWorkersArgs
+
+func ClusterWorkersPtr(v *ClusterWorkersArgs) ClusterWorkersPtrInput {
+	return (*clusterWorkersPtrType)(v)
+}
+
+func (*clusterWorkersPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**ClusterWorkers)(nil)).Elem()
+}
+
+func (i *clusterWorkersPtrType) ToClusterWorkersPtrOutput() ClusterWorkersPtrOutput {
+	return i.ToClusterWorkersPtrOutputWithContext(context.Background())
+}
+
+func (i *clusterWorkersPtrType) ToClusterWorkersPtrOutputWithContext(ctx context.Context) ClusterWorkersPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(ClusterWorkersPtrOutput)
+}
+
+type ClusterWorkersOutput struct{ *pulumi.OutputState }
+
+func (ClusterWorkersOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*ClusterWorkers)(nil)).Elem()
+}
+
+func (o ClusterWorkersOutput) ToClusterWorkersOutput() ClusterWorkersOutput {
+	return o
+}
+
+func (o ClusterWorkersOutput) ToClusterWorkersOutputWithContext(ctx context.Context) ClusterWorkersOutput {
+	return o
+}
+
+func (o ClusterWorkersOutput) ToClusterWorkersPtrOutput() ClusterWorkersPtrOutput {
+	return o.ToClusterWorkersPtrOutputWithContext(context.Background())
+}
+
+func (o ClusterWorkersOutput) ToClusterWorkersPtrOutputWithContext(ctx context.Context) ClusterWorkersPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v ClusterWorkers) *ClusterWorkers {
+		return &v
+	}).(ClusterWorkersPtrOutput)
+}
+
+// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersOutput) Cpu() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterWorkers) *string { return v.Cpu }).(pulumi.StringPtrOutput)
+}
+
+// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersOutput) DataVolumeSize() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterWorkers) *string { return v.DataVolumeSize }).(pulumi.StringPtrOutput)
+}
+
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersOutput) Image() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterWorkers) *string { return v.Image }).(pulumi.StringPtrOutput)
+}
+
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersOutput) Memory() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v ClusterWorkers) *string { return v.Memory }).(pulumi.StringPtrOutput)
+}
+
+// The number of worker VMs, 0 to 100. Changes in place: agentd adds or removes workers, and the apply waits until the cluster is Ready again.
+func (o ClusterWorkersOutput) Replicas() pulumi.IntOutput {
+	return o.ApplyT(func(v ClusterWorkers) int { return v.Replicas }).(pulumi.IntOutput)
+}
+
+type ClusterWorkersPtrOutput struct{ *pulumi.OutputState }
+
+func (ClusterWorkersPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**ClusterWorkers)(nil)).Elem()
+}
+
+func (o ClusterWorkersPtrOutput) ToClusterWorkersPtrOutput() ClusterWorkersPtrOutput {
+	return o
+}
+
+func (o ClusterWorkersPtrOutput) ToClusterWorkersPtrOutputWithContext(ctx context.Context) ClusterWorkersPtrOutput {
+	return o
+}
+
+func (o ClusterWorkersPtrOutput) Elem() ClusterWorkersOutput {
+	return o.ApplyT(func(v *ClusterWorkers) ClusterWorkers {
+		if v != nil {
+			return *v
+		}
+		var ret ClusterWorkers
+		return ret
+	}).(ClusterWorkersOutput)
+}
+
+// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersPtrOutput) Cpu() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterWorkers) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Cpu
+	}).(pulumi.StringPtrOutput)
+}
+
+// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersPtrOutput) DataVolumeSize() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterWorkers) *string {
+		if v == nil {
+			return nil
+		}
+		return v.DataVolumeSize
+	}).(pulumi.StringPtrOutput)
+}
+
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersPtrOutput) Image() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterWorkers) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Image
+	}).(pulumi.StringPtrOutput)
+}
+
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+func (o ClusterWorkersPtrOutput) Memory() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *ClusterWorkers) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Memory
+	}).(pulumi.StringPtrOutput)
+}
+
+// The number of worker VMs, 0 to 100. Changes in place: agentd adds or removes workers, and the apply waits until the cluster is Ready again.
+func (o ClusterWorkersPtrOutput) Replicas() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *ClusterWorkers) *int {
+		if v == nil {
+			return nil
+		}
+		return &v.Replicas
+	}).(pulumi.IntPtrOutput)
+}
+
 type NodeClusterMember struct {
 	// The member's gossip address (`host:port`, its agentd's `--gossip-listen`).
 	GossipAddress *string `pulumi:"gossipAddress"`
@@ -4384,6 +5127,14 @@ func (o GetPodsPodContainerArrayOutput) Index(i pulumi.IntInput) GetPodsPodConta
 }
 
 func init() {
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterControlPlaneInput)(nil)).Elem(), ClusterControlPlaneArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterControlPlanePtrInput)(nil)).Elem(), ClusterControlPlaneArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterTimeoutsInput)(nil)).Elem(), ClusterTimeoutsArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterTimeoutsPtrInput)(nil)).Elem(), ClusterTimeoutsArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterVmInput)(nil)).Elem(), ClusterVmArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterVmArrayInput)(nil)).Elem(), ClusterVmArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterWorkersInput)(nil)).Elem(), ClusterWorkersArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*ClusterWorkersPtrInput)(nil)).Elem(), ClusterWorkersArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberInput)(nil)).Elem(), NodeClusterMemberArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberArrayInput)(nil)).Elem(), NodeClusterMemberArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerInput)(nil)).Elem(), PodContainerArgs{})
@@ -4438,6 +5189,14 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*GetPodsPodArrayInput)(nil)).Elem(), GetPodsPodArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*GetPodsPodContainerInput)(nil)).Elem(), GetPodsPodContainerArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*GetPodsPodContainerArrayInput)(nil)).Elem(), GetPodsPodContainerArray{})
+	pulumi.RegisterOutputType(ClusterControlPlaneOutput{})
+	pulumi.RegisterOutputType(ClusterControlPlanePtrOutput{})
+	pulumi.RegisterOutputType(ClusterTimeoutsOutput{})
+	pulumi.RegisterOutputType(ClusterTimeoutsPtrOutput{})
+	pulumi.RegisterOutputType(ClusterVmOutput{})
+	pulumi.RegisterOutputType(ClusterVmArrayOutput{})
+	pulumi.RegisterOutputType(ClusterWorkersOutput{})
+	pulumi.RegisterOutputType(ClusterWorkersPtrOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberArrayOutput{})
 	pulumi.RegisterOutputType(PodContainerOutput{})
