@@ -195,7 +195,10 @@ func TestPlayVirtRunsVM(t *testing.T) {
 	k := SharedKube(t)
 	ctx := kubeCtx(t)
 	ns := k.NewNamespace(t, "playvirt")
-	stop := k.PlayVirt(ctx, ns, VirtOptions{Logf: t.Logf})
+	running := make(chan string, 10)
+	stop := k.PlayVirt(ctx, ns, VirtOptions{Logf: t.Logf, OnRunning: func(_ context.Context, vm *kubevirtv1.VirtualMachine, ip string) {
+		running <- vm.Name + "=" + ip
+	}})
 	t.Cleanup(stop)
 
 	createVM(t, ctx, k, ns, newVM("cp-0", kubevirtv1.RunStrategyAlways))
@@ -227,6 +230,14 @@ func TestPlayVirtRunsVM(t *testing.T) {
 	}
 	if len(vmi.Spec.Volumes) != 1 || vmi.Spec.Volumes[0].CloudInitNoCloud == nil {
 		t.Errorf("VMI spec not copied from the template: %+v", vmi.Spec.Volumes)
+	}
+	select {
+	case got := <-running:
+		if got != "cp-0="+ip.String() {
+			t.Errorf("OnRunning got %s", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("OnRunning not called")
 	}
 	eventually(t, ctx, "VM Running", func(ctx context.Context) (bool, error) {
 		vm, err := getVM(ctx, k, ns, "cp-0")
@@ -263,8 +274,8 @@ func TestPlayVirtRunsVM(t *testing.T) {
 	// works too.
 	vm2 := newVM("worker-0", "")
 	vm2.Spec.RunStrategy = nil
-	running := true
-	vm2.Spec.Running = &running
+	yes := true
+	vm2.Spec.Running = &yes
 	createVM(t, ctx, k, ns, vm2)
 	eventually(t, ctx, "second VMI", func(ctx context.Context) (bool, error) {
 		v, err := getVMI(ctx, k, ns, "worker-0")

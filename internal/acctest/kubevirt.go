@@ -142,6 +142,13 @@ type VirtOptions struct {
 	Interval time.Duration
 	// Logf, if set, receives errors and what PlayVirt does.
 	Logf func(format string, args ...any)
+	// OnRunning, if set, is called each time a VM starts (once, and again
+	// after a Halted), right after its VMI is Running, with the VMI's
+	// address, from PlayVirt's
+	// goroutine (which waits for it): the place to start what would run
+	// inside the guest, e.g. StartGuestControlPlane with the PKI the VM's
+	// cloud-init carries.
+	OnRunning func(ctx context.Context, vm *kubevirtv1.VirtualMachine, ip string)
 }
 
 // PlayVirt plays KubeVirt's virt-controller (and CDI and a load-balancer
@@ -169,6 +176,9 @@ type VirtOptions struct {
 //     opts.LBIPs.
 //   - a DataVolume gets status.phase Succeeded and progress 100.0%.
 //
+// Address counters are per PlayVirt: two PlayVirts (say on two
+// namespaces) hand out the same addresses.
+//
 // stop cancels and waits for the goroutine; it is safe to call twice.
 func (k *Kube) PlayVirt(ctx context.Context, namespace string, opts VirtOptions) (stop func()) {
 	if !opts.IPRange.IsValid() {
@@ -182,10 +192,11 @@ func (k *Kube) PlayVirt(ctx context.Context, namespace string, opts VirtOptions)
 	}
 	p := &virtPlayer{
 		k: k, ns: namespace, opts: opts,
-		nextIP:   opts.IPRange.Masked().Addr(),
-		ips:      map[types.UID]string{},
-		seen:     map[types.UID]time.Time{},
-		reported: map[types.UID]bool{},
+		nextIP:    opts.IPRange.Masked().Addr(),
+		ips:       map[types.UID]string{},
+		seen:      map[types.UID]time.Time{},
+		reported:  map[types.UID]bool{},
+		announced: map[types.UID]bool{},
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -212,14 +223,15 @@ func (k *Kube) PlayVirt(ctx context.Context, namespace string, opts VirtOptions)
 }
 
 type virtPlayer struct {
-	k        *Kube
-	ns       string
-	opts     VirtOptions
-	nextIP   netip.Addr
-	ips      map[types.UID]string    // VM UID -> VMI address
-	seen     map[types.UID]time.Time // VM UID -> first seen wanting to run
-	reported map[types.UID]bool      // VM UID -> failure Event emitted
-	lbNext   int
+	k         *Kube
+	ns        string
+	opts      VirtOptions
+	nextIP    netip.Addr
+	ips       map[types.UID]string    // VM UID -> VMI address
+	seen      map[types.UID]time.Time // VM UID -> first seen wanting to run
+	reported  map[types.UID]bool      // VM UID -> failure Event emitted
+	announced map[types.UID]bool      // VM UID -> OnRunning called
+	lbNext    int
 }
 
 func (p *virtPlayer) reconcile(ctx context.Context) error {
@@ -293,6 +305,7 @@ func (p *virtPlayer) reconcileVM(ctx context.Context, vm *kubevirtv1.VirtualMach
 	switch {
 	case !run:
 		delete(p.seen, vm.UID)
+		delete(p.announced, vm.UID)
 		if vmi != nil {
 			p.opts.Logf("playvirt: stopping %s/%s", vm.Namespace, vm.Name)
 			if err := p.k.Dynamic.Resource(VirtualMachineInstanceGVR).Namespace(vm.Namespace).Delete(ctx, vm.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
@@ -337,8 +350,13 @@ func (p *virtPlayer) reconcileVM(ctx context.Context, vm *kubevirtv1.VirtualMach
 			status.Conditions = setVMCondition(status.Conditions, kubevirtv1.VirtualMachineReady, corev1.ConditionFalse, "Starting", "playvirt: delaying start", now)
 			break
 		}
-		if _, err := p.ensureVMI(ctx, vm, vmi); err != nil {
+		ip, err := p.ensureVMI(ctx, vm, vmi)
+		if err != nil {
 			return err
+		}
+		if p.opts.OnRunning != nil && !p.announced[vm.UID] {
+			p.announced[vm.UID] = true
+			p.opts.OnRunning(ctx, vm.DeepCopy(), ip)
 		}
 		status.Created, status.Ready = true, true
 		status.PrintableStatus = kubevirtv1.VirtualMachineStatusRunning
