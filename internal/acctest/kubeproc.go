@@ -43,8 +43,9 @@ var kubeBins struct {
 // KubeBinary returns the path of "kube-apiserver" or "etcd": the file named
 // by $HERD_KUBE_APISERVER_BIN / $HERD_ETCD_BIN, else what `scripts/tool.sh
 // NAME` prints. tool.sh builds the version pinned in tools/kube/go.mod once
-// (kube-apiserver takes about 13 min and 2 GB cold) and caches it under
-// ~/.cache/herd/tools, so after `make tools` this is instant.
+// (kube-apiserver: 4-7 min and 2.1 GB cold on 2 cores, up to 13 min on a
+// busy machine) and caches it under ~/.cache/herd/tools, so after
+// `make tools` this is instant.
 func KubeBinary(name string) (string, error) {
 	kubeBins.mu.Lock()
 	defer kubeBins.mu.Unlock()
