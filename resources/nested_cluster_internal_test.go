@@ -200,6 +200,17 @@ func TestNestedReplacePaths(t *testing.T) {
 		f(a)
 		return types.ObjectValueMust(nestedMachinesAttrTypes, a)
 	}
+	// A cluster without workers may get its first image in place.
+	t.Run("image for a cluster without workers", func(t *testing.T) {
+		st := testClusterModel()
+		st.Workers = types.ObjectValueMust(nestedMachinesAttrTypes, map[string]attr.Value{
+			"replicas": types.Int64Value(0), "cpu": types.StringValue("2"), "memory": types.StringValue("4096Mi"),
+			"image": types.StringNull(), "data_volume_size": types.StringValue("20Gi"),
+		})
+		if got := nestedReplacePaths(ctx, testClusterModel(), st); len(got) > 0 {
+			t.Fatalf("replace paths %v, want none", got)
+		}
+	})
 	for _, tt := range []struct {
 		name   string
 		change func(*nestedClusterModel)
@@ -231,6 +242,9 @@ func TestNestedReplacePaths(t *testing.T) {
 			m.PodCIDR = types.StringValue("10.210.0.0/16")
 			m.NetworkBinding = types.StringValue("passt")
 		}, "kubernetes_version,network_binding,pod_cidr"},
+		{"first worker image (agentd allows it)", func(m *nestedClusterModel) {
+			m.Workers = withWorkers(func(a map[string]attr.Value) { a["image"] = types.StringValue("reg/other:1") })
+		}, "workers.image"},
 		{"workers unknown", func(m *nestedClusterModel) { m.Workers = types.ObjectUnknown(nestedMachinesAttrTypes) }, "workers"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,12 +368,12 @@ func TestWaitNestedReady(t *testing.T) {
 }
 
 func TestParseStepTimeout(t *testing.T) {
-	for in, want := range map[string]int32{"1s": 1, "10m": 600, "1h30m": 5400, "24h": 86400} {
+	for in, want := range map[string]int32{"10s": 10, "10m": 600, "1h30m": 5400, "2h": 7200} {
 		if got, err := parseStepTimeout(in); err != nil || got != want {
 			t.Errorf("%s: got %d %v", in, got, err)
 		}
 	}
-	for _, in := range []string{"", "10", "0s", "-1m", "1500ms", "25h"} {
+	for _, in := range []string{"", "10", "0s", "9s", "-1m", "10500ms", "2h0m1s"} {
 		if _, err := parseStepTimeout(in); err == nil {
 			t.Errorf("%s accepted", in)
 		}

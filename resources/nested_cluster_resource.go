@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
 )
 
@@ -122,24 +123,27 @@ func (r *nestedClusterResource) Schema(ctx context.Context, _ resource.SchemaReq
 				Validators: []validator.String{nodeIDValidator()},
 			},
 			"name": schema.StringAttribute{
-				MarkdownDescription: "The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.",
-				Required:            true,
+				MarkdownDescription: fmt.Sprintf("The cluster's name, unique on its node: a lowercase RFC 1123 label of at "+
+					"most %d characters (its VMs and host objects are named after it). Replaces.", spec.MaxNestedClusterName),
+				Required: true,
 			},
 			"kubernetes_version": schema.StringAttribute{
-				MarkdownDescription: "The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; " +
-					"the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).",
+				MarkdownDescription: fmt.Sprintf("The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as "+
+					"`1.34.3` (1.%d or later); the images must carry kubeadm for it. Replaces (herd does not upgrade "+
+					"clusters in place).", spec.MinNestedMinor),
 				Required: true,
 			},
 			"pod_cidr": schema.StringAttribute{
-				MarkdownDescription: "The nested cluster's pod range, a network address such as `10.200.0.0/16`. It " +
+				MarkdownDescription: "The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such " +
+					"as `10.200.0.0/16`. It " +
 					"may not overlap `service_cidr` (checked at plan time) nor the host cluster's ranges or herd's " +
 					"(`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe " +
 					"everywhere. Replaces.",
 				Required: true,
 			},
 			"service_cidr": schema.StringAttribute{
-				MarkdownDescription: "The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as " +
-					"`pod_cidr`. Replaces.",
+				MarkdownDescription: "The nested cluster's service range, an IPv4 network address from `/12` to `/28` " +
+					"such as `10.201.0.0/16`; the same overlap rules as `pod_cidr`. Replaces.",
 				Required: true,
 			},
 			"endpoint_exposure": schema.StringAttribute{
@@ -176,9 +180,9 @@ func (r *nestedClusterResource) Schema(ctx context.Context, _ resource.SchemaReq
 			"step_timeout": schema.StringAttribute{
 				MarkdownDescription: fmt.Sprintf("The bound on each wait of agentd's creation and scaling steps "+
 					"(a VM running, a nested node Ready, the API server answering), as a Go duration of whole "+
-					"seconds from `1s` to `24h` (default `\"%s\"`). A step that does not finish in time fails the "+
+					"seconds from `%s` to `%s` (default `\"%s\"`). A step that does not finish in time fails the "+
 					"creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.",
-					shortDuration(nestedDefaultStepTimeout)),
+					durationText(nestedMinStepTimeout), durationText(nestedMaxStepTimeout), shortDuration(nestedDefaultStepTimeout)),
 				Optional: true,
 				Computed: true,
 				Default:  stringdefault.StaticString(shortDuration(nestedDefaultStepTimeout)),
@@ -242,13 +246,15 @@ func (r *nestedClusterResource) Schema(ctx context.Context, _ resource.SchemaReq
 func nestedMachinesBlock(controlPlane bool) schema.Block {
 	desc := "The control plane's VMs (required). Any change replaces the cluster."
 	replicas := schema.Int64Attribute{
-		MarkdownDescription: "`1` (the default) or `3` control-plane VMs (an etcd quorum).",
-		Optional:            true,
-		Computed:            true,
-		Default:             int64default.StaticInt64(nestedDefaultControlPlane),
+		MarkdownDescription: "`1` (the default) or `3` control-plane VMs (etcd needs an odd number of members; 3 " +
+			"tolerate one failure).",
+		Optional: true,
+		Computed: true,
+		Default:  int64default.StaticInt64(nestedDefaultControlPlane),
 	}
-	shape := "Replaces."
+	shape, minCPU, minMem := "Replaces.", "2", "1700Mi"
 	if !controlPlane {
+		minCPU, minMem = "1", "1Gi"
 		desc = "The worker VMs (required). `replicas` scales in place; any other change replaces the cluster."
 		replicas = schema.Int64Attribute{
 			MarkdownDescription: fmt.Sprintf("The number of worker VMs, 0 to %d. Changes in place: agentd adds or "+
@@ -263,27 +269,27 @@ func nestedMachinesBlock(controlPlane bool) schema.Block {
 		Attributes: map[string]schema.Attribute{
 			"replicas": replicas,
 			"cpu": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Virtual CPUs of each VM, a quantity such as `2` or `1500m` "+
-					"(default `%s`). %s", nestedDefaultCPU, shape),
+				MarkdownDescription: fmt.Sprintf("Virtual CPUs of each VM, whole CPUs such as `2` (default `%s`; "+
+					"at least %s). %s", nestedDefaultCPU, minCPU, shape),
 				Optional: true,
 				Computed: true,
 				Default:  stringdefault.StaticString(nestedDefaultCPU),
 			},
 			"memory": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Memory of each VM, a quantity such as `4Gi` (default `%s`). %s",
-					nestedDefaultMemory, shape),
+				MarkdownDescription: fmt.Sprintf("Memory of each VM, a quantity such as `4Gi` (default `%s`; at "+
+					"least `%s`). %s", nestedDefaultMemory, minMem, shape),
 				Optional: true,
 				Computed: true,
 				Default:  stringdefault.StaticString(nestedDefaultMemory),
 			},
 			"image": schema.StringAttribute{
 				MarkdownDescription: "The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a " +
-					"container runtime for `kubernetes_version`. " + shape,
-				Optional: true, // required: IsRequired on the block and ValidateConfig say so with the path
+					"container runtime for `kubernetes_version`. Required (for workers: unless `replicas` is 0). " + shape,
+				Optional: true, // ValidateConfig requires it, with the path
 			},
 			"data_volume_size": schema.StringAttribute{
-				MarkdownDescription: "Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, " +
-					"instead of an ephemeral container disk. " + shape,
+				MarkdownDescription: "Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from " +
+					"`image` by CDI, instead of an ephemeral container disk. " + shape,
 				Optional: true,
 			},
 		},
@@ -321,22 +327,6 @@ func (r *nestedClusterResource) ValidateConfig(ctx context.Context, req resource
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	for _, b := range []struct {
-		name string
-		obj  types.Object
-	}{{"control_plane", cfg.ControlPlane}, {"workers", cfg.Workers}} {
-		if b.obj.IsNull() || b.obj.IsUnknown() {
-			continue // IsRequired reports a missing block
-		}
-		if img, ok := b.obj.Attributes()["image"].(types.String); ok && img.IsNull() {
-			p := path.Root(b.name).AtName("image")
-			resp.Diagnostics.AddAttributeError(p, "Missing required argument",
-				fmt.Sprintf("%s: the VMs' container disk image is required.", p))
-		}
-	}
-	if resp.Diagnostics.HasError() {
-		return
-	}
 	conv, diags := nestedSpecFromModel(ctx, cfg)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
@@ -346,14 +336,35 @@ func (r *nestedClusterResource) ValidateConfig(ctx context.Context, req resource
 }
 
 // nestedReplacePaths lists the attributes whose change replaces the
-// cluster: everything but workers.replicas, deletion_protection,
-// keep_on_failure, step_timeout, timeouts and the address part of node.
-// An unknown planned value counts as a change.
+// cluster: agentd's own list (spec.NestedImmutableChanges: everything but
+// workers.replicas, deletion_protection, keep_on_failure and step_timeout)
+// and another node name (another address of the same node is no change).
+// Where planned values are not known yet, any of them that may differ
+// counts as a change.
 func nestedReplacePaths(ctx context.Context, plan, state nestedClusterModel) path.Paths {
 	var out path.Paths
 	if nodeNameChanged(plan.Node, state.Node) {
 		out = append(out, path.Root("node"))
 	}
+	pc, d1 := nestedSpecFromModel(ctx, plan)
+	sc, d2 := nestedSpecFromModel(ctx, state)
+	if d1.HasError() || d2.HasError() || len(pc.unknown) > 0 || len(sc.unknown) > 0 || len(pc.errs) > 0 {
+		return append(out, nestedChangedPaths(ctx, plan, state)...)
+	}
+	for _, f := range spec.NestedImmutableChanges(sc.spec, pc.spec) {
+		p := path.Empty()
+		for _, name := range strings.Split(f, ".") {
+			p = p.AtName(name)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// nestedChangedPaths compares attribute by attribute (for plans with
+// unknown values): every attribute that replaces and is not equal.
+func nestedChangedPaths(ctx context.Context, plan, state nestedClusterModel) path.Paths {
+	var out path.Paths
 	for _, a := range []struct {
 		name        string
 		plan, state types.String

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"regexp"
 	"strings"
 	"time"
 
@@ -20,31 +19,22 @@ import (
 	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
 )
 
-// Values of herd_cluster the contract (NestedClusterSpec) defines.
+// Values of herd_cluster; the rules and defaults are agentd/spec's.
 const (
-	nestedExposureLoadBalancer = "LoadBalancer"
-	nestedExposureNodePort     = "NodePort"
-	nestedExposureClusterIP    = "ClusterIP"
-	nestedBindingBridge        = "bridge"
-	nestedBindingPasst         = "passt"
-	nestedBindingMasquerade    = "masquerade"
+	nestedExposureLoadBalancer = spec.NestedExposureLoadBalancer
+	nestedBindingBridge        = spec.NestedBindingBridge
 
-	nestedDefaultCPU          = "2"
-	nestedDefaultMemory       = "4Gi"
-	nestedDefaultStepTimeout  = 10 * time.Minute
-	nestedMaxStepTimeout      = 24 * time.Hour
-	nestedMaxWorkers          = 100
+	nestedDefaultCPU          = spec.DefaultNestedCPU
+	nestedDefaultMemory       = spec.DefaultNestedMemory
+	nestedDefaultStepTimeout  = spec.DefaultNestedStepTimeout * time.Second
+	nestedMinStepTimeout      = spec.MinNestedStepTimeout * time.Second
+	nestedMaxStepTimeout      = spec.MaxNestedStepTimeout * time.Second
+	nestedMaxWorkers          = spec.MaxNestedWorkers
 	nestedRoleControlPlane    = "control-plane"
 	nestedRoleWorker          = "worker"
 	nestedPhaseReady          = "Ready"
 	nestedPhaseFailed         = "Failed"
 	nestedDefaultControlPlane = 1
-)
-
-var (
-	nestedExposures = []string{nestedExposureLoadBalancer, nestedExposureNodePort, nestedExposureClusterIP}
-	nestedBindings  = []string{nestedBindingBridge, nestedBindingPasst}
-	kubeVersionRe   = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
 )
 
 // nestedMachinesModel is a control_plane or workers block.
@@ -182,6 +172,11 @@ func (c *nestedConversion) machinesFromObject(ctx context.Context, o types.Objec
 		c.markUnknown(p.Field("replicas"))
 		c.errs = append(c.errs, spec.FieldError{Path: p.Field("replicas"),
 			Msg: fmt.Sprintf("%s, got %d", replicasRule(p), r.ValueInt64())})
+	case r.ValueInt64() == 0 && defReplicas > 0:
+		// agentd reads 0 as "the default", 1: refuse it rather than apply
+		// something else than the configuration says.
+		c.markUnknown(p.Field("replicas"))
+		c.errs = append(c.errs, spec.FieldError{Path: p.Field("replicas"), Msg: fmt.Sprintf("%s, got 0", replicasRule(p))})
 	default:
 		out.Replicas = int32(r.ValueInt64())
 	}
@@ -190,131 +185,46 @@ func (c *nestedConversion) machinesFromObject(ctx context.Context, o types.Objec
 
 func replicasRule(p spec.Path) string {
 	if len(p) > 0 && p[0].Field == "control_plane" {
-		return "must be 1 or 3 (an etcd quorum)"
+		return "must be 1 or 3"
 	}
 	return fmt.Sprintf("must be between 0 and %d", nestedMaxWorkers)
 }
 
 // parseStepTimeout reads step_timeout: a Go duration of whole seconds,
-// from 1s to 24h.
+// within agentd's bounds.
 func parseStepTimeout(s string) (int32, error) {
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("must be a Go duration such as \"10m\" or \"90s\", got %q", s)
-	case d < time.Second || d > nestedMaxStepTimeout:
-		return 0, fmt.Errorf("must be between 1s and %s, got %q", shortDuration(nestedMaxStepTimeout), s)
+	case d < nestedMinStepTimeout || d > nestedMaxStepTimeout:
+		return 0, fmt.Errorf("must be between %s and %s, got %q", durationText(nestedMinStepTimeout),
+			durationText(nestedMaxStepTimeout), s)
 	case d%time.Second != 0:
 		return 0, fmt.Errorf("must be a whole number of seconds, got %q", s)
 	}
 	return int32(d / time.Second), nil
 }
 
-// validateNestedClusterSpec checks a NestedClusterSpec the way agentd does.
-// Until agentd/spec holds the driver's own rules, this is the provider's
-// reading of the contract (herd.proto's NestedClusterSpec): agentd checks
-// the same things again at apply, and more (overlap with the host's and
-// herd's ranges, which only it knows).
+// durationText renders a duration without zero minutes and seconds: "2h",
+// "10m", "90s".
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// validateNestedClusterSpec checks a NestedClusterSpec with agentd's own
+// rules (agentd/spec). The ranges pod_cidr and service_cidr may not
+// overlap (herd's, the host cluster's) are known only to agentd, which
+// checks them when the apply starts: none are passed here.
 func validateNestedClusterSpec(s *herdv1.NestedClusterSpec) spec.FieldErrors {
-	var errs spec.FieldErrors
-	add := func(p spec.Path, format string, args ...any) {
-		errs = append(errs, spec.FieldError{Path: p, Msg: fmt.Sprintf(format, args...)})
-	}
-	root := spec.Path{}
-	if err := spec.ValidateName(s.GetName()); err != nil {
-		add(root.Field("name"), "%v", err)
-	}
-	if v := s.GetKubernetesVersion(); !kubeVersionRe.MatchString(v) {
-		add(root.Field("kubernetes_version"), "must be a Kubernetes release MAJOR.MINOR.PATCH such as \"1.34.3\" "+
-			"(without a leading \"v\"), got %q", v)
-	}
-	errs = append(errs, validateNestedMachines(root.Field("control_plane"), s.GetControlPlane(), true)...)
-	errs = append(errs, validateNestedMachines(root.Field("workers"), s.GetWorkers(), false)...)
-	pod, podErr := parseNestedCIDR(s.GetPodCidr())
-	if podErr != nil {
-		add(root.Field("pod_cidr"), "%v", podErr)
-	}
-	svc, svcErr := parseNestedCIDR(s.GetServiceCidr())
-	if svcErr != nil {
-		add(root.Field("service_cidr"), "%v", svcErr)
-	}
-	if podErr == nil && svcErr == nil && pod.Overlaps(svc) {
-		add(root.Field("service_cidr"), "%s overlaps pod_cidr %s: the nested cluster's pod and service ranges must "+
-			"be disjoint", svc, pod)
-	}
-	if e := s.GetEndpointExposure(); !containsString(nestedExposures, e) {
-		add(root.Field("endpoint_exposure"), "must be one of %s, got %q", strings.Join(nestedExposures, ", "), e)
-	}
-	switch b := s.GetNetworkBinding(); {
-	case b == nestedBindingMasquerade:
-		add(root.Field("network_binding"), "masquerade is refused: every guest would see one NAT address, which breaks "+
-			"a Kubernetes cluster of several nodes (node IPs and pod routes); use %q or %q", nestedBindingBridge, nestedBindingPasst)
-	case !containsString(nestedBindings, b):
-		add(root.Field("network_binding"), "must be %q or %q, got %q", nestedBindingBridge, nestedBindingPasst, b)
-	}
-	if t := s.GetStepTimeoutSeconds(); t < 0 || int64(t) > int64(nestedMaxStepTimeout/time.Second) {
-		add(root.Field("step_timeout"), "must be between 1s and %s", shortDuration(nestedMaxStepTimeout))
-	}
-	return errs
-}
-
-func validateNestedMachines(p spec.Path, m *herdv1.NestedMachines, controlPlane bool) spec.FieldErrors {
-	var errs spec.FieldErrors
-	add := func(f, format string, args ...any) {
-		errs = append(errs, spec.FieldError{Path: p.Field(f), Msg: fmt.Sprintf(format, args...)})
-	}
-	if m == nil {
-		return spec.FieldErrors{{Path: p, Msg: "is required"}}
-	}
-	r := m.GetReplicas()
-	if controlPlane && r != 1 && r != 3 {
-		add("replicas", "%s, got %d", replicasRule(p), r)
-	}
-	if !controlPlane && (r < 0 || r > nestedMaxWorkers) {
-		add("replicas", "%s, got %d", replicasRule(p), r)
-	}
-	if n, err := spec.ParseCPU(m.GetCpu()); err != nil {
-		add("cpu", "%v", err)
-	} else if n <= 0 {
-		add("cpu", "must be more than 0, got %q", m.GetCpu())
-	}
-	if n, err := spec.ParseMemory(m.GetMemory()); err != nil {
-		add("memory", "%v", err)
-	} else if n <= 0 {
-		add("memory", "must be more than 0, got %q", m.GetMemory())
-	}
-	if err := spec.ValidateImage(m.GetImage()); err != nil {
-		add("image", "%v", err)
-	}
-	if v := m.GetDataVolumeSize(); v != "" {
-		if n, err := spec.ParseMemory(v); err != nil {
-			add("data_volume_size", "%v", err)
-		} else if n <= 0 {
-			add("data_volume_size", "must be more than 0, got %q", v)
-		}
-	}
-	return errs
-}
-
-// parseNestedCIDR reads a network prefix written as its network address.
-func parseNestedCIDR(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("must be a CIDR such as \"10.200.0.0/16\", got %q", s)
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%q is not a network address: write %s", s, p.Masked())
-	}
-	return p, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return spec.ValidateNestedCluster(s, nil)
 }
 
 // nestedAttributePath maps a spec path to herd_cluster's attribute path:

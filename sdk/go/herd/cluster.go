@@ -55,9 +55,9 @@ type Cluster struct {
 	KeepOnFailure pulumi.BoolOutput `pulumi:"keepOnFailure"`
 	// The nested cluster's admin kubeconfig (YAML, with the endpoint, the CA and a client certificate and key). **Sensitive, and stored in the state**: protect the state like the cluster itself, or leave it unused and read the kubeconfig with the ephemeral resource `herdClusterKubeconfig`, which is never stored.
 	Kubeconfig pulumi.StringOutput `pulumi:"kubeconfig"`
-	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
+	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3` (1.27 or later); the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
 	KubernetesVersion pulumi.StringOutput `pulumi:"kubernetesVersion"`
-	// The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.
+	// The cluster's name, unique on its node: a lowercase RFC 1123 label of at most 40 characters (its VMs and host objects are named after it). Replaces.
 	Name pulumi.StringOutput `pulumi:"name"`
 	// How the VMs' network interface is bound to the pod network: `bridge` (the default) or `passt`. `masquerade` is refused at plan time: every guest would see the same NAT address, which breaks a cluster of several nodes. Replaces.
 	NetworkBinding pulumi.StringOutput `pulumi:"networkBinding"`
@@ -65,11 +65,11 @@ type Cluster struct {
 	Node pulumi.StringOutput `pulumi:"node"`
 	// `Creating`, `Ready`, `Failed`, `Scaling` or `Deleting`, at the last refresh.
 	Phase pulumi.StringOutput `pulumi:"phase"`
-	// The nested cluster's pod range, a network address such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
+	// The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
 	PodCidr pulumi.StringOutput `pulumi:"podCidr"`
-	// The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as `podCidr`. Replaces.
+	// The nested cluster's service range, an IPv4 network address from `/12` to `/28` such as `10.201.0.0/16`; the same overlap rules as `podCidr`. Replaces.
 	ServiceCidr pulumi.StringOutput `pulumi:"serviceCidr"`
-	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `1s` to `24h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
+	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `10s` to `2h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
 	StepTimeout pulumi.StringOutput `pulumi:"stepTimeout"`
 	// Time limits of the operations on this cluster. Changing them does not replace it.
 	Timeouts ClusterTimeoutsPtrOutput `pulumi:"timeouts"`
@@ -152,9 +152,9 @@ type clusterState struct {
 	KeepOnFailure *bool `pulumi:"keepOnFailure"`
 	// The nested cluster's admin kubeconfig (YAML, with the endpoint, the CA and a client certificate and key). **Sensitive, and stored in the state**: protect the state like the cluster itself, or leave it unused and read the kubeconfig with the ephemeral resource `herdClusterKubeconfig`, which is never stored.
 	Kubeconfig *string `pulumi:"kubeconfig"`
-	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
+	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3` (1.27 or later); the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
 	KubernetesVersion *string `pulumi:"kubernetesVersion"`
-	// The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.
+	// The cluster's name, unique on its node: a lowercase RFC 1123 label of at most 40 characters (its VMs and host objects are named after it). Replaces.
 	Name *string `pulumi:"name"`
 	// How the VMs' network interface is bound to the pod network: `bridge` (the default) or `passt`. `masquerade` is refused at plan time: every guest would see the same NAT address, which breaks a cluster of several nodes. Replaces.
 	NetworkBinding *string `pulumi:"networkBinding"`
@@ -162,11 +162,11 @@ type clusterState struct {
 	Node *string `pulumi:"node"`
 	// `Creating`, `Ready`, `Failed`, `Scaling` or `Deleting`, at the last refresh.
 	Phase *string `pulumi:"phase"`
-	// The nested cluster's pod range, a network address such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
+	// The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
 	PodCidr *string `pulumi:"podCidr"`
-	// The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as `podCidr`. Replaces.
+	// The nested cluster's service range, an IPv4 network address from `/12` to `/28` such as `10.201.0.0/16`; the same overlap rules as `podCidr`. Replaces.
 	ServiceCidr *string `pulumi:"serviceCidr"`
-	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `1s` to `24h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
+	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `10s` to `2h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
 	StepTimeout *string `pulumi:"stepTimeout"`
 	// Time limits of the operations on this cluster. Changing them does not replace it.
 	Timeouts *ClusterTimeouts `pulumi:"timeouts"`
@@ -195,9 +195,9 @@ type ClusterState struct {
 	KeepOnFailure pulumi.BoolPtrInput
 	// The nested cluster's admin kubeconfig (YAML, with the endpoint, the CA and a client certificate and key). **Sensitive, and stored in the state**: protect the state like the cluster itself, or leave it unused and read the kubeconfig with the ephemeral resource `herdClusterKubeconfig`, which is never stored.
 	Kubeconfig pulumi.StringPtrInput
-	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
+	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3` (1.27 or later); the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
 	KubernetesVersion pulumi.StringPtrInput
-	// The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.
+	// The cluster's name, unique on its node: a lowercase RFC 1123 label of at most 40 characters (its VMs and host objects are named after it). Replaces.
 	Name pulumi.StringPtrInput
 	// How the VMs' network interface is bound to the pod network: `bridge` (the default) or `passt`. `masquerade` is refused at plan time: every guest would see the same NAT address, which breaks a cluster of several nodes. Replaces.
 	NetworkBinding pulumi.StringPtrInput
@@ -205,11 +205,11 @@ type ClusterState struct {
 	Node pulumi.StringPtrInput
 	// `Creating`, `Ready`, `Failed`, `Scaling` or `Deleting`, at the last refresh.
 	Phase pulumi.StringPtrInput
-	// The nested cluster's pod range, a network address such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
+	// The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
 	PodCidr pulumi.StringPtrInput
-	// The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as `podCidr`. Replaces.
+	// The nested cluster's service range, an IPv4 network address from `/12` to `/28` such as `10.201.0.0/16`; the same overlap rules as `podCidr`. Replaces.
 	ServiceCidr pulumi.StringPtrInput
-	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `1s` to `24h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
+	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `10s` to `2h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
 	StepTimeout pulumi.StringPtrInput
 	// Time limits of the operations on this cluster. Changing them does not replace it.
 	Timeouts ClusterTimeoutsPtrInput
@@ -234,19 +234,19 @@ type clusterArgs struct {
 	EndpointExposure *string `pulumi:"endpointExposure"`
 	// When a creation fails, keep what was made for debugging instead of removing it (default `false`). The kept cluster is saved in the state as tainted. Changes in place.
 	KeepOnFailure *bool `pulumi:"keepOnFailure"`
-	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
+	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3` (1.27 or later); the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
 	KubernetesVersion string `pulumi:"kubernetesVersion"`
-	// The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.
+	// The cluster's name, unique on its node: a lowercase RFC 1123 label of at most 40 characters (its VMs and host objects are named after it). Replaces.
 	Name string `pulumi:"name"`
 	// How the VMs' network interface is bound to the pod network: `bridge` (the default) or `passt`. `masquerade` is refused at plan time: every guest would see the same NAT address, which breaks a cluster of several nodes. Replaces.
 	NetworkBinding *string `pulumi:"networkBinding"`
 	// The agentd that builds and owns the cluster: the `id` of a `Node` (`NAME@ADDRESS`). Another node name replaces the cluster; another address of the same node does not.
 	Node string `pulumi:"node"`
-	// The nested cluster's pod range, a network address such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
+	// The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
 	PodCidr string `pulumi:"podCidr"`
-	// The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as `podCidr`. Replaces.
+	// The nested cluster's service range, an IPv4 network address from `/12` to `/28` such as `10.201.0.0/16`; the same overlap rules as `podCidr`. Replaces.
 	ServiceCidr string `pulumi:"serviceCidr"`
-	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `1s` to `24h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
+	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `10s` to `2h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
 	StepTimeout *string `pulumi:"stepTimeout"`
 	// Time limits of the operations on this cluster. Changing them does not replace it.
 	Timeouts *ClusterTimeouts `pulumi:"timeouts"`
@@ -264,19 +264,19 @@ type ClusterArgs struct {
 	EndpointExposure pulumi.StringPtrInput
 	// When a creation fails, keep what was made for debugging instead of removing it (default `false`). The kept cluster is saved in the state as tainted. Changes in place.
 	KeepOnFailure pulumi.BoolPtrInput
-	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
+	// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3` (1.27 or later); the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
 	KubernetesVersion pulumi.StringInput
-	// The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.
+	// The cluster's name, unique on its node: a lowercase RFC 1123 label of at most 40 characters (its VMs and host objects are named after it). Replaces.
 	Name pulumi.StringInput
 	// How the VMs' network interface is bound to the pod network: `bridge` (the default) or `passt`. `masquerade` is refused at plan time: every guest would see the same NAT address, which breaks a cluster of several nodes. Replaces.
 	NetworkBinding pulumi.StringPtrInput
 	// The agentd that builds and owns the cluster: the `id` of a `Node` (`NAME@ADDRESS`). Another node name replaces the cluster; another address of the same node does not.
 	Node pulumi.StringInput
-	// The nested cluster's pod range, a network address such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
+	// The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
 	PodCidr pulumi.StringInput
-	// The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as `podCidr`. Replaces.
+	// The nested cluster's service range, an IPv4 network address from `/12` to `/28` such as `10.201.0.0/16`; the same overlap rules as `podCidr`. Replaces.
 	ServiceCidr pulumi.StringInput
-	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `1s` to `24h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
+	// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `10s` to `2h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
 	StepTimeout pulumi.StringPtrInput
 	// Time limits of the operations on this cluster. Changing them does not replace it.
 	Timeouts ClusterTimeoutsPtrInput
@@ -411,12 +411,12 @@ func (o ClusterOutput) Kubeconfig() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.Kubeconfig }).(pulumi.StringOutput)
 }
 
-// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3`; the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
+// The nested cluster's Kubernetes release, `MAJOR.MINOR.PATCH` such as `1.34.3` (1.27 or later); the images must carry kubeadm for it. Replaces (herd does not upgrade clusters in place).
 func (o ClusterOutput) KubernetesVersion() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.KubernetesVersion }).(pulumi.StringOutput)
 }
 
-// The cluster's name, unique on its node: a lowercase RFC 1123 label. Replaces.
+// The cluster's name, unique on its node: a lowercase RFC 1123 label of at most 40 characters (its VMs and host objects are named after it). Replaces.
 func (o ClusterOutput) Name() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.Name }).(pulumi.StringOutput)
 }
@@ -436,17 +436,17 @@ func (o ClusterOutput) Phase() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.Phase }).(pulumi.StringOutput)
 }
 
-// The nested cluster's pod range, a network address such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
+// The nested cluster's pod range, an IPv4 network address from `/8` to `/24` such as `10.200.0.0/16`. It may not overlap `serviceCidr` (checked at plan time) nor the host cluster's ranges or herd's (`--cluster-cidr`, `--service-cidr`; checked by agentd at apply). No default: no range is safe everywhere. Replaces.
 func (o ClusterOutput) PodCidr() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.PodCidr }).(pulumi.StringOutput)
 }
 
-// The nested cluster's service range, e.g. `10.201.0.0/16`; same rules as `podCidr`. Replaces.
+// The nested cluster's service range, an IPv4 network address from `/12` to `/28` such as `10.201.0.0/16`; the same overlap rules as `podCidr`. Replaces.
 func (o ClusterOutput) ServiceCidr() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.ServiceCidr }).(pulumi.StringOutput)
 }
 
-// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `1s` to `24h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
+// The bound on each wait of agentd's creation and scaling steps (a VM running, a nested node Ready, the API server answering), as a Go duration of whole seconds from `10s` to `2h` (default `"10m"`). A step that does not finish in time fails the creation with the step's name. Changes in place. The whole operation is bounded by `timeouts`.
 func (o ClusterOutput) StepTimeout() pulumi.StringOutput {
 	return o.ApplyT(func(v *Cluster) pulumi.StringOutput { return v.StepTimeout }).(pulumi.StringOutput)
 }

@@ -14,15 +14,15 @@ import (
 var _ = internal.GetEnvOrDefault
 
 type ClusterControlPlane struct {
-	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+	// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 2). Replaces.
 	Cpu *string `pulumi:"cpu"`
-	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+	// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces.
 	DataVolumeSize *string `pulumi:"dataVolumeSize"`
-	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces.
 	Image *string `pulumi:"image"`
-	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1700Mi`). Replaces.
 	Memory *string `pulumi:"memory"`
-	// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+	// `1` (the default) or `3` control-plane VMs (etcd needs an odd number of members; 3 tolerate one failure).
 	Replicas *int `pulumi:"replicas"`
 }
 
@@ -38,15 +38,15 @@ type ClusterControlPlaneInput interface {
 }
 
 type ClusterControlPlaneArgs struct {
-	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+	// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 2). Replaces.
 	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
-	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+	// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces.
 	DataVolumeSize pulumi.StringPtrInput `pulumi:"dataVolumeSize"`
-	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces.
 	Image pulumi.StringPtrInput `pulumi:"image"`
-	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1700Mi`). Replaces.
 	Memory pulumi.StringPtrInput `pulumi:"memory"`
-	// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+	// `1` (the default) or `3` control-plane VMs (etcd needs an odd number of members; 3 tolerate one failure).
 	Replicas pulumi.IntPtrInput `pulumi:"replicas"`
 }
 
@@ -127,27 +127,27 @@ func (o ClusterControlPlaneOutput) ToClusterControlPlanePtrOutputWithContext(ctx
 	}).(ClusterControlPlanePtrOutput)
 }
 
-// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 2). Replaces.
 func (o ClusterControlPlaneOutput) Cpu() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterControlPlane) *string { return v.Cpu }).(pulumi.StringPtrOutput)
 }
 
-// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces.
 func (o ClusterControlPlaneOutput) DataVolumeSize() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterControlPlane) *string { return v.DataVolumeSize }).(pulumi.StringPtrOutput)
 }
 
-// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces.
 func (o ClusterControlPlaneOutput) Image() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterControlPlane) *string { return v.Image }).(pulumi.StringPtrOutput)
 }
 
-// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1700Mi`). Replaces.
 func (o ClusterControlPlaneOutput) Memory() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterControlPlane) *string { return v.Memory }).(pulumi.StringPtrOutput)
 }
 
-// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+// `1` (the default) or `3` control-plane VMs (etcd needs an odd number of members; 3 tolerate one failure).
 func (o ClusterControlPlaneOutput) Replicas() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v ClusterControlPlane) *int { return v.Replicas }).(pulumi.IntPtrOutput)
 }
@@ -176,7 +176,7 @@ func (o ClusterControlPlanePtrOutput) Elem() ClusterControlPlaneOutput {
 	}).(ClusterControlPlaneOutput)
 }
 
-// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces.
+// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 2). Replaces.
 func (o ClusterControlPlanePtrOutput) Cpu() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterControlPlane) *string {
 		if v == nil {
@@ -186,7 +186,7 @@ func (o ClusterControlPlanePtrOutput) Cpu() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces.
+// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces.
 func (o ClusterControlPlanePtrOutput) DataVolumeSize() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterControlPlane) *string {
 		if v == nil {
@@ -196,7 +196,7 @@ func (o ClusterControlPlanePtrOutput) DataVolumeSize() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces.
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces.
 func (o ClusterControlPlanePtrOutput) Image() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterControlPlane) *string {
 		if v == nil {
@@ -206,7 +206,7 @@ func (o ClusterControlPlanePtrOutput) Image() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces.
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1700Mi`). Replaces.
 func (o ClusterControlPlanePtrOutput) Memory() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterControlPlane) *string {
 		if v == nil {
@@ -216,7 +216,7 @@ func (o ClusterControlPlanePtrOutput) Memory() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// `1` (the default) or `3` control-plane VMs (an etcd quorum).
+// `1` (the default) or `3` control-plane VMs (etcd needs an odd number of members; 3 tolerate one failure).
 func (o ClusterControlPlanePtrOutput) Replicas() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *ClusterControlPlane) *int {
 		if v == nil {
@@ -544,13 +544,13 @@ func (o ClusterVmArrayOutput) Index(i pulumi.IntInput) ClusterVmOutput {
 }
 
 type ClusterWorkers struct {
-	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+	// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 1). Replaces the cluster (only `replicas` scales in place).
 	Cpu *string `pulumi:"cpu"`
-	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+	// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
 	DataVolumeSize *string `pulumi:"dataVolumeSize"`
-	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces the cluster (only `replicas` scales in place).
 	Image *string `pulumi:"image"`
-	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1Gi`). Replaces the cluster (only `replicas` scales in place).
 	Memory *string `pulumi:"memory"`
 	// The number of worker VMs, 0 to 100. Changes in place: agentd adds or removes workers, and the apply waits until the cluster is Ready again.
 	Replicas int `pulumi:"replicas"`
@@ -568,13 +568,13 @@ type ClusterWorkersInput interface {
 }
 
 type ClusterWorkersArgs struct {
-	// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+	// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 1). Replaces the cluster (only `replicas` scales in place).
 	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
-	// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+	// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
 	DataVolumeSize pulumi.StringPtrInput `pulumi:"dataVolumeSize"`
-	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+	// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces the cluster (only `replicas` scales in place).
 	Image pulumi.StringPtrInput `pulumi:"image"`
-	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+	// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1Gi`). Replaces the cluster (only `replicas` scales in place).
 	Memory pulumi.StringPtrInput `pulumi:"memory"`
 	// The number of worker VMs, 0 to 100. Changes in place: agentd adds or removes workers, and the apply waits until the cluster is Ready again.
 	Replicas pulumi.IntInput `pulumi:"replicas"`
@@ -657,22 +657,22 @@ func (o ClusterWorkersOutput) ToClusterWorkersPtrOutputWithContext(ctx context.C
 	}).(ClusterWorkersPtrOutput)
 }
 
-// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 1). Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersOutput) Cpu() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterWorkers) *string { return v.Cpu }).(pulumi.StringPtrOutput)
 }
 
-// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersOutput) DataVolumeSize() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterWorkers) *string { return v.DataVolumeSize }).(pulumi.StringPtrOutput)
 }
 
-// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersOutput) Image() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterWorkers) *string { return v.Image }).(pulumi.StringPtrOutput)
 }
 
-// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1Gi`). Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersOutput) Memory() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v ClusterWorkers) *string { return v.Memory }).(pulumi.StringPtrOutput)
 }
@@ -706,7 +706,7 @@ func (o ClusterWorkersPtrOutput) Elem() ClusterWorkersOutput {
 	}).(ClusterWorkersOutput)
 }
 
-// Virtual CPUs of each VM, a quantity such as `2` or `1500m` (default `2`). Replaces the cluster (only `replicas` scales in place).
+// Virtual CPUs of each VM, whole CPUs such as `2` (default `2`; at least 1). Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersPtrOutput) Cpu() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterWorkers) *string {
 		if v == nil {
@@ -716,7 +716,7 @@ func (o ClusterWorkersPtrOutput) Cpu() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// Boot from a DataVolume of this size (e.g. `20Gi`) imported from `image`, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
+// Boot from a DataVolume of this size (e.g. `20Gi`, at least `1Gi`) imported from `image` by CDI, instead of an ephemeral container disk. Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersPtrOutput) DataVolumeSize() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterWorkers) *string {
 		if v == nil {
@@ -726,7 +726,7 @@ func (o ClusterWorkersPtrOutput) DataVolumeSize() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Replaces the cluster (only `replicas` scales in place).
+// The VMs' container disk image: an OS with cloud-init and kubeadm, kubelet and a container runtime for `kubernetesVersion`. Required (for workers: unless `replicas` is 0). Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersPtrOutput) Image() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterWorkers) *string {
 		if v == nil {
@@ -736,7 +736,7 @@ func (o ClusterWorkersPtrOutput) Image() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// Memory of each VM, a quantity such as `4Gi` (default `4Gi`). Replaces the cluster (only `replicas` scales in place).
+// Memory of each VM, a quantity such as `4Gi` (default `4Gi`; at least `1Gi`). Replaces the cluster (only `replicas` scales in place).
 func (o ClusterWorkersPtrOutput) Memory() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ClusterWorkers) *string {
 		if v == nil {
