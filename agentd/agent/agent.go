@@ -168,6 +168,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		srv.SetServices(svcs.reg)
 		srv.SetSecrets(secretAPI{Replicator: sec.rep, kms: sec.kms})
 	}
+	nd, stopNested, err := startNested(cfg, st, sec, log)
+	if err != nil {
+		return err
+	}
+	defer stopNested()
+	if nd != nil {
+		srv.SetNested(nd)
+	}
 
 	errc := make(chan error, 2)
 	var servers []*grpc.Server

@@ -74,6 +74,21 @@ type Config struct {
 	// trigger a check at once).
 	SecretResync time.Duration
 
+	// NestedKubeconfig turns on nested Kubernetes clusters: a kubeconfig
+	// for a host cluster that runs KubeVirt ("" disables them).
+	NestedKubeconfig string
+	// NestedHostCIDRs are the host cluster's ranges (pods, services,
+	// nodes) that nested clusters' ranges may not overlap.
+	NestedHostCIDRs []string
+	// NestedNamespacePrefix starts each nested cluster's host namespace
+	// (<prefix>-<node>-<cluster>); default herd.
+	NestedNamespacePrefix string
+	// NestedNodeAddress is the host address of NodePort endpoints
+	// (default: a host Node's address).
+	NestedNodeAddress string
+	// NestedPoll is the period of the nested clusters' waits (default 2s).
+	NestedPoll time.Duration
+
 	ReservedCPU    string // quantity, e.g. "100m"
 	ReservedMemory string // quantity, e.g. "256Mi"
 	LogMaxBytes    int64
@@ -146,6 +161,7 @@ func (c *Config) Validate() error {
 	if c.Socket != "" && len(c.Socket) > 100 {
 		errs = append(errs, fmt.Errorf("--socket: path longer than 100 bytes: %s", c.Socket))
 	}
+	errs = append(errs, c.validateNested()...)
 	return errors.Join(errs...)
 }
 

@@ -59,6 +59,7 @@ type Server struct {
 	members  Members
 	services Services
 	secrets  Secrets
+	nested   NestedClusters
 	mapErr   ErrorMapper
 	log      *slog.Logger
 }
@@ -94,6 +95,7 @@ func (s *Server) Register(g *grpc.Server) {
 	herdv1.RegisterHealthServiceServer(g, s)
 	herdv1.RegisterServiceServiceServer(g, s)
 	s.registerSecrets(g)
+	s.registerNested(g)
 }
 
 func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {

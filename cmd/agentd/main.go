@@ -54,6 +54,11 @@ func main() {
 	fs.Var(&dnsUpstreams, "dns-upstream", "resolver IP:PORT for names outside the cluster domain (repeatable; default: /etc/resolv.conf)")
 	fs.DurationVar(&cfg.SecretResync, "secret-resync", 30*time.Second, "how often secret holders check that every matching member holds the current version")
 	fs.DurationVar(&cfg.ServiceResync, "service-resync", time.Minute, "how often service rules are rewritten in full (repairs changes made behind herd's back)")
+	var nestedCIDRs listFlag
+	fs.StringVar(&cfg.NestedKubeconfig, "nested-kubeconfig", "", "kubeconfig of a host cluster running KubeVirt: enables nested Kubernetes clusters (empty: disabled)")
+	fs.Var(&nestedCIDRs, "nested-host-cidrs", "the host cluster's pod, service and node ranges, comma-separated or repeated: nested clusters' ranges may not overlap them")
+	fs.StringVar(&cfg.NestedNamespacePrefix, "nested-namespace-prefix", "herd", "prefix of nested clusters' host namespaces: <prefix>-<node>-<cluster>")
+	fs.StringVar(&cfg.NestedNodeAddress, "nested-node-address", "", "host address of NodePort endpoints of nested clusters (default: a host node's address)")
 	fs.StringVar(&cfg.NodeIP, "node-ip", "", "address peers route this node's pods through (default: the gossip address)")
 	var cniDirs listFlag
 	fs.Var(&cniDirs, "cni-bin-dir", "directory with CNI plugins (repeatable; default /usr/lib/cni and /opt/cni/bin)")
@@ -73,6 +78,13 @@ func main() {
 	cfg.CNIBinDirs = cniDirs
 	cfg.Join = join
 	cfg.DNSUpstreams = dnsUpstreams
+	for _, v := range nestedCIDRs {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				cfg.NestedHostCIDRs = append(cfg.NestedHostCIDRs, c)
+			}
+		}
+	}
 	cfg.Version = version
 	n, err := spec.ParseMemory(logMax)
 	if err != nil {
