@@ -17,6 +17,26 @@
 // cluster's message names the failed step with the VM's status and recent
 // events. Every host object carries herd's marker labels; the driver never
 // changes or deletes a host object without them.
+//
+// The guest image (control_plane.image, workers.image) must boot with
+// cloud-init (NoCloud) and carry kubeadm, kubelet, kubectl and a container
+// runtime for kubernetes_version; if it has /etc/herd/cni.yaml, the first
+// control plane applies it after `kubeadm init` with {{POD_CIDR}} replaced
+// by pod_cidr (without a CNI the nested nodes never become Ready). The
+// host cluster's Secrets hold each VM's cloud-init, which for control
+// planes includes the cluster's CA keys (the guest needs them): restrict
+// access to the host namespaces.
+//
+// No VM can boot on herd's test machines (no KVM). The tests run the
+// driver against a real kube-apiserver as the host, with
+// acctest.PlayVirt writing what KubeVirt's controllers would (VMIs Ready
+// with IPs, load-balancer addresses, failure events); acctest.PlayKubeadm
+// stands in for kubeadm in the first control-plane VM by starting a real
+// etcd and kube-apiserver from the CAs in the VM's cloud-init Secret, on
+// the endpoint's address, so /readyz is answered by a real API server
+// running on agentd's certificates; acctest.PlayKubelet registers the
+// Ready Nodes the kubelets would. Booting guests, kubeadm itself and the
+// CNI are not exercised.
 package nested
 
 import (
