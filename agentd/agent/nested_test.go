@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/pem"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +28,8 @@ import (
 // holds, delete removes every host object.
 func TestNestedClusterE2E(t *testing.T) {
 	kube := acctest.SharedKube(t)
-	const nodeName, cluster, lbIP = "nested-e2e", "e2e", "127.0.99.1"
+	const nodeName, cluster = "nested-e2e", "e2e"
+	lbIP := fmt.Sprintf("127.%d.%d.%d", 90+rand.IntN(10), 1+rand.IntN(250), 1+rand.IntN(250))
 	n := startNode(t, nodeName, func(o *acctest.AgentOptions) {
 		o.ExtraArgs = append(o.ExtraArgs, "--nested-kubeconfig", kube.Kubeconfig, "--nested-host-cidrs", "10.240.0.0/16,10.241.0.0/16")
 	})

@@ -697,20 +697,48 @@ func (d *Driver) deleteObjects(ctx context.Context, name string, namespace bool)
 		return nil
 	}
 	ns := r.Namespace
-	objs, err := d.listCluster(ctx, ns, name)
-	if err != nil {
-		return err
-	}
+	// Delete, then list again until nothing marked is left: a controller
+	// may recreate a VMI between its VM's deletion and ours (KubeVirt's
+	// garbage collection removes it a moment later). Terminating objects
+	// count as gone. Bounded: a minute.
+	deadline := time.Now().Add(time.Minute)
 	order := map[string]int{KindVirtualMachine: 0, "VirtualMachineInstance": 1, KindDataVolume: 2, KindSecret: 3, KindService: 4}
-	sort.SliceStable(objs, func(i, j int) bool { return order[objs[i].Kind] < order[objs[j].Kind] })
-	var errs []error
-	for _, o := range objs {
-		if _, err := d.deleteMarked(ctx, name, o.Kind, ns, o.Name); err != nil {
-			errs = append(errs, err)
+	for {
+		objs, err := d.listCluster(ctx, ns, name)
+		if err != nil {
+			return err
+		}
+		var left []string
+		for _, o := range objs {
+			if !o.Terminating {
+				left = append(left, o.Kind+" "+o.Name)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("host objects still present after a minute: %s", strings.Join(left, ", "))
+		}
+		sort.SliceStable(objs, func(i, j int) bool { return order[objs[i].Kind] < order[objs[j].Kind] })
+		var errs []error
+		for _, o := range objs {
+			if o.Terminating {
+				continue
+			}
+			if _, err := d.deleteMarked(ctx, name, o.Kind, ns, o.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		if err := d.sleep(ctx); err != nil {
+			return err
 		}
 	}
-	if err := errors.Join(errs...); err != nil || !namespace {
-		return err
+	if !namespace {
+		return nil
 	}
 	return d.deleteNamespace(ctx, name, ns)
 }

@@ -134,7 +134,8 @@ func (e *testEnv) namespaceGone(t *testing.T, ns string) bool {
 // deletion protection; delete, leaving foreign objects alone.
 func TestCreateScaleDelete(t *testing.T) {
 	e := newEnv(t)
-	const name, lbIP = "dev", "127.0.98.1"
+	const name = "dev"
+	lbIP := loopbackIP()
 	ns := e.d.namespaceFor(name)
 	stop := e.kube.PlayVirt(context.Background(), ns, acctest.VirtOptions{LBIPs: []string{lbIP}, Delay: 300 * time.Millisecond})
 	defer stop()
@@ -408,7 +409,7 @@ func TestFailureCompensates(t *testing.T) {
 	const name = "broken"
 	ns := e.d.namespaceFor(name)
 	stop := e.kube.PlayVirt(context.Background(), ns, acctest.VirtOptions{
-		LBIPs: []string{"127.0.98.2"}, FailVM: map[string]string{"broken-cp-0": "FailedScheduling"},
+		LBIPs: []string{loopbackIP()}, FailVM: map[string]string{"broken-cp-0": "FailedScheduling"},
 	})
 	defer stop()
 	ctx := context.Background()
@@ -449,7 +450,7 @@ func TestKeepOnFailure(t *testing.T) {
 	const name = "kept"
 	ns := e.d.namespaceFor(name)
 	stop := e.kube.PlayVirt(context.Background(), ns, acctest.VirtOptions{
-		LBIPs: []string{"127.0.98.3"}, FailVM: map[string]string{"kept-cp-0": "ImageBroken"},
+		LBIPs: []string{loopbackIP()}, FailVM: map[string]string{"kept-cp-0": "ImageBroken"},
 	})
 	defer stop()
 	ctx := context.Background()
@@ -482,7 +483,7 @@ func TestRestartInterruptsCreation(t *testing.T) {
 	ns := e.d.namespaceFor(name)
 	// No PlayVirt yet: the creation waits for its VMI.
 	ctx := context.Background()
-	stop := e.kube.PlayVirt(ctx, ns, acctest.VirtOptions{LBIPs: []string{"127.0.98.4"}, Delay: time.Hour})
+	stop := e.kube.PlayVirt(ctx, ns, acctest.VirtOptions{LBIPs: []string{loopbackIP()}, Delay: time.Hour})
 	defer stop()
 	if _, _, err := e.d.Apply(ctx, testSpec(name, 0)); err != nil {
 		t.Fatal(err)

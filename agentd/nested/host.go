@@ -184,8 +184,9 @@ func (d *Driver) deleteMarked(ctx context.Context, cluster, kind, ns, name strin
 
 // hostObject is one object found by label on the host.
 type hostObject struct {
-	Kind, Name string
-	Labels     map[string]string
+	Kind, Name  string
+	Labels      map[string]string
+	Terminating bool
 }
 
 // listCluster lists the cluster's marked objects in its namespace.
@@ -205,7 +206,7 @@ func (d *Driver) listCluster(ctx context.Context, ns, cluster string) ([]hostObj
 			return nil, fmt.Errorf("list %ss: %w", gvr.kind, err)
 		}
 		for _, o := range l.Items {
-			out = append(out, hostObject{Kind: gvr.kind, Name: o.GetName(), Labels: o.GetLabels()})
+			out = append(out, hostObject{Kind: gvr.kind, Name: o.GetName(), Labels: o.GetLabels(), Terminating: o.GetDeletionTimestamp() != nil})
 		}
 	}
 	secs, err := h.Kube.CoreV1().Secrets(ns).List(ctx, sel)
@@ -213,14 +214,14 @@ func (d *Driver) listCluster(ctx context.Context, ns, cluster string) ([]hostObj
 		return nil, fmt.Errorf("list Secrets: %w", err)
 	}
 	for _, o := range secs.Items {
-		out = append(out, hostObject{Kind: KindSecret, Name: o.Name, Labels: o.Labels})
+		out = append(out, hostObject{Kind: KindSecret, Name: o.Name, Labels: o.Labels, Terminating: o.DeletionTimestamp != nil})
 	}
 	svcs, err := h.Kube.CoreV1().Services(ns).List(ctx, sel)
 	if err != nil {
 		return nil, fmt.Errorf("list Services: %w", err)
 	}
 	for _, o := range svcs.Items {
-		out = append(out, hostObject{Kind: KindService, Name: o.Name, Labels: o.Labels})
+		out = append(out, hostObject{Kind: KindService, Name: o.Name, Labels: o.Labels, Terminating: o.DeletionTimestamp != nil})
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -142,4 +143,10 @@ func replaceCA(t *testing.T, kubeconfig, caPEM []byte) string {
 func caHashOf(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// loopbackIP is a random 127.x.y.z address, so that runs that follow each
+// other (or run side by side) never serve on the same address and port.
+func loopbackIP() string {
+	return fmt.Sprintf("127.%d.%d.%d", 90+rand.IntN(10), 1+rand.IntN(250), 1+rand.IntN(250))
 }

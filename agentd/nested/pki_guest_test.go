@@ -19,7 +19,7 @@ import (
 // kubeadm-layout directory; a kubeconfig of another CA is refused.
 func TestGeneratedPKIWithRealAPIServer(t *testing.T) {
 	acctest.RequireKubeBinaries(t)
-	const bind = "127.0.97.1"
+	bind := loopbackIP()
 	cas, err := pki.GenerateCAs(time.Now())
 	if err != nil {
 		t.Fatal(err)
