@@ -114,10 +114,19 @@ func TestGuestControlPlane(t *testing.T) {
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "smoke"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The service range is the one given.
-	svc, err := admin.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	// The service range is the one given. The apiserver creates the
+	// kubernetes Service in the background after it reports ready.
+	var svc *corev1.Service
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		svc, err = admin.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err == nil {
+			break
+		}
+		if !apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if !strings.HasPrefix(svc.Spec.ClusterIP, "10.128.") {
 		t.Errorf("kubernetes service ClusterIP %s, want one in 10.128.0.0/16", svc.Spec.ClusterIP)
