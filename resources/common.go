@@ -18,12 +18,14 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
 )
 
@@ -261,4 +263,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// attributePath turns an agentd/spec field path into the attribute path
+// of a resource; rename maps agentd's field names (the protobuf's) to the
+// schema's where they differ (blocks are singular), given the step index.
+func attributePath(p spec.Path, rename func(i int, field string) string) path.Path {
+	out := path.Empty()
+	for i, s := range p {
+		switch s.Kind {
+		case spec.FieldStep:
+			out = out.AtName(rename(i, s.Field))
+		case spec.IndexStep:
+			out = out.AtListIndex(s.Index)
+		case spec.KeyStep:
+			out = out.AtMapKey(s.Key)
+		}
+	}
+	return out
 }

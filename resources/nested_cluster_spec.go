@@ -231,22 +231,12 @@ func validateNestedClusterSpec(s *herdv1.NestedClusterSpec) spec.FieldErrors {
 // the control_plane and workers blocks are objects, step_timeout_seconds
 // is step_timeout; every other field has the same name.
 func nestedAttributePath(p spec.Path) path.Path {
-	out := path.Empty()
-	for _, s := range p {
-		switch s.Kind {
-		case spec.FieldStep:
-			name := s.Field
-			if name == "step_timeout_seconds" {
-				name = "step_timeout"
-			}
-			out = out.AtName(name)
-		case spec.IndexStep:
-			out = out.AtListIndex(s.Index)
-		case spec.KeyStep:
-			out = out.AtMapKey(s.Key)
+	return attributePath(p, func(_ int, name string) string {
+		if name == "step_timeout_seconds" {
+			return "step_timeout"
 		}
-	}
-	return out
+		return name
+	})
 }
 
 // addNestedFieldErrors reports spec errors at their attribute paths.

@@ -338,30 +338,20 @@ next:
 // list indexes and map keys carry over, every other field has the same
 // name in both.
 func podAttributePath(p spec.Path) path.Path {
-	out := path.Empty()
-	for i, s := range p {
-		switch s.Kind {
-		case spec.FieldStep:
-			name := s.Field
-			if i == 0 && name == "containers" {
-				name = "container"
-			}
-			if i == 2 && p[0].Field == "containers" {
-				switch name {
-				case "ports":
-					name = "port"
-				case "secret_mounts":
-					name = "secret_mount"
-				}
-			}
-			out = out.AtName(name)
-		case spec.IndexStep:
-			out = out.AtListIndex(s.Index)
-		case spec.KeyStep:
-			out = out.AtMapKey(s.Key)
+	return attributePath(p, func(i int, name string) string {
+		if i == 0 && name == "containers" {
+			return "container"
 		}
-	}
-	return out
+		if i == 2 && p[0].Field == "containers" {
+			switch name {
+			case "ports":
+				return "port"
+			case "secret_mounts":
+				return "secret_mount"
+			}
+		}
+		return name
+	})
 }
 
 // addFieldErrors reports spec field errors at their attribute paths.

@@ -123,22 +123,12 @@ next:
 // secretAttributePath maps a spec path (relative to a SecretSpec) to the
 // herd_secret attribute path: "data" is dataAttr (data or data_wo).
 func secretAttributePath(p spec.Path, dataAttr string) path.Path {
-	out := path.Empty()
-	for i, s := range p {
-		switch s.Kind {
-		case spec.FieldStep:
-			name := s.Field
-			if i == 0 && name == "data" && dataAttr != "" {
-				name = dataAttr
-			}
-			out = out.AtName(name)
-		case spec.IndexStep:
-			out = out.AtListIndex(s.Index)
-		case spec.KeyStep:
-			out = out.AtMapKey(s.Key)
+	return attributePath(p, func(i int, name string) string {
+		if i == 0 && name == "data" && dataAttr != "" {
+			return dataAttr
 		}
-	}
-	return out
+		return name
+	})
 }
 
 // addSecretFieldErrors reports spec field errors at their attribute paths.

@@ -843,22 +843,12 @@ func (c *serviceConversion) int32Field(v types.Int64, p spec.Path, rangeMsg, zer
 // herd_service attribute path: the spec's "ports" list is the "port"
 // block; every other field has the same name in both.
 func serviceAttributePath(p spec.Path) path.Path {
-	out := path.Empty()
-	for i, s := range p {
-		switch s.Kind {
-		case spec.FieldStep:
-			name := s.Field
-			if i == 0 && name == "ports" {
-				name = "port"
-			}
-			out = out.AtName(name)
-		case spec.IndexStep:
-			out = out.AtListIndex(s.Index)
-		case spec.KeyStep:
-			out = out.AtMapKey(s.Key)
+	return attributePath(p, func(i int, name string) string {
+		if i == 0 && name == "ports" {
+			return "port"
 		}
-	}
-	return out
+		return name
+	})
 }
 
 // addServiceFieldErrors reports spec field errors at their attribute paths.
