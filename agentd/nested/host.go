@@ -176,7 +176,16 @@ func (d *Driver) deleteMarked(ctx context.Context, cluster, kind, ns, name strin
 	if obj.GetDeletionTimestamp() != nil {
 		return false, nil
 	}
+	// Delete exactly the object checked: if it was replaced in between
+	// (by someone else, perhaps without the marker), the UID differs and
+	// the API server refuses.
+	uid := obj.GetUID()
+	opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	if err := del(); err != nil && !apierrors.IsNotFound(err) {
+		if apierrors.IsConflict(err) {
+			d.log.Warn("host object replaced between check and delete; left alone", "kind", kind, "namespace", ns, "name", name)
+			return true, nil
+		}
 		return false, fmt.Errorf("delete %s %s: %w", kind, name, err)
 	}
 	return false, nil
