@@ -366,6 +366,12 @@ func AgentForTest(tb testing.TB, o AgentOptions) *Agent {
 		if tb.Failed() {
 			tb.Logf("agentd %s log tail:\n%s", a.Name, a.LogTail(30))
 		}
+		// Pods left running leave their netns bind mounts (and secret
+		// tmpfs) below the state dir; RemoveAll would stop at them.
+		if err := unmountUnder(a.Opts.Dir); err != nil {
+			tb.Logf("agentd %s: %v", a.Name, err)
+			return
+		}
 		_ = os.RemoveAll(a.Opts.Dir)
 	})
 	return a
