@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"logs":       {summary: "print a pod container's log", run: runLogs},
 	"nodes":      {summary: "list the cluster's members as a node sees them", run: runNodes},
 	"services":   {summary: "list the cluster's services with cluster IPs and endpoints", run: runServices},
+	"clusters":   {summary: "list the nested Kubernetes clusters a node owns, or print one's kubeconfig", run: runClusters},
 	"secrets":    {summary: "list secrets (never their values) or rotate a node's key-encryption key", run: runSecrets},
 	"gossip-key": {summary: "write a new gossip encryption key for agentd --gossip-key", run: runGossipKey},
 }
