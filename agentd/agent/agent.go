@@ -166,7 +166,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cl != nil {
 		srv.SetMembers(members{cl})
 		srv.SetServices(svcs.reg)
-		srv.SetSecrets(secretAPI{Replicator: sec.rep, kms: sec.kms})
 	}
 	nd, stopNested, err := startNested(cfg, st, sec, log)
 	if err != nil {
@@ -175,6 +174,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer stopNested()
 	if nd != nil {
 		srv.SetNested(nd)
+	}
+	if sec != nil {
+		api := secretAPI{Replicator: sec.rep, kms: sec.kms}
+		if nd != nil {
+			api.alsoSealed = nd // nested PKI is sealed with the same key
+		}
+		srv.SetSecrets(api)
 	}
 
 	errc := make(chan error, 2)

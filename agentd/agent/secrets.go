@@ -71,19 +71,33 @@ func (s *secretStack) close() {
 	_ = s.kms.Close()
 }
 
-// api adapts the stack to the server.
+// rewrapper is another holder of data keys wrapped by the node's KMS.
+type rewrapper interface {
+	RewrapKeys(ctx context.Context) (int, error)
+}
+
+// secretAPI adapts the stack to the server.
 type secretAPI struct {
 	*secrets.Replicator
 	kms *secrets.FileKMS
+	// alsoSealed holds other material sealed with the same KMS (nested
+	// clusters' PKI); a rotation re-wraps it too. May be nil.
+	alsoSealed rewrapper
 }
 
+// RotateKey makes a new key-encryption key current and re-wraps every data
+// key the node holds with it: secrets', and the nested clusters'.
 func (a secretAPI) RotateKey(ctx context.Context) (string, int, error) {
 	id, err := a.kms.Rotate(ctx)
 	if err != nil {
 		return "", 0, err
 	}
 	n, err := a.Replicator.RotateKey(ctx)
-	return id, n, err
+	if err != nil || a.alsoSealed == nil {
+		return id, n, err
+	}
+	m, err := a.alsoSealed.RewrapKeys(ctx)
+	return id, n + m, err
 }
 
 // secretSource adapts the replicator to the pod manager.

@@ -391,6 +391,38 @@ func (d *Driver) seal(ctx context.Context, name, uid string, m *material) ([]byt
 	return s.Marshal()
 }
 
+// RewrapKeys re-wraps the data key of every cluster's sealed material with
+// the KMS's current key-encryption key, after a key rotation; it returns
+// how many it re-wrapped. The material itself is not decrypted.
+func (d *Driver) RewrapKeys(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for name, e := range d.clusters {
+		if len(e.rec.Sealed) == 0 {
+			continue
+		}
+		s, err := secrets.Unmarshal(e.rec.Sealed)
+		if err != nil {
+			return n, fmt.Errorf("re-wrap nested cluster %s: %w", name, err)
+		}
+		re, err := secrets.Rewrap(ctx, d.cfg.KMS, s)
+		if err != nil {
+			return n, fmt.Errorf("re-wrap nested cluster %s: %w", name, err)
+		}
+		b, err := re.Marshal()
+		if err != nil {
+			return n, fmt.Errorf("re-wrap nested cluster %s: %w", name, err)
+		}
+		e.rec.Sealed = b
+		if err := d.persistLocked(name); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 func (d *Driver) open(ctx context.Context, r *record) (*material, error) {
 	if len(r.Sealed) == 0 {
 		return nil, ErrNotReady

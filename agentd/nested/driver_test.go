@@ -503,3 +503,43 @@ func TestRestartInterruptsCreation(t *testing.T) {
 		return len(got) == 0 && e.namespaceGone(t, ns), strings.Join(got, " ")
 	})
 }
+
+// After a key rotation RewrapKeys re-wraps the sealed PKI: with the old key
+// retired, the kubeconfig still opens, byte for byte the same.
+func TestRewrapKeysAfterRotation(t *testing.T) {
+	e := newEnv(t)
+	const name = "rot"
+	ns := e.d.namespaceFor(name)
+	stop := e.kube.PlayVirt(context.Background(), ns, acctest.VirtOptions{
+		LBIPs: []string{loopbackIP()}, FailVM: map[string]string{"rot-cp-0": "ImageBroken"},
+	})
+	defer stop()
+	ctx := context.Background()
+	sp := testSpec(name, 1)
+	sp.KeepOnFailure, sp.DeletionProtection = true, false
+	if _, _, err := e.d.Apply(ctx, sp); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPhase(t, name, PhaseFailed, 60*time.Second)
+	before, err := e.d.Kubeconfig(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := e.kms.CurrentKeyID()
+	if _, err := e.kms.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.d.RewrapKeys(ctx); err != nil || n != 1 {
+		t.Fatalf("RewrapKeys = %d, %v; want 1", n, err)
+	}
+	if err := e.kms.Retire(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.d.Kubeconfig(ctx, name)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("kubeconfig after rotation and retiring the old key: %v", err)
+	}
+	if _, err := e.d.Delete(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+}
