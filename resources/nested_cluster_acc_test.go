@@ -9,9 +9,7 @@ package resources_test
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-	"net/netip"
 	"os"
 	"regexp"
 	"sort"
@@ -24,25 +22,11 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/agentd/nested/pki"
+	"github.com/herd-project/terraform-provider-herd/agentd/nested"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
-
-// The marker and names agentd/nested gives host objects.
-const (
-	nestedLabelManaged = "io.herd.managed"
-	nestedLabelCluster = "io.herd.cluster"
-	nestedLabelNode    = "io.herd.node"
-	guestPKIDir        = "/etc/kubernetes/pki"
-)
-
-var vmGVR = schema.GroupVersionResource{Group: "kubevirt.io", Version: "v1", Resource: "virtualmachines"}
 
 type nestedEnv struct {
 	node *accNode
@@ -105,7 +89,7 @@ func (e *nestedEnv) playGuest(t *testing.T, cluster, endpointIP string, vms ...s
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if endpointIP != "" {
-			if err := e.startGuest(t, ctx, ns, cluster+"-cp-0", endpointIP, "10.211.0.0/16"); err != nil {
+			if _, err := acctest.StartGuestFromCloudInit(ctx, t, e.kube.Client, ns, cluster+"-cp-0-userdata", cluster+"-cp-0", endpointIP+":6443", "10.211.0.0/16"); err != nil {
 				t.Errorf("guest control plane: %v", err)
 				return
 			}
@@ -120,99 +104,26 @@ func (e *nestedEnv) playGuest(t *testing.T, cluster, endpointIP string, vms ...s
 		}
 		for _, vm := range vms {
 			for ctx.Err() == nil {
-				if _, err := e.kube.Dynamic.Resource(vmGVR).Namespace(ns).Get(ctx, vm, metav1.GetOptions{}); err == nil {
+				if _, err := e.kube.Dynamic.Resource(acctest.VirtualMachineGVR).Namespace(ns).Get(ctx, vm, metav1.GetOptions{}); err == nil {
 					break
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
-			if err := registerNode(ctx, kc, vm); err != nil {
+			if err := acctest.RegisterReadyNodes(ctx, kc, vm); err != nil {
 				t.Errorf("nested node %s: %v", vm, err)
 			}
 		}
 	}()
 }
 
-func (e *nestedEnv) startGuest(t *testing.T, ctx context.Context, ns, vm, ip, serviceCIDR string) error {
-	var sec *corev1.Secret
-	for {
-		var err error
-		sec, err = e.kube.Client.CoreV1().Secrets(ns).Get(ctx, vm+"-userdata", metav1.GetOptions{})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("no cloud-init Secret for %s: %w", vm, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	var doc struct {
-		WriteFiles []struct {
-			Path     string `json:"path"`
-			Encoding string `json:"encoding"`
-			Content  string `json:"content"`
-		} `json:"write_files"`
-	}
-	if err := yaml.Unmarshal(sec.Data["userdata"], &doc); err != nil {
-		return err
-	}
-	shared := pki.Files{}
-	for _, f := range doc.WriteFiles {
-		rel, ok := strings.CutPrefix(f.Path, guestPKIDir+"/")
-		if !ok {
-			continue
-		}
-		b := []byte(f.Content)
-		if f.Encoding == "b64" {
-			var err error
-			if b, err = decodeB64(f.Content); err != nil {
-				return err
-			}
-		}
-		shared[rel] = b
-	}
-	full, err := shared.IssueLeaves(pki.LeafOptions{
-		NodeName: vm, NodeIPs: []netip.Addr{netip.MustParseAddr(ip)}, Endpoint: ip,
-		ServiceCIDR: netip.MustParsePrefix(serviceCIDR),
-	}, time.Now())
-	if err != nil {
-		return err
-	}
-	dir := t.TempDir()
-	if err := full.WriteDir(dir); err != nil {
-		return err
-	}
-	acctest.StartGuestControlPlane(t, acctest.GuestOptions{PKIDir: dir, BindAddress: ip, Port: 6443,
-		ServiceCIDR: serviceCIDR, NodeName: vm})
-	return nil
-}
-
-func registerNode(ctx context.Context, kubeconfig []byte, name string) error {
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
-	if err != nil {
-		return err
-	}
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	node, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
-		Reason: "KubeletReady", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-	_, err = c.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
-}
-
 // markedObjects lists the host objects of a cluster carrying herd's
 // marker: VMs, Services and Secrets, in every namespace.
 func (e *nestedEnv) markedObjects(t *testing.T, cluster string) ([]string, error) {
 	c := ctx(t)
-	sel := metav1.ListOptions{LabelSelector: nestedLabelManaged + "=true," + nestedLabelCluster + "=" + cluster +
-		"," + nestedLabelNode + "=" + e.node.agent.Name}
+	sel := metav1.ListOptions{LabelSelector: nested.LabelManaged + "=true," + nested.LabelCluster + "=" + cluster +
+		"," + nested.LabelNode + "=" + e.node.agent.Name}
 	var out []string
-	vms, err := e.kube.Dynamic.Resource(vmGVR).Namespace("").List(c, sel)
+	vms, err := e.kube.Dynamic.Resource(acctest.VirtualMachineGVR).Namespace("").List(c, sel)
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +194,7 @@ func TestAccNestedClusterLifecycle(t *testing.T) {
 	// Foreign objects: no marker, in the cluster's namespace (once it
 	// exists) and elsewhere; both must survive the destroy.
 	other := e.kube.NewNamespace(t, "foreign")
-	foreignLabels := map[string]string{nestedLabelCluster: cluster, nestedLabelNode: e.node.agent.Name}
+	foreignLabels := map[string]string{nested.LabelCluster: cluster, nested.LabelNode: e.node.agent.Name}
 	mkForeign := func(namespace string) error {
 		_, err := e.kube.Client.CoreV1().Secrets(namespace).Create(ctx(t), &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "foreign", Labels: foreignLabels}}, metav1.CreateOptions{})
@@ -398,5 +309,3 @@ func TestAccNestedClusterFailureCompensates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }

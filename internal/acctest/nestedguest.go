@@ -10,6 +10,7 @@ package acctest
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -30,8 +31,16 @@ import (
 // path (b64 contents decoded).
 func CloudInitFiles(tb testing.TB, userData []byte) map[string][]byte {
 	tb.Helper()
+	files, err := cloudInitFiles(userData)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return files
+}
+
+func cloudInitFiles(userData []byte) (map[string][]byte, error) {
 	if !strings.HasPrefix(string(userData), "#cloud-config\n") {
-		tb.Fatalf("user data is not a cloud-config:\n%s", userData)
+		return nil, fmt.Errorf("user data is not a cloud-config:\n%s", userData)
 	}
 	var doc struct {
 		WriteFiles []struct {
@@ -41,7 +50,7 @@ func CloudInitFiles(tb testing.TB, userData []byte) map[string][]byte {
 		} `json:"write_files"`
 	}
 	if err := yaml.Unmarshal(userData, &doc); err != nil {
-		tb.Fatal(err)
+		return nil, fmt.Errorf("parse cloud-config: %w", err)
 	}
 	files := map[string][]byte{}
 	for _, f := range doc.WriteFiles {
@@ -49,25 +58,37 @@ func CloudInitFiles(tb testing.TB, userData []byte) map[string][]byte {
 		if f.Encoding == "b64" {
 			var err error
 			if b, err = base64.StdEncoding.DecodeString(f.Content); err != nil {
-				tb.Fatal(err)
+				return nil, fmt.Errorf("cloud-config file %s: %w", f.Path, err)
 			}
 		}
 		files[f.Path] = b
 	}
-	return files
+	return files, nil
 }
 
-// PlayKubeadm stands in for `kubeadm init` in a control-plane VM: it waits
-// (up to 60 s) for the VM's cloud-init Secret (namespace ns, name secret,
-// key "userdata") on the host, takes the CAs and service-account keys it
-// writes to /etc/kubernetes/pki, issues the node's leaf certificates as
-// kubeadm's certs phase does (the endpoint's address standing in for the
-// node IP) and starts a real etcd and kube-apiserver with kubeadm's flags
-// on endpoint (host:port, a loopback address).
+// PlayKubeadm stands in for `kubeadm init` in a control-plane VM: see
+// StartGuestFromCloudInit; it waits up to 60 s and fails the test on error.
 func PlayKubeadm(tb testing.TB, host kubernetes.Interface, ns, secret, nodeName, endpoint, serviceCIDR string) *Guest {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	g, err := StartGuestFromCloudInit(ctx, tb, host, ns, secret, nodeName, endpoint, serviceCIDR)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return g
+}
+
+// StartGuestFromCloudInit does what kubeadm init does in a control-plane
+// VM: it waits (until ctx ends) for the VM's cloud-init Secret (namespace
+// ns, name secret, key "userdata") on the host, takes the CAs and
+// service-account keys it writes to /etc/kubernetes/pki, issues the node's
+// leaf certificates as kubeadm's certs phase does (the endpoint's address
+// standing in for the node IP) and starts a real etcd and kube-apiserver
+// with kubeadm's flags on endpoint (host:port, a loopback address), stopped
+// when the test ends. It returns errors instead of failing the test, so it
+// may run on a goroutine of its own.
+func StartGuestFromCloudInit(ctx context.Context, tb testing.TB, host kubernetes.Interface, ns, secret, nodeName, endpoint, serviceCIDR string) (*Guest, error) {
 	var sec *corev1.Secret
 	for {
 		var err error
@@ -75,19 +96,23 @@ func PlayKubeadm(tb testing.TB, host kubernetes.Interface, ns, secret, nodeName,
 			break
 		}
 		if ctx.Err() != nil {
-			tb.Fatalf("no cloud-init Secret %s/%s: %v", ns, secret, err)
+			return nil, fmt.Errorf("no cloud-init Secret %s/%s: %w", ns, secret, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	files, err := cloudInitFiles(sec.Data["userdata"])
+	if err != nil {
+		return nil, err
+	}
 	shared := pki.Files{}
-	for p, b := range CloudInitFiles(tb, sec.Data["userdata"]) {
+	for p, b := range files {
 		if rel, ok := strings.CutPrefix(p, "/etc/kubernetes/pki/"); ok {
 			shared[rel] = b
 		}
 	}
 	h, p, err := net.SplitHostPort(endpoint)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	port, _ := strconv.Atoi(p)
 	full, err := shared.IssueLeaves(pki.LeafOptions{
@@ -95,33 +120,67 @@ func PlayKubeadm(tb testing.TB, host kubernetes.Interface, ns, secret, nodeName,
 		ServiceCIDR: netip.MustParsePrefix(serviceCIDR),
 	}, time.Now())
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	dir := tb.TempDir()
 	if err := full.WriteDir(dir); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
-	return StartGuestControlPlane(tb, GuestOptions{PKIDir: dir, BindAddress: h, Port: port, ServiceCIDR: serviceCIDR, NodeName: nodeName})
+	apiserverBin, err := KubeBinary("kube-apiserver")
+	if err != nil {
+		return nil, err
+	}
+	etcdBin, err := KubeBinary("etcd")
+	if err != nil {
+		return nil, err
+	}
+	g, err := startGuest(context.Background(), apiserverBin, etcdBin, tb.TempDir(),
+		GuestOptions{PKIDir: dir, BindAddress: h, Port: port, ServiceCIDR: serviceCIDR, NodeName: nodeName})
+	if err != nil {
+		return nil, fmt.Errorf("start guest control plane: %w", err)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("guest control plane logs:%s", g.LogTail(30))
+		}
+		g.Close()
+	})
+	return g, nil
 }
 
 // PlayKubelet registers Ready nested Nodes, as the kubelets of booted VMs
 // would, through kubeconfig (the admin kubeconfig agentd generated).
 func PlayKubelet(tb testing.TB, kubeconfig []byte, names ...string) {
 	tb.Helper()
-	c := GuestClient(tb, kubeconfig)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := RegisterReadyNodes(ctx, kubeconfig, names...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// RegisterReadyNodes is PlayKubelet returning its error, for goroutines.
+func RegisterReadyNodes(ctx context.Context, kubeconfig []byte, names ...string) error {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
 	for _, n := range names {
 		node, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{})
 		if err != nil {
-			tb.Fatalf("register nested node %s: %v", n, err)
+			return fmt.Errorf("register nested node %s: %w", n, err)
 		}
 		now := metav1.Now()
 		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}}
 		if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-			tb.Fatalf("nested node %s status: %v", n, err)
+			return fmt.Errorf("nested node %s status: %w", n, err)
 		}
 	}
+	return nil
 }
 
 // GuestClient is a client for a kubeconfig's cluster.
