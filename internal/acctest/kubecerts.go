@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -74,6 +75,20 @@ func NewKubeCA(commonName string) (*KubeCA, error) {
 		return nil, err
 	}
 	return &KubeCA{Cert: cert, Key: key, CertPEM: certPEM(der), KeyPEM: keyPEM}, nil
+}
+
+// KubeCAFromPEM loads a CA from its certificate and key (any PEM key
+// format crypto/tls reads), e.g. one agentd/nested/pki generated.
+func KubeCAFromPEM(certPEMBytes, keyPEM []byte) (*KubeCA, error) {
+	pair, err := tls.X509KeyPair(certPEMBytes, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("load CA: key of type %T cannot sign", pair.PrivateKey)
+	}
+	return &KubeCA{Cert: pair.Leaf, Key: key, CertPEM: certPEMBytes, KeyPEM: keyPEM}, nil
 }
 
 // Issue signs a leaf certificate for req with a fresh key.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,58 +20,40 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/nested/pki"
 )
 
-// kubeadmPKI is a minimal stand-in for `kubeadm init phase certs all`: the
-// files of /etc/kubernetes/pki for one control-plane node at ip.
+// kubeadmPKI is the files of /etc/kubernetes/pki for one control-plane
+// node at ip, as agentd/nested/pki makes them (CAs) and issues them (the
+// leaves, as kubeadm's certs phase would in the guest).
 type kubeadmPKI struct {
 	Dir                           string
-	CA, FrontProxyCA, EtcdCA      *KubeCA
-	IP                            net.IP
+	CA                            *KubeCA
 	FrontProxyCert, FrontProxyKey string
 }
 
-func writeKubeadmPKI(t *testing.T, dir string, ip net.IP, node string) *kubeadmPKI {
+func writeKubeadmPKI(t *testing.T, dir string, ip net.IP, node, serviceCIDR string) *kubeadmPKI {
 	t.Helper()
-	p := &kubeadmPKI{Dir: dir, IP: ip}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	addr, _ := netip.AddrFromSlice(ip.To4())
+	cas, err := pki.GenerateCAs(time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
-	var err error
-	p.CA, err = NewKubeCA("kubernetes")
-	must(err)
-	p.FrontProxyCA, err = NewKubeCA("front-proxy-ca")
-	must(err)
-	p.EtcdCA, err = NewKubeCA("etcd-ca")
-	must(err)
-	for _, ca := range []struct {
-		ca   *KubeCA
-		base string
-	}{{p.CA, "ca"}, {p.FrontProxyCA, "front-proxy-ca"}, {p.EtcdCA, "etcd/ca"}} {
-		_, _, err := ca.ca.WriteFiles(dir, ca.base)
-		must(err)
+	full, err := cas.IssueLeaves(pki.LeafOptions{NodeName: node, NodeIPs: []netip.Addr{addr}, Endpoint: addr.String(),
+		ServiceCIDR: netip.MustParsePrefix(serviceCIDR)}, time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
-	loopback := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	issue := func(ca *KubeCA, base string, req KubeCert) (string, string) {
-		c, k, err := ca.IssueFiles(dir, base, req)
-		must(err)
-		return c, k
+	if err := full.WriteDir(dir); err != nil {
+		t.Fatal(err)
 	}
-	issue(p.CA, "apiserver", KubeCert{CommonName: "kube-apiserver", Server: true,
-		IPs:      []net.IP{net.IPv4(10, 96, 0, 1), ip},
-		DNSNames: []string{node, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}})
-	issue(p.CA, "apiserver-kubelet-client", KubeCert{CommonName: "kube-apiserver-kubelet-client", Organizations: []string{"kubeadm:cluster-admins"}, Client: true})
-	p.FrontProxyCert, p.FrontProxyKey = issue(p.FrontProxyCA, "front-proxy-client", KubeCert{CommonName: "front-proxy-client", Client: true})
-	issue(p.EtcdCA, "etcd/server", KubeCert{CommonName: node, Server: true, Client: true, IPs: append([]net.IP{ip}, loopback...), DNSNames: []string{node, "localhost"}})
-	issue(p.EtcdCA, "etcd/peer", KubeCert{CommonName: node, Server: true, Client: true, IPs: append([]net.IP{ip}, loopback...), DNSNames: []string{node, "localhost"}})
-	issue(p.EtcdCA, "etcd/healthcheck-client", KubeCert{CommonName: "kube-etcd-healthcheck-client", Client: true})
-	issue(p.EtcdCA, "apiserver-etcd-client", KubeCert{CommonName: "kube-apiserver-etcd-client", Client: true})
-	_, _, err = NewSigningKeyFiles(dir, "sa")
-	must(err)
-	return p
+	ca, err := KubeCAFromPEM(full[pki.CACert], full[pki.CAKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kubeadmPKI{Dir: dir, CA: ca,
+		FrontProxyCert: filepath.Join(dir, pki.FrontProxyClientCert), FrontProxyKey: filepath.Join(dir, pki.FrontProxyClientKey)}
 }
 
 // kubeconfig writes a client-certificate kubeconfig for user/groups signed
@@ -95,8 +78,8 @@ func TestGuestControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatalf("127.0.0.2 is not usable here: %v", err)
 	}
-	pki := writeKubeadmPKI(t, filepath.Join(t.TempDir(), "pki"), bind, "cp-0")
-	g := StartGuestControlPlane(t, GuestOptions{PKIDir: pki.Dir, BindAddress: bind.String(), Port: port, ServiceCIDR: "10.128.0.0/16"})
+	guestPKI := writeKubeadmPKI(t, filepath.Join(t.TempDir(), "pki"), bind, "cp-0", "10.128.0.0/16")
+	g := StartGuestControlPlane(t, GuestOptions{PKIDir: guestPKI.Dir, BindAddress: bind.String(), Port: port, ServiceCIDR: "10.128.0.0/16"})
 	if g.Address != net.JoinHostPort("127.0.0.2", strconv.Itoa(port)) {
 		t.Errorf("address %s", g.Address)
 	}
@@ -105,7 +88,7 @@ func TestGuestControlPlane(t *testing.T) {
 	dir := t.TempDir()
 
 	// kubeadm's super-admin.conf: O=system:masters, no binding needed.
-	admin := guestClient(t, filepath.Join(dir, "super-admin.conf"), g.URL, pki.CA, pki.CA, "kubernetes-super-admin", "system:masters")
+	admin := guestClient(t, filepath.Join(dir, "super-admin.conf"), g.URL, guestPKI.CA, guestPKI.CA, "kubernetes-super-admin", "system:masters")
 	v, err := admin.Discovery().ServerVersion()
 	if err != nil {
 		t.Fatalf("admin kubeconfig: %v", err)
@@ -134,7 +117,7 @@ func TestGuestControlPlane(t *testing.T) {
 
 	// kubeadm's admin.conf: O=kubeadm:cluster-admins is Forbidden until
 	// the ClusterRoleBinding kubeadm creates with super-admin.conf exists.
-	kubeadmAdmin := guestClient(t, filepath.Join(dir, "admin.conf"), g.URL, pki.CA, pki.CA, "kubernetes-admin", "kubeadm:cluster-admins")
+	kubeadmAdmin := guestClient(t, filepath.Join(dir, "admin.conf"), g.URL, guestPKI.CA, guestPKI.CA, "kubernetes-admin", "kubeadm:cluster-admins")
 	if _, err := kubeadmAdmin.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("admin.conf before the binding: %v, want Forbidden", err)
 	}
@@ -155,13 +138,13 @@ func TestGuestControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongTrust := guestClient(t, filepath.Join(dir, "wrong-ca.conf"), g.URL, other, pki.CA, "kubernetes-super-admin", "system:masters")
+	wrongTrust := guestClient(t, filepath.Join(dir, "wrong-ca.conf"), g.URL, other, guestPKI.CA, "kubernetes-super-admin", "system:masters")
 	_, err = wrongTrust.Discovery().ServerVersion()
 	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Errorf("client trusting another CA: %v, want an unknown-authority error", err)
 	}
 	// ...and a client certificate from another CA is not authenticated.
-	wrongCert := guestClient(t, filepath.Join(dir, "wrong-cert.conf"), g.URL, pki.CA, other, "kubernetes-super-admin", "system:masters")
+	wrongCert := guestClient(t, filepath.Join(dir, "wrong-cert.conf"), g.URL, guestPKI.CA, other, "kubernetes-super-admin", "system:masters")
 	if _, err := wrongCert.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) {
 		t.Errorf("client cert from another CA: %v, want Unauthorized", err)
 	}
@@ -176,17 +159,17 @@ func TestGuestControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, ctx, "bootstrap token authenticates", func(ctx context.Context) (bool, error) {
-		user, err := whoami(ctx, g.URL, pki.CA, func(r *http.Request) { r.Header.Set("Authorization", "Bearer abcdef.0123456789abcdef") }, nil)
+		user, err := whoami(ctx, g.URL, guestPKI.CA, func(r *http.Request) { r.Header.Set("Authorization", "Bearer abcdef.0123456789abcdef") }, nil)
 		return err == nil && user == "system:bootstrap:abcdef", nil
 	})
 
 	// --requestheader-*: the front-proxy client certificate may assert a
 	// user; the same headers with an admin cert from the cluster CA may not.
-	fp, err := tls.LoadX509KeyPair(pki.FrontProxyCert, pki.FrontProxyKey)
+	fp, err := tls.LoadX509KeyPair(guestPKI.FrontProxyCert, guestPKI.FrontProxyKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, err := whoami(ctx, g.URL, pki.CA, func(r *http.Request) { r.Header.Set("X-Remote-User", "proxied-alice") }, &fp)
+	user, err := whoami(ctx, g.URL, guestPKI.CA, func(r *http.Request) { r.Header.Set("X-Remote-User", "proxied-alice") }, &fp)
 	if err != nil || user != "proxied-alice" {
 		t.Errorf("front proxy: user %q, %v", user, err)
 	}
