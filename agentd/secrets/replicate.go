@@ -250,12 +250,17 @@ type restartResp struct {
 }
 
 func (r *Replicator) call(ctx context.Context, node, method string, req, resp any) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	return r.callCtx(ctx, node, method, req, resp)
+}
+
+// callCtx is call bounded by ctx alone (restarts take longer than a call).
+func (r *Replicator) callCtx(ctx context.Context, node, method string, req, resp any) error {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode %s request", method)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-	defer cancel()
 	out, err := r.cfg.Peers.Call(ctx, node, method, b)
 	if err != nil {
 		return fmt.Errorf("%s on %s: %w", method, node, err)
@@ -636,12 +641,7 @@ func (r *Replicator) restarts(ctx context.Context, key string, targets []string,
 	var out []PodRef
 	for _, node := range targets {
 		var resp restartResp
-		b, _ := json.Marshal(keyReq{Key: key, DryRun: dryRun})
-		raw, err := r.cfg.Peers.Call(ctx, node, mRestart, b)
-		if err == nil {
-			err = json.Unmarshal(raw, &resp)
-		}
-		if err != nil {
+		if err := r.callCtx(ctx, node, mRestart, keyReq{Key: key, DryRun: dryRun}, &resp); err != nil {
 			r.log.Warn("restart pods for secret", "secret", key, "member", node, "err", err)
 			continue
 		}
@@ -780,6 +780,7 @@ func (r *Replicator) repair(ctx context.Context) {
 	}
 	self := r.cfg.Peers.Name()
 	members := r.liveMembers()
+	own := r.cfg.Labels()
 	r.mu.Lock()
 	for node := range r.acked { // forget members that are gone
 		if !slices.ContainsFunc(members, func(m cluster.Member) bool { return m.Name == node }) {
@@ -787,6 +788,7 @@ func (r *Replicator) repair(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
+records:
 	for _, rec := range all {
 		if ctx.Err() != nil {
 			return
@@ -798,15 +800,10 @@ func (r *Replicator) repair(ctx context.Context) {
 				continue
 			}
 		}
+		// The data is decrypted only when some member needs a push: in a
+		// settled cluster a round opens nothing.
 		var data map[string][]byte
-		if !rec.Deleted {
-			_, d, err := r.cfg.Vault.Open(ctx, key)
-			if err != nil {
-				r.log.Warn("secret repair: open", "secret", key, "err", err)
-				continue
-			}
-			data = d
-		}
+		opened := rec.Deleted
 		var newer *Record
 		var newerFrom string
 		handed := false
@@ -817,6 +814,14 @@ func (r *Replicator) repair(ctx context.Context) {
 			if r.ackedSame(m.Name, rec) {
 				handed = true
 				continue
+			}
+			if !opened {
+				_, d, err := r.cfg.Vault.Open(ctx, key)
+				if err != nil {
+					r.log.Warn("secret repair: open", "secret", key, "err", err)
+					continue records
+				}
+				data, opened = d, true
 			}
 			var resp putResp
 			if err := r.call(ctx, m.Name, mPut, putReq{Rec: rec, Data: data}, &resp); err != nil {
@@ -837,7 +842,7 @@ func (r *Replicator) repair(ctx context.Context) {
 			r.catchUp(ctx, key, *newer, newerFrom)
 			continue
 		}
-		if !rec.Deleted && !rec.Matches(r.cfg.Labels()) {
+		if !rec.Deleted && !rec.Matches(own) {
 			if handed {
 				if err := r.cfg.Vault.Forget(key); err == nil {
 					r.log.Info("secret dropped: node no longer matches its node_selector", "secret", key)
