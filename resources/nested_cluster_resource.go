@@ -297,7 +297,7 @@ func nestedMachinesBlock(controlPlane bool) schema.Block {
 }
 
 func nestedTimeoutsBlock(ctx context.Context) schema.Block {
-	b := timeouts.Block(ctx, timeouts.Opts{
+	return describedTimeouts(ctx, timeouts.Opts{
 		Create: true,
 		Update: true,
 		Delete: true,
@@ -307,12 +307,7 @@ func nestedTimeoutsBlock(ctx context.Context) schema.Block {
 			shortDuration(defaultNestedUpdateTimeout)),
 		DeleteDescription: fmt.Sprintf("How long removing every host object may take (default `\"%s\"`).",
 			shortDuration(defaultNestedDeleteTimeout)),
-	})
-	if nb, ok := b.(schema.SingleNestedBlock); ok {
-		nb.MarkdownDescription = "Time limits of the operations on this cluster. Changing them does not replace it."
-		return nb
-	}
-	return b
+	}, "Time limits of the operations on this cluster. Changing them does not replace it.")
 }
 
 func (r *nestedClusterResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {

@@ -286,9 +286,20 @@ func portBlock(replaceString []planmodifier.String, replaceList []planmodifier.L
 	}
 }
 
+// describedTimeouts is the framework's timeouts block with a description
+// of the block itself.
+func describedTimeouts(ctx context.Context, opts timeouts.Opts, description string) schema.Block {
+	b := timeouts.Block(ctx, opts)
+	if nb, ok := b.(schema.SingleNestedBlock); ok {
+		nb.MarkdownDescription = description
+		return nb
+	}
+	return b
+}
+
 // timeoutsBlock is the framework's timeouts block with herd's descriptions.
 func timeoutsBlock(ctx context.Context) schema.Block {
-	b := timeouts.Block(ctx, timeouts.Opts{
+	return describedTimeouts(ctx, timeouts.Opts{
 		Create: true,
 		Delete: true,
 		CreateDescription: fmt.Sprintf("How long `apply` waits for the pod to start (a Go duration such as `\"90s\"` or `\"10m\"`; "+
@@ -296,12 +307,7 @@ func timeoutsBlock(ctx context.Context) schema.Block {
 			"that did not start and its last log lines.", shortDuration(defaultPodCreateTimeout)),
 		DeleteDescription: fmt.Sprintf("How long deleting the pod may take, including its containers' termination grace "+
 			"period (a Go duration; default `\"%s\"`).", shortDuration(defaultPodDeleteTimeout)),
-	})
-	if nb, ok := b.(schema.SingleNestedBlock); ok {
-		nb.MarkdownDescription = "Time limits of the operations on this pod. Changing them does not replace the pod."
-		return nb
-	}
-	return b
+	}, "Time limits of the operations on this pod. Changing them does not replace the pod.")
 }
 
 // shortDuration renders whole minutes as "5m" rather than "5m0s".

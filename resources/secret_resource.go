@@ -259,7 +259,7 @@ func (r *secretResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 }
 
 func secretTimeoutsBlock(ctx context.Context) schema.Block {
-	b := timeouts.Block(ctx, timeouts.Opts{
+	return describedTimeouts(ctx, timeouts.Opts{
 		Create: true,
 		Update: true,
 		Delete: true,
@@ -269,12 +269,7 @@ func secretTimeoutsBlock(ctx context.Context) schema.Block {
 			"`restart_on_secret_change` (default `\"%s\"`).", shortDuration(defaultSecretWriteTimeout)),
 		DeleteDescription: fmt.Sprintf("How long deleting the secret may take (default `\"%s\"`).",
 			shortDuration(defaultSecretDeleteTimeout)),
-	})
-	if nb, ok := b.(schema.SingleNestedBlock); ok {
-		nb.MarkdownDescription = "Time limits of the operations on this secret. Changing them does not replace it."
-		return nb
-	}
-	return b
+	}, "Time limits of the operations on this secret. Changing them does not replace it.")
 }
 
 func (r *secretResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {

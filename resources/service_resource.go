@@ -264,7 +264,7 @@ func servicePortBlock() schema.Block {
 }
 
 func serviceTimeoutsBlock(ctx context.Context) schema.Block {
-	b := timeouts.Block(ctx, timeouts.Opts{
+	return describedTimeouts(ctx, timeouts.Opts{
 		Create: true,
 		Update: true,
 		Delete: true,
@@ -273,12 +273,7 @@ func serviceTimeoutsBlock(ctx context.Context) schema.Block {
 		UpdateDescription: fmt.Sprintf("The same for an update (default `\"%s\"`).", shortDuration(defaultServiceWriteTimeout)),
 		DeleteDescription: fmt.Sprintf("How long deleting the service may take (default `\"%s\"`).",
 			shortDuration(defaultServiceDeleteTimeout)),
-	})
-	if nb, ok := b.(schema.SingleNestedBlock); ok {
-		nb.MarkdownDescription = "Time limits of the operations on this service. Changing them does not replace it."
-		return nb
-	}
-	return b
+	}, "Time limits of the operations on this service. Changing them does not replace it.")
 }
 
 // targetPortModifier plans the effective target port when the
