@@ -10,9 +10,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeclient"
-	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
 )
 
 // DefaultDialTimeout bounds one connection attempt to a node when the

@@ -3,7 +3,7 @@
 //
 // Resources reach agentd through the Clients the provider hands them as
 // provider data (provider.Pool implements it). Nothing here makes a network
-// call at plan time: validation is local (agentd/spec, the same rules agentd
+// call at plan time: validation is local (internal/spec, the same rules agentd
 // enforces), and nodes are contacted only to create, read, update, delete or
 // import.
 package resources
@@ -24,9 +24,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
-	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Clients is what resources need from the provider: typed agentd clients for
@@ -265,7 +265,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// attributePath turns an agentd/spec field path into the attribute path
+// attributePath turns an internal/spec field path into the attribute path
 // of a resource; rename maps agentd's field names (the protobuf's) to the
 // schema's where they differ (blocks are singular), given the step index.
 func attributePath(p spec.Path, rename func(i int, field string) string) path.Path {

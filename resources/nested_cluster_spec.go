@@ -14,12 +14,12 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
-	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
-// Values of herd_cluster; the rules and defaults are agentd/spec's.
+// Values of herd_cluster; the rules and defaults are internal/spec's.
 const (
 	nestedExposureLoadBalancer = spec.NestedExposureLoadBalancer
 	nestedBindingBridge        = spec.NestedBindingBridge
@@ -220,7 +220,7 @@ func durationText(d time.Duration) string {
 }
 
 // validateNestedClusterSpec checks a NestedClusterSpec with agentd's own
-// rules (agentd/spec). The ranges pod_cidr and service_cidr may not
+// rules (internal/spec). The ranges pod_cidr and service_cidr may not
 // overlap (herd's, the host cluster's) are known only to agentd, which
 // checks them when the apply starts: none are passed here.
 func validateNestedClusterSpec(s *herdv1.NestedClusterSpec) spec.FieldErrors {

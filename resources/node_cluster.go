@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // What herd_node (resource and data source) shows of the node's cluster,

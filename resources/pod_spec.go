@@ -13,8 +13,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // podModel is the state of herd_pod.

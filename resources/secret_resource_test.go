@@ -53,7 +53,7 @@ func expectSecretPlanErrors(t *testing.T, config string, re *regexp.Regexp, want
 const bigValue = `format("%01048577d", 0)`
 
 // Every invalid herd_secret is refused at plan time, without a node, at
-// the attribute that holds the problem (agentd/spec's messages never hold
+// the attribute that holds the problem (internal/spec's messages never hold
 // a value: they name the key and at most a size).
 func TestSecretPlanRefusesBadInput(t *testing.T) {
 	const secretValue = "hunter2-do-not-echo"

@@ -6,8 +6,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
-	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
+	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // stringCheck adapts a func(string) error into a framework string validator.

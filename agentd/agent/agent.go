@@ -25,9 +25,9 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/secrets"
 	"github.com/herd-project/terraform-provider-herd/agentd/server"
 	"github.com/herd-project/terraform-provider-herd/agentd/services"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Run starts agentd and blocks until ctx is done. Containers keep running

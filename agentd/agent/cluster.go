@@ -12,10 +12,10 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // storePersister keeps the cluster's state (claimed pod CIDR, replicated

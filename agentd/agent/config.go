@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Config is agentd's configuration, from flags.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/herd-project/terraform-provider-herd/agentd/nested"
 	"github.com/herd-project/terraform-provider-herd/agentd/secrets"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // validateNested checks the nested-cluster flags.

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 

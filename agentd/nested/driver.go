@@ -55,10 +55,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/nested/pki"
 	"github.com/herd-project/terraform-provider-herd/agentd/secrets"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Phases of a cluster.

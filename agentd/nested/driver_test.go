@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 

@@ -13,9 +13,9 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"golang.org/x/sys/unix"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 

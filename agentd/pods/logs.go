@@ -37,7 +37,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 const (

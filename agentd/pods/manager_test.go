@@ -18,11 +18,11 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 func TestEchoAndLogs(t *testing.T) {

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 func TestProbeCounter(t *testing.T) {

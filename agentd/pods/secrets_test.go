@@ -21,10 +21,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // memSecrets is an in-memory SecretSource: what the node's secret store

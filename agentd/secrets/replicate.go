@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Replication: a secret's data goes only to the live members whose labels
@@ -462,7 +462,7 @@ func (r *Replicator) handleRestart(ctx context.Context, _ string, b []byte) ([]b
 
 // --- the API ---
 
-// Spec is a secret as a client applies it (validated by agentd/spec).
+// Spec is a secret as a client applies it (validated by internal/spec).
 type Spec struct {
 	Namespace, Name, Type string
 	Data                  map[string][]byte

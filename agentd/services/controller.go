@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/dns"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/nft"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // Dataplane is the node's service NAT (agentd/network/nft).

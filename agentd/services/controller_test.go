@@ -5,9 +5,9 @@ import (
 	"net/netip"
 	"testing"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/nft"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 func entry(t *testing.T, node string, e endpoint) cluster.Entry {

@@ -20,7 +20,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // SchemaVersion is the layout this package writes. Open refuses a file

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/agent"
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 var version = "dev"

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 const gossipKeyUsage = `Usage: herdctl gossip-key FILE

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 

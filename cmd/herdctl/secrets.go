@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 const secretsUsage = `Usage: herdctl secrets [list] [--namespace NS] [--node NAME@ADDRESS] [TLS flags]

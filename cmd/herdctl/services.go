@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 const servicesUsage = `Usage: herdctl services [--namespace NS] [--node NAME@ADDRESS] [TLS flags]

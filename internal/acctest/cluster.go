@@ -20,7 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // ClusterOptions describe a multi-node test cluster.

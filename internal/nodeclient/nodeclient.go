@@ -1,5 +1,5 @@
 // Package nodeclient dials agentd for herdctl. A node is named by its id,
-// NAME@ADDRESS (see provider/nodeid): ADDRESS is host:port (mutual TLS; the
+// NAME@ADDRESS (see internal/nodeid): ADDRESS is host:port (mutual TLS; the
 // node's certificate must carry NAME) or unix:///path (the local plaintext
 // socket).
 package nodeclient
@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
-	"github.com/herd-project/terraform-provider-herd/provider/nodeid"
 )
 
 // ParseNodeID splits NAME@ADDRESS and checks both halves.

@@ -23,7 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // AdminOrganization is the Subject Organization carried by admin client

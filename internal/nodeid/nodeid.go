@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/herd-project/terraform-provider-herd/agentd/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // UnixScheme prefixes the address of a local agentd socket.

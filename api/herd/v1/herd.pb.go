@@ -5267,7 +5267,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x13DeleteNestedCluster\x12#.herd.v1.DeleteNestedClusterRequest\x1a$.herd.v1.DeleteNestedClusterResponse\x12u\n" +
 	"\x1aGetNestedClusterKubeconfig\x12*.herd.v1.GetNestedClusterKubeconfigRequest\x1a+.herd.v1.GetNestedClusterKubeconfigResponse2S\n" +
 	"\rHealthService\x12B\n" +
-	"\x05Check\x12\x1b.herd.v1.HealthCheckRequest\x1a\x1c.herd.v1.HealthCheckResponseBKZIgithub.com/herd-project/terraform-provider-herd/agentd/api/herd/v1;herdv1b\x06proto3"
+	"\x05Check\x12\x1b.herd.v1.HealthCheckRequest\x1a\x1c.herd.v1.HealthCheckResponseBDZBgithub.com/herd-project/terraform-provider-herd/api/herd/v1;herdv1b\x06proto3"
 
 var (
 	file_herd_v1_herd_proto_rawDescOnce sync.Once

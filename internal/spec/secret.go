@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // Secret limits. Values are never part of an error message: a message

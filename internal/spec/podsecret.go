@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // Secrets in pods: secret_mounts and secret_env of containers and the

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 func TestParseSecretRef(t *testing.T) {

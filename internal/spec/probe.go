@@ -3,7 +3,7 @@ package spec
 import (
 	"strings"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // Probe defaults, the kubelet's.

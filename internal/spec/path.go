@@ -1,6 +1,9 @@
-// Package spec validates, defaults and hashes pod specs. The provider runs it
-// at plan time and agentd runs it again on every request (agentd never trusts
-// its client), so both refuse exactly the same input.
+// Package spec is herd's one set of validation rules and defaults, shared by
+// the provider (at plan time), herdctl and agentd (again on every request:
+// agentd never trusts its client), so all of them refuse exactly the same
+// input with the same field path. It covers pods (containers, ports, resource
+// quantities, restart policy, secret mounts and env), probes, services,
+// secrets and nested clusters, and hashes pod specs for drift detection.
 package spec
 
 import (

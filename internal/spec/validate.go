@@ -12,7 +12,7 @@ import (
 	"github.com/distribution/reference"
 	"google.golang.org/protobuf/proto"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/agentd/api/herd/v1"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
 // Limits that keep one pod from exhausting agentd or the node.
