@@ -1,10 +1,9 @@
 package acctest
 
-// A real Kubernetes API server for the KubeVirt tests (issue 6: agentd
-// creates VirtualMachines, Services and Secrets on a host cluster).
+// A real Kubernetes API server for the KubeVirt tests (agentd creates
+// VirtualMachines, Services and Secrets on a host cluster).
 //
-// What was measured and mattered (Debian 12, 2 cores; see also
-// ../shared/design/FINDINGS.md, "Kubernetes API server for KubeVirt tests"):
+// What was measured and mattered (Debian 12, 2 cores):
 //
 //   - kube-apiserver v1.34.3 and etcd v3.6.4 are built by scripts/tool.sh
 //     from tools/kube (k8s.io/kubernetes with the 31 staging modules

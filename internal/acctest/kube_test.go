@@ -129,7 +129,7 @@ func TestKubeServes(t *testing.T) {
 	})
 }
 
-// newVM is a VirtualMachine as issue 6's driver would write it, with the
+// newVM is a VirtualMachine as agentd's nested-cluster driver writes it, with the
 // real kubevirt.io/api types.
 func newVM(name string, strategy kubevirtv1.VirtualMachineRunStrategy) *kubevirtv1.VirtualMachine {
 	return &kubevirtv1.VirtualMachine{

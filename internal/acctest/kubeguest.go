@@ -2,8 +2,8 @@ package acctest
 
 // The guest control plane: etcd and kube-apiserver run the way kubeadm's
 // static pods run them inside a nested cluster's control-plane VM, so a test
-// can check that the PKI and kubeconfigs agentd generates up front (issue 6:
-// never SSH into the guest) are accepted by a real API server.
+// can check that the PKI and kubeconfigs agentd generates up front (herd
+// never SSHes into the guest) are accepted by a real API server.
 //
 // Flags, as in kubeadm v1.34's manifests (kube-apiserver.yaml, etcd.yaml),
 // with what had to change for a test on loopback:

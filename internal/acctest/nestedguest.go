@@ -1,6 +1,6 @@
 package acctest
 
-// Stand-ins for what boots inside a nested cluster's VMs (issue 6), which
+// Stand-ins for what boots inside a nested cluster's VMs, which
 // no machine here can run: kubeadm in the first control plane (PlayKubeadm)
 // and the kubelets (PlayKubelet). They read only what a real VM would get
 // from the host (its cloud-init Secret) and do only what kubeadm and a
