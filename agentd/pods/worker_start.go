@@ -1,0 +1,158 @@
+package pods
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
+)
+
+// start pulls the image if needed, creates the container and starts its
+// task. Failures are recorded in the status with a retry time.
+func (w *worker) start(ctx context.Context, c *ctr) {
+	secrets, err := w.m.prepareSecrets(ctx, w.e, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		c.pullFailures++ // shares the image pull back-off
+		delay := w.m.expBackoff(c.pullFailures)
+		c.nextAttempt = time.Now().Add(delay)
+		w.setWaiting(c, ReasonCreateContainerConfigError, fmt.Sprintf("%v (retrying in %s)", err, delay.Round(time.Millisecond)), time.Time{})
+		w.log.Warn("container secrets unavailable", "container", c.spec.GetName(), "err", err, "retry_in", delay)
+		return
+	}
+	img, pulled, err := w.m.rt.EnsureImage(ctx, c.spec.GetImage(), secrets.pullOpts...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		c.pullFailures++
+		reason := ReasonErrImagePull
+		if c.pullFailures > 1 {
+			reason = ReasonImagePullBackOff
+		}
+		delay := w.m.expBackoff(c.pullFailures)
+		c.nextAttempt = time.Now().Add(delay)
+		w.setWaiting(c, reason, fmt.Sprintf("%v (retrying in %s)", err, delay.Round(time.Millisecond)), time.Time{})
+		w.log.Warn("image pull failed", "container", c.spec.GetName(), "image", c.spec.GetImage(), "err", err, "retry_in", delay)
+		return
+	}
+	c.pullFailures = 0
+	if pulled {
+		w.log.Info("pulled image", "container", c.spec.GetName(), "image", img.Ref, "digest", img.Digest)
+	}
+
+	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns,
+		Mounts: secrets.binds, ExtraEnv: secrets.env}
+	if len(c.secretRefs) > 0 {
+		cfg.Labels = map[string]string{LabelSecrets: encodeSums(secrets.sums)}
+	}
+	if w.netns != "" {
+		cfg.ResolvConf = w.m.cfg.ResolvConf
+	}
+	cont, err := w.m.rt.CreateContainer(ctx, cfg)
+	if err != nil && errdefs.IsAlreadyExists(err) && ctx.Err() == nil {
+		// A leftover of ours (an earlier run, a crash mid-way): remove it
+		// and try again. RemoveContainer refuses anything foreign.
+		if rerr := w.m.rt.RemoveContainer(ctx, c.id); rerr != nil {
+			err = rerr
+		} else {
+			cont, err = w.m.rt.CreateContainer(ctx, cfg)
+		}
+	}
+	if err != nil {
+		w.startFailed(ctx, c, ReasonCreateContainerError, err, false)
+		return
+	}
+	task, err := cont.NewTask(ctx, c.logPath)
+	if err != nil {
+		w.cleanup(c)
+		w.startFailed(ctx, c, ReasonRunContainerError, err, true)
+		return
+	}
+	exited, err := task.Wait(ctx)
+	if err == nil {
+		err = task.Start(ctx)
+	}
+	if err != nil {
+		w.cleanup(c)
+		w.startFailed(ctx, c, ReasonRunContainerError, err, true)
+		return
+	}
+	now := time.Now()
+	if c.st.StartedAt != nil {
+		c.st.RestartCount++
+	}
+	c.task = task
+	c.gen++
+	c.secretSums = secrets.sums
+	w.watch(ctx, c, exited)
+	c.nextAttempt = time.Time{}
+	st := c.st
+	st.State = StateRunning
+	st.Reason, st.Message = "", ""
+	st.StartedAt = timestamppb.New(now)
+	st.FinishedAt, st.NextRestartAt = nil, nil
+	st.Pid = task.PID()
+	st.ImageDigest = img.Digest
+	w.resetProbeStatus(c)
+	w.startProbes(ctx, c)
+}
+
+// resetProbeStatus sets started and ready for a run that just began: a
+// container without a startup probe has started, one without a readiness
+// probe is ready once started; probes decide the rest.
+func (w *worker) resetProbeStatus(c *ctr) {
+	c.probeKill, c.killAt = "", time.Time{}
+	c.st.Started = c.spec.GetStartupProbe() == nil
+	c.st.Ready = c.st.Started && c.spec.GetReadinessProbe() == nil
+}
+
+// cleanup removes what a failed start left behind, in the background of
+// the worker's own context so that a canceled start is cleaned up too.
+func (w *worker) cleanup(c *ctr) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.m.ctx), killTimeout)
+	defer cancel()
+	if err := w.m.rt.RemoveContainer(ctx, c.id); err != nil {
+		w.log.Warn("clean up after failed start", "container", c.spec.GetName(), "err", err)
+	}
+}
+
+// startFailed records a failed creation or start. A task that could not
+// be created or started counts as a failed run for the restart policy
+// (Never: the container is done, as the kubelet's StartError).
+func (w *worker) startFailed(ctx context.Context, c *ctr, reason string, err error, runFailure bool) {
+	if ctx.Err() != nil {
+		return
+	}
+	w.log.Warn("container start failed", "container", c.spec.GetName(), "reason", reason, "err", err)
+	if runFailure && w.e.spec.GetRestartPolicy() == spec.RestartNever {
+		c.done, c.failed = true, true
+		st := c.st
+		st.State, st.Reason, st.Message = StateTerminated, ReasonStartError, err.Error()
+		st.FinishedAt = timestamppb.Now()
+		st.NextRestartAt = nil
+		return
+	}
+	c.crashes++
+	delay := w.m.expBackoff(c.crashes)
+	c.nextAttempt = time.Now().Add(delay)
+	w.setWaiting(c, reason, err.Error(), c.nextAttempt)
+}
+
+func (w *worker) setWaiting(c *ctr, reason, msg string, nextRestart time.Time) {
+	st := c.st
+	st.State, st.Reason, st.Message = StateWaiting, reason, msg
+	st.Pid = 0
+	if nextRestart.IsZero() {
+		st.NextRestartAt = nil
+	} else {
+		st.NextRestartAt = timestamppb.New(nextRestart)
+	}
+}
