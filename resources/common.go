@@ -265,6 +265,29 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// addSpecFieldErrors reports internal/spec field errors as diagnostics at
+// the attribute paths attrPath maps them to. summary names the kind of
+// specification an error is in; names, when not nil, respells agentd's
+// field names inside messages the way the schema spells them.
+func addSpecFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors, summary func(spec.Path) string,
+	attrPath func(spec.Path) path.Path, names *strings.Replacer) {
+	for _, fe := range errs {
+		if len(fe.Path) == 0 {
+			diags.AddError(summary(fe.Path), fe.Msg)
+			continue
+		}
+		p := attrPath(fe.Path)
+		msg := fe.Msg
+		if names != nil {
+			msg = names.Replace(msg)
+		}
+		diags.AddAttributeError(p, summary(fe.Path), fmt.Sprintf("%s: %s", p, msg))
+	}
+}
+
+// fixedSummary is the summary of a resource whose field errors all share one.
+func fixedSummary(s string) func(spec.Path) string { return func(spec.Path) string { return s } }
+
 // attributePath turns an internal/spec field path into the attribute path
 // of a resource; rename maps agentd's field names (the protobuf's) to the
 // schema's where they differ (blocks are singular), given the step index.

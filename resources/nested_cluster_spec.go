@@ -241,15 +241,7 @@ func nestedAttributePath(p spec.Path) path.Path {
 
 // addNestedFieldErrors reports spec errors at their attribute paths.
 func addNestedFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
-	const summary = "Invalid cluster specification"
-	for _, fe := range errs {
-		if len(fe.Path) == 0 {
-			diags.AddError(summary, fe.Msg)
-			continue
-		}
-		p := nestedAttributePath(fe.Path)
-		diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", p, fe.Msg))
-	}
+	addSpecFieldErrors(diags, errs, fixedSummary("Invalid cluster specification"), nestedAttributePath, nil)
 }
 
 // machinesValue renders NestedMachines as a block value, using prior (the

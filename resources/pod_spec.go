@@ -356,21 +356,15 @@ func podAttributePath(p spec.Path) path.Path {
 
 // addFieldErrors reports spec field errors at their attribute paths.
 func addFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
-	for _, fe := range errs {
-		p := podAttributePath(fe.Path)
-		summary := "Invalid pod specification"
-		if len(fe.Path) > 0 && fe.Path[0].Field == "containers" {
-			summary = "Invalid container specification"
+	summary := func(p spec.Path) string {
+		if len(p) > 0 && p[0].Field == "containers" {
+			return "Invalid container specification"
 		}
-		if len(fe.Path) == 0 {
-			diags.AddError(summary, fe.Msg)
-			continue
-		}
-		// Messages may name other containers the way agentd spells them.
-		msg := strings.ReplaceAll(fe.Msg, "containers[", "container[")
-		msg = strings.ReplaceAll(msg, "secret_mounts[", "secret_mount[")
-		diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", p, msg))
+		return "Invalid pod specification"
 	}
+	// Messages may name other containers the way agentd spells them.
+	addSpecFieldErrors(diags, errs, summary, podAttributePath,
+		strings.NewReplacer("containers[", "container[", "secret_mounts[", "secret_mount["))
 }
 
 // podStatus fills the computed status attributes from a pod.

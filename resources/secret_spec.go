@@ -1,7 +1,6 @@
 package resources
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 
@@ -133,15 +132,8 @@ func secretAttributePath(p spec.Path, dataAttr string) path.Path {
 
 // addSecretFieldErrors reports spec field errors at their attribute paths.
 func addSecretFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors, dataAttr string) {
-	const summary = "Invalid secret specification"
-	for _, fe := range errs {
-		if len(fe.Path) == 0 {
-			diags.AddError(summary, fe.Msg)
-			continue
-		}
-		p := secretAttributePath(fe.Path, dataAttr)
-		diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", p, fe.Msg))
-	}
+	addSpecFieldErrors(diags, errs, fixedSummary("Invalid secret specification"),
+		func(p spec.Path) path.Path { return secretAttributePath(p, dataAttr) }, nil)
 }
 
 // checkSecretDataChoice checks how the configuration provides the data:
