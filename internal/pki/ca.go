@@ -1,17 +1,20 @@
-// Package pki implements the herd certificate authority: creation and
-// loading of the CA, issuance of node and client certificates (ECDSA P-256),
-// and the mutual-TLS configurations used between the Terraform provider,
-// herdctl and agentd.
+// Package pki is the one place herd makes keys and x509 certificates. It
+// implements the herd certificate authority: creation and loading of the
+// CA, issuance of node and client certificates (ECDSA P-256), and the
+// mutual-TLS configurations used between the Terraform provider, herdctl
+// and agentd. The same CA type, with options (NewCA, Issue), makes the
+// certificates other systems read, such as a nested Kubernetes cluster's
+// kubeadm PKI (agentd/nested/pki) and the test harness's.
 //
-// Keys are written PEM-encoded as PKCS#8 ("PRIVATE KEY"); every loader also
-// accepts SEC 1 ("EC PRIVATE KEY"). Errors returned by this package never
-// contain key material.
+// Keys are written PEM-encoded as PKCS#8 ("PRIVATE KEY") unless
+// WithKeyEncoding says otherwise; every loader also accepts SEC 1
+// ("EC PRIVATE KEY"). Errors returned by this package never contain key
+// material.
 package pki
 
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -21,7 +24,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
@@ -38,44 +40,53 @@ type CA struct {
 	KeyPEM  []byte
 }
 
-// NewCA creates a self-signed CA with the given common name. The default
-// validity is DefaultCAValidity.
+// NewCA creates a self-signed CA with the given common name and an
+// ECDSA P-256 key. By default it is herd's CA: valid for
+// DefaultCAValidity, key usages CertSign, CRLSign and DigitalSignature,
+// and a path length of 0 (leaves only, no intermediates); options change
+// the validity, subject organization, key usages and path length (other
+// CAs, e.g. a Kubernetes cluster's, use those).
 func NewCA(commonName string, opts ...Option) (*CA, error) {
 	if strings.TrimSpace(commonName) == "" {
 		return nil, errors.New("pki: CA common name must not be empty")
 	}
-	notBefore, notAfter, err := resolveValidity(time.Now(), DefaultCAValidity, opts)
+	o, err := resolve(DefaultCAValidity, opts)
 	if err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("pki: generate CA key: %w", err)
+	if o.keyType != ECDSAP256 {
+		return nil, fmt.Errorf("pki: CA keys are %v, not %v", ECDSAP256, o.keyType)
 	}
-	serial, err := newSerial()
+	if o.keyUsage == 0 {
+		o.keyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	}
+	tmpl, err := o.template(commonName)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true, // leaves only, no intermediates
+	tmpl.IsCA = true
+	switch {
+	case o.pathLen == nil || *o.pathLen == 0:
+		tmpl.MaxPathLen, tmpl.MaxPathLenZero = 0, true
+	case *o.pathLen < 0:
+		tmpl.MaxPathLen = -1
+	default:
+		tmpl.MaxPathLen = *o.pathLen
 	}
+	signer, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	key := signer.(*ecdsa.PrivateKey)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: create CA certificate: %w", err)
+		return nil, fmt.Errorf("pki: create CA certificate %q: %w", commonName, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("pki: parse CA certificate: %w", err)
 	}
-	keyPEM, err := encodeKeyPEM(key)
+	keyPEM, err := EncodePrivateKeyPEM(key, o.keyEncoding)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +122,8 @@ func keyMatches(cert *x509.Certificate, key *ecdsa.PrivateKey) bool {
 // RFC 1123 label, see ValidateName). The certificate has CN=name, DNS SANs
 // name plus dnsNames, IP SANs ips, and is valid for both server and client
 // authentication (nodes also talk to each other). Default validity is
-// DefaultLeafValidity; it is clamped so as not to outlive the CA.
+// DefaultLeafValidity; it is clamped so as not to outlive the CA. Only the
+// validity options apply: the node profile fixes names, usages and key.
 func (ca *CA) IssueNode(name string, ips []net.IP, dnsNames []string, opts ...Option) (certPEM, keyPEM []byte, err error) {
 	if err := ValidateName(name); err != nil {
 		return nil, nil, err
@@ -138,73 +150,115 @@ func (ca *CA) IssueNode(name string, ips []net.IP, dnsNames []string, opts ...Op
 			ipSANs = append(ipSANs, ip)
 		}
 	}
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: name},
-		DNSNames:    dns,
-		IPAddresses: ipSANs,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	o, err := herdLeaf(opts)
+	if err != nil {
+		return nil, nil, err
 	}
-	return ca.issue(tmpl, opts)
+	o.dnsNames, o.ips = dns, ipSANs
+	o.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	return ca.issue(name, o)
 }
 
 // IssueClient issues a client certificate (CN=name, ExtKeyUsage ClientAuth
 // only) for a user or tool such as the Terraform provider or herdctl. Admin
-// clients carry the Subject Organization AdminOrganization.
+// clients carry the Subject Organization AdminOrganization. Only the
+// validity options apply.
 func (ca *CA) IssueClient(name string, admin bool, opts ...Option) (certPEM, keyPEM []byte, err error) {
 	if err := ValidateName(name); err != nil {
 		return nil, nil, err
 	}
-	subject := pkix.Name{CommonName: name}
+	o, err := herdLeaf(opts)
+	if err != nil {
+		return nil, nil, err
+	}
 	if admin {
-		subject.Organization = []string{AdminOrganization}
+		o.organization = []string{AdminOrganization}
 	}
-	tmpl := &x509.Certificate{
-		Subject:     subject,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	return ca.issue(tmpl, opts)
+	o.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	return ca.issue(name, o)
 }
 
-// issue fills in the common leaf fields of tmpl, signs it with the CA and
-// returns the PEM-encoded certificate and a freshly generated key.
-func (ca *CA) issue(tmpl *x509.Certificate, opts []Option) (certPEM, keyPEM []byte, err error) {
+// herdLeaf resolves opts keeping only their validity window: herd's own
+// node and client certificates always look the same otherwise.
+func herdLeaf(opts []Option) (options, error) {
+	o, err := resolve(DefaultLeafValidity, opts)
+	if err != nil {
+		return options{}, err
+	}
+	return options{validity: o.validity, now: o.now, backdate: o.backdate, notBefore: o.notBefore, notAfter: o.notAfter}, nil
+}
+
+// Issue signs a leaf certificate for commonName with a fresh key, as the
+// options describe: subject organization, SANs, extended key usages,
+// validity (default DefaultLeafValidity, clamped so as not to outlive the
+// CA), key type and encoding. The key usage defaults to DigitalSignature.
+// Unlike IssueNode and IssueClient it applies no herd naming rules: it is
+// for certificates other systems read (e.g. Kubernetes takes the user
+// from CN and the groups from O).
+func (ca *CA) Issue(commonName string, opts ...Option) (certPEM, keyPEM []byte, err error) {
+	o, err := resolve(DefaultLeafValidity, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca.issue(commonName, o)
+}
+
+// issue signs the leaf o describes with the CA and returns the
+// PEM-encoded certificate and a freshly generated key.
+func (ca *CA) issue(commonName string, o options) (certPEM, keyPEM []byte, err error) {
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
 		return nil, nil, errors.New("pki: CA is not loaded")
 	}
-	notBefore, notAfter, err := resolveValidity(time.Now(), DefaultLeafValidity, opts)
+	if o.keyUsage == 0 {
+		o.keyUsage = x509.KeyUsageDigitalSignature
+	}
+	tmpl, err := o.template(commonName)
 	if err != nil {
 		return nil, nil, err
 	}
 	// A leaf must not outlive its CA: clamp silently.
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-		if !notAfter.After(notBefore) {
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+		if !tmpl.NotAfter.After(tmpl.NotBefore) {
 			return nil, nil, errors.New("pki: CA certificate expires before the requested validity period starts")
 		}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: generate key: %w", err)
-	}
-	serial, err := newSerial()
+	key, err := GenerateKey(o.keyType)
 	if err != nil {
 		return nil, nil, err
 	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = notBefore
-	tmpl.NotAfter = notAfter
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	tmpl.BasicConstraintsValid = true
-	tmpl.IsCA = false
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: sign certificate for %q: %w", tmpl.Subject.CommonName, err)
+		return nil, nil, fmt.Errorf("pki: sign certificate for %q: %w", commonName, err)
 	}
-	keyPEM, err = encodeKeyPEM(key)
+	keyPEM, err = EncodePrivateKeyPEM(key, o.keyEncoding)
 	if err != nil {
 		return nil, nil, err
 	}
 	return encodeCertPEM(der), keyPEM, nil
+}
+
+// template is the certificate o describes, not yet a CA or signed.
+func (o options) template(commonName string) (*x509.Certificate, error) {
+	notBefore, notAfter, err := o.window()
+	if err != nil {
+		return nil, err
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: commonName, Organization: o.organization},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              o.keyUsage,
+		ExtKeyUsage:           o.extKeyUsage,
+		DNSNames:              o.dnsNames,
+		IPAddresses:           o.ips,
+		BasicConstraintsValid: true,
+	}, nil
 }
 
 // IsAdmin reports whether cert is an admin client certificate, i.e. a

@@ -1,7 +1,10 @@
 package pki
 
 import (
+	"crypto/x509"
 	"errors"
+	"net"
+	"slices"
 	"time"
 )
 
@@ -16,14 +19,27 @@ const (
 	clockSkew = 5 * time.Minute
 )
 
-// Option customises a certificate issued by NewCA, IssueNode or IssueClient.
+// Option customises a certificate made by NewCA, Issue, IssueNode or
+// IssueClient: its validity window, subject, SANs, usages and key.
+// Options not given keep herd's defaults (see NewCA and Issue).
 type Option func(*options)
 
 type options struct {
 	validity  time.Duration
+	now       time.Time
+	backdate  time.Duration
 	notBefore time.Time
 	notAfter  time.Time
-	err       error
+
+	organization []string
+	dnsNames     []string
+	ips          []net.IP
+	extKeyUsage  []x509.ExtKeyUsage
+	keyUsage     x509.KeyUsage // 0: the profile's default
+	pathLen      *int
+	keyType      KeyType
+	keyEncoding  KeyEncoding
+	err          error
 }
 
 // WithValidity sets the lifetime of the certificate, counted from now
@@ -52,19 +68,89 @@ func WithNotAfter(t time.Time) Option {
 	return func(o *options) { o.notAfter = t }
 }
 
-// resolveValidity resolves the options into a [notBefore, notAfter] window.
-func resolveValidity(now time.Time, defValidity time.Duration, opts []Option) (notBefore, notAfter time.Time, err error) {
-	o := options{validity: defValidity}
+// WithNow sets the instant the validity period is counted from (default
+// time.Now()): NotBefore is now minus the back-date, NotAfter now plus the
+// validity.
+func WithNow(t time.Time) Option {
+	return func(o *options) { o.now = t }
+}
+
+// WithBackdate sets how far before now NotBefore lies (default 5 minutes,
+// for peers whose clock is a little behind). It must not be negative.
+func WithBackdate(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.err = errors.New("pki: back-date must not be negative")
+			return
+		}
+		o.backdate = d
+	}
+}
+
+// WithOrganization sets the Subject Organization (Kubernetes reads a
+// client certificate's groups from it).
+func WithOrganization(org ...string) Option {
+	return func(o *options) { o.organization = slices.Clone(org) }
+}
+
+// WithDNSNames adds DNS subject alternative names.
+func WithDNSNames(names ...string) Option {
+	return func(o *options) { o.dnsNames = append(o.dnsNames, names...) }
+}
+
+// WithIPs adds IP subject alternative names.
+func WithIPs(ips ...net.IP) Option {
+	return func(o *options) { o.ips = append(o.ips, ips...) }
+}
+
+// WithExtKeyUsage sets the extended key usages (e.g. server and/or client
+// authentication).
+func WithExtKeyUsage(usages ...x509.ExtKeyUsage) Option {
+	return func(o *options) { o.extKeyUsage = slices.Clone(usages) }
+}
+
+// WithKeyUsage replaces the profile's default key usage bits.
+func WithKeyUsage(u x509.KeyUsage) Option {
+	return func(o *options) { o.keyUsage = u }
+}
+
+// WithPathLen sets a CA's path-length constraint: 0 (herd's default)
+// allows leaves only, a negative value sets no constraint at all.
+func WithPathLen(n int) Option {
+	return func(o *options) { o.pathLen = &n }
+}
+
+// WithKeyType selects the algorithm of the generated key (default
+// ECDSA P-256). CAs are always ECDSA P-256.
+func WithKeyType(t KeyType) Option {
+	return func(o *options) { o.keyType = t }
+}
+
+// WithKeyEncoding selects how the generated private key is PEM-encoded
+// (default PKCS#8).
+func WithKeyEncoding(e KeyEncoding) Option {
+	return func(o *options) { o.keyEncoding = e }
+}
+
+// resolve applies opts over the defaults.
+func resolve(defValidity time.Duration, opts []Option) (options, error) {
+	o := options{validity: defValidity, backdate: clockSkew}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&o)
 		}
 	}
-	if o.err != nil {
-		return time.Time{}, time.Time{}, o.err
+	return o, o.err
+}
+
+// window resolves the options into a [notBefore, notAfter] window.
+func (o options) window() (notBefore, notAfter time.Time, err error) {
+	now := o.now
+	if now.IsZero() {
+		now = time.Now()
 	}
 	start := now
-	notBefore = now.Add(-clockSkew)
+	notBefore = now.Add(-o.backdate)
 	if !o.notBefore.IsZero() {
 		notBefore = o.notBefore
 		start = o.notBefore

@@ -94,44 +94,20 @@ func parseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 // PKCS#8 ("PRIVATE KEY") and SEC 1 ("EC PRIVATE KEY") encodings are
 // accepted; the key must be ECDSA P-256. Errors never contain key material.
 func ParsePrivateKeyPEM(data []byte) (*ecdsa.PrivateKey, error) {
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("pki: no PRIVATE KEY or EC PRIVATE KEY PEM block found")
-		}
-		var (
-			key any
-			err error
-		)
-		switch block.Type {
-		case pemTypePKCS8Key:
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case pemTypeECKey:
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, errKeyParse
-		}
-		ec, ok := key.(*ecdsa.PrivateKey)
-		if !ok || ec.Curve != elliptic.P256() {
-			return nil, errKeyParse
-		}
-		return ec, nil
+	key, typ, err := parseFirstKeyPEM(data)
+	switch {
+	case typ == "":
+		return nil, errors.New("pki: no PRIVATE KEY or EC PRIVATE KEY PEM block found")
+	case err != nil:
+		return nil, errKeyParse
 	}
+	ec, ok := key.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, errKeyParse
+	}
+	return ec, nil
 }
 
 func encodeCertPEM(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: der})
-}
-
-func encodeKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, errors.New("pki: marshal private key failed")
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: pemTypePKCS8Key, Bytes: der}), nil
 }

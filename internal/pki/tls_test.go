@@ -98,7 +98,7 @@ func issueRaw(t *testing.T, ca *CA, tmpl *x509.Certificate) (certPEM, keyPEM []b
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err = encodeKeyPEM(key)
+	keyPEM, err = EncodePrivateKeyPEM(key, PKCS8)
 	if err != nil {
 		t.Fatal(err)
 	}

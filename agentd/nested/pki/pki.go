@@ -10,25 +10,21 @@
 // VM boots. IssueLeaves issues exactly those leaves from the same CAs, as
 // kubeadm's certs phase would: agentd's tests use it to start a real
 // kube-apiserver with the guest's files.
+//
+// This package knows kubeadm's layout: which certificates, with which
+// names and usages, in which files. internal/pki makes the keys and
+// certificates.
 package pki
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -38,6 +34,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	herdpki "github.com/herd-project/terraform-provider-herd/internal/pki"
 )
 
 // The kubeadm file set, relative to /etc/kubernetes/pki.
@@ -90,42 +88,27 @@ func GenerateCAs(now time.Time) (Files, error) {
 		{EtcdCACert, EtcdCAKey, "etcd-ca"},
 		{FrontProxyCACert, FrontProxyCAKey, "front-proxy-ca"},
 	} {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		// kubeadm's CA profile (client-go's self-signed CA): these key
+		// usages, no path-length constraint, keys as kubeadm writes them.
+		c, err := herdpki.NewCA(ca.cn,
+			herdpki.WithNow(now), herdpki.WithBackdate(backdate), herdpki.WithValidity(caValidity),
+			herdpki.WithKeyUsage(x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment),
+			herdpki.WithPathLen(-1), herdpki.WithKeyEncoding(herdpki.Traditional))
 		if err != nil {
-			return nil, fmt.Errorf("generate %s key: %w", ca.cn, err)
+			return nil, fmt.Errorf("create %s: %w", ca.cn, err)
 		}
-		serial, err := newSerial()
-		if err != nil {
-			return nil, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber:          serial,
-			Subject:               pkix.Name{CommonName: ca.cn},
-			NotBefore:             now.Add(-backdate),
-			NotAfter:              now.Add(caValidity),
-			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-			BasicConstraintsValid: true,
-			IsCA:                  true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-		if err != nil {
-			return nil, fmt.Errorf("self-sign %s: %w", ca.cn, err)
-		}
-		if f[ca.key], err = encodeKey(key); err != nil {
-			return nil, err
-		}
-		f[ca.cert] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		f[ca.cert], f[ca.key] = c.CertPEM, c.KeyPEM
 	}
-	sa, err := rsa.GenerateKey(rand.Reader, 2048)
+	sa, err := herdpki.GenerateKey(herdpki.RSA2048)
 	if err != nil {
 		return nil, fmt.Errorf("generate service-account key: %w", err)
 	}
-	f[SAKey] = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(sa)})
-	pub, err := x509.MarshalPKIXPublicKey(sa.Public())
-	if err != nil {
+	if f[SAKey], err = herdpki.EncodePrivateKeyPEM(sa, herdpki.Traditional); err != nil {
+		return nil, fmt.Errorf("encode service-account key: %w", err)
+	}
+	if f[SAPub], err = herdpki.EncodePublicKeyPEM(sa.Public()); err != nil {
 		return nil, fmt.Errorf("encode service-account public key: %w", err)
 	}
-	f[SAPub] = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
 	return f, nil
 }
 
@@ -223,23 +206,25 @@ func (f Files) IssueLeaves(o LeafOptions, now time.Time) (Files, error) {
 	client := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	out := maps.Clone(f)
+	masters := []string{"system:masters"}
 	for _, l := range []struct {
 		cert, key string
-		ca        *authority
-		subject   pkix.Name
+		ca        *herdpki.CA
+		cn        string
+		org       []string
 		usage     []x509.ExtKeyUsage
 		dns       []string
 		ips       []net.IP
 	}{
-		{APIServerCert, APIServerKey, ca, pkix.Name{CommonName: "kube-apiserver"}, server, dns, ips},
-		{APIServerKubeletCert, APIServerKubeletKey, ca, pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}}, client, nil, nil},
-		{FrontProxyClientCert, FrontProxyClientKey, fp, pkix.Name{CommonName: "front-proxy-client"}, client, nil, nil},
-		{EtcdServerCert, EtcdServerKey, etcdCA, pkix.Name{CommonName: node}, both, etcdDNS, etcdIPs},
-		{EtcdPeerCert, EtcdPeerKey, etcdCA, pkix.Name{CommonName: node}, both, etcdDNS, etcdIPs},
-		{EtcdHealthcheckCert, EtcdHealthcheckKey, etcdCA, pkix.Name{CommonName: "kube-etcd-healthcheck-client"}, client, nil, nil},
-		{APIServerEtcdClientCrt, APIServerEtcdClientKey, etcdCA, pkix.Name{CommonName: "kube-apiserver-etcd-client"}, client, nil, nil},
+		{APIServerCert, APIServerKey, ca, "kube-apiserver", nil, server, dns, ips},
+		{APIServerKubeletCert, APIServerKubeletKey, ca, "kube-apiserver-kubelet-client", masters, client, nil, nil},
+		{FrontProxyClientCert, FrontProxyClientKey, fp, "front-proxy-client", nil, client, nil, nil},
+		{EtcdServerCert, EtcdServerKey, etcdCA, node, nil, both, etcdDNS, etcdIPs},
+		{EtcdPeerCert, EtcdPeerKey, etcdCA, node, nil, both, etcdDNS, etcdIPs},
+		{EtcdHealthcheckCert, EtcdHealthcheckKey, etcdCA, "kube-etcd-healthcheck-client", nil, client, nil, nil},
+		{APIServerEtcdClientCrt, APIServerEtcdClientKey, etcdCA, "kube-apiserver-etcd-client", nil, client, nil, nil},
 	} {
-		certPEM, keyPEM, err := l.ca.issue(l.subject, l.usage, l.dns, l.ips, now)
+		certPEM, keyPEM, err := issue(l.ca, now, l.cn, l.org, l.usage, herdpki.WithDNSNames(l.dns...), herdpki.WithIPs(l.ips...))
 		if err != nil {
 			return nil, fmt.Errorf("issue %s: %w", l.cert, err)
 		}
@@ -254,7 +239,7 @@ func (f Files) CACertificate() []byte { return bytes.Clone(f[CACert]) }
 // CAHash is what `kubeadm join --discovery-token-ca-cert-hash` expects:
 // "sha256:" and the hex SHA-256 of the CA's SubjectPublicKeyInfo.
 func (f Files) CAHash() (string, error) {
-	c, err := parseCert(f[CACert])
+	c, err := herdpki.ParseCertificatePEM(f[CACert])
 	if err != nil {
 		return "", fmt.Errorf("ca hash: %w", err)
 	}
@@ -270,8 +255,7 @@ func (f Files) AdminKubeconfig(clusterName, server string, now time.Time) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := ca.issue(pkix.Name{CommonName: "kubernetes-admin", Organization: []string{"system:masters"}},
-		[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil, now)
+	certPEM, keyPEM, err := issue(ca, now, "kubernetes-admin", []string{"system:masters"}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	if err != nil {
 		return nil, fmt.Errorf("issue admin certificate: %w", err)
 	}
@@ -324,111 +308,21 @@ func Unmarshal(b []byte) (Files, error) {
 	return Files(m), nil
 }
 
-type authority struct {
-	cert *x509.Certificate
-	key  crypto.Signer
+func (f Files) loadCA(certName, keyName string) (*herdpki.CA, error) {
+	ca, err := herdpki.LoadCA(f[certName], f[keyName])
+	if err != nil {
+		return nil, fmt.Errorf("load %s and %s: %w", certName, keyName, err)
+	}
+	return ca, nil
 }
 
-func (f Files) loadCA(certName, keyName string) (*authority, error) {
-	c, err := parseCert(f[certName])
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", certName, err)
-	}
-	k, err := parseKey(f[keyName])
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", keyName, err)
-	}
-	return &authority{cert: c, key: k}, nil
-}
-
-func (a *authority) issue(subject pkix.Name, usage []x509.ExtKeyUsage, dns []string, ips []net.IP, now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	notAfter := now.Add(leafValidity)
-	if notAfter.After(a.cert.NotAfter) {
-		notAfter = a.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:           usage,
-		BasicConstraintsValid: true,
-		DNSNames:              dns,
-		IPAddresses:           ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, key.Public(), a.key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
-}
-
-func encodeKey(k *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return nil, errors.New("encode private key failed")
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
-}
-
-func parseCert(b []byte) (*x509.Certificate, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, errors.New("not a PEM certificate")
-	}
-	return x509.ParseCertificate(blk.Bytes)
-}
-
-// parseKey never puts key bytes into its errors.
-func parseKey(b []byte) (crypto.Signer, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("not a PEM private key")
-	}
-	switch blk.Type {
-	case "EC PRIVATE KEY":
-		k, err := x509.ParseECPrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, errors.New("malformed EC private key")
-		}
-		return k, nil
-	case "RSA PRIVATE KEY":
-		k, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, errors.New("malformed RSA private key")
-		}
-		return k, nil
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, errors.New("malformed PKCS#8 private key")
-		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, errors.New("unsupported private key type")
-		}
-		return s, nil
-	}
-	return nil, fmt.Errorf("unsupported PEM block %q", blk.Type)
-}
-
-func newSerial() (*big.Int, error) {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, fmt.Errorf("serial number: %w", err)
-	}
-	return n.Add(n, big.NewInt(1)), nil
+// issue signs a leaf with kubeadm's leaf profile: a year (at most the
+// CA's lifetime), these key usages, the key written as kubeadm writes it.
+func issue(ca *herdpki.CA, now time.Time, cn string, org []string, usage []x509.ExtKeyUsage, opts ...herdpki.Option) (certPEM, keyPEM []byte, err error) {
+	return ca.Issue(cn, append([]herdpki.Option{
+		herdpki.WithNow(now), herdpki.WithBackdate(backdate), herdpki.WithValidity(leafValidity),
+		herdpki.WithOrganization(org...), herdpki.WithExtKeyUsage(usage...),
+		herdpki.WithKeyUsage(x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment),
+		herdpki.WithKeyEncoding(herdpki.Traditional),
+	}, opts...)...)
 }

@@ -1,10 +1,13 @@
 package pki
 
 import (
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +21,13 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	herdpki "github.com/herd-project/terraform-provider-herd/internal/pki"
+)
+
+var (
+	parseCert = herdpki.ParseCertificatePEM
+	parseKey  = herdpki.ParseSignerPEM
 )
 
 func mustCAs(t *testing.T) Files {
@@ -176,5 +186,52 @@ func TestAdminKubeconfigTLS(t *testing.T) {
 	// both sides.
 	if _, err := get(okc); err == nil {
 		t.Fatal("a kubeconfig of another CA was accepted")
+	}
+}
+
+// The kubeadm profile internal/pki is asked for: what kubeadm itself
+// writes, so guests and tools see the certificates they expect.
+func TestKubeadmProfile(t *testing.T) {
+	now := time.Now()
+	f := leaves(t, mustCAs(t))
+	for _, n := range []string{CACert, EtcdCACert, FrontProxyCACert} {
+		c, err := parseCert(f[n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantUsage := x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+		if !c.IsCA || c.KeyUsage != wantUsage || c.MaxPathLen != -1 || c.MaxPathLenZero {
+			t.Errorf("%s: IsCA %v, key usage %b (want %b), path length %d/%v (want unconstrained)", n, c.IsCA, c.KeyUsage, wantUsage, c.MaxPathLen, c.MaxPathLenZero)
+		}
+		if _, ok := c.PublicKey.(*ecdsa.PublicKey); !ok {
+			t.Errorf("%s: key %T, want ECDSA", n, c.PublicKey)
+		}
+		if life := c.NotAfter.Sub(now); life < caValidity-time.Hour || life > caValidity {
+			t.Errorf("%s: lifetime %v, want %v", n, life, caValidity)
+		}
+	}
+	for _, n := range []string{APIServerCert, EtcdServerCert, FrontProxyClientCert} {
+		c, _ := parseCert(f[n])
+		if c.IsCA || c.KeyUsage != x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment {
+			t.Errorf("%s: IsCA %v, key usage %b", n, c.IsCA, c.KeyUsage)
+		}
+		if life := c.NotAfter.Sub(now); life < leafValidity-time.Hour || life > leafValidity {
+			t.Errorf("%s: lifetime %v, want %v", n, life, leafValidity)
+		}
+	}
+	for n, want := range map[string]string{CAKey: "EC PRIVATE KEY", APIServerKey: "EC PRIVATE KEY", SAKey: "RSA PRIVATE KEY", SAPub: "PUBLIC KEY"} {
+		if b, _ := pem.Decode(f[n]); b == nil || b.Type != want {
+			t.Errorf("%s is not a %s PEM block", n, want)
+		}
+	}
+	if k, err := parseKey(f[SAKey]); err != nil {
+		t.Error(err)
+	} else if rk, ok := k.(*rsa.PrivateKey); !ok || rk.N.BitLen() != 2048 {
+		t.Errorf("service-account key %T, want RSA 2048", k)
+	}
+	kubelet, _ := parseCert(f[APIServerKubeletCert])
+	if kubelet.Subject.CommonName != "kube-apiserver-kubelet-client" || !slices.Equal(kubelet.Subject.Organization, []string{"system:masters"}) ||
+		!slices.Equal(kubelet.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
+		t.Errorf("kubelet client certificate: %v, EKU %v", kubelet.Subject, kubelet.ExtKeyUsage)
 	}
 }
