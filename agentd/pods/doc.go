@@ -19,9 +19,10 @@
 //   - Containers of a pod start in parallel. A restart gets a fresh
 //     container and root filesystem (as in Kubernetes); restarts append to
 //     the same log file.
-//   - Restart policies Always, OnFailure, Never. Back-off like the kubelet:
-//     the first restart is immediate, then BackoffBase, doubling up to
-//     BackoffMax, counted per container over consecutive crashes and reset
+//   - Restart policies Always, OnFailure, Never. Back-off like the kubelet
+//     (package restarts): the first restart is immediate, then BackoffBase,
+//     doubling up to BackoffMax, each delay lengthened by a random jitter of
+//     under 10 %, counted per container over consecutive crashes and reset
 //     once a run lasted 10 minutes. During back-off a container is waiting
 //     with reason CrashLoopBackOff and next_restart_at. A task that cannot
 //     be created or started (bad command) is RunContainerError and retried

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/pods/restarts"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -31,9 +32,6 @@ const (
 	DefaultBackoffMax       = 5 * time.Minute
 	DefaultGCInterval       = time.Minute
 	DefaultLogCheckInterval = time.Second
-	// backoffResetAfter: a container that ran this long before it exited
-	// restarts without back-off, as if it had never crashed.
-	backoffResetAfter = 10 * time.Minute
 	// killTimeout bounds the wait for a SIGKILLed task.
 	killTimeout = 30 * time.Second
 )
@@ -74,7 +72,8 @@ type Config struct {
 	// 10 MiB): the newest bytes are kept. See logs.go for the approach.
 	LogMaxBytes int64
 	// BackoffBase and BackoffMax bound the restart back-off (defaults 10 s
-	// and 5 min, like the kubelet).
+	// and 5 min, like the kubelet); each delay gets a jitter of under 10 %
+	// on top (restarts.Jitter).
 	BackoffBase, BackoffMax time.Duration
 	// GCInterval is how often garbage collection runs (default 1 min).
 	GCInterval time.Duration
@@ -120,6 +119,8 @@ type Manager struct {
 	st   *store.Store
 	log  *slog.Logger
 	logs logFiles
+	// backoff is the restart and retry schedule of every container.
+	backoff *restarts.Backoff
 
 	// applyMu serializes the creation of pods (and garbage collection's
 	// removals), so that no new pod incarnation appears mid-check.
@@ -222,6 +223,7 @@ func New(cfg Config) (*Manager, error) {
 		rt:       cfg.Runtime,
 		st:       cfg.Store,
 		log:      cfg.Logger.With("component", "pods"),
+		backoff:  &restarts.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax},
 		pods:     map[string]*podEntry{},
 		unusable: map[string]bool{},
 		ctx:      ctx,
@@ -803,26 +805,4 @@ func (m *Manager) removeLogs(e *podEntry) error {
 		return fmt.Errorf("remove logs: %w", err)
 	}
 	return nil
-}
-
-// backoff returns the delay before restart number n of a crashing
-// container (n counts consecutive crashes, from 1): like the kubelet, the
-// first restart is immediate, then BackoffBase, doubling up to BackoffMax.
-func (m *Manager) crashBackoff(n int) time.Duration {
-	if n <= 1 {
-		return 0
-	}
-	return m.expBackoff(n - 1)
-}
-
-// expBackoff is BackoffBase·2^(n-1), capped at BackoffMax.
-func (m *Manager) expBackoff(n int) time.Duration {
-	d := m.cfg.BackoffBase
-	for i := 1; i < n; i++ {
-		d *= 2
-		if d >= m.cfg.BackoffMax || d <= 0 {
-			return m.cfg.BackoffMax
-		}
-	}
-	return min(d, m.cfg.BackoffMax)
 }

@@ -914,19 +914,6 @@ func TestTail(t *testing.T) {
 	}
 }
 
-func TestBackoffSequence(t *testing.T) {
-	m := &Manager{cfg: Config{BackoffBase: 10 * time.Second, BackoffMax: 5 * time.Minute}}
-	want := []time.Duration{0, 0, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}
-	for n, w := range want {
-		if got := m.crashBackoff(n); got != w {
-			t.Errorf("crashBackoff(%d) = %s, want %s", n, got, w)
-		}
-	}
-	if got := m.crashBackoff(1000); got != 5*time.Minute {
-		t.Errorf("crashBackoff(1000) = %s", got)
-	}
-}
-
 // TestApplyRollsBackWhenTheRecordFails: the worker starts while Apply
 // writes the record; when the write fails, nothing may remain.
 func TestApplyRollsBackWhenTheRecordFails(t *testing.T) {

@@ -599,7 +599,7 @@ func (w *worker) stopForRestart(ctx context.Context, cs []*ctr, why string) {
 		}
 		c.task = nil
 		c.probeKill, c.killAt = "", time.Time{}
-		c.nextAttempt = time.Time{}
+		c.restart.RunNow()
 		st := c.st
 		code := int32(codes[i])
 		st.LastExitCode = &code

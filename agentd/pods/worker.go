@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/pods/restarts"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -47,13 +48,11 @@ type ctr struct {
 	task *runtime.Task // current task, nil when none
 	gen  int           // bumped per task, to drop stale exit events
 
-	crashes      int       // consecutive crashes, for the back-off
-	pullFailures int       // consecutive failed pulls
-	nextAttempt  time.Time // no (re)start before this
-	done         bool      // terminated for good (restart policy)
-	failed       bool      // done with a failure
-	recheck      bool      // lost the wait on the task: inspect it again
-	adoptPending bool      // adoption could not ask containerd: retry
+	restart      *restarts.Tracker // restart policy, back-off, next attempt
+	done         bool              // terminated for good (restart policy)
+	failed       bool              // done with a failure
+	recheck      bool              // lost the wait on the task: inspect it again
+	adoptPending bool              // adoption could not ask containerd: retry
 
 	// secretRefs are the refKeys of the secrets the container uses;
 	// secretSums what the current run was created with (LabelSecrets).
@@ -103,6 +102,7 @@ func newWorker(m *Manager, e *podEntry) *worker {
 			id:      e.ids[i],
 			logPath: m.logPath(e.name, e.uid, cs.GetName()),
 			st:      st,
+			restart: restarts.NewTracker(e.spec.GetRestartPolicy(), m.backoff),
 		}
 		for _, r := range spec.ContainerSecretRefs(e.spec, cs) {
 			c.secretRefs = append(c.secretRefs, refKey(r))
@@ -180,15 +180,15 @@ func (w *worker) sync(ctx context.Context) time.Time {
 		if c.done || c.task != nil {
 			continue
 		}
-		if now.Before(c.nextAttempt) {
-			next = earliest(next, c.nextAttempt)
+		if now.Before(c.restart.Next()) {
+			next = earliest(next, c.restart.Next())
 			continue
 		}
 		due = append(due, c)
 	}
 	if len(due) > 0 && !w.ensureNetwork(ctx, due) {
 		for _, c := range due {
-			next = earliest(next, c.nextAttempt)
+			next = earliest(next, c.restart.Next())
 		}
 		due = nil
 	}
@@ -209,8 +209,8 @@ func (w *worker) sync(ctx context.Context) time.Time {
 		wg.Wait()
 	}
 	for _, c := range due {
-		if !c.done && c.task == nil && !c.nextAttempt.IsZero() {
-			next = earliest(next, c.nextAttempt)
+		if !c.done && c.task == nil && !c.restart.Next().IsZero() {
+			next = earliest(next, c.restart.Next())
 		}
 	}
 	w.updatePhase()
@@ -232,8 +232,7 @@ func (w *worker) ensureNetwork(ctx context.Context, due []*ctr) bool {
 		}
 		w.log.Warn("pod network setup failed", "err", err)
 		for _, c := range due {
-			c.pullFailures++ // shares the image pull back-off
-			c.nextAttempt = time.Now().Add(w.m.expBackoff(c.pullFailures))
+			c.restart.PrepFailed() // shares the image pull back-off
 			w.setWaiting(c, ReasonNetworkSetupError, fmt.Sprintf("pod network: %v", err), time.Time{})
 		}
 		return false

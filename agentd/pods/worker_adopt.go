@@ -19,10 +19,11 @@ func (w *worker) adopt(ctx context.Context, c *ctr) {
 		c.failed = st.Reason != ReasonCompleted
 		return
 	}
-	c.crashes = int(min(st.RestartCount, 32))
+	var next time.Time
 	if st.State == StateWaiting && st.NextRestartAt != nil {
-		c.nextAttempt = st.NextRestartAt.AsTime()
+		next = st.NextRestartAt.AsTime()
 	}
+	c.restart.Adopt(st.RestartCount, next)
 	wasRunning := st.State == StateRunning
 	cont, err := w.m.rt.LoadContainer(ctx, c.id)
 	switch {
@@ -83,7 +84,7 @@ func (w *worker) adopt(ctx context.Context, c *ctr) {
 		st.State, st.Reason, st.Message = StateRunning, "", ""
 		st.NextRestartAt, st.FinishedAt = nil, nil
 		st.Pid = task.PID()
-		c.nextAttempt = time.Time{}
+		c.restart.RunNow()
 		w.adoptProbeStatus(c, wasRunning)
 		w.startProbes(ctx, c)
 		w.log.Info("re-adopted running container", "container", c.spec.GetName(), "pid", st.Pid)

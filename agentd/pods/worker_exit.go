@@ -10,7 +10,6 @@ import (
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // watch forwards the task's exit to the worker loop.
@@ -129,33 +128,25 @@ func (w *worker) lost(ctx context.Context, c *ctr, why string) {
 // terminated applies the restart policy to a container that stopped.
 func (w *worker) terminated(c *ctr, failed bool, reason, msg string, ran time.Duration, at time.Time) {
 	st := c.st
-	if ran >= backoffResetAfter {
-		c.crashes = 0
-	}
-	policy := w.e.spec.GetRestartPolicy()
-	restart := policy == spec.RestartAlways || (policy == spec.RestartOnFailure && failed)
-	if !restart {
+	d := c.restart.Exited(failed, ran, at)
+	if !d.Restart {
 		c.done, c.failed = true, failed
 		st.State, st.Reason, st.Message = StateTerminated, reason, msg
 		st.NextRestartAt = nil
 		return
 	}
-	c.crashes++
-	delay := w.m.crashBackoff(c.crashes)
 	why := reasonText(st, reason)
 	if msg != "" {
 		why += "; " + msg
 	}
-	if delay == 0 {
+	if d.Delay == 0 {
 		// Restarts right away. Never "terminated": that state means "done
 		// for good" to a later adoption.
-		c.nextAttempt = time.Time{}
 		w.setWaiting(c, ReasonContainerCreating, "restarting after "+why, time.Time{})
 		return
 	}
-	c.nextAttempt = at.Add(delay)
 	w.setWaiting(c, ReasonCrashLoopBackOff,
-		fmt.Sprintf("back-off %s restarting failed container %s (last exit: %s)", delay, c.spec.GetName(), why), c.nextAttempt)
+		fmt.Sprintf("back-off %s restarting failed container %s (last exit: %s)", d.Delay, c.spec.GetName(), why), d.At)
 }
 
 func reasonText(st *herdv1.ContainerStatus, reason string) string {

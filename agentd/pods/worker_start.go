@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
-	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // start pulls the image if needed, creates the container and starts its
@@ -20,9 +19,7 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.pullFailures++ // shares the image pull back-off
-		delay := w.m.expBackoff(c.pullFailures)
-		c.nextAttempt = time.Now().Add(delay)
+		_, delay := c.restart.PrepFailed() // shares the image pull back-off
 		w.setWaiting(c, ReasonCreateContainerConfigError, fmt.Sprintf("%v (retrying in %s)", err, delay.Round(time.Millisecond)), time.Time{})
 		w.log.Warn("container secrets unavailable", "container", c.spec.GetName(), "err", err, "retry_in", delay)
 		return
@@ -32,18 +29,16 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.pullFailures++
+		n, delay := c.restart.PrepFailed()
 		reason := ReasonErrImagePull
-		if c.pullFailures > 1 {
+		if n > 1 {
 			reason = ReasonImagePullBackOff
 		}
-		delay := w.m.expBackoff(c.pullFailures)
-		c.nextAttempt = time.Now().Add(delay)
 		w.setWaiting(c, reason, fmt.Sprintf("%v (retrying in %s)", err, delay.Round(time.Millisecond)), time.Time{})
 		w.log.Warn("image pull failed", "container", c.spec.GetName(), "image", c.spec.GetImage(), "err", err, "retry_in", delay)
 		return
 	}
-	c.pullFailures = 0
+	c.restart.Prepared()
 	if pulled {
 		w.log.Info("pulled image", "container", c.spec.GetName(), "image", img.Ref, "digest", img.Digest)
 	}
@@ -93,7 +88,7 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 	c.gen++
 	c.secretSums = secrets.sums
 	w.watch(ctx, c, exited)
-	c.nextAttempt = time.Time{}
+	c.restart.RunNow()
 	st := c.st
 	st.State = StateRunning
 	st.Reason, st.Message = "", ""
@@ -132,7 +127,8 @@ func (w *worker) startFailed(ctx context.Context, c *ctr, reason string, err err
 		return
 	}
 	w.log.Warn("container start failed", "container", c.spec.GetName(), "reason", reason, "err", err)
-	if runFailure && w.e.spec.GetRestartPolicy() == spec.RestartNever {
+	d := c.restart.StartFailed(runFailure)
+	if !d.Restart {
 		c.done, c.failed = true, true
 		st := c.st
 		st.State, st.Reason, st.Message = StateTerminated, ReasonStartError, err.Error()
@@ -140,10 +136,7 @@ func (w *worker) startFailed(ctx context.Context, c *ctr, reason string, err err
 		st.NextRestartAt = nil
 		return
 	}
-	c.crashes++
-	delay := w.m.expBackoff(c.crashes)
-	c.nextAttempt = time.Now().Add(delay)
-	w.setWaiting(c, reason, err.Error(), c.nextAttempt)
+	w.setWaiting(c, reason, err.Error(), d.At)
 }
 
 func (w *worker) setWaiting(c *ctr, reason, msg string, nextRestart time.Time) {
