@@ -110,7 +110,16 @@ func (m *Manager) collect(ctx context.Context, pod, uid string, remove func() er
 // collectLogDirs removes LogDir/<pod>_<uid> directories of pods the
 // manager does not run.
 func (m *Manager) collectLogDirs() error {
-	entries, err := os.ReadDir(m.cfg.LogDir)
+	return m.collectIncarnationDirs(m.cfg.LogDir, "log directory", func(path, _ string) error {
+		return os.RemoveAll(path)
+	})
+}
+
+// collectIncarnationDirs calls remove for every root/<pod>_<uid>
+// directory of a pod incarnation the manager does not run, each under
+// applyMu so that no such incarnation appears meanwhile.
+func (m *Manager) collectIncarnationDirs(root, what string, remove func(path, name string) error) error {
+	entries, err := os.ReadDir(root)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
@@ -125,8 +134,8 @@ func (m *Manager) collectLogDirs() error {
 		}
 		m.applyMu.Lock()
 		if !m.owned(name, uid) {
-			m.log.Info("garbage-collecting log directory", "dir", de.Name())
-			if err := os.RemoveAll(filepath.Join(m.cfg.LogDir, de.Name())); err != nil {
+			m.log.Info("garbage-collecting "+what, "dir", de.Name())
+			if err := remove(filepath.Join(root, de.Name()), de.Name()); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -177,27 +186,5 @@ func (m *Manager) ownedUID(uid string) bool {
 // tmpfs mount carrying herd's marker for that very incarnation is
 // unmounted, and a mount point that is no mount is removed only if empty.
 func (m *Manager) collectSecretDirs() error {
-	entries, err := os.ReadDir(m.cfg.SecretsDir)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	var errs []error
-	for _, de := range entries {
-		name, uid, ok := strings.Cut(de.Name(), "_")
-		if !de.IsDir() || !ok || name == "" || uid == "" {
-			continue
-		}
-		m.applyMu.Lock()
-		if !m.owned(name, uid) {
-			m.log.Info("garbage-collecting secret tmpfs", "dir", de.Name())
-			if err := removeSecretDir(filepath.Join(m.cfg.SecretsDir, de.Name()), de.Name()); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		m.applyMu.Unlock()
-	}
-	return errors.Join(errs...)
+	return m.collectIncarnationDirs(m.cfg.SecretsDir, "secret tmpfs", removeSecretDir)
 }

@@ -35,13 +35,19 @@ func (r *Replicator) survey(ctx context.Context, key string) (newest *Record, ho
 			mu.Unlock()
 		}
 	})
+	return newestOf(holders), holders
+}
+
+// newestOf returns the newest of the records members hold, nil for none.
+func newestOf(holders map[string]Record) *Record {
+	var newest *Record
 	for _, rec := range holders {
 		if newest == nil || rec.Newer(*newest) {
 			c := rec
 			newest = &c
 		}
 	}
-	return newest, holders
+	return newest
 }
 
 func (r *Replicator) view(rec Record, holders map[string]Record) View {
@@ -96,13 +102,7 @@ func (r *Replicator) List(ctx context.Context, namespace string) ([]View, error)
 	})
 	var out []View
 	for _, key := range slices.Sorted(maps.Keys(per)) {
-		var newest *Record
-		for _, rec := range per[key] {
-			if newest == nil || rec.Newer(*newest) {
-				c := rec
-				newest = &c
-			}
-		}
+		newest := newestOf(per[key])
 		if newest.Deleted {
 			continue
 		}

@@ -147,12 +147,8 @@ func (v *Vault) List() ([]Record, error) {
 func (v *Vault) Put(ctx context.Context, r Record, data map[string][]byte) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	cur, err := v.load(r.Key())
-	if err != nil {
+	if ok, err := v.supersedes(r); !ok || err != nil {
 		return false, err
-	}
-	if cur != nil && !r.Newer(cur.Record) {
-		return false, nil
 	}
 	r.Deleted, r.DeletedAt = false, time.Time{}
 	r.Keys = slices.Sorted(maps.Keys(data))
@@ -175,17 +171,23 @@ func (v *Vault) Put(ctx context.Context, r Record, data map[string][]byte) (bool
 	return true, nil
 }
 
+// supersedes reports whether r is newer than the version the vault holds
+// of its secret, or the vault holds none. Callers hold v.mu.
+func (v *Vault) supersedes(r Record) (bool, error) {
+	cur, err := v.load(r.Key())
+	if err != nil {
+		return false, err
+	}
+	return cur == nil || r.Newer(cur.Record), nil
+}
+
 // Tombstone records r (Deleted set) unless the vault holds the same or a
 // newer version; the sealed data goes. It reports whether it stored it.
 func (v *Vault) Tombstone(r Record) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	cur, err := v.load(r.Key())
-	if err != nil {
+	if ok, err := v.supersedes(r); !ok || err != nil {
 		return false, err
-	}
-	if cur != nil && !r.Newer(cur.Record) {
-		return false, nil
 	}
 	r.Deleted, r.DeletedAt, r.Checksum, r.Keys = true, time.Now(), "", nil
 	return true, v.save(&stored{Record: r})
