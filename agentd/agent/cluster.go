@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
@@ -57,19 +58,33 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("start gossip: %w", err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	// Joining and the claim share one deadline.
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var joinErr error
+	err = wait.PollUntilContextCancel(startCtx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		n, err := cl.Join(ctx, cfg.Join)
-		if err == nil {
-			log.Info("cluster joined", "contacted", n, "pod_cidr", cl.PodCIDR())
-			break
+		switch {
+		case err == nil:
+		case ctx.Err() != nil: // cut off by the deadline: keep the last real failure
+			if joinErr == nil {
+				joinErr = err
+			}
+			return false, nil
+		default:
+			joinErr = err
+			log.Warn("cluster join failed; retrying", "peers", cfg.Join, "err", err)
+			return false, nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			_ = cl.Shutdown()
-			return nil, fmt.Errorf("join cluster via %v: %w", cfg.Join, err)
+		log.Info("cluster joined", "contacted", n, "pod_cidr", cl.PodCIDR())
+		return true, nil
+	})
+	if err != nil {
+		_ = cl.Shutdown()
+		if joinErr == nil {
+			joinErr = err
 		}
-		log.Warn("cluster join failed; retrying", "peers", cfg.Join, "err", err)
-		time.Sleep(2 * time.Second)
+		return nil, fmt.Errorf("join cluster via %v: %w", cfg.Join, joinErr)
 	}
 	if len(cfg.Join) == 0 {
 		rejoin(ctx, cl, st, log)
@@ -80,20 +95,19 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 	// for a few gossip rounds and no other member claims it.
 	var stable time.Time
 	last := netip.Prefix{}
-	for {
+	err = wait.PollUntilContextCancel(startCtx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		p := cl.PodCIDR()
-		switch {
-		case !p.IsValid() || p != last || claimedByOther(cl, p):
+		if !p.IsValid() || p != last || claimedByOther(cl, p) {
 			last, stable = p, time.Now()
-		case time.Since(stable) >= 2*time.Second:
-			return cl, nil
+			return false, nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			_ = cl.Shutdown()
-			return nil, fmt.Errorf("no pod CIDR could be claimed from %s (last: %v)", cfg.ClusterCIDR, p)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return time.Since(stable) >= 2*time.Second, nil
+	})
+	if err != nil {
+		_ = cl.Shutdown()
+		return nil, fmt.Errorf("no pod CIDR could be claimed from %s (last: %v): %w", cfg.ClusterCIDR, last, err)
 	}
+	return cl, nil
 }
 
 // peersBlob remembers the gossip addresses of the last live peers, so that

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -61,8 +62,16 @@ type SecretSource interface {
 // ErrSecretUnavailable is wrapped by the errors of a pod that uses a
 // secret this node does not hold, or whose data does not fit the pod (a
 // key it names is missing, a pull secret is no registry secret for the
-// image's host). The gRPC server maps it to FailedPrecondition.
-var ErrSecretUnavailable = errors.New("secret unavailable on this node")
+// image's host). The gRPC server maps it to FailedPrecondition, with the
+// reason herdv1.ReasonSecretNotAvailable.
+var ErrSecretUnavailable error = &reasonError{msg: "secret unavailable on this node", reason: herdv1.ReasonSecretNotAvailable}
+
+// reasonError is a sentinel that names the google.rpc.ErrorInfo reason the
+// gRPC server attaches to the errors that wrap it.
+type reasonError struct{ msg, reason string }
+
+func (e *reasonError) Error() string       { return e.msg }
+func (e *reasonError) ErrorReason() string { return e.reason }
 
 const (
 	// LabelSecrets records on a container the secrets it was created
@@ -610,21 +619,19 @@ func (w *worker) stopForRestart(ctx context.Context, cs []*ctr, why string) {
 }
 
 // waitStopped polls t until it stopped (or is gone) or until deadline.
-func waitStopped(ctx context.Context, t *runtime.Task, deadline time.Time) (uint32, bool) {
-	for {
+// It looks at least once, even past the deadline: a task that stopped
+// meanwhile (a pod's containers are waited for one after another) needs no
+// SIGKILL. The look itself is bounded by ctx alone, for the same reason.
+func waitStopped(ctx context.Context, t *runtime.Task, deadline time.Time) (code uint32, stopped bool) {
+	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Until(deadline), true, func(context.Context) (bool, error) {
 		ts, err := t.Status(ctx)
-		if errors.Is(err, runtime.ErrNotFound) {
-			return 0, true
+		switch {
+		case errors.Is(err, runtime.ErrNotFound):
+			code, stopped = 0, true
+		case err == nil && ts.State == "stopped":
+			code, stopped = ts.ExitCode, true
 		}
-		if err == nil && ts.State == "stopped" {
-			return ts.ExitCode, true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 0, false
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return stopped, nil
+	})
+	return code, stopped
 }
