@@ -1,7 +1,6 @@
 package resources_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,9 +19,8 @@ import (
 //
 //   - TF_ACC_TERRAFORM_PATH, when set, is used as is;
 //   - otherwise HERD_TEST_CLI ("tofu", the default, or "terraform") picks a
-//     binary that scripts/tool.sh built into its cache
-//     ($HERD_TOOLS_CACHE, else $XDG_CACHE_HOME/herd/tools, else
-//     ~/.cache/herd/tools), at the version pinned in tools/<cli>/go.mod.
+//     binary that scripts/tool.sh built into its cache, at the version
+//     pinned in tools/<cli>/go.mod (acctest.Tool).
 //
 // When neither exists, tests that need a CLI are skipped (there is no
 // network to download one from); build it with `scripts/tool.sh tofu`.
@@ -79,52 +77,14 @@ func cachedCLI() (string, error) {
 	if name == "" {
 		name = "tofu"
 	}
-	var module string
-	switch name {
-	case "tofu":
-		module = "github.com/opentofu/opentofu"
-	case "terraform":
-		module = "github.com/hashicorp/terraform"
-	default:
+	if name != "tofu" && name != "terraform" {
 		return "", fmt.Errorf("HERD_TEST_CLI=%q: want tofu or terraform", name)
 	}
-	ver, err := pinnedVersion(filepath.Join("..", "tools", name, "go.mod"), module)
+	p, err := acctest.Tool(name)
 	if err != nil {
-		return "", err
-	}
-	cache := os.Getenv("HERD_TOOLS_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", err
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "herd", "tools")
-	}
-	p := filepath.Join(cache, name+"-"+ver, name)
-	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("no %s CLI: set TF_ACC_TERRAFORM_PATH or build it with `scripts/tool.sh %s` (looked for %s)", name, name, p)
+		return "", fmt.Errorf("no %s CLI: set TF_ACC_TERRAFORM_PATH or build it: %w", name, err)
 	}
 	return p, nil
-}
-
-func pinnedVersion(gomod, module string) (string, error) {
-	f, err := os.Open(gomod)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
-		if len(fields) >= 2 && fields[0] == module && strings.HasPrefix(fields[1], "v") {
-			return fields[1], nil
-		}
-	}
-	return "", fmt.Errorf("%s: no version of %s", gomod, module)
 }
 
 // needCLI skips a test that runs a Terraform CLI when none is available.

@@ -61,29 +61,10 @@ func KubeBinary(name string) (string, error) {
 }
 
 func kubeBinary(name string) (string, error) {
-	env := map[string]string{"kube-apiserver": KubeAPIServerEnv, "etcd": EtcdEnv}[name]
-	if env == "" {
+	if name != "kube-apiserver" && name != "etcd" {
 		return "", fmt.Errorf("unknown Kubernetes binary %q", name)
 	}
-	if p := os.Getenv(env); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s: %w", env, err)
-		}
-		return p, nil
-	}
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command(filepath.Join(root, "scripts", "tool.sh"), name)
-	cmd.Dir = root
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("scripts/tool.sh %s: %v\n%s", name, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out)), nil
+	return BuildTool(name)
 }
 
 // RequireKubeBinaries returns the kube-apiserver and etcd binaries. Where
