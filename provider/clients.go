@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeclient"
@@ -147,13 +148,15 @@ func (p *Pool) NestedClusterClient(nodeID string) (herdv1.NestedClusterServiceCl
 	return herdv1.NewNestedClusterServiceClient(cc), nil
 }
 
-// HealthClient returns a HealthService client for the node id NAME@ADDRESS.
-func (p *Pool) HealthClient(nodeID string) (herdv1.HealthServiceClient, error) {
+// HealthClient returns a client of the standard grpc.health.v1 service for
+// the node id NAME@ADDRESS: service "" is agentd as a whole, "containerd"
+// and "store" its dependencies.
+func (p *Pool) HealthClient(nodeID string) (healthpb.HealthClient, error) {
 	cc, err := p.Conn(nodeID)
 	if err != nil {
 		return nil, err
 	}
-	return herdv1.NewHealthServiceClient(cc), nil
+	return healthpb.NewHealthClient(cc), nil
 }
 
 // Conn returns the cached connection for nodeID, creating it (without any

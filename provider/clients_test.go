@@ -1,8 +1,18 @@
 package provider
 
 import (
+	"context"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 func TestPoolCachesConnectionsPerNameAndAddress(t *testing.T) {
@@ -93,5 +103,45 @@ func TestPoolTypedClients(t *testing.T) {
 	}
 	if len(p.conns) != 1 {
 		t.Fatalf("pool holds %d connections, want 1", len(p.conns))
+	}
+}
+
+// The pool's health client speaks the standard grpc.health.v1 protocol
+// agentd serves: per-service statuses, NotFound for an unknown service.
+func TestPoolHealthClientSpeaksStandardHealth(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agentd.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("containerd", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+
+	p := NewPool(PoolConfig{})
+	t.Cleanup(func() { _ = p.Close() })
+	hc, err := p.HealthClient("node-a@unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		service string
+		want    healthpb.HealthCheckResponse_ServingStatus
+	}{
+		{"", healthpb.HealthCheckResponse_SERVING},
+		{"containerd", healthpb.HealthCheckResponse_NOT_SERVING},
+	} {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: tc.service})
+		if err != nil || resp.GetStatus() != tc.want {
+			t.Errorf("Check(%q) = %v, %v; want %s", tc.service, resp.GetStatus(), err, tc.want)
+		}
+	}
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nonesuch"}); status.Code(err) != codes.NotFound {
+		t.Errorf("Check(nonesuch) error = %v, want NotFound", err)
 	}
 }

@@ -182,6 +182,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		srv.SetSecrets(api)
 	}
+	srv.StartHealth(ctx, server.DefaultHealthInterval)
 
 	errc := make(chan error, 2)
 	var servers []*grpc.Server

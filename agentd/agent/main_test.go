@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -39,7 +40,7 @@ type node struct {
 	// Over mTLS with the admin certificate.
 	pods   herdv1.PodServiceClient
 	nodes  herdv1.NodeServiceClient
-	health herdv1.HealthServiceClient
+	health healthpb.HealthClient
 	// Over the local unix socket.
 	local herdv1.PodServiceClient
 	// skipCleanup: the test leaves nothing to delete (or cannot).
@@ -69,7 +70,7 @@ func startNode(t *testing.T, name string, mutate ...func(*acctest.AgentOptions))
 		agent:  a,
 		pods:   herdv1.NewPodServiceClient(conn),
 		nodes:  herdv1.NewNodeServiceClient(conn),
-		health: herdv1.NewHealthServiceClient(conn),
+		health: healthpb.NewHealthClient(conn),
 		local:  herdv1.NewPodServiceClient(lconn),
 	}
 	// Registered after env.Agent: runs before the agent is stopped.

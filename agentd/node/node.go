@@ -104,24 +104,13 @@ func (i *Info) SetLabels(ctx context.Context, labels map[string]string) (*herdv1
 	return i.Node(ctx)
 }
 
-// Health checks containerd and the store.
-func (i *Info) Health(ctx context.Context) *herdv1.HealthCheckResponse {
-	resp := &herdv1.HealthCheckResponse{Ok: true}
-	add := func(name string, err error) {
-		c := &herdv1.HealthCheck{Name: name, Ok: err == nil}
-		if err != nil {
-			c.Message = err.Error()
-			resp.Ok = false
-		}
-		resp.Checks = append(resp.Checks, c)
-	}
+// Health checks containerd and the store: per name, nil when it works.
+func (i *Info) Health(ctx context.Context) map[string]error {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	_, err := i.cfg.Containerd.Version(cctx)
-	add("containerd", err)
-	_, err = i.cfg.Labels.GetNodeLabels()
-	add("store", err)
-	return resp
+	_, ctdErr := i.cfg.Containerd.Version(cctx)
+	_, storeErr := i.cfg.Labels.GetNodeLabels()
+	return map[string]error{"containerd": ctdErr, "store": storeErr}
 }
 
 func allocatable(c *herdv1.Resources, cpu, mem int64) *herdv1.Resources {

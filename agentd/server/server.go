@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -31,7 +32,9 @@ type Pods interface {
 type Node interface {
 	Node(ctx context.Context) (*herdv1.Node, error)
 	SetLabels(ctx context.Context, labels map[string]string) (*herdv1.Node, error)
-	Health(ctx context.Context) *herdv1.HealthCheckResponse
+	// Health checks what agentd depends on: per dependency name, nil
+	// when it works, else why not.
+	Health(ctx context.Context) map[string]error
 }
 
 // Members lists the cluster's members; nil when the node runs alone.
@@ -46,11 +49,11 @@ type Members interface {
 // default mapping. It keeps this package free of the engine's error types.
 type ErrorMapper func(error) (codes.Code, bool)
 
-// Server implements NodeService, PodService and HealthService.
+// Server implements the herd.v1 services and the standard grpc.health.v1
+// health service.
 type Server struct {
 	herdv1.UnimplementedNodeServiceServer
 	herdv1.UnimplementedPodServiceServer
-	herdv1.UnimplementedHealthServiceServer
 	herdv1.UnimplementedClusterServiceServer
 	herdv1.UnimplementedServiceServiceServer
 
@@ -62,6 +65,7 @@ type Server struct {
 	nested   NestedClusters
 	mapErr   ErrorMapper
 	log      *slog.Logger
+	health   *healthWatcher
 }
 
 // New returns a server over the given node and pod manager.
@@ -69,7 +73,7 @@ func New(node Node, pods Pods, mapErr ErrorMapper, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{pods: pods, node: node, mapErr: mapErr, log: log}
+	return &Server{pods: pods, node: node, mapErr: mapErr, log: log, health: newHealthWatcher(node, log)}
 }
 
 // SetMembers gives the server the cluster's member list.
@@ -87,12 +91,14 @@ func (s *Server) ListMembers(ctx context.Context, _ *herdv1.ListMembersRequest) 
 	return &herdv1.ListMembersResponse{Members: ms}, nil
 }
 
-// Register adds every herd.v1 service to g.
+// Register adds every herd.v1 service and the grpc.health.v1 service to g.
+// Health needs no admin certificate: any client the listener admits may
+// ask, as probes and load balancers do.
 func (s *Server) Register(g *grpc.Server) {
 	herdv1.RegisterClusterServiceServer(g, s)
 	herdv1.RegisterNodeServiceServer(g, s)
 	herdv1.RegisterPodServiceServer(g, s)
-	herdv1.RegisterHealthServiceServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health.srv)
 	herdv1.RegisterServiceServiceServer(g, s)
 	s.registerSecrets(g)
 	s.registerNested(g)
@@ -109,10 +115,6 @@ func (s *Server) SetNodeLabels(ctx context.Context, req *herdv1.SetNodeLabelsReq
 	}
 	n, err := s.node.SetLabels(ctx, req.GetLabels())
 	return n, s.status(err, "set node labels")
-}
-
-func (s *Server) Check(ctx context.Context, _ *herdv1.HealthCheckRequest) (*herdv1.HealthCheckResponse, error) {
-	return s.node.Health(ctx), nil
 }
 
 func (s *Server) ApplyPod(ctx context.Context, req *herdv1.ApplyPodRequest) (*herdv1.ApplyPodResponse, error) {

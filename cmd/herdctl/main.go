@@ -24,6 +24,7 @@ type command struct {
 var commands = map[string]command{
 	"certs":      {summary: "create the herd CA and node/client certificates", run: runCerts},
 	"node":       {summary: "show a node's identity, capacity and readiness", run: runNode},
+	"health":     {summary: "show a node's standard gRPC health: agentd, containerd, store", run: runHealth},
 	"pods":       {summary: "list the pods on a node", run: runPods},
 	"logs":       {summary: "print a pod container's log", run: runLogs},
 	"nodes":      {summary: "list the cluster's members as a node sees them", run: runNodes},

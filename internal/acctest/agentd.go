@@ -18,8 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
-	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
 )
 
@@ -178,7 +179,7 @@ func startAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 		if err == nil {
 			break
 		}
-		if o.Listen != "" || o.Node != nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
+		if o.Listen != "" || o.Node != nil || attempt == 4 || !errors.Is(err, errListenInUse) {
 			return nil, err
 		}
 		if a.Addr, err = FreePort(); err != nil {
@@ -255,36 +256,49 @@ func (a *Agent) start(ctx context.Context) error {
 	return nil
 }
 
+// agentdExitAddrInUse is agentd's exit status when an address it must
+// listen on is taken (cmd/agentd).
+const agentdExitAddrInUse = 3
+
+// errListenInUse: agentd exited because its listen address was taken.
+var errListenInUse = errors.New("agentd's listen address is in use")
+
+// waitReady waits until agentd's standard health service reports the
+// server as a whole SERVING on the local socket.
 func (a *Agent) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
 	var last error
-	for time.Now().Before(deadline) {
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		select {
 		case <-a.exited:
-			return fmt.Errorf("agentd exited")
-		case <-ctx.Done():
-			return ctx.Err()
+			if a.cmd.ProcessState.ExitCode() == agentdExitAddrInUse {
+				return false, fmt.Errorf("agentd exited: %w", errListenInUse)
+			}
+			return false, fmt.Errorf("agentd exited (%s)", a.cmd.ProcessState)
 		default:
 		}
 		conn, err := a.LocalConn()
-		if err == nil {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			resp, err2 := herdv1.NewHealthServiceClient(conn).Check(cctx, &herdv1.HealthCheckRequest{})
-			cancel()
-			conn.Close()
-			if err2 == nil && resp.GetOk() {
-				return nil
-			}
-			last = err2
-			if err2 == nil {
-				last = fmt.Errorf("unhealthy: %v", resp.GetChecks())
-			}
-		} else {
+		if err != nil {
 			last = err
+			return false, nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		defer conn.Close()
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		resp, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+		switch {
+		case err != nil:
+			last = err
+		case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+			last = fmt.Errorf("health: %s", resp.GetStatus())
+		default:
+			return true, nil
+		}
+		return false, nil
+	})
+	if wait.Interrupted(err) && last != nil {
+		return fmt.Errorf("%w (last: %v)", err, last)
 	}
-	return fmt.Errorf("timeout after %s: %v", timeout, last)
+	return err
 }
 
 // LocalConn connects over the plaintext unix socket.
