@@ -2,13 +2,15 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -204,13 +206,15 @@ func (r *Runtime) pull(ctx context.Context, name string, opts []PullOption) (*Im
 	return r.remember(ctx, name, ci)
 }
 
-// pullHint explains the two most common pull failures in herd's terms.
+// pullHint explains the two most common pull failures in herd's terms. It
+// goes by the errors' types, not their text: net/http's scheme mismatch for
+// a plain-HTTP registry reached over HTTPS, and the resolver's authorization
+// failure or the registry's 401/403 status for refused credentials.
 func (r *Runtime) pullHint(host string, err error, o pullOpts) string {
-	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+	case errors.Is(err, http.ErrSchemeMismatch):
 		return fmt.Sprintf(" (herd reaches %s over HTTPS because it is not listed as an insecure registry)", host)
-	case strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization") || strings.Contains(msg, "unauthorized"):
+	case authRefused(err):
 		if o.creds != nil && SameRegistryHost(o.host, host) {
 			return fmt.Sprintf(" (the pod's image pull secret's credentials for registry %s were refused)", host)
 		}
@@ -220,6 +224,18 @@ func (r *Runtime) pullHint(host string, err error, o pullOpts) string {
 		return fmt.Sprintf(" (the credentials configured for registry %s were refused)", host)
 	}
 	return ""
+}
+
+// authRefused reports whether a pull failed for want of valid credentials:
+// the resolver gave up authorizing (no credentials for a basic-auth
+// registry, a refused bearer token), or the registry or its token service
+// answered 401 Unauthorized or 403 Forbidden.
+func authRefused(err error) bool {
+	if errors.Is(err, docker.ErrInvalidAuthorization) {
+		return true
+	}
+	var st remoteerrors.ErrUnexpectedStatus
+	return errors.As(err, &st) && (st.StatusCode == http.StatusUnauthorized || st.StatusCode == http.StatusForbidden)
 }
 
 func mustParse(name string) reference.Named {
