@@ -4,21 +4,29 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
-// Config is agentd's configuration, from flags.
+// Config is agentd's configuration, from flags and the --config file.
 type Config struct {
 	// Name is the node's name; its certificate must carry it.
 	Name string
@@ -202,4 +210,258 @@ func (c *Config) gossipKey() ([]byte, error) {
 		return nil, fmt.Errorf("gossip key %s: want 32 bytes, base64-encoded (herdctl gossip-key)", filepath.Base(c.GossipKeyFile))
 	}
 	return key, nil
+}
+
+// Command is agentd's parsed command line: the Config and what only the
+// process itself needs.
+type Command struct {
+	Config   Config
+	LogLevel slog.Level
+	// ShowVersion: --version, print the version and exit.
+	ShowVersion bool
+}
+
+// listFlag is a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+func (l *listFlag) Get() any           { return []string(*l) }
+
+// ParseCommandLine parses agentd's arguments (without the program name).
+// --config FILE names a YAML file whose keys are flag names, e.g.
+// "state-dir: /var/lib/herd" or "join: [a, b]" for a repeatable flag; a flag
+// given on the command line wins over the file (a repeated one replaces the
+// file's whole list), and the file wins over the defaults, including those
+// taken from the environment (HERD_CA_CERT, HERD_NODE_CERT, HERD_NODE_KEY).
+// getenv reads the environment; help and flag errors are written to output.
+// -h returns flag.ErrHelp.
+func ParseCommandLine(args []string, getenv func(string) string, output io.Writer) (Command, error) {
+	var cmd Command
+	cfg := &cmd.Config
+	var insecure, join, dnsUpstreams, nestedCIDRs, cniDirs listFlag
+	var logMax, logLevel, configFile string
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("agentd", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&configFile, "config", "", "YAML file of flags, keys named like them (state-dir: /var/lib/herd); flags on the command line win")
+	fs.StringVar(&cfg.Name, "name", strings.ToLower(host), "node name; the node certificate must carry it")
+	fs.StringVar(&cfg.Listen, "listen", "", "TCP address for mTLS clients, e.g. 0.0.0.0:7443 (empty: none)")
+	fs.StringVar(&cfg.Socket, "socket", "/run/herd/agentd.sock", "unix socket for local clients, mode 0600 (empty: none)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/herd", "directory for agentd's database and container logs")
+	fs.StringVar(&cfg.ContainerdAddress, "containerd", "/run/containerd/containerd.sock", "containerd socket")
+	fs.StringVar(&cfg.Namespace, "namespace", "herd", "containerd namespace for herd's containers")
+	fs.StringVar(&cfg.CACert, "ca-cert", getenv("HERD_CA_CERT"), "herd CA certificate (PEM or path; env HERD_CA_CERT)")
+	fs.StringVar(&cfg.Cert, "cert", getenv("HERD_NODE_CERT"), "node certificate (PEM or path; env HERD_NODE_CERT)")
+	fs.StringVar(&cfg.Key, "key", getenv("HERD_NODE_KEY"), "node key (PEM or path; env HERD_NODE_KEY)")
+	fs.StringVar(&cfg.RegistryConfig, "registry-config", "", `registry settings JSON: {"insecure":["host:port"],"auths":{"host":{"username":"u","password":"p"}}}`)
+	fs.Var(&insecure, "insecure-registry", "registry host:port that may be reached over plain HTTP (repeatable)")
+	fs.StringVar(&cfg.PodCIDR, "pod-cidr", "", "this node's pod network, e.g. 10.244.1.0/24: one IP and network namespace per pod (empty: loopback-only pods)")
+	fs.StringVar(&cfg.Bridge, "bridge", "herd0", "bridge for the pod network")
+	fs.StringVar(&cfg.ClusterCIDR, "cluster-cidr", "", "join a cluster of agentds; each claims a pod CIDR from this range, e.g. 10.244.0.0/16")
+	fs.IntVar(&cfg.NodeCIDRBits, "node-cidr-bits", 24, "prefix length of each node's pod CIDR")
+	fs.StringVar(&cfg.GossipListen, "gossip-listen", "", "gossip address IP:PORT on this node (with --cluster-cidr), e.g. 10.0.0.5:7946")
+	fs.StringVar(&cfg.GossipKeyFile, "gossip-key", "", "file with the 32-byte gossip encryption key, base64 (herdctl gossip-key)")
+	fs.Var(&join, "join", "gossip address of a member to join (repeatable)")
+	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/16", "range of service cluster IPs (with --cluster-cidr; must not overlap it)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of services: <service>.<namespace>.svc.<domain>")
+	fs.Var(&dnsUpstreams, "dns-upstream", "resolver IP:PORT for names outside the cluster domain (repeatable; default: /etc/resolv.conf)")
+	fs.DurationVar(&cfg.SecretResync, "secret-resync", 30*time.Second, "how often secret holders check that every matching member holds the current version")
+	fs.DurationVar(&cfg.ServiceResync, "service-resync", time.Minute, "how often service rules are rewritten in full (repairs changes made behind herd's back)")
+	fs.StringVar(&cfg.NestedKubeconfig, "nested-kubeconfig", "", "kubeconfig of a host cluster running KubeVirt: enables nested Kubernetes clusters (empty: disabled)")
+	fs.Var(&nestedCIDRs, "nested-host-cidrs", "the host cluster's pod, service and node ranges, comma-separated or repeated: nested clusters' ranges may not overlap them")
+	fs.StringVar(&cfg.NestedNamespacePrefix, "nested-namespace-prefix", "herd", "prefix of nested clusters' host namespaces: <prefix>-<node>-<cluster>")
+	fs.StringVar(&cfg.NestedNodeAddress, "nested-node-address", "", "host address of NodePort endpoints of nested clusters (default: a host node's address)")
+	fs.StringVar(&cfg.NodeIP, "node-ip", "", "address peers route this node's pods through (default: the gossip address)")
+	fs.Var(&cniDirs, "cni-bin-dir", "directory with CNI plugins (repeatable; default /usr/lib/cni and /opt/cni/bin)")
+	fs.StringVar(&cfg.ReservedCPU, "reserved-cpu", "", "CPU reserved for the system, e.g. 250m")
+	fs.StringVar(&cfg.ReservedMemory, "reserved-memory", "", "memory reserved for the system, e.g. 512Mi")
+	fs.StringVar(&logMax, "container-log-max-size", "10Mi", "size cap of each container's log")
+	fs.DurationVar(&cfg.BackoffBase, "restart-backoff", 10*time.Second, "first crash-restart delay; doubles up to --restart-backoff-max")
+	fs.DurationVar(&cfg.BackoffMax, "restart-backoff-max", 5*time.Minute, "longest crash-restart delay")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&cmd.ShowVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return cmd, err
+	}
+	if fs.NArg() > 0 {
+		return cmd, fmt.Errorf("unexpected argument %q: agentd takes only flags", fs.Arg(0))
+	}
+	if configFile != "" {
+		onCommandLine := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+		if err := applyConfigFile(fs, configFile, onCommandLine); err != nil {
+			return cmd, err
+		}
+	}
+
+	cfg.InsecureRegistries = insecure
+	cfg.CNIBinDirs = cniDirs
+	cfg.Join = join
+	cfg.DNSUpstreams = dnsUpstreams
+	for _, v := range nestedCIDRs {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				cfg.NestedHostCIDRs = append(cfg.NestedHostCIDRs, c)
+			}
+		}
+	}
+	n, err := spec.ParseMemory(logMax)
+	if err != nil {
+		return cmd, fmt.Errorf("--container-log-max-size: %w", err)
+	}
+	cfg.LogMaxBytes = n
+	if err := cmd.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return cmd, fmt.Errorf("--log-level: %w", err)
+	}
+	return cmd, nil
+}
+
+// notInConfigFile are flags that make no sense as settings of the file.
+var notInConfigFile = map[string]bool{"config": true, "version": true}
+
+// applyConfigFile sets, from the YAML file at path, every flag the command
+// line did not set. It reports every bad key at once, each with the file's
+// name, and never a value of a string setting: those may be PEM keys.
+func applyConfigFile(fs *flag.FlagSet, path string, onCommandLine map[string]bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	// Strict: a key given twice is a mistake, not "the last one wins".
+	j, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	var settings map[string]any
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber() // 24 stays "24", not 24.0
+	if err := dec.Decode(&settings); err != nil {
+		return fmt.Errorf("config file %s: want a mapping of flag names to values, e.g. \"state-dir: /var/lib/herd\"", path)
+	}
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(settings)) {
+		if err := applySetting(fs, key, settings[key], onCommandLine[key]); err != nil {
+			errs = append(errs, fmt.Errorf("config file %s: %w", path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applySetting sets flag key from the file's value v, unless the command
+// line set it already.
+func applySetting(fs *flag.FlagSet, key string, v any, onCommandLine bool) error {
+	f := fs.Lookup(key)
+	if f == nil || notInConfigFile[key] {
+		hint := ""
+		if alt := strings.ReplaceAll(key, "_", "-"); alt != key && fs.Lookup(alt) != nil {
+			hint = fmt.Sprintf(" (did you mean %q?)", alt)
+		}
+		return fmt.Errorf("unknown key %q%s: keys are agentd's flag names, e.g. state-dir", key, hint)
+	}
+	values, err := settingValues(f, v)
+	if err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
+	}
+	if onCommandLine {
+		return nil
+	}
+	for _, s := range values {
+		if err := fs.Set(key, s); err != nil {
+			return fmt.Errorf("key %q: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// settingValues turns a value of the file into what the flag's Set takes,
+// checking its type against the flag's.
+func settingValues(f *flag.Flag, v any) ([]string, error) {
+	var kind any
+	if g, ok := f.Value.(flag.Getter); ok {
+		kind = g.Get()
+	}
+	if v == nil {
+		return nil, errors.New(`has no value (write "" for an empty string)`)
+	}
+	switch kind.(type) {
+	case bool:
+		if b, ok := v.(bool); ok {
+			return []string{fmt.Sprint(b)}, nil
+		}
+		return nil, fmt.Errorf("want true or false, got %s", typeOf(v))
+	case int:
+		if n, ok := v.(json.Number); ok {
+			if _, err := n.Int64(); err == nil {
+				return []string{n.String()}, nil
+			}
+			return nil, fmt.Errorf("want an integer, got %s", n)
+		}
+		return nil, fmt.Errorf("want an integer, got %s", typeOf(v))
+	case time.Duration:
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("want a duration with its unit such as 30s or 5m, got %s", typeOf(v))
+		}
+		if _, err := time.ParseDuration(s); err != nil {
+			return nil, fmt.Errorf("want a duration such as 30s or 5m: %w", err)
+		}
+		return []string{s}, nil
+	case []string:
+		list, ok := v.([]any)
+		if !ok {
+			if _, ok := scalar(v); !ok {
+				return nil, fmt.Errorf("want a list of strings, got %s", typeOf(v))
+			}
+			list = []any{v} // one value: the flag given once
+		}
+		out := make([]string, 0, len(list))
+		for i, e := range list {
+			s, ok := scalar(e)
+			if !ok {
+				return nil, fmt.Errorf("want a list of strings, got %s at index %d", typeOf(e), i)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	default: // string flags
+		s, ok := scalar(v)
+		if !ok {
+			if _, isBool := v.(bool); isBool {
+				return nil, errors.New("want a string, got a boolean (YAML reads unquoted true, false, yes, no, on and off as booleans: quote the value)")
+			}
+			return nil, fmt.Errorf("want a string, got %s", typeOf(v))
+		}
+		return []string{s}, nil
+	}
+}
+
+// scalar is a string or number of the file as text.
+func scalar(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case json.Number:
+		return v.String(), true
+	}
+	return "", false
+}
+
+// typeOf names the YAML type of a decoded value.
+func typeOf(v any) string {
+	switch v.(type) {
+	case nil:
+		return "no value"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprintf("%T", v)
 }
