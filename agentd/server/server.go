@@ -245,5 +245,5 @@ func (s *Server) status(err error, doing string) error {
 		return status.Error(code, fmt.Sprintf("%s: %v", doing, err))
 	}
 	// Domain errors already say which pod and container they concern.
-	return status.Error(code, err.Error())
+	return withReason(status.New(code, err.Error()), err).Err()
 }

@@ -62,7 +62,8 @@ func Dial(name, addr string, m TLSMaterial, opts ...grpc.DialOption) (*grpc.Clie
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	// TLS failures reach the caller as a *HandshakeError, not only as text.
+	opts = append(opts, (&handshakeRecorder{}).dialOptions(credentials.NewTLS(tc))...)
 	// An explicit scheme: "host:port" alone would parse as scheme "host".
 	return grpc.NewClient("dns:///"+addr, opts...)
 }
