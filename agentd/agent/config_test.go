@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -228,4 +229,34 @@ func TestParseCommandLineConfigFileErrors(t *testing.T) {
 			t.Errorf("error = %v, want a refusal without the value", err)
 		}
 	})
+}
+
+// agentd exits with its own status when its listen address is taken, so
+// that a supervisor (here the test harness) can tell without its log.
+func TestExitStatusListenAddressInUse(t *testing.T) {
+	t.Parallel()
+	env := acctest.SharedEnv(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir, err := acctest.ShortTempDir("herd-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	o := env.AgentOptions("addr-in-use")
+	o.Dir = dir
+	o.Listen = taken.Addr().String() // fixed: the harness must not pick another
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, err := acctest.StartAgent(ctx, o)
+	if err == nil {
+		a.Stop()
+		t.Fatal("agentd started on a taken address")
+	}
+	if !errors.Is(err, acctest.ErrListenInUse) {
+		t.Errorf("StartAgent: %v\nwant agentd to exit with the status for an address in use", err)
+	}
 }

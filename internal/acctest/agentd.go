@@ -179,7 +179,7 @@ func startAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 		if err == nil {
 			break
 		}
-		if o.Listen != "" || o.Node != nil || attempt == 4 || !errors.Is(err, errListenInUse) {
+		if o.Listen != "" || o.Node != nil || attempt == 4 || !errors.Is(err, ErrListenInUse) {
 			return nil, err
 		}
 		if a.Addr, err = FreePort(); err != nil {
@@ -260,8 +260,9 @@ func (a *Agent) start(ctx context.Context) error {
 // listen on is taken (cmd/agentd).
 const agentdExitAddrInUse = 3
 
-// errListenInUse: agentd exited because its listen address was taken.
-var errListenInUse = errors.New("agentd's listen address is in use")
+// ErrListenInUse is StartAgent's error when agentd exited because its
+// listen address was taken.
+var ErrListenInUse = errors.New("agentd's listen address is in use")
 
 // waitReady waits until agentd's standard health service reports the
 // server as a whole SERVING on the local socket.
@@ -271,7 +272,7 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration) error {
 		select {
 		case <-a.exited:
 			if a.cmd.ProcessState.ExitCode() == agentdExitAddrInUse {
-				return false, fmt.Errorf("agentd exited: %w", errListenInUse)
+				return false, fmt.Errorf("agentd exited: %w", ErrListenInUse)
 			}
 			return false, fmt.Errorf("agentd exited (%s)", a.cmd.ProcessState)
 		default:
