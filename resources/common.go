@@ -20,11 +20,13 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/nodeclient"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
@@ -116,9 +118,12 @@ func describeRPCError(what, nodeID string, err error) (summary, detail string) {
 	case codes.FailedPrecondition:
 		return "Cannot " + what + " now", fmt.Sprintf("%s refused in its current state: %s", node, msg)
 	case codes.Unavailable:
-		if isTLSFailure(err) {
+		if cause, ok := tlsFailure(err); ok {
 			name, _, _ := nodeid.Parse(nodeID)
-			if strings.Contains(msg, "remote error: tls: ") {
+			// The TLS error itself: the RPC's message may be a later
+			// symptom of it (a write to the closed connection).
+			msg = cause.Error()
+			if nodeclient.IsRemoteAlert(err) {
 				// The node's alert: it refused the handshake, most often
 				// the provider's client certificate (TLS 1.3 clients
 				// learn it only after their side of the handshake).
@@ -168,14 +173,32 @@ func isUnreachable(err error) bool {
 }
 
 // isTLSFailure reports a failed TLS handshake (an untrusted or misnamed
-// node certificate, or a client certificate the node refused).
+// node certificate, or a client certificate the node refused). The client
+// pool's connections report those as a *nodeclient.HandshakeError that
+// carries the TLS error.
 func isTLSFailure(err error) bool {
-	if status.Code(err) != codes.Unavailable {
-		return false
+	_, ok := tlsFailure(err)
+	return ok
+}
+
+// tlsFailure returns the TLS error of a failed handshake.
+func tlsFailure(err error) (error, bool) {
+	var hs *nodeclient.HandshakeError
+	if !errors.As(err, &hs) || hs.Unwrap() == nil {
+		return nil, false
 	}
-	msg := status.Convert(err).Message()
-	return strings.Contains(msg, "authentication handshake failed") || strings.Contains(msg, "x509:") ||
-		strings.Contains(msg, "tls: ")
+	return hs.Unwrap(), true
+}
+
+// hasReason reports whether agentd marked err with a google.rpc.ErrorInfo
+// of the given reason (a herdv1.Reason constant).
+func hasReason(err error, reason string) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == herdv1.ErrorDomain && info.GetReason() == reason {
+			return true
+		}
+	}
+	return false
 }
 
 // timeString renders a protobuf timestamp as RFC 3339, null when unset.

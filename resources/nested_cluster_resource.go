@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
@@ -82,6 +83,7 @@ func (r *nestedClusterResource) Create(ctx context.Context, req resource.CreateR
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	setIdentity(ctx, resp.Identity, clusterIdentityModel{Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Create(ctx, defaultNestedCreateTimeout)
 	resp.Diagnostics.Append(diags...)
 	s, ok := r.planSpec(ctx, plan, &resp.Diagnostics)
@@ -151,6 +153,7 @@ func (r *nestedClusterResource) Update(ctx context.Context, req resource.UpdateR
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, clusterIdentityModel{Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Update(ctx, defaultNestedUpdateTimeout)
 	resp.Diagnostics.Append(diags...)
 	s, ok := r.planSpec(ctx, plan, &resp.Diagnostics)
@@ -238,32 +241,33 @@ func waitNestedReady(ctx context.Context, nc herdv1.NestedClusterServiceClient, 
 	if cl == nil {
 		cl = &herdv1.NestedCluster{}
 	}
-	for {
+	done := func() (bool, error) {
 		switch cl.GetStatus().GetPhase() {
 		case nestedPhaseFailed:
-			return cl, &nestedFailedError{cl: cl}
+			return true, &nestedFailedError{cl: cl}
 		case nestedPhaseReady:
-			if vmsMatch(cl.GetStatus().GetVms(), s) {
-				return cl, nil
-			}
+			return vmsMatch(cl.GetStatus().GetVms(), s), nil
 		}
-		select {
-		case <-ctx.Done():
-			return cl, ctx.Err()
-		case <-time.After(nestedPollInterval):
-		}
+		return false, nil
+	}
+	if ok, err := done(); ok || err != nil {
+		return cl, err
+	}
+	err := wait.PollUntilContextCancel(ctx, nestedPollInterval, false, func(ctx context.Context) (bool, error) {
 		got, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: s.GetName()})
 		if err != nil {
-			if isUnreachable(err) && ctx.Err() == nil {
-				continue
-			}
 			if ctx.Err() != nil {
-				return cl, ctx.Err()
+				return false, ctx.Err()
 			}
-			return cl, err
+			if isUnreachable(err) {
+				return false, nil
+			}
+			return false, err
 		}
 		cl = got
-	}
+		return done()
+	})
+	return cl, err
 }
 
 // vmsMatch reports whether a Ready cluster has the VMs the spec asks for
@@ -332,6 +336,7 @@ func (r *nestedClusterResource) Read(ctx context.Context, req resource.ReadReque
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, clusterIdentityModel{Name: state.Name, Node: state.Node}, &resp.Diagnostics)
 	nodeID, name := state.Node.ValueString(), state.Name.ValueString()
 	nc, ok := r.client(nodeID, &resp.Diagnostics)
 	if !ok {
@@ -392,38 +397,49 @@ func (r *nestedClusterResource) Delete(ctx context.Context, req resource.DeleteR
 	// Deletion may go on in the background (phase Deleting): wait until
 	// the cluster is gone.
 	var last *herdv1.NestedCluster
-	for {
-		cl, err := nc.GetNestedCluster(cctx, &herdv1.GetNestedClusterRequest{Name: name})
+	err := wait.PollUntilContextCancel(cctx, nestedPollInterval, true, func(ctx context.Context) (bool, error) {
+		cl, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: name})
 		switch {
 		case status.Code(err) == codes.NotFound:
-			return
+			return true, nil
 		case err == nil:
 			last = cl
-		case isUnreachable(err) && cctx.Err() == nil:
-		case cctx.Err() != nil:
+		case ctx.Err() != nil, isUnreachable(err):
+			// Gone quiet or out of time: the loop ends on ctx.
 		default:
-			addRPCError(&resp.Diagnostics, fmt.Sprintf("read cluster %q while deleting it", name), nodeID, err)
-			return
+			return false, err
 		}
-		select {
-		case <-cctx.Done():
-			resp.Diagnostics.AddError("Timed out: "+what, fmt.Sprintf("Cluster %q on %s was still there after %s: %s.",
-				name, nodeDescription(nodeID), shortDuration(timeout), progress(last)))
-			return
-		case <-time.After(nestedPollInterval):
-		}
+		return false, nil
+	})
+	switch {
+	case err == nil:
+	case cctx.Err() != nil:
+		resp.Diagnostics.AddError("Timed out: "+what, fmt.Sprintf("Cluster %q on %s was still there after %s: %s.",
+			name, nodeDescription(nodeID), shortDuration(timeout), progress(last)))
+	default:
+		addRPCError(&resp.Diagnostics, fmt.Sprintf("read cluster %q while deleting it", name), nodeID, err)
 	}
 }
 
 // ImportState takes NAME@NODEID.
 func (r *nestedClusterResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	name, nodeID, err := parseNestedClusterID(req.ID)
+	var ident clusterIdentityModel
+	id := req.ID
+	if importIdentity(ctx, req, &ident, &resp.Diagnostics) {
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		id = nestedClusterID(ident.Name.ValueString(), ident.Node.ValueString())
+	}
+	name, nodeID, err := parseNestedClusterID(id)
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid import id", err.Error()+
 			"\n\nImport a cluster with NAME@NODEID, where NODEID is the id of the herd_node that owns it "+
-			"(NAME@ADDRESS), e.g. dev@node-1@10.0.0.5:7443.")
+			"(NAME@ADDRESS), e.g. dev@node-1@10.0.0.5:7443, or with its identity "+
+			"{ name = \"dev\", node = \"node-1@10.0.0.5:7443\" }.")
 		return
 	}
 	// Read fills everything else.
-	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": req.ID, "node": nodeID, "name": name})
+	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": id, "node": nodeID, "name": name})
+	setIdentity(ctx, resp.Identity, clusterIdentityModel{Name: types.StringValue(name), Node: types.StringValue(nodeID)}, &resp.Diagnostics)
 }

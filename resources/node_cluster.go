@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
@@ -198,7 +199,8 @@ func waitClaimSettled(ctx context.Context, cc herdv1.ClusterServiceClient) {
 	defer cancel()
 	var last string
 	var since time.Time
-	for ctx.Err() == nil {
+	// The error is settleTimeout running out: giving up is the point.
+	_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		ms, err := listMembers(ctx, cc)
 		claim, ok := claimsSettled(ms)
 		switch {
@@ -207,13 +209,10 @@ func waitClaimSettled(ctx context.Context, cc herdv1.ClusterServiceClient) {
 		case claim != last:
 			last, since = claim, time.Now()
 		case time.Since(since) >= time.Second:
-			return
+			return true, nil
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return false, nil
+	})
 }
 
 // claimsSettled reports whether the alive members' pod CIDR claims are

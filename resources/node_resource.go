@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
@@ -196,6 +197,7 @@ func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, r
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	setIdentity(ctx, resp.Identity, nodeIdentityModel{Name: plan.Name, Address: plan.Address}, &resp.Diagnostics)
 	name, addr := plan.Name.ValueString(), plan.Address.ValueString()
 	id := nodeid.Format(name, addr)
 	nc, err := r.clients.NodeClient(id)
@@ -206,20 +208,15 @@ func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, r
 
 	// The node may still be starting (created in the same apply): retry an
 	// unreachable node for up to dial_timeout.
-	deadline := time.Now().Add(r.clients.DialTimeout())
 	var node *herdv1.Node
-	for {
+	// Each attempt gets a whole dial_timeout of ctx, the retries together
+	// too; when they run out, err is the last attempt's.
+	_ = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, r.clients.DialTimeout(), true, func(context.Context) (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout())
+		defer cancel()
 		node, err = nc.GetNode(cctx, &herdv1.GetNodeRequest{})
-		cancel()
-		if err == nil || !isUnreachable(err) || time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+		return err == nil || !isUnreachable(err), nil
+	})
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "read the node", id, err)
 		return
@@ -264,6 +261,7 @@ func (r *nodeResource) Read(ctx context.Context, req resource.ReadRequest, resp 
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, nodeIdentityModel{Name: state.Name, Address: state.Address}, &resp.Diagnostics)
 	id := nodeid.Format(state.Name.ValueString(), state.Address.ValueString())
 	// Never read successfully (an import): failing is better than
 	// inventing a state.
@@ -322,6 +320,7 @@ func (r *nodeResource) Update(ctx context.Context, req resource.UpdateRequest, r
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, nodeIdentityModel{Name: plan.Name, Address: plan.Address}, &resp.Diagnostics)
 	id := nodeid.Format(plan.Name.ValueString(), plan.Address.ValueString())
 	nc, err := r.clients.NodeClient(id)
 	if err != nil {
@@ -407,13 +406,24 @@ func (r *nodeResource) Delete(ctx context.Context, req resource.DeleteRequest, r
 	}
 }
 
+// ImportState takes the id NAME@ADDRESS or the identity {name, address}.
 func (r *nodeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	name, addr, err := nodeid.Parse(req.ID)
+	var ident nodeIdentityModel
+	id := req.ID
+	if importIdentity(ctx, req, &ident, &resp.Diagnostics) {
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		id = nodeid.Format(ident.Name.ValueString(), ident.Address.ValueString())
+	}
+	name, addr, err := nodeid.Parse(id)
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid import id", err.Error()+"\n\nImport a node with its id NAME@ADDRESS, e.g. node-a@10.0.0.5:7443.")
+		resp.Diagnostics.AddError("Invalid import id", err.Error()+"\n\nImport a node with its id NAME@ADDRESS, e.g. node-a@10.0.0.5:7443, "+
+			"or its identity { name = \"node-a\", address = \"10.0.0.5:7443\" }.")
 		return
 	}
-	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": req.ID, "name": name, "address": addr})
+	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": id, "name": name, "address": addr})
+	setIdentity(ctx, resp.Identity, nodeIdentityModel{Name: types.StringValue(name), Address: types.StringValue(addr)}, &resp.Diagnostics)
 }
 
 // setAttrs sets top-level string attributes of a state.

@@ -3,7 +3,6 @@ package resources
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -24,6 +23,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
@@ -348,6 +348,7 @@ func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	setIdentity(ctx, resp.Identity, podIdentityModel{Node: plan.Node, Name: plan.Name}, &resp.Diagnostics)
 	createTimeout, diags := plan.Timeouts.Create(ctx, defaultPodCreateTimeout)
 	resp.Diagnostics.Append(diags...)
 	deleteTimeout, diags := plan.Timeouts.Delete(ctx, defaultPodDeleteTimeout)
@@ -381,7 +382,7 @@ func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, re
 					nodeDescription(nodeID), podName, status.Convert(err).Message(), nodeid.FormatPod(nodeID, podName)))
 			return
 		}
-		if status.Code(err) == codes.FailedPrecondition && strings.Contains(status.Convert(err).Message(), "secret") {
+		if hasReason(err, herdv1.ReasonSecretNotAvailable) {
 			resp.Diagnostics.AddError("Pod uses a secret its node cannot give it",
 				fmt.Sprintf("%s refused pod %q: %s\n\nA node holds a secret only when its labels match the secret's "+
 					"node_selector (herd_secret's holders lists the nodes that do): run the pod on one of them, or "+
@@ -457,23 +458,26 @@ func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name string) err
 	if err != nil && status.Code(err) != codes.NotFound {
 		return err
 	}
-	for {
-		_, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
-		if status.Code(err) == codes.NotFound {
-			return nil
+	var last error // of the last GetPod: nil while the node reports the pod
+	err = wait.PollUntilContextCancel(ctx, podPollInterval, true, func(ctx context.Context) (bool, error) {
+		_, last = pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+		if status.Code(last) == codes.NotFound {
+			return true, nil
 		}
-		if err != nil && !isUnreachable(err) {
-			return err
+		if last != nil && !isUnreachable(last) {
+			return false, last
 		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				return fmt.Errorf("pod %q still exists: %w", name, ctx.Err())
-			}
-			return err
-		case <-time.After(podPollInterval):
-		}
+		return false, nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() == nil:
+		return err
+	case last == nil:
+		return fmt.Errorf("pod %q still exists: %w", name, ctx.Err())
 	}
+	return last
 }
 
 func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -485,6 +489,7 @@ func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, podIdentityModel{Node: state.Node, Name: state.Name}, &resp.Diagnostics)
 	nodeID, podName := state.Node.ValueString(), state.Name.ValueString()
 	pc, err := r.clients.PodClient(nodeID)
 	if err != nil {
@@ -520,6 +525,7 @@ func (r *podResource) Update(ctx context.Context, req resource.UpdateRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, podIdentityModel{Node: plan.Node, Name: plan.Name}, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
@@ -550,12 +556,23 @@ func (r *podResource) Delete(ctx context.Context, req resource.DeleteRequest, re
 	}
 }
 
+// ImportState takes the id NODEID/NAME or the identity {node, name}.
 func (r *podResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	nodeID, podName, err := nodeid.ParsePod(req.ID)
+	var ident podIdentityModel
+	id := req.ID
+	if importIdentity(ctx, req, &ident, &resp.Diagnostics) {
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		id = nodeid.FormatPod(ident.Node.ValueString(), ident.Name.ValueString())
+	}
+	nodeID, podName, err := nodeid.ParsePod(id)
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid import id", err.Error()+
-			"\n\nImport a pod with its id NODEID/NAME, e.g. node-a@10.0.0.5:7443/web or node-a@unix:///run/herd/agentd.sock/web.")
+			"\n\nImport a pod with its id NODEID/NAME, e.g. node-a@10.0.0.5:7443/web or node-a@unix:///run/herd/agentd.sock/web, "+
+			"or its identity { node = \"node-a@10.0.0.5:7443\", name = \"web\" }.")
 		return
 	}
-	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": req.ID, "node": nodeID, "name": podName})
+	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{"id": id, "node": nodeID, "name": podName})
+	setIdentity(ctx, resp.Identity, podIdentityModel{Node: types.StringValue(nodeID), Name: types.StringValue(podName)}, &resp.Diagnostics)
 }

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -218,43 +219,46 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 		return notStarted(last, containers, restartPolicy, timeout)
 	}
 	var stableSince time.Time
-	for {
+	var failure *podFailure
+	err := wait.PollUntilContextCancel(ctx, podPollInterval, true, func(ctx context.Context) (bool, error) {
 		pod, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
 		switch {
 		case err == nil:
 			last = pod
 		case ctx.Err() != nil:
-			return last, timedOut(), nil
+			return false, ctx.Err()
 		case status.Code(err) == codes.NotFound:
-			return last, &podFailure{what: "the pod disappeared from the node while it was starting"}, nil
+			failure = &podFailure{what: "the pod disappeared from the node while it was starting"}
+			return true, nil
 		case isUnreachable(err):
 			// Keep trying until the timeout: the node may come back.
+			return false, nil
 		default:
-			return last, nil, err
+			return false, err
 		}
-		if err == nil {
-			if f := checkPodFailure(pod, baseline); f != nil {
-				return pod, f, nil
-			}
-			if pod.GetStatus().GetPhase() == phaseSucceeded {
-				return pod, nil, nil
-			}
-			if allStarted(pod, containers, restartPolicy) && (!needReady || pod.GetStatus().GetReady()) {
-				if stableSince.IsZero() {
-					stableSince = time.Now()
-				} else if time.Since(stableSince) >= podStableFor {
-					return pod, nil, nil
-				}
-			} else {
-				stableSince = time.Time{}
-			}
+		if f := checkPodFailure(pod, baseline); f != nil {
+			failure = f
+			return true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return last, timedOut(), nil
-		case <-time.After(podPollInterval):
+		if pod.GetStatus().GetPhase() == phaseSucceeded {
+			return true, nil
 		}
+		if allStarted(pod, containers, restartPolicy) && (!needReady || pod.GetStatus().GetReady()) {
+			if stableSince.IsZero() {
+				stableSince = time.Now()
+			}
+			return time.Since(stableSince) >= podStableFor, nil
+		}
+		stableSince = time.Time{}
+		return false, nil
+	})
+	switch {
+	case err == nil:
+		return last, failure, nil
+	case ctx.Err() != nil:
+		return last, timedOut(), nil
 	}
+	return last, nil, err
 }
 
 // notReady describes, for a timeout, a pod whose containers all started

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
@@ -59,6 +60,7 @@ func (r *secretResource) Create(ctx context.Context, req resource.CreateRequest,
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	setIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Create(ctx, defaultSecretWriteTimeout)
 	resp.Diagnostics.Append(diags...)
 	sc, s, ok := r.prepare(ctx, plan, req.Config, &resp.Diagnostics)
@@ -94,6 +96,7 @@ func (r *secretResource) Update(ctx context.Context, req resource.UpdateRequest,
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Update(ctx, defaultSecretWriteTimeout)
 	resp.Diagnostics.Append(diags...)
 	sc, s, ok := r.prepare(ctx, plan, req.Config, &resp.Diagnostics)
@@ -193,23 +196,22 @@ func waitSecretSynced(ctx context.Context, sc herdv1.SecretServiceClient, sec *h
 	if sec == nil {
 		sec = &herdv1.Secret{}
 	}
+	if sec.GetStatus().GetSynced() {
+		return sec, nil
+	}
 	ns, name := sec.GetMeta().GetNamespace(), sec.GetMeta().GetName()
-	for !sec.GetStatus().GetSynced() {
-		select {
-		case <-ctx.Done():
-			return sec, ctx.Err()
-		case <-time.After(secretPollInterval):
-		}
+	err := wait.PollUntilContextCancel(ctx, secretPollInterval, false, func(ctx context.Context) (bool, error) {
 		got, err := sc.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: ns, Name: name})
 		if err != nil {
 			if isUnreachable(err) && ctx.Err() == nil {
-				continue
+				return false, nil
 			}
-			return sec, err
+			return false, err
 		}
 		sec = got
-	}
-	return sec, nil
+		return sec.GetStatus().GetSynced(), nil
+	})
+	return sec, err
 }
 
 // laggingSecretMembers names the holders that lack the current version.
@@ -236,6 +238,7 @@ func (r *secretResource) Read(ctx context.Context, req resource.ReadRequest, res
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: state.Namespace, Name: state.Name, Node: state.Node}, &resp.Diagnostics)
 	nodeID, ns, name := state.Node.ValueString(), state.Namespace.ValueString(), state.Name.ValueString()
 	sc, err := r.clients.SecretClient(nodeID)
 	if err != nil {
@@ -293,8 +296,12 @@ func (r *secretResource) Delete(ctx context.Context, req resource.DeleteRequest,
 
 // ImportState takes NAMESPACE/NAME@NODEID (or NAME@NODEID in the default
 // namespace), as herd_service does. Values are not imported.
+// It takes the identity {namespace, name, node} too.
 func (r *secretResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	ns, name, nodeID, err := parseServiceImportID(req.ID)
+	ns, name, nodeID, err := namespacedImport(ctx, req, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid import id", err.Error()+
 			"\n\nImport a secret with NAMESPACE/NAME@NODEID, where NODEID is the id of a herd_node of its cluster "+
@@ -305,4 +312,7 @@ func (r *secretResource) ImportState(ctx context.Context, req resource.ImportSta
 	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{
 		"id": secretID(ns, name), "node": nodeID, "namespace": ns, "name": name,
 	})
+	setIdentity(ctx, resp.Identity, namespacedIdentityModel{
+		Namespace: types.StringValue(ns), Name: types.StringValue(name), Node: types.StringValue(nodeID),
+	}, &resp.Diagnostics)
 }

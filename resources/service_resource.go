@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
@@ -54,6 +55,7 @@ func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	setIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Create(ctx, defaultServiceWriteTimeout)
 	resp.Diagnostics.Append(diags...)
 	sc, s, ok := r.prepare(ctx, plan, &resp.Diagnostics)
@@ -89,6 +91,7 @@ func (r *serviceResource) Update(ctx context.Context, req resource.UpdateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Update(ctx, defaultServiceWriteTimeout)
 	resp.Diagnostics.Append(diags...)
 	sc, s, ok := r.prepare(ctx, plan, &resp.Diagnostics)
@@ -180,23 +183,22 @@ func waitServiceSynced(ctx context.Context, sc herdv1.ServiceServiceClient, svc 
 	if svc == nil {
 		svc = &herdv1.Service{}
 	}
+	if svc.GetStatus().GetSynced() {
+		return svc, nil
+	}
 	ns, name := svc.GetSpec().GetNamespace(), svc.GetSpec().GetName()
-	for !svc.GetStatus().GetSynced() {
-		select {
-		case <-ctx.Done():
-			return svc, ctx.Err()
-		case <-time.After(servicePollInterval):
-		}
+	err := wait.PollUntilContextCancel(ctx, servicePollInterval, false, func(ctx context.Context) (bool, error) {
 		got, err := sc.GetService(ctx, &herdv1.GetServiceRequest{Namespace: ns, Name: name})
 		if err != nil {
 			if isUnreachable(err) && ctx.Err() == nil {
-				continue
+				return false, nil
 			}
-			return svc, err
+			return false, err
 		}
 		svc = got
-	}
-	return svc, nil
+		return svc.GetStatus().GetSynced(), nil
+	})
+	return svc, err
 }
 
 // isWaitExpired reports that waiting ended because the operation's time
@@ -229,6 +231,7 @@ func (r *serviceResource) Read(ctx context.Context, req resource.ReadRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: state.Namespace, Name: state.Name, Node: state.Node}, &resp.Diagnostics)
 	nodeID, ns, name := state.Node.ValueString(), state.Namespace.ValueString(), state.Name.ValueString()
 	sc, err := r.clients.ServiceClient(nodeID)
 	if err != nil {
@@ -287,8 +290,12 @@ func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest
 
 // ImportState takes NAMESPACE/NAME@NODEID (or NAME@NODEID in the default
 // namespace): the service's id and the member to reach it through.
+// It takes the identity {namespace, name, node} too.
 func (r *serviceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	ns, name, nodeID, err := parseServiceImportID(req.ID)
+	ns, name, nodeID, err := namespacedImport(ctx, req, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid import id", err.Error()+
 			"\n\nImport a service with NAMESPACE/NAME@NODEID, where NODEID is the id of a herd_node of its cluster "+
@@ -298,6 +305,23 @@ func (r *serviceResource) ImportState(ctx context.Context, req resource.ImportSt
 	setAttrs(ctx, &resp.State, &resp.Diagnostics, map[string]string{
 		"id": serviceID(ns, name), "node": nodeID, "namespace": ns, "name": name,
 	})
+	setIdentity(ctx, resp.Identity, namespacedIdentityModel{
+		Namespace: types.StringValue(ns), Name: types.StringValue(name), Node: types.StringValue(nodeID),
+	}, &resp.Diagnostics)
+}
+
+// namespacedImport returns what an import of herd_service or herd_secret
+// names, from its identity or its id NAMESPACE/NAME@NODEID.
+func namespacedImport(ctx context.Context, req resource.ImportStateRequest, diags *diag.Diagnostics) (ns, name, nodeID string, err error) {
+	var ident namespacedIdentityModel
+	if !importIdentity(ctx, req, &ident, diags) {
+		return parseServiceImportID(req.ID)
+	}
+	if diags.HasError() {
+		return "", "", "", nil
+	}
+	id := serviceImportID(namespaceOrDefault(ident.Namespace).ValueString(), ident.Name.ValueString(), ident.Node.ValueString())
+	return parseServiceImportID(id)
 }
 
 func serviceID(ns, name string) string { return ns + "/" + name }
