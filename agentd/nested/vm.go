@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kubevirtv1 "kubevirt.io/api/core/v1"
@@ -44,9 +43,9 @@ func (d *Driver) vmObject(ns string, s *herdv1.NestedClusterSpec, role string, i
 	if err != nil {
 		return nil, err
 	}
-	mem, err := resource.ParseQuantity(m.GetMemory())
+	mem, err := spec.MemoryQuantity(m.GetMemory())
 	if err != nil {
-		return nil, fmt.Errorf("memory %q: %w", m.GetMemory(), err)
+		return nil, fmt.Errorf("memory: %w", err)
 	}
 	iface := kubevirtv1.Interface{Name: "default"}
 	if s.GetNetworkBinding() == spec.NestedBindingPasst {
@@ -57,9 +56,9 @@ func (d *Driver) vmObject(ns string, s *herdv1.NestedClusterSpec, role string, i
 	root := kubevirtv1.Volume{Name: "rootdisk"}
 	var dvs []kubevirtv1.DataVolumeTemplateSpec
 	if size := m.GetDataVolumeSize(); size != "" {
-		q, err := resource.ParseQuantity(size)
+		q, err := spec.MemoryQuantity(size)
 		if err != nil {
-			return nil, fmt.Errorf("data_volume_size %q: %w", size, err)
+			return nil, fmt.Errorf("data_volume_size: %w", err)
 		}
 		url := "docker://" + m.GetImage()
 		dvLabels := d.markers(s.GetName(), role)

@@ -9,66 +9,6 @@ import (
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
-func TestParseCPU(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    int64
-		wantErr string
-	}{
-		{"500m", 500, ""},
-		{"0.5", 500, ""},
-		{"2", 2000, ""},
-		{"1.25", 1250, ""},
-		{"1m", 1, ""},
-		{"0.0001", 0, "finer than one millicore"},
-		{"0", 0, "greater than zero"},
-		{"-1", 0, "invalid CPU quantity"},
-		{"12Q", 0, "invalid CPU quantity"},
-		{"1e3", 0, "invalid CPU quantity"},
-		{"", 0, "empty"},
-		{" 1", 0, "invalid CPU quantity"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseCPU(tt.in)
-			checkErr(t, err, tt.wantErr)
-			if err == nil && got != tt.want {
-				t.Fatalf("ParseCPU(%q) = %d, want %d", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestParseMemory(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    int64
-		wantErr string
-	}{
-		{"512Mi", 512 << 20, ""},
-		{"1Gi", 1 << 30, ""},
-		{"1.5Gi", 3 << 29, ""},
-		{"1G", 1e9, ""},
-		{"100k", 100e3, ""},
-		{"1048576", 1 << 20, ""},
-		{"0.5", 0, "whole number of bytes"},
-		{"-1Mi", 0, "invalid memory quantity"},
-		{"12Q", 0, "invalid memory quantity"},
-		{"Mi", 0, "invalid memory quantity"},
-		{"0", 0, "greater than zero"},
-		{"100Ei", 0, "too large"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseMemory(tt.in)
-			checkErr(t, err, tt.wantErr)
-			if err == nil && got != tt.want {
-				t.Fatalf("ParseMemory(%q) = %d, want %d", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
 func validPod() *herdv1.PodSpec {
 	return &herdv1.PodSpec{
 		Name:   "web",
