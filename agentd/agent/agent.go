@@ -78,7 +78,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if cl, err = startCluster(ctx, cfg, st, log); err != nil {
 			return err
 		}
-		defer cl.Shutdown()
+		defer func() {
+			if err := cl.Shutdown(); err != nil {
+				log.Warn("leave the cluster", "err", err)
+			}
+		}()
 		podCIDR = cl.PodCIDR().String()
 		go routeLoop(ctx, cl, st, log)
 	}

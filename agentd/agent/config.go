@@ -152,7 +152,7 @@ func (c *Config) Validate() error {
 		}
 		if c.NodeIP != "" {
 			if _, err := netip.ParseAddr(c.NodeIP); err != nil {
-				errs = append(errs, fmt.Errorf("--node-ip: %v", err))
+				errs = append(errs, fmt.Errorf("--node-ip: %w", err))
 			}
 		}
 		if s, err := netip.ParsePrefix(c.ServiceCIDR); err != nil || s != s.Masked() || !s.Addr().Is4() || s.Bits() > 28 {

@@ -27,7 +27,7 @@ func (c *Config) validateNested() []error {
 	}
 	if c.NestedNodeAddress != "" {
 		if _, err := netip.ParseAddr(c.NestedNodeAddress); err != nil {
-			errs = append(errs, fmt.Errorf("--nested-node-address: %v", err))
+			errs = append(errs, fmt.Errorf("--nested-node-address: %w", err))
 		}
 	}
 	return errs

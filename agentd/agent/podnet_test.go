@@ -77,6 +77,7 @@ func TestPodNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node -> pod web: %v", err)
 	}
+	defer resp.Body.Close()
 	body := make([]byte, 64)
 	k, _ := resp.Body.Read(body)
 	conn.Close()

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -256,7 +257,7 @@ func (m *Manager) Logs(ctx context.Context, pod, container string, follow bool, 
 		return fmt.Errorf("read log: %w", err)
 	}
 	off := int64(len(now))
-	data := append(old, now...)
+	data := slices.Concat(old, now)
 	if tailLines > 0 {
 		data = tail(data, tailLines)
 	}

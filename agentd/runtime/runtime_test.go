@@ -669,7 +669,7 @@ func (e *testEnv) run2(t *testing.T, cfg ContainerConfig) (uint32, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Remove(ctx)
+	defer func() { _ = c.Remove(ctx) }()
 	logPath := filepath.Join(t.TempDir(), "out.log")
 	task, err := c.NewTask(ctx, logPath)
 	if err != nil {

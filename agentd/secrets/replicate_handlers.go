@@ -212,7 +212,7 @@ func validRecord(rec Record) error {
 
 // checkData refuses data that does not match its record's key list.
 func checkData(rec Record, data map[string][]byte) error {
-	if !slices.Equal(slices.Sorted(maps.Keys(data)), rec.Keys) && !(len(data) == 0 && len(rec.Keys) == 0) {
+	if !slices.Equal(slices.Sorted(maps.Keys(data)), rec.Keys) && (len(data) != 0 || len(rec.Keys) != 0) {
 		return fmt.Errorf("secret %s: data keys do not match the record", rec.Key())
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -97,8 +96,6 @@ var (
 	nextIP        = 1
 	ipMu          sync.Mutex
 )
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // logTo writes a node's logs to a file, so the test can search them.
 func logTo(t *testing.T, path string) *slog.Logger {

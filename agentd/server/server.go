@@ -194,7 +194,7 @@ func (s *Server) PodLogs(req *herdv1.PodLogsRequest, stream grpc.ServerStreaming
 		})
 	if err != nil && stream.Context().Err() != nil {
 		// The client went away while following: not an error of ours.
-		return nil
+		return nil //nolint:nilerr // see above
 	}
 	return s.status(err, "logs of pod "+req.GetPod())
 }

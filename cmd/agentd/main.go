@@ -44,13 +44,20 @@ func main() {
 	cfg.Version = version
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cmd.LogLevel}))
 
+	os.Exit(run(cfg, log))
+}
+
+// run runs agentd until SIGINT or SIGTERM and returns the exit status; it is
+// apart from main so that its deferred calls run before os.Exit.
+func run(cfg agent.Config, log *slog.Logger) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx, cfg, log); err != nil {
 		log.Error("agentd failed", "err", err)
 		if errors.Is(err, syscall.EADDRINUSE) {
-			os.Exit(exitAddrInUse)
+			return exitAddrInUse
 		}
-		os.Exit(exitFailure)
+		return exitFailure
 	}
+	return 0
 }

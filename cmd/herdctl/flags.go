@@ -24,7 +24,7 @@ func parseArgs(fs *flag.FlagSet, args []string, usageText string, stdout io.Writ
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				io.WriteString(stdout, usageText)
+				_, _ = io.WriteString(stdout, usageText)
 				return nil, true, nil
 			}
 			return nil, false, newUsageError(usageText, "%s: %v", fs.Name(), err)
