@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -225,11 +226,11 @@ func (n *accNode) logs(t *testing.T, pod, container string) (string, error) {
 func (n *accNode) waitLogs(t *testing.T, pod, container, want string) error {
 	var got string
 	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	if wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		got, err = n.logs(t, pod, container)
-		if err == nil && strings.Contains(got, want) {
-			return nil
-		}
+		return err == nil && strings.Contains(got, want), nil
+	}) == nil {
+		return nil
 	}
 	return fmt.Errorf("log of %s/%s does not contain %q (err %v):\n%s", pod, container, want, err, got)
 }
@@ -238,11 +239,11 @@ func (n *accNode) waitLogs(t *testing.T, pod, container, want string) error {
 func (n *accNode) waitPod(t *testing.T, name string, timeout time.Duration, cond func(*herdv1.Pod) bool) (*herdv1.Pod, error) {
 	var last *herdv1.Pod
 	var err error
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		last, err = n.pods.GetPod(ctx(t), &herdv1.GetPodRequest{Name: name})
-		if err == nil && cond(last) {
-			return last, nil
-		}
+	if wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, timeout, true, func(c context.Context) (bool, error) {
+		last, err = n.pods.GetPod(c, &herdv1.GetPodRequest{Name: name})
+		return err == nil && cond(last), nil
+	}) == nil {
+		return last, nil
 	}
 	return last, fmt.Errorf("pod %s: condition not met after %s (last error %v): %v", name, timeout, err, last)
 }
@@ -250,11 +251,11 @@ func (n *accNode) waitPod(t *testing.T, name string, timeout time.Duration, cond
 // waitPodGone polls GetPod until the node no longer has the pod.
 func (n *accNode) waitPodGone(t *testing.T, name string, timeout time.Duration) error {
 	var err error
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		_, err = n.pods.GetPod(ctx(t), &herdv1.GetPodRequest{Name: name})
-		if status.Code(err) == codes.NotFound {
-			return nil
-		}
+	if wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, timeout, true, func(c context.Context) (bool, error) {
+		_, err = n.pods.GetPod(c, &herdv1.GetPodRequest{Name: name})
+		return status.Code(err) == codes.NotFound, nil
+	}) == nil {
+		return nil
 	}
 	return fmt.Errorf("pod %s still on the node after %s (last error %v)", name, timeout, err)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/nested"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -95,20 +96,17 @@ func (e *nestedEnv) playGuest(t *testing.T, cluster, endpointIP string, vms ...s
 			}
 		}
 		var kc []byte
-		for kc == nil && ctx.Err() == nil {
+		// On timeout the registration below fails and says why.
+		_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			got, err := e.nc.GetNestedClusterKubeconfig(ctx, &herdv1.GetNestedClusterKubeconfigRequest{Name: cluster})
-			if err == nil {
-				kc = got.GetKubeconfig()
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			kc = got.GetKubeconfig()
+			return err == nil && kc != nil, nil
+		})
 		for _, vm := range vms {
-			for ctx.Err() == nil {
-				if _, err := e.kube.Dynamic.Resource(acctest.VirtualMachineGVR).Namespace(ns).Get(ctx, vm, metav1.GetOptions{}); err == nil {
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+				_, err := e.kube.Dynamic.Resource(acctest.VirtualMachineGVR).Namespace(ns).Get(ctx, vm, metav1.GetOptions{})
+				return err == nil, nil
+			})
 			if err := acctest.RegisterReadyNodes(ctx, kc, vm); err != nil {
 				t.Errorf("nested node %s: %v", vm, err)
 			}
