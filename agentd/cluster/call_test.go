@@ -293,7 +293,9 @@ func TestCallMemberGone(t *testing.T) {
 		done <- err
 	}()
 	<-entered
-	b.Shutdown()
+	if err := b.Shutdown(); err != nil {
+		t.Fatalf("shutting down b: %v", err)
+	}
 	select {
 	case <-cancelled:
 	case <-time.After(5 * time.Second):
@@ -310,7 +312,9 @@ func TestCallMemberGone(t *testing.T) {
 
 	// After Shutdown, calls fail at once.
 	a.Handle("echo", echoFrom)
-	a.Shutdown()
+	if err := a.Shutdown(); err != nil {
+		t.Fatalf("shutting down a: %v", err)
+	}
 	if _, err := a.Call(context.Background(), "a", "echo", nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("call after Shutdown: %v", err)
 	}

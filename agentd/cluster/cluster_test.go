@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -199,7 +200,9 @@ func memberOf(c *Cluster, name string) Member {
 func TestPodCIDRStableAcrossRestart(t *testing.T) {
 	a, b := newNode(t, "a"), newNode(t, "b")
 	bp := &MemPersister{}
-	b.Shutdown()
+	if err := b.Shutdown(); err != nil {
+		t.Fatalf("shutting down b: %v", err)
+	}
 	b = newNode(t, "b", withPersist(bp))
 	join(t, a)
 	join(t, b, a)
@@ -215,7 +218,9 @@ func TestPodCIDRStableAcrossRestart(t *testing.T) {
 	if err := b.Leave(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	b.Shutdown()
+	if err := b.Shutdown(); err != nil {
+		t.Fatalf("shutting down b: %v", err)
+	}
 	eventually(t, 10*time.Second, func() string {
 		if st := memberOf(a, "b").State; st != StateLeft {
 			return fmt.Sprintf("a sees b %v", st)
@@ -461,7 +466,9 @@ func TestEntriesVanishWhenOwnerDies(t *testing.T) {
 	eventually(t, 10*time.Second, all(2, a, b, c))
 
 	sub := a.Subscribe()
-	c.Shutdown() // no Leave: the others must declare it dead
+	if err := c.Shutdown(); err != nil { // no Leave: the others must declare it dead
+		t.Fatalf("shutting down c: %v", err)
+	}
 	took := eventually(t, 5*time.Second, all(1, a, b))
 	t.Logf("entries of a dead node gone after %v", took)
 	waitEvent(t, sub, Event{Type: EventEntry, Kind: "endpoint", Key: "web/c", Node: "c"})
@@ -497,7 +504,7 @@ func TestWrongKeyOrPlaintextCannotJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plain.Shutdown()
+	defer func() { _ = plain.Shutdown() }()
 	if n, err := plain.Join([]string{a.Addr().String()}); err == nil {
 		t.Errorf("plaintext join succeeded (%d)", n)
 	}
@@ -603,10 +610,12 @@ func TestSubscribeCoalescesAndCloses(t *testing.T) {
 	if n == 0 || n > 66 {
 		t.Errorf("got %d events for 100 writes to one key", n)
 	}
-	a.Shutdown()
+	if err := a.Shutdown(); err != nil {
+		t.Fatalf("shutting down a: %v", err)
+	}
 	for range ch {
 	}
-	if _, err := a.Put("service", "x", nil); err != ErrClosed {
+	if _, err := a.Put("service", "x", nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Put after Shutdown: %v", err)
 	}
 }

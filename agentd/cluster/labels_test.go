@@ -95,7 +95,9 @@ func TestLabels(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, labelsEverywhere("b", map[string]string{"role": "leaver"}, a, c))
 	subA := a.Subscribe()
-	c.Shutdown()
+	if err := c.Shutdown(); err != nil {
+		t.Fatalf("shutting down c: %v", err)
+	}
 	eventually(t, 10*time.Second, func() string {
 		if st := memberOf(a, "c").State; st != StateDead {
 			return "a sees c " + string(st)
@@ -106,7 +108,9 @@ func TestLabels(t *testing.T) {
 	if err := b.Leave(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	b.Shutdown()
+	if err := b.Shutdown(); err != nil {
+		t.Fatalf("shutting down b: %v", err)
+	}
 	eventually(t, 10*time.Second, func() string {
 		if st := memberOf(a, "b").State; st != StateLeft {
 			return "a sees b " + string(st)

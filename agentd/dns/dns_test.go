@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -550,9 +551,10 @@ func TestGoResolver(t *testing.T) {
 	if cname != "_http._tcp.web.prod.svc.cluster.local." || len(srvs) != 1 || srvs[0].Port != 80 {
 		t.Errorf("SRV: %s %v", cname, srvs)
 	}
+	var de *net.DNSError
 	if _, err := r.LookupHost(ctx, "nope.prod.svc.cluster.local."); err == nil {
 		t.Error("unknown service resolved")
-	} else if de, ok := err.(*net.DNSError); !ok || !de.IsNotFound {
+	} else if !errors.As(err, &de) || !de.IsNotFound {
 		t.Errorf("unknown service: %v, want not found", err)
 	}
 	ips, err = r.LookupHost(ctx, "example.test.")

@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -625,12 +626,14 @@ func containsVM(vms []vmRecord, name string) bool {
 
 // sortVMs orders control planes before workers, then by index.
 func sortVMs(vms []vmRecord) {
+	// A name without a numeric suffix sorts as index 0.
 	idx := func(n string) int {
-		var i int
 		if k := strings.LastIndexByte(n, '-'); k >= 0 {
-			fmt.Sscanf(n[k+1:], "%d", &i)
+			if i, err := strconv.Atoi(n[k+1:]); err == nil {
+				return i
+			}
 		}
-		return i
+		return 0
 	}
 	sort.SliceStable(vms, func(i, j int) bool {
 		if vms[i].Role != vms[j].Role {

@@ -394,7 +394,7 @@ func (d *Driver) ensureEndpoint(ctx context.Context, name string, attempt int, n
 		cur, err := svcs.Get(wctx, sname, metav1.GetOptions{})
 		if err == nil {
 			if !d.ours(cur, name) {
-				return "", fmt.Errorf("Service %s exists without herd's marker for this cluster", sname)
+				return "", fmt.Errorf("a Service %s exists without herd's marker for this cluster", sname)
 			}
 			switch typ {
 			case corev1.ServiceTypeLoadBalancer:
@@ -476,7 +476,7 @@ func (d *Driver) ensureUserData(ctx context.Context, name string, attempt int, s
 			return gerr
 		}
 		if !d.ours(cur, name) {
-			return fmt.Errorf("Secret %s exists without herd's marker for this cluster", sec.Name)
+			return fmt.Errorf("a Secret %s exists without herd's marker for this cluster", sec.Name)
 		}
 		cur.Data = sec.Data
 		if _, err := secs.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
@@ -533,7 +533,7 @@ func (d *Driver) waitAPI(ctx context.Context, kubeconfig []byte, timeout time.Du
 			return nil
 		}
 		if err := d.sleep(ctx); err != nil {
-			return fmt.Errorf("timed out after %s waiting for the nested API server's /readyz through the endpoint: %v", timeout, last)
+			return fmt.Errorf("timed out after %s waiting for the nested API server's /readyz through the endpoint: %w", timeout, last)
 		}
 	}
 }
@@ -566,7 +566,7 @@ func (d *Driver) waitNodes(ctx context.Context, cluster string, kubeconfig []byt
 			if missing != "" {
 				return &stepError{VM: missing, Err: fmt.Errorf("timed out after %s waiting for nested node %s to be Ready", timeout, missing)}
 			}
-			return fmt.Errorf("timed out after %s waiting for the nested nodes: %v", timeout, last)
+			return fmt.Errorf("timed out after %s waiting for the nested nodes: %w", timeout, last)
 		}
 	}
 }

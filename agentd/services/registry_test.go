@@ -29,7 +29,7 @@ func newCluster(t *testing.T, name string) *cluster.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Shutdown() })
+	t.Cleanup(func() { _ = c.Shutdown() })
 	if _, err := c.Join(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}

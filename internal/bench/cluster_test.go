@@ -153,11 +153,11 @@ func (sb *svcBench) get(netnsPath, addr, path string) (string, error) {
 	return roundTrip(conn, bufio.NewReader(conn), path, true)
 }
 
-// roundTrip sends one GET on conn and reads its answer; with close the
+// roundTrip sends one GET on conn and reads its answer; with closeConn the
 // server closes the connection after it (one connection per request).
-func roundTrip(conn net.Conn, br *bufio.Reader, path string, close bool) (string, error) {
+func roundTrip(conn net.Conn, br *bufio.Reader, path string, closeConn bool) (string, error) {
 	req := "GET " + path + " HTTP/1.1\r\nHost: bench\r\n\r\n"
-	if close {
+	if closeConn {
 		req = "GET " + path + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 	}
 	if _, err := io.WriteString(conn, req); err != nil {

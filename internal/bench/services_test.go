@@ -134,7 +134,7 @@ func (sb *svcBench) pollAnswer(ctx context.Context, vip, name string) (time.Time
 			return time.Time{}, err
 		}
 		if ctx.Err() != nil {
-			return time.Time{}, fmt.Errorf("%w (last: %v %q)", ctx.Err(), err, body)
+			return time.Time{}, fmt.Errorf("%w (last: %w %q)", ctx.Err(), err, body)
 		}
 		time.Sleep(time.Millisecond)
 	}

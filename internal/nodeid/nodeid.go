@@ -36,10 +36,10 @@ func Parse(id string) (name, addr string, err error) {
 		return "", "", fmt.Errorf("invalid node id %q: want NAME@ADDRESS, e.g. \"node-a@10.0.0.5:7443\" or \"node-a@unix:///run/herd/agentd.sock\" (the id of a herd_node)", id)
 	}
 	if err := spec.ValidateName(name); err != nil {
-		return "", "", fmt.Errorf("invalid node id %q: node name %v", id, err)
+		return "", "", fmt.Errorf("invalid node id %q: node name %w", id, err)
 	}
 	if err := ValidateAddress(addr); err != nil {
-		return "", "", fmt.Errorf("invalid node id %q: %v", id, err)
+		return "", "", fmt.Errorf("invalid node id %q: %w", id, err)
 	}
 	return name, addr, nil
 }
@@ -89,10 +89,10 @@ func ParsePod(id string) (nodeID, podName string, err error) {
 	}
 	nodeID, podName = id[:i], id[i+1:]
 	if _, _, err := Parse(nodeID); err != nil {
-		return "", "", fmt.Errorf("invalid pod id %q: %v", id, err)
+		return "", "", fmt.Errorf("invalid pod id %q: %w", id, err)
 	}
 	if err := spec.ValidateName(podName); err != nil {
-		return "", "", fmt.Errorf("invalid pod id %q: pod name %v", id, err)
+		return "", "", fmt.Errorf("invalid pod id %q: pod name %w", id, err)
 	}
 	return nodeID, podName, nil
 }

@@ -29,7 +29,7 @@ func kpHash(s string) string {
 }
 
 func kpServiceChain(s Service, p Port) string {
-	return "service-" + kpHash(s.Key+"/"+p.Protocol.String()+fmt.Sprint(p.Port)) + "-" + strings.ReplaceAll(s.Key, "/", "/") + "/" + p.Protocol.String() + "/p" + fmt.Sprint(p.Port)
+	return "service-" + kpHash(s.Key+"/"+p.Protocol.String()+fmt.Sprint(p.Port)) + "-" + s.Key + "/" + p.Protocol.String() + "/p" + fmt.Sprint(p.Port)
 }
 
 func kpEndpointChain(s Service, p Port, e Endpoint) string {

@@ -485,14 +485,6 @@ func (d *Dataplane) del(s *nftables.Set, el []nftables.SetElement) error {
 	return nil
 }
 
-func keysOnly[T any](m map[string]T) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(m))
-	for k := range m {
-		out = append(out, nftables.SetElement{Key: []byte(k)})
-	}
-	return out
-}
-
 func ipElems(ips []netip.Addr) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(ips))
 	for _, ip := range ips {
@@ -783,10 +775,10 @@ func svcKey(old Service, s *Service) string {
 	return old.Key
 }
 
-// refDiff applies -old +new to a copy of counts; it returns the new counts
+// refDiff applies -old +cur to a copy of counts; it returns the new counts
 // and the elements that disappear and appear.
-func refDiff(counts map[netip.Addr]int, old, new []netip.Addr) (map[netip.Addr]int, []netip.Addr, []netip.Addr) {
-	c := make(map[netip.Addr]int, len(counts)+len(new))
+func refDiff(counts map[netip.Addr]int, old, cur []netip.Addr) (map[netip.Addr]int, []netip.Addr, []netip.Addr) {
+	c := make(map[netip.Addr]int, len(counts)+len(cur))
 	for k, v := range counts {
 		c[k] = v
 	}
@@ -795,7 +787,7 @@ func refDiff(counts map[netip.Addr]int, old, new []netip.Addr) (map[netip.Addr]i
 		touched[ip] = counts[ip]
 		c[ip]--
 	}
-	for _, ip := range new {
+	for _, ip := range cur {
 		if _, ok := touched[ip]; !ok {
 			touched[ip] = counts[ip]
 		}

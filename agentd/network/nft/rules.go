@@ -88,7 +88,7 @@ func (d *Dataplane) addSkeleton(capacity uint32) error {
 	// again: registers do live across a goto, but the kernel (6.x) refuses
 	// a rule that reads a register it has not written itself (ENODATA).
 	portKey := func(vip bool) []expr.Any {
-		var first expr.Any = loadDaddr(reg1)
+		first := loadDaddr(reg1)
 		if !vip {
 			first = &expr.Immediate{Register: reg1, Data: ip4(nodePortAddr)}
 		}

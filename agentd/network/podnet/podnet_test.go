@@ -591,7 +591,11 @@ func TestMTUAndBridgeName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Teardown(context.Background(), "m")
+	defer func() {
+		if err := p.Teardown(context.Background(), "m"); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	}()
 	if err := withNetlink(res.NetnsPath, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(IfName)
 		if err != nil {

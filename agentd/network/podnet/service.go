@@ -73,7 +73,7 @@ const brNF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 func bridgeNetfilter() error {
 	if _, err := os.Stat(brNF); err != nil {
 		if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
-			return fmt.Errorf("podnet: modprobe br_netfilter: %v: %s", err, strings.TrimSpace(string(out)))
+			return fmt.Errorf("podnet: modprobe br_netfilter: %w: %s", err, strings.TrimSpace(string(out)))
 		}
 	}
 	if err := os.WriteFile(brNF, []byte("1"), 0o644); err != nil {
