@@ -19,6 +19,7 @@ import (
 
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
@@ -182,23 +183,22 @@ func (c *TestCluster) WaitMembers(tb testing.TB, want int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for _, n := range c.Nodes {
-		for {
+		var (
+			alive int
+			last  error
+		)
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			resp, err := n.Cluster.ListMembers(ctx, &herdv1.ListMembersRequest{})
-			alive := 0
-			if err == nil {
-				for _, m := range resp.GetMembers() {
-					if m.GetState() == "alive" && m.GetPodCidr() != "" {
-						alive++
-					}
+			alive, last = 0, err
+			for _, m := range resp.GetMembers() {
+				if m.GetState() == "alive" && m.GetPodCidr() != "" {
+					alive++
 				}
 			}
-			if alive >= want {
-				break
-			}
-			if ctx.Err() != nil {
-				tb.Fatalf("%s: %d of %d members alive (err %v)", n.Agent.Name, alive, want, err)
-			}
-			time.Sleep(200 * time.Millisecond)
+			return alive >= want, nil
+		})
+		if err != nil {
+			tb.Fatalf("%s: %d of %d members alive (err %v)", n.Agent.Name, alive, want, last)
 		}
 	}
 }

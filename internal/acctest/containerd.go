@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 const (
@@ -32,6 +33,8 @@ const (
 	containerdTermTimeout = 10 * time.Second
 	// taskCleanupTimeout bounds killing and deleting one task during Stop.
 	taskCleanupTimeout = 10 * time.Second
+	// shimKillTimeout bounds killing leftover shims during Stop.
+	shimKillTimeout = 10 * time.Second
 	// maxUnixSocketPath is the usable length of sun_path on Linux (108 bytes
 	// including the terminating NUL).
 	maxUnixSocketPath = 107
@@ -370,22 +373,30 @@ func deleteContainer(ctx context.Context, ctr client.Container) error {
 	return nil
 }
 
-// retryTaskDelete deletes a container's task again, a few times, until it
-// is gone.
+// retryTaskDelete deletes a container's task again, up to five times
+// 200 ms apart (while ctx lasts), until it is gone.
 func retryTaskDelete(ctx context.Context, ctr client.Container) error {
-	var err error
-	for range 5 {
-		time.Sleep(200 * time.Millisecond)
-		var task client.Task
-		task, err = ctr.Task(ctx, nil)
-		if isNotFound(err) {
-			return nil
-		}
+	const attempts = 5
+	var (
+		tried int
+		last  error
+	)
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, false, func(ctx context.Context) (bool, error) {
+		task, err := ctr.Task(ctx, nil)
 		if err == nil {
-			if _, err = task.Delete(ctx, client.WithProcessKill); err == nil || isNotFound(err) {
-				return nil
-			}
+			_, err = task.Delete(ctx, client.WithProcessKill)
 		}
+		if err == nil || isNotFound(err) {
+			return true, nil
+		}
+		last, tried = err, tried+1
+		if tried == attempts {
+			return false, err
+		}
+		return false, nil
+	})
+	if err != nil && last != nil {
+		return last
 	}
 	return err
 }
@@ -427,17 +438,14 @@ func (c *Containerd) killShims() error {
 			t.removeHostState(c.Address)
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		shims, err := ShimProcesses(c.Address)
-		if err != nil {
-			return err
-		}
-		if len(shims) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("shims still alive after SIGKILL: %v", shims)
+	// Stop has no context of its own: the shims get ten seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), shimKillTimeout)
+	defer cancel()
+	var shims []int
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		var err error
+		if shims, err = ShimProcesses(c.Address); err != nil || len(shims) == 0 {
+			return err == nil, err
 		}
 		for _, pid := range shims {
 			if args, err := procArgs(pid); err == nil {
@@ -450,8 +458,12 @@ func (c *Containerd) killShims() error {
 			c.log.Warn("killing leftover shim", "shim", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return false, nil
+	})
+	if wait.Interrupted(err) {
+		return fmt.Errorf("shims still alive after SIGKILL: %v", shims)
 	}
+	return err
 }
 
 // shimTask names the task a leftover shim served.

@@ -19,6 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/nested/pki"
@@ -99,17 +100,18 @@ func TestGuestControlPlane(t *testing.T) {
 	}
 	// The service range is the one given. The apiserver creates the
 	// kubernetes Service in the background after it reports ready.
-	var svc *corev1.Service
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		svc, err = admin.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
-		if err == nil {
-			break
+	var (
+		svc  *corev1.Service
+		last error
+	)
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		svc, last = admin.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if last != nil && !apierrors.IsNotFound(last) {
+			return false, last
 		}
-		if !apierrors.IsNotFound(err) || time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return last == nil, nil
+	}); err != nil {
+		t.Fatalf("kubernetes service: %v (last: %v)", err, last)
 	}
 	if !strings.HasPrefix(svc.Spec.ClusterIP, "10.128.") {
 		t.Errorf("kubernetes service ClusterIP %s, want one in 10.128.0.0/16", svc.Spec.ClusterIP)

@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
@@ -89,16 +90,18 @@ func PlayKubeadm(tb testing.TB, host kubernetes.Interface, ns, secret, nodeName,
 // when the test ends. It returns errors instead of failing the test, so it
 // may run on a goroutine of its own.
 func StartGuestFromCloudInit(ctx context.Context, tb testing.TB, host kubernetes.Interface, ns, secret, nodeName, endpoint, serviceCIDR string) (*Guest, error) {
-	var sec *corev1.Secret
-	for {
-		var err error
-		if sec, err = host.CoreV1().Secrets(ns).Get(ctx, secret, metav1.GetOptions{}); err == nil {
-			break
+	var (
+		sec  *corev1.Secret
+		last error
+	)
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		sec, last = host.CoreV1().Secrets(ns).Get(ctx, secret, metav1.GetOptions{})
+		return last == nil, nil
+	}); err != nil {
+		if last == nil {
+			last = err
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no cloud-init Secret %s/%s: %w", ns, secret, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil, fmt.Errorf("no cloud-init Secret %s/%s: %w", ns, secret, last)
 	}
 	files, err := cloudInitFiles(sec.Data["userdata"])
 	if err != nil {
