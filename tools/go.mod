@@ -1,5 +1,6 @@
 // Pins the small build tools (protobuf generators, tfplugindocs). Heavy CLIs
-// live in their own modules under tools/ (tofu, terraform).
+// live in their own modules under tools/ (tofu, terraform, pulumi, kube,
+// golangci-lint).
 module github.com/herd-project/terraform-provider-herd/tools
 
 go 1.26

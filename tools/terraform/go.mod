@@ -6,7 +6,9 @@
 // proxy's zip of Terraform leaves nested modules out, so a plain build cannot
 // resolve them. This module replaces each with a stub under stubs/: the
 // backends fail with "not built into this test binary", legacy is empty. The
-// tests only use the local backend. stubs/ holds our own code only.
+// tests only use the local backend. stubs/ holds our own code only. Tidy
+// with `go mod tidy -e`: a test in Terraform imports a legacy package that
+// the empty stub lacks, and tidy looks at tests of dependencies too.
 module github.com/herd-project/terraform-provider-herd/tools/terraform
 
 go 1.26
