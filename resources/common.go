@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeclient"
@@ -327,4 +328,29 @@ func attributePath(p spec.Path, rename func(i int, field string) string) path.Pa
 		}
 	}
 	return out
+}
+
+// syncedStatus is the status of a replicated object (a service, a secret).
+type syncedStatus interface{ GetSynced() bool }
+
+// waitSynced polls get every interval until the object's status is synced
+// or ctx ends, riding out an unreachable node. It returns the last object
+// seen (obj until get returns one) and, when not synced, why.
+func waitSynced[T any, S syncedStatus](ctx context.Context, interval time.Duration, obj T,
+	get func(context.Context) (T, error), statusOf func(T) S) (T, error) {
+	if statusOf(obj).GetSynced() {
+		return obj, nil
+	}
+	err := wait.PollUntilContextCancel(ctx, interval, false, func(ctx context.Context) (bool, error) {
+		got, err := get(ctx)
+		if err != nil {
+			if isUnreachable(err) && ctx.Err() == nil {
+				return false, nil
+			}
+			return false, err
+		}
+		obj = got
+		return statusOf(obj).GetSynced(), nil
+	})
+	return obj, err
 }

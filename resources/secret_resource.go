@@ -15,7 +15,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
@@ -196,22 +195,10 @@ func waitSecretSynced(ctx context.Context, sc herdv1.SecretServiceClient, sec *h
 	if sec == nil {
 		sec = &herdv1.Secret{}
 	}
-	if sec.GetStatus().GetSynced() {
-		return sec, nil
-	}
 	ns, name := sec.GetMeta().GetNamespace(), sec.GetMeta().GetName()
-	err := wait.PollUntilContextCancel(ctx, secretPollInterval, false, func(ctx context.Context) (bool, error) {
-		got, err := sc.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: ns, Name: name})
-		if err != nil {
-			if isUnreachable(err) && ctx.Err() == nil {
-				return false, nil
-			}
-			return false, err
-		}
-		sec = got
-		return sec.GetStatus().GetSynced(), nil
-	})
-	return sec, err
+	return waitSynced(ctx, secretPollInterval, sec, func(ctx context.Context) (*herdv1.Secret, error) {
+		return sc.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: ns, Name: name})
+	}, (*herdv1.Secret).GetStatus)
 }
 
 // laggingSecretMembers names the holders that lack the current version.

@@ -12,7 +12,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
@@ -183,22 +182,10 @@ func waitServiceSynced(ctx context.Context, sc herdv1.ServiceServiceClient, svc 
 	if svc == nil {
 		svc = &herdv1.Service{}
 	}
-	if svc.GetStatus().GetSynced() {
-		return svc, nil
-	}
 	ns, name := svc.GetSpec().GetNamespace(), svc.GetSpec().GetName()
-	err := wait.PollUntilContextCancel(ctx, servicePollInterval, false, func(ctx context.Context) (bool, error) {
-		got, err := sc.GetService(ctx, &herdv1.GetServiceRequest{Namespace: ns, Name: name})
-		if err != nil {
-			if isUnreachable(err) && ctx.Err() == nil {
-				return false, nil
-			}
-			return false, err
-		}
-		svc = got
-		return svc.GetStatus().GetSynced(), nil
-	})
-	return svc, err
+	return waitSynced(ctx, servicePollInterval, svc, func(ctx context.Context) (*herdv1.Service, error) {
+		return sc.GetService(ctx, &herdv1.GetServiceRequest{Namespace: ns, Name: name})
+	}, (*herdv1.Service).GetStatus)
 }
 
 // isWaitExpired reports that waiting ended because the operation's time
