@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -122,12 +123,10 @@ func TestAccClusterJoinAndServiceAcrossNodes(t *testing.T) {
 			// a moment on each.
 			for _, n := range c.Nodes {
 				var err error
-				for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-					_, err = n.Services.GetService(context.Background(), &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
-					if status.Code(err) == codes.NotFound || time.Now().After(deadline) {
-						break
-					}
-				}
+				_ = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 15*time.Second, true, func(c context.Context) (bool, error) {
+					_, err = n.Services.GetService(c, &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
+					return status.Code(err) == codes.NotFound, nil
+				})
 				if status.Code(err) != codes.NotFound {
 					return fmt.Errorf("%s: GetService after destroy: %v, want NotFound", n.Agent.Name, err)
 				}
@@ -327,11 +326,11 @@ func distinctClaims(n *acctest.ClusterNode, want int) error {
 func waitServiceGone(t *testing.T, n *acctest.ClusterNode) {
 	t.Helper()
 	var err error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		_, err = n.Services.GetService(context.Background(), &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
-		if status.Code(err) == codes.NotFound {
-			return
-		}
+	if wait.PollUntilContextTimeout(ctx(t), 200*time.Millisecond, 30*time.Second, true, func(c context.Context) (bool, error) {
+		_, err = n.Services.GetService(c, &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
+		return status.Code(err) == codes.NotFound, nil
+	}) == nil {
+		return
 	}
 	t.Fatalf("%s still has default/web 30s after the delete (last error %v)", n.Agent.Name, err)
 }

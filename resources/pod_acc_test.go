@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"google.golang.org/protobuf/proto"
 
@@ -623,9 +624,10 @@ resource "herd_pod" %[1]q {
 					if !processExists(p) {
 						t.Fatalf("container process %d gone %s after SIGTERM, before its grace period of %ds", p, time.Since(started), stubbornGrace)
 					}
-					for deadline := time.Now().Add(30 * time.Second); processExists(p) && time.Now().Before(deadline); {
-						time.Sleep(100 * time.Millisecond)
-					}
+					// Timing out leaves the process there: the check below fails.
+					_ = wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+						return !processExists(p), nil
+					})
 					if d := time.Since(started); d < stubbornGrace*time.Second {
 						t.Fatalf("a container that ignores SIGTERM was killed after %s, before its grace period of %ds", d, stubbornGrace)
 					}

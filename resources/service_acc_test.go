@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -286,13 +287,16 @@ func TestAccServiceLifecycle(t *testing.T) {
 func waitEndpoint(t *testing.T, sc herdv1.ServiceServiceClient, pod string) error {
 	var last *herdv1.Service
 	var err error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		last, err = sc.GetService(ctx(t), &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
+	if wait.PollUntilContextTimeout(ctx(t), 200*time.Millisecond, 30*time.Second, true, func(c context.Context) (bool, error) {
+		last, err = sc.GetService(c, &herdv1.GetServiceRequest{Namespace: "default", Name: "web"})
 		for _, e := range last.GetStatus().GetEndpoints() {
 			if e.GetPod() == pod && e.GetReady() {
-				return nil
+				return true, nil
 			}
 		}
+		return false, nil
+	}) == nil {
+		return nil
 	}
 	return fmt.Errorf("pod %s is not a ready endpoint of default/web after 30s (last error %v): %v", pod, err, last)
 }
