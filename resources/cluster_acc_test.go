@@ -283,17 +283,16 @@ func podCIDRIsMembers(c *acctest.TestCluster) resource.TestCheckFunc {
 func waitClusterSettled(t *testing.T, c *acctest.TestCluster) {
 	t.Helper()
 	c.WaitMembers(t, 3)
-	deadline := time.Now().Add(30 * time.Second)
+	// One 30s budget for all the nodes.
+	settle, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	for _, n := range c.Nodes {
-		for {
-			err := distinctClaims(n, 3)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %v", n.Agent.Name, err)
-			}
-			time.Sleep(200 * time.Millisecond)
+		var err error
+		if wait.PollUntilContextCancel(settle, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+			err = distinctClaims(n, 3)
+			return err == nil, nil
+		}) != nil {
+			t.Fatalf("%s: %v", n.Agent.Name, err)
 		}
 	}
 }
@@ -358,22 +357,22 @@ func vipReachesEveryPod(c *acctest.TestCluster, s *terraform.State) error {
 // answered (each answers with its hostname, the pod's name).
 func answeredByAll(netnsPath, addr string, c *acctest.TestCluster) error {
 	seen := map[string]int{}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+	// Each answer may come from any pod: ask often (a shared machine: not
+	// in a busy loop) until all have answered.
+	if wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		body, err := acctest.HTTPGetIn(netnsPath, addr)
 		if err != nil {
 			seen["error: "+err.Error()]++
-			time.Sleep(100 * time.Millisecond)
-			continue
+			return false, nil
 		}
 		seen[body]++
-		time.Sleep(10 * time.Millisecond) // a shared machine: no busy loop
 		all := true
 		for _, n := range c.Nodes {
 			all = all && seen["web-"+n.Agent.Name] > 0
 		}
-		if all {
-			return nil
-		}
+		return all, nil
+	}) == nil {
+		return nil
 	}
 	return fmt.Errorf("%s not answered by every pod within 30s: %v", addr, seen)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -560,9 +561,10 @@ resource "herd_pod" "outsider" {
 func waitLabels(t *testing.T, nodes []*secretNode, node string, want map[string]string) {
 	t.Helper()
 	for _, n := range nodes {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			resp, err := n.cn.Cluster.ListMembers(ctx(t), &herdv1.ListMembersRequest{})
+		var resp *herdv1.ListMembersResponse
+		var err error
+		if wait.PollUntilContextTimeout(ctx(t), 200*time.Millisecond, 30*time.Second, true, func(c context.Context) (bool, error) {
+			resp, err = n.cn.Cluster.ListMembers(c, &herdv1.ListMembersRequest{})
 			ok := false
 			for _, m := range resp.GetMembers() {
 				if m.GetName() == node {
@@ -574,13 +576,9 @@ func waitLabels(t *testing.T, nodes []*secretNode, node string, want map[string]
 					}
 				}
 			}
-			if ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s does not see labels %v on %s (err %v): %v", n.agent.Name, want, node, err, resp.GetMembers())
-			}
-			time.Sleep(200 * time.Millisecond)
+			return ok, nil
+		}) != nil {
+			t.Fatalf("%s does not see labels %v on %s (err %v): %v", n.agent.Name, want, node, err, resp.GetMembers())
 		}
 	}
 }
