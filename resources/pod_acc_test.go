@@ -515,11 +515,12 @@ resource "herd_pod" "p" {
 func waitBackoffRestart(t *testing.T, n *accNode, pod string, backoff time.Duration) {
 	t.Helper()
 	var waitingSince, nextRestart time.Time
-	deadline := time.Now().Add(40 * time.Second)
-	for ; time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		p, err := n.pods.GetPod(context.Background(), &herdv1.GetPodRequest{Name: pod})
+	// The checks compare the times agentd reports, not how long this
+	// waited; 50ms polls only make sure the back-off wait is seen.
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 40*time.Second, true, func(c context.Context) (bool, error) {
+		p, err := n.pods.GetPod(c, &herdv1.GetPodRequest{Name: pod})
 		if err != nil {
-			t.Fatal(err)
+			return false, err
 		}
 		cs := p.GetStatus().GetContainers()[0]
 		switch {
@@ -539,10 +540,13 @@ func waitBackoffRestart(t *testing.T, n *accNode, pod string, backoff time.Durat
 			if started.Before(nextRestart.Add(-50 * time.Millisecond)) {
 				t.Fatalf("restarted at %s, before the back-off ended at %s", started, nextRestart)
 			}
-			return
+			return true, nil
 		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s: no second restart after back-off within 40s (%v); agentd log:\n%s", pod, err, n.agent.LogTail(30))
 	}
-	t.Fatalf("pod %s: no second restart after back-off within 40s; agentd log:\n%s", pod, n.agent.LogTail(30))
 }
 
 // Deleting a pod stops its containers with SIGTERM and waits for them up
