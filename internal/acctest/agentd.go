@@ -94,7 +94,7 @@ func AgentdBinary() (string, error) {
 		cmd := exec.Command("go", "build", "-o", agentdPath, "./cmd/agentd")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			agentdErr = fmt.Errorf("build agentd: %v\n%s", err, out)
+			agentdErr = fmt.Errorf("build agentd: %w\n%s", err, out)
 		}
 	})
 	return agentdPath, agentdErr
@@ -297,7 +297,7 @@ func (a *Agent) waitReady(ctx context.Context, timeout time.Duration) error {
 		return false, nil
 	})
 	if wait.Interrupted(err) && last != nil {
-		return fmt.Errorf("%w (last: %v)", err, last)
+		return fmt.Errorf("%w (last: %w)", err, last)
 	}
 	return err
 }

@@ -558,7 +558,7 @@ func (c *Containerd) waitServing(ctx context.Context) error {
 		case <-c.exited:
 			return fmt.Errorf("containerd exited before serving: %s", c.cmd.ProcessState)
 		case <-ctx.Done():
-			return fmt.Errorf("wait for containerd to serve (last error: %v): %w", err, ctx.Err())
+			return fmt.Errorf("wait for containerd to serve (last error: %w): %w", err, ctx.Err())
 		case <-tick.C:
 		}
 	}
@@ -571,9 +571,9 @@ func (c *Containerd) logTail() string {
 	if err != nil || len(data) == 0 {
 		return ""
 	}
-	const max = 4096
-	if len(data) > max {
-		data = data[len(data)-max:]
+	const keep = 4096
+	if len(data) > keep {
+		data = data[len(data)-keep:]
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
 			data = data[i+1:]
 		}

@@ -88,7 +88,7 @@ func TestBusyboxImageContent(t *testing.T) {
 	if len(cfg.Config.Cmd) != 1 || cfg.Config.Cmd[0] != "sh" {
 		t.Errorf("cmd %q", cfg.Config.Cmd)
 	}
-	if !cfg.Created.Time.Equal(imageEpoch) {
+	if !cfg.Created.Equal(imageEpoch) {
 		t.Errorf("created %s, want %s", cfg.Created.Time, imageEpoch)
 	}
 

@@ -207,7 +207,7 @@ func TestPlayVirtRunsVM(t *testing.T) {
 		var err error
 		vmi, err = getVMI(ctx, k, ns, "cp-0")
 		if err != nil {
-			return false, nil
+			return false, nil //nolint:nilerr // not there yet: keep polling
 		}
 		ready := false
 		for _, c := range vmi.Status.Conditions {
@@ -249,7 +249,7 @@ func TestPlayVirtRunsVM(t *testing.T) {
 	eventually(t, ctx, "VM Stopped, VMI gone", func(ctx context.Context) (bool, error) {
 		vm, err := getVM(ctx, k, ns, "cp-0")
 		if err != nil || vm.Status.PrintableStatus != kubevirtv1.VirtualMachineStatusStopped || vm.Status.Ready {
-			return false, nil
+			return false, nil //nolint:nilerr // not there yet: keep polling
 		}
 		_, err = getVMI(ctx, k, ns, "cp-0")
 		return apierrors.IsNotFound(err), nil
@@ -294,7 +294,7 @@ func TestPlayVirtRunsVM(t *testing.T) {
 	eventually(t, ctx, "DataVolume Succeeded", func(ctx context.Context) (bool, error) {
 		u, err := k.Dynamic.Resource(DataVolumeGVR).Namespace(ns).Get(ctx, "root", metav1.GetOptions{})
 		if err != nil {
-			return false, nil
+			return false, nil //nolint:nilerr // not there yet: keep polling
 		}
 		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
 		return phase == "Succeeded", nil
@@ -323,7 +323,7 @@ func TestPlayVirtLoadBalancer(t *testing.T) {
 	eventually(t, ctx, "LoadBalancer ingress", func(ctx context.Context) (bool, error) {
 		svc, err := k.Client.CoreV1().Services(ns).Get(ctx, "c1-apiserver", metav1.GetOptions{})
 		if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
-			return false, nil
+			return false, nil //nolint:nilerr // not there yet: keep polling
 		}
 		ingress = svc.Status.LoadBalancer.Ingress[0].IP
 		return true, nil

@@ -121,15 +121,6 @@ func startKubeProc(name, bin, logPath string, args []string) (*kubeProc, error) 
 // PID of the process.
 func (p *kubeProc) PID() int { return p.cmd.Process.Pid }
 
-func (p *kubeProc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 // stop sends SIGTERM to the process group, then SIGKILL after
 // kubeTermTimeout, and waits for the process to be reaped.
 func (p *kubeProc) stop() {

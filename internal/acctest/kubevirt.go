@@ -91,7 +91,7 @@ func InstallStandInCRDs(ctx context.Context, cfg *rest.Config) error {
 		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 			got, err := crds.Get(ctx, crd.Name, metav1.GetOptions{})
 			if err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // not established yet: keep polling
 			}
 			for _, cond := range got.Status.Conditions {
 				if cond.Type == apiextv1.Established && cond.Status == apiextv1.ConditionTrue {
@@ -503,13 +503,13 @@ func (p *virtPlayer) reconcileServices(ctx context.Context) error {
 		var ip string
 		if p.opts.LBIPs != nil {
 			if p.lbNext >= len(p.opts.LBIPs) {
-				errs = append(errs, fmt.Errorf("Service %s/%s: LBIPs exhausted", svc.Namespace, svc.Name))
+				errs = append(errs, fmt.Errorf("service %s/%s: LBIPs exhausted", svc.Namespace, svc.Name))
 				continue
 			}
 			ip = p.opts.LBIPs[p.lbNext]
 		} else {
 			if p.lbNext >= 254 {
-				errs = append(errs, fmt.Errorf("Service %s/%s: default LB range exhausted", svc.Namespace, svc.Name))
+				errs = append(errs, fmt.Errorf("service %s/%s: default LB range exhausted", svc.Namespace, svc.Name))
 				continue
 			}
 			ip = fmt.Sprintf("127.0.100.%d", p.lbNext+1)
@@ -517,7 +517,7 @@ func (p *virtPlayer) reconcileServices(ctx context.Context) error {
 		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
 		if _, err := p.k.Client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
 			if !apierrors.IsConflict(err) {
-				errs = append(errs, fmt.Errorf("Service %s/%s status: %w", svc.Namespace, svc.Name, err))
+				errs = append(errs, fmt.Errorf("service %s/%s status: %w", svc.Namespace, svc.Name, err))
 			}
 			continue
 		}

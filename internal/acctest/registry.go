@@ -92,7 +92,7 @@ func StartRegistry(opts ...RegistryOption) (*Registry, error) {
 	}
 
 	log := cfg.logger.With("component", "acctest.registry", "host", ln.Addr().String())
-	var handler http.Handler = ggcrregistry.New(
+	handler := ggcrregistry.New(
 		ggcrregistry.Logger(slog.NewLogLogger(log.Handler(), slog.LevelDebug)),
 	)
 	if cfg.username != "" || cfg.password != "" {

@@ -186,7 +186,8 @@ func TestRegistryFixedAddr(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	// Closed means closed: the port is free again.
-	if _, err := http.Get("http://" + addr + "/v2/"); err == nil {
+	if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+		_ = resp.Body.Close()
 		t.Error("registry still answers after Close")
 	}
 }

@@ -43,7 +43,7 @@ func TestNewCA(t *testing.T) {
 	if c.Subject.CommonName != "herd test CA" {
 		t.Errorf("CN = %q", c.Subject.CommonName)
 	}
-	if got := c.NotAfter.Sub(time.Now()); got < DefaultCAValidity-time.Hour || got > DefaultCAValidity+time.Hour {
+	if got := time.Until(c.NotAfter); got < DefaultCAValidity-time.Hour || got > DefaultCAValidity+time.Hour {
 		t.Errorf("CA validity %v, want about %v", got, DefaultCAValidity)
 	}
 	if c.SerialNumber.Sign() <= 0 || c.SerialNumber.BitLen() > 128 {
@@ -152,7 +152,7 @@ func TestIssueNode(t *testing.T) {
 		verify(t, ca, c, name, x509.ExtKeyUsageServerAuth)
 	}
 	verify(t, ca, c, "", x509.ExtKeyUsageClientAuth)
-	if got := c.NotAfter.Sub(time.Now()); got < DefaultLeafValidity-time.Hour || got > DefaultLeafValidity+time.Hour {
+	if got := time.Until(c.NotAfter); got < DefaultLeafValidity-time.Hour || got > DefaultLeafValidity+time.Hour {
 		t.Errorf("leaf validity %v, want about %v", got, DefaultLeafValidity)
 	}
 	key, err := ParsePrivateKeyPEM(keyPEM)
@@ -237,7 +237,7 @@ func TestIssueClientAndIsAdmin(t *testing.T) {
 
 func TestValidityOptions(t *testing.T) {
 	ca := newTestCA(t, WithValidity(48*time.Hour))
-	if got := ca.Cert.NotAfter.Sub(time.Now()); got > 48*time.Hour || got < 47*time.Hour {
+	if got := time.Until(ca.Cert.NotAfter); got > 48*time.Hour || got < 47*time.Hour {
 		t.Errorf("CA validity %v, want 48h", got)
 	}
 	nb := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -283,7 +283,7 @@ func TestValidityOptions(t *testing.T) {
 				t.Errorf("NotAfter = %v, want clamped to CA expiry %v", c.NotAfter, ca.Cert.NotAfter)
 			}
 			if tt.approxValidity != 0 && !tt.wantClampedToCA {
-				if got := c.NotAfter.Sub(time.Now()); got > tt.approxValidity || got < tt.approxValidity-time.Minute {
+				if got := time.Until(c.NotAfter); got > tt.approxValidity || got < tt.approxValidity-time.Minute {
 					t.Errorf("validity %v, want %v", got, tt.approxValidity)
 				}
 			}

@@ -245,13 +245,13 @@ func parseNestedCIDR(errs *FieldErrors, p Path, s string, minBits, maxBits int, 
 	return pr, true
 }
 
-// NestedImmutableChanges names the fields whose change from old to new
+// NestedImmutableChanges names the fields whose change from prior to next
 // cannot be made in place (both specs are defaulted first). Only
 // workers.replicas, deletion_protection, keep_on_failure and
 // step_timeout_seconds may change in place; anything else replaces the
 // cluster.
-func NestedImmutableChanges(old, new *herdv1.NestedClusterSpec) []string {
-	a, b := DefaultNestedCluster(old), DefaultNestedCluster(new)
+func NestedImmutableChanges(prior, next *herdv1.NestedClusterSpec) []string {
+	a, b := DefaultNestedCluster(prior), DefaultNestedCluster(next)
 	var out []string
 	cmp := func(field, x, y string) {
 		if x != y {

@@ -53,10 +53,10 @@ func ParseSecretRef(ref string) (namespace, name string, err error) {
 		ns, n = DefaultSecretNamespace, ref
 	}
 	if err := ValidateName(ns); err != nil {
-		return "", "", fmt.Errorf("invalid secret reference %q: namespace %v", ref, err)
+		return "", "", fmt.Errorf("invalid secret reference %q: namespace %w", ref, err)
 	}
 	if err := ValidateName(n); err != nil {
-		return "", "", fmt.Errorf("invalid secret reference %q: name %v", ref, err)
+		return "", "", fmt.Errorf("invalid secret reference %q: name %w", ref, err)
 	}
 	return ns, n, nil
 }

@@ -68,7 +68,7 @@ func ValidateImage(s string) error {
 		return fmt.Errorf("invalid image reference %q: surrounding whitespace", s)
 	}
 	if _, err := reference.ParseNormalizedNamed(s); err != nil {
-		return fmt.Errorf("invalid image reference %q: %v", s, err)
+		return fmt.Errorf("invalid image reference %q: %w", s, err)
 	}
 	return nil
 }

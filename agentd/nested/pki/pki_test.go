@@ -147,7 +147,7 @@ func TestAdminKubeconfigTLS(t *testing.T) {
 	pool.AppendCertsFromPEM(f[CACert])
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := r.TLS.PeerCertificates[0]
-		io.WriteString(w, c.Subject.CommonName+"/"+strings.Join(c.Subject.Organization, ","))
+		_, _ = io.WriteString(w, c.Subject.CommonName+"/"+strings.Join(c.Subject.Organization, ","))
 	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
 	srv.StartTLS()
