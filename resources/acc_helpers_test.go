@@ -235,19 +235,6 @@ func (n *accNode) waitLogs(t *testing.T, pod, container, want string) error {
 	return fmt.Errorf("log of %s/%s does not contain %q (err %v):\n%s", pod, container, want, err, got)
 }
 
-// waitPod polls GetPod until cond holds.
-func (n *accNode) waitPod(t *testing.T, name string, timeout time.Duration, cond func(*herdv1.Pod) bool) (*herdv1.Pod, error) {
-	var last *herdv1.Pod
-	var err error
-	if wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, timeout, true, func(c context.Context) (bool, error) {
-		last, err = n.pods.GetPod(c, &herdv1.GetPodRequest{Name: name})
-		return err == nil && cond(last), nil
-	}) == nil {
-		return last, nil
-	}
-	return last, fmt.Errorf("pod %s: condition not met after %s (last error %v): %v", name, timeout, err, last)
-}
-
 // waitPodGone polls GetPod until the node no longer has the pod.
 func (n *accNode) waitPodGone(t *testing.T, name string, timeout time.Duration) error {
 	var err error

@@ -405,7 +405,8 @@ func (r *nestedClusterResource) Delete(ctx context.Context, req resource.DeleteR
 		case err == nil:
 			last = cl
 		case ctx.Err() != nil, isUnreachable(err):
-			// Gone quiet or out of time: the loop ends on ctx.
+			// Gone quiet or out of time: keep asking; the loop ends on ctx.
+			return false, nil //nolint:nilerr // not a failure of the delete
 		default:
 			return false, err
 		}

@@ -318,7 +318,7 @@ func (joinValidator) ValidateList(_ context.Context, req validator.ListRequest, 
 func validateGossipAddress(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:7946 or [fd00::5]:7946: %v", s, err)
+		return fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:7946 or [fd00::5]:7946: %w", s, err)
 	}
 	if host == "" {
 		return fmt.Errorf("%q: the host is empty", s)

@@ -256,7 +256,8 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 	case err == nil:
 		return last, failure, nil
 	case ctx.Err() != nil:
-		return last, timedOut(), nil
+		// Out of time: a failure of the pod, said by timedOut.
+		return last, timedOut(), nil //nolint:nilerr // reported as a podFailure
 	}
 	return last, nil, err
 }

@@ -165,19 +165,6 @@ func checkSecretDataChoice(data, dataWO types.Map, version types.Int64, diags *d
 	}
 }
 
-// secretData converts known string values into the spec's bytes.
-func secretData(m types.Map) map[string][]byte {
-	if m.IsNull() || m.IsUnknown() {
-		return nil
-	}
-	out := make(map[string][]byte, len(m.Elements()))
-	for k, v := range m.Elements() {
-		s, _ := v.(types.String)
-		out[k] = []byte(s.ValueString())
-	}
-	return out
-}
-
 // secretDataKnown reports whether a data map and all its values are known.
 func secretDataKnown(m types.Map) bool {
 	if m.IsUnknown() {

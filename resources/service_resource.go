@@ -2,6 +2,7 @@ package resources
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -191,7 +192,7 @@ func waitServiceSynced(ctx context.Context, sc herdv1.ServiceServiceClient, svc 
 // isWaitExpired reports that waiting ended because the operation's time
 // was up, which leaves the service applied but not (yet) synced.
 func isWaitExpired(ctx context.Context, err error) bool {
-	return ctx.Err() != nil && (status.Code(err) == codes.DeadlineExceeded || ctx.Err() == err)
+	return ctx.Err() != nil && (status.Code(err) == codes.DeadlineExceeded || errors.Is(err, ctx.Err()))
 }
 
 // laggingMembers names the members that do not hold the current version.
