@@ -1,6 +1,7 @@
 package resources_test
 
 import (
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -90,7 +91,7 @@ func TestAgentdRefusesBadInput(t *testing.T) {
 		if err == nil {
 			_, err = stream.Recv()
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			err = nil
 		}
 		expectInvalid(t, err, "tail_lines: must not be negative")
