@@ -28,6 +28,13 @@ import (
 //
 // ## Import
 //
+// ### Identity Schema
+//
+// #### Required
+//
+// - `name` (String) The cluster's name.
+// - `node` (String) The `id` of the `Node` (`NAME@ADDRESS`) that owns the cluster.
+//
 // The `pulumi import` command can be used, for example:
 //
 // A nested cluster is imported by its name and the id of the Node that

@@ -24,6 +24,13 @@ import (
 //
 // ## Import
 //
+// ### Identity Schema
+//
+// #### Required
+//
+// - `address` (String) Where the node's agentd listens.
+// - `name` (String) The node's name.
+//
 // The `pulumi import` command can be used, for example:
 //
 // A node is imported by its id, NAME@ADDRESS.

@@ -24,6 +24,13 @@ import (
 //
 // ## Import
 //
+// ### Identity Schema
+//
+// #### Required
+//
+// - `name` (String) The pod's name.
+// - `node` (String) The `id` of the `Node` (`NAME@ADDRESS`) that runs the pod.
+//
 // The `pulumi import` command can be used, for example:
 //
 // A pod is imported by its node's id and its name: NAME@ADDRESS/POD.

@@ -30,6 +30,17 @@ import (
 //
 // ## Import
 //
+// ### Identity Schema
+//
+// #### Required
+//
+// - `name` (String) The secret's name.
+// - `node` (String) The `id` of the `Node` (`NAME@ADDRESS`) of a member to reach the secret through.
+//
+// #### Optional
+//
+// - `namespace` (String) The secret's namespace; `default` when not set.
+//
 // The `pulumi import` command can be used, for example:
 //
 // A secret is imported by NAMESPACE/NAME and the id of a node of its

@@ -24,6 +24,17 @@ import (
 //
 // ## Import
 //
+// ### Identity Schema
+//
+// #### Required
+//
+// - `name` (String) The service's name.
+// - `node` (String) The `id` of the `Node` (`NAME@ADDRESS`) of a member to reach the service through.
+//
+// #### Optional
+//
+// - `namespace` (String) The service's namespace; `default` when not set.
+//
 // The `pulumi import` command can be used, for example:
 //
 // A service is imported by NAMESPACE/NAME and the id of a node of its
