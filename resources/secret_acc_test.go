@@ -584,7 +584,7 @@ func waitLabels(t *testing.T, nodes []*secretNode, node string, want map[string]
 }
 
 // node_selector on a real two-node cluster, with data (sensitive, kept in
-// the state: this test runs on Terraform 1.5.7 too): only the matching
+// the state, for CLIs without write-only attributes): only the matching
 // member holds the secret, although it is written through the other one;
 // the other can neither reveal it nor run a pod that uses it (a clear
 // error at apply); new data reaches the pod's file in place; import;

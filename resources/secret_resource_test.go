@@ -21,8 +21,8 @@ resource "herd_secret" "s" {
 `, testNodeID, body)
 }
 
-// writeOnlyCLI skips a test on CLIs without write-only attributes
-// (Terraform 1.5.7 in the compatibility row): OpenTofu and Terraform 1.11+.
+// writeOnlyCLI skips a test on CLIs without write-only attributes (before
+// OpenTofu and Terraform 1.11); both CLIs of the test matrix have them.
 var writeOnlyCLI = []tfversion.TerraformVersionCheck{tfversion.SkipBelow(tfversion.Version1_11_0)}
 
 // expectSecretPlanErrors is expectPlanErrors with CLI version checks.
@@ -297,9 +297,9 @@ resource "herd_secret" "tls" {
 	})
 }
 
-// On a CLI without write-only attributes (Terraform 1.5.7), data_wo is
-// refused with a clear error, and data keeps working (TestSecretPlan* and
-// TestAccSecretSensitiveData run there too).
+// On a CLI without write-only attributes (Terraform before 1.11), data_wo is
+// refused with a clear error. Neither CLI of the test matrix is that old, so
+// it runs only with TF_ACC_TERRAFORM_PATH pointing at an older Terraform.
 func TestSecretWriteOnlyNeedsNewCLI(t *testing.T) {
 	expectSecretPlanErrors(t, secretConfig(`  name = "db"
   data_wo = { a = "b" }
