@@ -156,19 +156,9 @@ func certsNode(args []string, stdout io.Writer) error {
 		}
 		ips = append(ips, ip)
 	}
-	validity, err := c.validity()
-	if err != nil {
-		return err
-	}
-	ca, err := loadCA(c.dir)
-	if err != nil {
-		return err
-	}
-	certPEM, keyPEM, err := ca.IssueNode(name, ips, dnsArgs, pki.WithValidity(validity))
-	if err != nil {
-		return err
-	}
-	return writeLeaf(stdout, c, ca, name, "node", certPEM, keyPEM, validity)
+	return issueLeaf(stdout, c, name, "node", func(ca *pki.CA, validity pki.Option) ([]byte, []byte, error) {
+		return ca.IssueNode(name, ips, dnsArgs, validity)
+	})
 }
 
 func certsClient(args []string, stdout io.Writer) error {
@@ -184,6 +174,18 @@ func certsClient(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kind := "client"
+	if *admin {
+		kind = "admin client"
+	}
+	return issueLeaf(stdout, c, name, kind, func(ca *pki.CA, validity pki.Option) ([]byte, []byte, error) {
+		return ca.IssueClient(name, *admin, validity)
+	})
+}
+
+// issueLeaf has issue sign a certificate for name with the CA in c.dir and
+// c's validity, then writes it out as writeLeaf does.
+func issueLeaf(stdout io.Writer, c commonFlags, name, kind string, issue func(ca *pki.CA, validity pki.Option) (certPEM, keyPEM []byte, err error)) error {
 	validity, err := c.validity()
 	if err != nil {
 		return err
@@ -192,13 +194,9 @@ func certsClient(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	certPEM, keyPEM, err := ca.IssueClient(name, *admin, pki.WithValidity(validity))
+	certPEM, keyPEM, err := issue(ca, pki.WithValidity(validity))
 	if err != nil {
 		return err
-	}
-	kind := "client"
-	if *admin {
-		kind = "admin client"
 	}
 	return writeLeaf(stdout, c, ca, name, kind, certPEM, keyPEM, validity)
 }

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -65,21 +67,16 @@ func runNodes(args []string, stdout io.Writer) error {
 	if _, help, err := parseArgs(fs, args, nodesUsage, stdout); help || err != nil {
 		return err
 	}
-	conn, err := cf.dial(nodesUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	resp, err := herdv1.NewClusterServiceClient(conn).ListMembers(ctx, &herdv1.ListMembersRequest{})
-	if err != nil {
-		return fmt.Errorf("list members: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tNODE IP\tPOD CIDR\tGOSSIP")
-	for _, m := range resp.GetMembers() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.GetName(), m.GetState(), m.GetNodeIp(), m.GetPodCidr(), m.GetGossipAddress())
-	}
-	return tw.Flush()
+	return cf.call(nodesUsage, 15*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := herdv1.NewClusterServiceClient(conn).ListMembers(ctx, &herdv1.ListMembersRequest{})
+		if err != nil {
+			return fmt.Errorf("list members: %w", err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSTATE\tNODE IP\tPOD CIDR\tGOSSIP")
+		for _, m := range resp.GetMembers() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.GetName(), m.GetState(), m.GetNodeIp(), m.GetPodCidr(), m.GetGossipAddress())
+		}
+		return tw.Flush()
+	})
 }

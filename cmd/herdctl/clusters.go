@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -43,45 +45,40 @@ func runClusters(args []string, stdout io.Writer) error {
 	default:
 		return newUsageError(clustersUsage, "clusters: unknown action %q (list or kubeconfig)", action)
 	}
-	conn, err := cf.dial(clustersUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	client := herdv1.NewNestedClusterServiceClient(conn)
-	if action == "kubeconfig" {
-		resp, err := client.GetNestedClusterKubeconfig(ctx, &herdv1.GetNestedClusterKubeconfigRequest{Name: pos[1]})
+	return cf.call(clustersUsage, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		client := herdv1.NewNestedClusterServiceClient(conn)
+		if action == "kubeconfig" {
+			resp, err := client.GetNestedClusterKubeconfig(ctx, &herdv1.GetNestedClusterKubeconfigRequest{Name: pos[1]})
+			if err != nil {
+				return fmt.Errorf("kubeconfig of cluster %s: %w", pos[1], err)
+			}
+			_, err = stdout.Write(resp.GetKubeconfig())
+			return err
+		}
+		resp, err := client.ListNestedClusters(ctx, &herdv1.ListNestedClustersRequest{})
 		if err != nil {
-			return fmt.Errorf("kubeconfig of cluster %s: %w", pos[1], err)
+			return fmt.Errorf("list clusters: %w", err)
 		}
-		_, err = stdout.Write(resp.GetKubeconfig())
-		return err
-	}
-	resp, err := client.ListNestedClusters(ctx, &herdv1.ListNestedClustersRequest{})
-	if err != nil {
-		return fmt.Errorf("list clusters: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tPHASE\tSTEP\tENDPOINT\tVMS READY\tNODES READY\tHOST NAMESPACE")
-	for _, c := range resp.GetClusters() {
-		st := c.GetStatus()
-		vms, nodes := 0, 0
-		for _, vm := range st.GetVms() {
-			if vm.GetReady() {
-				vms++
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tVERSION\tPHASE\tSTEP\tENDPOINT\tVMS READY\tNODES READY\tHOST NAMESPACE")
+		for _, c := range resp.GetClusters() {
+			st := c.GetStatus()
+			vms, nodes := 0, 0
+			for _, vm := range st.GetVms() {
+				if vm.GetReady() {
+					vms++
+				}
+				if vm.GetNodeReady() {
+					nodes++
+				}
 			}
-			if vm.GetNodeReady() {
-				nodes++
+			endpoint := st.GetEndpoint()
+			if endpoint == "" {
+				endpoint = "-"
 			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", c.GetSpec().GetName(), c.GetSpec().GetKubernetesVersion(),
+				st.GetPhase(), st.GetStep(), endpoint, vms, len(st.GetVms()), nodes, len(st.GetVms()), st.GetHostNamespace())
 		}
-		endpoint := st.GetEndpoint()
-		if endpoint == "" {
-			endpoint = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\n", c.GetSpec().GetName(), c.GetSpec().GetKubernetesVersion(),
-			st.GetPhase(), st.GetStep(), endpoint, vms, len(st.GetVms()), nodes, len(st.GetVms()), st.GetHostNamespace())
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -31,49 +32,44 @@ func runHealth(args []string, stdout io.Writer) error {
 	}
 	only := false // --service "" asks for agentd as a whole, unlike no --service
 	fs.Visit(func(f *flag.Flag) { only = only || f.Name == "service" })
-	conn, err := cf.dial(healthUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	hc := healthpb.NewHealthClient(conn)
+	return cf.call(healthUsage, 15*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		hc := healthpb.NewHealthClient(conn)
 
-	statuses := map[string]healthpb.HealthCheckResponse_ServingStatus{}
-	if only {
-		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
-		if err != nil {
-			return fmt.Errorf("check health of %q: %w", *service, err)
+		statuses := map[string]healthpb.HealthCheckResponse_ServingStatus{}
+		if only {
+			resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
+			if err != nil {
+				return fmt.Errorf("check health of %q: %w", *service, err)
+			}
+			statuses[*service] = resp.GetStatus()
+		} else {
+			resp, err := hc.List(ctx, &healthpb.HealthListRequest{})
+			if err != nil {
+				return fmt.Errorf("list health: %w", err)
+			}
+			for name, st := range resp.GetStatuses() {
+				statuses[name] = st.GetStatus()
+			}
 		}
-		statuses[*service] = resp.GetStatus()
-	} else {
-		resp, err := hc.List(ctx, &healthpb.HealthListRequest{})
-		if err != nil {
-			return fmt.Errorf("list health: %w", err)
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tSTATUS")
+		var down []string
+		for _, name := range slices.Sorted(maps.Keys(statuses)) {
+			shown := name
+			if name == "" {
+				shown = `"" (agentd)`
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", shown, statuses[name])
+			if statuses[name] != healthpb.HealthCheckResponse_SERVING {
+				down = append(down, shown)
+			}
 		}
-		for name, st := range resp.GetStatuses() {
-			statuses[name] = st.GetStatus()
+		if err := tw.Flush(); err != nil {
+			return err
 		}
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tSTATUS")
-	var down []string
-	for _, name := range slices.Sorted(maps.Keys(statuses)) {
-		shown := name
-		if name == "" {
-			shown = `"" (agentd)`
+		if len(down) > 0 {
+			return fmt.Errorf("not serving: %v", down)
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", shown, statuses[name])
-		if statuses[name] != healthpb.HealthCheckResponse_SERVING {
-			down = append(down, shown)
-		}
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(down) > 0 {
-		return fmt.Errorf("not serving: %v", down)
-	}
-	return nil
+		return nil
+	})
 }

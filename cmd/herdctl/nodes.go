@@ -45,6 +45,23 @@ func (c *connFlags) dial(usage string) (*grpc.ClientConn, error) {
 	return nodeclient.Dial(name, addr, m)
 }
 
+// call dials the node and runs fn with the connection and a context that
+// ends after timeout (never, if timeout is 0), closing both afterwards.
+func (c *connFlags) call(usage string, timeout time.Duration, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
+	conn, err := c.dial(usage)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return fn(ctx, conn)
+}
+
 const nodeUsage = `Usage: herdctl node [--node NAME@ADDRESS] [TLS flags]
 
 Shows a node: version, capacity, readiness and labels.
@@ -57,25 +74,20 @@ func runNode(args []string, stdout io.Writer) error {
 	if _, help, err := parseArgs(fs, args, nodeUsage, stdout); help || err != nil {
 		return err
 	}
-	conn, err := cf.dial(nodeUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	n, err := herdv1.NewNodeServiceClient(conn).GetNode(ctx, &herdv1.GetNodeRequest{})
-	if err != nil {
-		return fmt.Errorf("get node: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "name\t%s\n", n.GetName())
-	fmt.Fprintf(tw, "ready\t%v %s\n", n.GetReady(), n.GetNotReadyReason())
-	fmt.Fprintf(tw, "agent\t%s (%s/%s, kernel %s, containerd %s, namespace %s)\n", n.GetAgentVersion(), n.GetOs(), n.GetArch(), n.GetKernelVersion(), n.GetContainerdVersion(), n.GetContainerdNamespace())
-	fmt.Fprintf(tw, "capacity\tcpu %dm, memory %d bytes\n", n.GetCapacity().GetCpuMillis(), n.GetCapacity().GetMemoryBytes())
-	fmt.Fprintf(tw, "allocatable\tcpu %dm, memory %d bytes\n", n.GetAllocatable().GetCpuMillis(), n.GetAllocatable().GetMemoryBytes())
-	fmt.Fprintf(tw, "labels\t%s\n", formatLabels(n.GetLabels()))
-	return tw.Flush()
+	return cf.call(nodeUsage, 15*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		n, err := herdv1.NewNodeServiceClient(conn).GetNode(ctx, &herdv1.GetNodeRequest{})
+		if err != nil {
+			return fmt.Errorf("get node: %w", err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "name\t%s\n", n.GetName())
+		fmt.Fprintf(tw, "ready\t%v %s\n", n.GetReady(), n.GetNotReadyReason())
+		fmt.Fprintf(tw, "agent\t%s (%s/%s, kernel %s, containerd %s, namespace %s)\n", n.GetAgentVersion(), n.GetOs(), n.GetArch(), n.GetKernelVersion(), n.GetContainerdVersion(), n.GetContainerdNamespace())
+		fmt.Fprintf(tw, "capacity\tcpu %dm, memory %d bytes\n", n.GetCapacity().GetCpuMillis(), n.GetCapacity().GetMemoryBytes())
+		fmt.Fprintf(tw, "allocatable\tcpu %dm, memory %d bytes\n", n.GetAllocatable().GetCpuMillis(), n.GetAllocatable().GetMemoryBytes())
+		fmt.Fprintf(tw, "labels\t%s\n", formatLabels(n.GetLabels()))
+		return tw.Flush()
+	})
 }
 
 const podsUsage = `Usage: herdctl pods [--node NAME@ADDRESS] [--selector k=v,...] [TLS flags]
@@ -100,35 +112,30 @@ func runPods(args []string, stdout io.Writer) error {
 		}
 		sel[k] = v
 	}
-	conn, err := cf.dial(podsUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	resp, err := herdv1.NewPodServiceClient(conn).ListPods(ctx, &herdv1.ListPodsRequest{LabelSelector: sel})
-	if err != nil {
-		return fmt.Errorf("list pods: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPHASE\tCONTAINERS\tRESTARTS\tAGE")
-	for _, p := range resp.GetPods() {
-		var restarts int32
-		running := 0
-		for _, c := range p.GetStatus().GetContainers() {
-			restarts += c.GetRestartCount()
-			if c.GetState() == "running" {
-				running++
+	return cf.call(podsUsage, 15*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := herdv1.NewPodServiceClient(conn).ListPods(ctx, &herdv1.ListPodsRequest{LabelSelector: sel})
+		if err != nil {
+			return fmt.Errorf("list pods: %w", err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tPHASE\tCONTAINERS\tRESTARTS\tAGE")
+		for _, p := range resp.GetPods() {
+			var restarts int32
+			running := 0
+			for _, c := range p.GetStatus().GetContainers() {
+				restarts += c.GetRestartCount()
+				if c.GetState() == "running" {
+					running++
+				}
 			}
+			age := "-"
+			if st := p.GetStatus().GetStartTime(); st != nil {
+				age = time.Since(st.AsTime()).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", p.GetSpec().GetName(), p.GetStatus().GetPhase(), running, len(p.GetSpec().GetContainers()), restarts, age)
 		}
-		age := "-"
-		if st := p.GetStatus().GetStartTime(); st != nil {
-			age = time.Since(st.AsTime()).Round(time.Second).String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", p.GetSpec().GetName(), p.GetStatus().GetPhase(), running, len(p.GetSpec().GetContainers()), restarts, age)
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }
 
 const logsUsage = `Usage: herdctl logs POD [--container NAME] [--tail N] [--follow] [--node NAME@ADDRESS] [TLS flags]
@@ -150,35 +157,30 @@ func runLogs(args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return newUsageError(logsUsage, "logs: exactly one POD name is required")
 	}
-	conn, err := cf.dial(logsUsage)
-	if err != nil {
-		return err
+	timeout := 30 * time.Second
+	if *follow {
+		timeout = 0 // a followed stream runs until the pod or the user ends it
 	}
-	defer conn.Close()
-	ctx := context.Background()
-	if !*follow {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
-	stream, err := herdv1.NewPodServiceClient(conn).PodLogs(ctx, &herdv1.PodLogsRequest{
-		Pod: pos[0], Container: *container, Follow: *follow, TailLines: *tail,
-	})
-	if err != nil {
-		return fmt.Errorf("logs of %s: %w", pos[0], err)
-	}
-	for {
-		chunk, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	return cf.call(logsUsage, timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		stream, err := herdv1.NewPodServiceClient(conn).PodLogs(ctx, &herdv1.PodLogsRequest{
+			Pod: pos[0], Container: *container, Follow: *follow, TailLines: *tail,
+		})
 		if err != nil {
 			return fmt.Errorf("logs of %s: %w", pos[0], err)
 		}
-		if _, err := stdout.Write(chunk.GetData()); err != nil {
-			return err
+		for {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("logs of %s: %w", pos[0], err)
+			}
+			if _, err := stdout.Write(chunk.GetData()); err != nil {
+				return err
+			}
 		}
-	}
+	})
 }
 
 func formatLabels(m map[string]string) string {

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -47,41 +49,36 @@ func runSecrets(args []string, stdout io.Writer) error {
 	if action != "list" && action != "rotate-key" {
 		return newUsageError(secretsUsage, "secrets: unknown action %q (list or rotate-key)", action)
 	}
-	conn, err := cf.dial(secretsUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	client := herdv1.NewSecretServiceClient(conn)
-	if action == "rotate-key" {
-		resp, err := client.RotateKey(ctx, &herdv1.RotateKeyRequest{})
+	return cf.call(secretsUsage, 60*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		client := herdv1.NewSecretServiceClient(conn)
+		if action == "rotate-key" {
+			resp, err := client.RotateKey(ctx, &herdv1.RotateKeyRequest{})
+			if err != nil {
+				return fmt.Errorf("rotate key: %w", err)
+			}
+			fmt.Fprintf(stdout, "new key-encryption key %s; %d secrets re-wrapped\n", resp.GetKeyId(), resp.GetRewrapped())
+			return nil
+		}
+		resp, err := client.ListSecrets(ctx, &herdv1.ListSecretsRequest{Namespace: *ns})
 		if err != nil {
-			return fmt.Errorf("rotate key: %w", err)
+			return fmt.Errorf("list secrets: %w", err)
 		}
-		fmt.Fprintf(stdout, "new key-encryption key %s; %d secrets re-wrapped\n", resp.GetKeyId(), resp.GetRewrapped())
-		return nil
-	}
-	resp, err := client.ListSecrets(ctx, &herdv1.ListSecretsRequest{Namespace: *ns})
-	if err != nil {
-		return fmt.Errorf("list secrets: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tKEYS\tVERSION\tCHECKSUM\tHELD BY\tSYNCED")
-	for _, s := range resp.GetSecrets() {
-		m, st := s.GetMeta(), s.GetStatus()
-		var holders []string
-		for _, mv := range st.GetMembers() {
-			holders = append(holders, mv.GetNode())
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tKEYS\tVERSION\tCHECKSUM\tHELD BY\tSYNCED")
+		for _, s := range resp.GetSecrets() {
+			m, st := s.GetMeta(), s.GetStatus()
+			var holders []string
+			for _, mv := range st.GetMembers() {
+				holders = append(holders, mv.GetNode())
+			}
+			sort.Strings(holders)
+			sum := st.GetChecksum()
+			if len(sum) > 24 {
+				sum = sum[:24] + "…"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%v\n", m.GetNamespace(), m.GetName(), m.GetType(),
+				strings.Join(m.GetKeys(), ","), st.GetVersion(), sum, strings.Join(holders, ","), st.GetSynced())
 		}
-		sort.Strings(holders)
-		sum := st.GetChecksum()
-		if len(sum) > 24 {
-			sum = sum[:24] + "…"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%v\n", m.GetNamespace(), m.GetName(), m.GetType(),
-			strings.Join(m.GetKeys(), ","), st.GetVersion(), sum, strings.Join(holders, ","), st.GetSynced())
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }

@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -26,35 +28,30 @@ func runServices(args []string, stdout io.Writer) error {
 	if _, help, err := parseArgs(fs, args, servicesUsage, stdout); help || err != nil {
 		return err
 	}
-	conn, err := cf.dial(servicesUsage)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	resp, err := herdv1.NewServiceServiceClient(conn).ListServices(ctx, &herdv1.ListServicesRequest{Namespace: *ns})
-	if err != nil {
-		return fmt.Errorf("list services: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tCLUSTER IP\tPORTS\tENDPOINTS\tSYNCED")
-	for _, s := range resp.GetServices() {
-		sp, st := s.GetSpec(), s.GetStatus()
-		ip := st.GetClusterIp()
-		if ip == "" {
-			ip = "None"
+	return cf.call(servicesUsage, 15*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := herdv1.NewServiceServiceClient(conn).ListServices(ctx, &herdv1.ListServicesRequest{Namespace: *ns})
+		if err != nil {
+			return fmt.Errorf("list services: %w", err)
 		}
-		ready := 0
-		for _, e := range st.GetEndpoints() {
-			if e.GetReady() {
-				ready++
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tCLUSTER IP\tPORTS\tENDPOINTS\tSYNCED")
+		for _, s := range resp.GetServices() {
+			sp, st := s.GetSpec(), s.GetStatus()
+			ip := st.GetClusterIp()
+			if ip == "" {
+				ip = "None"
 			}
+			ready := 0
+			for _, e := range st.GetEndpoints() {
+				if e.GetReady() {
+					ready++
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%v\n", sp.GetNamespace(), sp.GetName(), sp.GetType(), ip,
+				formatPorts(sp.GetPorts()), ready, len(st.GetEndpoints()), st.GetSynced())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%v\n", sp.GetNamespace(), sp.GetName(), sp.GetType(), ip,
-			formatPorts(sp.GetPorts()), ready, len(st.GetEndpoints()), st.GetSynced())
-	}
-	return tw.Flush()
+		return tw.Flush()
+	})
 }
 
 func formatPorts(ports []*herdv1.ServicePort) string {
