@@ -75,21 +75,7 @@ func TestValidateNestedCluster(t *testing.T) {
 			s := validNested()
 			tt.mutate(s)
 			errs := ValidateNestedCluster(s, testForbidden)
-			if tt.wantPath == "" {
-				if len(errs) != 0 {
-					t.Fatalf("want no error, got %v", errs)
-				}
-				return
-			}
-			if len(errs) != 1 {
-				t.Fatalf("want one error at %s, got %d: %v", tt.wantPath, len(errs), errs)
-			}
-			if got := errs[0].Path.String(); got != tt.wantPath {
-				t.Errorf("path = %q, want %q (%v)", got, tt.wantPath, errs)
-			}
-			if !strings.Contains(errs[0].Msg, tt.wantMsg) {
-				t.Errorf("message %q does not contain %q", errs[0].Msg, tt.wantMsg)
-			}
+			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, true)
 		})
 	}
 }

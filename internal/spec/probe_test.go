@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"strings"
 	"testing"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -102,21 +101,7 @@ func TestValidateProbes(t *testing.T) {
 			s := validPod()
 			tt.mutate(s.Containers[0])
 			errs := ValidatePod(s)
-			if tt.wantPath == "" {
-				if len(errs) != 0 {
-					t.Fatalf("unexpected errors: %v", errs)
-				}
-				return
-			}
-			if len(errs) != 1 {
-				t.Errorf("want exactly one error, got %v", errs)
-			}
-			for _, e := range errs {
-				if e.Path.String() == tt.wantPath && strings.Contains(e.Msg, tt.wantMsg) {
-					return
-				}
-			}
-			t.Fatalf("want error at %s containing %q, got %v", tt.wantPath, tt.wantMsg, errs)
+			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, true)
 		})
 	}
 }

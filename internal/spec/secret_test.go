@@ -90,18 +90,7 @@ func TestValidateSecret(t *testing.T) {
 			if strings.Contains(errs.Error(), secretMarker) {
 				t.Errorf("joined errors %q contain a value", errs)
 			}
-			if tt.wantPath == "" {
-				if len(errs) != 0 {
-					t.Fatalf("unexpected errors: %v", errs)
-				}
-				return
-			}
-			for _, e := range errs {
-				if e.Path.String() == tt.wantPath && strings.Contains(e.Msg, tt.wantMsg) {
-					return
-				}
-			}
-			t.Fatalf("want error at %s containing %q, got %v", tt.wantPath, tt.wantMsg, errs)
+			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, false)
 		})
 	}
 }

@@ -107,15 +107,7 @@ func TestValidateService(t *testing.T) {
 			s := validService()
 			tt.mutate(s)
 			errs := ValidateService(s)
-			if tt.wantPath == "" {
-				if len(errs) != 0 {
-					t.Fatalf("unexpected errors: %v", errs)
-				}
-				return
-			}
-			if len(errs) != 1 || errs[0].Path.String() != tt.wantPath || !strings.Contains(errs[0].Msg, tt.wantMsg) {
-				t.Fatalf("want one error at %s containing %q, got %v", tt.wantPath, tt.wantMsg, errs)
-			}
+			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, true)
 		})
 	}
 }

@@ -86,18 +86,7 @@ func TestValidatePod(t *testing.T) {
 			s := validPod()
 			tt.mutate(s)
 			errs := ValidatePod(s)
-			if tt.wantPath == "" {
-				if len(errs) != 0 {
-					t.Fatalf("unexpected errors: %v", errs)
-				}
-				return
-			}
-			for _, e := range errs {
-				if e.Path.String() == tt.wantPath && strings.Contains(e.Msg, tt.wantMsg) {
-					return
-				}
-			}
-			t.Fatalf("want error at %s containing %q, got %v", tt.wantPath, tt.wantMsg, errs)
+			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, false)
 		})
 	}
 }
