@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/tfversion"
 )
 
 // A node no test can reach: plan-time validation must not need one.
@@ -31,13 +32,41 @@ resource "herd_pod" "p" {
 `, testNodeID, body)
 }
 
+// planErrorCase is a configuration that `plan` must refuse with exactly
+// errors errors, the output matching re; checks, when set, skip it on CLIs
+// that cannot run it.
+type planErrorCase struct {
+	name   string
+	config string
+	re     *regexp.Regexp
+	errors int
+	checks []tfversion.TerraformVersionCheck
+}
+
+// runPlanErrorCases runs each case as a subtest.
+func runPlanErrorCases(t *testing.T, cases []planErrorCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectPlanErrorsOn(t, tc.config, tc.re, tc.errors, tc.checks)
+		})
+	}
+}
+
 // expectPlanErrors runs `plan` on config and requires it to fail with
 // exactly wantErrors errors, the output matching re.
 func expectPlanErrors(t *testing.T, config string, re *regexp.Regexp, wantErrors int) {
 	t.Helper()
+	expectPlanErrorsOn(t, config, re, wantErrors, nil)
+}
+
+// expectPlanErrorsOn is expectPlanErrors with CLI version checks.
+func expectPlanErrorsOn(t *testing.T, config string, re *regexp.Regexp, wantErrors int, checks []tfversion.TerraformVersionCheck) {
+	t.Helper()
 	needCLI(t)
 	resource.UnitTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: providerFactories(),
+		TerraformVersionChecks:   checks,
 		// ExpectError cannot count errors; ErrorCheck sees the whole
 		// output when ExpectError is unset.
 		ErrorCheck: func(err error) error {
@@ -60,13 +89,60 @@ func expectPlanErrors(t *testing.T, config string, re *regexp.Regexp, wantErrors
 	})
 }
 
+// expectPlanAccepted runs `plan` on config and requires it to succeed
+// with changes to make, without any node.
+func expectPlanAccepted(t *testing.T, config string) {
+	t.Helper()
+	needCLI(t)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		Steps: []resource.TestStep{{
+			Config:             config,
+			PlanOnly:           true,
+			ExpectNonEmptyPlan: true,
+		}},
+	})
+}
+
+// unreachableNodeConfig is a provider that gives up quickly and a
+// herd_node n no test can reach, whose computed attributes stay unknown
+// at plan time.
+const unreachableNodeConfig = `
+provider "herd" {
+  dial_timeout = "2s"
+}
+
+resource "herd_node" "n" {
+  name    = "node-a"
+  address = "127.0.0.1:1"
+}
+`
+
+// expectUnknownsPlan plans config (a format with one %s) twice without a
+// node: with good it must succeed, with bad fail matching re.
+func expectUnknownsPlan(t *testing.T, config, good, bad string, re *regexp.Regexp, checks []tfversion.TerraformVersionCheck) {
+	t.Helper()
+	needCLI(t)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		TerraformVersionChecks:   checks,
+		Steps: []resource.TestStep{
+			{
+				Config:             fmt.Sprintf(config, good),
+				PlanOnly:           true,
+				ExpectNonEmptyPlan: true,
+			},
+			{
+				Config:      fmt.Sprintf(config, bad),
+				PlanOnly:    true,
+				ExpectError: re,
+			},
+		},
+	})
+}
+
 func TestPodPlanRefusesBadInput(t *testing.T) {
-	cases := []struct {
-		name   string
-		config string
-		re     *regexp.Regexp
-		errors int
-	}{
+	cases := []planErrorCase{
 		{
 			name:   "invalid pod name",
 			config: podConfig(`  name = "Bad_Name"`),
@@ -379,11 +455,7 @@ resource "herd_pod" "p" {
 			errors: 2,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			expectPlanErrors(t, tc.config, tc.re, tc.errors)
-		})
-	}
+	runPlanErrorCases(t, cases)
 }
 
 func TestNodePlanRefusesBadInput(t *testing.T) {
@@ -454,7 +526,6 @@ data "herd_pods" "all" {
 // network call at plan time, values not known yet are not validated, and
 // known bad values next to unknown ones are still refused.
 func TestPlanNeedsNoNode(t *testing.T) {
-	needCLI(t)
 	const nodeAndPod = `
 provider "herd" {
   dial_timeout = "2s"
@@ -487,21 +558,7 @@ resource "herd_pod" "p" {
   }
 }
 `
-	resource.UnitTest(t, resource.TestCase{
-		ProtoV6ProviderFactories: providerFactories(),
-		Steps: []resource.TestStep{
-			{
-				Config:             fmt.Sprintf(nodeAndPod, "250m"),
-				PlanOnly:           true,
-				ExpectNonEmptyPlan: true,
-			},
-			{
-				Config:      fmt.Sprintf(nodeAndPod, "12Q"),
-				PlanOnly:    true,
-				ExpectError: errRe(`container[0].cpu:`, `invalid CPU quantity "12Q"`),
-			},
-		},
-	})
+	expectUnknownsPlan(t, nodeAndPod, "250m", "12Q", errRe(`container[0].cpu:`, `invalid CPU quantity "12Q"`), nil)
 }
 
 // probeConfig renders a pod whose container "app" (with an "http" port)
@@ -520,12 +577,7 @@ func probeConfig(probes string) string {
 }
 
 func TestPodPlanRefusesBadProbes(t *testing.T) {
-	cases := []struct {
-		name   string
-		config string
-		re     *regexp.Regexp
-		errors int
-	}{
+	cases := []planErrorCase{
 		{
 			name: "no handler",
 			config: probeConfig(`    readiness_probe {
@@ -641,26 +693,18 @@ func TestPodPlanRefusesBadProbes(t *testing.T) {
 			errors: 3,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			expectPlanErrors(t, tc.config, tc.re, tc.errors)
-		})
-	}
+	runPlanErrorCases(t, cases)
 }
 
 // A valid probe plans without a node, and one whose port is not known yet
 // is not judged.
 func TestPodPlanAcceptsProbes(t *testing.T) {
-	needCLI(t)
-	resource.UnitTest(t, resource.TestCase{
-		ProtoV6ProviderFactories: providerFactories(),
-		Steps: []resource.TestStep{{
-			Config: `
+	expectPlanAccepted(t, `
 resource "herd_node" "n" {
   name    = "node-a"
   address = "127.0.0.1:1"
 }
-` + strings.Replace(probeConfig(`    readiness_probe {
+`+strings.Replace(probeConfig(`    readiness_probe {
       http_get {
         path      = "/healthz"
         port_name = "http"
@@ -678,9 +722,5 @@ resource "herd_node" "n" {
         command = ["test", "-f", herd_node.n.os]
       }
       failure_threshold = 30
-    }`), fmt.Sprintf("%q", testNodeID), "herd_node.n.id", 1),
-			PlanOnly:           true,
-			ExpectNonEmptyPlan: true,
-		}},
-	})
+    }`), fmt.Sprintf("%q", testNodeID), "herd_node.n.id", 1))
 }

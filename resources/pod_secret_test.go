@@ -2,10 +2,7 @@ package resources_test
 
 import (
 	"fmt"
-	"regexp"
 	"testing"
-
-	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 )
 
 // secretPodConfig is a herd_pod with one container whose body (after the
@@ -23,12 +20,7 @@ func secretPodConfig(podExtra, extra string) string {
 // Bad secret mounts, secret env and pull secrets are refused at plan time,
 // at the attribute that holds them, with agentd's message.
 func TestPodPlanRefusesBadSecrets(t *testing.T) {
-	cases := []struct {
-		name   string
-		config string
-		re     *regexp.Regexp
-		errors int
-	}{
+	cases := []planErrorCase{
 		{
 			name:   "bad secret reference",
 			config: secretPodConfig("", `    secret_mount { secret = "DB_pass" }`),
@@ -256,18 +248,13 @@ func TestPodPlanRefusesBadSecrets(t *testing.T) {
 			errors: 4,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			expectPlanErrors(t, tc.config, tc.re, tc.errors)
-		})
-	}
+	runPlanErrorCases(t, cases)
 }
 
 // Valid secret mounts, env and pull secrets plan without a node, and
 // values not known yet are not validated.
 func TestPodPlanAcceptsSecrets(t *testing.T) {
-	needCLI(t)
-	config := fmt.Sprintf(`
+	expectPlanAccepted(t, fmt.Sprintf(`
 resource "herd_node" "n" {
   name    = "node-a"
   address = "127.0.0.1:1"
@@ -309,13 +296,5 @@ resource "herd_pod" "p" {
     }
   }
 }
-`, testNodeID)
-	resource.UnitTest(t, resource.TestCase{
-		ProtoV6ProviderFactories: providerFactories(),
-		Steps: []resource.TestStep{{
-			Config:             config,
-			PlanOnly:           true,
-			ExpectNonEmptyPlan: true,
-		}},
-	})
+`, testNodeID))
 }

@@ -1,13 +1,9 @@
 package resources_test
 
 import (
-	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"testing"
 
-	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/tfversion"
 )
 
@@ -25,30 +21,6 @@ resource "herd_secret" "s" {
 // OpenTofu and Terraform 1.11); both CLIs of the test matrix have them.
 var writeOnlyCLI = []tfversion.TerraformVersionCheck{tfversion.SkipBelow(tfversion.Version1_11_0)}
 
-// expectSecretPlanErrors is expectPlanErrors with CLI version checks.
-func expectSecretPlanErrors(t *testing.T, config string, re *regexp.Regexp, wantErrors int, checks []tfversion.TerraformVersionCheck) {
-	t.Helper()
-	needCLI(t)
-	resource.UnitTest(t, resource.TestCase{
-		ProtoV6ProviderFactories: providerFactories(),
-		TerraformVersionChecks:   checks,
-		ErrorCheck: func(err error) error {
-			if err == nil {
-				return errors.New("expected the plan to fail")
-			}
-			out := err.Error()
-			if !re.MatchString(out) {
-				return fmt.Errorf("output does not match %s:\n%s", re, out)
-			}
-			if n := strings.Count(out, "Error: "); n != wantErrors {
-				return fmt.Errorf("want %d error(s), got %d:\n%s", wantErrors, n, out)
-			}
-			return nil
-		},
-		Steps: []resource.TestStep{{Config: config, PlanOnly: true}},
-	})
-}
-
 // A value longer than 1 MiB, written by the CLI itself.
 const bigValue = `format("%01048577d", 0)`
 
@@ -57,21 +29,15 @@ const bigValue = `format("%01048577d", 0)`
 // a value: they name the key and at most a size).
 func TestSecretPlanRefusesBadInput(t *testing.T) {
 	const secretValue = "hunter2-do-not-echo"
-	cases := []struct {
-		name      string
-		config    string
-		re        *regexp.Regexp
-		errors    int
-		writeOnly bool
-	}{
+	cases := []planErrorCase{
 		{
 			name: "traversal key .. in data_wo",
 			config: secretConfig(`  name = "db"
   data_wo = { ".." = "` + secretValue + `" }
   data_wo_version = 1`),
-			re:        errRe("Invalid secret specification", `data_wo[".."]: key must not be "." or ".."`),
-			errors:    1,
-			writeOnly: true,
+			re:     errRe("Invalid secret specification", `data_wo[".."]: key must not be "." or ".."`),
+			errors: 1,
+			checks: writeOnlyCLI,
 		},
 		{
 			name: "traversal key . in data",
@@ -85,9 +51,9 @@ func TestSecretPlanRefusesBadInput(t *testing.T) {
 			config: secretConfig(`  name = "db"
   data_wo = { "../etc/passwd" = "` + secretValue + `" }
   data_wo_version = 1`),
-			re:        errRe(`data_wo["../etc/passwd"]: key must consist of letters, digits`, `no '/': a key becomes a file name`),
-			errors:    1,
-			writeOnly: true,
+			re:     errRe(`data_wo["../etc/passwd"]: key must consist of letters, digits`, `no '/': a key becomes a file name`),
+			errors: 1,
+			checks: writeOnlyCLI,
 		},
 		{
 			name: "empty key",
@@ -108,9 +74,9 @@ func TestSecretPlanRefusesBadInput(t *testing.T) {
 			config: secretConfig(`  name = "db"
   data_wo = { big = ` + bigValue + ` }
   data_wo_version = 1`),
-			re:        errRe("Invalid secret specification", `data_wo: keys and values total 1048580 bytes, more than the limit of 1048576 (1 MiB)`),
-			errors:    1,
-			writeOnly: true,
+			re:     errRe("Invalid secret specification", `data_wo: keys and values total 1048580 bytes, more than the limit of 1048576 (1 MiB)`),
+			errors: 1,
+			checks: writeOnlyCLI,
 		},
 		{
 			name: "more than 1 MiB in data",
@@ -132,9 +98,9 @@ func TestSecretPlanRefusesBadInput(t *testing.T) {
   type = "tls"
   data_wo = { "tls.crt" = "` + secretValue + `" }
   data_wo_version = 1`),
-			re:        errRe(`data_wo: type "tls" requires key "tls.key"`),
-			errors:    1,
-			writeOnly: true,
+			re:     errRe(`data_wo: type "tls" requires key "tls.key"`),
+			errors: 1,
+			checks: writeOnlyCLI,
 		},
 		{
 			name: "basic-auth with an empty password",
@@ -166,9 +132,9 @@ func TestSecretPlanRefusesBadInput(t *testing.T) {
   data    = { a = "b" }
   data_wo = { a = "b" }
   data_wo_version = 1`),
-			re:        errRe("Conflicting secret data", `data_wo and data are both set`),
-			errors:    1,
-			writeOnly: true,
+			re:     errRe("Conflicting secret data", `data_wo and data are both set`),
+			errors: 1,
+			checks: writeOnlyCLI,
 		},
 		{
 			name:   "neither data nor data_wo",
@@ -180,9 +146,9 @@ func TestSecretPlanRefusesBadInput(t *testing.T) {
 			name: "data_wo without data_wo_version",
 			config: secretConfig(`  name = "db"
   data_wo = { a = "b" }`),
-			re:        errRe("Missing data_wo_version", `data_wo requires data_wo_version`),
-			errors:    1,
-			writeOnly: true,
+			re:     errRe("Missing data_wo_version", `data_wo requires data_wo_version`),
+			errors: 1,
+			checks: writeOnlyCLI,
 		},
 		{
 			name: "data_wo_version without data_wo",
@@ -233,35 +199,18 @@ resource "herd_secret" "s" {
   type = "tls"
   data_wo = { "tls.crt" = "x", ".." = "y" }
   data_wo_version = 1`),
-			re:        errRe(`name: "Db" must be`, `data_wo: type "tls" requires key "tls.key"`, `data_wo[".."]: key must not be`),
-			errors:    3,
-			writeOnly: true,
+			re:     errRe(`name: "Db" must be`, `data_wo: type "tls" requires key "tls.key"`, `data_wo[".."]: key must not be`),
+			errors: 3,
+			checks: writeOnlyCLI,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var checks []tfversion.TerraformVersionCheck
-			if tc.writeOnly {
-				checks = writeOnlyCLI
-			}
-			expectSecretPlanErrors(t, tc.config, tc.re, tc.errors, checks)
-		})
-	}
+	runPlanErrorCases(t, cases)
 }
 
 // Valid secrets plan without a node, in both styles; values not known at
 // plan time are not validated, and a known bad key next to them still is.
 func TestSecretPlanNeedsNoNode(t *testing.T) {
-	needCLI(t)
-	const config = `
-provider "herd" {
-  dial_timeout = "2s"
-}
-
-resource "herd_node" "n" {
-  name    = "node-a"
-  address = "127.0.0.1:1"
-}
+	const config = unreachableNodeConfig + `
 
 resource "herd_secret" "wo" {
   node            = herd_node.n.id
@@ -279,29 +228,14 @@ resource "herd_secret" "tls" {
   data = { "tls.crt" = herd_node.n.os, "tls.key" = "k" }
 }
 `
-	resource.UnitTest(t, resource.TestCase{
-		ProtoV6ProviderFactories: providerFactories(),
-		TerraformVersionChecks:   writeOnlyCLI,
-		Steps: []resource.TestStep{
-			{
-				Config:             fmt.Sprintf(config, "arch"),
-				PlanOnly:           true,
-				ExpectNonEmptyPlan: true,
-			},
-			{
-				Config:      fmt.Sprintf(config, `"a/b"`),
-				PlanOnly:    true,
-				ExpectError: errRe(`data_wo["a/b"]: key must consist of letters`),
-			},
-		},
-	})
+	expectUnknownsPlan(t, config, "arch", `"a/b"`, errRe(`data_wo["a/b"]: key must consist of letters`), writeOnlyCLI)
 }
 
 // On a CLI without write-only attributes (Terraform before 1.11), data_wo is
 // refused with a clear error. Neither CLI of the test matrix is that old, so
 // it runs only with TF_ACC_TERRAFORM_PATH pointing at an older Terraform.
 func TestSecretWriteOnlyNeedsNewCLI(t *testing.T) {
-	expectSecretPlanErrors(t, secretConfig(`  name = "db"
+	expectPlanErrorsOn(t, secretConfig(`  name = "db"
   data_wo = { a = "b" }
   data_wo_version = 1`),
 		errRe("WriteOnly Attribute Not Allowed", `Write-only attributes are only supported in Terraform 1.11 and later`), 1,

@@ -2,11 +2,8 @@ package resources_test
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 )
 
 // serviceConfig renders a herd_service on the unreachable test node, with
@@ -43,12 +40,7 @@ func TestPlanServiceRefusesBadInput(t *testing.T) {
 ` + second + `
   }`
 	}
-	cases := []struct {
-		name   string
-		config string
-		re     *regexp.Regexp
-		errors int
-	}{
+	cases := []planErrorCase{
 		{
 			name: "invalid namespace",
 			config: serviceConfig(`  name = "web"
@@ -326,27 +318,14 @@ resource "herd_service" "s" {
 			errors: 3,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			expectPlanErrors(t, tc.config, tc.re, tc.errors)
-		})
-	}
+	runPlanErrorCases(t, cases)
 }
 
 // A valid service plans without any node, values not known yet are not
 // validated (an unknown type allows node ports), and a known bad value
 // next to unknown ones is still refused.
 func TestPlanServiceNeedsNoNode(t *testing.T) {
-	needCLI(t)
-	const config = `
-provider "herd" {
-  dial_timeout = "2s"
-}
-
-resource "herd_node" "n" {
-  name    = "node-a"
-  address = "127.0.0.1:1"
-}
+	const config = unreachableNodeConfig + `
 
 resource "herd_service" "s" {
   node     = herd_node.n.id
@@ -369,19 +348,5 @@ resource "herd_service" "s" {
   }
 }
 `
-	resource.UnitTest(t, resource.TestCase{
-		ProtoV6ProviderFactories: providerFactories(),
-		Steps: []resource.TestStep{
-			{
-				Config:             fmt.Sprintf(config, "53"),
-				PlanOnly:           true,
-				ExpectNonEmptyPlan: true,
-			},
-			{
-				Config:      fmt.Sprintf(config, "0"),
-				PlanOnly:    true,
-				ExpectError: errRe(`port[1].port: must be between 1 and 65535, got 0`),
-			},
-		},
-	})
+	expectUnknownsPlan(t, config, "53", "0", errRe(`port[1].port: must be between 1 and 65535, got 0`), nil)
 }
