@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -221,22 +222,7 @@ func TestContainerdEndToEnd(t *testing.T) {
 
 	// Leave a task running and check that Stop kills it, its shim and
 	// everything else.
-	img, err := PullImage(ctx, cl, openRef, open.Resolver())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctr, err := c.NewContainer(ctx, "sleeper", img, oci.WithProcessArgs("sleep", "1000"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := ctr.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	containerPID := int(task.Pid())
+	containerPID := startSleeper(ctx, t, c, "sleeper", openRef, open.Resolver())
 	if !ProcessAlive(containerPID) {
 		t.Fatalf("container process %d not running", containerPID)
 	}
@@ -271,28 +257,12 @@ func TestContainerdEndToEnd(t *testing.T) {
 func TestContainerdStopAfterCrash(t *testing.T) {
 	t.Parallel()
 	c := startContainerd(t)
-	cl := c.Client()
 	ctx, cancel := context.WithTimeout(c.Context(context.Background()), 2*time.Minute)
 	defer cancel()
 
 	reg := RegistryForTest(t)
 	ref := pushBusybox(t, reg, "crash/busybox")
-	img, err := PullImage(ctx, cl, ref, reg.Resolver())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctr, err := c.NewContainer(ctx, "orphan", img, oci.WithProcessArgs("sleep", "1000"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := ctr.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	containerPID := int(task.Pid())
+	containerPID := startSleeper(ctx, t, c, "orphan", ref, reg.Resolver())
 	shims, err := ShimProcesses(c.Address)
 	if err != nil || len(shims) == 0 {
 		t.Fatalf("want a shim, got %v, %v", shims, err)
@@ -379,4 +349,26 @@ func TestStartContainerdRejectsBadDirs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(full, "precious")); err != nil {
 		t.Errorf("StartContainerd touched a non-empty dir: %v", err)
 	}
+}
+
+// startSleeper pulls ref and runs "sleep 1000" from it as a task of
+// container id, returning the container process's pid.
+func startSleeper(ctx context.Context, t *testing.T, c *Containerd, id, ref string, resolver remotes.Resolver) int {
+	t.Helper()
+	img, err := PullImage(ctx, c.Client(), ref, resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr, err := c.NewContainer(ctx, id, img, oci.WithProcessArgs("sleep", "1000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return int(task.Pid())
 }

@@ -72,8 +72,8 @@ type Kube struct {
 	Client     kubernetes.Interface
 	Dynamic    dynamic.Interface
 
-	etcd, apiserver *kubeProc
-	closeOnce       sync.Once
+	kubePair
+	closeOnce sync.Once
 }
 
 // StartKube starts a Kube for one test and stops it when the test ends.
@@ -123,11 +123,7 @@ func closeSharedKube() {
 // caller must Close it. ctx bounds the start only.
 func NewKube(ctx context.Context) (*Kube, error) {
 	began := time.Now()
-	apiserverBin, err := KubeBinary("kube-apiserver")
-	if err != nil {
-		return nil, err
-	}
-	etcdBin, err := KubeBinary("etcd")
+	apiserverBin, etcdBin, err := kubeBinaries()
 	if err != nil {
 		return nil, err
 	}
@@ -319,26 +315,10 @@ func WriteKubeconfig(path, server string, caPEM, certPEM, keyPEM []byte, name st
 // SIGKILL after 10 s) and removes Dir.
 func (k *Kube) Close() {
 	k.closeOnce.Do(func() {
-		k.apiserver.stop()
-		k.etcd.stop()
+		k.stop()
 		_ = os.RemoveAll(k.Dir)
 	})
 }
-
-// PIDs returns the process ids of etcd and kube-apiserver (0 if not
-// started), for tests that check nothing outlives Close.
-func (k *Kube) PIDs() (etcd, apiserver int) {
-	if k.etcd != nil {
-		etcd = k.etcd.PID()
-	}
-	if k.apiserver != nil {
-		apiserver = k.apiserver.PID()
-	}
-	return etcd, apiserver
-}
-
-// LogTail returns the last n lines of the etcd and kube-apiserver logs.
-func (k *Kube) LogTail(n int) string { return k.etcd.logTail(n) + k.apiserver.logTail(n) }
 
 // NewNamespace creates a namespace named prefix-XXXXX and deletes it when
 // the test ends. (Without a namespace controller it then stays

@@ -85,8 +85,8 @@ type Guest struct {
 	// Dir holds etcd's data and both logs.
 	Dir string
 
-	etcd, apiserver *kubeProc
-	closeOnce       sync.Once
+	kubePair
+	closeOnce sync.Once
 }
 
 // StartGuestControlPlane starts etcd and kube-apiserver from opts.PKIDir
@@ -268,21 +268,6 @@ func startGuest(ctx context.Context, apiserverBin, etcdBin, dir string, o GuestO
 // Close stops kube-apiserver, then etcd (by process group).
 func (g *Guest) Close() {
 	g.closeOnce.Do(func() {
-		g.apiserver.stop()
-		g.etcd.stop()
+		g.stop()
 	})
 }
-
-// PIDs returns the process ids of etcd and kube-apiserver.
-func (g *Guest) PIDs() (etcd, apiserver int) {
-	if g.etcd != nil {
-		etcd = g.etcd.PID()
-	}
-	if g.apiserver != nil {
-		apiserver = g.apiserver.PID()
-	}
-	return etcd, apiserver
-}
-
-// LogTail returns the last n lines of etcd's and kube-apiserver's logs.
-func (g *Guest) LogTail(n int) string { return g.etcd.logTail(n) + g.apiserver.logTail(n) }

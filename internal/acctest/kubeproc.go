@@ -67,6 +67,18 @@ func kubeBinary(name string) (string, error) {
 	return BuildTool(name)
 }
 
+// kubeBinaries returns the kube-apiserver and etcd binaries (see
+// KubeBinary), stopping at the first that cannot be had.
+func kubeBinaries() (apiserver, etcd string, err error) {
+	if apiserver, err = KubeBinary("kube-apiserver"); err != nil {
+		return "", "", err
+	}
+	if etcd, err = KubeBinary("etcd"); err != nil {
+		return "", "", err
+	}
+	return apiserver, etcd, nil
+}
+
 // RequireKubeBinaries returns the kube-apiserver and etcd binaries. Where
 // they cannot be had it skips the test, and fails it under CI (CI set), so
 // that CI never passes by skipping.
@@ -215,3 +227,30 @@ func freePortOn(host string) (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// kubePair is an etcd and the kube-apiserver that stores in it, as both
+// Kube and Guest run them.
+type kubePair struct {
+	etcd, apiserver *kubeProc
+}
+
+// stop stops kube-apiserver, then etcd.
+func (p *kubePair) stop() {
+	p.apiserver.stop()
+	p.etcd.stop()
+}
+
+// PIDs returns the process ids of etcd and kube-apiserver (0 if not
+// started), for tests that check nothing outlives Close.
+func (p *kubePair) PIDs() (etcd, apiserver int) {
+	if p.etcd != nil {
+		etcd = p.etcd.PID()
+	}
+	if p.apiserver != nil {
+		apiserver = p.apiserver.PID()
+	}
+	return etcd, apiserver
+}
+
+// LogTail returns the last n lines of the etcd and kube-apiserver logs.
+func (p *kubePair) LogTail(n int) string { return p.etcd.logTail(n) + p.apiserver.logTail(n) }

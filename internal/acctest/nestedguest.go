@@ -129,11 +129,7 @@ func StartGuestFromCloudInit(ctx context.Context, tb testing.TB, host kubernetes
 	if err := full.WriteDir(dir); err != nil {
 		return nil, err
 	}
-	apiserverBin, err := KubeBinary("kube-apiserver")
-	if err != nil {
-		return nil, err
-	}
-	etcdBin, err := KubeBinary("etcd")
+	apiserverBin, etcdBin, err := kubeBinaries()
 	if err != nil {
 		return nil, err
 	}
