@@ -81,6 +81,27 @@ func checkConfigured(c Clients, diags *diag.Diagnostics) bool {
 	return true
 }
 
+// modelSource is a plan, a state or a configuration.
+type modelSource interface {
+	Get(ctx context.Context, target any) diag.Diagnostics
+}
+
+// configuredModel is how the methods that reach a node start: the provider
+// must be configured, and the plan, state or configuration is read into a
+// model. It reports false when diags hold an error.
+func configuredModel[M any](ctx context.Context, c Clients, from modelSource, diags *diag.Diagnostics) (M, bool) {
+	var m M
+	if !checkConfigured(c, diags) {
+		return m, false
+	}
+	diags.Append(from.Get(ctx, &m)...)
+	return m, !diags.HasError()
+}
+
+// timeoutsFunc is a resource's Timeouts.Create or Timeouts.Update: the
+// configured timeout of the operation, or the default.
+type timeoutsFunc func(ctx context.Context, defaultTimeout time.Duration) (time.Duration, diag.Diagnostics)
+
 // nodeDescription renders a node id for messages: node "a" at 10.0.0.5:7443.
 func nodeDescription(nodeID string) string {
 	name, addr, err := nodeid.Parse(nodeID)

@@ -53,6 +53,16 @@ type namespacedIdentityModel struct {
 	Node      types.String `tfsdk:"node"`
 }
 
+// identity of a herd_service.
+func (m serviceModel) identity() namespacedIdentityModel {
+	return namespacedIdentityModel{Namespace: m.Namespace, Name: m.Name, Node: m.Node}
+}
+
+// identity of a herd_secret.
+func (m secretModel) identity() namespacedIdentityModel {
+	return namespacedIdentityModel{Namespace: m.Namespace, Name: m.Name, Node: m.Node}
+}
+
 // Identity of herd_cluster.
 type clusterIdentityModel struct {
 	Name types.String `tfsdk:"name"`

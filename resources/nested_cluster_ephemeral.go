@@ -82,12 +82,8 @@ func (e *nestedKubeconfigEphemeral) Configure(_ context.Context, req ephemeral.C
 }
 
 func (e *nestedKubeconfigEphemeral) Open(ctx context.Context, req ephemeral.OpenRequest, resp *ephemeral.OpenResponse) {
-	if !checkConfigured(e.clients, &resp.Diagnostics) {
-		return
-	}
-	var m nestedKubeconfigModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() {
+	m, ok := configuredModel[nestedKubeconfigModel](ctx, e.clients, req.Config, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	nodeID, name := m.Node.ValueString(), m.Name.ValueString()

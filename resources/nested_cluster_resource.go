@@ -75,12 +75,8 @@ func (r *nestedClusterResource) client(nodeID string, diags *diag.Diagnostics) (
 }
 
 func (r *nestedClusterResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var plan nestedClusterModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
+	plan, ok := configuredModel[nestedClusterModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	setIdentity(ctx, resp.Identity, clusterIdentityModel{Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
@@ -328,12 +324,8 @@ func (r *nestedClusterResource) kubeconfig(ctx context.Context, nc herdv1.Nested
 }
 
 func (r *nestedClusterResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state nestedClusterModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[nestedClusterModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	fillIdentity(ctx, resp.Identity, clusterIdentityModel{Name: state.Name, Node: state.Node}, &resp.Diagnostics)
@@ -361,12 +353,8 @@ func (r *nestedClusterResource) Read(ctx context.Context, req resource.ReadReque
 }
 
 func (r *nestedClusterResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state nestedClusterModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[nestedClusterModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	// The plan refuses this already; a CLI that skips planning the

@@ -89,12 +89,8 @@ func (d *nodeDataSource) Configure(_ context.Context, req datasource.ConfigureRe
 }
 
 func (d *nodeDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {
-	if !checkConfigured(d.clients, &resp.Diagnostics) {
-		return
-	}
-	var cfg nodeDataModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &cfg)...)
-	if resp.Diagnostics.HasError() {
+	cfg, ok := configuredModel[nodeDataModel](ctx, d.clients, req.Config, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	id := cfg.ID.ValueString()

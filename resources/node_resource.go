@@ -189,12 +189,8 @@ func nodeLabels(m types.Map) map[string]string {
 }
 
 func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var plan nodeModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
+	plan, ok := configuredModel[nodeModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	setIdentity(ctx, resp.Identity, nodeIdentityModel{Name: plan.Name, Address: plan.Address}, &resp.Diagnostics)
@@ -253,12 +249,8 @@ func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, r
 }
 
 func (r *nodeResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state nodeModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[nodeModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	fillIdentity(ctx, resp.Identity, nodeIdentityModel{Name: state.Name, Address: state.Address}, &resp.Diagnostics)
@@ -382,12 +374,8 @@ func keepList(dst *types.List, planned types.List) {
 }
 
 func (r *nodeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state nodeModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[nodeModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	// herd never stops a node's agentd: forgetting the node only clears the

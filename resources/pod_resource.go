@@ -340,12 +340,8 @@ func (r *podResource) ValidateConfig(ctx context.Context, req resource.ValidateC
 }
 
 func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var plan podModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
+	plan, ok := configuredModel[podModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	setIdentity(ctx, resp.Identity, podIdentityModel{Node: plan.Node, Name: plan.Name}, &resp.Diagnostics)
@@ -481,12 +477,8 @@ func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name string) err
 }
 
 func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state podModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[podModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	fillIdentity(ctx, resp.Identity, podIdentityModel{Node: state.Node, Name: state.Name}, &resp.Diagnostics)
@@ -530,12 +522,8 @@ func (r *podResource) Update(ctx context.Context, req resource.UpdateRequest, re
 }
 
 func (r *podResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state podModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[podModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	deleteTimeout, diags := state.Timeouts.Delete(ctx, defaultPodDeleteTimeout)

@@ -105,12 +105,8 @@ func (d *podsDataSource) Configure(_ context.Context, req datasource.ConfigureRe
 }
 
 func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {
-	if !checkConfigured(d.clients, &resp.Diagnostics) {
-		return
-	}
-	var cfg podsDataModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &cfg)...)
-	if resp.Diagnostics.HasError() {
+	cfg, ok := configuredModel[podsDataModel](ctx, d.clients, req.Config, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	nodeID := cfg.Node.ValueString()

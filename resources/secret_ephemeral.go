@@ -113,12 +113,8 @@ func (e *secretEphemeralResource) Configure(_ context.Context, req ephemeral.Con
 }
 
 func (e *secretEphemeralResource) Open(ctx context.Context, req ephemeral.OpenRequest, resp *ephemeral.OpenResponse) {
-	if !checkConfigured(e.clients, &resp.Diagnostics) {
-		return
-	}
-	var m secretEphemeralModel
-	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() {
+	m, ok := configuredModel[secretEphemeralModel](ctx, e.clients, req.Config, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	ns := m.Namespace.ValueString()

@@ -51,60 +51,60 @@ func (r *secretResource) Configure(_ context.Context, req resource.ConfigureRequ
 }
 
 func (r *secretResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var plan secretModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	setIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
-	timeout, diags := plan.Timeouts.Create(ctx, defaultSecretWriteTimeout)
-	resp.Diagnostics.Append(diags...)
-	sc, s, ok := r.prepare(ctx, plan, req.Config, &resp.Diagnostics)
+	plan, ok := configuredModel[secretModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
 	if !ok {
 		return
 	}
-	nodeID := plan.Node.ValueString()
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	// ApplySecret would quietly overwrite a secret of the same name:
-	// refuse, and say how to adopt it instead.
-	_, err := sc.GetSecret(cctx, &herdv1.GetSecretRequest{Namespace: s.GetNamespace(), Name: s.GetName()})
+	setIdentity(ctx, resp.Identity, plan.identity(), &resp.Diagnostics)
+	r.apply(ctx, plan, req.Config, plan.Timeouts.Create, refuseExistingSecret, &resp.State, resp.Private, &resp.Diagnostics)
+}
+
+// refuseExistingSecret stops Create before it writes: ApplySecret would
+// quietly overwrite a secret of the same name, so it refuses, and says how
+// to adopt it instead.
+func refuseExistingSecret(ctx context.Context, sc herdv1.SecretServiceClient, s *herdv1.SecretSpec, nodeID string, diags *diag.Diagnostics) bool {
+	_, err := sc.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: s.GetNamespace(), Name: s.GetName()})
 	if err == nil {
-		resp.Diagnostics.AddError("Secret already exists",
+		diags.AddError("Secret already exists",
 			fmt.Sprintf("The cluster of %s already has a secret %s/%s. Choose another name, delete it, or adopt it: "+
 				"import it with the id %q and keep its values in data_wo or data (the first apply writes them).",
 				nodeDescription(nodeID), s.GetNamespace(), s.GetName(), secretImportID(s.GetNamespace(), s.GetName(), nodeID)))
-		return
+		return false
 	}
 	if status.Code(err) != codes.NotFound {
-		addRPCError(&resp.Diagnostics, fmt.Sprintf("look up secret %s/%s", s.GetNamespace(), s.GetName()), nodeID, err)
-		return
+		addRPCError(diags, fmt.Sprintf("look up secret %s/%s", s.GetNamespace(), s.GetName()), nodeID, err)
+		return false
 	}
-	r.write(cctx, sc, s, &plan, &resp.State, resp.Private, &resp.Diagnostics)
+	return true
 }
 
 func (r *secretResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
+	plan, ok := configuredModel[secretModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
-	var plan secretModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
-	timeout, diags := plan.Timeouts.Update(ctx, defaultSecretWriteTimeout)
-	resp.Diagnostics.Append(diags...)
-	sc, s, ok := r.prepare(ctx, plan, req.Config, &resp.Diagnostics)
+	fillIdentity(ctx, resp.Identity, plan.identity(), &resp.Diagnostics)
+	r.apply(ctx, plan, req.Config, plan.Timeouts.Update, nil, &resp.State, resp.Private, &resp.Diagnostics)
+}
+
+// apply is what Create and Update share once the identity is set: within
+// the operation's timeout (Timeouts.Create or Timeouts.Update), it
+// prepares the spec, lets check (when set) refuse it, and writes it.
+func (r *secretResource) apply(ctx context.Context, plan secretModel, config tfsdk.Config, timeouts timeoutsFunc,
+	check func(context.Context, herdv1.SecretServiceClient, *herdv1.SecretSpec, string, *diag.Diagnostics) bool,
+	st stateSetter, private privateSetter, diags *diag.Diagnostics) {
+	timeout, d := timeouts(ctx, defaultSecretWriteTimeout)
+	diags.Append(d...)
+	sc, s, ok := r.prepare(ctx, plan, config, diags)
 	if !ok {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r.write(cctx, sc, s, &plan, &resp.State, resp.Private, &resp.Diagnostics)
+	if check != nil && !check(cctx, sc, s, plan.Node.ValueString(), diags) {
+		return
+	}
+	r.write(cctx, sc, s, &plan, st, private, diags)
 }
 
 // prepare builds the spec to apply, its data from the plan (data) or the
@@ -217,15 +217,11 @@ func laggingSecretMembers(st *herdv1.SecretStatus) string {
 }
 
 func (r *secretResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
+	state, ok := configuredModel[secretModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
-	var state secretModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: state.Namespace, Name: state.Name, Node: state.Node}, &resp.Diagnostics)
+	fillIdentity(ctx, resp.Identity, state.identity(), &resp.Diagnostics)
 	nodeID, ns, name := state.Node.ValueString(), state.Namespace.ValueString(), state.Name.ValueString()
 	sc, err := r.clients.SecretClient(nodeID)
 	if err != nil {
@@ -253,12 +249,8 @@ func (r *secretResource) Read(ctx context.Context, req resource.ReadRequest, res
 }
 
 func (r *secretResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state secretModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[secretModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	timeout, diags := state.Timeouts.Delete(ctx, defaultSecretDeleteTimeout)

@@ -47,60 +47,59 @@ func (r *serviceResource) Configure(_ context.Context, req resource.ConfigureReq
 }
 
 func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var plan serviceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	setIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
-	timeout, diags := plan.Timeouts.Create(ctx, defaultServiceWriteTimeout)
-	resp.Diagnostics.Append(diags...)
-	sc, s, ok := r.prepare(ctx, plan, &resp.Diagnostics)
+	plan, ok := configuredModel[serviceModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
 	if !ok {
 		return
 	}
-	nodeID := plan.Node.ValueString()
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	// ApplyService would quietly take over a service of the same name
-	// (someone else's, or one managed elsewhere): refuse, and say how to
-	// adopt it instead.
-	_, err := sc.GetService(cctx, &herdv1.GetServiceRequest{Namespace: s.GetNamespace(), Name: s.GetName()})
+	setIdentity(ctx, resp.Identity, plan.identity(), &resp.Diagnostics)
+	r.apply(ctx, plan, plan.Timeouts.Create, refuseExistingService, &resp.State, &resp.Diagnostics)
+}
+
+// refuseExistingService stops Create before it writes: ApplyService would
+// quietly take over a service of the same name (someone else's, or one
+// managed elsewhere), so it refuses, and says how to adopt it instead.
+func refuseExistingService(ctx context.Context, sc herdv1.ServiceServiceClient, s *herdv1.ServiceSpec, nodeID string, diags *diag.Diagnostics) bool {
+	_, err := sc.GetService(ctx, &herdv1.GetServiceRequest{Namespace: s.GetNamespace(), Name: s.GetName()})
 	if err == nil {
-		resp.Diagnostics.AddError("Service already exists",
+		diags.AddError("Service already exists",
 			fmt.Sprintf("The cluster of %s already has a service %s/%s. Choose another name, delete it, or import it with "+
 				"the id %q.", nodeDescription(nodeID), s.GetNamespace(), s.GetName(), serviceImportID(s.GetNamespace(), s.GetName(), nodeID)))
-		return
+		return false
 	}
 	if status.Code(err) != codes.NotFound {
-		addRPCError(&resp.Diagnostics, fmt.Sprintf("look up service %s/%s", s.GetNamespace(), s.GetName()), nodeID, err)
-		return
+		addRPCError(diags, fmt.Sprintf("look up service %s/%s", s.GetNamespace(), s.GetName()), nodeID, err)
+		return false
 	}
-	r.write(cctx, sc, s, &plan, &resp.State, &resp.Diagnostics)
+	return true
 }
 
 func (r *serviceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
+	plan, ok := configuredModel[serviceModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
-	var plan serviceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: plan.Namespace, Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
-	timeout, diags := plan.Timeouts.Update(ctx, defaultServiceWriteTimeout)
-	resp.Diagnostics.Append(diags...)
-	sc, s, ok := r.prepare(ctx, plan, &resp.Diagnostics)
+	fillIdentity(ctx, resp.Identity, plan.identity(), &resp.Diagnostics)
+	r.apply(ctx, plan, plan.Timeouts.Update, nil, &resp.State, &resp.Diagnostics)
+}
+
+// apply is what Create and Update share once the identity is set: within
+// the operation's timeout (Timeouts.Create or Timeouts.Update), it
+// prepares the spec, lets check (when set) refuse it, and writes it.
+func (r *serviceResource) apply(ctx context.Context, plan serviceModel, timeouts timeoutsFunc,
+	check func(context.Context, herdv1.ServiceServiceClient, *herdv1.ServiceSpec, string, *diag.Diagnostics) bool,
+	st stateSetter, diags *diag.Diagnostics) {
+	timeout, d := timeouts(ctx, defaultServiceWriteTimeout)
+	diags.Append(d...)
+	sc, s, ok := r.prepare(ctx, plan, diags)
 	if !ok {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r.write(cctx, sc, s, &plan, &resp.State, &resp.Diagnostics)
+	if check != nil && !check(cctx, sc, s, plan.Node.ValueString(), diags) {
+		return
+	}
+	r.write(cctx, sc, s, &plan, st, diags)
 }
 
 // prepare turns the plan into a spec and gets a client of the node the
@@ -211,15 +210,11 @@ func laggingMembers(st *herdv1.ServiceStatus) string {
 }
 
 func (r *serviceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
+	state, ok := configuredModel[serviceModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
-	var state serviceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	fillIdentity(ctx, resp.Identity, namespacedIdentityModel{Namespace: state.Namespace, Name: state.Name, Node: state.Node}, &resp.Diagnostics)
+	fillIdentity(ctx, resp.Identity, state.identity(), &resp.Diagnostics)
 	nodeID, ns, name := state.Node.ValueString(), state.Namespace.ValueString(), state.Name.ValueString()
 	sc, err := r.clients.ServiceClient(nodeID)
 	if err != nil {
@@ -247,12 +242,8 @@ func (r *serviceResource) Read(ctx context.Context, req resource.ReadRequest, re
 }
 
 func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	if !checkConfigured(r.clients, &resp.Diagnostics) {
-		return
-	}
-	var state serviceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
+	state, ok := configuredModel[serviceModel](ctx, r.clients, req.State, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	timeout, diags := state.Timeouts.Delete(ctx, defaultServiceDeleteTimeout)
