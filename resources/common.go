@@ -17,8 +17,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/ephemeral"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -68,6 +71,27 @@ func clientsFromProviderData(data any, diags *diag.Diagnostics) Clients {
 		return nil
 	}
 	return c
+}
+
+// resourceClients, dataSourceClients and ephemeralClients hold the Clients
+// a resource, data source or ephemeral resource gets from Configure; each
+// embeds one.
+type resourceClients struct{ clients Clients }
+
+func (r *resourceClients) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+}
+
+type dataSourceClients struct{ clients Clients }
+
+func (d *dataSourceClients) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
+	d.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+}
+
+type ephemeralClients struct{ clients Clients }
+
+func (e *ephemeralClients) Configure(_ context.Context, req ephemeral.ConfigureRequest, resp *ephemeral.ConfigureResponse) {
+	e.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 // checkConfigured reports a clear error when a resource is used before the

@@ -25,7 +25,7 @@ func NewNestedClusterKubeconfigEphemeralResource() ephemeral.EphemeralResource {
 }
 
 type nestedKubeconfigEphemeral struct {
-	clients Clients
+	ephemeralClients
 }
 
 type nestedKubeconfigModel struct {
@@ -75,10 +75,6 @@ func (e *nestedKubeconfigEphemeral) Schema(_ context.Context, _ ephemeral.Schema
 			},
 		},
 	}
-}
-
-func (e *nestedKubeconfigEphemeral) Configure(_ context.Context, req ephemeral.ConfigureRequest, resp *ephemeral.ConfigureResponse) {
-	e.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 func (e *nestedKubeconfigEphemeral) Open(ctx context.Context, req ephemeral.OpenRequest, resp *ephemeral.OpenResponse) {

@@ -39,11 +39,7 @@ var nestedPollInterval = 2 * time.Second
 func NewNestedClusterResource() resource.Resource { return &nestedClusterResource{} }
 
 type nestedClusterResource struct {
-	clients Clients
-}
-
-func (r *nestedClusterResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+	resourceClients
 }
 
 // planSpec converts a plan (every value known) into the spec to apply,

@@ -24,7 +24,7 @@ var (
 func NewNodeDataSource() datasource.DataSource { return &nodeDataSource{} }
 
 type nodeDataSource struct {
-	clients Clients
+	dataSourceClients
 }
 
 type nodeDataModel struct {
@@ -82,10 +82,6 @@ func memberDataAttributes() map[string]schema.Attribute {
 		"pod_cidr":       schema.StringAttribute{MarkdownDescription: descMemberPodCIDR, Computed: true},
 		"state":          schema.StringAttribute{MarkdownDescription: descMemberState, Computed: true},
 	}
-}
-
-func (d *nodeDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	d.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 func (d *nodeDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

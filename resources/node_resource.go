@@ -30,7 +30,7 @@ var (
 func NewNodeResource() resource.Resource { return &nodeResource{} }
 
 type nodeResource struct {
-	clients Clients
+	resourceClients
 }
 
 // nodeModel is the state of herd_node; nodeInfo holds the attributes the
@@ -174,10 +174,6 @@ func memberAttributes() map[string]schema.Attribute {
 		"pod_cidr":       schema.StringAttribute{MarkdownDescription: descMemberPodCIDR, Computed: true},
 		"state":          schema.StringAttribute{MarkdownDescription: descMemberState, Computed: true},
 	}
-}
-
-func (r *nodeResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 // nodeLabels returns the labels to set: the configured ones, or none.

@@ -47,7 +47,7 @@ const (
 func NewPodResource() resource.Resource { return &podResource{} }
 
 type podResource struct {
-	clients Clients
+	resourceClients
 }
 
 func (r *podResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -316,10 +316,6 @@ func shortDuration(d time.Duration) string {
 		return fmt.Sprintf("%dm", d/time.Minute)
 	}
 	return d.String()
-}
-
-func (r *podResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 // ValidateConfig runs agentd's own pod validation on the configuration, so

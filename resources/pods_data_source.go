@@ -22,7 +22,7 @@ var (
 func NewPodsDataSource() datasource.DataSource { return &podsDataSource{} }
 
 type podsDataSource struct {
-	clients Clients
+	dataSourceClients
 }
 
 type podsDataModel struct {
@@ -98,10 +98,6 @@ func (d *podsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 			},
 		},
 	}
-}
-
-func (d *podsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	d.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

@@ -29,7 +29,7 @@ var (
 func NewSecretEphemeralResource() ephemeral.EphemeralResource { return &secretEphemeralResource{} }
 
 type secretEphemeralResource struct {
-	clients Clients
+	ephemeralClients
 }
 
 // secretEphemeralModel is the herd_secret ephemeral resource's result.
@@ -106,10 +106,6 @@ func (e *secretEphemeralResource) Schema(_ context.Context, _ ephemeral.SchemaRe
 			},
 		},
 	}
-}
-
-func (e *secretEphemeralResource) Configure(_ context.Context, req ephemeral.ConfigureRequest, resp *ephemeral.ConfigureResponse) {
-	e.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
 }
 
 func (e *secretEphemeralResource) Open(ctx context.Context, req ephemeral.OpenRequest, resp *ephemeral.OpenResponse) {

@@ -43,11 +43,7 @@ const (
 func NewSecretResource() resource.Resource { return &secretResource{} }
 
 type secretResource struct {
-	clients Clients
-}
-
-func (r *secretResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+	resourceClients
 }
 
 func (r *secretResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

@@ -39,11 +39,7 @@ const (
 func NewServiceResource() resource.Resource { return &serviceResource{} }
 
 type serviceResource struct {
-	clients Clients
-}
-
-func (r *serviceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.clients = clientsFromProviderData(req.ProviderData, &resp.Diagnostics)
+	resourceClients
 }
 
 func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
