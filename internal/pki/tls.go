@@ -21,11 +21,7 @@ import (
 // requires the client leaf to list ExtKeyUsageClientAuth explicitly, as all
 // certificates issued by IssueClient and IssueNode do.
 func ServerTLSConfig(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
-	pool, err := caPool(caPEM)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := keyPair(certPEM, keyPEM)
+	pool, cert, err := poolAndPair(caPEM, certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -49,11 +45,7 @@ func ClientTLSConfig(caPEM, certPEM, keyPEM []byte, serverName string) (*tls.Con
 	if serverName == "" {
 		return nil, errors.New("pki: client TLS config: server name must not be empty")
 	}
-	pool, err := caPool(caPEM)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := keyPair(certPEM, keyPEM)
+	pool, cert, err := poolAndPair(caPEM, certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +56,20 @@ func ClientTLSConfig(caPEM, certPEM, keyPEM []byte, serverName string) (*tls.Con
 		ServerName:       serverName,
 		VerifyConnection: requireLeafEKU(x509.ExtKeyUsageServerAuth, "server"),
 	}, nil
+}
+
+// poolAndPair parses what both ends of mTLS hold: the CA(s) they trust
+// and their own certificate and key.
+func poolAndPair(caPEM, certPEM, keyPEM []byte) (*x509.CertPool, tls.Certificate, error) {
+	pool, err := caPool(caPEM)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	cert, err := keyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	return pool, cert, nil
 }
 
 // requireLeafEKU returns a VerifyConnection callback that requires the
