@@ -62,11 +62,7 @@ func TestRefusesCertificateOfAnotherNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := acctest.ShortTempDir("herd-agent-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := agentDir(t)
 	o := env.AgentOptions("wrong-cert")
 	o.Dir = dir
 	o.ExtraArgs = []string{"--cert", cert, "--key", key} // later flags win
@@ -241,11 +237,7 @@ func TestExitStatusListenAddressInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	dir, err := acctest.ShortTempDir("herd-agent-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := agentDir(t)
 	o := env.AgentOptions("addr-in-use")
 	o.Dir = dir
 	o.Listen = taken.Addr().String() // fixed: the harness must not pick another

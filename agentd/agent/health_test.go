@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -44,15 +43,7 @@ func TestHealth(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lconn := dial(t, "unix://"+n.agent.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	cert, key, err := n.env.Certs.CA.IssueClient("prober", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := n.agent.ClientTLS(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vconn := dial(t, n.agent.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	vconn := nonAdminConn(t, n.env, n.agent, "prober")
 	clients := map[string]healthpb.HealthClient{
 		"mTLS admin":     n.health,
 		"mTLS non-admin": healthpb.NewHealthClient(vconn),

@@ -257,23 +257,7 @@ sleep 3600`},
 
 func tailLogs(t *testing.T, n *node, pod string, lines int64) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := n.pods.PodLogs(ctx, &herdv1.PodLogsRequest{Pod: pod, TailLines: lines})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for {
-		c, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return b.String()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(c.GetData())
-	}
+	return n.readLogs(t, &herdv1.PodLogsRequest{Pod: pod, TailLines: lines})
 }
 
 // waitGone waits until pid has exited (it may linger briefly as a zombie

@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -127,33 +128,36 @@ func (n *node) containerIDs(t *testing.T) []string {
 // agent's namespace.
 func (n *node) containerExists(t *testing.T, id string) bool {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := n.containerd().ContainerService().Get(n.nsCtx(ctx), id)
-	switch {
-	case err == nil:
-		return true
-	case errdefs.IsNotFound(err):
-		return false
-	}
-	t.Fatalf("get container %s: %v", id, err)
-	return false
+	return n.exists(t, "get container "+id, func(ctx context.Context) error {
+		_, err := n.containerd().ContainerService().Get(ctx, id)
+		return err
+	})
 }
 
 // snapshotExists reports whether the overlayfs snapshotter has key in the
 // agent's namespace.
 func (n *node) snapshotExists(t *testing.T, key string) bool {
 	t.Helper()
+	return n.exists(t, "stat snapshot "+key, func(ctx context.Context) error {
+		_, err := n.containerd().SnapshotService(acctest.Snapshotter).Stat(ctx, key)
+		return err
+	})
+}
+
+// exists runs get in the agent's containerd namespace and reports whether
+// it found what it looked for; any error but not-found fails the test.
+func (n *node) exists(t *testing.T, what string, get func(ctx context.Context) error) bool {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := n.containerd().SnapshotService(acctest.Snapshotter).Stat(n.nsCtx(ctx), key)
+	err := get(n.nsCtx(ctx))
 	switch {
 	case err == nil:
 		return true
 	case errdefs.IsNotFound(err):
 		return false
 	}
-	t.Fatalf("stat snapshot %s: %v", key, err)
+	t.Fatalf("%s: %v", what, err)
 	return false
 }
 
@@ -246,11 +250,17 @@ func (n *node) waitRunning(t *testing.T, name string) *herdv1.Pod {
 // logs reads a container's log (no follow).
 func (n *node) logs(t *testing.T, pod, container string) string {
 	t.Helper()
+	return n.readLogs(t, &herdv1.PodLogsRequest{Pod: pod, Container: container})
+}
+
+// readLogs reads the log req asks for to its end.
+func (n *node) readLogs(t *testing.T, req *herdv1.PodLogsRequest) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := n.pods.PodLogs(ctx, &herdv1.PodLogsRequest{Pod: pod, Container: container})
+	s, err := n.pods.PodLogs(ctx, req)
 	if err != nil {
-		t.Fatalf("PodLogs %s: %v", pod, err)
+		t.Fatalf("PodLogs %s: %v", req.GetPod(), err)
 	}
 	var b strings.Builder
 	for {
@@ -259,7 +269,7 @@ func (n *node) logs(t *testing.T, pod, container string) string {
 			return b.String()
 		}
 		if err != nil {
-			t.Fatalf("PodLogs %s: %v", pod, err)
+			t.Fatalf("PodLogs %s: %v", req.GetPod(), err)
 		}
 		b.Write(c.GetData())
 	}
@@ -317,6 +327,33 @@ func (n *node) mustEmpty(t *testing.T) {
 	if ids := n.containerIDs(t); len(ids) != 0 {
 		t.Errorf("containerd namespace %s holds containers %v, want none", n.agent.Opts.Namespace, ids)
 	}
+}
+
+// nonAdminConn dials a over mTLS with a fresh certificate from env's CA
+// for client name, without the admin role; it closes at the end.
+func nonAdminConn(t *testing.T, env *acctest.Env, a *acctest.Agent, name string) *grpc.ClientConn {
+	t.Helper()
+	cert, key, err := env.Certs.CA.IssueClient(name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := a.ClientTLS(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dial(t, a.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+}
+
+// agentDir returns a fresh short directory for an agentd's state, removed
+// at the end.
+func agentDir(t *testing.T) string {
+	t.Helper()
+	dir, err := acctest.ShortTempDir("herd-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // dial is grpc.NewClient that fails the test on error and closes at the end.

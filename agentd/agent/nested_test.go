@@ -6,13 +6,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -66,7 +63,7 @@ func TestNestedClusterE2E(t *testing.T) {
 	}
 	acctest.PlayKubeadm(t, kube.Client, ns, cluster+"-cp-0-userdata", cluster+"-cp-0", lbIP+":6443", "10.221.0.0/16")
 	var kc []byte
-	waitUntil(t, 90*time.Second, "a kubeconfig and step nodes-ready", func() (bool, string) {
+	waitFor(t, 90*time.Second, "a kubeconfig and step nodes-ready", func() (bool, string) {
 		c, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: cluster})
 		if err != nil {
 			return false, err.Error()
@@ -83,7 +80,7 @@ func TestNestedClusterE2E(t *testing.T) {
 	kc = r.GetKubeconfig()
 	acctest.PlayKubelet(t, kc, cluster+"-cp-0", cluster+"-worker-0")
 	var c *herdv1.NestedCluster
-	waitUntil(t, 60*time.Second, "Ready", func() (bool, string) {
+	waitFor(t, 60*time.Second, "Ready", func() (bool, string) {
 		c, err = nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: cluster})
 		if err != nil {
 			return false, err.Error()
@@ -122,20 +119,7 @@ func TestNestedClusterE2E(t *testing.T) {
 	}
 
 	// A client without an admin certificate is refused everything.
-	cert, key, err := n.env.Certs.CA.IssueClient("viewer", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := n.agent.ClientTLS(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vconn, err := grpc.NewClient(n.agent.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vconn.Close()
-	vc := herdv1.NewNestedClusterServiceClient(vconn)
+	vc := herdv1.NewNestedClusterServiceClient(nonAdminConn(t, n.env, n.agent, "viewer"))
 	_, err = vc.GetNestedClusterKubeconfig(ctx, &herdv1.GetNestedClusterKubeconfigRequest{Name: cluster})
 	wantCode(t, err, codes.PermissionDenied, "admin")
 	_, err = vc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: cluster})
@@ -185,19 +169,4 @@ func TestNestedClusterDisabled(t *testing.T) {
 	defer conn.Close()
 	_, err = herdv1.NewNestedClusterServiceClient(conn).ListNestedClusters(context.Background(), &herdv1.ListNestedClustersRequest{})
 	wantCode(t, err, codes.FailedPrecondition, "--nested-kubeconfig")
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last: %s", what, strings.TrimSpace(last))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }

@@ -139,11 +139,7 @@ func TestRegistryCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 		env := acctest.SharedEnv(t)
-		dir, err := acctest.ShortTempDir("herd-agent-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
+		dir := agentDir(t)
 		o := env.AgentOptions("reg-bad")
 		o.Dir = dir
 		o.RegistryConfig = bad

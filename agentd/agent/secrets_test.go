@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	grpcstatus "google.golang.org/grpc/status"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -187,21 +185,9 @@ func TestSecretsAcrossNodes(t *testing.T) {
 	})
 
 	t.Run("a client without an admin certificate is refused", func(t *testing.T) {
-		cert, key, err := env.Certs.CA.IssueClient("viewer", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc, err := a.Agent.ClientTLS(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient(a.Agent.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		conn := nonAdminConn(t, env, a.Agent, "viewer")
 		sc := herdv1.NewSecretServiceClient(conn)
-		_, err = sc.RevealSecret(ctx, &herdv1.RevealSecretRequest{Name: "db-creds"})
+		_, err := sc.RevealSecret(ctx, &herdv1.RevealSecretRequest{Name: "db-creds"})
 		wantCode(t, err, codes.PermissionDenied, "admin")
 		_, err = sc.ListSecrets(ctx, &herdv1.ListSecretsRequest{})
 		wantCode(t, err, codes.PermissionDenied, "admin")

@@ -15,6 +15,7 @@ import (
 	mdns "github.com/miekg/dns"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -74,18 +75,18 @@ func seen(netnsPath, url string, n int) map[string]int {
 	return out
 }
 
+// waitFor polls cond until it holds, failing the test with what and cond's
+// last report if timeout passes first.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s (last: %s)", what, timeout, last)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var last string
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		var ok bool
+		ok, last = cond()
+		return ok, nil // not yet: keep polling
+	})
+	if err != nil {
+		t.Fatalf("%s: not after %s (last: %s)", what, timeout, strings.TrimSpace(last))
 	}
 }
 
