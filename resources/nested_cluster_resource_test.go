@@ -6,8 +6,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 )
 
 // clusterDefaults are the lines of a valid herd_cluster configuration: a
@@ -176,14 +174,7 @@ resource "terraform_data" "v" {
 		"unknown": unknown,
 	} {
 		t.Run(name, func(t *testing.T) {
-			resource.UnitTest(t, resource.TestCase{
-				ProtoV6ProviderFactories: providerFactories(),
-				Steps: []resource.TestStep{{
-					Config:             config,
-					PlanOnly:           true,
-					ExpectNonEmptyPlan: true,
-				}},
-			})
+			expectPlanAccepted(t, config)
 		})
 	}
 }
