@@ -11,6 +11,12 @@ func TestValidateProbes(t *testing.T) {
 	tcp := func(port int32) *herdv1.Probe {
 		return &herdv1.Probe{TcpSocket: &herdv1.TCPSocketAction{Port: port}}
 	}
+	// tcp80With is a TCP probe of port 80 that set has changed.
+	tcp80With := func(set func(*herdv1.Probe)) *herdv1.Probe {
+		p := tcp(80)
+		set(p)
+		return p
+	}
 	tests := []struct {
 		name     string
 		mutate   func(*herdv1.ContainerSpec)
@@ -61,39 +67,25 @@ func TestValidateProbes(t *testing.T) {
 			c.ReadinessProbe = &herdv1.Probe{Exec: &herdv1.ExecAction{Command: []string{"sh", "a\x00"}}}
 		}, "containers[0].readiness_probe.exec.command[1]", "NUL"},
 		{"negative delay", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.InitialDelaySeconds = i32(-1)
-			c.ReadinessProbe = p
+			c.ReadinessProbe = tcp80With(func(p *herdv1.Probe) { p.InitialDelaySeconds = i32(-1) })
 		}, "containers[0].readiness_probe.initial_delay_seconds", "at least 0"},
 		{"zero period", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.PeriodSeconds = i32(0)
-			c.ReadinessProbe = p
+			c.ReadinessProbe = tcp80With(func(p *herdv1.Probe) { p.PeriodSeconds = i32(0) })
 		}, "containers[0].readiness_probe.period_seconds", "at least 1"},
 		{"zero timeout", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.TimeoutSeconds = i32(0)
-			c.LivenessProbe = p
+			c.LivenessProbe = tcp80With(func(p *herdv1.Probe) { p.TimeoutSeconds = i32(0) })
 		}, "containers[0].liveness_probe.timeout_seconds", "at least 1"},
 		{"zero failure threshold", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.FailureThreshold = i32(0)
-			c.StartupProbe = p
+			c.StartupProbe = tcp80With(func(p *herdv1.Probe) { p.FailureThreshold = i32(0) })
 		}, "containers[0].startup_probe.failure_threshold", "at least 1"},
 		{"zero success threshold", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.SuccessThreshold = i32(0)
-			c.ReadinessProbe = p
+			c.ReadinessProbe = tcp80With(func(p *herdv1.Probe) { p.SuccessThreshold = i32(0) })
 		}, "containers[0].readiness_probe.success_threshold", "at least 1"},
 		{"liveness success threshold", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.SuccessThreshold = i32(2)
-			c.LivenessProbe = p
+			c.LivenessProbe = tcp80With(func(p *herdv1.Probe) { p.SuccessThreshold = i32(2) })
 		}, "containers[0].liveness_probe.success_threshold", "must be 1 for a liveness probe"},
 		{"startup success threshold", func(c *herdv1.ContainerSpec) {
-			p := tcp(80)
-			p.SuccessThreshold = i32(3)
-			c.StartupProbe = p
+			c.StartupProbe = tcp80With(func(p *herdv1.Probe) { p.SuccessThreshold = i32(3) })
 		}, "containers[0].startup_probe.success_threshold", "must be 1 for a startup probe"},
 	}
 	for _, tt := range tests {
