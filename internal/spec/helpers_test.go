@@ -26,3 +26,25 @@ func wantFieldError(t *testing.T, errs FieldErrors, wantPath, wantMsg string, on
 	}
 	t.Fatalf("want error at %s containing %q, got %v", wantPath, wantMsg, errs)
 }
+
+// mutationCase is a validation table row: mutate breaks a valid spec in
+// one way, and wantPath and wantMsg say the error wanted ("" for none).
+type mutationCase[S any] struct {
+	name     string
+	mutate   func(*S)
+	wantPath string
+	wantMsg  string
+}
+
+// runMutations runs each case as a subtest on a fresh valid() spec and
+// checks what validate reports as wantFieldError does.
+func runMutations[S any](t *testing.T, tests []mutationCase[S], valid func() *S, validate func(*S) FieldErrors, only bool) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := valid()
+			tt.mutate(s)
+			wantFieldError(t, validate(s), tt.wantPath, tt.wantMsg, only)
+		})
+	}
+}

@@ -31,12 +31,7 @@ var testForbidden = []NestedRange{
 // Each case breaks one thing and must produce exactly one error at the
 // path that holds the problem.
 func TestValidateNestedCluster(t *testing.T) {
-	tests := []struct {
-		name     string
-		mutate   func(*herdv1.NestedClusterSpec)
-		wantPath string
-		wantMsg  string
-	}{
+	tests := []mutationCase[herdv1.NestedClusterSpec]{
 		{"valid", func(*herdv1.NestedClusterSpec) {}, "", ""},
 		{"three control planes, passt, NodePort", func(s *herdv1.NestedClusterSpec) {
 			s.ControlPlane.Replicas, s.NetworkBinding, s.EndpointExposure = 3, "passt", "NodePort"
@@ -70,14 +65,7 @@ func TestValidateNestedCluster(t *testing.T) {
 		{"bad binding", func(s *herdv1.NestedClusterSpec) { s.NetworkBinding = "sriov" }, "network_binding", "bridge, passt"},
 		{"step timeout", func(s *herdv1.NestedClusterSpec) { s.StepTimeoutSeconds = 5 }, "step_timeout_seconds", "between 10 and 7200"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := validNested()
-			tt.mutate(s)
-			errs := ValidateNestedCluster(s, testForbidden)
-			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, true)
-		})
-	}
+	runMutations(t, tests, validNested, func(s *herdv1.NestedClusterSpec) FieldErrors { return ValidateNestedCluster(s, testForbidden) }, true)
 }
 
 func TestDefaultNestedCluster(t *testing.T) {

@@ -29,12 +29,7 @@ func TestValidateService(t *testing.T) {
 		s.Type = ServiceTypeNodePort
 		s.Ports[0].NodePort = 30080
 	}
-	tests := []struct {
-		name     string
-		mutate   func(*herdv1.ServiceSpec)
-		wantPath string
-		wantMsg  string
-	}{
+	tests := []mutationCase[herdv1.ServiceSpec]{
 		{"valid", func(*herdv1.ServiceSpec) {}, "", ""},
 		{"defaults left empty", func(s *herdv1.ServiceSpec) {
 			s.Namespace, s.Ports = "", []*herdv1.ServicePort{{Port: 80}}
@@ -102,14 +97,7 @@ func TestValidateService(t *testing.T) {
 			s.Ports[1].NodePort, s.Ports[1].Protocol = 30080, ""
 		}, "ports[1].node_port", "duplicate node port 30080/TCP (also ports[0])"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := validService()
-			tt.mutate(s)
-			errs := ValidateService(s)
-			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, true)
-		})
-	}
+	runMutations(t, tests, validService, ValidateService, true)
 }
 
 func TestValidateServiceReportsEverything(t *testing.T) {

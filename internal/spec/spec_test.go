@@ -27,12 +27,7 @@ func validPod() *herdv1.PodSpec {
 
 func TestValidatePod(t *testing.T) {
 	grace := func(v int64) *int64 { return &v }
-	tests := []struct {
-		name     string
-		mutate   func(*herdv1.PodSpec)
-		wantPath string
-		wantMsg  string
-	}{
+	tests := []mutationCase[herdv1.PodSpec]{
 		{"valid", func(*herdv1.PodSpec) {}, "", ""},
 		{"bad pod name", func(s *herdv1.PodSpec) { s.Name = "Web_1" }, "name", "RFC 1123"},
 		{"long pod name", func(s *herdv1.PodSpec) { s.Name = strings.Repeat("a", 64) }, "name", "RFC 1123"},
@@ -81,14 +76,7 @@ func TestValidatePod(t *testing.T) {
 		}, "containers[0].ports[1].name", "duplicate port name"},
 		{"NUL in args", func(s *herdv1.PodSpec) { s.Containers[0].Args = []string{"a\x00b"} }, "containers[0].args[0]", "NUL"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := validPod()
-			tt.mutate(s)
-			errs := ValidatePod(s)
-			wantFieldError(t, errs, tt.wantPath, tt.wantMsg, false)
-		})
-	}
+	runMutations(t, tests, validPod, ValidatePod, false)
 }
 
 func TestValidatePodNil(t *testing.T) {
