@@ -52,6 +52,14 @@ func (x *nestedServer) guard(ctx context.Context) error {
 	return nil
 }
 
+// guardNamed is guard for a call about one cluster, whose name it checks.
+func (x *nestedServer) guardNamed(ctx context.Context, name string) error {
+	if err := x.guard(ctx); err != nil {
+		return err
+	}
+	return checkName("name", name)
+}
+
 // nestedStatus maps the driver's errors; their text never holds key
 // material.
 func (x *nestedServer) status(err error, doing string) error {
@@ -89,10 +97,7 @@ func (x *nestedServer) ApplyNestedCluster(ctx context.Context, req *herdv1.Apply
 }
 
 func (x *nestedServer) GetNestedCluster(ctx context.Context, req *herdv1.GetNestedClusterRequest) (*herdv1.NestedCluster, error) {
-	if err := x.guard(ctx); err != nil {
-		return nil, err
-	}
-	if err := checkName("name", req.GetName()); err != nil {
+	if err := x.guardNamed(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
 	c, err := x.s.nested.Get(ctx, req.GetName())
@@ -111,10 +116,7 @@ func (x *nestedServer) ListNestedClusters(ctx context.Context, _ *herdv1.ListNes
 }
 
 func (x *nestedServer) DeleteNestedCluster(ctx context.Context, req *herdv1.DeleteNestedClusterRequest) (*herdv1.DeleteNestedClusterResponse, error) {
-	if err := x.guard(ctx); err != nil {
-		return nil, err
-	}
-	if err := checkName("name", req.GetName()); err != nil {
+	if err := x.guardNamed(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
 	existed, err := x.s.nested.Delete(ctx, req.GetName())
@@ -128,10 +130,7 @@ func (x *nestedServer) DeleteNestedCluster(ctx context.Context, req *herdv1.Dele
 }
 
 func (x *nestedServer) GetNestedClusterKubeconfig(ctx context.Context, req *herdv1.GetNestedClusterKubeconfigRequest) (*herdv1.GetNestedClusterKubeconfigResponse, error) {
-	if err := x.guard(ctx); err != nil {
-		return nil, err
-	}
-	if err := checkName("name", req.GetName()); err != nil {
+	if err := x.guardNamed(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
 	kc, err := x.s.nested.Kubeconfig(ctx, req.GetName())
