@@ -84,6 +84,7 @@ require (
 	github.com/hashicorp/terraform/internal/backend/remote-state/cos v0.0.0-00010101000000-000000000000 // indirect
 	github.com/hashicorp/terraform/internal/backend/remote-state/gcs v0.0.0-00010101000000-000000000000 // indirect
 	github.com/hashicorp/terraform/internal/backend/remote-state/kubernetes v0.0.0-00010101000000-000000000000 // indirect
+	github.com/hashicorp/terraform/internal/backend/remote-state/notbuilt v0.0.0-00010101000000-000000000000 // indirect
 	github.com/hashicorp/terraform/internal/backend/remote-state/oci v0.0.0-00010101000000-000000000000 // indirect
 	github.com/hashicorp/terraform/internal/backend/remote-state/oss v0.0.0-00010101000000-000000000000 // indirect
 	github.com/hashicorp/terraform/internal/backend/remote-state/pg v0.0.0-00010101000000-000000000000 // indirect
@@ -158,6 +159,7 @@ replace (
 	github.com/hashicorp/terraform/internal/backend/remote-state/cos => ./stubs/cos
 	github.com/hashicorp/terraform/internal/backend/remote-state/gcs => ./stubs/gcs
 	github.com/hashicorp/terraform/internal/backend/remote-state/kubernetes => ./stubs/kubernetes
+	github.com/hashicorp/terraform/internal/backend/remote-state/notbuilt => ./stubs/notbuilt
 	github.com/hashicorp/terraform/internal/backend/remote-state/oci => ./stubs/oci
 	github.com/hashicorp/terraform/internal/backend/remote-state/oss => ./stubs/oss
 	github.com/hashicorp/terraform/internal/backend/remote-state/pg => ./stubs/pg
