@@ -70,6 +70,17 @@ func (r *nestedClusterResource) client(nodeID string, diags *diag.Diagnostics) (
 	return nc, true
 }
 
+// specAndClient validates the planned spec and dials the owning node: what
+// Create and Update both need before they call agentd.
+func (r *nestedClusterResource) specAndClient(ctx context.Context, plan nestedClusterModel, diags *diag.Diagnostics) (*herdv1.NestedClusterSpec, herdv1.NestedClusterServiceClient, bool) {
+	s, ok := r.planSpec(ctx, plan, diags)
+	if !ok {
+		return nil, nil, false
+	}
+	nc, ok := r.client(plan.Node.ValueString(), diags)
+	return s, nc, ok
+}
+
 func (r *nestedClusterResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	plan, ok := configuredModel[nestedClusterModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
 	if !ok {
@@ -78,15 +89,11 @@ func (r *nestedClusterResource) Create(ctx context.Context, req resource.CreateR
 	setIdentity(ctx, resp.Identity, clusterIdentityModel{Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Create(ctx, defaultNestedCreateTimeout)
 	resp.Diagnostics.Append(diags...)
-	s, ok := r.planSpec(ctx, plan, &resp.Diagnostics)
+	s, nc, ok := r.specAndClient(ctx, plan, &resp.Diagnostics)
 	if !ok {
 		return
 	}
 	nodeID := plan.Node.ValueString()
-	nc, ok := r.client(nodeID, &resp.Diagnostics)
-	if !ok {
-		return
-	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// ApplyNestedCluster would answer for an existing cluster of the same
@@ -148,15 +155,11 @@ func (r *nestedClusterResource) Update(ctx context.Context, req resource.UpdateR
 	fillIdentity(ctx, resp.Identity, clusterIdentityModel{Name: plan.Name, Node: plan.Node}, &resp.Diagnostics)
 	timeout, diags := plan.Timeouts.Update(ctx, defaultNestedUpdateTimeout)
 	resp.Diagnostics.Append(diags...)
-	s, ok := r.planSpec(ctx, plan, &resp.Diagnostics)
+	s, nc, ok := r.specAndClient(ctx, plan, &resp.Diagnostics)
 	if !ok {
 		return
 	}
 	nodeID := plan.Node.ValueString()
-	nc, ok := r.client(nodeID, &resp.Diagnostics)
-	if !ok {
-		return
-	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	what := fmt.Sprintf("update cluster %q", s.GetName())

@@ -30,29 +30,17 @@ func createNetns(path string) error {
 	}
 	_ = f.Close()
 
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		defer restore(orig)
+	err = onNetnsThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare netns: %w", err)
-			return
+			return fmt.Errorf("unshare netns: %w", err)
 		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
 		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind-mount netns: %w", err)
-			return
+			return fmt.Errorf("bind-mount netns: %w", err)
 		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		_ = os.Remove(path)
 		return err
 	}
@@ -99,6 +87,24 @@ func inNetns(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
+	return onNetnsThread(func() error {
+		h, err := netns.GetFromPath(path)
+		if err != nil {
+			return fmt.Errorf("open netns %s: %w", path, err)
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			return fmt.Errorf("enter netns %s: %w", path, err)
+		}
+		return fn()
+	})
+}
+
+// onNetnsThread runs fn on a fresh goroutine locked to its OS thread. fn may
+// move the thread into another network namespace; afterwards the thread goes
+// back to the one it started in and is unlocked, or, if it cannot go back,
+// stays locked so that the runtime discards it (restore).
+func onNetnsThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -109,18 +115,7 @@ func inNetns(path string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		h, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", path, err)
-			return
-		}
-		defer h.Close()
 		defer restore(orig)
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
 		errc <- fn()
 	}()
 	return <-errc
