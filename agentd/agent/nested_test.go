@@ -110,7 +110,7 @@ func TestNestedClusterE2E(t *testing.T) {
 		t.Fatal("no CA key in the cloud-init")
 	}
 	for _, needle := range [][]byte{blk.Bytes, []byte("EC PRIVATE KEY"), []byte("RSA PRIVATE KEY")} {
-		if hits := grepFiles(t, n.agent.StateDir, needle); len(hits) > 0 {
+		if hits := acctest.GrepFiles(t, n.agent.StateDir, needle); len(hits) > 0 {
 			t.Fatalf("key material in the clear in %v", hits)
 		}
 	}

@@ -6,16 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -55,43 +52,6 @@ func randomSecret() []byte {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return []byte("s3cr3t-" + hex.EncodeToString(b))
-}
-
-// grepFiles lists the files under dir (tmpfs mounts skipped: that is where
-// pods' secret files live, by design) whose bytes contain needle.
-func grepFiles(t *testing.T, dir string, needle []byte) []string {
-	t.Helper()
-	var hits []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil
-			}
-			return err
-		}
-		if d.IsDir() {
-			var st unix.Statfs_t
-			if unix.Statfs(p, &st) == nil && st.Type == unix.TMPFS_MAGIC {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil //nolint:nilerr // sockets and vanished files hold no secret
-		}
-		if bytes.Contains(b, needle) {
-			hits = append(hits, p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits
 }
 
 // TestSecretsAcrossNodes: a secret written through a node outside its
@@ -290,16 +250,16 @@ func TestSecretsAcrossNodes(t *testing.T) {
 		for _, n := range c.Nodes {
 			for _, v := range [][]byte{v1, v2} {
 				for _, dir := range []string{n.Agent.StateDir, filepath.Dir(n.Agent.LogFile)} {
-					if hits := grepFiles(t, dir, v); len(hits) > 0 {
+					if hits := acctest.GrepFiles(t, dir, v); len(hits) > 0 {
 						t.Errorf("%s: plaintext found in %v", n.Agent.Name, hits)
 					}
 				}
 			}
 		}
-		if hits := grepFiles(t, out.Agent.StateDir, []byte("db-creds")); len(hits) > 0 {
+		if hits := acctest.GrepFiles(t, out.Agent.StateDir, []byte("db-creds")); len(hits) > 0 {
 			t.Errorf("outsider: the secret's name is in %v", hits)
 		}
-		if hits := grepFiles(t, a.Agent.StateDir, []byte("db-creds")); len(hits) == 0 {
+		if hits := acctest.GrepFiles(t, a.Agent.StateDir, []byte("db-creds")); len(hits) == 0 {
 			t.Error("holder: the secret's name is nowhere in its state (is the search working?)")
 		}
 	})

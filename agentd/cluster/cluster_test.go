@@ -215,18 +215,7 @@ func TestPodCIDRStableAcrossRestart(t *testing.T) {
 	if !bCIDR.IsValid() || bCIDR == a.PodCIDR() {
 		t.Fatalf("b's pod CIDR %v (a has %v)", bCIDR, a.PodCIDR())
 	}
-	if err := b.Leave(5 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Shutdown(); err != nil {
-		t.Fatalf("shutting down b: %v", err)
-	}
-	eventually(t, 10*time.Second, func() string {
-		if st := memberOf(a, "b").State; st != StateLeft {
-			return fmt.Sprintf("a sees b %v", st)
-		}
-		return ""
-	})
+	leave(t, b, a)
 
 	// A new node while b is away must not take b's recorded claim.
 	c := newNode(t, "c")
@@ -637,4 +626,22 @@ func TestBlocks(t *testing.T) {
 	if c.blockOK(netip.MustParsePrefix("10.0.2.0/24")) || !c.blockOK(netip.MustParsePrefix("10.0.1.0/24")) {
 		t.Error("blockOK")
 	}
+}
+
+// leave makes n leave the cluster and shut down, and waits until observer
+// sees it as left.
+func leave(t *testing.T, n, observer *Cluster) {
+	t.Helper()
+	if err := n.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatalf("shutting down %s: %v", n.Name(), err)
+	}
+	eventually(t, 10*time.Second, func() string {
+		if st := memberOf(observer, n.Name()).State; st != StateLeft {
+			return fmt.Sprintf("%s sees %s %v", observer.Name(), n.Name(), st)
+		}
+		return ""
+	})
 }

@@ -105,16 +105,6 @@ func TestLabels(t *testing.T) {
 		return labelsEverywhere("c", nil, a)()
 	})
 	waitEvent(t, subA, Event{Type: EventMember, Node: "c"})
-	if err := b.Leave(5 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Shutdown(); err != nil {
-		t.Fatalf("shutting down b: %v", err)
-	}
-	eventually(t, 10*time.Second, func() string {
-		if st := memberOf(a, "b").State; st != StateLeft {
-			return "a sees b " + string(st)
-		}
-		return labelsEverywhere("b", nil, a)()
-	})
+	leave(t, b, a)
+	eventually(t, 10*time.Second, labelsEverywhere("b", nil, a))
 }

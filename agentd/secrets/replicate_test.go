@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
+
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 
 // recordingPods stands in for the pod manager (agentd/pods has its own
@@ -213,29 +214,6 @@ func seesLabels(t *testing.T, ns ...*tnode) {
 	})
 }
 
-// grepDir reports the files under dir containing needle.
-func grepDir(t *testing.T, dir string, needle []byte) []string {
-	t.Helper()
-	var hits []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, needle) {
-			hits = append(hits, p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits
-}
-
 func holds(n *tnode, key string, want []byte) error {
 	_, data, err := n.rep.Reveal(context.Background(), strings.Split(key, "/")[0], strings.Split(key, "/")[1])
 	if err != nil {
@@ -417,15 +395,15 @@ func TestReplication(t *testing.T) {
 	t.Run("plaintext is on no disk and in no log; the outsider has no trace", func(t *testing.T) {
 		for _, n := range []*tnode{a, b, c} {
 			for _, v := range [][]byte{v1, v2} {
-				if hits := grepDir(t, n.dir, v); len(hits) > 0 {
+				if hits := acctest.GrepFiles(t, n.dir, v); len(hits) > 0 {
 					t.Errorf("%s: value found in %v", n.name, hits)
 				}
 			}
 		}
-		if hits := grepDir(t, c.dir, []byte(name)); len(hits) > 0 {
+		if hits := acctest.GrepFiles(t, c.dir, []byte(name)); len(hits) > 0 {
 			t.Errorf("outsider %s: secret name found in %v", c.name, hits)
 		}
-		if hits := grepDir(t, a.dir, []byte(name)); len(hits) == 0 {
+		if hits := acctest.GrepFiles(t, a.dir, []byte(name)); len(hits) == 0 {
 			t.Errorf("holder %s: secret name not found anywhere (is the search working?)", a.name)
 		}
 	})
