@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -51,6 +52,8 @@ type Clients interface {
 	// NestedClusterClient reaches the nested clusters the node owns (an
 	// admin client certificate is required).
 	NestedClusterClient(nodeID string) (herdv1.NestedClusterServiceClient, error)
+	// HealthClient reaches the node's standard grpc.health.v1 service.
+	HealthClient(nodeID string) (healthpb.HealthClient, error)
 	// DialTimeout is the provider's dial_timeout: how long one connection
 	// attempt to a node may take.
 	DialTimeout() time.Duration

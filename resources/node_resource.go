@@ -18,6 +18,7 @@ import (
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/nodeid"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 var (
@@ -198,17 +199,31 @@ func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, r
 		return
 	}
 
-	// The node may still be starting (created in the same apply): retry an
-	// unreachable node for up to dial_timeout.
-	var node *herdv1.Node
+	hc, err := r.clients.HealthClient(id)
+	if err != nil {
+		addRPCError(&resp.Diagnostics, "connect to the node", id, err)
+		return
+	}
+
+	// The node may still be starting (created in the same apply): ask its
+	// standard health service until agentd answers, for up to dial_timeout.
+	// Any answer will do: a node whose containerd is down is adopted with
+	// ready = false and the reason, as GetNode reports it.
 	// Each attempt gets a whole dial_timeout of ctx, the retries together
 	// too; when they run out, err is the last attempt's.
 	_ = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, r.clients.DialTimeout(), true, func(context.Context) (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout())
 		defer cancel()
-		node, err = nc.GetNode(cctx, &herdv1.GetNodeRequest{})
+		_, err = hc.Check(cctx, &healthpb.HealthCheckRequest{})
 		return err == nil || !isUnreachable(err), nil
 	})
+	if err != nil && isUnreachable(err) {
+		addRPCError(&resp.Diagnostics, "read the node", id, err)
+		return
+	}
+	gctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout())
+	node, err := nc.GetNode(gctx, &herdv1.GetNodeRequest{})
+	cancel()
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "read the node", id, err)
 		return
