@@ -376,6 +376,12 @@ func TestServicesAcrossNodes(t *testing.T) {
 	} else {
 		t.Logf("sv-c's endpoints left after %s", took)
 	}
+	// The view (the cluster store) and the rules (nftables, programmed from
+	// it) change one after the other: wait until sv-a's rules follow too.
+	waitFor(t, 10*time.Second, "sv-a's rules drop sv-c's endpoint", func() (bool, string) {
+		got := seen(netnsOf["web-sv-a"], url, 5)
+		return got["web-sv-a"]+got["web-sv-b"] == 5, fmt.Sprint(got)
+	})
 	got := seen(netnsOf["web-sv-a"], url, 20)
 	if got["web-sv-c"] > 0 || got["web-sv-a"]+got["web-sv-b"] != 20 {
 		t.Fatalf("after sv-c died, 20 requests got %v; want all answered by web-sv-a and web-sv-b", got)
