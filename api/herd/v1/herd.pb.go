@@ -189,7 +189,11 @@ type Node struct {
 	Addresses      []string               `protobuf:"bytes,13,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	StartedAt      *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// The node's pod range; empty without a pod network.
-	PodCidr       string `protobuf:"bytes,15,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	PodCidr string `protobuf:"bytes,15,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	// The sum of the requests of every pod on the node.
+	Requested *Resources `protobuf:"bytes,16,opt,name=requested,proto3" json:"requested,omitempty"`
+	// Pods on the node.
+	Pods          int32 `protobuf:"varint,17,opt,name=pods,proto3" json:"pods,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +333,20 @@ func (x *Node) GetPodCidr() string {
 	return ""
 }
 
+func (x *Node) GetRequested() *Resources {
+	if x != nil {
+		return x.Requested
+	}
+	return nil
+}
+
+func (x *Node) GetPods() int32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
 type ContainerSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// RFC 1123 label, unique within the pod.
@@ -360,7 +378,13 @@ type ContainerSpec struct {
 	// Environment variables from secret keys: weaker than files (visible in
 	// /proc/<pid>/environ and kept in containerd's metadata), and updated
 	// only when the container restarts.
-	SecretEnv     []*SecretEnv `protobuf:"bytes,14,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
+	SecretEnv []*SecretEnv `protobuf:"bytes,14,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
+	// CPU the scheduler reserves for the container: a quantity, at most cpu.
+	// Empty: equal to cpu when cpu is set (as Kubernetes does), else none.
+	CpuRequest string `protobuf:"bytes,15,opt,name=cpu_request,json=cpuRequest,proto3" json:"cpu_request,omitempty"`
+	// Memory the scheduler reserves: a quantity, at most memory. Empty:
+	// equal to memory when memory is set, else none.
+	MemoryRequest string `protobuf:"bytes,16,opt,name=memory_request,json=memoryRequest,proto3" json:"memory_request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -491,6 +515,20 @@ func (x *ContainerSpec) GetSecretEnv() []*SecretEnv {
 		return x.SecretEnv
 	}
 	return nil
+}
+
+func (x *ContainerSpec) GetCpuRequest() string {
+	if x != nil {
+		return x.CpuRequest
+	}
+	return ""
+}
+
+func (x *ContainerSpec) GetMemoryRequest() string {
+	if x != nil {
+		return x.MemoryRequest
+	}
+	return ""
 }
 
 // SecretMount puts a secret's keys into a container as files on a tmpfs,
@@ -992,8 +1030,12 @@ type PodSpec struct {
 	// containers (one pod at a time across the cluster) instead of only
 	// updating its files.
 	RestartOnSecretChange bool `protobuf:"varint,7,opt,name=restart_on_secret_change,json=restartOnSecretChange,proto3" json:"restart_on_secret_change,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Set on the replicas of a deployment (by its driver): agentd labels the
+	// pod herd.io/deployment=<namespace>.<name> and herd.io/revision=<n>.
+	// Labels under herd.io/ are refused in labels.
+	Deployment    *DeploymentRef `protobuf:"bytes,8,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodSpec) Reset() {
@@ -1075,6 +1117,84 @@ func (x *PodSpec) GetRestartOnSecretChange() bool {
 	return false
 }
 
+func (x *PodSpec) GetDeployment() *DeploymentRef {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+// DeploymentRef names the deployment and revision a replica belongs to.
+type DeploymentRef struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Revision  int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The deployment's uid: a replica of an older deployment of the same
+	// name is not one of this one's.
+	Uid           string `protobuf:"bytes,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentRef) Reset() {
+	*x = DeploymentRef{}
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentRef) ProtoMessage() {}
+
+func (x *DeploymentRef) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentRef.ProtoReflect.Descriptor instead.
+func (*DeploymentRef) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeploymentRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeploymentRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeploymentRef) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DeploymentRef) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
 type ContainerStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1096,14 +1216,20 @@ type ContainerStatus struct {
 	// Running and passing its readiness probe (or running, without one).
 	Ready bool `protobuf:"varint,13,opt,name=ready,proto3" json:"ready,omitempty"`
 	// Its startup probe has succeeded (or it is running, without one).
-	Started       bool `protobuf:"varint,14,opt,name=started,proto3" json:"started,omitempty"`
+	Started bool `protobuf:"varint,14,opt,name=started,proto3" json:"started,omitempty"`
+	// Kubernetes' QoS class from the container's requests and limits:
+	// "Guaranteed", "Burstable" or "BestEffort".
+	QosClass string `protobuf:"bytes,15,opt,name=qos_class,json=qosClass,proto3" json:"qos_class,omitempty"`
+	// The oom_score_adj agentd gave the container's processes (the
+	// kubelet's values: -997, 1000, or 2..999 by memory request).
+	OomScoreAdj   int32 `protobuf:"varint,16,opt,name=oom_score_adj,json=oomScoreAdj,proto3" json:"oom_score_adj,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1241,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1254,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -1229,6 +1355,20 @@ func (x *ContainerStatus) GetStarted() bool {
 	return false
 }
 
+func (x *ContainerStatus) GetQosClass() string {
+	if x != nil {
+		return x.QosClass
+	}
+	return ""
+}
+
+func (x *ContainerStatus) GetOomScoreAdj() int32 {
+	if x != nil {
+		return x.OomScoreAdj
+	}
+	return 0
+}
+
 type PodStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "Pending", "Running", "Succeeded" or "Failed".
@@ -1241,14 +1381,22 @@ type PodStatus struct {
 	PodIp string `protobuf:"bytes,5,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
 	// Every container is ready: the pod is an endpoint of the services that
 	// select it.
-	Ready         bool `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	Ready bool `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	// The pod's QoS class (Kubernetes' rules over all its containers).
+	QosClass string `protobuf:"bytes,7,opt,name=qos_class,json=qosClass,proto3" json:"qos_class,omitempty"`
+	// Since when the pod has been ready without interruption; unset when it
+	// is not ready.
+	ReadySince *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=ready_since,json=readySince,proto3" json:"ready_since,omitempty"`
+	// Set once deletion began: the pod is out of the service endpoints and
+	// is being drained and stopped.
+	Terminating   bool `protobuf:"varint,9,opt,name=terminating,proto3" json:"terminating,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1408,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1421,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -1318,6 +1466,27 @@ func (x *PodStatus) GetReady() bool {
 	return false
 }
 
+func (x *PodStatus) GetQosClass() string {
+	if x != nil {
+		return x.QosClass
+	}
+	return ""
+}
+
+func (x *PodStatus) GetReadySince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReadySince
+	}
+	return nil
+}
+
+func (x *PodStatus) GetTerminating() bool {
+	if x != nil {
+		return x.Terminating
+	}
+	return false
+}
+
 type Pod struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Spec   *PodSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1333,7 +1502,7 @@ type Pod struct {
 
 func (x *Pod) Reset() {
 	*x = Pod{}
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1514,7 @@ func (x *Pod) String() string {
 func (*Pod) ProtoMessage() {}
 
 func (x *Pod) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1527,7 @@ func (x *Pod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pod.ProtoReflect.Descriptor instead.
 func (*Pod) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pod) GetSpec() *PodSpec {
@@ -1405,7 +1574,7 @@ type ApplyPodRequest struct {
 
 func (x *ApplyPodRequest) Reset() {
 	*x = ApplyPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1586,7 @@ func (x *ApplyPodRequest) String() string {
 func (*ApplyPodRequest) ProtoMessage() {}
 
 func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1599,7 @@ func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyPodRequest) GetSpec() *PodSpec {
@@ -1451,7 +1620,7 @@ type ApplyPodResponse struct {
 
 func (x *ApplyPodResponse) Reset() {
 	*x = ApplyPodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1632,7 @@ func (x *ApplyPodResponse) String() string {
 func (*ApplyPodResponse) ProtoMessage() {}
 
 func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1645,7 @@ func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyPodResponse) GetPod() *Pod {
@@ -1502,7 +1671,7 @@ type GetPodRequest struct {
 
 func (x *GetPodRequest) Reset() {
 	*x = GetPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1683,7 @@ func (x *GetPodRequest) String() string {
 func (*GetPodRequest) ProtoMessage() {}
 
 func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1696,7 @@ func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
 func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPodRequest) GetName() string {
@@ -1546,7 +1715,7 @@ type ListPodsRequest struct {
 
 func (x *ListPodsRequest) Reset() {
 	*x = ListPodsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1727,7 @@ func (x *ListPodsRequest) String() string {
 func (*ListPodsRequest) ProtoMessage() {}
 
 func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1740,7 @@ func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsRequest.ProtoReflect.Descriptor instead.
 func (*ListPodsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListPodsRequest) GetLabelSelector() map[string]string {
@@ -1590,7 +1759,7 @@ type ListPodsResponse struct {
 
 func (x *ListPodsResponse) Reset() {
 	*x = ListPodsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1771,7 @@ func (x *ListPodsResponse) String() string {
 func (*ListPodsResponse) ProtoMessage() {}
 
 func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1784,7 @@ func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsResponse.ProtoReflect.Descriptor instead.
 func (*ListPodsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPodsResponse) GetPods() []*Pod {
@@ -1630,13 +1799,19 @@ type DeletePodRequest struct {
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the pod's termination grace period when set.
 	GracePeriodSeconds *int64 `protobuf:"varint,2,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Skip the drain: by default a pod that is a service endpoint first
+	// leaves the endpoints on every live member (each confirms, or
+	// drain_timeout_ms passes) and only then gets SIGTERM.
+	SkipDrain bool `protobuf:"varint,3,opt,name=skip_drain,json=skipDrain,proto3" json:"skip_drain,omitempty"`
+	// Bound of the drain wait; 0: 2000.
+	DrainTimeoutMs int64 `protobuf:"varint,4,opt,name=drain_timeout_ms,json=drainTimeoutMs,proto3" json:"drain_timeout_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeletePodRequest) Reset() {
 	*x = DeletePodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1823,7 @@ func (x *DeletePodRequest) String() string {
 func (*DeletePodRequest) ProtoMessage() {}
 
 func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1836,7 @@ func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
 func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeletePodRequest) GetName() string {
@@ -1678,16 +1853,34 @@ func (x *DeletePodRequest) GetGracePeriodSeconds() int64 {
 	return 0
 }
 
+func (x *DeletePodRequest) GetSkipDrain() bool {
+	if x != nil {
+		return x.SkipDrain
+	}
+	return false
+}
+
+func (x *DeletePodRequest) GetDrainTimeoutMs() int64 {
+	if x != nil {
+		return x.DrainTimeoutMs
+	}
+	return 0
+}
+
 type DeletePodResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Existed bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	// Members that confirmed the pod left their service rules before
+	// SIGTERM, and those that did not confirm within the bound.
+	DrainedMembers []string `protobuf:"bytes,2,rep,name=drained_members,json=drainedMembers,proto3" json:"drained_members,omitempty"`
+	DrainTimedOut  []string `protobuf:"bytes,3,rep,name=drain_timed_out,json=drainTimedOut,proto3" json:"drain_timed_out,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeletePodResponse) Reset() {
 	*x = DeletePodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1892,7 @@ func (x *DeletePodResponse) String() string {
 func (*DeletePodResponse) ProtoMessage() {}
 
 func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1905,7 @@ func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodResponse.ProtoReflect.Descriptor instead.
 func (*DeletePodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeletePodResponse) GetExisted() bool {
@@ -1720,6 +1913,20 @@ func (x *DeletePodResponse) GetExisted() bool {
 		return x.Existed
 	}
 	return false
+}
+
+func (x *DeletePodResponse) GetDrainedMembers() []string {
+	if x != nil {
+		return x.DrainedMembers
+	}
+	return nil
+}
+
+func (x *DeletePodResponse) GetDrainTimedOut() []string {
+	if x != nil {
+		return x.DrainTimedOut
+	}
+	return nil
 }
 
 type PodLogsRequest struct {
@@ -1736,7 +1943,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1955,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1968,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PodLogsRequest) GetPod() string {
@@ -1802,7 +2009,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +2021,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2034,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogChunk) GetContainer() string {
@@ -1852,7 +2059,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[25]
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2071,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[25]
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2084,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
 }
 
 type Member struct {
@@ -1898,7 +2105,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2117,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2130,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Member) GetName() string {
@@ -1977,7 +2184,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2196,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2209,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2022,7 +2229,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2241,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2254,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinClusterRequest) GetAddresses() []string {
@@ -2067,7 +2274,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2286,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2299,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinClusterResponse) GetContacted() int32 {
@@ -2124,7 +2331,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2343,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2356,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ServicePort) GetName() string {
@@ -2213,7 +2420,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2432,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2445,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ServiceSpec) GetNamespace() string {
@@ -2295,7 +2502,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2514,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2527,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ServiceEndpoint) GetNode() string {
@@ -2362,7 +2569,7 @@ type MemberVersion struct {
 
 func (x *MemberVersion) Reset() {
 	*x = MemberVersion{}
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2581,7 @@ func (x *MemberVersion) String() string {
 func (*MemberVersion) ProtoMessage() {}
 
 func (x *MemberVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2594,7 @@ func (x *MemberVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberVersion.ProtoReflect.Descriptor instead.
 func (*MemberVersion) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MemberVersion) GetNode() string {
@@ -2423,7 +2630,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2642,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2655,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ServiceStatus) GetClusterIp() string {
@@ -2507,7 +2714,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2726,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2739,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Service) GetSpec() *ServiceSpec {
@@ -2572,7 +2779,7 @@ type ApplyServiceRequest struct {
 
 func (x *ApplyServiceRequest) Reset() {
 	*x = ApplyServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2791,7 @@ func (x *ApplyServiceRequest) String() string {
 func (*ApplyServiceRequest) ProtoMessage() {}
 
 func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2804,7 @@ func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceRequest.ProtoReflect.Descriptor instead.
 func (*ApplyServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApplyServiceRequest) GetSpec() *ServiceSpec {
@@ -2618,7 +2825,7 @@ type ApplyServiceResponse struct {
 
 func (x *ApplyServiceResponse) Reset() {
 	*x = ApplyServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2837,7 @@ func (x *ApplyServiceResponse) String() string {
 func (*ApplyServiceResponse) ProtoMessage() {}
 
 func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2850,7 @@ func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceResponse.ProtoReflect.Descriptor instead.
 func (*ApplyServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApplyServiceResponse) GetService() *Service {
@@ -2670,7 +2877,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +2889,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +2902,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetServiceRequest) GetNamespace() string {
@@ -2722,7 +2929,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2941,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2954,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListServicesRequest) GetNamespace() string {
@@ -2766,7 +2973,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2985,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2998,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -2811,7 +3018,7 @@ type DeleteServiceRequest struct {
 
 func (x *DeleteServiceRequest) Reset() {
 	*x = DeleteServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +3030,7 @@ func (x *DeleteServiceRequest) String() string {
 func (*DeleteServiceRequest) ProtoMessage() {}
 
 func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +3043,7 @@ func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteServiceRequest) GetNamespace() string {
@@ -2862,7 +3069,7 @@ type DeleteServiceResponse struct {
 
 func (x *DeleteServiceResponse) Reset() {
 	*x = DeleteServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3081,7 @@ func (x *DeleteServiceResponse) String() string {
 func (*DeleteServiceResponse) ProtoMessage() {}
 
 func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3094,7 @@ func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteServiceResponse) GetExisted() bool {
@@ -2918,7 +3125,7 @@ type SecretSpec struct {
 
 func (x *SecretSpec) Reset() {
 	*x = SecretSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3137,7 @@ func (x *SecretSpec) String() string {
 func (*SecretSpec) ProtoMessage() {}
 
 func (x *SecretSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3150,7 @@ func (x *SecretSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretSpec.ProtoReflect.Descriptor instead.
 func (*SecretSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SecretSpec) GetNamespace() string {
@@ -3004,7 +3211,7 @@ type SecretMeta struct {
 
 func (x *SecretMeta) Reset() {
 	*x = SecretMeta{}
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3223,7 @@ func (x *SecretMeta) String() string {
 func (*SecretMeta) ProtoMessage() {}
 
 func (x *SecretMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3236,7 @@ func (x *SecretMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretMeta.ProtoReflect.Descriptor instead.
 func (*SecretMeta) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SecretMeta) GetNamespace() string {
@@ -3092,7 +3299,7 @@ type SecretStatus struct {
 
 func (x *SecretStatus) Reset() {
 	*x = SecretStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3104,7 +3311,7 @@ func (x *SecretStatus) String() string {
 func (*SecretStatus) ProtoMessage() {}
 
 func (x *SecretStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3117,7 +3324,7 @@ func (x *SecretStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretStatus.ProtoReflect.Descriptor instead.
 func (*SecretStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SecretStatus) GetVersion() uint64 {
@@ -3162,7 +3369,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3381,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3394,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Secret) GetMeta() *SecretMeta {
@@ -3236,7 +3443,7 @@ type PodRef struct {
 
 func (x *PodRef) Reset() {
 	*x = PodRef{}
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3455,7 @@ func (x *PodRef) String() string {
 func (*PodRef) ProtoMessage() {}
 
 func (x *PodRef) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3468,7 @@ func (x *PodRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
 func (*PodRef) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PodRef) GetNode() string {
@@ -3290,7 +3497,7 @@ type ApplySecretRequest struct {
 
 func (x *ApplySecretRequest) Reset() {
 	*x = ApplySecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3509,7 @@ func (x *ApplySecretRequest) String() string {
 func (*ApplySecretRequest) ProtoMessage() {}
 
 func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3522,7 @@ func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretRequest.ProtoReflect.Descriptor instead.
 func (*ApplySecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ApplySecretRequest) GetSpec() *SecretSpec {
@@ -3346,7 +3553,7 @@ type ApplySecretResponse struct {
 
 func (x *ApplySecretResponse) Reset() {
 	*x = ApplySecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3565,7 @@ func (x *ApplySecretResponse) String() string {
 func (*ApplySecretResponse) ProtoMessage() {}
 
 func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3578,7 @@ func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretResponse.ProtoReflect.Descriptor instead.
 func (*ApplySecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ApplySecretResponse) GetSecret() *Secret {
@@ -3405,7 +3612,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3417,7 +3624,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3430,7 +3637,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetSecretRequest) GetNamespace() string {
@@ -3457,7 +3664,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3676,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3689,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListSecretsRequest) GetNamespace() string {
@@ -3501,7 +3708,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +3720,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +3733,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*Secret {
@@ -3546,7 +3753,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3558,7 +3765,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3571,7 +3778,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeleteSecretRequest) GetNamespace() string {
@@ -3597,7 +3804,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3609,7 +3816,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3622,7 +3829,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DeleteSecretResponse) GetExisted() bool {
@@ -3642,7 +3849,7 @@ type RevealSecretRequest struct {
 
 func (x *RevealSecretRequest) Reset() {
 	*x = RevealSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3861,7 @@ func (x *RevealSecretRequest) String() string {
 func (*RevealSecretRequest) ProtoMessage() {}
 
 func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3874,7 @@ func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretRequest.ProtoReflect.Descriptor instead.
 func (*RevealSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RevealSecretRequest) GetNamespace() string {
@@ -3694,7 +3901,7 @@ type RevealSecretResponse struct {
 
 func (x *RevealSecretResponse) Reset() {
 	*x = RevealSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3706,7 +3913,7 @@ func (x *RevealSecretResponse) String() string {
 func (*RevealSecretResponse) ProtoMessage() {}
 
 func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3719,7 +3926,7 @@ func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretResponse.ProtoReflect.Descriptor instead.
 func (*RevealSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RevealSecretResponse) GetSecret() *Secret {
@@ -3744,7 +3951,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3963,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3976,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
 }
 
 type RotateKeyResponse struct {
@@ -3784,7 +3991,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +4003,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +4016,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RotateKeyResponse) GetKeyId() string {
@@ -3847,7 +4054,7 @@ type NestedMachines struct {
 
 func (x *NestedMachines) Reset() {
 	*x = NestedMachines{}
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3859,7 +4066,7 @@ func (x *NestedMachines) String() string {
 func (*NestedMachines) ProtoMessage() {}
 
 func (x *NestedMachines) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3872,7 +4079,7 @@ func (x *NestedMachines) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedMachines.ProtoReflect.Descriptor instead.
 func (*NestedMachines) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NestedMachines) GetReplicas() int32 {
@@ -3940,7 +4147,7 @@ type NestedClusterSpec struct {
 
 func (x *NestedClusterSpec) Reset() {
 	*x = NestedClusterSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3952,7 +4159,7 @@ func (x *NestedClusterSpec) String() string {
 func (*NestedClusterSpec) ProtoMessage() {}
 
 func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3965,7 +4172,7 @@ func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterSpec.ProtoReflect.Descriptor instead.
 func (*NestedClusterSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *NestedClusterSpec) GetName() string {
@@ -4062,7 +4269,7 @@ type NestedVM struct {
 
 func (x *NestedVM) Reset() {
 	*x = NestedVM{}
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4074,7 +4281,7 @@ func (x *NestedVM) String() string {
 func (*NestedVM) ProtoMessage() {}
 
 func (x *NestedVM) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4087,7 +4294,7 @@ func (x *NestedVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedVM.ProtoReflect.Descriptor instead.
 func (*NestedVM) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *NestedVM) GetName() string {
@@ -4153,7 +4360,7 @@ type NestedClusterStatus struct {
 
 func (x *NestedClusterStatus) Reset() {
 	*x = NestedClusterStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4165,7 +4372,7 @@ func (x *NestedClusterStatus) String() string {
 func (*NestedClusterStatus) ProtoMessage() {}
 
 func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4178,7 +4385,7 @@ func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterStatus.ProtoReflect.Descriptor instead.
 func (*NestedClusterStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *NestedClusterStatus) GetPhase() string {
@@ -4242,7 +4449,7 @@ type NestedCluster struct {
 
 func (x *NestedCluster) Reset() {
 	*x = NestedCluster{}
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4254,7 +4461,7 @@ func (x *NestedCluster) String() string {
 func (*NestedCluster) ProtoMessage() {}
 
 func (x *NestedCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4267,7 +4474,7 @@ func (x *NestedCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedCluster.ProtoReflect.Descriptor instead.
 func (*NestedCluster) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *NestedCluster) GetSpec() *NestedClusterSpec {
@@ -4307,7 +4514,7 @@ type ApplyNestedClusterRequest struct {
 
 func (x *ApplyNestedClusterRequest) Reset() {
 	*x = ApplyNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4319,7 +4526,7 @@ func (x *ApplyNestedClusterRequest) String() string {
 func (*ApplyNestedClusterRequest) ProtoMessage() {}
 
 func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4332,7 +4539,7 @@ func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ApplyNestedClusterRequest) GetSpec() *NestedClusterSpec {
@@ -4352,7 +4559,7 @@ type ApplyNestedClusterResponse struct {
 
 func (x *ApplyNestedClusterResponse) Reset() {
 	*x = ApplyNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4571,7 @@ func (x *ApplyNestedClusterResponse) String() string {
 func (*ApplyNestedClusterResponse) ProtoMessage() {}
 
 func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4584,7 @@ func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ApplyNestedClusterResponse) GetCluster() *NestedCluster {
@@ -4403,7 +4610,7 @@ type GetNestedClusterRequest struct {
 
 func (x *GetNestedClusterRequest) Reset() {
 	*x = GetNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4415,7 +4622,7 @@ func (x *GetNestedClusterRequest) String() string {
 func (*GetNestedClusterRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4428,7 +4635,7 @@ func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetNestedClusterRequest) GetName() string {
@@ -4446,7 +4653,7 @@ type ListNestedClustersRequest struct {
 
 func (x *ListNestedClustersRequest) Reset() {
 	*x = ListNestedClustersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4458,7 +4665,7 @@ func (x *ListNestedClustersRequest) String() string {
 func (*ListNestedClustersRequest) ProtoMessage() {}
 
 func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4471,7 +4678,7 @@ func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
 }
 
 type ListNestedClustersResponse struct {
@@ -4483,7 +4690,7 @@ type ListNestedClustersResponse struct {
 
 func (x *ListNestedClustersResponse) Reset() {
 	*x = ListNestedClustersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4495,7 +4702,7 @@ func (x *ListNestedClustersResponse) String() string {
 func (*ListNestedClustersResponse) ProtoMessage() {}
 
 func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4508,7 +4715,7 @@ func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListNestedClustersResponse) GetClusters() []*NestedCluster {
@@ -4527,7 +4734,7 @@ type DeleteNestedClusterRequest struct {
 
 func (x *DeleteNestedClusterRequest) Reset() {
 	*x = DeleteNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4539,7 +4746,7 @@ func (x *DeleteNestedClusterRequest) String() string {
 func (*DeleteNestedClusterRequest) ProtoMessage() {}
 
 func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4552,7 +4759,7 @@ func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DeleteNestedClusterRequest) GetName() string {
@@ -4571,7 +4778,7 @@ type DeleteNestedClusterResponse struct {
 
 func (x *DeleteNestedClusterResponse) Reset() {
 	*x = DeleteNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4583,7 +4790,7 @@ func (x *DeleteNestedClusterResponse) String() string {
 func (*DeleteNestedClusterResponse) ProtoMessage() {}
 
 func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4596,7 +4803,7 @@ func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteNestedClusterResponse) GetExisted() bool {
@@ -4615,7 +4822,7 @@ type GetNestedClusterKubeconfigRequest struct {
 
 func (x *GetNestedClusterKubeconfigRequest) Reset() {
 	*x = GetNestedClusterKubeconfigRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4627,7 +4834,7 @@ func (x *GetNestedClusterKubeconfigRequest) String() string {
 func (*GetNestedClusterKubeconfigRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4640,7 +4847,7 @@ func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use GetNestedClusterKubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetNestedClusterKubeconfigRequest) GetName() string {
@@ -4660,7 +4867,7 @@ type GetNestedClusterKubeconfigResponse struct {
 
 func (x *GetNestedClusterKubeconfigResponse) Reset() {
 	*x = GetNestedClusterKubeconfigResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4672,7 +4879,7 @@ func (x *GetNestedClusterKubeconfigResponse) String() string {
 func (*GetNestedClusterKubeconfigResponse) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4685,7 +4892,7 @@ func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use GetNestedClusterKubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetNestedClusterKubeconfigResponse) GetKubeconfig() []byte {
@@ -4693,6 +4900,1544 @@ func (x *GetNestedClusterKubeconfigResponse) GetKubeconfig() []byte {
 		return x.Kubeconfig
 	}
 	return nil
+}
+
+type Placement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "bin_pack" (default: the fullest node that fits) or "spread" (the
+	// emptiest).
+	Strategy string `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// At most this many replicas per node; 0: no limit.
+	MaxPerNode    int32 `protobuf:"varint,2,opt,name=max_per_node,json=maxPerNode,proto3" json:"max_per_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placement) Reset() {
+	*x = Placement{}
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placement) ProtoMessage() {}
+
+func (x *Placement) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placement.ProtoReflect.Descriptor instead.
+func (*Placement) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *Placement) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *Placement) GetMaxPerNode() int32 {
+	if x != nil {
+		return x.MaxPerNode
+	}
+	return 0
+}
+
+type DeploymentStrategy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "RollingUpdate" (default) or "BlueGreen".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// RollingUpdate: replicas above replicas during a rollout. Unset: 1.
+	MaxSurge *int32 `protobuf:"varint,2,opt,name=max_surge,json=maxSurge,proto3,oneof" json:"max_surge,omitempty"`
+	// RollingUpdate: replicas below replicas during a rollout. Unset: 0.
+	// max_surge and max_unavailable must not both be 0.
+	MaxUnavailable *int32 `protobuf:"varint,3,opt,name=max_unavailable,json=maxUnavailable,proto3,oneof" json:"max_unavailable,omitempty"`
+	// A new replica counts as available once it has been ready this long.
+	MinReadySeconds int32 `protobuf:"varint,4,opt,name=min_ready_seconds,json=minReadySeconds,proto3" json:"min_ready_seconds,omitempty"`
+	// A rollout not complete after this long has failed. 0: 600.
+	ProgressDeadlineSeconds int32 `protobuf:"varint,5,opt,name=progress_deadline_seconds,json=progressDeadlineSeconds,proto3" json:"progress_deadline_seconds,omitempty"`
+	// Roll a failed rollout back to the last complete revision. Unset: true.
+	AutoRollback  *bool `protobuf:"varint,6,opt,name=auto_rollback,json=autoRollback,proto3,oneof" json:"auto_rollback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentStrategy) Reset() {
+	*x = DeploymentStrategy{}
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentStrategy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentStrategy) ProtoMessage() {}
+
+func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentStrategy.ProtoReflect.Descriptor instead.
+func (*DeploymentStrategy) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *DeploymentStrategy) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DeploymentStrategy) GetMaxSurge() int32 {
+	if x != nil && x.MaxSurge != nil {
+		return *x.MaxSurge
+	}
+	return 0
+}
+
+func (x *DeploymentStrategy) GetMaxUnavailable() int32 {
+	if x != nil && x.MaxUnavailable != nil {
+		return *x.MaxUnavailable
+	}
+	return 0
+}
+
+func (x *DeploymentStrategy) GetMinReadySeconds() int32 {
+	if x != nil {
+		return x.MinReadySeconds
+	}
+	return 0
+}
+
+func (x *DeploymentStrategy) GetProgressDeadlineSeconds() int32 {
+	if x != nil {
+		return x.ProgressDeadlineSeconds
+	}
+	return 0
+}
+
+func (x *DeploymentStrategy) GetAutoRollback() bool {
+	if x != nil && x.AutoRollback != nil {
+		return *x.AutoRollback
+	}
+	return false
+}
+
+type DeploymentSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace (RFC 1123 label; empty: default) and name (RFC 1123 label
+	// of at most 40 characters: replica names add a suffix).
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// 0 or more.
+	Replicas int32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// The template's labels must contain every selector label.
+	Selector map[string]string `protobuf:"bytes,4,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The replicas' pod: every PodSpec field but name and deployment.
+	Template *PodSpec `protobuf:"bytes,5,opt,name=template,proto3" json:"template,omitempty"`
+	// Only nodes with all these labels run replicas.
+	NodeSelector  map[string]string   `protobuf:"bytes,6,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Placement     *Placement          `protobuf:"bytes,7,opt,name=placement,proto3" json:"placement,omitempty"`
+	Strategy      *DeploymentStrategy `protobuf:"bytes,8,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentSpec) Reset() {
+	*x = DeploymentSpec{}
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentSpec) ProtoMessage() {}
+
+func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentSpec.ProtoReflect.Descriptor instead.
+func (*DeploymentSpec) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *DeploymentSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeploymentSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeploymentSpec) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *DeploymentSpec) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetTemplate() *PodSpec {
+	if x != nil {
+		return x.Template
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetNodeSelector() map[string]string {
+	if x != nil {
+		return x.NodeSelector
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetStrategy() *DeploymentStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return nil
+}
+
+type ReplicaStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Pod       string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	Node      string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Revision  int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Phase     string                 `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	Ready     bool                   `protobuf:"varint,5,opt,name=ready,proto3" json:"ready,omitempty"`
+	PodIp     string                 `protobuf:"bytes,6,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	Uid       string                 `protobuf:"bytes,7,opt,name=uid,proto3" json:"uid,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Ready for min_ready_seconds.
+	Available bool `protobuf:"varint,9,opt,name=available,proto3" json:"available,omitempty"`
+	// Why it is not ready (probe message, CrashLoopBackOff, ...).
+	Message string `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
+	// Leaving: drained and being stopped.
+	Terminating   bool `protobuf:"varint,11,opt,name=terminating,proto3" json:"terminating,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStatus) Reset() {
+	*x = ReplicaStatus{}
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStatus) ProtoMessage() {}
+
+func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
+func (*ReplicaStatus) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ReplicaStatus) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ReplicaStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *ReplicaStatus) GetPodIp() string {
+	if x != nil {
+		return x.PodIp
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ReplicaStatus) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+func (x *ReplicaStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetTerminating() bool {
+	if x != nil {
+		return x.Terminating
+	}
+	return false
+}
+
+type DeploymentRevision struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Revision  int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// "Progressing", "Complete", "Failed", "RolledBack" or "Superseded".
+	Outcome string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// A short description of what changed from the previous revision.
+	Change        string `protobuf:"bytes,5,opt,name=change,proto3" json:"change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentRevision) Reset() {
+	*x = DeploymentRevision{}
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentRevision) ProtoMessage() {}
+
+func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentRevision.ProtoReflect.Descriptor instead.
+func (*DeploymentRevision) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *DeploymentRevision) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DeploymentRevision) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *DeploymentRevision) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *DeploymentRevision) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeploymentRevision) GetChange() string {
+	if x != nil {
+		return x.Change
+	}
+	return ""
+}
+
+type DeploymentStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the replicas converge on: the spec's revision, or after a
+	// rollback the revision rolled back to.
+	CurrentRevision int64 `protobuf:"varint,1,opt,name=current_revision,json=currentRevision,proto3" json:"current_revision,omitempty"`
+	// The last revision whose rollout completed (the rollback target).
+	StableRevision int64 `protobuf:"varint,2,opt,name=stable_revision,json=stableRevision,proto3" json:"stable_revision,omitempty"`
+	// BlueGreen: the revision the services route to (0: every ready
+	// replica, as RollingUpdate does).
+	ServingRevision   int64            `protobuf:"varint,3,opt,name=serving_revision,json=servingRevision,proto3" json:"serving_revision,omitempty"`
+	Replicas          int32            `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	ReadyReplicas     int32            `protobuf:"varint,5,opt,name=ready_replicas,json=readyReplicas,proto3" json:"ready_replicas,omitempty"`
+	UpdatedReplicas   int32            `protobuf:"varint,6,opt,name=updated_replicas,json=updatedReplicas,proto3" json:"updated_replicas,omitempty"`
+	AvailableReplicas int32            `protobuf:"varint,7,opt,name=available_replicas,json=availableReplicas,proto3" json:"available_replicas,omitempty"`
+	ReplicaStatus     []*ReplicaStatus `protobuf:"bytes,8,rep,name=replica_status,json=replicaStatus,proto3" json:"replica_status,omitempty"`
+	// "Progressing", "Complete", "Failed" or "RolledBack".
+	Phase   string `protobuf:"bytes,9,opt,name=phase,proto3" json:"phase,omitempty"`
+	Message string `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
+	// The member driving the deployment.
+	Driver           string                 `protobuf:"bytes,11,opt,name=driver,proto3" json:"driver,omitempty"`
+	RolloutStartedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=rollout_started_at,json=rolloutStartedAt,proto3" json:"rollout_started_at,omitempty"`
+	UpdatedAt        *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	History          []*DeploymentRevision  `protobuf:"bytes,14,rep,name=history,proto3" json:"history,omitempty"`
+	// The spec version (Deployment.version) this status has acted on.
+	ObservedVersion uint64 `protobuf:"varint,15,opt,name=observed_version,json=observedVersion,proto3" json:"observed_version,omitempty"`
+	// The revision that failed, after a rollback.
+	FailedRevision int64 `protobuf:"varint,16,opt,name=failed_revision,json=failedRevision,proto3" json:"failed_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeploymentStatus) Reset() {
+	*x = DeploymentStatus{}
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentStatus) ProtoMessage() {}
+
+func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
+func (*DeploymentStatus) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *DeploymentStatus) GetCurrentRevision() int64 {
+	if x != nil {
+		return x.CurrentRevision
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetStableRevision() int64 {
+	if x != nil {
+		return x.StableRevision
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetServingRevision() int64 {
+	if x != nil {
+		return x.ServingRevision
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetReadyReplicas() int32 {
+	if x != nil {
+		return x.ReadyReplicas
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetUpdatedReplicas() int32 {
+	if x != nil {
+		return x.UpdatedReplicas
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetAvailableReplicas() int32 {
+	if x != nil {
+		return x.AvailableReplicas
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetReplicaStatus() []*ReplicaStatus {
+	if x != nil {
+		return x.ReplicaStatus
+	}
+	return nil
+}
+
+func (x *DeploymentStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *DeploymentStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeploymentStatus) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *DeploymentStatus) GetRolloutStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RolloutStartedAt
+	}
+	return nil
+}
+
+func (x *DeploymentStatus) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *DeploymentStatus) GetHistory() []*DeploymentRevision {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *DeploymentStatus) GetObservedVersion() uint64 {
+	if x != nil {
+		return x.ObservedVersion
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetFailedRevision() int64 {
+	if x != nil {
+		return x.FailedRevision
+	}
+	return 0
+}
+
+type Deployment struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Spec      *DeploymentSpec        `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Status    *DeploymentStatus      `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Uid       string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Grows by one with each template change.
+	Revision int64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The version of the spec object in the cluster store: grows with each
+	// change of the spec (a scale too).
+	Version       uint64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *Deployment) GetSpec() *DeploymentSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Deployment) GetStatus() *DeploymentStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *Deployment) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *Deployment) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Deployment) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Deployment) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// DeploymentRecord is the replicated object: the deployment and the
+// templates of its recent revisions (what a rollback returns to).
+type DeploymentRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Templates     []*RevisionTemplate    `protobuf:"bytes,2,rep,name=templates,proto3" json:"templates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentRecord) Reset() {
+	*x = DeploymentRecord{}
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentRecord) ProtoMessage() {}
+
+func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentRecord.ProtoReflect.Descriptor instead.
+func (*DeploymentRecord) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *DeploymentRecord) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *DeploymentRecord) GetTemplates() []*RevisionTemplate {
+	if x != nil {
+		return x.Templates
+	}
+	return nil
+}
+
+type RevisionTemplate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Template      *PodSpec               `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevisionTemplate) Reset() {
+	*x = RevisionTemplate{}
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevisionTemplate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevisionTemplate) ProtoMessage() {}
+
+func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevisionTemplate.ProtoReflect.Descriptor instead.
+func (*RevisionTemplate) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *RevisionTemplate) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RevisionTemplate) GetTemplate() *PodSpec {
+	if x != nil {
+		return x.Template
+	}
+	return nil
+}
+
+func (x *RevisionTemplate) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ApplyDeploymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *DeploymentSpec        `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Validate, place and plan; write nothing.
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The nodes a dry run planned for the new replicas: the driver keeps to
+	// them while they still fit.
+	PlacementHint []string `protobuf:"bytes,3,rep,name=placement_hint,json=placementHint,proto3" json:"placement_hint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyDeploymentRequest) Reset() {
+	*x = ApplyDeploymentRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyDeploymentRequest) ProtoMessage() {}
+
+func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *ApplyDeploymentRequest) GetSpec() *DeploymentSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *ApplyDeploymentRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *ApplyDeploymentRequest) GetPlacementHint() []string {
+	if x != nil {
+		return x.PlacementHint
+	}
+	return nil
+}
+
+type PlannedReplica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty for a replica that does not exist yet.
+	Pod      string `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	Node     string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Revision int64  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// "create", "delete" or "keep".
+	Action        string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedReplica) Reset() {
+	*x = PlannedReplica{}
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedReplica) ProtoMessage() {}
+
+func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedReplica.ProtoReflect.Descriptor instead.
+func (*PlannedReplica) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *PlannedReplica) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *PlannedReplica) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PlannedReplica) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *PlannedReplica) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type NodeChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Add           int32                  `protobuf:"varint,2,opt,name=add,proto3" json:"add,omitempty"`
+	Remove        int32                  `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeChange) Reset() {
+	*x = NodeChange{}
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeChange) ProtoMessage() {}
+
+func (x *NodeChange) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
+func (*NodeChange) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *NodeChange) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeChange) GetAdd() int32 {
+	if x != nil {
+		return x.Add
+	}
+	return 0
+}
+
+func (x *NodeChange) GetRemove() int32 {
+	if x != nil {
+		return x.Remove
+	}
+	return 0
+}
+
+type RolloutPlan struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	FromRevision int64                  `protobuf:"varint,1,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	ToRevision   int64                  `protobuf:"varint,2,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	Steps        int32                  `protobuf:"varint,3,opt,name=steps,proto3" json:"steps,omitempty"`
+	Nodes        []*NodeChange          `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Replicas     []*PlannedReplica      `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Services whose endpoints change (namespace/name).
+	Services []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	// Pods restarted in place (none: replicas are replaced, never patched).
+	Restarts []string `protobuf:"bytes,7,rep,name=restarts,proto3" json:"restarts,omitempty"`
+	// One line for the plan, e.g. "default/web: revision 3 → 4, 3 replicas,
+	// surge 1 / unavailable 0: 3 steps; node-1 +1 −1; ...".
+	Summary       string `protobuf:"bytes,8,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutPlan) Reset() {
+	*x = RolloutPlan{}
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutPlan) ProtoMessage() {}
+
+func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutPlan.ProtoReflect.Descriptor instead.
+func (*RolloutPlan) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *RolloutPlan) GetFromRevision() int64 {
+	if x != nil {
+		return x.FromRevision
+	}
+	return 0
+}
+
+func (x *RolloutPlan) GetToRevision() int64 {
+	if x != nil {
+		return x.ToRevision
+	}
+	return 0
+}
+
+func (x *RolloutPlan) GetSteps() int32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *RolloutPlan) GetNodes() []*NodeChange {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *RolloutPlan) GetReplicas() []*PlannedReplica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *RolloutPlan) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *RolloutPlan) GetRestarts() []string {
+	if x != nil {
+		return x.Restarts
+	}
+	return nil
+}
+
+func (x *RolloutPlan) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+type ApplyDeploymentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	Plan          *RolloutPlan           `protobuf:"bytes,3,opt,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyDeploymentResponse) Reset() {
+	*x = ApplyDeploymentResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyDeploymentResponse) ProtoMessage() {}
+
+func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *ApplyDeploymentResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *ApplyDeploymentResponse) GetPlan() *RolloutPlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+type GetDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeploymentRequest) Reset() {
+	*x = GetDeploymentRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeploymentRequest) ProtoMessage() {}
+
+func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *GetDeploymentRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetDeploymentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListDeploymentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentsRequest) Reset() {
+	*x = ListDeploymentsRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentsRequest) ProtoMessage() {}
+
+func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
+func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *ListDeploymentsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListDeploymentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployments   []*Deployment          `protobuf:"bytes,1,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentsResponse) Reset() {
+	*x = ListDeploymentsResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentsResponse) ProtoMessage() {}
+
+func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
+func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+type DeleteDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDeploymentRequest) Reset() {
+	*x = DeleteDeploymentRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDeploymentRequest) ProtoMessage() {}
+
+func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *DeleteDeploymentRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeleteDeploymentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteDeploymentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDeploymentResponse) Reset() {
+	*x = DeleteDeploymentResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDeploymentResponse) ProtoMessage() {}
+
+func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *DeleteDeploymentResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+type WaitEndpointsAppliedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member that published the endpoint and its pod.
+	Owner string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Pod   string `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// The endpoint entry's sequence number after the change.
+	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	TimeoutMs     int64  `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitEndpointsAppliedRequest) Reset() {
+	*x = WaitEndpointsAppliedRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitEndpointsAppliedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitEndpointsAppliedRequest) ProtoMessage() {}
+
+func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitEndpointsAppliedRequest.ProtoReflect.Descriptor instead.
+func (*WaitEndpointsAppliedRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *WaitEndpointsAppliedRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *WaitEndpointsAppliedRequest) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *WaitEndpointsAppliedRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WaitEndpointsAppliedRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type WaitEndpointsAppliedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Applied       bool                   `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitEndpointsAppliedResponse) Reset() {
+	*x = WaitEndpointsAppliedResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitEndpointsAppliedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitEndpointsAppliedResponse) ProtoMessage() {}
+
+func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitEndpointsAppliedResponse.ProtoReflect.Descriptor instead.
+func (*WaitEndpointsAppliedResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *WaitEndpointsAppliedResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
 }
 
 var File_herd_v1_herd_proto protoreflect.FileDescriptor
@@ -4709,7 +6454,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xf4\x04\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xba\x05\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x06labels\x18\x02 \x03(\v2\x19.herd.v1.Node.LabelsEntryR\x06labels\x12.\n" +
@@ -4727,10 +6472,12 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\taddresses\x18\r \x03(\tR\taddresses\x129\n" +
 	"\n" +
 	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x19\n" +
-	"\bpod_cidr\x18\x0f \x01(\tR\apodCidr\x1a9\n" +
+	"\bpod_cidr\x18\x0f \x01(\tR\apodCidr\x120\n" +
+	"\trequested\x18\x10 \x01(\v2\x12.herd.v1.ResourcesR\trequested\x12\x12\n" +
+	"\x04pods\x18\x11 \x01(\x05R\x04pods\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x05\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -4748,7 +6495,10 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\rstartup_probe\x18\f \x01(\v2\x0e.herd.v1.ProbeR\fstartupProbe\x129\n" +
 	"\rsecret_mounts\x18\r \x03(\v2\x14.herd.v1.SecretMountR\fsecretMounts\x121\n" +
 	"\n" +
-	"secret_env\x18\x0e \x03(\v2\x12.herd.v1.SecretEnvR\tsecretEnv\x1a6\n" +
+	"secret_env\x18\x0e \x03(\v2\x12.herd.v1.SecretEnvR\tsecretEnv\x12\x1f\n" +
+	"\vcpu_request\x18\x0f \x01(\tR\n" +
+	"cpuRequest\x12%\n" +
+	"\x0ememory_request\x18\x10 \x01(\tR\rmemoryRequest\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
@@ -4794,7 +6544,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\rContainerPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xc5\x03\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xfd\x03\n" +
 	"\aPodSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.herd.v1.PodSpec.LabelsEntryR\x06labels\x126\n" +
@@ -4804,11 +6554,19 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x0erestart_policy\x18\x04 \x01(\tR\rrestartPolicy\x12L\n" +
 	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01\x12*\n" +
 	"\x11image_pull_secret\x18\x06 \x01(\tR\x0fimagePullSecret\x127\n" +
-	"\x18restart_on_secret_change\x18\a \x01(\bR\x15restartOnSecretChange\x1a9\n" +
+	"\x18restart_on_secret_change\x18\a \x01(\bR\x15restartOnSecretChange\x126\n" +
+	"\n" +
+	"deployment\x18\b \x01(\v2\x16.herd.v1.DeploymentRefR\n" +
+	"deployment\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
-	"!_termination_grace_period_seconds\"\x94\x04\n" +
+	"!_termination_grace_period_seconds\"o\n" +
+	"\rDeploymentRef\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\tR\x03uid\"\xd5\x04\n" +
 	"\x0fContainerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -4826,8 +6584,10 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\fcontainer_id\x18\v \x01(\tR\vcontainerId\x12!\n" +
 	"\fimage_digest\x18\f \x01(\tR\vimageDigest\x12\x14\n" +
 	"\x05ready\x18\r \x01(\bR\x05ready\x12\x18\n" +
-	"\astarted\x18\x0e \x01(\bR\astartedB\x11\n" +
-	"\x0f_last_exit_code\"\xdd\x01\n" +
+	"\astarted\x18\x0e \x01(\bR\astarted\x12\x1b\n" +
+	"\tqos_class\x18\x0f \x01(\tR\bqosClass\x12\"\n" +
+	"\room_score_adj\x18\x10 \x01(\x05R\voomScoreAdjB\x11\n" +
+	"\x0f_last_exit_code\"\xd9\x02\n" +
 	"\tPodStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
@@ -4837,7 +6597,11 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"containers\x18\x04 \x03(\v2\x18.herd.v1.ContainerStatusR\n" +
 	"containers\x12\x15\n" +
 	"\x06pod_ip\x18\x05 \x01(\tR\x05podIp\x12\x14\n" +
-	"\x05ready\x18\x06 \x01(\bR\x05ready\"\xc1\x01\n" +
+	"\x05ready\x18\x06 \x01(\bR\x05ready\x12\x1b\n" +
+	"\tqos_class\x18\a \x01(\tR\bqosClass\x12;\n" +
+	"\vready_since\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"readySince\x12 \n" +
+	"\vterminating\x18\t \x01(\bR\vterminating\"\xc1\x01\n" +
 	"\x03Pod\x12$\n" +
 	"\x04spec\x18\x01 \x01(\v2\x10.herd.v1.PodSpecR\x04spec\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.herd.v1.PodStatusR\x06status\x12\x10\n" +
@@ -4858,13 +6622,18 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
 	"\x10ListPodsResponse\x12 \n" +
-	"\x04pods\x18\x01 \x03(\v2\f.herd.v1.PodR\x04pods\"v\n" +
+	"\x04pods\x18\x01 \x03(\v2\f.herd.v1.PodR\x04pods\"\xbf\x01\n" +
 	"\x10DeletePodRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
-	"\x14grace_period_seconds\x18\x02 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01B\x17\n" +
-	"\x15_grace_period_seconds\"-\n" +
+	"\x14grace_period_seconds\x18\x02 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"skip_drain\x18\x03 \x01(\bR\tskipDrain\x12(\n" +
+	"\x10drain_timeout_ms\x18\x04 \x01(\x03R\x0edrainTimeoutMsB\x17\n" +
+	"\x15_grace_period_seconds\"~\n" +
 	"\x11DeletePodResponse\x12\x18\n" +
-	"\aexisted\x18\x01 \x01(\bR\aexisted\"w\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\x12'\n" +
+	"\x0fdrained_members\x18\x02 \x03(\tR\x0edrainedMembers\x12&\n" +
+	"\x0fdrain_timed_out\x18\x03 \x03(\tR\rdrainTimedOut\"w\n" +
 	"\x0ePodLogsRequest\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x16\n" +
@@ -5081,7 +6850,146 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\"GetNestedClusterKubeconfigResponse\x12\x1e\n" +
 	"\n" +
 	"kubeconfig\x18\x01 \x01(\fR\n" +
-	"kubeconfig2\x7f\n" +
+	"kubeconfig\"I\n" +
+	"\tPlacement\x12\x1a\n" +
+	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12 \n" +
+	"\fmax_per_node\x18\x02 \x01(\x05R\n" +
+	"maxPerNode\"\xbe\x02\n" +
+	"\x12DeploymentStrategy\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12 \n" +
+	"\tmax_surge\x18\x02 \x01(\x05H\x00R\bmaxSurge\x88\x01\x01\x12,\n" +
+	"\x0fmax_unavailable\x18\x03 \x01(\x05H\x01R\x0emaxUnavailable\x88\x01\x01\x12*\n" +
+	"\x11min_ready_seconds\x18\x04 \x01(\x05R\x0fminReadySeconds\x12:\n" +
+	"\x19progress_deadline_seconds\x18\x05 \x01(\x05R\x17progressDeadlineSeconds\x12(\n" +
+	"\rauto_rollback\x18\x06 \x01(\bH\x02R\fautoRollback\x88\x01\x01B\f\n" +
+	"\n" +
+	"_max_surgeB\x12\n" +
+	"\x10_max_unavailableB\x10\n" +
+	"\x0e_auto_rollback\"\x88\x04\n" +
+	"\x0eDeploymentSpec\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\breplicas\x18\x03 \x01(\x05R\breplicas\x12A\n" +
+	"\bselector\x18\x04 \x03(\v2%.herd.v1.DeploymentSpec.SelectorEntryR\bselector\x12,\n" +
+	"\btemplate\x18\x05 \x01(\v2\x10.herd.v1.PodSpecR\btemplate\x12N\n" +
+	"\rnode_selector\x18\x06 \x03(\v2).herd.v1.DeploymentSpec.NodeSelectorEntryR\fnodeSelector\x120\n" +
+	"\tplacement\x18\a \x01(\v2\x12.herd.v1.PlacementR\tplacement\x127\n" +
+	"\bstrategy\x18\b \x01(\v2\x1b.herd.v1.DeploymentStrategyR\bstrategy\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11NodeSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
+	"\rReplicaStatus\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x14\n" +
+	"\x05ready\x18\x05 \x01(\bR\x05ready\x12\x15\n" +
+	"\x06pod_ip\x18\x06 \x01(\tR\x05podIp\x12\x10\n" +
+	"\x03uid\x18\a \x01(\tR\x03uid\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1c\n" +
+	"\tavailable\x18\t \x01(\bR\tavailable\x12\x18\n" +
+	"\amessage\x18\n" +
+	" \x01(\tR\amessage\x12 \n" +
+	"\vterminating\x18\v \x01(\bR\vterminating\"\xb7\x01\n" +
+	"\x12DeploymentRevision\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x16\n" +
+	"\x06change\x18\x05 \x01(\tR\x06change\"\xc5\x05\n" +
+	"\x10DeploymentStatus\x12)\n" +
+	"\x10current_revision\x18\x01 \x01(\x03R\x0fcurrentRevision\x12'\n" +
+	"\x0fstable_revision\x18\x02 \x01(\x03R\x0estableRevision\x12)\n" +
+	"\x10serving_revision\x18\x03 \x01(\x03R\x0fservingRevision\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\x05R\breplicas\x12%\n" +
+	"\x0eready_replicas\x18\x05 \x01(\x05R\rreadyReplicas\x12)\n" +
+	"\x10updated_replicas\x18\x06 \x01(\x05R\x0fupdatedReplicas\x12-\n" +
+	"\x12available_replicas\x18\a \x01(\x05R\x11availableReplicas\x12=\n" +
+	"\x0ereplica_status\x18\b \x03(\v2\x16.herd.v1.ReplicaStatusR\rreplicaStatus\x12\x14\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\x12\x18\n" +
+	"\amessage\x18\n" +
+	" \x01(\tR\amessage\x12\x16\n" +
+	"\x06driver\x18\v \x01(\tR\x06driver\x12H\n" +
+	"\x12rollout_started_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x10rolloutStartedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x125\n" +
+	"\ahistory\x18\x0e \x03(\v2\x1b.herd.v1.DeploymentRevisionR\ahistory\x12)\n" +
+	"\x10observed_version\x18\x0f \x01(\x04R\x0fobservedVersion\x12'\n" +
+	"\x0ffailed_revision\x18\x10 \x01(\x03R\x0efailedRevision\"\xef\x01\n" +
+	"\n" +
+	"Deployment\x12+\n" +
+	"\x04spec\x18\x01 \x01(\v2\x17.herd.v1.DeploymentSpecR\x04spec\x121\n" +
+	"\x06status\x18\x02 \x01(\v2\x19.herd.v1.DeploymentStatusR\x06status\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion\"\x80\x01\n" +
+	"\x10DeploymentRecord\x123\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\v2\x13.herd.v1.DeploymentR\n" +
+	"deployment\x127\n" +
+	"\ttemplates\x18\x02 \x03(\v2\x19.herd.v1.RevisionTemplateR\ttemplates\"\x97\x01\n" +
+	"\x10RevisionTemplate\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12,\n" +
+	"\btemplate\x18\x02 \x01(\v2\x10.herd.v1.PodSpecR\btemplate\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x85\x01\n" +
+	"\x16ApplyDeploymentRequest\x12+\n" +
+	"\x04spec\x18\x01 \x01(\v2\x17.herd.v1.DeploymentSpecR\x04spec\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12%\n" +
+	"\x0eplacement_hint\x18\x03 \x03(\tR\rplacementHint\"j\n" +
+	"\x0ePlannedReplica\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\"J\n" +
+	"\n" +
+	"NodeChange\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03add\x18\x02 \x01(\x05R\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\x05R\x06remove\"\x9b\x02\n" +
+	"\vRolloutPlan\x12#\n" +
+	"\rfrom_revision\x18\x01 \x01(\x03R\ffromRevision\x12\x1f\n" +
+	"\vto_revision\x18\x02 \x01(\x03R\n" +
+	"toRevision\x12\x14\n" +
+	"\x05steps\x18\x03 \x01(\x05R\x05steps\x12)\n" +
+	"\x05nodes\x18\x04 \x03(\v2\x13.herd.v1.NodeChangeR\x05nodes\x123\n" +
+	"\breplicas\x18\x05 \x03(\v2\x17.herd.v1.PlannedReplicaR\breplicas\x12\x1a\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\x12\x1a\n" +
+	"\brestarts\x18\a \x03(\tR\brestarts\x12\x18\n" +
+	"\asummary\x18\b \x01(\tR\asummary\"\x92\x01\n" +
+	"\x17ApplyDeploymentResponse\x123\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\v2\x13.herd.v1.DeploymentR\n" +
+	"deployment\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12(\n" +
+	"\x04plan\x18\x03 \x01(\v2\x14.herd.v1.RolloutPlanR\x04plan\"H\n" +
+	"\x14GetDeploymentRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"6\n" +
+	"\x16ListDeploymentsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"P\n" +
+	"\x17ListDeploymentsResponse\x125\n" +
+	"\vdeployments\x18\x01 \x03(\v2\x13.herd.v1.DeploymentR\vdeployments\"K\n" +
+	"\x17DeleteDeploymentRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"4\n" +
+	"\x18DeleteDeploymentResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"v\n" +
+	"\x1bWaitEndpointsAppliedRequest\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"8\n" +
+	"\x1cWaitEndpointsAppliedResponse\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\bR\aapplied2\x7f\n" +
 	"\vNodeService\x121\n" +
 	"\aGetNode\x12\x17.herd.v1.GetNodeRequest\x1a\r.herd.v1.Node\x12=\n" +
 	"\rSetNodeLabels\x12\x1d.herd.v1.SetNodeLabelsRequest\x1a\r.herd.v1.Node2\xbb\x02\n" +
@@ -5107,7 +7015,15 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\vListSecrets\x12\x1b.herd.v1.ListSecretsRequest\x1a\x1c.herd.v1.ListSecretsResponse\x12K\n" +
 	"\fDeleteSecret\x12\x1c.herd.v1.DeleteSecretRequest\x1a\x1d.herd.v1.DeleteSecretResponse\x12K\n" +
 	"\fRevealSecret\x12\x1c.herd.v1.RevealSecretRequest\x1a\x1d.herd.v1.RevealSecretResponse\x12B\n" +
-	"\tRotateKey\x12\x19.herd.v1.RotateKeyRequest\x1a\x1a.herd.v1.RotateKeyResponse2\xfb\x03\n" +
+	"\tRotateKey\x12\x19.herd.v1.RotateKeyRequest\x1a\x1a.herd.v1.RotateKeyResponse2\xa6\x03\n" +
+	"\x11DeploymentService\x12T\n" +
+	"\x0fApplyDeployment\x12\x1f.herd.v1.ApplyDeploymentRequest\x1a .herd.v1.ApplyDeploymentResponse\x12C\n" +
+	"\rGetDeployment\x12\x1d.herd.v1.GetDeploymentRequest\x1a\x13.herd.v1.Deployment\x12T\n" +
+	"\x0fListDeployments\x12\x1f.herd.v1.ListDeploymentsRequest\x1a .herd.v1.ListDeploymentsResponse\x12W\n" +
+	"\x10DeleteDeployment\x12 .herd.v1.DeleteDeploymentRequest\x1a!.herd.v1.DeleteDeploymentResponse\x12G\n" +
+	"\x0fWatchDeployment\x12\x1d.herd.v1.GetDeploymentRequest\x1a\x13.herd.v1.Deployment0\x012r\n" +
+	"\vPeerService\x12c\n" +
+	"\x14WaitEndpointsApplied\x12$.herd.v1.WaitEndpointsAppliedRequest\x1a%.herd.v1.WaitEndpointsAppliedResponse2\xfb\x03\n" +
 	"\x14NestedClusterService\x12]\n" +
 	"\x12ApplyNestedCluster\x12\".herd.v1.ApplyNestedClusterRequest\x1a#.herd.v1.ApplyNestedClusterResponse\x12L\n" +
 	"\x10GetNestedCluster\x12 .herd.v1.GetNestedClusterRequest\x1a\x16.herd.v1.NestedCluster\x12]\n" +
@@ -5127,7 +7043,7 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),                     // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),               // 1: herd.v1.SetNodeLabelsRequest
@@ -5142,197 +7058,260 @@ var file_herd_v1_herd_proto_goTypes = []any{
 	(*ExecAction)(nil),                         // 10: herd.v1.ExecAction
 	(*ContainerPort)(nil),                      // 11: herd.v1.ContainerPort
 	(*PodSpec)(nil),                            // 12: herd.v1.PodSpec
-	(*ContainerStatus)(nil),                    // 13: herd.v1.ContainerStatus
-	(*PodStatus)(nil),                          // 14: herd.v1.PodStatus
-	(*Pod)(nil),                                // 15: herd.v1.Pod
-	(*ApplyPodRequest)(nil),                    // 16: herd.v1.ApplyPodRequest
-	(*ApplyPodResponse)(nil),                   // 17: herd.v1.ApplyPodResponse
-	(*GetPodRequest)(nil),                      // 18: herd.v1.GetPodRequest
-	(*ListPodsRequest)(nil),                    // 19: herd.v1.ListPodsRequest
-	(*ListPodsResponse)(nil),                   // 20: herd.v1.ListPodsResponse
-	(*DeletePodRequest)(nil),                   // 21: herd.v1.DeletePodRequest
-	(*DeletePodResponse)(nil),                  // 22: herd.v1.DeletePodResponse
-	(*PodLogsRequest)(nil),                     // 23: herd.v1.PodLogsRequest
-	(*LogChunk)(nil),                           // 24: herd.v1.LogChunk
-	(*ListMembersRequest)(nil),                 // 25: herd.v1.ListMembersRequest
-	(*Member)(nil),                             // 26: herd.v1.Member
-	(*ListMembersResponse)(nil),                // 27: herd.v1.ListMembersResponse
-	(*JoinClusterRequest)(nil),                 // 28: herd.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),                // 29: herd.v1.JoinClusterResponse
-	(*ServicePort)(nil),                        // 30: herd.v1.ServicePort
-	(*ServiceSpec)(nil),                        // 31: herd.v1.ServiceSpec
-	(*ServiceEndpoint)(nil),                    // 32: herd.v1.ServiceEndpoint
-	(*MemberVersion)(nil),                      // 33: herd.v1.MemberVersion
-	(*ServiceStatus)(nil),                      // 34: herd.v1.ServiceStatus
-	(*Service)(nil),                            // 35: herd.v1.Service
-	(*ApplyServiceRequest)(nil),                // 36: herd.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),               // 37: herd.v1.ApplyServiceResponse
-	(*GetServiceRequest)(nil),                  // 38: herd.v1.GetServiceRequest
-	(*ListServicesRequest)(nil),                // 39: herd.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),               // 40: herd.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),               // 41: herd.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil),              // 42: herd.v1.DeleteServiceResponse
-	(*SecretSpec)(nil),                         // 43: herd.v1.SecretSpec
-	(*SecretMeta)(nil),                         // 44: herd.v1.SecretMeta
-	(*SecretStatus)(nil),                       // 45: herd.v1.SecretStatus
-	(*Secret)(nil),                             // 46: herd.v1.Secret
-	(*PodRef)(nil),                             // 47: herd.v1.PodRef
-	(*ApplySecretRequest)(nil),                 // 48: herd.v1.ApplySecretRequest
-	(*ApplySecretResponse)(nil),                // 49: herd.v1.ApplySecretResponse
-	(*GetSecretRequest)(nil),                   // 50: herd.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),                 // 51: herd.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),                // 52: herd.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),                // 53: herd.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),               // 54: herd.v1.DeleteSecretResponse
-	(*RevealSecretRequest)(nil),                // 55: herd.v1.RevealSecretRequest
-	(*RevealSecretResponse)(nil),               // 56: herd.v1.RevealSecretResponse
-	(*RotateKeyRequest)(nil),                   // 57: herd.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),                  // 58: herd.v1.RotateKeyResponse
-	(*NestedMachines)(nil),                     // 59: herd.v1.NestedMachines
-	(*NestedClusterSpec)(nil),                  // 60: herd.v1.NestedClusterSpec
-	(*NestedVM)(nil),                           // 61: herd.v1.NestedVM
-	(*NestedClusterStatus)(nil),                // 62: herd.v1.NestedClusterStatus
-	(*NestedCluster)(nil),                      // 63: herd.v1.NestedCluster
-	(*ApplyNestedClusterRequest)(nil),          // 64: herd.v1.ApplyNestedClusterRequest
-	(*ApplyNestedClusterResponse)(nil),         // 65: herd.v1.ApplyNestedClusterResponse
-	(*GetNestedClusterRequest)(nil),            // 66: herd.v1.GetNestedClusterRequest
-	(*ListNestedClustersRequest)(nil),          // 67: herd.v1.ListNestedClustersRequest
-	(*ListNestedClustersResponse)(nil),         // 68: herd.v1.ListNestedClustersResponse
-	(*DeleteNestedClusterRequest)(nil),         // 69: herd.v1.DeleteNestedClusterRequest
-	(*DeleteNestedClusterResponse)(nil),        // 70: herd.v1.DeleteNestedClusterResponse
-	(*GetNestedClusterKubeconfigRequest)(nil),  // 71: herd.v1.GetNestedClusterKubeconfigRequest
-	(*GetNestedClusterKubeconfigResponse)(nil), // 72: herd.v1.GetNestedClusterKubeconfigResponse
-	nil,                           // 73: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                           // 74: herd.v1.Node.LabelsEntry
-	nil,                           // 75: herd.v1.ContainerSpec.EnvEntry
-	nil,                           // 76: herd.v1.PodSpec.LabelsEntry
-	nil,                           // 77: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                           // 78: herd.v1.Member.LabelsEntry
-	nil,                           // 79: herd.v1.ServiceSpec.SelectorEntry
-	nil,                           // 80: herd.v1.SecretSpec.DataEntry
-	nil,                           // 81: herd.v1.SecretSpec.NodeSelectorEntry
-	nil,                           // 82: herd.v1.SecretMeta.NodeSelectorEntry
-	nil,                           // 83: herd.v1.RevealSecretResponse.DataEntry
-	(*timestamppb.Timestamp)(nil), // 84: google.protobuf.Timestamp
+	(*DeploymentRef)(nil),                      // 13: herd.v1.DeploymentRef
+	(*ContainerStatus)(nil),                    // 14: herd.v1.ContainerStatus
+	(*PodStatus)(nil),                          // 15: herd.v1.PodStatus
+	(*Pod)(nil),                                // 16: herd.v1.Pod
+	(*ApplyPodRequest)(nil),                    // 17: herd.v1.ApplyPodRequest
+	(*ApplyPodResponse)(nil),                   // 18: herd.v1.ApplyPodResponse
+	(*GetPodRequest)(nil),                      // 19: herd.v1.GetPodRequest
+	(*ListPodsRequest)(nil),                    // 20: herd.v1.ListPodsRequest
+	(*ListPodsResponse)(nil),                   // 21: herd.v1.ListPodsResponse
+	(*DeletePodRequest)(nil),                   // 22: herd.v1.DeletePodRequest
+	(*DeletePodResponse)(nil),                  // 23: herd.v1.DeletePodResponse
+	(*PodLogsRequest)(nil),                     // 24: herd.v1.PodLogsRequest
+	(*LogChunk)(nil),                           // 25: herd.v1.LogChunk
+	(*ListMembersRequest)(nil),                 // 26: herd.v1.ListMembersRequest
+	(*Member)(nil),                             // 27: herd.v1.Member
+	(*ListMembersResponse)(nil),                // 28: herd.v1.ListMembersResponse
+	(*JoinClusterRequest)(nil),                 // 29: herd.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),                // 30: herd.v1.JoinClusterResponse
+	(*ServicePort)(nil),                        // 31: herd.v1.ServicePort
+	(*ServiceSpec)(nil),                        // 32: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),                    // 33: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),                      // 34: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),                      // 35: herd.v1.ServiceStatus
+	(*Service)(nil),                            // 36: herd.v1.Service
+	(*ApplyServiceRequest)(nil),                // 37: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),               // 38: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),                  // 39: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),                // 40: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),               // 41: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),               // 42: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),              // 43: herd.v1.DeleteServiceResponse
+	(*SecretSpec)(nil),                         // 44: herd.v1.SecretSpec
+	(*SecretMeta)(nil),                         // 45: herd.v1.SecretMeta
+	(*SecretStatus)(nil),                       // 46: herd.v1.SecretStatus
+	(*Secret)(nil),                             // 47: herd.v1.Secret
+	(*PodRef)(nil),                             // 48: herd.v1.PodRef
+	(*ApplySecretRequest)(nil),                 // 49: herd.v1.ApplySecretRequest
+	(*ApplySecretResponse)(nil),                // 50: herd.v1.ApplySecretResponse
+	(*GetSecretRequest)(nil),                   // 51: herd.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),                 // 52: herd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),                // 53: herd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),                // 54: herd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),               // 55: herd.v1.DeleteSecretResponse
+	(*RevealSecretRequest)(nil),                // 56: herd.v1.RevealSecretRequest
+	(*RevealSecretResponse)(nil),               // 57: herd.v1.RevealSecretResponse
+	(*RotateKeyRequest)(nil),                   // 58: herd.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),                  // 59: herd.v1.RotateKeyResponse
+	(*NestedMachines)(nil),                     // 60: herd.v1.NestedMachines
+	(*NestedClusterSpec)(nil),                  // 61: herd.v1.NestedClusterSpec
+	(*NestedVM)(nil),                           // 62: herd.v1.NestedVM
+	(*NestedClusterStatus)(nil),                // 63: herd.v1.NestedClusterStatus
+	(*NestedCluster)(nil),                      // 64: herd.v1.NestedCluster
+	(*ApplyNestedClusterRequest)(nil),          // 65: herd.v1.ApplyNestedClusterRequest
+	(*ApplyNestedClusterResponse)(nil),         // 66: herd.v1.ApplyNestedClusterResponse
+	(*GetNestedClusterRequest)(nil),            // 67: herd.v1.GetNestedClusterRequest
+	(*ListNestedClustersRequest)(nil),          // 68: herd.v1.ListNestedClustersRequest
+	(*ListNestedClustersResponse)(nil),         // 69: herd.v1.ListNestedClustersResponse
+	(*DeleteNestedClusterRequest)(nil),         // 70: herd.v1.DeleteNestedClusterRequest
+	(*DeleteNestedClusterResponse)(nil),        // 71: herd.v1.DeleteNestedClusterResponse
+	(*GetNestedClusterKubeconfigRequest)(nil),  // 72: herd.v1.GetNestedClusterKubeconfigRequest
+	(*GetNestedClusterKubeconfigResponse)(nil), // 73: herd.v1.GetNestedClusterKubeconfigResponse
+	(*Placement)(nil),                          // 74: herd.v1.Placement
+	(*DeploymentStrategy)(nil),                 // 75: herd.v1.DeploymentStrategy
+	(*DeploymentSpec)(nil),                     // 76: herd.v1.DeploymentSpec
+	(*ReplicaStatus)(nil),                      // 77: herd.v1.ReplicaStatus
+	(*DeploymentRevision)(nil),                 // 78: herd.v1.DeploymentRevision
+	(*DeploymentStatus)(nil),                   // 79: herd.v1.DeploymentStatus
+	(*Deployment)(nil),                         // 80: herd.v1.Deployment
+	(*DeploymentRecord)(nil),                   // 81: herd.v1.DeploymentRecord
+	(*RevisionTemplate)(nil),                   // 82: herd.v1.RevisionTemplate
+	(*ApplyDeploymentRequest)(nil),             // 83: herd.v1.ApplyDeploymentRequest
+	(*PlannedReplica)(nil),                     // 84: herd.v1.PlannedReplica
+	(*NodeChange)(nil),                         // 85: herd.v1.NodeChange
+	(*RolloutPlan)(nil),                        // 86: herd.v1.RolloutPlan
+	(*ApplyDeploymentResponse)(nil),            // 87: herd.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),               // 88: herd.v1.GetDeploymentRequest
+	(*ListDeploymentsRequest)(nil),             // 89: herd.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),            // 90: herd.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),            // 91: herd.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),           // 92: herd.v1.DeleteDeploymentResponse
+	(*WaitEndpointsAppliedRequest)(nil),        // 93: herd.v1.WaitEndpointsAppliedRequest
+	(*WaitEndpointsAppliedResponse)(nil),       // 94: herd.v1.WaitEndpointsAppliedResponse
+	nil,                                        // 95: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                                        // 96: herd.v1.Node.LabelsEntry
+	nil,                                        // 97: herd.v1.ContainerSpec.EnvEntry
+	nil,                                        // 98: herd.v1.PodSpec.LabelsEntry
+	nil,                                        // 99: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                                        // 100: herd.v1.Member.LabelsEntry
+	nil,                                        // 101: herd.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 102: herd.v1.SecretSpec.DataEntry
+	nil,                                        // 103: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                                        // 104: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                                        // 105: herd.v1.RevealSecretResponse.DataEntry
+	nil,                                        // 106: herd.v1.DeploymentSpec.SelectorEntry
+	nil,                                        // 107: herd.v1.DeploymentSpec.NodeSelectorEntry
+	(*timestamppb.Timestamp)(nil),              // 108: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	73, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	74, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
-	2,  // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
-	2,  // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	84, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
-	75, // 5: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
-	11, // 6: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
-	7,  // 7: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
-	7,  // 8: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
-	7,  // 9: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
-	5,  // 10: herd.v1.ContainerSpec.secret_mounts:type_name -> herd.v1.SecretMount
-	6,  // 11: herd.v1.ContainerSpec.secret_env:type_name -> herd.v1.SecretEnv
-	8,  // 12: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
-	9,  // 13: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
-	10, // 14: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	76, // 15: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
-	4,  // 16: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	84, // 17: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	84, // 18: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	84, // 19: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	84, // 20: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	13, // 21: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	12, // 22: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
-	14, // 23: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	84, // 24: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
-	12, // 25: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
-	15, // 26: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	77, // 27: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
-	15, // 28: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	78, // 29: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
-	26, // 30: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	79, // 31: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
-	30, // 32: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
-	33, // 33: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
-	32, // 34: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
-	31, // 35: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
-	34, // 36: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	84, // 37: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
-	31, // 38: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
-	35, // 39: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
-	35, // 40: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	80, // 41: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	81, // 42: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	82, // 43: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
-	33, // 44: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
-	44, // 45: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
-	45, // 46: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	84, // 47: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	84, // 48: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	43, // 49: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
-	46, // 50: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
-	47, // 51: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
-	46, // 52: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
-	46, // 53: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	83, // 54: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
-	59, // 55: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
-	59, // 56: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
-	61, // 57: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
-	60, // 58: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
-	62, // 59: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
-	84, // 60: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
-	60, // 61: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
-	63, // 62: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
-	63, // 63: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
-	0,  // 64: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,  // 65: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	16, // 66: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	18, // 67: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	19, // 68: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	21, // 69: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	23, // 70: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	25, // 71: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	28, // 72: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
-	36, // 73: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	38, // 74: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	39, // 75: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	41, // 76: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	48, // 77: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
-	50, // 78: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
-	51, // 79: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
-	53, // 80: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
-	55, // 81: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
-	57, // 82: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
-	64, // 83: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
-	66, // 84: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
-	67, // 85: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
-	69, // 86: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
-	71, // 87: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
-	3,  // 88: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,  // 89: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	17, // 90: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	15, // 91: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	20, // 92: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	22, // 93: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	24, // 94: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	27, // 95: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	29, // 96: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	37, // 97: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	35, // 98: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	40, // 99: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	42, // 100: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	49, // 101: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	46, // 102: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	52, // 103: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	54, // 104: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	56, // 105: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	58, // 106: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	65, // 107: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
-	63, // 108: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
-	68, // 109: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
-	70, // 110: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
-	72, // 111: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
-	88, // [88:112] is the sub-list for method output_type
-	64, // [64:88] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	95,  // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	96,  // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	2,   // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
+	2,   // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
+	108, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	2,   // 5: herd.v1.Node.requested:type_name -> herd.v1.Resources
+	97,  // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	11,  // 7: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
+	7,   // 8: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
+	7,   // 9: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
+	7,   // 10: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
+	5,   // 11: herd.v1.ContainerSpec.secret_mounts:type_name -> herd.v1.SecretMount
+	6,   // 12: herd.v1.ContainerSpec.secret_env:type_name -> herd.v1.SecretEnv
+	8,   // 13: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
+	9,   // 14: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
+	10,  // 15: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
+	98,  // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	4,   // 17: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
+	13,  // 18: herd.v1.PodSpec.deployment:type_name -> herd.v1.DeploymentRef
+	108, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	108, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	108, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	108, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	14,  // 23: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
+	108, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
+	12,  // 25: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
+	15,  // 26: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
+	108, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	12,  // 28: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
+	16,  // 29: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
+	99,  // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	16,  // 31: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
+	100, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	27,  // 33: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
+	101, // 34: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	31,  // 35: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	34,  // 36: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	33,  // 37: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	32,  // 38: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	35,  // 39: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	108, // 40: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	32,  // 41: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	36,  // 42: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	36,  // 43: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	102, // 44: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	103, // 45: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	104, // 46: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	34,  // 47: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
+	45,  // 48: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
+	46,  // 49: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
+	108, // 50: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	108, // 51: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	44,  // 52: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
+	47,  // 53: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
+	48,  // 54: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
+	47,  // 55: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
+	47,  // 56: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
+	105, // 57: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	60,  // 58: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
+	60,  // 59: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
+	62,  // 60: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
+	61,  // 61: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
+	63,  // 62: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
+	108, // 63: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	61,  // 64: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
+	64,  // 65: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
+	64,  // 66: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
+	106, // 67: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
+	12,  // 68: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
+	107, // 69: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
+	74,  // 70: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
+	75,  // 71: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
+	108, // 72: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
+	108, // 73: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	77,  // 74: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
+	108, // 75: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
+	108, // 76: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
+	78,  // 77: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
+	76,  // 78: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
+	79,  // 79: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
+	108, // 80: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	80,  // 81: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
+	82,  // 82: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
+	12,  // 83: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
+	108, // 84: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
+	76,  // 85: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
+	85,  // 86: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
+	84,  // 87: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
+	80,  // 88: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
+	86,  // 89: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
+	80,  // 90: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
+	0,   // 91: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,   // 92: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	17,  // 93: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	19,  // 94: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	20,  // 95: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	22,  // 96: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	24,  // 97: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	26,  // 98: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	29,  // 99: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	37,  // 100: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	39,  // 101: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	40,  // 102: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	42,  // 103: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	49,  // 104: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	51,  // 105: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	52,  // 106: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	54,  // 107: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	56,  // 108: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	58,  // 109: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	83,  // 110: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
+	88,  // 111: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
+	89,  // 112: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
+	91,  // 113: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
+	88,  // 114: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
+	93,  // 115: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
+	65,  // 116: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	67,  // 117: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	68,  // 118: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	70,  // 119: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	72,  // 120: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	3,   // 121: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,   // 122: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	18,  // 123: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	16,  // 124: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	21,  // 125: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	23,  // 126: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	25,  // 127: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	28,  // 128: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	30,  // 129: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	38,  // 130: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	36,  // 131: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	41,  // 132: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	43,  // 133: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	50,  // 134: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	47,  // 135: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	53,  // 136: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	55,  // 137: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	57,  // 138: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	59,  // 139: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	87,  // 140: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
+	80,  // 141: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
+	90,  // 142: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
+	92,  // 143: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
+	80,  // 144: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
+	94,  // 145: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
+	66,  // 146: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	64,  // 147: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	69,  // 148: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	71,  // 149: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	73,  // 150: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	121, // [121:151] is the sub-list for method output_type
+	91,  // [91:121] is the sub-list for method input_type
+	91,  // [91:91] is the sub-list for extension type_name
+	91,  // [91:91] is the sub-list for extension extendee
+	0,   // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -5343,17 +7322,18 @@ func file_herd_v1_herd_proto_init() {
 	file_herd_v1_herd_proto_msgTypes[5].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[7].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[12].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[13].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[21].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[14].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[22].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[75].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   84,
+			NumMessages:   108,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   8,
 		},
 		GoTypes:           file_herd_v1_herd_proto_goTypes,
 		DependencyIndexes: file_herd_v1_herd_proto_depIdxs,

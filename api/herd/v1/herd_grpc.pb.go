@@ -1190,6 +1190,416 @@ var SecretService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	DeploymentService_ApplyDeployment_FullMethodName  = "/herd.v1.DeploymentService/ApplyDeployment"
+	DeploymentService_GetDeployment_FullMethodName    = "/herd.v1.DeploymentService/GetDeployment"
+	DeploymentService_ListDeployments_FullMethodName  = "/herd.v1.DeploymentService/ListDeployments"
+	DeploymentService_DeleteDeployment_FullMethodName = "/herd.v1.DeploymentService/DeleteDeployment"
+	DeploymentService_WatchDeployment_FullMethodName  = "/herd.v1.DeploymentService/WatchDeployment"
+)
+
+// DeploymentServiceClient is the client API for DeploymentService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// DeploymentService manages deployments: replicated, cluster-scoped objects
+// written through any member, like services. Exactly one live member (the
+// highest rendezvous hash of the deployment over the live members) drives
+// each deployment: it places replicas with the scheduler, creates and
+// deletes them on their nodes over PodService with its node certificate,
+// rolls out new revisions gated by readiness, and heals between applies.
+type DeploymentServiceClient interface {
+	// ApplyDeployment creates a deployment or changes it. A template change
+	// makes a new revision and starts a rollout; a change of replicas alone
+	// scales in place. With dry_run nothing is written: the answer holds the
+	// placement and the rollout plan. A replica that fits on no node is
+	// refused with FailedPrecondition (reason UNPLACEABLE) and a per-node
+	// report, dry run or not.
+	ApplyDeployment(ctx context.Context, in *ApplyDeploymentRequest, opts ...grpc.CallOption) (*ApplyDeploymentResponse, error)
+	// GetDeployment returns a deployment with its status, or NotFound.
+	GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error)
+	// ListDeployments lists deployments, optionally of one namespace.
+	ListDeployments(ctx context.Context, in *ListDeploymentsRequest, opts ...grpc.CallOption) (*ListDeploymentsResponse, error)
+	// DeleteDeployment deletes a deployment; its driver drains and deletes
+	// its replicas. A missing one succeeds with existed=false.
+	DeleteDeployment(ctx context.Context, in *DeleteDeploymentRequest, opts ...grpc.CallOption) (*DeleteDeploymentResponse, error)
+	// WatchDeployment sends the deployment now and again each time this
+	// node sees its spec or status change, until the client goes away.
+	WatchDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Deployment], error)
+}
+
+type deploymentServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDeploymentServiceClient(cc grpc.ClientConnInterface) DeploymentServiceClient {
+	return &deploymentServiceClient{cc}
+}
+
+func (c *deploymentServiceClient) ApplyDeployment(ctx context.Context, in *ApplyDeploymentRequest, opts ...grpc.CallOption) (*ApplyDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyDeploymentResponse)
+	err := c.cc.Invoke(ctx, DeploymentService_ApplyDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deploymentServiceClient) GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Deployment)
+	err := c.cc.Invoke(ctx, DeploymentService_GetDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deploymentServiceClient) ListDeployments(ctx context.Context, in *ListDeploymentsRequest, opts ...grpc.CallOption) (*ListDeploymentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeploymentsResponse)
+	err := c.cc.Invoke(ctx, DeploymentService_ListDeployments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deploymentServiceClient) DeleteDeployment(ctx context.Context, in *DeleteDeploymentRequest, opts ...grpc.CallOption) (*DeleteDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteDeploymentResponse)
+	err := c.cc.Invoke(ctx, DeploymentService_DeleteDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deploymentServiceClient) WatchDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Deployment], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DeploymentService_ServiceDesc.Streams[0], DeploymentService_WatchDeployment_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetDeploymentRequest, Deployment]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeploymentService_WatchDeploymentClient = grpc.ServerStreamingClient[Deployment]
+
+// DeploymentServiceServer is the server API for DeploymentService service.
+// All implementations must embed UnimplementedDeploymentServiceServer
+// for forward compatibility.
+//
+// DeploymentService manages deployments: replicated, cluster-scoped objects
+// written through any member, like services. Exactly one live member (the
+// highest rendezvous hash of the deployment over the live members) drives
+// each deployment: it places replicas with the scheduler, creates and
+// deletes them on their nodes over PodService with its node certificate,
+// rolls out new revisions gated by readiness, and heals between applies.
+type DeploymentServiceServer interface {
+	// ApplyDeployment creates a deployment or changes it. A template change
+	// makes a new revision and starts a rollout; a change of replicas alone
+	// scales in place. With dry_run nothing is written: the answer holds the
+	// placement and the rollout plan. A replica that fits on no node is
+	// refused with FailedPrecondition (reason UNPLACEABLE) and a per-node
+	// report, dry run or not.
+	ApplyDeployment(context.Context, *ApplyDeploymentRequest) (*ApplyDeploymentResponse, error)
+	// GetDeployment returns a deployment with its status, or NotFound.
+	GetDeployment(context.Context, *GetDeploymentRequest) (*Deployment, error)
+	// ListDeployments lists deployments, optionally of one namespace.
+	ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error)
+	// DeleteDeployment deletes a deployment; its driver drains and deletes
+	// its replicas. A missing one succeeds with existed=false.
+	DeleteDeployment(context.Context, *DeleteDeploymentRequest) (*DeleteDeploymentResponse, error)
+	// WatchDeployment sends the deployment now and again each time this
+	// node sees its spec or status change, until the client goes away.
+	WatchDeployment(*GetDeploymentRequest, grpc.ServerStreamingServer[Deployment]) error
+	mustEmbedUnimplementedDeploymentServiceServer()
+}
+
+// UnimplementedDeploymentServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDeploymentServiceServer struct{}
+
+func (UnimplementedDeploymentServiceServer) ApplyDeployment(context.Context, *ApplyDeploymentRequest) (*ApplyDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyDeployment not implemented")
+}
+func (UnimplementedDeploymentServiceServer) GetDeployment(context.Context, *GetDeploymentRequest) (*Deployment, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeployment not implemented")
+}
+func (UnimplementedDeploymentServiceServer) ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeployments not implemented")
+}
+func (UnimplementedDeploymentServiceServer) DeleteDeployment(context.Context, *DeleteDeploymentRequest) (*DeleteDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteDeployment not implemented")
+}
+func (UnimplementedDeploymentServiceServer) WatchDeployment(*GetDeploymentRequest, grpc.ServerStreamingServer[Deployment]) error {
+	return status.Error(codes.Unimplemented, "method WatchDeployment not implemented")
+}
+func (UnimplementedDeploymentServiceServer) mustEmbedUnimplementedDeploymentServiceServer() {}
+func (UnimplementedDeploymentServiceServer) testEmbeddedByValue()                           {}
+
+// UnsafeDeploymentServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DeploymentServiceServer will
+// result in compilation errors.
+type UnsafeDeploymentServiceServer interface {
+	mustEmbedUnimplementedDeploymentServiceServer()
+}
+
+func RegisterDeploymentServiceServer(s grpc.ServiceRegistrar, srv DeploymentServiceServer) {
+	// If the following call panics, it indicates UnimplementedDeploymentServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&DeploymentService_ServiceDesc, srv)
+}
+
+func _DeploymentService_ApplyDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeploymentServiceServer).ApplyDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeploymentService_ApplyDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeploymentServiceServer).ApplyDeployment(ctx, req.(*ApplyDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeploymentService_GetDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeploymentServiceServer).GetDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeploymentService_GetDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeploymentServiceServer).GetDeployment(ctx, req.(*GetDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeploymentService_ListDeployments_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeploymentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeploymentServiceServer).ListDeployments(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeploymentService_ListDeployments_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeploymentServiceServer).ListDeployments(ctx, req.(*ListDeploymentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeploymentService_DeleteDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeploymentServiceServer).DeleteDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeploymentService_DeleteDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeploymentServiceServer).DeleteDeployment(ctx, req.(*DeleteDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeploymentService_WatchDeployment_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetDeploymentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DeploymentServiceServer).WatchDeployment(m, &grpc.GenericServerStream[GetDeploymentRequest, Deployment]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeploymentService_WatchDeploymentServer = grpc.ServerStreamingServer[Deployment]
+
+// DeploymentService_ServiceDesc is the grpc.ServiceDesc for DeploymentService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var DeploymentService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.DeploymentService",
+	HandlerType: (*DeploymentServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ApplyDeployment",
+			Handler:    _DeploymentService_ApplyDeployment_Handler,
+		},
+		{
+			MethodName: "GetDeployment",
+			Handler:    _DeploymentService_GetDeployment_Handler,
+		},
+		{
+			MethodName: "ListDeployments",
+			Handler:    _DeploymentService_ListDeployments_Handler,
+		},
+		{
+			MethodName: "DeleteDeployment",
+			Handler:    _DeploymentService_DeleteDeployment_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchDeployment",
+			Handler:       _DeploymentService_WatchDeployment_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "herd/v1/herd.proto",
+}
+
+const (
+	PeerService_WaitEndpointsApplied_FullMethodName = "/herd.v1.PeerService/WaitEndpointsApplied"
+)
+
+// PeerServiceClient is the client API for PeerService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// PeerService is what members ask each other: node certificates only.
+type PeerServiceClient interface {
+	// WaitEndpointsApplied returns once this node's service rules reflect
+	// the given version (or a later one) of a member's endpoint for a pod,
+	// or when the timeout passes (applied=false). A draining pod's node asks
+	// every live member this before it sends SIGTERM.
+	WaitEndpointsApplied(ctx context.Context, in *WaitEndpointsAppliedRequest, opts ...grpc.CallOption) (*WaitEndpointsAppliedResponse, error)
+}
+
+type peerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPeerServiceClient(cc grpc.ClientConnInterface) PeerServiceClient {
+	return &peerServiceClient{cc}
+}
+
+func (c *peerServiceClient) WaitEndpointsApplied(ctx context.Context, in *WaitEndpointsAppliedRequest, opts ...grpc.CallOption) (*WaitEndpointsAppliedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitEndpointsAppliedResponse)
+	err := c.cc.Invoke(ctx, PeerService_WaitEndpointsApplied_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PeerServiceServer is the server API for PeerService service.
+// All implementations must embed UnimplementedPeerServiceServer
+// for forward compatibility.
+//
+// PeerService is what members ask each other: node certificates only.
+type PeerServiceServer interface {
+	// WaitEndpointsApplied returns once this node's service rules reflect
+	// the given version (or a later one) of a member's endpoint for a pod,
+	// or when the timeout passes (applied=false). A draining pod's node asks
+	// every live member this before it sends SIGTERM.
+	WaitEndpointsApplied(context.Context, *WaitEndpointsAppliedRequest) (*WaitEndpointsAppliedResponse, error)
+	mustEmbedUnimplementedPeerServiceServer()
+}
+
+// UnimplementedPeerServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPeerServiceServer struct{}
+
+func (UnimplementedPeerServiceServer) WaitEndpointsApplied(context.Context, *WaitEndpointsAppliedRequest) (*WaitEndpointsAppliedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitEndpointsApplied not implemented")
+}
+func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
+func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
+
+// UnsafePeerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PeerServiceServer will
+// result in compilation errors.
+type UnsafePeerServiceServer interface {
+	mustEmbedUnimplementedPeerServiceServer()
+}
+
+func RegisterPeerServiceServer(s grpc.ServiceRegistrar, srv PeerServiceServer) {
+	// If the following call panics, it indicates UnimplementedPeerServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&PeerService_ServiceDesc, srv)
+}
+
+func _PeerService_WaitEndpointsApplied_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitEndpointsAppliedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).WaitEndpointsApplied(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_WaitEndpointsApplied_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).WaitEndpointsApplied(ctx, req.(*WaitEndpointsAppliedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var PeerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.PeerService",
+	HandlerType: (*PeerServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "WaitEndpointsApplied",
+			Handler:    _PeerService_WaitEndpointsApplied_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "herd/v1/herd.proto",
+}
+
+const (
 	NestedClusterService_ApplyNestedCluster_FullMethodName         = "/herd.v1.NestedClusterService/ApplyNestedCluster"
 	NestedClusterService_GetNestedCluster_FullMethodName           = "/herd.v1.NestedClusterService/GetNestedCluster"
 	NestedClusterService_ListNestedClusters_FullMethodName         = "/herd.v1.NestedClusterService/ListNestedClusters"

@@ -12,3 +12,12 @@ const (
 	// image's host).
 	ReasonSecretNotAvailable = "SECRET_NOT_AVAILABLE"
 )
+
+const (
+	// ReasonUnplaceable (FailedPrecondition): a deployment's replica fits
+	// on no node; the message reports why for each node.
+	ReasonUnplaceable = "UNPLACEABLE"
+	// ReasonInsufficientResources (FailedPrecondition): a pod's requests
+	// exceed what its node has free; the message gives the numbers.
+	ReasonInsufficientResources = "INSUFFICIENT_RESOURCES"
+)
