@@ -134,6 +134,7 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 		errs.add(Path{}.Field("name"), "%v", err)
 	}
 	errs = append(errs, ValidateLabels(Path{}.Field("labels"), s.GetLabels())...)
+	errs = append(errs, ValidateReservedLabels(Path{}.Field("labels"), s.GetLabels())...)
 	if err := ValidateRestartPolicy(s.GetRestartPolicy()); err != nil {
 		errs.add(Path{}.Field("restart_policy"), "%v", err)
 	}
