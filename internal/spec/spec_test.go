@@ -75,6 +75,17 @@ func TestValidatePod(t *testing.T) {
 			s.Containers[0].Ports = []*herdv1.ContainerPort{{Name: "http", ContainerPort: 80}, {Name: "http", ContainerPort: 81}}
 		}, "containers[0].ports[1].name", "duplicate port name"},
 		{"NUL in args", func(s *herdv1.PodSpec) { s.Containers[0].Args = []string{"a\x00b"} }, "containers[0].args[0]", "NUL"},
+		{"requests at the limits", func(s *herdv1.PodSpec) { s.Containers[0].CpuRequest, s.Containers[0].MemoryRequest = "0.5", "64Mi" }, "", ""},
+		{"requests without limits", func(s *herdv1.PodSpec) {
+			s.Containers[0].Cpu, s.Containers[0].Memory = "", ""
+			s.Containers[0].CpuRequest, s.Containers[0].MemoryRequest = "4", "1Mi"
+		}, "", ""},
+		{"bad cpu request", func(s *herdv1.PodSpec) { s.Containers[0].CpuRequest = "0.0001" }, "containers[0].cpu_request", "finer than one millicore"},
+		{"bad memory request", func(s *herdv1.PodSpec) { s.Containers[0].MemoryRequest = "0" }, "containers[0].memory_request", "greater than zero"},
+		{"cpu request above limit", func(s *herdv1.PodSpec) { s.Containers[0].CpuRequest = "501m" }, "containers[0].cpu_request", "501m is above the CPU limit 500m"},
+		{"memory request above limit", func(s *herdv1.PodSpec) {
+			s.Containers[0].Memory, s.Containers[0].MemoryRequest = "256Mi", "512Mi"
+		}, "containers[0].memory_request", "512Mi is above the memory limit 256Mi"},
 	}
 	runMutations(t, tests, validPod, ValidatePod, false)
 }

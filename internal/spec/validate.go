@@ -202,8 +202,31 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 				errs.add(p.Field("memory"), "memory limit %q is below the minimum of 6Mi", q)
 			}
 		}
+		errs = append(errs, validateRequest(p.Field("cpu_request"), "CPU", ParseCPU, c.GetCpuRequest(), c.GetCpu())...)
+		errs = append(errs, validateRequest(p.Field("memory_request"), "memory", ParseMemory, c.GetMemoryRequest(), c.GetMemory())...)
 	}
 	errs = append(errs, ValidatePodSecrets(s)...)
+	return errs
+}
+
+// validateRequest checks a request quantity and that it is at most its
+// limit (when the limit is set and parses; a bad limit has its own error).
+func validateRequest(p Path, kind string, parse func(string) (int64, error), req, limit string) FieldErrors {
+	var errs FieldErrors
+	if req == "" {
+		return nil
+	}
+	r, err := parse(req)
+	if err != nil {
+		errs.add(p, "%v", err)
+		return errs
+	}
+	if limit == "" {
+		return nil
+	}
+	if l, err := parse(limit); err == nil && r > l {
+		errs.add(p, "%s is above the %s limit %s", req, kind, limit)
+	}
 	return errs
 }
 
