@@ -206,6 +206,9 @@ func New(cfg Config) (*Cluster, error) {
 	// match a call of this one
 	c.nextID.Store(rand.Uint64())
 	c.owners[c.name] = &ownerState{epoch: c.epoch, entries: map[string]*entRec{}}
+	// Entry sequence numbers start at the epoch, so that they grow across
+	// restarts too (see EntrySeq).
+	c.seq = uint64(c.epoch)
 	if err := c.load(); err != nil {
 		c.cancel()
 		return nil, err
