@@ -273,6 +273,19 @@ func IsAdmin(cert *x509.Certificate) bool {
 	return slices.Contains(cert.Subject.Organization, AdminOrganization)
 }
 
+// IsNode reports whether cert is a node certificate as IssueNode makes
+// them: a non-CA certificate valid for both server and client
+// authentication (client certificates, admin ones included, carry
+// ClientAuth only). Like IsAdmin it only inspects the certificate: use a
+// verified leaf.
+func IsNode(cert *x509.Certificate) bool {
+	if cert == nil || cert.IsCA {
+		return false
+	}
+	return slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) &&
+		slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+}
+
 // ValidateName checks that name is an RFC 1123 label (the rule pods and
 // nodes share, spec.ValidateName): node and client names must be valid
 // labels, since a node's name is also a DNS SAN.
