@@ -8,6 +8,11 @@ package capacity
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Entry kind and key of a node's published capacity (one per node).
@@ -52,4 +57,47 @@ func Decode(b []byte) (Info, error) {
 		return Info{}, fmt.Errorf("decode capacity: %w", err)
 	}
 	return i, nil
+}
+
+// Requests returns the effective requests of a pod spec (a container's
+// request, else its limit), as admission and the scheduler count them.
+func Requests(s *herdv1.PodSpec) Resources {
+	cpu, mem := spec.PodRequests(s)
+	return Resources{CPUMillis: cpu, MemoryBytes: mem}
+}
+
+// Add returns r + o.
+func (r Resources) Add(o Resources) Resources {
+	return Resources{CPUMillis: r.CPUMillis + o.CPUMillis, MemoryBytes: r.MemoryBytes + o.MemoryBytes}
+}
+
+// IsZero reports whether r requests nothing.
+func (r Resources) IsZero() bool { return r.CPUMillis == 0 && r.MemoryBytes == 0 }
+
+// FormatCPU writes millicores readably: "2", "1.5", "500m", "1250m".
+func FormatCPU(m int64) string {
+	switch {
+	case m%1000 == 0:
+		return strconv.FormatInt(m/1000, 10)
+	case m >= 1000 && m%100 == 0:
+		return strconv.FormatFloat(float64(m)/1000, 'f', 1, 64)
+	default:
+		return strconv.FormatInt(m, 10) + "m"
+	}
+}
+
+// FormatMemory writes bytes readably, with one decimal at most: "3.5Gi",
+// "512Mi", "64Ki", "100".
+func FormatMemory(b int64) string {
+	units := []struct {
+		suffix string
+		size   int64
+	}{{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}}
+	for _, u := range units {
+		if b >= u.size {
+			s := strconv.FormatFloat(float64(b)/float64(u.size), 'f', 1, 64)
+			return strings.TrimSuffix(s, ".0") + u.suffix
+		}
+	}
+	return strconv.FormatInt(b, 10)
 }
