@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -31,6 +32,12 @@ type Containerd interface {
 	Version(ctx context.Context) (string, error)
 }
 
+// Pods reports what the node's pods request (agentd/pods.Manager).
+type Pods interface {
+	// Requested is the sum of every pod's requests and the pod count.
+	Requested() (capacity.Resources, int)
+}
+
 // Config describes the node.
 type Config struct {
 	Name         string
@@ -43,6 +50,8 @@ type Config struct {
 	Labels              LabelStore
 	Containerd          Containerd
 	PodCIDR             string
+	// Pods, if set, fills Node.requested and Node.pods.
+	Pods Pods
 }
 
 // Info answers node and health questions.
@@ -71,7 +80,7 @@ func (i *Info) Node(ctx context.Context) (*herdv1.Node, error) {
 		Name:                i.cfg.Name,
 		Labels:              labels,
 		Capacity:            capacity,
-		Allocatable:         allocatable(capacity, i.cfg.ReservedCPUMillis, i.cfg.ReservedMemoryBytes),
+		Allocatable:         Allocatable(capacity, i.cfg.ReservedCPUMillis, i.cfg.ReservedMemoryBytes),
 		AgentVersion:        i.cfg.AgentVersion,
 		Os:                  runtime.GOOS,
 		Arch:                runtime.GOARCH,
@@ -81,6 +90,11 @@ func (i *Info) Node(ctx context.Context) (*herdv1.Node, error) {
 		StartedAt:           timestamppb.New(i.started),
 		PodCidr:             i.cfg.PodCIDR,
 		Ready:               true,
+	}
+	if i.cfg.Pods != nil {
+		req, count := i.cfg.Pods.Requested()
+		n.Requested = &herdv1.Resources{CpuMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes}
+		n.Pods = int32(count)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -113,7 +127,9 @@ func (i *Info) Health(ctx context.Context) map[string]error {
 	return map[string]error{"containerd": ctdErr, "store": storeErr}
 }
 
-func allocatable(c *herdv1.Resources, cpu, mem int64) *herdv1.Resources {
+// Allocatable is capacity c less what is reserved for the system (never
+// negative).
+func Allocatable(c *herdv1.Resources, cpu, mem int64) *herdv1.Resources {
 	return &herdv1.Resources{
 		CpuMillis:   max(c.GetCpuMillis()-cpu, 0),
 		MemoryBytes: max(c.GetMemoryBytes()-mem, 0),

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
+	"github.com/herd-project/terraform-provider-herd/agentd/node"
 	"github.com/herd-project/terraform-provider-herd/agentd/pods/restarts"
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
@@ -101,6 +103,15 @@ type Config struct {
 	// SecretRestartTimeout bounds RestartForSecret's wait for each pod
 	// (default DefaultSecretRestartTimeout).
 	SecretRestartTimeout time.Duration
+	// NodeName names the node in admission refusals.
+	NodeName string
+	// Allocatable is what the pods of the node may request in total
+	// (capacity less what is reserved for the system); Apply refuses a
+	// pod that does not fit (admission.go). Nil: no admission check.
+	Allocatable *capacity.Resources
+	// MemoryCapacity is the node's memory in bytes, the base of a
+	// Burstable container's oom_score_adj (default: the machine's).
+	MemoryCapacity int64
 }
 
 // Network is the pod network (agentd/network/podnet). Setup is idempotent:
@@ -217,6 +228,13 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MemoryCapacity <= 0 {
+		c, err := node.Capacity()
+		if err != nil {
+			return nil, fmt.Errorf("pods: %w", err)
+		}
+		cfg.MemoryCapacity = c.GetMemoryBytes()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		cfg:      cfg,
@@ -309,6 +327,7 @@ func (m *Manager) newEntry(pod *herdv1.Pod) (*podEntry, error) {
 	for _, c := range s.GetContainers() {
 		e.ids = append(e.ids, runtime.ContainerID(e.name, c.GetName()))
 	}
+	m.setQoS(s, pod.Status)
 	if hasSecretMounts(s) {
 		e.secrets = newSecretVolume(m.secretDir(e.name, e.uid), e.name+"_"+e.uid)
 	}
@@ -367,6 +386,9 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 		ids[i] = runtime.ContainerID(name, c.GetName())
 	}
 	if err := m.checkIDClash(name, d, ids); err != nil {
+		return nil, false, err
+	}
+	if err := m.admit(d); err != nil {
 		return nil, false, err
 	}
 	pod := &herdv1.Pod{
@@ -658,8 +680,10 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
 	if !e.gone {
 		p := proto.Clone(e.pod).(*herdv1.Pod)
 		p.Status.Message = "terminating"
+		p.Status.Terminating = true
 		// A terminating pod is no endpoint any more.
 		p.Status.Ready = false
+		p.Status.ReadySince = nil
 		for _, cs := range p.Status.Containers {
 			cs.Ready = false
 		}

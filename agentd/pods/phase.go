@@ -2,6 +2,8 @@ package pods
 
 import (
 	"strings"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // updateReady clears started and ready of containers that do not run and
@@ -15,6 +17,12 @@ func (w *worker) updateReady() {
 		ready = ready && c.st.Ready
 	}
 	w.pod.Status.Ready = ready
+	switch {
+	case !ready:
+		w.pod.Status.ReadySince = nil
+	case w.pod.Status.ReadySince == nil:
+		w.pod.Status.ReadySince = timestamppb.Now()
+	}
 }
 
 // updatePhase derives the pod phase from its containers.

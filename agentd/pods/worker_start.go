@@ -43,8 +43,9 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 		w.log.Info("pulled image", "container", c.spec.GetName(), "image", img.Ref, "digest", img.Digest)
 	}
 
+	oomScoreAdj := w.m.oomScoreAdj(w.e.spec, c.spec)
 	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns,
-		Mounts: secrets.binds, ExtraEnv: secrets.env}
+		Mounts: secrets.binds, ExtraEnv: secrets.env, OOMScoreAdj: &oomScoreAdj}
 	if len(c.secretRefs) > 0 {
 		cfg.Labels = map[string]string{LabelSecrets: encodeSums(secrets.sums)}
 	}

@@ -93,6 +93,10 @@ type ContainerConfig struct {
 	// values become part of the container's spec in containerd's metadata
 	// and of /proc/<pid>/environ: weaker than files, and documented so.
 	ExtraEnv map[string]string
+	// OOMScoreAdj, if set, is the oom_score_adj of the container's
+	// processes (the kubelet's value for its QoS class); nil: inherited
+	// from containerd's shim.
+	OOMScoreAdj *int
 }
 
 // BindMount is a read-only bind mount of Source (on the host) at
@@ -283,7 +287,22 @@ func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecO
 		}
 		opts = append(opts, oci.WithMemoryLimit(uint64(b)))
 	}
+	if cfg.OOMScoreAdj != nil {
+		opts = append(opts, withOOMScoreAdj(*cfg.OOMScoreAdj))
+	}
 	return opts, nil
+}
+
+// withOOMScoreAdj sets the process's oom_score_adj; runc writes it before
+// the container's process starts.
+func withOOMScoreAdj(adj int) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		s.Process.OOMScoreAdj = &adj
+		return nil
+	}
 }
 
 // cpuLimits converts millicores to a CFS quota (per 100 ms period) and
