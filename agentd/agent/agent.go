@@ -27,7 +27,6 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/services"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
-	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Run starts agentd and blocks until ctx is done. Containers keep running
@@ -114,18 +113,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		network = podNetwork{pn}
 		log.Info("pod network", "cidr", podCIDR)
 	}
+	capst, err := newCapStack(cfg)
+	if err != nil {
+		return err
+	}
 	mgr, err := pods.New(pods.Config{
-		Network:     network,
-		Runtime:     rt,
-		Changed:     svcs.changedHook(),
-		Secrets:     sec.source(),
-		ResolvConf:  svcs.resolvConf(),
-		Store:       st,
-		LogDir:      filepath.Join(cfg.StateDir, "logs"),
-		LogMaxBytes: cfg.LogMaxBytes,
-		BackoffBase: cfg.BackoffBase,
-		BackoffMax:  cfg.BackoffMax,
-		Logger:      log,
+		Network:        network,
+		Runtime:        rt,
+		Changed:        chainHooks(svcs.changedHook(), capst.changed),
+		NodeName:       cfg.Name,
+		Allocatable:    capst.allocatable(),
+		MemoryCapacity: capst.memCapacity,
+		Secrets:        sec.source(),
+		ResolvConf:     svcs.resolvConf(),
+		Store:          st,
+		LogDir:         filepath.Join(cfg.StateDir, "logs"),
+		LogMaxBytes:    cfg.LogMaxBytes,
+		BackoffBase:    cfg.BackoffBase,
+		BackoffMax:     cfg.BackoffMax,
+		Logger:         log,
 	})
 	if err != nil {
 		return err
@@ -144,13 +150,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 
-	var resCPU, resMem int64
-	if cfg.ReservedCPU != "" {
-		resCPU, _ = spec.ParseCPU(cfg.ReservedCPU)
-	}
-	if cfg.ReservedMemory != "" {
-		resMem, _ = spec.ParseMemory(cfg.ReservedMemory)
-	}
+	resCPU, resMem := capst.reservedCPU, capst.reservedMem
 	var labels node.LabelStore = st
 	if sec != nil {
 		labels = publishingLabels{st: st, cl: cl, sec: sec}
@@ -165,7 +165,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Labels:              labels,
 		Containerd:          rt,
 		PodCIDR:             podCIDR,
+		Pods:                mgr,
 	})
+	if cl != nil {
+		capst.start(ctx, cl, mgr, info, log)
+	}
 	srv := server.New(info, mgr, mapError, log)
 	if cl != nil {
 		srv.SetMembers(members{cl})
@@ -319,7 +323,7 @@ func mapError(err error) (codes.Code, bool) {
 		return codes.NotFound, true
 	case errors.Is(err, secrets.ErrImmutable), errors.Is(err, secrets.ErrTypeChange),
 		errors.Is(err, secrets.ErrNoHolder), errors.Is(err, secrets.ErrNotHeld),
-		errors.Is(err, pods.ErrSecretUnavailable):
+		errors.Is(err, pods.ErrSecretUnavailable), errors.Is(err, pods.ErrInsufficientResources):
 		return codes.FailedPrecondition, true
 	case errors.Is(err, services.ErrTypeChange):
 		return codes.FailedPrecondition, true
