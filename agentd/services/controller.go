@@ -28,6 +28,8 @@ type Events interface {
 	Store
 	Subscribe() <-chan cluster.Event
 	Unsubscribe(<-chan cluster.Event)
+	// EntrySeq: see cluster.Cluster.EntrySeq (for WaitApplied).
+	EntrySeq(owner, kind, key string) (uint64, bool)
 }
 
 // Controller keeps the read models — the nft maps and the DNS table — equal
@@ -49,6 +51,7 @@ type Controller struct {
 	dnsTable atomic.Pointer[map[string]dns.Service]
 	applied  map[string]nft.Service
 	synced   chan struct{}
+	passes   *passes // applied.go
 }
 
 // NewController returns a controller; call Run. dp may be nil.
@@ -56,7 +59,7 @@ func NewController(ev Events, dp Dataplane, log *slog.Logger) *Controller {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Controller{ev: ev, dp: dp, log: log, ResyncEvery: time.Minute, synced: make(chan struct{})}
+	c := &Controller{ev: ev, dp: dp, log: log, ResyncEvery: time.Minute, synced: make(chan struct{}), passes: newPasses()}
 	empty := map[string]dns.Service{}
 	c.dnsTable.Store(&empty)
 	return c
@@ -80,7 +83,7 @@ func (c *Controller) Run(ctx context.Context) {
 	full := true
 	first := true
 	for {
-		c.reconcile(ctx, full)
+		c.pass(ctx, full)
 		if first {
 			close(c.synced)
 			first = false
@@ -106,6 +109,7 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 		case <-tick.C:
 			full = true
+		case <-c.passes.kick:
 		}
 	}
 }

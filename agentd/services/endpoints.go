@@ -104,8 +104,12 @@ type Pods interface {
 
 // Publisher is where this node's endpoints go (agentd/cluster.Cluster).
 type Publisher interface {
+	Name() string
 	PublishLocal(kind, key string, value []byte) error
 	WithdrawLocal(kind, key string) error
+	// EntrySeq is the sequence number of an entry as this node holds it
+	// (tombstones included); see cluster.Cluster.EntrySeq.
+	EntrySeq(owner, kind, key string) (uint64, bool)
 }
 
 // EndpointPublisher publishes this node's pods as endpoints: the pod
@@ -120,6 +124,10 @@ type EndpointPublisher struct {
 	mu      sync.Mutex
 	pending map[string]bool
 	kick    chan struct{}
+	// syncMu orders reads of a pod with the publishing of what was read,
+	// so that PublishNow and Run cannot publish states out of order (an
+	// older read published last would bring a drained endpoint back).
+	syncMu sync.Mutex
 }
 
 // NewEndpointPublisher returns a publisher; call Run.
@@ -183,7 +191,22 @@ func (p *EndpointPublisher) Run(ctx context.Context) {
 	}
 }
 
+// PublishNow publishes the pod's endpoint as the pod is now (a
+// terminating pod: not ready) before it returns, and returns the entry's
+// sequence number: once a member holds it (or a later one), that member's
+// view of the endpoint reflects this change. ok is false when the pod has
+// never been an endpoint here (no pod IP), so there is nothing to drain.
+func (p *EndpointPublisher) PublishNow(ctx context.Context, name string) (seq uint64, ok bool, err error) {
+	if err := p.sync(ctx, name); err != nil {
+		return 0, false, err
+	}
+	seq, ok = p.pub.EntrySeq(p.pub.Name(), KindEndpoint, name)
+	return seq, ok, nil
+}
+
 func (p *EndpointPublisher) sync(ctx context.Context, name string) error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	pod, err := p.pods.Get(ctx, name)
 	if err != nil {
 		if p.IsNotFound != nil && p.IsNotFound(err) {

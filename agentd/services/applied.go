@@ -1,0 +1,76 @@
+package services
+
+import (
+	"context"
+	"sync"
+)
+
+// passes counts the controller's reconcile passes, so that a caller can
+// wait until the read models reflect what the store holds now: a pass that
+// started after the store held a change has applied it once it completed
+// without error.
+type passes struct {
+	mu      sync.Mutex
+	started uint64        // passes begun
+	ok      uint64        // number of the last pass that completed without error
+	done    chan struct{} // closed and replaced when a pass completes
+	kick    chan struct{} // asks Run for a pass now
+}
+
+func newPasses() *passes {
+	return &passes{done: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// pass runs one reconcile pass and records it.
+func (c *Controller) pass(ctx context.Context, full bool) {
+	p := c.passes
+	p.mu.Lock()
+	p.started++
+	n := p.started
+	p.mu.Unlock()
+	c.reconcile(ctx, full)
+	// reconcile forgets what it applied whenever the data plane failed
+	ok := c.dp == nil || c.applied != nil
+	p.mu.Lock()
+	if ok {
+		p.ok = n
+	}
+	close(p.done)
+	p.done = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// WaitApplied waits until this node's service rules and DNS reflect
+// sequence number seq (or a later one) of owner's endpoint entry for pod:
+// until this node's store holds that change and a pass that started after
+// that has completed without error. It returns false when ctx ends first.
+// Run must be running.
+func (c *Controller) WaitApplied(ctx context.Context, owner, pod string, seq uint64) bool {
+	p := c.passes
+	var need uint64 // the pass that must complete; 0: the store lacks seq yet
+	for {
+		p.mu.Lock()
+		if need == 0 {
+			if got, ok := c.ev.EntrySeq(owner, KindEndpoint, pod); ok && got >= seq {
+				need = p.started + 1
+				select {
+				case p.kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+		if need != 0 && p.ok >= need {
+			p.mu.Unlock()
+			return true
+		}
+		// Every change of an entry leads to a pass: the store is checked
+		// again after each.
+		done := p.done
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-done:
+		}
+	}
+}
