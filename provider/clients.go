@@ -117,6 +117,16 @@ func (p *Pool) ServiceClient(nodeID string) (herdv1.ServiceServiceClient, error)
 	return herdv1.NewServiceServiceClient(cc), nil
 }
 
+// DeploymentClient returns a DeploymentService client for the node id
+// NAME@ADDRESS; any member of a cluster serves its deployments.
+func (p *Pool) DeploymentClient(nodeID string) (herdv1.DeploymentServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewDeploymentServiceClient(cc), nil
+}
+
 // ClusterClient returns a ClusterService client for the node id NAME@ADDRESS.
 func (p *Pool) ClusterClient(nodeID string) (herdv1.ClusterServiceClient, error) {
 	cc, err := p.Conn(nodeID)

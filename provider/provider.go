@@ -172,6 +172,7 @@ func (p *herdProvider) Resources(context.Context) []func() resource.Resource {
 		resources.NewNodeResource,
 		resources.NewPodResource,
 		resources.NewServiceResource,
+		resources.NewDeploymentResource,
 		resources.NewSecretResource,
 		resources.NewNestedClusterResource,
 	}

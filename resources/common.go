@@ -2,10 +2,11 @@
 // file per resource or data source, tests beside them.
 //
 // Resources reach agentd through the Clients the provider hands them as
-// provider data (provider.Pool implements it). Nothing here makes a network
-// call at plan time: validation is local (internal/spec, the same rules agentd
-// enforces), and nodes are contacted only to create, read, update, delete or
-// import.
+// provider data (provider.Pool implements it). Validation is local
+// (internal/spec, the same rules agentd enforces), and nodes are contacted
+// only to create, read, update, delete or import, with one exception:
+// herd_deployment's plan asks its node for a dry run (placement and rollout
+// plan), and goes on without it when the node cannot be reached.
 package resources
 
 import (
@@ -44,6 +45,9 @@ type Clients interface {
 	// ServiceClient reaches the cluster's services through that node:
 	// services are cluster-scoped, any member serves them.
 	ServiceClient(nodeID string) (herdv1.ServiceServiceClient, error)
+	// DeploymentClient reaches the cluster's deployments through that
+	// node (any member).
+	DeploymentClient(nodeID string) (herdv1.DeploymentServiceClient, error)
 	ClusterClient(nodeID string) (herdv1.ClusterServiceClient, error)
 	// SecretClient reaches the cluster's secrets through that node (any
 	// member; RevealSecret only on a member that holds the secret). The
