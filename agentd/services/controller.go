@@ -48,6 +48,12 @@ type Controller struct {
 	// node port: two nodes allocated at the same moment.
 	Reassign func(key string)
 
+	// Admit, if set, decides per endpoint (by its pod's labels) whether it
+	// may be a backend at all; nil admits every ready endpoint. A
+	// BlueGreen deployment's driver uses it to route only to the serving
+	// revision. Set it before Run.
+	Admit func(labels map[string]string) bool
+
 	dnsTable atomic.Pointer[map[string]dns.Service]
 	applied  map[string]nft.Service
 	synced   chan struct{}
@@ -124,6 +130,15 @@ func (c *Controller) reconcile(ctx context.Context, full bool) {
 	for _, o := range byAge(objs, c.log) {
 		s := o.svc
 		sel := selectEndpoints(eps, s.GetSpec().GetSelector())
+		if c.Admit != nil {
+			kept := sel[:0]
+			for _, e := range sel {
+				if c.Admit(e.Labels) {
+					kept = append(kept, e)
+				}
+			}
+			sel = kept
+		}
 		ns, ok := nftService(o.Key, s, sel)
 		if ok {
 			if older := claims.take(ns); older != "" {
