@@ -143,6 +143,20 @@ func TestDeploymentPlanRefusesBadInput(t *testing.T) {
 			errors: 1,
 		},
 		{
+			name: "request above limit",
+			config: deploymentConfig(`  template {
+    labels = { app = "web" }
+    container {
+      name        = "app"
+      image       = "busybox:1.36"
+      cpu         = "500m"
+      cpu_request = "501m"
+    }
+  }`),
+			re:     errRe("Invalid container specification", `template.container[0].cpu_request:`, `501m is above the CPU limit 500m`),
+			errors: 1,
+		},
+		{
 			name:   "no template",
 			config: strings.Replace(deploymentConfig(`  template {}`), "template {}", "", 1),
 			re:     errRe("Invalid deployment specification", `template: a pod template is required`),
