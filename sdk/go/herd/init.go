@@ -23,6 +23,8 @@ func (m *module) Construct(ctx *pulumi.Context, name, typ, urn string) (r pulumi
 	switch typ {
 	case "herd:index/cluster:Cluster":
 		r = &Cluster{}
+	case "herd:index/deployment:Deployment":
+		r = &Deployment{}
 	case "herd:index/node:Node":
 		r = &Node{}
 	case "herd:index/pod:Pod":
@@ -65,6 +67,11 @@ func init() {
 	pulumi.RegisterResourceModule(
 		"herd",
 		"index/cluster",
+		&module{version},
+	)
+	pulumi.RegisterResourceModule(
+		"herd",
+		"index/deployment",
 		&module{version},
 	)
 	pulumi.RegisterResourceModule(

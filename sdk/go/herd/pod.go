@@ -57,6 +57,8 @@ type Pod struct {
 	Phase pulumi.StringOutput `pulumi:"phase"`
 	// The pod's IP address in its node's pod network; empty (`""`) when the node runs pods without a pod network.
 	PodIp pulumi.StringOutput `pulumi:"podIp"`
+	// The pod's QoS class by Kubernetes' rules: `Guaranteed` (every container has CPU and memory limits, and requests equal to them), `BestEffort` (no container has a request or limit) or `Burstable`. It sets how readily the kernel's OOM killer picks the pod's processes (`oomScoreAdj` as the kubelet sets it).
+	QosClass pulumi.StringOutput `pulumi:"qosClass"`
 	// Whether the pod is ready: running, with every container ready (see `readinessProbe`).
 	Ready pulumi.BoolOutput `pulumi:"ready"`
 	// Total number of container restarts of the pod.
@@ -127,6 +129,8 @@ type podState struct {
 	Phase *string `pulumi:"phase"`
 	// The pod's IP address in its node's pod network; empty (`""`) when the node runs pods without a pod network.
 	PodIp *string `pulumi:"podIp"`
+	// The pod's QoS class by Kubernetes' rules: `Guaranteed` (every container has CPU and memory limits, and requests equal to them), `BestEffort` (no container has a request or limit) or `Burstable`. It sets how readily the kernel's OOM killer picks the pod's processes (`oomScoreAdj` as the kubelet sets it).
+	QosClass *string `pulumi:"qosClass"`
 	// Whether the pod is ready: running, with every container ready (see `readinessProbe`).
 	Ready *bool `pulumi:"ready"`
 	// Total number of container restarts of the pod.
@@ -162,6 +166,8 @@ type PodState struct {
 	Phase pulumi.StringPtrInput
 	// The pod's IP address in its node's pod network; empty (`""`) when the node runs pods without a pod network.
 	PodIp pulumi.StringPtrInput
+	// The pod's QoS class by Kubernetes' rules: `Guaranteed` (every container has CPU and memory limits, and requests equal to them), `BestEffort` (no container has a request or limit) or `Burstable`. It sets how readily the kernel's OOM killer picks the pod's processes (`oomScoreAdj` as the kubelet sets it).
+	QosClass pulumi.StringPtrInput
 	// Whether the pod is ready: running, with every container ready (see `readinessProbe`).
 	Ready pulumi.BoolPtrInput
 	// Total number of container restarts of the pod.
@@ -352,6 +358,11 @@ func (o PodOutput) Phase() pulumi.StringOutput {
 // The pod's IP address in its node's pod network; empty (`""`) when the node runs pods without a pod network.
 func (o PodOutput) PodIp() pulumi.StringOutput {
 	return o.ApplyT(func(v *Pod) pulumi.StringOutput { return v.PodIp }).(pulumi.StringOutput)
+}
+
+// The pod's QoS class by Kubernetes' rules: `Guaranteed` (every container has CPU and memory limits, and requests equal to them), `BestEffort` (no container has a request or limit) or `Burstable`. It sets how readily the kernel's OOM killer picks the pod's processes (`oomScoreAdj` as the kubelet sets it).
+func (o PodOutput) QosClass() pulumi.StringOutput {
+	return o.ApplyT(func(v *Pod) pulumi.StringOutput { return v.QosClass }).(pulumi.StringOutput)
 }
 
 // Whether the pod is ready: running, with every container ready (see `readinessProbe`).

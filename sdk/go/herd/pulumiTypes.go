@@ -756,6 +756,3790 @@ func (o ClusterWorkersPtrOutput) Replicas() pulumi.IntPtrOutput {
 	}).(pulumi.IntPtrOutput)
 }
 
+type DeploymentPlacement struct {
+	// At most this many replicas on one node; 0 (the default): no limit.
+	MaxPerNode *int `pulumi:"maxPerNode"`
+	// `binPack` (the default: the fullest node that fits, leaving whole nodes free) or `spread` (the node with the fewest replicas of this deployment, then the emptiest).
+	Strategy *string `pulumi:"strategy"`
+}
+
+// DeploymentPlacementInput is an input type that accepts DeploymentPlacementArgs and DeploymentPlacementOutput values.
+// You can construct a concrete instance of `DeploymentPlacementInput` via:
+//
+//	DeploymentPlacementArgs{...}
+type DeploymentPlacementInput interface {
+	pulumi.Input
+
+	ToDeploymentPlacementOutput() DeploymentPlacementOutput
+	ToDeploymentPlacementOutputWithContext(context.Context) DeploymentPlacementOutput
+}
+
+type DeploymentPlacementArgs struct {
+	// At most this many replicas on one node; 0 (the default): no limit.
+	MaxPerNode pulumi.IntPtrInput `pulumi:"maxPerNode"`
+	// `binPack` (the default: the fullest node that fits, leaving whole nodes free) or `spread` (the node with the fewest replicas of this deployment, then the emptiest).
+	Strategy pulumi.StringPtrInput `pulumi:"strategy"`
+}
+
+func (DeploymentPlacementArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentPlacement)(nil)).Elem()
+}
+
+func (i DeploymentPlacementArgs) ToDeploymentPlacementOutput() DeploymentPlacementOutput {
+	return i.ToDeploymentPlacementOutputWithContext(context.Background())
+}
+
+func (i DeploymentPlacementArgs) ToDeploymentPlacementOutputWithContext(ctx context.Context) DeploymentPlacementOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentPlacementOutput)
+}
+
+func (i DeploymentPlacementArgs) ToDeploymentPlacementPtrOutput() DeploymentPlacementPtrOutput {
+	return i.ToDeploymentPlacementPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentPlacementArgs) ToDeploymentPlacementPtrOutputWithContext(ctx context.Context) DeploymentPlacementPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentPlacementOutput).ToDeploymentPlacementPtrOutputWithContext(ctx)
+}
+
+// DeploymentPlacementPtrInput is an input type that accepts DeploymentPlacementArgs, DeploymentPlacementPtr and DeploymentPlacementPtrOutput values.
+// You can construct a concrete instance of `DeploymentPlacementPtrInput` via:
+//
+//	        DeploymentPlacementArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentPlacementPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentPlacementPtrOutput() DeploymentPlacementPtrOutput
+	ToDeploymentPlacementPtrOutputWithContext(context.Context) DeploymentPlacementPtrOutput
+}
+
+type deploymentPlacementPtrType DeploymentPlacementArgs
+
+func DeploymentPlacementPtr(v *DeploymentPlacementArgs) DeploymentPlacementPtrInput {
+	return (*deploymentPlacementPtrType)(v)
+}
+
+func (*deploymentPlacementPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentPlacement)(nil)).Elem()
+}
+
+func (i *deploymentPlacementPtrType) ToDeploymentPlacementPtrOutput() DeploymentPlacementPtrOutput {
+	return i.ToDeploymentPlacementPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentPlacementPtrType) ToDeploymentPlacementPtrOutputWithContext(ctx context.Context) DeploymentPlacementPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentPlacementPtrOutput)
+}
+
+type DeploymentPlacementOutput struct{ *pulumi.OutputState }
+
+func (DeploymentPlacementOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentPlacement)(nil)).Elem()
+}
+
+func (o DeploymentPlacementOutput) ToDeploymentPlacementOutput() DeploymentPlacementOutput {
+	return o
+}
+
+func (o DeploymentPlacementOutput) ToDeploymentPlacementOutputWithContext(ctx context.Context) DeploymentPlacementOutput {
+	return o
+}
+
+func (o DeploymentPlacementOutput) ToDeploymentPlacementPtrOutput() DeploymentPlacementPtrOutput {
+	return o.ToDeploymentPlacementPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentPlacementOutput) ToDeploymentPlacementPtrOutputWithContext(ctx context.Context) DeploymentPlacementPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentPlacement) *DeploymentPlacement {
+		return &v
+	}).(DeploymentPlacementPtrOutput)
+}
+
+// At most this many replicas on one node; 0 (the default): no limit.
+func (o DeploymentPlacementOutput) MaxPerNode() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentPlacement) *int { return v.MaxPerNode }).(pulumi.IntPtrOutput)
+}
+
+// `binPack` (the default: the fullest node that fits, leaving whole nodes free) or `spread` (the node with the fewest replicas of this deployment, then the emptiest).
+func (o DeploymentPlacementOutput) Strategy() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentPlacement) *string { return v.Strategy }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentPlacementPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentPlacementPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentPlacement)(nil)).Elem()
+}
+
+func (o DeploymentPlacementPtrOutput) ToDeploymentPlacementPtrOutput() DeploymentPlacementPtrOutput {
+	return o
+}
+
+func (o DeploymentPlacementPtrOutput) ToDeploymentPlacementPtrOutputWithContext(ctx context.Context) DeploymentPlacementPtrOutput {
+	return o
+}
+
+func (o DeploymentPlacementPtrOutput) Elem() DeploymentPlacementOutput {
+	return o.ApplyT(func(v *DeploymentPlacement) DeploymentPlacement {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentPlacement
+		return ret
+	}).(DeploymentPlacementOutput)
+}
+
+// At most this many replicas on one node; 0 (the default): no limit.
+func (o DeploymentPlacementPtrOutput) MaxPerNode() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentPlacement) *int {
+		if v == nil {
+			return nil
+		}
+		return v.MaxPerNode
+	}).(pulumi.IntPtrOutput)
+}
+
+// `binPack` (the default: the fullest node that fits, leaving whole nodes free) or `spread` (the node with the fewest replicas of this deployment, then the emptiest).
+func (o DeploymentPlacementPtrOutput) Strategy() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentPlacement) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Strategy
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentReplicaStatus struct {
+	// The node that runs it.
+	Node *string `pulumi:"node"`
+	// The pod's phase.
+	Phase *string `pulumi:"phase"`
+	// The replica's pod name.
+	Pod *string `pulumi:"pod"`
+	// The pod's IP.
+	PodIp *string `pulumi:"podIp"`
+	// It is ready.
+	Ready *bool `pulumi:"ready"`
+	// Its revision.
+	Revision *int `pulumi:"revision"`
+	// The pod's uid.
+	Uid *string `pulumi:"uid"`
+}
+
+// DeploymentReplicaStatusInput is an input type that accepts DeploymentReplicaStatusArgs and DeploymentReplicaStatusOutput values.
+// You can construct a concrete instance of `DeploymentReplicaStatusInput` via:
+//
+//	DeploymentReplicaStatusArgs{...}
+type DeploymentReplicaStatusInput interface {
+	pulumi.Input
+
+	ToDeploymentReplicaStatusOutput() DeploymentReplicaStatusOutput
+	ToDeploymentReplicaStatusOutputWithContext(context.Context) DeploymentReplicaStatusOutput
+}
+
+type DeploymentReplicaStatusArgs struct {
+	// The node that runs it.
+	Node pulumi.StringPtrInput `pulumi:"node"`
+	// The pod's phase.
+	Phase pulumi.StringPtrInput `pulumi:"phase"`
+	// The replica's pod name.
+	Pod pulumi.StringPtrInput `pulumi:"pod"`
+	// The pod's IP.
+	PodIp pulumi.StringPtrInput `pulumi:"podIp"`
+	// It is ready.
+	Ready pulumi.BoolPtrInput `pulumi:"ready"`
+	// Its revision.
+	Revision pulumi.IntPtrInput `pulumi:"revision"`
+	// The pod's uid.
+	Uid pulumi.StringPtrInput `pulumi:"uid"`
+}
+
+func (DeploymentReplicaStatusArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentReplicaStatus)(nil)).Elem()
+}
+
+func (i DeploymentReplicaStatusArgs) ToDeploymentReplicaStatusOutput() DeploymentReplicaStatusOutput {
+	return i.ToDeploymentReplicaStatusOutputWithContext(context.Background())
+}
+
+func (i DeploymentReplicaStatusArgs) ToDeploymentReplicaStatusOutputWithContext(ctx context.Context) DeploymentReplicaStatusOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentReplicaStatusOutput)
+}
+
+// DeploymentReplicaStatusArrayInput is an input type that accepts DeploymentReplicaStatusArray and DeploymentReplicaStatusArrayOutput values.
+// You can construct a concrete instance of `DeploymentReplicaStatusArrayInput` via:
+//
+//	DeploymentReplicaStatusArray{ DeploymentReplicaStatusArgs{...} }
+type DeploymentReplicaStatusArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentReplicaStatusArrayOutput() DeploymentReplicaStatusArrayOutput
+	ToDeploymentReplicaStatusArrayOutputWithContext(context.Context) DeploymentReplicaStatusArrayOutput
+}
+
+type DeploymentReplicaStatusArray []DeploymentReplicaStatusInput
+
+func (DeploymentReplicaStatusArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentReplicaStatus)(nil)).Elem()
+}
+
+func (i DeploymentReplicaStatusArray) ToDeploymentReplicaStatusArrayOutput() DeploymentReplicaStatusArrayOutput {
+	return i.ToDeploymentReplicaStatusArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentReplicaStatusArray) ToDeploymentReplicaStatusArrayOutputWithContext(ctx context.Context) DeploymentReplicaStatusArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentReplicaStatusArrayOutput)
+}
+
+type DeploymentReplicaStatusOutput struct{ *pulumi.OutputState }
+
+func (DeploymentReplicaStatusOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentReplicaStatus)(nil)).Elem()
+}
+
+func (o DeploymentReplicaStatusOutput) ToDeploymentReplicaStatusOutput() DeploymentReplicaStatusOutput {
+	return o
+}
+
+func (o DeploymentReplicaStatusOutput) ToDeploymentReplicaStatusOutputWithContext(ctx context.Context) DeploymentReplicaStatusOutput {
+	return o
+}
+
+// The node that runs it.
+func (o DeploymentReplicaStatusOutput) Node() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *string { return v.Node }).(pulumi.StringPtrOutput)
+}
+
+// The pod's phase.
+func (o DeploymentReplicaStatusOutput) Phase() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *string { return v.Phase }).(pulumi.StringPtrOutput)
+}
+
+// The replica's pod name.
+func (o DeploymentReplicaStatusOutput) Pod() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *string { return v.Pod }).(pulumi.StringPtrOutput)
+}
+
+// The pod's IP.
+func (o DeploymentReplicaStatusOutput) PodIp() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *string { return v.PodIp }).(pulumi.StringPtrOutput)
+}
+
+// It is ready.
+func (o DeploymentReplicaStatusOutput) Ready() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *bool { return v.Ready }).(pulumi.BoolPtrOutput)
+}
+
+// Its revision.
+func (o DeploymentReplicaStatusOutput) Revision() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *int { return v.Revision }).(pulumi.IntPtrOutput)
+}
+
+// The pod's uid.
+func (o DeploymentReplicaStatusOutput) Uid() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentReplicaStatus) *string { return v.Uid }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentReplicaStatusArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentReplicaStatusArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentReplicaStatus)(nil)).Elem()
+}
+
+func (o DeploymentReplicaStatusArrayOutput) ToDeploymentReplicaStatusArrayOutput() DeploymentReplicaStatusArrayOutput {
+	return o
+}
+
+func (o DeploymentReplicaStatusArrayOutput) ToDeploymentReplicaStatusArrayOutputWithContext(ctx context.Context) DeploymentReplicaStatusArrayOutput {
+	return o
+}
+
+func (o DeploymentReplicaStatusArrayOutput) Index(i pulumi.IntInput) DeploymentReplicaStatusOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentReplicaStatus {
+		return vs[0].([]DeploymentReplicaStatus)[vs[1].(int)]
+	}).(DeploymentReplicaStatusOutput)
+}
+
+type DeploymentStrategy struct {
+	// When a rollout fails, return to the last revision whose rollout completed (default `true`). Either way the apply fails with the reason.
+	AutoRollback *bool `pulumi:"autoRollback"`
+	// `RollingUpdate`: how many replicas above `replicas` may exist during a rollout; default 1. `maxSurge` and `maxUnavailable` must not both be 0.
+	MaxSurge *int `pulumi:"maxSurge"`
+	// `RollingUpdate`: how many replicas below `replicas` may be available during a rollout; default 0.
+	MaxUnavailable *int `pulumi:"maxUnavailable"`
+	// A new replica counts as available once it has been ready this many seconds, 0 (the default) to 3600; below `progressDeadlineSeconds`.
+	MinReadySeconds *int `pulumi:"minReadySeconds"`
+	// A rollout that is not complete this many seconds after it started has failed; 1 to 86400, default 600.
+	ProgressDeadlineSeconds *int `pulumi:"progressDeadlineSeconds"`
+	// `RollingUpdate` (the default): new replicas replace old ones a few at a time (`maxSurge`, `maxUnavailable`), each old one drained only once a new one is available. `BlueGreen`: every new replica is started next to the old ones; once all are available, services switch to them at once, then the old ones are drained and deleted.
+	Type *string `pulumi:"type"`
+}
+
+// DeploymentStrategyInput is an input type that accepts DeploymentStrategyArgs and DeploymentStrategyOutput values.
+// You can construct a concrete instance of `DeploymentStrategyInput` via:
+//
+//	DeploymentStrategyArgs{...}
+type DeploymentStrategyInput interface {
+	pulumi.Input
+
+	ToDeploymentStrategyOutput() DeploymentStrategyOutput
+	ToDeploymentStrategyOutputWithContext(context.Context) DeploymentStrategyOutput
+}
+
+type DeploymentStrategyArgs struct {
+	// When a rollout fails, return to the last revision whose rollout completed (default `true`). Either way the apply fails with the reason.
+	AutoRollback pulumi.BoolPtrInput `pulumi:"autoRollback"`
+	// `RollingUpdate`: how many replicas above `replicas` may exist during a rollout; default 1. `maxSurge` and `maxUnavailable` must not both be 0.
+	MaxSurge pulumi.IntPtrInput `pulumi:"maxSurge"`
+	// `RollingUpdate`: how many replicas below `replicas` may be available during a rollout; default 0.
+	MaxUnavailable pulumi.IntPtrInput `pulumi:"maxUnavailable"`
+	// A new replica counts as available once it has been ready this many seconds, 0 (the default) to 3600; below `progressDeadlineSeconds`.
+	MinReadySeconds pulumi.IntPtrInput `pulumi:"minReadySeconds"`
+	// A rollout that is not complete this many seconds after it started has failed; 1 to 86400, default 600.
+	ProgressDeadlineSeconds pulumi.IntPtrInput `pulumi:"progressDeadlineSeconds"`
+	// `RollingUpdate` (the default): new replicas replace old ones a few at a time (`maxSurge`, `maxUnavailable`), each old one drained only once a new one is available. `BlueGreen`: every new replica is started next to the old ones; once all are available, services switch to them at once, then the old ones are drained and deleted.
+	Type pulumi.StringPtrInput `pulumi:"type"`
+}
+
+func (DeploymentStrategyArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentStrategy)(nil)).Elem()
+}
+
+func (i DeploymentStrategyArgs) ToDeploymentStrategyOutput() DeploymentStrategyOutput {
+	return i.ToDeploymentStrategyOutputWithContext(context.Background())
+}
+
+func (i DeploymentStrategyArgs) ToDeploymentStrategyOutputWithContext(ctx context.Context) DeploymentStrategyOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentStrategyOutput)
+}
+
+func (i DeploymentStrategyArgs) ToDeploymentStrategyPtrOutput() DeploymentStrategyPtrOutput {
+	return i.ToDeploymentStrategyPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentStrategyArgs) ToDeploymentStrategyPtrOutputWithContext(ctx context.Context) DeploymentStrategyPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentStrategyOutput).ToDeploymentStrategyPtrOutputWithContext(ctx)
+}
+
+// DeploymentStrategyPtrInput is an input type that accepts DeploymentStrategyArgs, DeploymentStrategyPtr and DeploymentStrategyPtrOutput values.
+// You can construct a concrete instance of `DeploymentStrategyPtrInput` via:
+//
+//	        DeploymentStrategyArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentStrategyPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentStrategyPtrOutput() DeploymentStrategyPtrOutput
+	ToDeploymentStrategyPtrOutputWithContext(context.Context) DeploymentStrategyPtrOutput
+}
+
+type deploymentStrategyPtrType DeploymentStrategyArgs
+
+func DeploymentStrategyPtr(v *DeploymentStrategyArgs) DeploymentStrategyPtrInput {
+	return (*deploymentStrategyPtrType)(v)
+}
+
+func (*deploymentStrategyPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentStrategy)(nil)).Elem()
+}
+
+func (i *deploymentStrategyPtrType) ToDeploymentStrategyPtrOutput() DeploymentStrategyPtrOutput {
+	return i.ToDeploymentStrategyPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentStrategyPtrType) ToDeploymentStrategyPtrOutputWithContext(ctx context.Context) DeploymentStrategyPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentStrategyPtrOutput)
+}
+
+type DeploymentStrategyOutput struct{ *pulumi.OutputState }
+
+func (DeploymentStrategyOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentStrategy)(nil)).Elem()
+}
+
+func (o DeploymentStrategyOutput) ToDeploymentStrategyOutput() DeploymentStrategyOutput {
+	return o
+}
+
+func (o DeploymentStrategyOutput) ToDeploymentStrategyOutputWithContext(ctx context.Context) DeploymentStrategyOutput {
+	return o
+}
+
+func (o DeploymentStrategyOutput) ToDeploymentStrategyPtrOutput() DeploymentStrategyPtrOutput {
+	return o.ToDeploymentStrategyPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentStrategyOutput) ToDeploymentStrategyPtrOutputWithContext(ctx context.Context) DeploymentStrategyPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentStrategy) *DeploymentStrategy {
+		return &v
+	}).(DeploymentStrategyPtrOutput)
+}
+
+// When a rollout fails, return to the last revision whose rollout completed (default `true`). Either way the apply fails with the reason.
+func (o DeploymentStrategyOutput) AutoRollback() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v DeploymentStrategy) *bool { return v.AutoRollback }).(pulumi.BoolPtrOutput)
+}
+
+// `RollingUpdate`: how many replicas above `replicas` may exist during a rollout; default 1. `maxSurge` and `maxUnavailable` must not both be 0.
+func (o DeploymentStrategyOutput) MaxSurge() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentStrategy) *int { return v.MaxSurge }).(pulumi.IntPtrOutput)
+}
+
+// `RollingUpdate`: how many replicas below `replicas` may be available during a rollout; default 0.
+func (o DeploymentStrategyOutput) MaxUnavailable() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentStrategy) *int { return v.MaxUnavailable }).(pulumi.IntPtrOutput)
+}
+
+// A new replica counts as available once it has been ready this many seconds, 0 (the default) to 3600; below `progressDeadlineSeconds`.
+func (o DeploymentStrategyOutput) MinReadySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentStrategy) *int { return v.MinReadySeconds }).(pulumi.IntPtrOutput)
+}
+
+// A rollout that is not complete this many seconds after it started has failed; 1 to 86400, default 600.
+func (o DeploymentStrategyOutput) ProgressDeadlineSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentStrategy) *int { return v.ProgressDeadlineSeconds }).(pulumi.IntPtrOutput)
+}
+
+// `RollingUpdate` (the default): new replicas replace old ones a few at a time (`maxSurge`, `maxUnavailable`), each old one drained only once a new one is available. `BlueGreen`: every new replica is started next to the old ones; once all are available, services switch to them at once, then the old ones are drained and deleted.
+func (o DeploymentStrategyOutput) Type() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentStrategy) *string { return v.Type }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentStrategyPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentStrategyPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentStrategy)(nil)).Elem()
+}
+
+func (o DeploymentStrategyPtrOutput) ToDeploymentStrategyPtrOutput() DeploymentStrategyPtrOutput {
+	return o
+}
+
+func (o DeploymentStrategyPtrOutput) ToDeploymentStrategyPtrOutputWithContext(ctx context.Context) DeploymentStrategyPtrOutput {
+	return o
+}
+
+func (o DeploymentStrategyPtrOutput) Elem() DeploymentStrategyOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) DeploymentStrategy {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentStrategy
+		return ret
+	}).(DeploymentStrategyOutput)
+}
+
+// When a rollout fails, return to the last revision whose rollout completed (default `true`). Either way the apply fails with the reason.
+func (o DeploymentStrategyPtrOutput) AutoRollback() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) *bool {
+		if v == nil {
+			return nil
+		}
+		return v.AutoRollback
+	}).(pulumi.BoolPtrOutput)
+}
+
+// `RollingUpdate`: how many replicas above `replicas` may exist during a rollout; default 1. `maxSurge` and `maxUnavailable` must not both be 0.
+func (o DeploymentStrategyPtrOutput) MaxSurge() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) *int {
+		if v == nil {
+			return nil
+		}
+		return v.MaxSurge
+	}).(pulumi.IntPtrOutput)
+}
+
+// `RollingUpdate`: how many replicas below `replicas` may be available during a rollout; default 0.
+func (o DeploymentStrategyPtrOutput) MaxUnavailable() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) *int {
+		if v == nil {
+			return nil
+		}
+		return v.MaxUnavailable
+	}).(pulumi.IntPtrOutput)
+}
+
+// A new replica counts as available once it has been ready this many seconds, 0 (the default) to 3600; below `progressDeadlineSeconds`.
+func (o DeploymentStrategyPtrOutput) MinReadySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) *int {
+		if v == nil {
+			return nil
+		}
+		return v.MinReadySeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// A rollout that is not complete this many seconds after it started has failed; 1 to 86400, default 600.
+func (o DeploymentStrategyPtrOutput) ProgressDeadlineSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) *int {
+		if v == nil {
+			return nil
+		}
+		return v.ProgressDeadlineSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// `RollingUpdate` (the default): new replicas replace old ones a few at a time (`maxSurge`, `maxUnavailable`), each old one drained only once a new one is available. `BlueGreen`: every new replica is started next to the old ones; once all are available, services switch to them at once, then the old ones are drained and deleted.
+func (o DeploymentStrategyPtrOutput) Type() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentStrategy) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Type
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplate struct {
+	// A container of the pod; at least one, at most 16. Adding, removing or changing a container rolls out a new revision.
+	Containers []DeploymentTemplateContainer `pulumi:"containers"`
+	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
+	ImagePullSecret *string `pulumi:"imagePullSecret"`
+	// Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
+	Labels map[string]string `pulumi:"labels"`
+	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
+	RestartOnSecretChange *bool `pulumi:"restartOnSecretChange"`
+	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it rolls out a new revision.
+	RestartPolicy *string `pulumi:"restartPolicy"`
+	// Seconds between SIGTERM and SIGKILL when the pod is stopped, 0 to 3600. Defaults to 30. Changing it rolls out a new revision.
+	TerminationGracePeriodSeconds *int `pulumi:"terminationGracePeriodSeconds"`
+}
+
+// DeploymentTemplateInput is an input type that accepts DeploymentTemplateArgs and DeploymentTemplateOutput values.
+// You can construct a concrete instance of `DeploymentTemplateInput` via:
+//
+//	DeploymentTemplateArgs{...}
+type DeploymentTemplateInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateOutput() DeploymentTemplateOutput
+	ToDeploymentTemplateOutputWithContext(context.Context) DeploymentTemplateOutput
+}
+
+type DeploymentTemplateArgs struct {
+	// A container of the pod; at least one, at most 16. Adding, removing or changing a container rolls out a new revision.
+	Containers DeploymentTemplateContainerArrayInput `pulumi:"containers"`
+	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
+	ImagePullSecret pulumi.StringPtrInput `pulumi:"imagePullSecret"`
+	// Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
+	Labels pulumi.StringMapInput `pulumi:"labels"`
+	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
+	RestartOnSecretChange pulumi.BoolPtrInput `pulumi:"restartOnSecretChange"`
+	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it rolls out a new revision.
+	RestartPolicy pulumi.StringPtrInput `pulumi:"restartPolicy"`
+	// Seconds between SIGTERM and SIGKILL when the pod is stopped, 0 to 3600. Defaults to 30. Changing it rolls out a new revision.
+	TerminationGracePeriodSeconds pulumi.IntPtrInput `pulumi:"terminationGracePeriodSeconds"`
+}
+
+func (DeploymentTemplateArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplate)(nil)).Elem()
+}
+
+func (i DeploymentTemplateArgs) ToDeploymentTemplateOutput() DeploymentTemplateOutput {
+	return i.ToDeploymentTemplateOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateArgs) ToDeploymentTemplateOutputWithContext(ctx context.Context) DeploymentTemplateOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateOutput)
+}
+
+func (i DeploymentTemplateArgs) ToDeploymentTemplatePtrOutput() DeploymentTemplatePtrOutput {
+	return i.ToDeploymentTemplatePtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateArgs) ToDeploymentTemplatePtrOutputWithContext(ctx context.Context) DeploymentTemplatePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateOutput).ToDeploymentTemplatePtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplatePtrInput is an input type that accepts DeploymentTemplateArgs, DeploymentTemplatePtr and DeploymentTemplatePtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplatePtrInput` via:
+//
+//	        DeploymentTemplateArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplatePtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplatePtrOutput() DeploymentTemplatePtrOutput
+	ToDeploymentTemplatePtrOutputWithContext(context.Context) DeploymentTemplatePtrOutput
+}
+
+type deploymentTemplatePtrType DeploymentTemplateArgs
+
+func DeploymentTemplatePtr(v *DeploymentTemplateArgs) DeploymentTemplatePtrInput {
+	return (*deploymentTemplatePtrType)(v)
+}
+
+func (*deploymentTemplatePtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplate)(nil)).Elem()
+}
+
+func (i *deploymentTemplatePtrType) ToDeploymentTemplatePtrOutput() DeploymentTemplatePtrOutput {
+	return i.ToDeploymentTemplatePtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplatePtrType) ToDeploymentTemplatePtrOutputWithContext(ctx context.Context) DeploymentTemplatePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplatePtrOutput)
+}
+
+type DeploymentTemplateOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplate)(nil)).Elem()
+}
+
+func (o DeploymentTemplateOutput) ToDeploymentTemplateOutput() DeploymentTemplateOutput {
+	return o
+}
+
+func (o DeploymentTemplateOutput) ToDeploymentTemplateOutputWithContext(ctx context.Context) DeploymentTemplateOutput {
+	return o
+}
+
+func (o DeploymentTemplateOutput) ToDeploymentTemplatePtrOutput() DeploymentTemplatePtrOutput {
+	return o.ToDeploymentTemplatePtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateOutput) ToDeploymentTemplatePtrOutputWithContext(ctx context.Context) DeploymentTemplatePtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplate) *DeploymentTemplate {
+		return &v
+	}).(DeploymentTemplatePtrOutput)
+}
+
+// A container of the pod; at least one, at most 16. Adding, removing or changing a container rolls out a new revision.
+func (o DeploymentTemplateOutput) Containers() DeploymentTemplateContainerArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplate) []DeploymentTemplateContainer { return v.Containers }).(DeploymentTemplateContainerArrayOutput)
+}
+
+// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
+func (o DeploymentTemplateOutput) ImagePullSecret() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplate) *string { return v.ImagePullSecret }).(pulumi.StringPtrOutput)
+}
+
+// Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
+func (o DeploymentTemplateOutput) Labels() pulumi.StringMapOutput {
+	return o.ApplyT(func(v DeploymentTemplate) map[string]string { return v.Labels }).(pulumi.StringMapOutput)
+}
+
+// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
+func (o DeploymentTemplateOutput) RestartOnSecretChange() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplate) *bool { return v.RestartOnSecretChange }).(pulumi.BoolPtrOutput)
+}
+
+// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it rolls out a new revision.
+func (o DeploymentTemplateOutput) RestartPolicy() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplate) *string { return v.RestartPolicy }).(pulumi.StringPtrOutput)
+}
+
+// Seconds between SIGTERM and SIGKILL when the pod is stopped, 0 to 3600. Defaults to 30. Changing it rolls out a new revision.
+func (o DeploymentTemplateOutput) TerminationGracePeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplate) *int { return v.TerminationGracePeriodSeconds }).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplatePtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplatePtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplate)(nil)).Elem()
+}
+
+func (o DeploymentTemplatePtrOutput) ToDeploymentTemplatePtrOutput() DeploymentTemplatePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplatePtrOutput) ToDeploymentTemplatePtrOutputWithContext(ctx context.Context) DeploymentTemplatePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplatePtrOutput) Elem() DeploymentTemplateOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) DeploymentTemplate {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplate
+		return ret
+	}).(DeploymentTemplateOutput)
+}
+
+// A container of the pod; at least one, at most 16. Adding, removing or changing a container rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) Containers() DeploymentTemplateContainerArrayOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) []DeploymentTemplateContainer {
+		if v == nil {
+			return nil
+		}
+		return v.Containers
+	}).(DeploymentTemplateContainerArrayOutput)
+}
+
+// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) ImagePullSecret() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) *string {
+		if v == nil {
+			return nil
+		}
+		return v.ImagePullSecret
+	}).(pulumi.StringPtrOutput)
+}
+
+// Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
+func (o DeploymentTemplatePtrOutput) Labels() pulumi.StringMapOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) map[string]string {
+		if v == nil {
+			return nil
+		}
+		return v.Labels
+	}).(pulumi.StringMapOutput)
+}
+
+// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) RestartOnSecretChange() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) *bool {
+		if v == nil {
+			return nil
+		}
+		return v.RestartOnSecretChange
+	}).(pulumi.BoolPtrOutput)
+}
+
+// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) RestartPolicy() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) *string {
+		if v == nil {
+			return nil
+		}
+		return v.RestartPolicy
+	}).(pulumi.StringPtrOutput)
+}
+
+// Seconds between SIGTERM and SIGKILL when the pod is stopped, 0 to 3600. Defaults to 30. Changing it rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) TerminationGracePeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) *int {
+		if v == nil {
+			return nil
+		}
+		return v.TerminationGracePeriodSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainer struct {
+	// Replaces the image's cmd (the arguments of the entrypoint).
+	Args []string `pulumi:"args"`
+	// Replaces the image's entrypoint.
+	Commands []string `pulumi:"commands"`
+	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
+	Cpu *string `pulumi:"cpu"`
+	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
+	CpuRequest *string `pulumi:"cpuRequest"`
+	// Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.
+	Env map[string]string `pulumi:"env"`
+	// OCI image reference, e.g. `registry.example.com/app:1.2` or `busybox@sha256:...`; like Docker, `busybox` means `docker.io/library/busybox:latest`.
+	Image string `pulumi:"image"`
+	// Checks whether the container is alive: after `failureThreshold` consecutive failures agentd kills it (SIGTERM, SIGKILL after `terminationGracePeriodSeconds`) and it restarts as after a crash, with back-off. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+	LivenessProbe *DeploymentTemplateContainerLivenessProbe `pulumi:"livenessProbe"`
+	// Memory limit as a quantity: `"512Mi"`, `"1Gi"`, `"1G"` or a number of bytes; at least `6Mi`. Unset: no limit.
+	Memory *string `pulumi:"memory"`
+	// Memory reserved for the container, a quantity like `memory`, at most `memory`. The node admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to `memory` when `memory` is set, else none.
+	MemoryRequest *string `pulumi:"memoryRequest"`
+	// The container's name, unique within the pod: a lowercase RFC 1123 label.
+	Name string `pulumi:"name"`
+	// A port the container listens on; any number. Port names and `containerPort`/`protocol` pairs are unique across the whole pod (its containers share one network namespace). Adding, removing or changing a port rolls out a new revision.
+	Ports []DeploymentTemplateContainerPort `pulumi:"ports"`
+	// Checks whether the container is ready (`container_status.ready`; the pod's `ready` once every container is). A container without one is ready as soon as it runs (and its startup probe, if any, passed). When any container has a readiness probe, `apply` waits until the pod is ready. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+	ReadinessProbe *DeploymentTemplateContainerReadinessProbe `pulumi:"readinessProbe"`
+	// Sets an environment variable to a secret's value. Weaker than `secretMount`: the value is visible in `/proc/<pid>/environ` to processes of the same user, kept in containerd's metadata, inherited by child processes and easily logged; it only changes when the container restarts. Prefer files. The node must hold the secret. Adding, removing or changing one rolls out a new revision.
+	SecretEnvs []DeploymentTemplateContainerSecretEnv `pulumi:"secretEnvs"`
+	// Puts a secret's keys into the container as files, one per key, on a tmpfs (never on disk), read-only. When the secret gets new data the files are replaced atomically (the directory's entries switch at once) while the container runs, unless the pod sets `restartOnSecretChange`. The node must hold the secret (see `Secret`'s `nodeSelector`). At most 32 per container. Adding, removing or changing one rolls out a new revision.
+	SecretMounts []DeploymentTemplateContainerSecretMount `pulumi:"secretMounts"`
+	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+	StartupProbe *DeploymentTemplateContainerStartupProbe `pulumi:"startupProbe"`
+	// Working directory of the main process, an absolute path. Defaults to the image's.
+	WorkingDir *string `pulumi:"workingDir"`
+}
+
+// DeploymentTemplateContainerInput is an input type that accepts DeploymentTemplateContainerArgs and DeploymentTemplateContainerOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerInput` via:
+//
+//	DeploymentTemplateContainerArgs{...}
+type DeploymentTemplateContainerInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerOutput() DeploymentTemplateContainerOutput
+	ToDeploymentTemplateContainerOutputWithContext(context.Context) DeploymentTemplateContainerOutput
+}
+
+type DeploymentTemplateContainerArgs struct {
+	// Replaces the image's cmd (the arguments of the entrypoint).
+	Args pulumi.StringArrayInput `pulumi:"args"`
+	// Replaces the image's entrypoint.
+	Commands pulumi.StringArrayInput `pulumi:"commands"`
+	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
+	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
+	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
+	CpuRequest pulumi.StringPtrInput `pulumi:"cpuRequest"`
+	// Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.
+	Env pulumi.StringMapInput `pulumi:"env"`
+	// OCI image reference, e.g. `registry.example.com/app:1.2` or `busybox@sha256:...`; like Docker, `busybox` means `docker.io/library/busybox:latest`.
+	Image pulumi.StringInput `pulumi:"image"`
+	// Checks whether the container is alive: after `failureThreshold` consecutive failures agentd kills it (SIGTERM, SIGKILL after `terminationGracePeriodSeconds`) and it restarts as after a crash, with back-off. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+	LivenessProbe DeploymentTemplateContainerLivenessProbePtrInput `pulumi:"livenessProbe"`
+	// Memory limit as a quantity: `"512Mi"`, `"1Gi"`, `"1G"` or a number of bytes; at least `6Mi`. Unset: no limit.
+	Memory pulumi.StringPtrInput `pulumi:"memory"`
+	// Memory reserved for the container, a quantity like `memory`, at most `memory`. The node admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to `memory` when `memory` is set, else none.
+	MemoryRequest pulumi.StringPtrInput `pulumi:"memoryRequest"`
+	// The container's name, unique within the pod: a lowercase RFC 1123 label.
+	Name pulumi.StringInput `pulumi:"name"`
+	// A port the container listens on; any number. Port names and `containerPort`/`protocol` pairs are unique across the whole pod (its containers share one network namespace). Adding, removing or changing a port rolls out a new revision.
+	Ports DeploymentTemplateContainerPortArrayInput `pulumi:"ports"`
+	// Checks whether the container is ready (`container_status.ready`; the pod's `ready` once every container is). A container without one is ready as soon as it runs (and its startup probe, if any, passed). When any container has a readiness probe, `apply` waits until the pod is ready. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+	ReadinessProbe DeploymentTemplateContainerReadinessProbePtrInput `pulumi:"readinessProbe"`
+	// Sets an environment variable to a secret's value. Weaker than `secretMount`: the value is visible in `/proc/<pid>/environ` to processes of the same user, kept in containerd's metadata, inherited by child processes and easily logged; it only changes when the container restarts. Prefer files. The node must hold the secret. Adding, removing or changing one rolls out a new revision.
+	SecretEnvs DeploymentTemplateContainerSecretEnvArrayInput `pulumi:"secretEnvs"`
+	// Puts a secret's keys into the container as files, one per key, on a tmpfs (never on disk), read-only. When the secret gets new data the files are replaced atomically (the directory's entries switch at once) while the container runs, unless the pod sets `restartOnSecretChange`. The node must hold the secret (see `Secret`'s `nodeSelector`). At most 32 per container. Adding, removing or changing one rolls out a new revision.
+	SecretMounts DeploymentTemplateContainerSecretMountArrayInput `pulumi:"secretMounts"`
+	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+	StartupProbe DeploymentTemplateContainerStartupProbePtrInput `pulumi:"startupProbe"`
+	// Working directory of the main process, an absolute path. Defaults to the image's.
+	WorkingDir pulumi.StringPtrInput `pulumi:"workingDir"`
+}
+
+func (DeploymentTemplateContainerArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainer)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerArgs) ToDeploymentTemplateContainerOutput() DeploymentTemplateContainerOutput {
+	return i.ToDeploymentTemplateContainerOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerArgs) ToDeploymentTemplateContainerOutputWithContext(ctx context.Context) DeploymentTemplateContainerOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerOutput)
+}
+
+// DeploymentTemplateContainerArrayInput is an input type that accepts DeploymentTemplateContainerArray and DeploymentTemplateContainerArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerArrayInput` via:
+//
+//	DeploymentTemplateContainerArray{ DeploymentTemplateContainerArgs{...} }
+type DeploymentTemplateContainerArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerArrayOutput() DeploymentTemplateContainerArrayOutput
+	ToDeploymentTemplateContainerArrayOutputWithContext(context.Context) DeploymentTemplateContainerArrayOutput
+}
+
+type DeploymentTemplateContainerArray []DeploymentTemplateContainerInput
+
+func (DeploymentTemplateContainerArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainer)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerArray) ToDeploymentTemplateContainerArrayOutput() DeploymentTemplateContainerArrayOutput {
+	return i.ToDeploymentTemplateContainerArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerArray) ToDeploymentTemplateContainerArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerArrayOutput)
+}
+
+type DeploymentTemplateContainerOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainer)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerOutput) ToDeploymentTemplateContainerOutput() DeploymentTemplateContainerOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerOutput) ToDeploymentTemplateContainerOutputWithContext(ctx context.Context) DeploymentTemplateContainerOutput {
+	return o
+}
+
+// Replaces the image's cmd (the arguments of the entrypoint).
+func (o DeploymentTemplateContainerOutput) Args() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []string { return v.Args }).(pulumi.StringArrayOutput)
+}
+
+// Replaces the image's entrypoint.
+func (o DeploymentTemplateContainerOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []string { return v.Commands }).(pulumi.StringArrayOutput)
+}
+
+// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
+func (o DeploymentTemplateContainerOutput) Cpu() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *string { return v.Cpu }).(pulumi.StringPtrOutput)
+}
+
+// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
+func (o DeploymentTemplateContainerOutput) CpuRequest() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *string { return v.CpuRequest }).(pulumi.StringPtrOutput)
+}
+
+// Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.
+func (o DeploymentTemplateContainerOutput) Env() pulumi.StringMapOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) map[string]string { return v.Env }).(pulumi.StringMapOutput)
+}
+
+// OCI image reference, e.g. `registry.example.com/app:1.2` or `busybox@sha256:...`; like Docker, `busybox` means `docker.io/library/busybox:latest`.
+func (o DeploymentTemplateContainerOutput) Image() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) string { return v.Image }).(pulumi.StringOutput)
+}
+
+// Checks whether the container is alive: after `failureThreshold` consecutive failures agentd kills it (SIGTERM, SIGKILL after `terminationGracePeriodSeconds`) and it restarts as after a crash, with back-off. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) LivenessProbe() DeploymentTemplateContainerLivenessProbePtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *DeploymentTemplateContainerLivenessProbe { return v.LivenessProbe }).(DeploymentTemplateContainerLivenessProbePtrOutput)
+}
+
+// Memory limit as a quantity: `"512Mi"`, `"1Gi"`, `"1G"` or a number of bytes; at least `6Mi`. Unset: no limit.
+func (o DeploymentTemplateContainerOutput) Memory() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *string { return v.Memory }).(pulumi.StringPtrOutput)
+}
+
+// Memory reserved for the container, a quantity like `memory`, at most `memory`. The node admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to `memory` when `memory` is set, else none.
+func (o DeploymentTemplateContainerOutput) MemoryRequest() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *string { return v.MemoryRequest }).(pulumi.StringPtrOutput)
+}
+
+// The container's name, unique within the pod: a lowercase RFC 1123 label.
+func (o DeploymentTemplateContainerOutput) Name() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) string { return v.Name }).(pulumi.StringOutput)
+}
+
+// A port the container listens on; any number. Port names and `containerPort`/`protocol` pairs are unique across the whole pod (its containers share one network namespace). Adding, removing or changing a port rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) Ports() DeploymentTemplateContainerPortArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []DeploymentTemplateContainerPort { return v.Ports }).(DeploymentTemplateContainerPortArrayOutput)
+}
+
+// Checks whether the container is ready (`container_status.ready`; the pod's `ready` once every container is). A container without one is ready as soon as it runs (and its startup probe, if any, passed). When any container has a readiness probe, `apply` waits until the pod is ready. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) ReadinessProbe() DeploymentTemplateContainerReadinessProbePtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *DeploymentTemplateContainerReadinessProbe {
+		return v.ReadinessProbe
+	}).(DeploymentTemplateContainerReadinessProbePtrOutput)
+}
+
+// Sets an environment variable to a secret's value. Weaker than `secretMount`: the value is visible in `/proc/<pid>/environ` to processes of the same user, kept in containerd's metadata, inherited by child processes and easily logged; it only changes when the container restarts. Prefer files. The node must hold the secret. Adding, removing or changing one rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) SecretEnvs() DeploymentTemplateContainerSecretEnvArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []DeploymentTemplateContainerSecretEnv { return v.SecretEnvs }).(DeploymentTemplateContainerSecretEnvArrayOutput)
+}
+
+// Puts a secret's keys into the container as files, one per key, on a tmpfs (never on disk), read-only. When the secret gets new data the files are replaced atomically (the directory's entries switch at once) while the container runs, unless the pod sets `restartOnSecretChange`. The node must hold the secret (see `Secret`'s `nodeSelector`). At most 32 per container. Adding, removing or changing one rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) SecretMounts() DeploymentTemplateContainerSecretMountArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []DeploymentTemplateContainerSecretMount { return v.SecretMounts }).(DeploymentTemplateContainerSecretMountArrayOutput)
+}
+
+// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) StartupProbe() DeploymentTemplateContainerStartupProbePtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *DeploymentTemplateContainerStartupProbe { return v.StartupProbe }).(DeploymentTemplateContainerStartupProbePtrOutput)
+}
+
+// Working directory of the main process, an absolute path. Defaults to the image's.
+func (o DeploymentTemplateContainerOutput) WorkingDir() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) *string { return v.WorkingDir }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainer)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerArrayOutput) ToDeploymentTemplateContainerArrayOutput() DeploymentTemplateContainerArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerArrayOutput) ToDeploymentTemplateContainerArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateContainerOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainer {
+		return vs[0].([]DeploymentTemplateContainer)[vs[1].(int)]
+	}).(DeploymentTemplateContainerOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbe struct {
+	// Runs a command in the container (with its environment and user); exit code 0 is success.
+	Exec *DeploymentTemplateContainerLivenessProbeExec `pulumi:"exec"`
+	// Consecutive failures for the probe to count as failed; at least 1, default 3.
+	FailureThreshold *int `pulumi:"failureThreshold"`
+	// An HTTP GET that succeeds with a status from 200 to 399.
+	HttpGet *DeploymentTemplateContainerLivenessProbeHttpGet `pulumi:"httpGet"`
+	// Seconds after the container started before the first probe; default 0.
+	InitialDelaySeconds *int `pulumi:"initialDelaySeconds"`
+	// Seconds between probes; at least 1, default 10.
+	PeriodSeconds *int `pulumi:"periodSeconds"`
+	// Must be 1 (the default) for this probe.
+	SuccessThreshold *int `pulumi:"successThreshold"`
+	// Succeeds when a TCP connection is accepted.
+	TcpSocket *DeploymentTemplateContainerLivenessProbeTcpSocket `pulumi:"tcpSocket"`
+	// Seconds after which a probe counts as failed; at least 1, default 1.
+	TimeoutSeconds *int `pulumi:"timeoutSeconds"`
+}
+
+// DeploymentTemplateContainerLivenessProbeInput is an input type that accepts DeploymentTemplateContainerLivenessProbeArgs and DeploymentTemplateContainerLivenessProbeOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeInput` via:
+//
+//	DeploymentTemplateContainerLivenessProbeArgs{...}
+type DeploymentTemplateContainerLivenessProbeInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeOutput() DeploymentTemplateContainerLivenessProbeOutput
+	ToDeploymentTemplateContainerLivenessProbeOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeOutput
+}
+
+type DeploymentTemplateContainerLivenessProbeArgs struct {
+	// Runs a command in the container (with its environment and user); exit code 0 is success.
+	Exec DeploymentTemplateContainerLivenessProbeExecPtrInput `pulumi:"exec"`
+	// Consecutive failures for the probe to count as failed; at least 1, default 3.
+	FailureThreshold pulumi.IntPtrInput `pulumi:"failureThreshold"`
+	// An HTTP GET that succeeds with a status from 200 to 399.
+	HttpGet DeploymentTemplateContainerLivenessProbeHttpGetPtrInput `pulumi:"httpGet"`
+	// Seconds after the container started before the first probe; default 0.
+	InitialDelaySeconds pulumi.IntPtrInput `pulumi:"initialDelaySeconds"`
+	// Seconds between probes; at least 1, default 10.
+	PeriodSeconds pulumi.IntPtrInput `pulumi:"periodSeconds"`
+	// Must be 1 (the default) for this probe.
+	SuccessThreshold pulumi.IntPtrInput `pulumi:"successThreshold"`
+	// Succeeds when a TCP connection is accepted.
+	TcpSocket DeploymentTemplateContainerLivenessProbeTcpSocketPtrInput `pulumi:"tcpSocket"`
+	// Seconds after which a probe counts as failed; at least 1, default 1.
+	TimeoutSeconds pulumi.IntPtrInput `pulumi:"timeoutSeconds"`
+}
+
+func (DeploymentTemplateContainerLivenessProbeArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbe)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerLivenessProbeArgs) ToDeploymentTemplateContainerLivenessProbeOutput() DeploymentTemplateContainerLivenessProbeOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeArgs) ToDeploymentTemplateContainerLivenessProbeOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeOutput)
+}
+
+func (i DeploymentTemplateContainerLivenessProbeArgs) ToDeploymentTemplateContainerLivenessProbePtrOutput() DeploymentTemplateContainerLivenessProbePtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeArgs) ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeOutput).ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerLivenessProbePtrInput is an input type that accepts DeploymentTemplateContainerLivenessProbeArgs, DeploymentTemplateContainerLivenessProbePtr and DeploymentTemplateContainerLivenessProbePtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbePtrInput` via:
+//
+//	        DeploymentTemplateContainerLivenessProbeArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerLivenessProbePtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbePtrOutput() DeploymentTemplateContainerLivenessProbePtrOutput
+	ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbePtrOutput
+}
+
+type deploymentTemplateContainerLivenessProbePtrType DeploymentTemplateContainerLivenessProbeArgs
+
+func DeploymentTemplateContainerLivenessProbePtr(v *DeploymentTemplateContainerLivenessProbeArgs) DeploymentTemplateContainerLivenessProbePtrInput {
+	return (*deploymentTemplateContainerLivenessProbePtrType)(v)
+}
+
+func (*deploymentTemplateContainerLivenessProbePtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbe)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerLivenessProbePtrType) ToDeploymentTemplateContainerLivenessProbePtrOutput() DeploymentTemplateContainerLivenessProbePtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerLivenessProbePtrType) ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbePtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbe)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeOutput) ToDeploymentTemplateContainerLivenessProbeOutput() DeploymentTemplateContainerLivenessProbeOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeOutput) ToDeploymentTemplateContainerLivenessProbeOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeOutput) ToDeploymentTemplateContainerLivenessProbePtrOutput() DeploymentTemplateContainerLivenessProbePtrOutput {
+	return o.ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerLivenessProbeOutput) ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbePtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbe {
+		return &v
+	}).(DeploymentTemplateContainerLivenessProbePtrOutput)
+}
+
+// Runs a command in the container (with its environment and user); exit code 0 is success.
+func (o DeploymentTemplateContainerLivenessProbeOutput) Exec() DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbeExec {
+		return v.Exec
+	}).(DeploymentTemplateContainerLivenessProbeExecPtrOutput)
+}
+
+// Consecutive failures for the probe to count as failed; at least 1, default 3.
+func (o DeploymentTemplateContainerLivenessProbeOutput) FailureThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *int { return v.FailureThreshold }).(pulumi.IntPtrOutput)
+}
+
+// An HTTP GET that succeeds with a status from 200 to 399.
+func (o DeploymentTemplateContainerLivenessProbeOutput) HttpGet() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbeHttpGet {
+		return v.HttpGet
+	}).(DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput)
+}
+
+// Seconds after the container started before the first probe; default 0.
+func (o DeploymentTemplateContainerLivenessProbeOutput) InitialDelaySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *int { return v.InitialDelaySeconds }).(pulumi.IntPtrOutput)
+}
+
+// Seconds between probes; at least 1, default 10.
+func (o DeploymentTemplateContainerLivenessProbeOutput) PeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *int { return v.PeriodSeconds }).(pulumi.IntPtrOutput)
+}
+
+// Must be 1 (the default) for this probe.
+func (o DeploymentTemplateContainerLivenessProbeOutput) SuccessThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *int { return v.SuccessThreshold }).(pulumi.IntPtrOutput)
+}
+
+// Succeeds when a TCP connection is accepted.
+func (o DeploymentTemplateContainerLivenessProbeOutput) TcpSocket() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbeTcpSocket {
+		return v.TcpSocket
+	}).(DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput)
+}
+
+// Seconds after which a probe counts as failed; at least 1, default 1.
+func (o DeploymentTemplateContainerLivenessProbeOutput) TimeoutSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbe) *int { return v.TimeoutSeconds }).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbePtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbePtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbe)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) ToDeploymentTemplateContainerLivenessProbePtrOutput() DeploymentTemplateContainerLivenessProbePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) ToDeploymentTemplateContainerLivenessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) Elem() DeploymentTemplateContainerLivenessProbeOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) DeploymentTemplateContainerLivenessProbe {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerLivenessProbe
+		return ret
+	}).(DeploymentTemplateContainerLivenessProbeOutput)
+}
+
+// Runs a command in the container (with its environment and user); exit code 0 is success.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) Exec() DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbeExec {
+		if v == nil {
+			return nil
+		}
+		return v.Exec
+	}).(DeploymentTemplateContainerLivenessProbeExecPtrOutput)
+}
+
+// Consecutive failures for the probe to count as failed; at least 1, default 3.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) FailureThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.FailureThreshold
+	}).(pulumi.IntPtrOutput)
+}
+
+// An HTTP GET that succeeds with a status from 200 to 399.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) HttpGet() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbeHttpGet {
+		if v == nil {
+			return nil
+		}
+		return v.HttpGet
+	}).(DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput)
+}
+
+// Seconds after the container started before the first probe; default 0.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) InitialDelaySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.InitialDelaySeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// Seconds between probes; at least 1, default 10.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) PeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.PeriodSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// Must be 1 (the default) for this probe.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) SuccessThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.SuccessThreshold
+	}).(pulumi.IntPtrOutput)
+}
+
+// Succeeds when a TCP connection is accepted.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) TcpSocket() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *DeploymentTemplateContainerLivenessProbeTcpSocket {
+		if v == nil {
+			return nil
+		}
+		return v.TcpSocket
+	}).(DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput)
+}
+
+// Seconds after which a probe counts as failed; at least 1, default 1.
+func (o DeploymentTemplateContainerLivenessProbePtrOutput) TimeoutSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.TimeoutSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeExec struct {
+	// The command and its arguments (not run through a shell); not empty.
+	Commands []string `pulumi:"commands"`
+}
+
+// DeploymentTemplateContainerLivenessProbeExecInput is an input type that accepts DeploymentTemplateContainerLivenessProbeExecArgs and DeploymentTemplateContainerLivenessProbeExecOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeExecInput` via:
+//
+//	DeploymentTemplateContainerLivenessProbeExecArgs{...}
+type DeploymentTemplateContainerLivenessProbeExecInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeExecOutput() DeploymentTemplateContainerLivenessProbeExecOutput
+	ToDeploymentTemplateContainerLivenessProbeExecOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeExecOutput
+}
+
+type DeploymentTemplateContainerLivenessProbeExecArgs struct {
+	// The command and its arguments (not run through a shell); not empty.
+	Commands pulumi.StringArrayInput `pulumi:"commands"`
+}
+
+func (DeploymentTemplateContainerLivenessProbeExecArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeExec)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerLivenessProbeExecArgs) ToDeploymentTemplateContainerLivenessProbeExecOutput() DeploymentTemplateContainerLivenessProbeExecOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeExecOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeExecArgs) ToDeploymentTemplateContainerLivenessProbeExecOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeExecOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeExecOutput)
+}
+
+func (i DeploymentTemplateContainerLivenessProbeExecArgs) ToDeploymentTemplateContainerLivenessProbeExecPtrOutput() DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeExecArgs) ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeExecOutput).ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerLivenessProbeExecPtrInput is an input type that accepts DeploymentTemplateContainerLivenessProbeExecArgs, DeploymentTemplateContainerLivenessProbeExecPtr and DeploymentTemplateContainerLivenessProbeExecPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeExecPtrInput` via:
+//
+//	        DeploymentTemplateContainerLivenessProbeExecArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerLivenessProbeExecPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeExecPtrOutput() DeploymentTemplateContainerLivenessProbeExecPtrOutput
+	ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeExecPtrOutput
+}
+
+type deploymentTemplateContainerLivenessProbeExecPtrType DeploymentTemplateContainerLivenessProbeExecArgs
+
+func DeploymentTemplateContainerLivenessProbeExecPtr(v *DeploymentTemplateContainerLivenessProbeExecArgs) DeploymentTemplateContainerLivenessProbeExecPtrInput {
+	return (*deploymentTemplateContainerLivenessProbeExecPtrType)(v)
+}
+
+func (*deploymentTemplateContainerLivenessProbeExecPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbeExec)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerLivenessProbeExecPtrType) ToDeploymentTemplateContainerLivenessProbeExecPtrOutput() DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerLivenessProbeExecPtrType) ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeExecPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeExecOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeExecOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeExec)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecOutput) ToDeploymentTemplateContainerLivenessProbeExecOutput() DeploymentTemplateContainerLivenessProbeExecOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecOutput) ToDeploymentTemplateContainerLivenessProbeExecOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeExecOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecOutput) ToDeploymentTemplateContainerLivenessProbeExecPtrOutput() DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return o.ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecOutput) ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerLivenessProbeExec) *DeploymentTemplateContainerLivenessProbeExec {
+		return &v
+	}).(DeploymentTemplateContainerLivenessProbeExecPtrOutput)
+}
+
+// The command and its arguments (not run through a shell); not empty.
+func (o DeploymentTemplateContainerLivenessProbeExecOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbeExec) []string { return v.Commands }).(pulumi.StringArrayOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeExecPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeExecPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbeExec)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecPtrOutput) ToDeploymentTemplateContainerLivenessProbeExecPtrOutput() DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecPtrOutput) ToDeploymentTemplateContainerLivenessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeExecPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeExecPtrOutput) Elem() DeploymentTemplateContainerLivenessProbeExecOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeExec) DeploymentTemplateContainerLivenessProbeExec {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerLivenessProbeExec
+		return ret
+	}).(DeploymentTemplateContainerLivenessProbeExecOutput)
+}
+
+// The command and its arguments (not run through a shell); not empty.
+func (o DeploymentTemplateContainerLivenessProbeExecPtrOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeExec) []string {
+		if v == nil {
+			return nil
+		}
+		return v.Commands
+	}).(pulumi.StringArrayOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeHttpGet struct {
+	// The path to request, starting with `/`; default `/`.
+	Path *string `pulumi:"path"`
+	// The port number, 1 to 65535; or set `portName`.
+	Port *int `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName *string `pulumi:"portName"`
+}
+
+// DeploymentTemplateContainerLivenessProbeHttpGetInput is an input type that accepts DeploymentTemplateContainerLivenessProbeHttpGetArgs and DeploymentTemplateContainerLivenessProbeHttpGetOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeHttpGetInput` via:
+//
+//	DeploymentTemplateContainerLivenessProbeHttpGetArgs{...}
+type DeploymentTemplateContainerLivenessProbeHttpGetInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeHttpGetOutput() DeploymentTemplateContainerLivenessProbeHttpGetOutput
+	ToDeploymentTemplateContainerLivenessProbeHttpGetOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeHttpGetOutput
+}
+
+type DeploymentTemplateContainerLivenessProbeHttpGetArgs struct {
+	// The path to request, starting with `/`; default `/`.
+	Path pulumi.StringPtrInput `pulumi:"path"`
+	// The port number, 1 to 65535; or set `portName`.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName pulumi.StringPtrInput `pulumi:"portName"`
+}
+
+func (DeploymentTemplateContainerLivenessProbeHttpGetArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeHttpGet)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerLivenessProbeHttpGetArgs) ToDeploymentTemplateContainerLivenessProbeHttpGetOutput() DeploymentTemplateContainerLivenessProbeHttpGetOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeHttpGetOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeHttpGetArgs) ToDeploymentTemplateContainerLivenessProbeHttpGetOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeHttpGetOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeHttpGetOutput)
+}
+
+func (i DeploymentTemplateContainerLivenessProbeHttpGetArgs) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutput() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeHttpGetArgs) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeHttpGetOutput).ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerLivenessProbeHttpGetPtrInput is an input type that accepts DeploymentTemplateContainerLivenessProbeHttpGetArgs, DeploymentTemplateContainerLivenessProbeHttpGetPtr and DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeHttpGetPtrInput` via:
+//
+//	        DeploymentTemplateContainerLivenessProbeHttpGetArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerLivenessProbeHttpGetPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutput() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput
+	ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput
+}
+
+type deploymentTemplateContainerLivenessProbeHttpGetPtrType DeploymentTemplateContainerLivenessProbeHttpGetArgs
+
+func DeploymentTemplateContainerLivenessProbeHttpGetPtr(v *DeploymentTemplateContainerLivenessProbeHttpGetArgs) DeploymentTemplateContainerLivenessProbeHttpGetPtrInput {
+	return (*deploymentTemplateContainerLivenessProbeHttpGetPtrType)(v)
+}
+
+func (*deploymentTemplateContainerLivenessProbeHttpGetPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbeHttpGet)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerLivenessProbeHttpGetPtrType) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutput() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerLivenessProbeHttpGetPtrType) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeHttpGetOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeHttpGetOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeHttpGet)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) ToDeploymentTemplateContainerLivenessProbeHttpGetOutput() DeploymentTemplateContainerLivenessProbeHttpGetOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) ToDeploymentTemplateContainerLivenessProbeHttpGetOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeHttpGetOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutput() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return o.ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerLivenessProbeHttpGet) *DeploymentTemplateContainerLivenessProbeHttpGet {
+		return &v
+	}).(DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput)
+}
+
+// The path to request, starting with `/`; default `/`.
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbeHttpGet) *string { return v.Path }).(pulumi.StringPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbeHttpGet) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerLivenessProbeHttpGetOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbeHttpGet) *string { return v.PortName }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbeHttpGet)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutput() DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) ToDeploymentTemplateContainerLivenessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) Elem() DeploymentTemplateContainerLivenessProbeHttpGetOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeHttpGet) DeploymentTemplateContainerLivenessProbeHttpGet {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerLivenessProbeHttpGet
+		return ret
+	}).(DeploymentTemplateContainerLivenessProbeHttpGetOutput)
+}
+
+// The path to request, starting with `/`; default `/`.
+func (o DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeHttpGet) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Path
+	}).(pulumi.StringPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeHttpGet) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeHttpGet) *string {
+		if v == nil {
+			return nil
+		}
+		return v.PortName
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeTcpSocket struct {
+	// The port number, 1 to 65535; or set `portName`.
+	Port *int `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName *string `pulumi:"portName"`
+}
+
+// DeploymentTemplateContainerLivenessProbeTcpSocketInput is an input type that accepts DeploymentTemplateContainerLivenessProbeTcpSocketArgs and DeploymentTemplateContainerLivenessProbeTcpSocketOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeTcpSocketInput` via:
+//
+//	DeploymentTemplateContainerLivenessProbeTcpSocketArgs{...}
+type DeploymentTemplateContainerLivenessProbeTcpSocketInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeTcpSocketOutput() DeploymentTemplateContainerLivenessProbeTcpSocketOutput
+	ToDeploymentTemplateContainerLivenessProbeTcpSocketOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketOutput
+}
+
+type DeploymentTemplateContainerLivenessProbeTcpSocketArgs struct {
+	// The port number, 1 to 65535; or set `portName`.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName pulumi.StringPtrInput `pulumi:"portName"`
+}
+
+func (DeploymentTemplateContainerLivenessProbeTcpSocketArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeTcpSocket)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerLivenessProbeTcpSocketArgs) ToDeploymentTemplateContainerLivenessProbeTcpSocketOutput() DeploymentTemplateContainerLivenessProbeTcpSocketOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeTcpSocketOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeTcpSocketArgs) ToDeploymentTemplateContainerLivenessProbeTcpSocketOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeTcpSocketOutput)
+}
+
+func (i DeploymentTemplateContainerLivenessProbeTcpSocketArgs) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerLivenessProbeTcpSocketArgs) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeTcpSocketOutput).ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerLivenessProbeTcpSocketPtrInput is an input type that accepts DeploymentTemplateContainerLivenessProbeTcpSocketArgs, DeploymentTemplateContainerLivenessProbeTcpSocketPtr and DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerLivenessProbeTcpSocketPtrInput` via:
+//
+//	        DeploymentTemplateContainerLivenessProbeTcpSocketArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerLivenessProbeTcpSocketPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput
+	ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput
+}
+
+type deploymentTemplateContainerLivenessProbeTcpSocketPtrType DeploymentTemplateContainerLivenessProbeTcpSocketArgs
+
+func DeploymentTemplateContainerLivenessProbeTcpSocketPtr(v *DeploymentTemplateContainerLivenessProbeTcpSocketArgs) DeploymentTemplateContainerLivenessProbeTcpSocketPtrInput {
+	return (*deploymentTemplateContainerLivenessProbeTcpSocketPtrType)(v)
+}
+
+func (*deploymentTemplateContainerLivenessProbeTcpSocketPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbeTcpSocket)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerLivenessProbeTcpSocketPtrType) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return i.ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerLivenessProbeTcpSocketPtrType) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeTcpSocketOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeTcpSocketOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeTcpSocket)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketOutput) ToDeploymentTemplateContainerLivenessProbeTcpSocketOutput() DeploymentTemplateContainerLivenessProbeTcpSocketOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketOutput) ToDeploymentTemplateContainerLivenessProbeTcpSocketOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketOutput) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return o.ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketOutput) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerLivenessProbeTcpSocket) *DeploymentTemplateContainerLivenessProbeTcpSocket {
+		return &v
+	}).(DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbeTcpSocket) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerLivenessProbeTcpSocket) *string { return v.PortName }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerLivenessProbeTcpSocket)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput() DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput) ToDeploymentTemplateContainerLivenessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput) Elem() DeploymentTemplateContainerLivenessProbeTcpSocketOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeTcpSocket) DeploymentTemplateContainerLivenessProbeTcpSocket {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerLivenessProbeTcpSocket
+		return ret
+	}).(DeploymentTemplateContainerLivenessProbeTcpSocketOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeTcpSocket) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerLivenessProbeTcpSocket) *string {
+		if v == nil {
+			return nil
+		}
+		return v.PortName
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerPort struct {
+	// The port number, 1 to 65535.
+	ContainerPort int `pulumi:"containerPort"`
+	// Name of the port, unique in the pod, to refer to it by name: at most 15 characters of `a-z`, `0-9` and `-`, with at least one letter, not starting or ending with `-` and without `--` (an IANA service name, as in Kubernetes).
+	Name *string `pulumi:"name"`
+	// `TCP` (the default) or `UDP`.
+	Protocol *string `pulumi:"protocol"`
+}
+
+// DeploymentTemplateContainerPortInput is an input type that accepts DeploymentTemplateContainerPortArgs and DeploymentTemplateContainerPortOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerPortInput` via:
+//
+//	DeploymentTemplateContainerPortArgs{...}
+type DeploymentTemplateContainerPortInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerPortOutput() DeploymentTemplateContainerPortOutput
+	ToDeploymentTemplateContainerPortOutputWithContext(context.Context) DeploymentTemplateContainerPortOutput
+}
+
+type DeploymentTemplateContainerPortArgs struct {
+	// The port number, 1 to 65535.
+	ContainerPort pulumi.IntInput `pulumi:"containerPort"`
+	// Name of the port, unique in the pod, to refer to it by name: at most 15 characters of `a-z`, `0-9` and `-`, with at least one letter, not starting or ending with `-` and without `--` (an IANA service name, as in Kubernetes).
+	Name pulumi.StringPtrInput `pulumi:"name"`
+	// `TCP` (the default) or `UDP`.
+	Protocol pulumi.StringPtrInput `pulumi:"protocol"`
+}
+
+func (DeploymentTemplateContainerPortArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerPort)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerPortArgs) ToDeploymentTemplateContainerPortOutput() DeploymentTemplateContainerPortOutput {
+	return i.ToDeploymentTemplateContainerPortOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerPortArgs) ToDeploymentTemplateContainerPortOutputWithContext(ctx context.Context) DeploymentTemplateContainerPortOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerPortOutput)
+}
+
+// DeploymentTemplateContainerPortArrayInput is an input type that accepts DeploymentTemplateContainerPortArray and DeploymentTemplateContainerPortArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerPortArrayInput` via:
+//
+//	DeploymentTemplateContainerPortArray{ DeploymentTemplateContainerPortArgs{...} }
+type DeploymentTemplateContainerPortArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerPortArrayOutput() DeploymentTemplateContainerPortArrayOutput
+	ToDeploymentTemplateContainerPortArrayOutputWithContext(context.Context) DeploymentTemplateContainerPortArrayOutput
+}
+
+type DeploymentTemplateContainerPortArray []DeploymentTemplateContainerPortInput
+
+func (DeploymentTemplateContainerPortArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerPort)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerPortArray) ToDeploymentTemplateContainerPortArrayOutput() DeploymentTemplateContainerPortArrayOutput {
+	return i.ToDeploymentTemplateContainerPortArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerPortArray) ToDeploymentTemplateContainerPortArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerPortArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerPortArrayOutput)
+}
+
+type DeploymentTemplateContainerPortOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerPortOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerPort)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerPortOutput) ToDeploymentTemplateContainerPortOutput() DeploymentTemplateContainerPortOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerPortOutput) ToDeploymentTemplateContainerPortOutputWithContext(ctx context.Context) DeploymentTemplateContainerPortOutput {
+	return o
+}
+
+// The port number, 1 to 65535.
+func (o DeploymentTemplateContainerPortOutput) ContainerPort() pulumi.IntOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerPort) int { return v.ContainerPort }).(pulumi.IntOutput)
+}
+
+// Name of the port, unique in the pod, to refer to it by name: at most 15 characters of `a-z`, `0-9` and `-`, with at least one letter, not starting or ending with `-` and without `--` (an IANA service name, as in Kubernetes).
+func (o DeploymentTemplateContainerPortOutput) Name() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerPort) *string { return v.Name }).(pulumi.StringPtrOutput)
+}
+
+// `TCP` (the default) or `UDP`.
+func (o DeploymentTemplateContainerPortOutput) Protocol() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerPort) *string { return v.Protocol }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerPortArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerPortArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerPort)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerPortArrayOutput) ToDeploymentTemplateContainerPortArrayOutput() DeploymentTemplateContainerPortArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerPortArrayOutput) ToDeploymentTemplateContainerPortArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerPortArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerPortArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateContainerPortOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainerPort {
+		return vs[0].([]DeploymentTemplateContainerPort)[vs[1].(int)]
+	}).(DeploymentTemplateContainerPortOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbe struct {
+	// Runs a command in the container (with its environment and user); exit code 0 is success.
+	Exec *DeploymentTemplateContainerReadinessProbeExec `pulumi:"exec"`
+	// Consecutive failures for the probe to count as failed; at least 1, default 3.
+	FailureThreshold *int `pulumi:"failureThreshold"`
+	// An HTTP GET that succeeds with a status from 200 to 399.
+	HttpGet *DeploymentTemplateContainerReadinessProbeHttpGet `pulumi:"httpGet"`
+	// Seconds after the container started before the first probe; default 0.
+	InitialDelaySeconds *int `pulumi:"initialDelaySeconds"`
+	// Seconds between probes; at least 1, default 10.
+	PeriodSeconds *int `pulumi:"periodSeconds"`
+	// Consecutive successes after a failure for the probe to count as passing; at least 1, default 1.
+	SuccessThreshold *int `pulumi:"successThreshold"`
+	// Succeeds when a TCP connection is accepted.
+	TcpSocket *DeploymentTemplateContainerReadinessProbeTcpSocket `pulumi:"tcpSocket"`
+	// Seconds after which a probe counts as failed; at least 1, default 1.
+	TimeoutSeconds *int `pulumi:"timeoutSeconds"`
+}
+
+// DeploymentTemplateContainerReadinessProbeInput is an input type that accepts DeploymentTemplateContainerReadinessProbeArgs and DeploymentTemplateContainerReadinessProbeOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeInput` via:
+//
+//	DeploymentTemplateContainerReadinessProbeArgs{...}
+type DeploymentTemplateContainerReadinessProbeInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeOutput() DeploymentTemplateContainerReadinessProbeOutput
+	ToDeploymentTemplateContainerReadinessProbeOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeOutput
+}
+
+type DeploymentTemplateContainerReadinessProbeArgs struct {
+	// Runs a command in the container (with its environment and user); exit code 0 is success.
+	Exec DeploymentTemplateContainerReadinessProbeExecPtrInput `pulumi:"exec"`
+	// Consecutive failures for the probe to count as failed; at least 1, default 3.
+	FailureThreshold pulumi.IntPtrInput `pulumi:"failureThreshold"`
+	// An HTTP GET that succeeds with a status from 200 to 399.
+	HttpGet DeploymentTemplateContainerReadinessProbeHttpGetPtrInput `pulumi:"httpGet"`
+	// Seconds after the container started before the first probe; default 0.
+	InitialDelaySeconds pulumi.IntPtrInput `pulumi:"initialDelaySeconds"`
+	// Seconds between probes; at least 1, default 10.
+	PeriodSeconds pulumi.IntPtrInput `pulumi:"periodSeconds"`
+	// Consecutive successes after a failure for the probe to count as passing; at least 1, default 1.
+	SuccessThreshold pulumi.IntPtrInput `pulumi:"successThreshold"`
+	// Succeeds when a TCP connection is accepted.
+	TcpSocket DeploymentTemplateContainerReadinessProbeTcpSocketPtrInput `pulumi:"tcpSocket"`
+	// Seconds after which a probe counts as failed; at least 1, default 1.
+	TimeoutSeconds pulumi.IntPtrInput `pulumi:"timeoutSeconds"`
+}
+
+func (DeploymentTemplateContainerReadinessProbeArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbe)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerReadinessProbeArgs) ToDeploymentTemplateContainerReadinessProbeOutput() DeploymentTemplateContainerReadinessProbeOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeArgs) ToDeploymentTemplateContainerReadinessProbeOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeOutput)
+}
+
+func (i DeploymentTemplateContainerReadinessProbeArgs) ToDeploymentTemplateContainerReadinessProbePtrOutput() DeploymentTemplateContainerReadinessProbePtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeArgs) ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeOutput).ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerReadinessProbePtrInput is an input type that accepts DeploymentTemplateContainerReadinessProbeArgs, DeploymentTemplateContainerReadinessProbePtr and DeploymentTemplateContainerReadinessProbePtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbePtrInput` via:
+//
+//	        DeploymentTemplateContainerReadinessProbeArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerReadinessProbePtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbePtrOutput() DeploymentTemplateContainerReadinessProbePtrOutput
+	ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbePtrOutput
+}
+
+type deploymentTemplateContainerReadinessProbePtrType DeploymentTemplateContainerReadinessProbeArgs
+
+func DeploymentTemplateContainerReadinessProbePtr(v *DeploymentTemplateContainerReadinessProbeArgs) DeploymentTemplateContainerReadinessProbePtrInput {
+	return (*deploymentTemplateContainerReadinessProbePtrType)(v)
+}
+
+func (*deploymentTemplateContainerReadinessProbePtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbe)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerReadinessProbePtrType) ToDeploymentTemplateContainerReadinessProbePtrOutput() DeploymentTemplateContainerReadinessProbePtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerReadinessProbePtrType) ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbePtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbe)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeOutput) ToDeploymentTemplateContainerReadinessProbeOutput() DeploymentTemplateContainerReadinessProbeOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeOutput) ToDeploymentTemplateContainerReadinessProbeOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeOutput) ToDeploymentTemplateContainerReadinessProbePtrOutput() DeploymentTemplateContainerReadinessProbePtrOutput {
+	return o.ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerReadinessProbeOutput) ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbePtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbe {
+		return &v
+	}).(DeploymentTemplateContainerReadinessProbePtrOutput)
+}
+
+// Runs a command in the container (with its environment and user); exit code 0 is success.
+func (o DeploymentTemplateContainerReadinessProbeOutput) Exec() DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbeExec {
+		return v.Exec
+	}).(DeploymentTemplateContainerReadinessProbeExecPtrOutput)
+}
+
+// Consecutive failures for the probe to count as failed; at least 1, default 3.
+func (o DeploymentTemplateContainerReadinessProbeOutput) FailureThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *int { return v.FailureThreshold }).(pulumi.IntPtrOutput)
+}
+
+// An HTTP GET that succeeds with a status from 200 to 399.
+func (o DeploymentTemplateContainerReadinessProbeOutput) HttpGet() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbeHttpGet {
+		return v.HttpGet
+	}).(DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput)
+}
+
+// Seconds after the container started before the first probe; default 0.
+func (o DeploymentTemplateContainerReadinessProbeOutput) InitialDelaySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *int { return v.InitialDelaySeconds }).(pulumi.IntPtrOutput)
+}
+
+// Seconds between probes; at least 1, default 10.
+func (o DeploymentTemplateContainerReadinessProbeOutput) PeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *int { return v.PeriodSeconds }).(pulumi.IntPtrOutput)
+}
+
+// Consecutive successes after a failure for the probe to count as passing; at least 1, default 1.
+func (o DeploymentTemplateContainerReadinessProbeOutput) SuccessThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *int { return v.SuccessThreshold }).(pulumi.IntPtrOutput)
+}
+
+// Succeeds when a TCP connection is accepted.
+func (o DeploymentTemplateContainerReadinessProbeOutput) TcpSocket() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbeTcpSocket {
+		return v.TcpSocket
+	}).(DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput)
+}
+
+// Seconds after which a probe counts as failed; at least 1, default 1.
+func (o DeploymentTemplateContainerReadinessProbeOutput) TimeoutSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbe) *int { return v.TimeoutSeconds }).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbePtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbePtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbe)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) ToDeploymentTemplateContainerReadinessProbePtrOutput() DeploymentTemplateContainerReadinessProbePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) ToDeploymentTemplateContainerReadinessProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) Elem() DeploymentTemplateContainerReadinessProbeOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) DeploymentTemplateContainerReadinessProbe {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerReadinessProbe
+		return ret
+	}).(DeploymentTemplateContainerReadinessProbeOutput)
+}
+
+// Runs a command in the container (with its environment and user); exit code 0 is success.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) Exec() DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbeExec {
+		if v == nil {
+			return nil
+		}
+		return v.Exec
+	}).(DeploymentTemplateContainerReadinessProbeExecPtrOutput)
+}
+
+// Consecutive failures for the probe to count as failed; at least 1, default 3.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) FailureThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.FailureThreshold
+	}).(pulumi.IntPtrOutput)
+}
+
+// An HTTP GET that succeeds with a status from 200 to 399.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) HttpGet() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbeHttpGet {
+		if v == nil {
+			return nil
+		}
+		return v.HttpGet
+	}).(DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput)
+}
+
+// Seconds after the container started before the first probe; default 0.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) InitialDelaySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.InitialDelaySeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// Seconds between probes; at least 1, default 10.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) PeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.PeriodSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// Consecutive successes after a failure for the probe to count as passing; at least 1, default 1.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) SuccessThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.SuccessThreshold
+	}).(pulumi.IntPtrOutput)
+}
+
+// Succeeds when a TCP connection is accepted.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) TcpSocket() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *DeploymentTemplateContainerReadinessProbeTcpSocket {
+		if v == nil {
+			return nil
+		}
+		return v.TcpSocket
+	}).(DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput)
+}
+
+// Seconds after which a probe counts as failed; at least 1, default 1.
+func (o DeploymentTemplateContainerReadinessProbePtrOutput) TimeoutSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.TimeoutSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeExec struct {
+	// The command and its arguments (not run through a shell); not empty.
+	Commands []string `pulumi:"commands"`
+}
+
+// DeploymentTemplateContainerReadinessProbeExecInput is an input type that accepts DeploymentTemplateContainerReadinessProbeExecArgs and DeploymentTemplateContainerReadinessProbeExecOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeExecInput` via:
+//
+//	DeploymentTemplateContainerReadinessProbeExecArgs{...}
+type DeploymentTemplateContainerReadinessProbeExecInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeExecOutput() DeploymentTemplateContainerReadinessProbeExecOutput
+	ToDeploymentTemplateContainerReadinessProbeExecOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeExecOutput
+}
+
+type DeploymentTemplateContainerReadinessProbeExecArgs struct {
+	// The command and its arguments (not run through a shell); not empty.
+	Commands pulumi.StringArrayInput `pulumi:"commands"`
+}
+
+func (DeploymentTemplateContainerReadinessProbeExecArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeExec)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerReadinessProbeExecArgs) ToDeploymentTemplateContainerReadinessProbeExecOutput() DeploymentTemplateContainerReadinessProbeExecOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeExecOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeExecArgs) ToDeploymentTemplateContainerReadinessProbeExecOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeExecOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeExecOutput)
+}
+
+func (i DeploymentTemplateContainerReadinessProbeExecArgs) ToDeploymentTemplateContainerReadinessProbeExecPtrOutput() DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeExecArgs) ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeExecOutput).ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerReadinessProbeExecPtrInput is an input type that accepts DeploymentTemplateContainerReadinessProbeExecArgs, DeploymentTemplateContainerReadinessProbeExecPtr and DeploymentTemplateContainerReadinessProbeExecPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeExecPtrInput` via:
+//
+//	        DeploymentTemplateContainerReadinessProbeExecArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerReadinessProbeExecPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeExecPtrOutput() DeploymentTemplateContainerReadinessProbeExecPtrOutput
+	ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeExecPtrOutput
+}
+
+type deploymentTemplateContainerReadinessProbeExecPtrType DeploymentTemplateContainerReadinessProbeExecArgs
+
+func DeploymentTemplateContainerReadinessProbeExecPtr(v *DeploymentTemplateContainerReadinessProbeExecArgs) DeploymentTemplateContainerReadinessProbeExecPtrInput {
+	return (*deploymentTemplateContainerReadinessProbeExecPtrType)(v)
+}
+
+func (*deploymentTemplateContainerReadinessProbeExecPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbeExec)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerReadinessProbeExecPtrType) ToDeploymentTemplateContainerReadinessProbeExecPtrOutput() DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerReadinessProbeExecPtrType) ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeExecPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeExecOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeExecOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeExec)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecOutput) ToDeploymentTemplateContainerReadinessProbeExecOutput() DeploymentTemplateContainerReadinessProbeExecOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecOutput) ToDeploymentTemplateContainerReadinessProbeExecOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeExecOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecOutput) ToDeploymentTemplateContainerReadinessProbeExecPtrOutput() DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return o.ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecOutput) ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerReadinessProbeExec) *DeploymentTemplateContainerReadinessProbeExec {
+		return &v
+	}).(DeploymentTemplateContainerReadinessProbeExecPtrOutput)
+}
+
+// The command and its arguments (not run through a shell); not empty.
+func (o DeploymentTemplateContainerReadinessProbeExecOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbeExec) []string { return v.Commands }).(pulumi.StringArrayOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeExecPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeExecPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbeExec)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecPtrOutput) ToDeploymentTemplateContainerReadinessProbeExecPtrOutput() DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecPtrOutput) ToDeploymentTemplateContainerReadinessProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeExecPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeExecPtrOutput) Elem() DeploymentTemplateContainerReadinessProbeExecOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeExec) DeploymentTemplateContainerReadinessProbeExec {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerReadinessProbeExec
+		return ret
+	}).(DeploymentTemplateContainerReadinessProbeExecOutput)
+}
+
+// The command and its arguments (not run through a shell); not empty.
+func (o DeploymentTemplateContainerReadinessProbeExecPtrOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeExec) []string {
+		if v == nil {
+			return nil
+		}
+		return v.Commands
+	}).(pulumi.StringArrayOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeHttpGet struct {
+	// The path to request, starting with `/`; default `/`.
+	Path *string `pulumi:"path"`
+	// The port number, 1 to 65535; or set `portName`.
+	Port *int `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName *string `pulumi:"portName"`
+}
+
+// DeploymentTemplateContainerReadinessProbeHttpGetInput is an input type that accepts DeploymentTemplateContainerReadinessProbeHttpGetArgs and DeploymentTemplateContainerReadinessProbeHttpGetOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeHttpGetInput` via:
+//
+//	DeploymentTemplateContainerReadinessProbeHttpGetArgs{...}
+type DeploymentTemplateContainerReadinessProbeHttpGetInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeHttpGetOutput() DeploymentTemplateContainerReadinessProbeHttpGetOutput
+	ToDeploymentTemplateContainerReadinessProbeHttpGetOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeHttpGetOutput
+}
+
+type DeploymentTemplateContainerReadinessProbeHttpGetArgs struct {
+	// The path to request, starting with `/`; default `/`.
+	Path pulumi.StringPtrInput `pulumi:"path"`
+	// The port number, 1 to 65535; or set `portName`.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName pulumi.StringPtrInput `pulumi:"portName"`
+}
+
+func (DeploymentTemplateContainerReadinessProbeHttpGetArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeHttpGet)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerReadinessProbeHttpGetArgs) ToDeploymentTemplateContainerReadinessProbeHttpGetOutput() DeploymentTemplateContainerReadinessProbeHttpGetOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeHttpGetOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeHttpGetArgs) ToDeploymentTemplateContainerReadinessProbeHttpGetOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeHttpGetOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeHttpGetOutput)
+}
+
+func (i DeploymentTemplateContainerReadinessProbeHttpGetArgs) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutput() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeHttpGetArgs) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeHttpGetOutput).ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerReadinessProbeHttpGetPtrInput is an input type that accepts DeploymentTemplateContainerReadinessProbeHttpGetArgs, DeploymentTemplateContainerReadinessProbeHttpGetPtr and DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeHttpGetPtrInput` via:
+//
+//	        DeploymentTemplateContainerReadinessProbeHttpGetArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerReadinessProbeHttpGetPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutput() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput
+	ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput
+}
+
+type deploymentTemplateContainerReadinessProbeHttpGetPtrType DeploymentTemplateContainerReadinessProbeHttpGetArgs
+
+func DeploymentTemplateContainerReadinessProbeHttpGetPtr(v *DeploymentTemplateContainerReadinessProbeHttpGetArgs) DeploymentTemplateContainerReadinessProbeHttpGetPtrInput {
+	return (*deploymentTemplateContainerReadinessProbeHttpGetPtrType)(v)
+}
+
+func (*deploymentTemplateContainerReadinessProbeHttpGetPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbeHttpGet)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerReadinessProbeHttpGetPtrType) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutput() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerReadinessProbeHttpGetPtrType) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeHttpGetOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeHttpGetOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeHttpGet)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) ToDeploymentTemplateContainerReadinessProbeHttpGetOutput() DeploymentTemplateContainerReadinessProbeHttpGetOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) ToDeploymentTemplateContainerReadinessProbeHttpGetOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeHttpGetOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutput() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return o.ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerReadinessProbeHttpGet) *DeploymentTemplateContainerReadinessProbeHttpGet {
+		return &v
+	}).(DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput)
+}
+
+// The path to request, starting with `/`; default `/`.
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbeHttpGet) *string { return v.Path }).(pulumi.StringPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbeHttpGet) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerReadinessProbeHttpGetOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbeHttpGet) *string { return v.PortName }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbeHttpGet)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutput() DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) ToDeploymentTemplateContainerReadinessProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) Elem() DeploymentTemplateContainerReadinessProbeHttpGetOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeHttpGet) DeploymentTemplateContainerReadinessProbeHttpGet {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerReadinessProbeHttpGet
+		return ret
+	}).(DeploymentTemplateContainerReadinessProbeHttpGetOutput)
+}
+
+// The path to request, starting with `/`; default `/`.
+func (o DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeHttpGet) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Path
+	}).(pulumi.StringPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeHttpGet) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeHttpGet) *string {
+		if v == nil {
+			return nil
+		}
+		return v.PortName
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeTcpSocket struct {
+	// The port number, 1 to 65535; or set `portName`.
+	Port *int `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName *string `pulumi:"portName"`
+}
+
+// DeploymentTemplateContainerReadinessProbeTcpSocketInput is an input type that accepts DeploymentTemplateContainerReadinessProbeTcpSocketArgs and DeploymentTemplateContainerReadinessProbeTcpSocketOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeTcpSocketInput` via:
+//
+//	DeploymentTemplateContainerReadinessProbeTcpSocketArgs{...}
+type DeploymentTemplateContainerReadinessProbeTcpSocketInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeTcpSocketOutput() DeploymentTemplateContainerReadinessProbeTcpSocketOutput
+	ToDeploymentTemplateContainerReadinessProbeTcpSocketOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketOutput
+}
+
+type DeploymentTemplateContainerReadinessProbeTcpSocketArgs struct {
+	// The port number, 1 to 65535; or set `portName`.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName pulumi.StringPtrInput `pulumi:"portName"`
+}
+
+func (DeploymentTemplateContainerReadinessProbeTcpSocketArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeTcpSocket)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerReadinessProbeTcpSocketArgs) ToDeploymentTemplateContainerReadinessProbeTcpSocketOutput() DeploymentTemplateContainerReadinessProbeTcpSocketOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeTcpSocketOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeTcpSocketArgs) ToDeploymentTemplateContainerReadinessProbeTcpSocketOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeTcpSocketOutput)
+}
+
+func (i DeploymentTemplateContainerReadinessProbeTcpSocketArgs) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerReadinessProbeTcpSocketArgs) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeTcpSocketOutput).ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerReadinessProbeTcpSocketPtrInput is an input type that accepts DeploymentTemplateContainerReadinessProbeTcpSocketArgs, DeploymentTemplateContainerReadinessProbeTcpSocketPtr and DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerReadinessProbeTcpSocketPtrInput` via:
+//
+//	        DeploymentTemplateContainerReadinessProbeTcpSocketArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerReadinessProbeTcpSocketPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput
+	ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput
+}
+
+type deploymentTemplateContainerReadinessProbeTcpSocketPtrType DeploymentTemplateContainerReadinessProbeTcpSocketArgs
+
+func DeploymentTemplateContainerReadinessProbeTcpSocketPtr(v *DeploymentTemplateContainerReadinessProbeTcpSocketArgs) DeploymentTemplateContainerReadinessProbeTcpSocketPtrInput {
+	return (*deploymentTemplateContainerReadinessProbeTcpSocketPtrType)(v)
+}
+
+func (*deploymentTemplateContainerReadinessProbeTcpSocketPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbeTcpSocket)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerReadinessProbeTcpSocketPtrType) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return i.ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerReadinessProbeTcpSocketPtrType) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeTcpSocketOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeTcpSocketOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeTcpSocket)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketOutput) ToDeploymentTemplateContainerReadinessProbeTcpSocketOutput() DeploymentTemplateContainerReadinessProbeTcpSocketOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketOutput) ToDeploymentTemplateContainerReadinessProbeTcpSocketOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketOutput) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return o.ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketOutput) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerReadinessProbeTcpSocket) *DeploymentTemplateContainerReadinessProbeTcpSocket {
+		return &v
+	}).(DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbeTcpSocket) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerReadinessProbeTcpSocket) *string { return v.PortName }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerReadinessProbeTcpSocket)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput() DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput) ToDeploymentTemplateContainerReadinessProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput) Elem() DeploymentTemplateContainerReadinessProbeTcpSocketOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeTcpSocket) DeploymentTemplateContainerReadinessProbeTcpSocket {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerReadinessProbeTcpSocket
+		return ret
+	}).(DeploymentTemplateContainerReadinessProbeTcpSocketOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeTcpSocket) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerReadinessProbeTcpSocket) *string {
+		if v == nil {
+			return nil
+		}
+		return v.PortName
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerSecretEnv struct {
+	// The key whose value the variable gets.
+	Key string `pulumi:"key"`
+	// The variable's name (`[A-Za-z_][A-Za-z0-9_]*`), not also set in `env`.
+	Name string `pulumi:"name"`
+	// The secret: `NAME` (a `Secret` of namespace `default`) or `NAMESPACE/NAME`, e.g. `herd_secret.db.id`.
+	Secret string `pulumi:"secret"`
+}
+
+// DeploymentTemplateContainerSecretEnvInput is an input type that accepts DeploymentTemplateContainerSecretEnvArgs and DeploymentTemplateContainerSecretEnvOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerSecretEnvInput` via:
+//
+//	DeploymentTemplateContainerSecretEnvArgs{...}
+type DeploymentTemplateContainerSecretEnvInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerSecretEnvOutput() DeploymentTemplateContainerSecretEnvOutput
+	ToDeploymentTemplateContainerSecretEnvOutputWithContext(context.Context) DeploymentTemplateContainerSecretEnvOutput
+}
+
+type DeploymentTemplateContainerSecretEnvArgs struct {
+	// The key whose value the variable gets.
+	Key pulumi.StringInput `pulumi:"key"`
+	// The variable's name (`[A-Za-z_][A-Za-z0-9_]*`), not also set in `env`.
+	Name pulumi.StringInput `pulumi:"name"`
+	// The secret: `NAME` (a `Secret` of namespace `default`) or `NAMESPACE/NAME`, e.g. `herd_secret.db.id`.
+	Secret pulumi.StringInput `pulumi:"secret"`
+}
+
+func (DeploymentTemplateContainerSecretEnvArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerSecretEnv)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerSecretEnvArgs) ToDeploymentTemplateContainerSecretEnvOutput() DeploymentTemplateContainerSecretEnvOutput {
+	return i.ToDeploymentTemplateContainerSecretEnvOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerSecretEnvArgs) ToDeploymentTemplateContainerSecretEnvOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretEnvOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerSecretEnvOutput)
+}
+
+// DeploymentTemplateContainerSecretEnvArrayInput is an input type that accepts DeploymentTemplateContainerSecretEnvArray and DeploymentTemplateContainerSecretEnvArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerSecretEnvArrayInput` via:
+//
+//	DeploymentTemplateContainerSecretEnvArray{ DeploymentTemplateContainerSecretEnvArgs{...} }
+type DeploymentTemplateContainerSecretEnvArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerSecretEnvArrayOutput() DeploymentTemplateContainerSecretEnvArrayOutput
+	ToDeploymentTemplateContainerSecretEnvArrayOutputWithContext(context.Context) DeploymentTemplateContainerSecretEnvArrayOutput
+}
+
+type DeploymentTemplateContainerSecretEnvArray []DeploymentTemplateContainerSecretEnvInput
+
+func (DeploymentTemplateContainerSecretEnvArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerSecretEnv)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerSecretEnvArray) ToDeploymentTemplateContainerSecretEnvArrayOutput() DeploymentTemplateContainerSecretEnvArrayOutput {
+	return i.ToDeploymentTemplateContainerSecretEnvArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerSecretEnvArray) ToDeploymentTemplateContainerSecretEnvArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretEnvArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerSecretEnvArrayOutput)
+}
+
+type DeploymentTemplateContainerSecretEnvOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerSecretEnvOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerSecretEnv)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerSecretEnvOutput) ToDeploymentTemplateContainerSecretEnvOutput() DeploymentTemplateContainerSecretEnvOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerSecretEnvOutput) ToDeploymentTemplateContainerSecretEnvOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretEnvOutput {
+	return o
+}
+
+// The key whose value the variable gets.
+func (o DeploymentTemplateContainerSecretEnvOutput) Key() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretEnv) string { return v.Key }).(pulumi.StringOutput)
+}
+
+// The variable's name (`[A-Za-z_][A-Za-z0-9_]*`), not also set in `env`.
+func (o DeploymentTemplateContainerSecretEnvOutput) Name() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretEnv) string { return v.Name }).(pulumi.StringOutput)
+}
+
+// The secret: `NAME` (a `Secret` of namespace `default`) or `NAMESPACE/NAME`, e.g. `herd_secret.db.id`.
+func (o DeploymentTemplateContainerSecretEnvOutput) Secret() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretEnv) string { return v.Secret }).(pulumi.StringOutput)
+}
+
+type DeploymentTemplateContainerSecretEnvArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerSecretEnvArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerSecretEnv)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerSecretEnvArrayOutput) ToDeploymentTemplateContainerSecretEnvArrayOutput() DeploymentTemplateContainerSecretEnvArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerSecretEnvArrayOutput) ToDeploymentTemplateContainerSecretEnvArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretEnvArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerSecretEnvArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateContainerSecretEnvOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainerSecretEnv {
+		return vs[0].([]DeploymentTemplateContainerSecretEnv)[vs[1].(int)]
+	}).(DeploymentTemplateContainerSecretEnvOutput)
+}
+
+type DeploymentTemplateContainerSecretMount struct {
+	// Group of the files (a group id); default 0.
+	Gid *int `pulumi:"gid"`
+	// Only these keys (each must exist in the secret, and not start with `..`); unset: every key.
+	Keys []string `pulumi:"keys"`
+	// The files' mode as an octal string, e.g. `"0440"`; at most `"0777"`. Default `"0400"` (read-only for the owner).
+	Mode *string `pulumi:"mode"`
+	// The directory in the container that holds the files: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`. Default `/run/secrets/<secret's name>`. Mounts of a container must not overlap.
+	Path *string `pulumi:"path"`
+	// The secret: `NAME` (a `Secret` of namespace `default`) or `NAMESPACE/NAME`, e.g. `herd_secret.db.id`.
+	Secret string `pulumi:"secret"`
+	// Owner of the files (a user id); default 0 (root).
+	Uid *int `pulumi:"uid"`
+}
+
+// DeploymentTemplateContainerSecretMountInput is an input type that accepts DeploymentTemplateContainerSecretMountArgs and DeploymentTemplateContainerSecretMountOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerSecretMountInput` via:
+//
+//	DeploymentTemplateContainerSecretMountArgs{...}
+type DeploymentTemplateContainerSecretMountInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerSecretMountOutput() DeploymentTemplateContainerSecretMountOutput
+	ToDeploymentTemplateContainerSecretMountOutputWithContext(context.Context) DeploymentTemplateContainerSecretMountOutput
+}
+
+type DeploymentTemplateContainerSecretMountArgs struct {
+	// Group of the files (a group id); default 0.
+	Gid pulumi.IntPtrInput `pulumi:"gid"`
+	// Only these keys (each must exist in the secret, and not start with `..`); unset: every key.
+	Keys pulumi.StringArrayInput `pulumi:"keys"`
+	// The files' mode as an octal string, e.g. `"0440"`; at most `"0777"`. Default `"0400"` (read-only for the owner).
+	Mode pulumi.StringPtrInput `pulumi:"mode"`
+	// The directory in the container that holds the files: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`. Default `/run/secrets/<secret's name>`. Mounts of a container must not overlap.
+	Path pulumi.StringPtrInput `pulumi:"path"`
+	// The secret: `NAME` (a `Secret` of namespace `default`) or `NAMESPACE/NAME`, e.g. `herd_secret.db.id`.
+	Secret pulumi.StringInput `pulumi:"secret"`
+	// Owner of the files (a user id); default 0 (root).
+	Uid pulumi.IntPtrInput `pulumi:"uid"`
+}
+
+func (DeploymentTemplateContainerSecretMountArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerSecretMount)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerSecretMountArgs) ToDeploymentTemplateContainerSecretMountOutput() DeploymentTemplateContainerSecretMountOutput {
+	return i.ToDeploymentTemplateContainerSecretMountOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerSecretMountArgs) ToDeploymentTemplateContainerSecretMountOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretMountOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerSecretMountOutput)
+}
+
+// DeploymentTemplateContainerSecretMountArrayInput is an input type that accepts DeploymentTemplateContainerSecretMountArray and DeploymentTemplateContainerSecretMountArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerSecretMountArrayInput` via:
+//
+//	DeploymentTemplateContainerSecretMountArray{ DeploymentTemplateContainerSecretMountArgs{...} }
+type DeploymentTemplateContainerSecretMountArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerSecretMountArrayOutput() DeploymentTemplateContainerSecretMountArrayOutput
+	ToDeploymentTemplateContainerSecretMountArrayOutputWithContext(context.Context) DeploymentTemplateContainerSecretMountArrayOutput
+}
+
+type DeploymentTemplateContainerSecretMountArray []DeploymentTemplateContainerSecretMountInput
+
+func (DeploymentTemplateContainerSecretMountArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerSecretMount)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerSecretMountArray) ToDeploymentTemplateContainerSecretMountArrayOutput() DeploymentTemplateContainerSecretMountArrayOutput {
+	return i.ToDeploymentTemplateContainerSecretMountArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerSecretMountArray) ToDeploymentTemplateContainerSecretMountArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretMountArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerSecretMountArrayOutput)
+}
+
+type DeploymentTemplateContainerSecretMountOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerSecretMountOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerSecretMount)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerSecretMountOutput) ToDeploymentTemplateContainerSecretMountOutput() DeploymentTemplateContainerSecretMountOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerSecretMountOutput) ToDeploymentTemplateContainerSecretMountOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretMountOutput {
+	return o
+}
+
+// Group of the files (a group id); default 0.
+func (o DeploymentTemplateContainerSecretMountOutput) Gid() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretMount) *int { return v.Gid }).(pulumi.IntPtrOutput)
+}
+
+// Only these keys (each must exist in the secret, and not start with `..`); unset: every key.
+func (o DeploymentTemplateContainerSecretMountOutput) Keys() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretMount) []string { return v.Keys }).(pulumi.StringArrayOutput)
+}
+
+// The files' mode as an octal string, e.g. `"0440"`; at most `"0777"`. Default `"0400"` (read-only for the owner).
+func (o DeploymentTemplateContainerSecretMountOutput) Mode() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretMount) *string { return v.Mode }).(pulumi.StringPtrOutput)
+}
+
+// The directory in the container that holds the files: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`. Default `/run/secrets/<secret's name>`. Mounts of a container must not overlap.
+func (o DeploymentTemplateContainerSecretMountOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretMount) *string { return v.Path }).(pulumi.StringPtrOutput)
+}
+
+// The secret: `NAME` (a `Secret` of namespace `default`) or `NAMESPACE/NAME`, e.g. `herd_secret.db.id`.
+func (o DeploymentTemplateContainerSecretMountOutput) Secret() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretMount) string { return v.Secret }).(pulumi.StringOutput)
+}
+
+// Owner of the files (a user id); default 0 (root).
+func (o DeploymentTemplateContainerSecretMountOutput) Uid() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerSecretMount) *int { return v.Uid }).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerSecretMountArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerSecretMountArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerSecretMount)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerSecretMountArrayOutput) ToDeploymentTemplateContainerSecretMountArrayOutput() DeploymentTemplateContainerSecretMountArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerSecretMountArrayOutput) ToDeploymentTemplateContainerSecretMountArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerSecretMountArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerSecretMountArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateContainerSecretMountOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainerSecretMount {
+		return vs[0].([]DeploymentTemplateContainerSecretMount)[vs[1].(int)]
+	}).(DeploymentTemplateContainerSecretMountOutput)
+}
+
+type DeploymentTemplateContainerStartupProbe struct {
+	// Runs a command in the container (with its environment and user); exit code 0 is success.
+	Exec *DeploymentTemplateContainerStartupProbeExec `pulumi:"exec"`
+	// Consecutive failures for the probe to count as failed; at least 1, default 3.
+	FailureThreshold *int `pulumi:"failureThreshold"`
+	// An HTTP GET that succeeds with a status from 200 to 399.
+	HttpGet *DeploymentTemplateContainerStartupProbeHttpGet `pulumi:"httpGet"`
+	// Seconds after the container started before the first probe; default 0.
+	InitialDelaySeconds *int `pulumi:"initialDelaySeconds"`
+	// Seconds between probes; at least 1, default 10.
+	PeriodSeconds *int `pulumi:"periodSeconds"`
+	// Must be 1 (the default) for this probe.
+	SuccessThreshold *int `pulumi:"successThreshold"`
+	// Succeeds when a TCP connection is accepted.
+	TcpSocket *DeploymentTemplateContainerStartupProbeTcpSocket `pulumi:"tcpSocket"`
+	// Seconds after which a probe counts as failed; at least 1, default 1.
+	TimeoutSeconds *int `pulumi:"timeoutSeconds"`
+}
+
+// DeploymentTemplateContainerStartupProbeInput is an input type that accepts DeploymentTemplateContainerStartupProbeArgs and DeploymentTemplateContainerStartupProbeOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeInput` via:
+//
+//	DeploymentTemplateContainerStartupProbeArgs{...}
+type DeploymentTemplateContainerStartupProbeInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeOutput() DeploymentTemplateContainerStartupProbeOutput
+	ToDeploymentTemplateContainerStartupProbeOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeOutput
+}
+
+type DeploymentTemplateContainerStartupProbeArgs struct {
+	// Runs a command in the container (with its environment and user); exit code 0 is success.
+	Exec DeploymentTemplateContainerStartupProbeExecPtrInput `pulumi:"exec"`
+	// Consecutive failures for the probe to count as failed; at least 1, default 3.
+	FailureThreshold pulumi.IntPtrInput `pulumi:"failureThreshold"`
+	// An HTTP GET that succeeds with a status from 200 to 399.
+	HttpGet DeploymentTemplateContainerStartupProbeHttpGetPtrInput `pulumi:"httpGet"`
+	// Seconds after the container started before the first probe; default 0.
+	InitialDelaySeconds pulumi.IntPtrInput `pulumi:"initialDelaySeconds"`
+	// Seconds between probes; at least 1, default 10.
+	PeriodSeconds pulumi.IntPtrInput `pulumi:"periodSeconds"`
+	// Must be 1 (the default) for this probe.
+	SuccessThreshold pulumi.IntPtrInput `pulumi:"successThreshold"`
+	// Succeeds when a TCP connection is accepted.
+	TcpSocket DeploymentTemplateContainerStartupProbeTcpSocketPtrInput `pulumi:"tcpSocket"`
+	// Seconds after which a probe counts as failed; at least 1, default 1.
+	TimeoutSeconds pulumi.IntPtrInput `pulumi:"timeoutSeconds"`
+}
+
+func (DeploymentTemplateContainerStartupProbeArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbe)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerStartupProbeArgs) ToDeploymentTemplateContainerStartupProbeOutput() DeploymentTemplateContainerStartupProbeOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeArgs) ToDeploymentTemplateContainerStartupProbeOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeOutput)
+}
+
+func (i DeploymentTemplateContainerStartupProbeArgs) ToDeploymentTemplateContainerStartupProbePtrOutput() DeploymentTemplateContainerStartupProbePtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeArgs) ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeOutput).ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerStartupProbePtrInput is an input type that accepts DeploymentTemplateContainerStartupProbeArgs, DeploymentTemplateContainerStartupProbePtr and DeploymentTemplateContainerStartupProbePtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbePtrInput` via:
+//
+//	        DeploymentTemplateContainerStartupProbeArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerStartupProbePtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbePtrOutput() DeploymentTemplateContainerStartupProbePtrOutput
+	ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbePtrOutput
+}
+
+type deploymentTemplateContainerStartupProbePtrType DeploymentTemplateContainerStartupProbeArgs
+
+func DeploymentTemplateContainerStartupProbePtr(v *DeploymentTemplateContainerStartupProbeArgs) DeploymentTemplateContainerStartupProbePtrInput {
+	return (*deploymentTemplateContainerStartupProbePtrType)(v)
+}
+
+func (*deploymentTemplateContainerStartupProbePtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbe)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerStartupProbePtrType) ToDeploymentTemplateContainerStartupProbePtrOutput() DeploymentTemplateContainerStartupProbePtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerStartupProbePtrType) ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbePtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbe)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeOutput) ToDeploymentTemplateContainerStartupProbeOutput() DeploymentTemplateContainerStartupProbeOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeOutput) ToDeploymentTemplateContainerStartupProbeOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeOutput) ToDeploymentTemplateContainerStartupProbePtrOutput() DeploymentTemplateContainerStartupProbePtrOutput {
+	return o.ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerStartupProbeOutput) ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbePtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbe {
+		return &v
+	}).(DeploymentTemplateContainerStartupProbePtrOutput)
+}
+
+// Runs a command in the container (with its environment and user); exit code 0 is success.
+func (o DeploymentTemplateContainerStartupProbeOutput) Exec() DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbeExec {
+		return v.Exec
+	}).(DeploymentTemplateContainerStartupProbeExecPtrOutput)
+}
+
+// Consecutive failures for the probe to count as failed; at least 1, default 3.
+func (o DeploymentTemplateContainerStartupProbeOutput) FailureThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *int { return v.FailureThreshold }).(pulumi.IntPtrOutput)
+}
+
+// An HTTP GET that succeeds with a status from 200 to 399.
+func (o DeploymentTemplateContainerStartupProbeOutput) HttpGet() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbeHttpGet {
+		return v.HttpGet
+	}).(DeploymentTemplateContainerStartupProbeHttpGetPtrOutput)
+}
+
+// Seconds after the container started before the first probe; default 0.
+func (o DeploymentTemplateContainerStartupProbeOutput) InitialDelaySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *int { return v.InitialDelaySeconds }).(pulumi.IntPtrOutput)
+}
+
+// Seconds between probes; at least 1, default 10.
+func (o DeploymentTemplateContainerStartupProbeOutput) PeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *int { return v.PeriodSeconds }).(pulumi.IntPtrOutput)
+}
+
+// Must be 1 (the default) for this probe.
+func (o DeploymentTemplateContainerStartupProbeOutput) SuccessThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *int { return v.SuccessThreshold }).(pulumi.IntPtrOutput)
+}
+
+// Succeeds when a TCP connection is accepted.
+func (o DeploymentTemplateContainerStartupProbeOutput) TcpSocket() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbeTcpSocket {
+		return v.TcpSocket
+	}).(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput)
+}
+
+// Seconds after which a probe counts as failed; at least 1, default 1.
+func (o DeploymentTemplateContainerStartupProbeOutput) TimeoutSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbe) *int { return v.TimeoutSeconds }).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbePtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbePtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbe)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbePtrOutput) ToDeploymentTemplateContainerStartupProbePtrOutput() DeploymentTemplateContainerStartupProbePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbePtrOutput) ToDeploymentTemplateContainerStartupProbePtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbePtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbePtrOutput) Elem() DeploymentTemplateContainerStartupProbeOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) DeploymentTemplateContainerStartupProbe {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerStartupProbe
+		return ret
+	}).(DeploymentTemplateContainerStartupProbeOutput)
+}
+
+// Runs a command in the container (with its environment and user); exit code 0 is success.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) Exec() DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbeExec {
+		if v == nil {
+			return nil
+		}
+		return v.Exec
+	}).(DeploymentTemplateContainerStartupProbeExecPtrOutput)
+}
+
+// Consecutive failures for the probe to count as failed; at least 1, default 3.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) FailureThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.FailureThreshold
+	}).(pulumi.IntPtrOutput)
+}
+
+// An HTTP GET that succeeds with a status from 200 to 399.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) HttpGet() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbeHttpGet {
+		if v == nil {
+			return nil
+		}
+		return v.HttpGet
+	}).(DeploymentTemplateContainerStartupProbeHttpGetPtrOutput)
+}
+
+// Seconds after the container started before the first probe; default 0.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) InitialDelaySeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.InitialDelaySeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// Seconds between probes; at least 1, default 10.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) PeriodSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.PeriodSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+// Must be 1 (the default) for this probe.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) SuccessThreshold() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.SuccessThreshold
+	}).(pulumi.IntPtrOutput)
+}
+
+// Succeeds when a TCP connection is accepted.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) TcpSocket() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *DeploymentTemplateContainerStartupProbeTcpSocket {
+		if v == nil {
+			return nil
+		}
+		return v.TcpSocket
+	}).(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput)
+}
+
+// Seconds after which a probe counts as failed; at least 1, default 1.
+func (o DeploymentTemplateContainerStartupProbePtrOutput) TimeoutSeconds() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbe) *int {
+		if v == nil {
+			return nil
+		}
+		return v.TimeoutSeconds
+	}).(pulumi.IntPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeExec struct {
+	// The command and its arguments (not run through a shell); not empty.
+	Commands []string `pulumi:"commands"`
+}
+
+// DeploymentTemplateContainerStartupProbeExecInput is an input type that accepts DeploymentTemplateContainerStartupProbeExecArgs and DeploymentTemplateContainerStartupProbeExecOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeExecInput` via:
+//
+//	DeploymentTemplateContainerStartupProbeExecArgs{...}
+type DeploymentTemplateContainerStartupProbeExecInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeExecOutput() DeploymentTemplateContainerStartupProbeExecOutput
+	ToDeploymentTemplateContainerStartupProbeExecOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeExecOutput
+}
+
+type DeploymentTemplateContainerStartupProbeExecArgs struct {
+	// The command and its arguments (not run through a shell); not empty.
+	Commands pulumi.StringArrayInput `pulumi:"commands"`
+}
+
+func (DeploymentTemplateContainerStartupProbeExecArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbeExec)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerStartupProbeExecArgs) ToDeploymentTemplateContainerStartupProbeExecOutput() DeploymentTemplateContainerStartupProbeExecOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeExecOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeExecArgs) ToDeploymentTemplateContainerStartupProbeExecOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeExecOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeExecOutput)
+}
+
+func (i DeploymentTemplateContainerStartupProbeExecArgs) ToDeploymentTemplateContainerStartupProbeExecPtrOutput() DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeExecArgs) ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeExecOutput).ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerStartupProbeExecPtrInput is an input type that accepts DeploymentTemplateContainerStartupProbeExecArgs, DeploymentTemplateContainerStartupProbeExecPtr and DeploymentTemplateContainerStartupProbeExecPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeExecPtrInput` via:
+//
+//	        DeploymentTemplateContainerStartupProbeExecArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerStartupProbeExecPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeExecPtrOutput() DeploymentTemplateContainerStartupProbeExecPtrOutput
+	ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeExecPtrOutput
+}
+
+type deploymentTemplateContainerStartupProbeExecPtrType DeploymentTemplateContainerStartupProbeExecArgs
+
+func DeploymentTemplateContainerStartupProbeExecPtr(v *DeploymentTemplateContainerStartupProbeExecArgs) DeploymentTemplateContainerStartupProbeExecPtrInput {
+	return (*deploymentTemplateContainerStartupProbeExecPtrType)(v)
+}
+
+func (*deploymentTemplateContainerStartupProbeExecPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbeExec)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerStartupProbeExecPtrType) ToDeploymentTemplateContainerStartupProbeExecPtrOutput() DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerStartupProbeExecPtrType) ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeExecPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeExecOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeExecOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbeExec)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecOutput) ToDeploymentTemplateContainerStartupProbeExecOutput() DeploymentTemplateContainerStartupProbeExecOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecOutput) ToDeploymentTemplateContainerStartupProbeExecOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeExecOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecOutput) ToDeploymentTemplateContainerStartupProbeExecPtrOutput() DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return o.ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecOutput) ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerStartupProbeExec) *DeploymentTemplateContainerStartupProbeExec {
+		return &v
+	}).(DeploymentTemplateContainerStartupProbeExecPtrOutput)
+}
+
+// The command and its arguments (not run through a shell); not empty.
+func (o DeploymentTemplateContainerStartupProbeExecOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbeExec) []string { return v.Commands }).(pulumi.StringArrayOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeExecPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeExecPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbeExec)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecPtrOutput) ToDeploymentTemplateContainerStartupProbeExecPtrOutput() DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecPtrOutput) ToDeploymentTemplateContainerStartupProbeExecPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeExecPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeExecPtrOutput) Elem() DeploymentTemplateContainerStartupProbeExecOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeExec) DeploymentTemplateContainerStartupProbeExec {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerStartupProbeExec
+		return ret
+	}).(DeploymentTemplateContainerStartupProbeExecOutput)
+}
+
+// The command and its arguments (not run through a shell); not empty.
+func (o DeploymentTemplateContainerStartupProbeExecPtrOutput) Commands() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeExec) []string {
+		if v == nil {
+			return nil
+		}
+		return v.Commands
+	}).(pulumi.StringArrayOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeHttpGet struct {
+	// The path to request, starting with `/`; default `/`.
+	Path *string `pulumi:"path"`
+	// The port number, 1 to 65535; or set `portName`.
+	Port *int `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName *string `pulumi:"portName"`
+}
+
+// DeploymentTemplateContainerStartupProbeHttpGetInput is an input type that accepts DeploymentTemplateContainerStartupProbeHttpGetArgs and DeploymentTemplateContainerStartupProbeHttpGetOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeHttpGetInput` via:
+//
+//	DeploymentTemplateContainerStartupProbeHttpGetArgs{...}
+type DeploymentTemplateContainerStartupProbeHttpGetInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeHttpGetOutput() DeploymentTemplateContainerStartupProbeHttpGetOutput
+	ToDeploymentTemplateContainerStartupProbeHttpGetOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeHttpGetOutput
+}
+
+type DeploymentTemplateContainerStartupProbeHttpGetArgs struct {
+	// The path to request, starting with `/`; default `/`.
+	Path pulumi.StringPtrInput `pulumi:"path"`
+	// The port number, 1 to 65535; or set `portName`.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName pulumi.StringPtrInput `pulumi:"portName"`
+}
+
+func (DeploymentTemplateContainerStartupProbeHttpGetArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbeHttpGet)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerStartupProbeHttpGetArgs) ToDeploymentTemplateContainerStartupProbeHttpGetOutput() DeploymentTemplateContainerStartupProbeHttpGetOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeHttpGetOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeHttpGetArgs) ToDeploymentTemplateContainerStartupProbeHttpGetOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeHttpGetOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeHttpGetOutput)
+}
+
+func (i DeploymentTemplateContainerStartupProbeHttpGetArgs) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutput() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeHttpGetArgs) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeHttpGetOutput).ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerStartupProbeHttpGetPtrInput is an input type that accepts DeploymentTemplateContainerStartupProbeHttpGetArgs, DeploymentTemplateContainerStartupProbeHttpGetPtr and DeploymentTemplateContainerStartupProbeHttpGetPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeHttpGetPtrInput` via:
+//
+//	        DeploymentTemplateContainerStartupProbeHttpGetArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerStartupProbeHttpGetPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutput() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput
+	ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeHttpGetPtrOutput
+}
+
+type deploymentTemplateContainerStartupProbeHttpGetPtrType DeploymentTemplateContainerStartupProbeHttpGetArgs
+
+func DeploymentTemplateContainerStartupProbeHttpGetPtr(v *DeploymentTemplateContainerStartupProbeHttpGetArgs) DeploymentTemplateContainerStartupProbeHttpGetPtrInput {
+	return (*deploymentTemplateContainerStartupProbeHttpGetPtrType)(v)
+}
+
+func (*deploymentTemplateContainerStartupProbeHttpGetPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbeHttpGet)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerStartupProbeHttpGetPtrType) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutput() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerStartupProbeHttpGetPtrType) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeHttpGetPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeHttpGetOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeHttpGetOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbeHttpGet)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) ToDeploymentTemplateContainerStartupProbeHttpGetOutput() DeploymentTemplateContainerStartupProbeHttpGetOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) ToDeploymentTemplateContainerStartupProbeHttpGetOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeHttpGetOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutput() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return o.ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerStartupProbeHttpGet) *DeploymentTemplateContainerStartupProbeHttpGet {
+		return &v
+	}).(DeploymentTemplateContainerStartupProbeHttpGetPtrOutput)
+}
+
+// The path to request, starting with `/`; default `/`.
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbeHttpGet) *string { return v.Path }).(pulumi.StringPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbeHttpGet) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerStartupProbeHttpGetOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbeHttpGet) *string { return v.PortName }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeHttpGetPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbeHttpGet)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutput() DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) ToDeploymentTemplateContainerStartupProbeHttpGetPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeHttpGetPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) Elem() DeploymentTemplateContainerStartupProbeHttpGetOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeHttpGet) DeploymentTemplateContainerStartupProbeHttpGet {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerStartupProbeHttpGet
+		return ret
+	}).(DeploymentTemplateContainerStartupProbeHttpGetOutput)
+}
+
+// The path to request, starting with `/`; default `/`.
+func (o DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) Path() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeHttpGet) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Path
+	}).(pulumi.StringPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeHttpGet) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerStartupProbeHttpGetPtrOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeHttpGet) *string {
+		if v == nil {
+			return nil
+		}
+		return v.PortName
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeTcpSocket struct {
+	// The port number, 1 to 65535; or set `portName`.
+	Port *int `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName *string `pulumi:"portName"`
+}
+
+// DeploymentTemplateContainerStartupProbeTcpSocketInput is an input type that accepts DeploymentTemplateContainerStartupProbeTcpSocketArgs and DeploymentTemplateContainerStartupProbeTcpSocketOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeTcpSocketInput` via:
+//
+//	DeploymentTemplateContainerStartupProbeTcpSocketArgs{...}
+type DeploymentTemplateContainerStartupProbeTcpSocketInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeTcpSocketOutput() DeploymentTemplateContainerStartupProbeTcpSocketOutput
+	ToDeploymentTemplateContainerStartupProbeTcpSocketOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeTcpSocketOutput
+}
+
+type DeploymentTemplateContainerStartupProbeTcpSocketArgs struct {
+	// The port number, 1 to 65535; or set `portName`.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+	PortName pulumi.StringPtrInput `pulumi:"portName"`
+}
+
+func (DeploymentTemplateContainerStartupProbeTcpSocketArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocket)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerStartupProbeTcpSocketArgs) ToDeploymentTemplateContainerStartupProbeTcpSocketOutput() DeploymentTemplateContainerStartupProbeTcpSocketOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeTcpSocketOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeTcpSocketArgs) ToDeploymentTemplateContainerStartupProbeTcpSocketOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeTcpSocketOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeTcpSocketOutput)
+}
+
+func (i DeploymentTemplateContainerStartupProbeTcpSocketArgs) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutput() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerStartupProbeTcpSocketArgs) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeTcpSocketOutput).ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(ctx)
+}
+
+// DeploymentTemplateContainerStartupProbeTcpSocketPtrInput is an input type that accepts DeploymentTemplateContainerStartupProbeTcpSocketArgs, DeploymentTemplateContainerStartupProbeTcpSocketPtr and DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerStartupProbeTcpSocketPtrInput` via:
+//
+//	        DeploymentTemplateContainerStartupProbeTcpSocketArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTemplateContainerStartupProbeTcpSocketPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutput() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput
+	ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(context.Context) DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput
+}
+
+type deploymentTemplateContainerStartupProbeTcpSocketPtrType DeploymentTemplateContainerStartupProbeTcpSocketArgs
+
+func DeploymentTemplateContainerStartupProbeTcpSocketPtr(v *DeploymentTemplateContainerStartupProbeTcpSocketArgs) DeploymentTemplateContainerStartupProbeTcpSocketPtrInput {
+	return (*deploymentTemplateContainerStartupProbeTcpSocketPtrType)(v)
+}
+
+func (*deploymentTemplateContainerStartupProbeTcpSocketPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbeTcpSocket)(nil)).Elem()
+}
+
+func (i *deploymentTemplateContainerStartupProbeTcpSocketPtrType) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutput() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return i.ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTemplateContainerStartupProbeTcpSocketPtrType) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeTcpSocketOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeTcpSocketOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocket)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketOutput) ToDeploymentTemplateContainerStartupProbeTcpSocketOutput() DeploymentTemplateContainerStartupProbeTcpSocketOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketOutput) ToDeploymentTemplateContainerStartupProbeTcpSocketOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeTcpSocketOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketOutput) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutput() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return o.ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketOutput) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTemplateContainerStartupProbeTcpSocket) *DeploymentTemplateContainerStartupProbeTcpSocket {
+		return &v
+	}).(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerStartupProbeTcpSocketOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbeTcpSocket) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerStartupProbeTcpSocketOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerStartupProbeTcpSocket) *string { return v.PortName }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTemplateContainerStartupProbeTcpSocket)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutput() DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) ToDeploymentTemplateContainerStartupProbeTcpSocketPtrOutputWithContext(ctx context.Context) DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) Elem() DeploymentTemplateContainerStartupProbeTcpSocketOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeTcpSocket) DeploymentTemplateContainerStartupProbeTcpSocket {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTemplateContainerStartupProbeTcpSocket
+		return ret
+	}).(DeploymentTemplateContainerStartupProbeTcpSocketOutput)
+}
+
+// The port number, 1 to 65535; or set `portName`.
+func (o DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeTcpSocket) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// The `name` of one of the container's `port` blocks (a TCP port), instead of `port`.
+func (o DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) PortName() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplateContainerStartupProbeTcpSocket) *string {
+		if v == nil {
+			return nil
+		}
+		return v.PortName
+	}).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTimeouts struct {
+	// How long creating the deployment may take, including waiting until its rollout is complete (a Go duration; default `"20m"`).
+	Create *string `pulumi:"create"`
+	// How long deleting the deployment may take, including draining and stopping its replicas (default `"10m"`).
+	Delete *string `pulumi:"delete"`
+	// The same for an update (default `"20m"`). Keep it above `strategy.progress_deadline_seconds`, so that a failed rollout is reported with its reason.
+	Update *string `pulumi:"update"`
+}
+
+// DeploymentTimeoutsInput is an input type that accepts DeploymentTimeoutsArgs and DeploymentTimeoutsOutput values.
+// You can construct a concrete instance of `DeploymentTimeoutsInput` via:
+//
+//	DeploymentTimeoutsArgs{...}
+type DeploymentTimeoutsInput interface {
+	pulumi.Input
+
+	ToDeploymentTimeoutsOutput() DeploymentTimeoutsOutput
+	ToDeploymentTimeoutsOutputWithContext(context.Context) DeploymentTimeoutsOutput
+}
+
+type DeploymentTimeoutsArgs struct {
+	// How long creating the deployment may take, including waiting until its rollout is complete (a Go duration; default `"20m"`).
+	Create pulumi.StringPtrInput `pulumi:"create"`
+	// How long deleting the deployment may take, including draining and stopping its replicas (default `"10m"`).
+	Delete pulumi.StringPtrInput `pulumi:"delete"`
+	// The same for an update (default `"20m"`). Keep it above `strategy.progress_deadline_seconds`, so that a failed rollout is reported with its reason.
+	Update pulumi.StringPtrInput `pulumi:"update"`
+}
+
+func (DeploymentTimeoutsArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTimeouts)(nil)).Elem()
+}
+
+func (i DeploymentTimeoutsArgs) ToDeploymentTimeoutsOutput() DeploymentTimeoutsOutput {
+	return i.ToDeploymentTimeoutsOutputWithContext(context.Background())
+}
+
+func (i DeploymentTimeoutsArgs) ToDeploymentTimeoutsOutputWithContext(ctx context.Context) DeploymentTimeoutsOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTimeoutsOutput)
+}
+
+func (i DeploymentTimeoutsArgs) ToDeploymentTimeoutsPtrOutput() DeploymentTimeoutsPtrOutput {
+	return i.ToDeploymentTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (i DeploymentTimeoutsArgs) ToDeploymentTimeoutsPtrOutputWithContext(ctx context.Context) DeploymentTimeoutsPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTimeoutsOutput).ToDeploymentTimeoutsPtrOutputWithContext(ctx)
+}
+
+// DeploymentTimeoutsPtrInput is an input type that accepts DeploymentTimeoutsArgs, DeploymentTimeoutsPtr and DeploymentTimeoutsPtrOutput values.
+// You can construct a concrete instance of `DeploymentTimeoutsPtrInput` via:
+//
+//	        DeploymentTimeoutsArgs{...}
+//
+//	or:
+//
+//	        nil
+type DeploymentTimeoutsPtrInput interface {
+	pulumi.Input
+
+	ToDeploymentTimeoutsPtrOutput() DeploymentTimeoutsPtrOutput
+	ToDeploymentTimeoutsPtrOutputWithContext(context.Context) DeploymentTimeoutsPtrOutput
+}
+
+type deploymentTimeoutsPtrType DeploymentTimeoutsArgs
+
+func DeploymentTimeoutsPtr(v *DeploymentTimeoutsArgs) DeploymentTimeoutsPtrInput {
+	return (*deploymentTimeoutsPtrType)(v)
+}
+
+func (*deploymentTimeoutsPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTimeouts)(nil)).Elem()
+}
+
+func (i *deploymentTimeoutsPtrType) ToDeploymentTimeoutsPtrOutput() DeploymentTimeoutsPtrOutput {
+	return i.ToDeploymentTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (i *deploymentTimeoutsPtrType) ToDeploymentTimeoutsPtrOutputWithContext(ctx context.Context) DeploymentTimeoutsPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTimeoutsPtrOutput)
+}
+
+type DeploymentTimeoutsOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTimeoutsOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTimeouts)(nil)).Elem()
+}
+
+func (o DeploymentTimeoutsOutput) ToDeploymentTimeoutsOutput() DeploymentTimeoutsOutput {
+	return o
+}
+
+func (o DeploymentTimeoutsOutput) ToDeploymentTimeoutsOutputWithContext(ctx context.Context) DeploymentTimeoutsOutput {
+	return o
+}
+
+func (o DeploymentTimeoutsOutput) ToDeploymentTimeoutsPtrOutput() DeploymentTimeoutsPtrOutput {
+	return o.ToDeploymentTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (o DeploymentTimeoutsOutput) ToDeploymentTimeoutsPtrOutputWithContext(ctx context.Context) DeploymentTimeoutsPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v DeploymentTimeouts) *DeploymentTimeouts {
+		return &v
+	}).(DeploymentTimeoutsPtrOutput)
+}
+
+// How long creating the deployment may take, including waiting until its rollout is complete (a Go duration; default `"20m"`).
+func (o DeploymentTimeoutsOutput) Create() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTimeouts) *string { return v.Create }).(pulumi.StringPtrOutput)
+}
+
+// How long deleting the deployment may take, including draining and stopping its replicas (default `"10m"`).
+func (o DeploymentTimeoutsOutput) Delete() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTimeouts) *string { return v.Delete }).(pulumi.StringPtrOutput)
+}
+
+// The same for an update (default `"20m"`). Keep it above `strategy.progress_deadline_seconds`, so that a failed rollout is reported with its reason.
+func (o DeploymentTimeoutsOutput) Update() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTimeouts) *string { return v.Update }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTimeoutsPtrOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTimeoutsPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**DeploymentTimeouts)(nil)).Elem()
+}
+
+func (o DeploymentTimeoutsPtrOutput) ToDeploymentTimeoutsPtrOutput() DeploymentTimeoutsPtrOutput {
+	return o
+}
+
+func (o DeploymentTimeoutsPtrOutput) ToDeploymentTimeoutsPtrOutputWithContext(ctx context.Context) DeploymentTimeoutsPtrOutput {
+	return o
+}
+
+func (o DeploymentTimeoutsPtrOutput) Elem() DeploymentTimeoutsOutput {
+	return o.ApplyT(func(v *DeploymentTimeouts) DeploymentTimeouts {
+		if v != nil {
+			return *v
+		}
+		var ret DeploymentTimeouts
+		return ret
+	}).(DeploymentTimeoutsOutput)
+}
+
+// How long creating the deployment may take, including waiting until its rollout is complete (a Go duration; default `"20m"`).
+func (o DeploymentTimeoutsPtrOutput) Create() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Create
+	}).(pulumi.StringPtrOutput)
+}
+
+// How long deleting the deployment may take, including draining and stopping its replicas (default `"10m"`).
+func (o DeploymentTimeoutsPtrOutput) Delete() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Delete
+	}).(pulumi.StringPtrOutput)
+}
+
+// The same for an update (default `"20m"`). Keep it above `strategy.progress_deadline_seconds`, so that a failed rollout is reported with its reason.
+func (o DeploymentTimeoutsPtrOutput) Update() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DeploymentTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Update
+	}).(pulumi.StringPtrOutput)
+}
+
 type NodeClusterMember struct {
 	// The member's gossip address (`host:port`, its agentd's `--gossip-listen`).
 	GossipAddress *string `pulumi:"gossipAddress"`
@@ -896,6 +4680,8 @@ type PodContainer struct {
 	Commands []string `pulumi:"commands"`
 	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
 	Cpu *string `pulumi:"cpu"`
+	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
+	CpuRequest *string `pulumi:"cpuRequest"`
 	// Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.
 	Env map[string]string `pulumi:"env"`
 	// OCI image reference, e.g. `registry.example.com/app:1.2` or `busybox@sha256:...`; like Docker, `busybox` means `docker.io/library/busybox:latest`.
@@ -904,6 +4690,8 @@ type PodContainer struct {
 	LivenessProbe *PodContainerLivenessProbe `pulumi:"livenessProbe"`
 	// Memory limit as a quantity: `"512Mi"`, `"1Gi"`, `"1G"` or a number of bytes; at least `6Mi`. Unset: no limit.
 	Memory *string `pulumi:"memory"`
+	// Memory reserved for the container, a quantity like `memory`, at most `memory`. The node admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to `memory` when `memory` is set, else none.
+	MemoryRequest *string `pulumi:"memoryRequest"`
 	// The container's name, unique within the pod: a lowercase RFC 1123 label.
 	Name string `pulumi:"name"`
 	// A port the container listens on; any number. Port names and `containerPort`/`protocol` pairs are unique across the whole pod (its containers share one network namespace). Adding, removing or changing a port replaces the pod.
@@ -938,6 +4726,8 @@ type PodContainerArgs struct {
 	Commands pulumi.StringArrayInput `pulumi:"commands"`
 	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
 	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
+	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
+	CpuRequest pulumi.StringPtrInput `pulumi:"cpuRequest"`
 	// Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.
 	Env pulumi.StringMapInput `pulumi:"env"`
 	// OCI image reference, e.g. `registry.example.com/app:1.2` or `busybox@sha256:...`; like Docker, `busybox` means `docker.io/library/busybox:latest`.
@@ -946,6 +4736,8 @@ type PodContainerArgs struct {
 	LivenessProbe PodContainerLivenessProbePtrInput `pulumi:"livenessProbe"`
 	// Memory limit as a quantity: `"512Mi"`, `"1Gi"`, `"1G"` or a number of bytes; at least `6Mi`. Unset: no limit.
 	Memory pulumi.StringPtrInput `pulumi:"memory"`
+	// Memory reserved for the container, a quantity like `memory`, at most `memory`. The node admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to `memory` when `memory` is set, else none.
+	MemoryRequest pulumi.StringPtrInput `pulumi:"memoryRequest"`
 	// The container's name, unique within the pod: a lowercase RFC 1123 label.
 	Name pulumi.StringInput `pulumi:"name"`
 	// A port the container listens on; any number. Port names and `containerPort`/`protocol` pairs are unique across the whole pod (its containers share one network namespace). Adding, removing or changing a port replaces the pod.
@@ -1028,6 +4820,11 @@ func (o PodContainerOutput) Cpu() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v PodContainer) *string { return v.Cpu }).(pulumi.StringPtrOutput)
 }
 
+// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
+func (o PodContainerOutput) CpuRequest() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodContainer) *string { return v.CpuRequest }).(pulumi.StringPtrOutput)
+}
+
 // Environment variables; names must match `[A-Za-z_][A-Za-z0-9_]*`. Do not put secrets here: they would be stored in plain text in the state.
 func (o PodContainerOutput) Env() pulumi.StringMapOutput {
 	return o.ApplyT(func(v PodContainer) map[string]string { return v.Env }).(pulumi.StringMapOutput)
@@ -1046,6 +4843,11 @@ func (o PodContainerOutput) LivenessProbe() PodContainerLivenessProbePtrOutput {
 // Memory limit as a quantity: `"512Mi"`, `"1Gi"`, `"1G"` or a number of bytes; at least `6Mi`. Unset: no limit.
 func (o PodContainerOutput) Memory() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v PodContainer) *string { return v.Memory }).(pulumi.StringPtrOutput)
+}
+
+// Memory reserved for the container, a quantity like `memory`, at most `memory`. The node admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to `memory` when `memory` is set, else none.
+func (o PodContainerOutput) MemoryRequest() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodContainer) *string { return v.MemoryRequest }).(pulumi.StringPtrOutput)
 }
 
 // The container's name, unique within the pod: a lowercase RFC 1123 label.
@@ -5135,6 +8937,48 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ClusterVmArrayInput)(nil)).Elem(), ClusterVmArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*ClusterWorkersInput)(nil)).Elem(), ClusterWorkersArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*ClusterWorkersPtrInput)(nil)).Elem(), ClusterWorkersArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentPlacementInput)(nil)).Elem(), DeploymentPlacementArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentPlacementPtrInput)(nil)).Elem(), DeploymentPlacementArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentReplicaStatusInput)(nil)).Elem(), DeploymentReplicaStatusArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentReplicaStatusArrayInput)(nil)).Elem(), DeploymentReplicaStatusArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentStrategyInput)(nil)).Elem(), DeploymentStrategyArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentStrategyPtrInput)(nil)).Elem(), DeploymentStrategyArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateInput)(nil)).Elem(), DeploymentTemplateArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplatePtrInput)(nil)).Elem(), DeploymentTemplateArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerInput)(nil)).Elem(), DeploymentTemplateContainerArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerArrayInput)(nil)).Elem(), DeploymentTemplateContainerArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbePtrInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeExecInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeExecArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeExecPtrInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeExecArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeHttpGetInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeHttpGetArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeHttpGetPtrInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeHttpGetArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeTcpSocketInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeTcpSocketPtrInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerPortInput)(nil)).Elem(), DeploymentTemplateContainerPortArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerPortArrayInput)(nil)).Elem(), DeploymentTemplateContainerPortArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbePtrInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeExecInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeExecArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeExecPtrInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeExecArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeHttpGetInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeHttpGetArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeHttpGetPtrInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeHttpGetArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeTcpSocketInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerReadinessProbeTcpSocketPtrInput)(nil)).Elem(), DeploymentTemplateContainerReadinessProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerSecretEnvInput)(nil)).Elem(), DeploymentTemplateContainerSecretEnvArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerSecretEnvArrayInput)(nil)).Elem(), DeploymentTemplateContainerSecretEnvArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerSecretMountInput)(nil)).Elem(), DeploymentTemplateContainerSecretMountArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerSecretMountArrayInput)(nil)).Elem(), DeploymentTemplateContainerSecretMountArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbePtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeExecInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeExecArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeExecPtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeExecArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeHttpGetInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeHttpGetArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeHttpGetPtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeHttpGetArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocketInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocketPtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTimeoutsInput)(nil)).Elem(), DeploymentTimeoutsArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTimeoutsPtrInput)(nil)).Elem(), DeploymentTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberInput)(nil)).Elem(), NodeClusterMemberArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberArrayInput)(nil)).Elem(), NodeClusterMemberArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerInput)(nil)).Elem(), PodContainerArgs{})
@@ -5197,6 +9041,48 @@ func init() {
 	pulumi.RegisterOutputType(ClusterVmArrayOutput{})
 	pulumi.RegisterOutputType(ClusterWorkersOutput{})
 	pulumi.RegisterOutputType(ClusterWorkersPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentPlacementOutput{})
+	pulumi.RegisterOutputType(DeploymentPlacementPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentReplicaStatusOutput{})
+	pulumi.RegisterOutputType(DeploymentReplicaStatusArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentStrategyOutput{})
+	pulumi.RegisterOutputType(DeploymentStrategyPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplatePtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbePtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeExecOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeExecPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeHttpGetOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeHttpGetPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeTcpSocketOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeTcpSocketPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerPortOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerPortArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbePtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeExecOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeExecPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeHttpGetOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeHttpGetPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeTcpSocketOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerReadinessProbeTcpSocketPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerSecretEnvOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerSecretEnvArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerSecretMountOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerSecretMountArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbePtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeExecOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeExecPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeHttpGetOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeHttpGetPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeTcpSocketOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTimeoutsOutput{})
+	pulumi.RegisterOutputType(DeploymentTimeoutsPtrOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberArrayOutput{})
 	pulumi.RegisterOutputType(PodContainerOutput{})
