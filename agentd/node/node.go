@@ -172,3 +172,37 @@ func kernelVersion() string {
 	}
 	return unix.ByteSliceToString(u.Release[:])
 }
+
+// OOMScoreAdjFloor is the lowest oom_score_adj this node can give a
+// container: -1000 with CAP_SYS_RESOURCE, else agentd's own value (the
+// kernel refuses an unprivileged process a value below what it inherited),
+// as containerd's restrict_oom_score_adj does in unprivileged setups.
+func OOMScoreAdjFloor() (int, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read capabilities: %w", err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		hex, ok := strings.CutPrefix(line, "CapEff:")
+		if !ok {
+			continue
+		}
+		caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse CapEff: %w", err)
+		}
+		if caps&(1<<unix.CAP_SYS_RESOURCE) != 0 {
+			return -1000, nil
+		}
+		own, err := os.ReadFile("/proc/self/oom_score_adj")
+		if err != nil {
+			return 0, fmt.Errorf("read oom_score_adj: %w", err)
+		}
+		adj, err := strconv.Atoi(strings.TrimSpace(string(own)))
+		if err != nil {
+			return 0, fmt.Errorf("parse oom_score_adj: %w", err)
+		}
+		return adj, nil
+	}
+	return 0, fmt.Errorf("read capabilities: no CapEff in /proc/self/status")
+}

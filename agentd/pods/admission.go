@@ -114,9 +114,10 @@ func (m *Manager) setQoS(s *herdv1.PodSpec, st *herdv1.PodStatus) {
 	}
 }
 
-// oomScoreAdj is the kubelet's value for container c of pod s: from the
-// pod's class and, when Burstable, c's memory request.
+// oomScoreAdj is the kubelet's value for container c of pod s (from the
+// pod's class and, when Burstable, c's memory request), raised to what
+// this node can set.
 func (m *Manager) oomScoreAdj(s *herdv1.PodSpec, c *herdv1.ContainerSpec) int {
 	_, mem := spec.ContainerRequests(c)
-	return spec.OOMScoreAdj(spec.PodQoS(s), mem, m.cfg.MemoryCapacity)
+	return max(spec.OOMScoreAdj(spec.PodQoS(s), mem, m.cfg.MemoryCapacity), *m.cfg.OOMScoreAdjFloor)
 }

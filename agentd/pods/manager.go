@@ -112,6 +112,9 @@ type Config struct {
 	// MemoryCapacity is the node's memory in bytes, the base of a
 	// Burstable container's oom_score_adj (default: the machine's).
 	MemoryCapacity int64
+	// OOMScoreAdjFloor is the lowest oom_score_adj containers may get;
+	// nil: what node.OOMScoreAdjFloor reports.
+	OOMScoreAdjFloor *int
 }
 
 // Network is the pod network (agentd/network/podnet). Setup is idempotent:
@@ -234,6 +237,16 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("pods: %w", err)
 		}
 		cfg.MemoryCapacity = c.GetMemoryBytes()
+	}
+	if cfg.OOMScoreAdjFloor == nil {
+		f, err := node.OOMScoreAdjFloor()
+		if err != nil {
+			return nil, fmt.Errorf("pods: %w", err)
+		}
+		cfg.OOMScoreAdjFloor = &f
+		if f > -1000 {
+			cfg.Logger.Warn("agentd cannot lower oom_score_adj (no CAP_SYS_RESOURCE): containers get at least its own value", "oom_score_adj", f)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
