@@ -229,6 +229,41 @@ func TestPodPlanRefusesBadInput(t *testing.T) {
 			errors: 1,
 		},
 		{
+			name: "memory request above the limit",
+			config: podConfig(`  name = "web"
+  container {
+    name           = "app"
+    image          = "busybox"
+    memory         = "256Mi"
+    memory_request = "512Mi"
+  }`),
+			re:     errRe(`memory_request = "512Mi"`, `container[0].memory_request:`, `512Mi is above the memory limit 256Mi`),
+			errors: 1,
+		},
+		{
+			name: "cpu request above the limit",
+			config: podConfig(`  name = "web"
+  container {
+    name        = "app"
+    image       = "busybox"
+    cpu         = "500m"
+    cpu_request = "2"
+  }`),
+			re:     errRe(`container[0].cpu_request:`, `2 is above the CPU limit 500m`),
+			errors: 1,
+		},
+		{
+			name: "invalid memory request",
+			config: podConfig(`  name = "web"
+  container {
+    name           = "app"
+    image          = "busybox"
+    memory_request = "lots"
+  }`),
+			re:     errRe(`container[0].memory_request:`, `invalid memory quantity "lots"`),
+			errors: 1,
+		},
+		{
 			name: "second container's bad field",
 			config: podConfig(`  name = "web"
   container {
@@ -550,8 +585,10 @@ resource "herd_pod" "p" {
     memory  = "64Mi"
   }
   container {
-    name  = herd_node.n.os
-    image = "busybox"
+    name           = herd_node.n.os
+    image          = "busybox"
+    cpu_request    = "100m"
+    memory_request = "32Mi"
   }
   timeouts {
     create = "1m"

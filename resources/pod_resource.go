@@ -164,6 +164,13 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Computed:            true,
 				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()},
 			},
+			"qos_class": schema.StringAttribute{
+				MarkdownDescription: "The pod's QoS class by Kubernetes' rules: `Guaranteed` (every container has CPU and memory " +
+					"limits, and requests equal to them), `BestEffort` (no container has a request or limit) or `Burstable`. " +
+					"It sets how readily the kernel's OOM killer picks the pod's processes (`oom_score_adj` as the kubelet sets it).",
+				Computed:      true,
+				PlanModifiers: keepString,
+			},
 			"container_status": schema.ListNestedAttribute{
 				MarkdownDescription: "Observed status of each container, as of the last refresh.",
 				Computed:            true,
@@ -239,6 +246,20 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 						"memory": schema.StringAttribute{
 							MarkdownDescription: "Memory limit as a quantity: `\"512Mi\"`, `\"1Gi\"`, `\"1G\"` or a number of bytes; at least `6Mi`. " +
 								"Unset: no limit.",
+							Optional:      true,
+							PlanModifiers: replaceString,
+						},
+						"cpu_request": schema.StringAttribute{
+							MarkdownDescription: "CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod " +
+								"only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set " +
+								"(as Kubernetes does), else none.",
+							Optional:      true,
+							PlanModifiers: replaceString,
+						},
+						"memory_request": schema.StringAttribute{
+							MarkdownDescription: "Memory reserved for the container, a quantity like `memory`, at most `memory`. The node " +
+								"admits the pod only if the requests of all its pods fit in its allocatable memory. Unset: equal to " +
+								"`memory` when `memory` is set, else none.",
 							Optional:      true,
 							PlanModifiers: replaceString,
 						},

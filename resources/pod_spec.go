@@ -33,6 +33,7 @@ type podModel struct {
 	RestartCount                  types.Int64    `tfsdk:"restart_count"`
 	PodIP                         types.String   `tfsdk:"pod_ip"`
 	Ready                         types.Bool     `tfsdk:"ready"`
+	QoSClass                      types.String   `tfsdk:"qos_class"`
 	ContainerStatus               types.List     `tfsdk:"container_status"`
 	ImagePullSecret               types.String   `tfsdk:"image_pull_secret"`
 	RestartOnSecretChange         types.Bool     `tfsdk:"restart_on_secret_change"`
@@ -49,6 +50,9 @@ type containerModel struct {
 	CPU        types.String `tfsdk:"cpu"`
 	Memory     types.String `tfsdk:"memory"`
 	Ports      types.List   `tfsdk:"port"`
+
+	CPURequest    types.String `tfsdk:"cpu_request"`
+	MemoryRequest types.String `tfsdk:"memory_request"`
 
 	ReadinessProbe types.Object `tfsdk:"readiness_probe"`
 	LivenessProbe  types.Object `tfsdk:"liveness_probe"`
@@ -83,6 +87,9 @@ var containerAttrTypes = map[string]attr.Type{
 	"cpu":         types.StringType,
 	"memory":      types.StringType,
 	"port":        types.ListType{ElemType: portObjectType},
+
+	"cpu_request":    types.StringType,
+	"memory_request": types.StringType,
 
 	"readiness_probe": probeObjectType,
 	"liveness_probe":  probeObjectType,
@@ -190,6 +197,8 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 		c.WorkingDir = stringWithUnknown(cm.WorkingDir, p.Field("working_dir"), unknown)
 		c.Cpu = stringWithUnknown(cm.CPU, p.Field("cpu"), unknown)
 		c.Memory = stringWithUnknown(cm.Memory, p.Field("memory"), unknown)
+		c.CpuRequest = stringWithUnknown(cm.CPURequest, p.Field("cpu_request"), unknown)
+		c.MemoryRequest = stringWithUnknown(cm.MemoryRequest, p.Field("memory_request"), unknown)
 		ports, d := out.portsFromModel(ctx, cm.Ports, p.Field("ports"), i)
 		diags.Append(d...)
 		if diags.HasError() {
@@ -395,6 +404,7 @@ func (m *podModel) setStatus(pod *herdv1.Pod) {
 	m.RestartCount = types.Int64Value(total)
 	m.PodIP = types.StringValue(st.GetPodIp())
 	m.Ready = types.BoolValue(st.GetReady())
+	m.QoSClass = types.StringValue(st.GetQosClass())
 	m.ContainerStatus = types.ListValueMust(types.ObjectType{AttrTypes: containerStatusAttrTypes}, elems)
 }
 
@@ -426,6 +436,7 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 		} else {
 			pc = containerModel{
 				WorkingDir: types.StringNull(), CPU: types.StringNull(), Memory: types.StringNull(),
+				CPURequest: types.StringNull(), MemoryRequest: types.StringNull(),
 				Command: types.ListNull(types.StringType), Args: types.ListNull(types.StringType),
 				Env: types.MapNull(types.StringType), Ports: types.ListNull(portObjectType),
 				SecretMounts: types.ListNull(secretMountObjectType),
@@ -452,6 +463,9 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 			CPU:        stringFromRemote(c.GetCpu(), pc.CPU),
 			Memory:     stringFromRemote(c.GetMemory(), pc.Memory),
 			Ports:      ports,
+
+			CPURequest:    stringFromRemote(c.GetCpuRequest(), pc.CPURequest),
+			MemoryRequest: stringFromRemote(c.GetMemoryRequest(), pc.MemoryRequest),
 
 			ReadinessProbe: readiness,
 			LivenessProbe:  liveness,
