@@ -277,8 +277,19 @@ func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecO
 		if err != nil {
 			return nil, err
 		}
-		quota, shares := cpuLimits(millis)
-		opts = append(opts, oci.WithCPUCFS(quota, cfsPeriod), oci.WithCPUShares(shares))
+		quota, _ := cpuLimits(millis)
+		opts = append(opts, oci.WithCPUCFS(quota, cfsPeriod))
+	}
+	// cpu.shares follow the request (the limit when none is set), as the
+	// kubelet sets them.
+	if q := cs.GetCpuRequest(); q != "" {
+		if _, err := spec.ParseCPU(q); err != nil {
+			return nil, err
+		}
+	}
+	if req, _ := spec.ContainerRequests(cs); req > 0 {
+		_, shares := cpuLimits(req)
+		opts = append(opts, oci.WithCPUShares(shares))
 	}
 	if q := cs.GetMemory(); q != "" {
 		b, err := spec.ParseMemory(q)
@@ -306,8 +317,7 @@ func withOOMScoreAdj(adj int) oci.SpecOpts {
 }
 
 // cpuLimits converts millicores to a CFS quota (per 100 ms period) and
-// cpu.shares, as the kubelet does for a container whose request equals
-// its limit.
+// cpu.shares, as the kubelet does for a limit and a request.
 func cpuLimits(millis int64) (quota int64, shares uint64) {
 	quota = millis * cfsPeriod / 1000
 	if quota < minCFSQuota {

@@ -237,6 +237,24 @@ func TestProcessSpec(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+
+	// A request below the limit: the quota follows the limit, the shares
+	// the request.
+	code, out = e.run(t, "request", &herdv1.ContainerSpec{
+		Name:       "main",
+		Image:      e.ref,
+		Command:    []string{"sh", "-c", `echo "quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"; echo "shares=$(cat /sys/fs/cgroup/cpu/cpu.shares)"`},
+		Cpu:        "1",
+		CpuRequest: "250m",
+	})
+	if code != 0 {
+		t.Fatalf("exit code %d, output:\n%s", code, out)
+	}
+	for _, want := range []string{"quota=100000", "shares=256"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("with a request: output lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 func TestImageDefaultsAndExitCode(t *testing.T) {
