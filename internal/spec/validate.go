@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -314,6 +315,15 @@ func Defaulted(s *herdv1.PodSpec) *herdv1.PodSpec {
 	if out.TerminationGracePeriodSeconds == nil {
 		g := int64(DefaultGracePeriod)
 		out.TerminationGracePeriodSeconds = &g
+	}
+	if ref := out.GetDeployment(); ref != nil {
+		// A replica carries its deployment's labels: services, the
+		// BlueGreen gate and the driver's ListPods select by them.
+		if out.Labels == nil {
+			out.Labels = map[string]string{}
+		}
+		out.Labels[LabelDeployment] = DeploymentLabel(ref.GetNamespace(), ref.GetName())
+		out.Labels[LabelRevision] = strconv.FormatInt(ref.GetRevision(), 10)
 	}
 	return out
 }
