@@ -51,7 +51,8 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 			"`apply` waits until the rollout is `Complete`. A rollout that fails (a replica that does not become ready " +
 			"within `strategy.progress_deadline_seconds`) fails the apply with the failing replica's probe message and " +
 			"last log lines; with `strategy.auto_rollback` the replicas return to the last complete revision " +
-			"(`phase = \"RolledBack\"`).\n\n" +
+			"(`phase = \"RolledBack\"`, `revision` the one rolled back to). The failed template stays the " +
+			"deployment's, so the next plan is empty until the configuration changes; fix the template and apply.\n\n" +
 			"Invalid input is refused at plan time, with the path of the offending attribute.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
