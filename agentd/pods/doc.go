@@ -67,6 +67,15 @@
 //     containerd: the bind mounts' source is agentd's tmpfs. The tmpfs is
 //     unmounted when the pod is deleted, and garbage-collected (marked
 //     ones only) when its pod incarnation is gone.
+//   - Requests and QoS (admission.go): Apply refuses a new pod whose
+//     effective requests (a container's request, else its limit) exceed
+//     Config.Allocatable less the requests of every other pod, terminating
+//     ones included (ErrInsufficientResources, with the numbers); the
+//     check and the insertion happen under applyMu, so two pods cannot
+//     both take the last room. Stored pods are never refused at Start.
+//     Each container's processes get the kubelet's oom_score_adj for the
+//     pod's QoS class (no lower than agentd itself may set), reported in
+//     the status with the classes.
 //
 // Logs: see logs.go.
 package pods
