@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/agentd/deployments"
 	"github.com/herd-project/terraform-provider-herd/agentd/dns"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/nft"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
@@ -75,6 +76,8 @@ func (s *svcStack) start(ctx context.Context, cfg Config, cl *cluster.Cluster, m
 	if cfg.ServiceResync > 0 {
 		s.ctrl.ResyncEvery = cfg.ServiceResync
 	}
+	// BlueGreen deployments route only to their serving revision.
+	s.ctrl.Admit = deployments.ServingGate(cl)
 	var inflight sync.Map
 	s.ctrl.Reassign = func(key string) {
 		if _, busy := inflight.LoadOrStore(key, true); busy {
