@@ -98,7 +98,7 @@ func (l *loop) pass(ctx context.Context) bool {
 	if hasStatus {
 		st = proto.Clone(old).(*herdv1.DeploymentStatus)
 	}
-	advance(st, rec, recVersion, now)
+	advanceStatus(st, rec, recVersion, now)
 
 	obs := l.observe(ctx, sp)
 	view := l.view(obs, st, dep.GetUid(), sp.GetStrategy().GetMinReadySeconds(), now)
@@ -172,9 +172,9 @@ func (l *loop) pass(ctx context.Context) bool {
 	return false
 }
 
-// advance starts the rollout of a new spec revision, and a new attempt
+// advanceStatus starts the rollout of a new spec revision, and a new attempt
 // after another change of the spec (a scale, say).
-func advance(st *herdv1.DeploymentStatus, rec *herdv1.DeploymentRecord, version uint64, now time.Time) {
+func advanceStatus(st *herdv1.DeploymentStatus, rec *herdv1.DeploymentRecord, version uint64, now time.Time) {
 	dep := rec.GetDeployment()
 	rev := dep.GetRevision()
 	switch {
@@ -256,7 +256,7 @@ func (l *loop) create(ctx context.Context, rec *herdv1.DeploymentRecord, sp *her
 			if err == nil {
 				placed++
 				req.Existing[node]++
-				nodes = take(nodes, node, req.Per)
+				nodes = takeFree(nodes, node, req.Per)
 				continue
 			}
 			if ctx.Err() != nil {
@@ -264,7 +264,7 @@ func (l *loop) create(ctx context.Context, rec *herdv1.DeploymentRecord, sp *her
 			}
 			if reasonOf(err) == herdv1.ReasonInsufficientResources {
 				// the view was stale: place this one (and the rest) again
-				nodes = exclude(nodes, node, "refused: "+status.Convert(err).Message())
+				nodes = excludeNode(nodes, node, "refused: "+status.Convert(err).Message())
 				refused = true
 				break
 			}
@@ -445,8 +445,8 @@ func templateOf(rec *herdv1.DeploymentRecord, rev int64) *herdv1.PodSpec {
 	return nil
 }
 
-// take lowers node's free resources by one replica's requests.
-func take(nodes []schedule.Node, node string, per capacity.Resources) []schedule.Node {
+// takeFree lowers node's free resources by one replica's requests.
+func takeFree(nodes []schedule.Node, node string, per capacity.Resources) []schedule.Node {
 	out := make([]schedule.Node, len(nodes))
 	copy(out, nodes)
 	for i := range out {
@@ -458,8 +458,8 @@ func take(nodes []schedule.Node, node string, per capacity.Resources) []schedule
 	return out
 }
 
-// exclude marks node as unable to take replicas.
-func exclude(nodes []schedule.Node, node, why string) []schedule.Node {
+// excludeNode marks node as unable to take replicas.
+func excludeNode(nodes []schedule.Node, node, why string) []schedule.Node {
 	out := make([]schedule.Node, len(nodes))
 	copy(out, nodes)
 	for i := range out {
