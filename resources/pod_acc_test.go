@@ -24,7 +24,8 @@ import (
 
 // webPodHCL is a two-container pod: "app" greets with $NAME (from env) and
 // sleeps, "side" only sleeps. The explicit empty args of "side" and the
-// omitted working_dir/env must survive refreshes and imports as they are;
+// omitted working_dir/env must survive refreshes and imports as they are
+// (and the memory request of "side", which makes the pod Burstable);
 // so must the ports of "app" (a named TCP one with the protocol left to
 // its default, an unnamed UDP one) and the absence of ports of "side".
 // A grace period of 1 s keeps deletions short (sh and sleep as PID 1
@@ -54,10 +55,11 @@ resource "herd_pod" "p" {
     }
   }
   container {
-    name    = "side"
-    image   = %[1]q
-    command = ["sleep", "3600"]
-    args    = []
+    name           = "side"
+    image          = %[1]q
+    command        = ["sleep", "3600"]
+    args           = []
+    memory_request = "32Mi"
   }
   timeouts {
     create = %[3]q
@@ -202,6 +204,8 @@ func TestAccPodLifecycle(t *testing.T) {
 						"container.0.port.0.name":          "http",
 						"container.0.port.1.protocol":      "UDP",
 						"container.1.port.#":               "0",
+						"container.1.memory_request":       "32Mi",
+						"qos_class":                        "Burstable",
 						"container_status.0.pid":           pid1,
 						"termination_grace_period_seconds": "1",
 					}
