@@ -115,6 +115,10 @@ type Config struct {
 	// OOMScoreAdjFloor is the lowest oom_score_adj containers may get;
 	// nil: what node.OOMScoreAdjFloor reports.
 	OOMScoreAdjFloor *int
+	// Drain, if set, takes a deleted pod out of every member's service
+	// rules before its containers get SIGTERM (drain.go); nil: no drain
+	// (a node without a cluster).
+	Drain DrainFunc
 }
 
 // Network is the pod network (agentd/network/podnet). Setup is idempotent:
@@ -184,8 +188,9 @@ type podEntry struct {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 type deletion struct {
-	done chan struct{}
-	err  error
+	done  chan struct{}
+	err   error
+	drain DrainResult // set before done is closed
 }
 
 // New checks cfg and returns a Manager. Call Start before anything else.
@@ -640,23 +645,27 @@ func (m *Manager) notify(name string) {
 	}
 }
 
-// Delete stops the pod's containers — SIGTERM, then SIGKILL once the grace
-// period (the spec's termination_grace_period_seconds, or grace when not
-// nil) has passed — and removes its tasks, containers, snapshots, log
-// files and record. Deleting a missing pod returns existed=false. The
-// deletion runs to completion even when ctx ends first (a retry joins it).
-// If an object at one of the pod's container IDs lacks the safety marker,
-// it is left alone, the pod record is kept and the error wraps ErrForeign.
-func (m *Manager) Delete(ctx context.Context, name string, grace *time.Duration) (bool, error) {
+// DeleteWith drains the pod (see DeleteOptions), then stops its containers
+// — SIGTERM, then SIGKILL once the grace period (the spec's
+// termination_grace_period_seconds, or opts.Grace when not nil) has passed
+// — and removes its tasks, containers, snapshots, log files and record.
+// Deleting a missing pod returns Existed=false. The deletion runs to
+// completion even when ctx ends first; a retry joins the deletion in
+// progress (its own options are ignored) and reports that deletion's drain
+// result, or none when ctx ends first. If an object at one of the pod's
+// container IDs lacks the safety marker, it is left alone, the pod record
+// is kept and the error wraps ErrForeign.
+func (m *Manager) DeleteWith(ctx context.Context, name string, opts DeleteOptions) (DeleteResult, error) {
+	grace := opts.Grace
 	m.mu.Lock()
 	if !m.started || m.closed {
 		m.mu.Unlock()
-		return false, ErrNotReady
+		return DeleteResult{}, ErrNotReady
 	}
 	e := m.pods[name]
 	if e == nil || e.hidden {
 		m.mu.Unlock()
-		return false, nil
+		return DeleteResult{}, nil
 	}
 	d := e.deleting
 	if d == nil {
@@ -670,19 +679,19 @@ func (m *Manager) Delete(ctx context.Context, name string, grace *time.Duration)
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.runDelete(e, d, g)
+			m.runDelete(e, d, g, opts)
 		}()
 	}
 	m.mu.Unlock()
 	select {
 	case <-d.done:
-		return true, d.err
+		return DeleteResult{Existed: true, DrainResult: d.drain}, d.err
 	case <-ctx.Done():
-		return true, ctx.Err()
+		return DeleteResult{Existed: true}, ctx.Err()
 	}
 }
 
-func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
+func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration, opts DeleteOptions) {
 	defer close(d.done)
 	log := m.log.With("pod", e.name, "uid", e.uid)
 	log.Info("deleting pod", "grace", grace)
@@ -706,6 +715,7 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration) {
 	}
 	m.mu.Unlock()
 	m.notify(e.name)
+	d.drain = m.drain(e, opts, log)
 
 	ctx := m.ctx
 	err := m.stopContainers(ctx, e, grace, log)

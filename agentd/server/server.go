@@ -15,16 +15,20 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/pods"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
+
+// maxDrainTimeoutMs bounds DeletePodRequest.drain_timeout_ms.
+const maxDrainTimeoutMs = 60_000
 
 // Pods is what the server needs from the pod manager.
 type Pods interface {
 	Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bool, error)
 	Get(ctx context.Context, name string) (*herdv1.Pod, error)
 	List(ctx context.Context, selector map[string]string) ([]*herdv1.Pod, error)
-	Delete(ctx context.Context, name string, grace *time.Duration) (bool, error)
+	DeleteWith(ctx context.Context, name string, opts pods.DeleteOptions) (pods.DeleteResult, error)
 	Logs(ctx context.Context, pod, container string, follow bool, tailLines int64, send func(container string, data []byte) error) error
 }
 
@@ -63,6 +67,7 @@ type Server struct {
 	services Services
 	secrets  Secrets
 	nested   NestedClusters
+	peer     EndpointsWaiter // peer.go
 	mapErr   ErrorMapper
 	log      *slog.Logger
 	health   *healthWatcher
@@ -102,6 +107,7 @@ func (s *Server) Register(g *grpc.Server) {
 	herdv1.RegisterServiceServiceServer(g, s)
 	s.registerSecrets(g)
 	s.registerNested(g)
+	s.registerPeer(g)
 }
 
 func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {
@@ -166,14 +172,21 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 		d := time.Duration(g) * time.Second
 		grace = &d
 	}
-	existed, err := s.pods.Delete(ctx, req.GetName(), grace)
+	if t := req.GetDrainTimeoutMs(); t < 0 || t > maxDrainTimeoutMs {
+		return nil, status.Errorf(codes.InvalidArgument, "drain_timeout_ms: must be between 0 and %d, got %d", maxDrainTimeoutMs, t)
+	}
+	r, err := s.pods.DeleteWith(ctx, req.GetName(), pods.DeleteOptions{
+		Grace:        grace,
+		SkipDrain:    req.GetSkipDrain(),
+		DrainTimeout: time.Duration(req.GetDrainTimeoutMs()) * time.Millisecond,
+	})
 	if err != nil {
 		return nil, s.status(err, "delete pod "+req.GetName())
 	}
-	if existed {
-		s.log.Info("pod deleted", "pod", req.GetName())
+	if r.Existed {
+		s.log.Info("pod deleted", "pod", req.GetName(), "drained", r.Drained, "drain_timed_out", r.TimedOut)
 	}
-	return &herdv1.DeletePodResponse{Existed: existed}, nil
+	return &herdv1.DeletePodResponse{Existed: r.Existed, DrainedMembers: r.Drained, DrainTimedOut: r.TimedOut}, nil
 }
 
 func (s *Server) PodLogs(req *herdv1.PodLogsRequest, stream grpc.ServerStreamingServer[herdv1.LogChunk]) error {
