@@ -117,6 +117,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	peer, err := startPeers(cfg, cl, svcs, log)
+	if err != nil {
+		return err
+	}
+	defer peer.close()
 	mgr, err := pods.New(pods.Config{
 		Network:        network,
 		Runtime:        rt,
@@ -124,6 +129,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		NodeName:       cfg.Name,
 		Allocatable:    capst.allocatable(),
 		MemoryCapacity: capst.memCapacity,
+		Drain:          peer.drainHook(),
 		Secrets:        sec.source(),
 		ResolvConf:     svcs.resolvConf(),
 		Store:          st,
@@ -174,6 +180,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cl != nil {
 		srv.SetMembers(members{cl})
 		srv.SetServices(svcs.reg)
+		srv.SetPeer(svcs.ctrl)
 	}
 	nd, stopNested, err := startNested(cfg, st, sec, log)
 	if err != nil {
@@ -199,6 +206,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
+		peer.publishAPI(lis.Addr().String(), cfg)
 		g := grpc.NewServer(grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log)))
 		srv.Register(g)
 		servers = append(servers, g)
