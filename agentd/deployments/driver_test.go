@@ -155,13 +155,14 @@ type fakeNodes struct {
 	pods     map[string]map[string]*herdv1.Pod // node -> name -> pod
 	notReady func(*herdv1.PodSpec) bool
 	full     map[string]bool // nodes refusing with INSUFFICIENT_RESOURCES
+	mute     map[string]bool // nodes whose ListPods fails
 	now      func() time.Time
 	applied  int
 	deleted  []string
 }
 
 func newFakeNodes(now func() time.Time, names ...string) *fakeNodes {
-	f := &fakeNodes{live: names, pods: map[string]map[string]*herdv1.Pod{}, full: map[string]bool{}, now: now}
+	f := &fakeNodes{live: names, pods: map[string]map[string]*herdv1.Pod{}, full: map[string]bool{}, mute: map[string]bool{}, now: now}
 	for _, n := range names {
 		f.pods[n] = map[string]*herdv1.Pod{}
 	}
@@ -248,6 +249,9 @@ func (c *fakePodClient) ListPods(_ context.Context, req *herdv1.ListPodsRequest,
 	f := c.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.mute[c.node] {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
 	resp := &herdv1.ListPodsResponse{}
 	for _, name := range slices.Sorted(maps.Keys(f.pods[c.node])) {
 		p := f.pods[c.node][name]
@@ -656,5 +660,32 @@ func TestTemplateChange(t *testing.T) {
 	}
 	if got := templateChange(nil, a); got != "first revision" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// TestDriverUnreachableMember: the replicas recorded on a live member that
+// does not answer are carried over, not replaced; a member that is gone
+// takes its replicas with it and they are placed again.
+func TestDriverUnreachableMember(t *testing.T) {
+	h := newHarness(t)
+	h.apply(3, template("1"), func(sp *herdv1.DeploymentSpec) { sp.Placement = &herdv1.Placement{Strategy: spec.PlacementSpread} })
+	h.converge(spec.PhaseComplete, 10, nil)
+	applied := h.nodes.applied
+	h.nodes.mute["n2"] = true
+	for range 3 {
+		st := h.pass()
+		if len(st.GetReplicaStatus()) != 3 {
+			t.Fatalf("replicas %v", st.GetReplicaStatus())
+		}
+	}
+	if h.nodes.applied != applied {
+		t.Fatalf("%d replicas created while n2 did not answer", h.nodes.applied-applied)
+	}
+	h.nodes.mu.Lock()
+	h.nodes.live = []string{"n1", "n3"}
+	h.nodes.mu.Unlock()
+	h.pass()
+	if h.nodes.applied != applied+1 {
+		t.Fatalf("%d replicas created after n2 left, want 1", h.nodes.applied-applied)
 	}
 }
