@@ -182,10 +182,10 @@ func validateStrategy(st *herdv1.DeploymentStrategy) FieldErrors {
 		errs.add(sp.Field("type"), "must be one of %s, got %q", strings.Join(Strategies, ", "), typ)
 	}
 	surge, unavail := int32(DefaultMaxSurge), int32(DefaultMaxUnavailable)
-	if st.MaxSurge != nil {
+	if st != nil && st.MaxSurge != nil { // no strategy at all: the defaults
 		surge = st.GetMaxSurge()
 	}
-	if st.MaxUnavailable != nil {
+	if st != nil && st.MaxUnavailable != nil {
 		unavail = st.GetMaxUnavailable()
 	}
 	if surge < 0 {
