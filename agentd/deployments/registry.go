@@ -46,6 +46,9 @@ func (e *UnplaceableError) Error() string { return e.Report }
 // Is makes the error match ErrUnplaceable.
 func (e *UnplaceableError) Is(target error) bool { return target == ErrUnplaceable }
 
+// ErrorReason is the google.rpc.ErrorInfo reason the server attaches.
+func (e *UnplaceableError) ErrorReason() string { return herdv1.ReasonUnplaceable }
+
 // Store is what the registry needs from the cluster; agentd/cluster's
 // Cluster satisfies it.
 type Store interface {

@@ -71,6 +71,9 @@ type Server struct {
 	mapErr   ErrorMapper
 	log      *slog.Logger
 	health   *healthWatcher
+
+	deployments      Deployments   // deployments.go
+	deploymentEvents ClusterEvents // deployments.go
 }
 
 // New returns a server over the given node and pod manager.
@@ -108,6 +111,7 @@ func (s *Server) Register(g *grpc.Server) {
 	s.registerSecrets(g)
 	s.registerNested(g)
 	s.registerPeer(g)
+	s.registerDeployments(g)
 }
 
 func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {
