@@ -83,7 +83,7 @@ func (r *Registry) plan(_ context.Context, cur Record, exists bool, next *herdv1
 		}
 	}
 	if msg := spec.MaxPerNodeError(int(d.GetReplicas()), int(d.GetPlacement().GetMaxPerNode()), matching); msg != "" {
-		return nil, &UnplaceableError{Report: key + ": " + msg}
+		return nil, &UnplaceableError{Report: msg}
 	}
 
 	var current []rollout.Replica

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,9 @@ import (
 const (
 	KindDeployment = "deployment"        // herdv1.DeploymentRecord, written by Apply on any member
 	KindStatus     = "deployment-status" // herdv1.DeploymentStatus, written by the driving member only
+	// KindHint holds the nodes the client's dry run planned for the
+	// replicas of one spec version (JSON hint), for whichever member drives.
+	KindHint = "deployment-hint"
 )
 
 // KeepRevisions is how many revisions' templates a record keeps: what a
@@ -145,7 +149,56 @@ func (r *Registry) Delete(key string) (bool, error) {
 	if err := r.st.Delete(KindDeployment, key); err != nil {
 		return false, fmt.Errorf("delete deployment %s: %w", key, err)
 	}
+	if _, ok := r.st.Get(KindHint, key); ok {
+		if err := r.st.Delete(KindHint, key); err != nil {
+			r.log.Warn("delete placement hint", "deployment", key, "err", err)
+		}
+	}
 	return true, nil
+}
+
+type hint struct {
+	Version uint64   `json:"version"`
+	Nodes   []string `json:"nodes"`
+}
+
+// putHint records the nodes a dry run planned for the spec at version; a
+// hint is only a preference, so failing to write it fails nothing.
+func (r *Registry) putHint(key string, version uint64, nodes []string) {
+	if len(nodes) == 0 {
+		if _, ok := r.st.Get(KindHint, key); ok {
+			if err := r.st.Delete(KindHint, key); err != nil {
+				r.log.Warn("delete placement hint", "deployment", key, "err", err)
+			}
+		}
+		return
+	}
+	b, err := json.Marshal(hint{Version: version, Nodes: nodes})
+	if err == nil {
+		_, err = r.st.Put(KindHint, key, b)
+	}
+	if err != nil {
+		r.log.Warn("write placement hint", "deployment", key, "err", err)
+	}
+}
+
+// Hint returns the nodes the client's dry run planned for the current spec
+// of key (the placement_hint of the apply that wrote it); none once the
+// spec changed without one.
+func (r *Registry) Hint(key string) []string {
+	o, ok := r.st.Get(KindHint, key)
+	if !ok {
+		return nil
+	}
+	rec, ok := r.Get(key)
+	if !ok {
+		return nil
+	}
+	var h hint
+	if err := json.Unmarshal(o.Value, &h); err != nil || h.Version != rec.Version {
+		return nil
+	}
+	return h.Nodes
 }
 
 // Status returns the status object of key.
@@ -237,8 +290,16 @@ func (r *Registry) Apply(ctx context.Context, req *herdv1.ApplyDeploymentRequest
 	}
 	status, _ := r.Status(key)
 	plan, err := r.plan(ctx, cur, exists, next, status, req.GetPlacementHint())
-	if err != nil {
+	if err != nil && changed {
 		return nil, err
+	}
+	if err != nil {
+		// The same spec again is no new demand: whatever healing cannot
+		// place now is the driver's to report, not a reason to refuse.
+		rev := next.GetDeployment().GetRevision()
+		plan = &herdv1.RolloutPlan{FromRevision: rev, ToRevision: rev, Summary: summary(summaryInput{
+			key: key, exists: true, to: rev, replicas: d.GetReplicas(),
+		})}
 	}
 	resp := &herdv1.ApplyDeploymentResponse{Changed: changed, Plan: plan}
 	dep := proto.Clone(next.GetDeployment()).(*herdv1.Deployment)
@@ -257,6 +318,7 @@ func (r *Registry) Apply(ctx context.Context, req *herdv1.ApplyDeploymentRequest
 		return nil, fmt.Errorf("write deployment %s: %w", key, err)
 	}
 	r.log.Info("deployment applied", "deployment", key, "revision", dep.GetRevision(), "version", v, "replicas", d.GetReplicas())
+	r.putHint(key, v, req.GetPlacementHint())
 	dep.Version = v
 	dep.Status = status
 	resp.Deployment = dep

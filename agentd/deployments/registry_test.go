@@ -245,9 +245,9 @@ func TestApplyRevisions(t *testing.T) {
 	if !scaled.GetChanged() || scaled.GetDeployment().GetRevision() != 1 {
 		t.Errorf("scale: changed %v revision %d, want a change at revision 1", scaled.GetChanged(), scaled.GetDeployment().GetRevision())
 	}
-	strat := regSpec(5, "v1")
-	strat.Strategy = &herdv1.DeploymentStrategy{MaxSurge: proto.Int32(2)}
-	if resp := regApply(t, r, strat, false); !resp.GetChanged() || resp.GetDeployment().GetRevision() != 1 {
+	surge2 := regSpec(5, "v1")
+	surge2.Strategy = &herdv1.DeploymentStrategy{MaxSurge: proto.Int32(2)}
+	if resp := regApply(t, r, surge2, false); !resp.GetChanged() || resp.GetDeployment().GetRevision() != 1 {
 		t.Errorf("strategy only: changed %v revision %d", resp.GetChanged(), resp.GetDeployment().GetRevision())
 	}
 
@@ -446,5 +446,56 @@ func TestNodes(t *testing.T) {
 	resp := regApply(t, r, s, true)
 	if got := resp.GetPlan().GetSummary(); !strings.Contains(got, ": node-2 +2;") {
 		t.Errorf("a template with a secret goes where it is held: %s", got)
+	}
+}
+
+func TestHint(t *testing.T) {
+	f := regNodes(t)
+	r := testRegistry(f)
+	dry := regApply(t, r, regSpec(3, "v1"), true)
+	var planned []string
+	for _, pr := range dry.GetPlan().GetReplicas() {
+		if pr.GetAction() == ActionCreate {
+			planned = append(planned, pr.GetNode())
+		}
+	}
+	if _, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: regSpec(3, "v1"), PlacementHint: planned}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Hint("default/web"); strings.Join(got, ",") != strings.Join(planned, ",") || len(got) != 3 {
+		t.Errorf("Hint = %v, want %v", got, planned)
+	}
+	regApply(t, r, regSpec(4, "v1"), false) // a change without a hint
+	if got := r.Hint("default/web"); got != nil {
+		t.Errorf("Hint after a change without one = %v", got)
+	}
+	if _, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: regSpec(5, "v1"), PlacementHint: []string{"node-3", "node-3"}}); err != nil {
+		t.Fatal(err)
+	}
+	if existed, _ := r.Delete("default/web"); !existed {
+		t.Fatal("not deleted")
+	}
+	if _, ok := f.Get(KindHint, "default/web"); ok {
+		t.Error("the hint outlived its deployment")
+	}
+}
+
+// TestApplySameSpecNotRefused: re-applying the spec as it is adds no
+// demand, so a cluster that shrank since does not refuse it.
+func TestApplySameSpecNotRefused(t *testing.T) {
+	f := regNodes(t)
+	r := testRegistry(f)
+	s := regSpec(3, "v1")
+	s.Placement = &herdv1.Placement{MaxPerNode: 1}
+	regApply(t, r, s, false)
+	f.members = f.members[:2]
+	resp := regApply(t, r, s, true)
+	if resp.GetChanged() || resp.GetPlan().GetSummary() != "default/web: no change (revision 1, 3 replicas)" {
+		t.Errorf("same spec: changed %v, summary %q", resp.GetChanged(), resp.GetPlan().GetSummary())
+	}
+	s.Template.Containers[0].Env["V"] = "v2"
+	if _, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: s, DryRun: true}); !errors.Is(err, ErrUnplaceable) ||
+		err.Error() != spec.MaxPerNodeError(3, 1, 2) {
+		t.Errorf("a change on the smaller cluster: %v", err)
 	}
 }
