@@ -499,3 +499,9 @@ func TestApplySameSpecNotRefused(t *testing.T) {
 		t.Errorf("a change on the smaller cluster: %v", err)
 	}
 }
+
+// What the agent wires in satisfies what the registry needs.
+var (
+	_ Store        = (*cluster.Cluster)(nil)
+	_ SecretSource = (*secrets.Replicator)(nil)
+)

@@ -180,3 +180,9 @@ func TestDeploymentService(t *testing.T) {
 		t.Errorf("watch after delete: %v, want NotFound", err)
 	}
 }
+
+// The agent hands the server the registry and the cluster.
+var (
+	_ Deployments   = (*deployments.Registry)(nil)
+	_ ClusterEvents = (*cluster.Cluster)(nil)
+)
