@@ -11,6 +11,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/deployments/schedule"
 	"github.com/herd-project/terraform-provider-herd/agentd/peers"
 	"github.com/herd-project/terraform-provider-herd/agentd/secrets"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // SecretSource lists secrets with the members that hold them;
@@ -77,6 +78,25 @@ func (r *Registry) secretHolders() map[string]map[string]bool {
 // left out; a live one that cannot take replicas is listed not ready with
 // the reason.
 func (r *Registry) Nodes() []schedule.Node {
+	return r.nodes(r.anyUsesSecrets())
+}
+
+// anyUsesSecrets reports whether a stored deployment's template (of any
+// kept revision) uses a secret: only then is a survey of the members worth
+// its calls.
+func (r *Registry) anyUsesSecrets() bool {
+	for _, rec := range r.List() {
+		for _, t := range rec.GetTemplates() {
+			if len(spec.PodSecretRefs(t.GetTemplate())) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nodes is Nodes, with the secrets the nodes hold only when needSecrets.
+func (r *Registry) nodes(needSecrets bool) []schedule.Node {
 	caps := map[string]capacity.Info{}
 	capErr := map[string]string{}
 	for _, e := range r.st.Entries(capacity.Kind) {
@@ -96,7 +116,10 @@ func (r *Registry) Nodes() []schedule.Node {
 			api[e.Owner] = true
 		}
 	}
-	held := r.secretHolders()
+	var held map[string]map[string]bool
+	if needSecrets {
+		held = r.secretHolders()
+	}
 	var out []schedule.Node
 	for _, m := range r.st.Members() {
 		if m.State == cluster.StateDead || m.State == cluster.StateLeft {

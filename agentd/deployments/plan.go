@@ -74,7 +74,11 @@ func (r *Registry) plan(_ context.Context, cur Record, exists bool, next *herdv1
 	dep := next.GetDeployment()
 	d := dep.GetSpec()
 	key := Key(d.GetNamespace(), d.GetName())
-	nodes := r.Nodes()
+	needSecrets := false
+	for _, t := range next.GetTemplates() {
+		needSecrets = needSecrets || len(spec.PodSecretRefs(t.GetTemplate())) > 0
+	}
+	nodes := r.nodes(needSecrets)
 
 	matching := 0
 	for _, n := range nodes {

@@ -412,9 +412,15 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
-type regSecrets []secrets.View
+type countingSecrets struct {
+	views []secrets.View
+	calls int
+}
 
-func (s regSecrets) List(context.Context, string) ([]secrets.View, error) { return s, nil }
+func (s *countingSecrets) List(context.Context, string) ([]secrets.View, error) {
+	s.calls++
+	return s.views, nil
+}
 
 func TestNodes(t *testing.T) {
 	f := regNodes(t)
@@ -422,8 +428,12 @@ func TestNodes(t *testing.T) {
 		cluster.Member{Name: "node-0", State: cluster.StateDead},
 		cluster.Member{Name: "node-4", State: cluster.StateAlive})
 	r := testRegistry(f)
-	r.SetSecrets(regSecrets{{Rec: secrets.Record{Namespace: "default", Name: "db"}, Holders: map[string]uint64{"node-2": 3}}})
-	nodes := r.Nodes()
+	src := &countingSecrets{views: []secrets.View{{Rec: secrets.Record{Namespace: "default", Name: "db"}, Holders: map[string]uint64{"node-2": 3}}}}
+	r.SetSecrets(src)
+	if nodes := r.Nodes(); nodes[1].Secrets != nil || src.calls != 0 {
+		t.Errorf("no deployment uses a secret, yet the members were surveyed (%d calls)", src.calls)
+	}
+	nodes := r.nodes(true)
 	var names []string
 	for _, n := range nodes {
 		names = append(names, n.Name)
@@ -446,6 +456,10 @@ func TestNodes(t *testing.T) {
 	resp := regApply(t, r, s, true)
 	if got := resp.GetPlan().GetSummary(); !strings.Contains(got, ": node-2 +2;") {
 		t.Errorf("a template with a secret goes where it is held: %s", got)
+	}
+	regApply(t, r, s, false)
+	if nodes := r.Nodes(); !nodes[1].Secrets["default/db"] {
+		t.Errorf("with a deployment that uses a secret, Nodes has none: %+v", nodes[1])
 	}
 }
 
