@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,9 +21,11 @@ import (
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 
-// drainPod serves its name on 8080. On SIGTERM it stops serving at once and
-// then reports "TERM" to report (IP:PORT), so that the test learns when
-// the signal came.
+// drainPod runs the webapp (image: Env.WebappImage), which answers "0
+// <pod name>" on 8080. On SIGTERM it first reports "TERM" to report
+// (IP:PORT), so that the test learns when the signal came, then passes the
+// signal on: the webapp stops listening, finishes the requests in flight
+// and exits, as a well-behaved server does.
 func drainPod(image, name, report string) *herdv1.PodSpec {
 	host, port, _ := net.SplitHostPort(report)
 	return &herdv1.PodSpec{
@@ -31,9 +34,8 @@ func drainPod(image, name, report string) *herdv1.PodSpec {
 		Containers: []*herdv1.ContainerSpec{{
 			Name:  "main",
 			Image: image,
-			Command: []string{"sh", "-c", "mkdir -p /www; hostname > /www/index.html; " +
-				"httpd -f -p 8080 -h /www & pid=$!; " +
-				fmt.Sprintf("trap 'kill $pid; echo TERM | nc -w 2 %s %s; exit 0' TERM; ", host, port) +
+			Command: []string{"sh", "-c", acctest.WebappPath + " & pid=$!; " +
+				fmt.Sprintf("trap 'echo TERM | nc -w 2 %s %s; kill -TERM $pid; wait $pid; exit 0' TERM; ", host, port) +
 				"while true; do sleep 1 & wait $!; done"},
 			Ports: []*herdv1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 		}},
@@ -69,6 +71,10 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 	})
 	ctx := context.Background()
 	a, b := c.Nodes[0], c.Nodes[1]
+	image, err := env.WebappImage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// SIGTERM reports arrive here, on dr-a's address.
 	lis, err := a.Lab.Listen("tcp", a.Lab.IP.String()+":0")
@@ -92,10 +98,10 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 		}
 	}()
 
-	if _, err := a.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(env.Image, "leaving", lis.Addr().String())}); err != nil {
+	if _, err := a.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(image, "leaving", lis.Addr().String())}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(env.Image, "staying", lis.Addr().String())}); err != nil {
+	if _, err := b.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(image, "staying", lis.Addr().String())}); err != nil {
 		t.Fatal(err)
 	}
 	leavingIP := waitPodRunning(t, a, "leaving").GetStatus().GetPodIp()
@@ -115,7 +121,7 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 			for k, v := range seen(n.Lab.Path(), url, 10) {
 				all[k] += v
 			}
-			return all["leaving"] > 0 && all["staying"] > 0, fmt.Sprint(all)
+			return all["0 leaving"] > 0 && all["0 staying"] > 0, fmt.Sprint(all)
 		})
 	}
 
@@ -158,6 +164,7 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 		hold   []string // nodes whose rules still route to the pod
 	}
 	watchDone := make(chan []sample, 1)
+	firstSample := make(chan struct{})
 	go func() {
 		var samples []sample
 		deadline := time.Now().Add(2 * time.Minute)
@@ -180,6 +187,9 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 			wg.Wait()
 			slices.Sort(s.hold)
 			samples = append(samples, s)
+			if len(samples) == 1 {
+				close(firstSample)
+			}
 			if s.termed {
 				break
 			}
@@ -187,6 +197,7 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 		watchDone <- samples
 	}()
 
+	<-firstSample // the rules as they were before
 	start := time.Now()
 	dresp, err := a.Pods.DeletePod(ctx, &herdv1.DeletePodRequest{Name: "leaving"})
 	if err != nil {
@@ -203,31 +214,32 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 	if !termed.Load() {
 		t.Fatal("the pod never reported SIGTERM")
 	}
-	sawHeld, sawGone := false, false
+	if len(samples[0].hold) != 3 {
+		t.Fatalf("before the deletion, only %v routed to %s", samples[0].hold, leavingIP)
+	}
+	sawGone := false
 	for i, s := range samples {
-		if len(s.hold) > 0 {
-			sawHeld = true
-		} else if !s.termed {
+		if len(s.hold) == 0 && !s.termed {
 			sawGone = true
 		}
 		if s.termed && len(s.hold) > 0 {
 			t.Errorf("sample %d of %d: SIGTERM reported while %v still routed to %s", i+1, len(samples), s.hold, leavingIP)
 		}
 	}
-	t.Logf("%d samples of the rules (held at first: %v, seen gone everywhere before SIGTERM: %v); SIGTERM %v after the delete began, delete returned after %v",
-		len(samples), sawHeld, sawGone, (<-termAt).Sub(start), deleted.Sub(start))
+	t.Logf("%d samples of the rules (seen gone everywhere before SIGTERM: %v); SIGTERM %v after the delete began, delete returned after %v",
+		len(samples), sawGone, (<-termAt).Sub(start), deleted.Sub(start))
 	mu.Lock()
 	t.Logf("answers during the deletion: %v", answers)
 	if len(failures) > 0 {
 		t.Errorf("%d requests failed during the deletion (first: %s)", len(failures), failures[0])
 	}
-	if answers["staying"] == 0 {
+	if answers["0 staying"] == 0 {
 		t.Error("no request was answered by the staying pod during the deletion")
 	}
 	mu.Unlock()
 
 	// skip_drain: nobody is asked.
-	if _, err := b.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(env.Image, "quick", lis.Addr().String())}); err != nil {
+	if _, err := b.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(image, "quick", lis.Addr().String())}); err != nil {
 		t.Fatal(err)
 	}
 	waitPodRunning(t, b, "quick")
@@ -241,6 +253,37 @@ func TestDeleteDrainsBeforeSIGTERM(t *testing.T) {
 	}
 	if _, err := b.Pods.GetPod(ctx, &herdv1.GetPodRequest{Name: "quick"}); status.Code(err) != codes.NotFound {
 		t.Errorf("after a skip_drain delete: GetPod = %v, want NotFound", err)
+	}
+
+	// A member that cannot answer (its agentd stopped) is reported as not
+	// confirmed once the drain bound passes, and the pod is deleted anyway.
+	if _, err := a.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: drainPod(image, "late", lis.Addr().String())}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodRunning(t, a, "late")
+	for _, n := range c.Nodes {
+		waitFor(t, 30*time.Second, n.Agent.Name+" routes to late", func() (bool, string) {
+			p, _ := a.Pods.GetPod(ctx, &herdv1.GetPodRequest{Name: "late"})
+			hold, err := backendsHold(n, p.GetStatus().GetPodIp())
+			return hold && err == nil, fmt.Sprint(err)
+		})
+	}
+	stopped := c.Nodes[2].Agent
+	if err := syscall.Kill(stopped.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	lresp, err := a.Pods.DeletePod(ctx, &herdv1.DeletePodRequest{Name: "late", DrainTimeoutMs: 1500, GracePeriodSeconds: &zero})
+	if cerr := syscall.Kill(stopped.PID(), syscall.SIGCONT); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatalf("delete with a stopped member: %v", err)
+	}
+	if !slices.Equal(lresp.GetDrainedMembers(), []string{"dr-a", "dr-b"}) || !slices.Equal(lresp.GetDrainTimedOut(), []string{"dr-c"}) {
+		t.Errorf("with dr-c stopped: drained %v, timed out %v; want [dr-a dr-b], [dr-c]", lresp.GetDrainedMembers(), lresp.GetDrainTimedOut())
+	}
+	if _, err := a.Pods.GetPod(ctx, &herdv1.GetPodRequest{Name: "late"}); status.Code(err) != codes.NotFound {
+		t.Errorf("after a drain that timed out: GetPod = %v, want NotFound", err)
 	}
 
 	// PeerService is for members: the tests' admin client certificate is
