@@ -149,7 +149,7 @@ func (p *peerStack) askPeer(ctx context.Context, name, pod string, seq uint64) b
 		conn, err := p.pool.Conn(ctx, name)
 		if err != nil {
 			last = err
-			return false, nil // its address may not have reached this node yet
+			return false, nil //nolint:nilerr // its address may not have reached this node yet: ask again
 		}
 		timeout := server.MaxWaitEndpoints
 		if dl, ok := ctx.Deadline(); ok {
