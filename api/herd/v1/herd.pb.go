@@ -1221,7 +1221,7 @@ type ContainerStatus struct {
 	// "Guaranteed", "Burstable" or "BestEffort".
 	QosClass string `protobuf:"bytes,15,opt,name=qos_class,json=qosClass,proto3" json:"qos_class,omitempty"`
 	// The oom_score_adj agentd gave the container's processes (the
-	// kubelet's values: -997, 1000, or 2..999 by memory request).
+	// kubelet's values: -997, 1000, or 3..999 by memory request; never below agentd's own value when it lacks CAP_SYS_RESOURCE).
 	OomScoreAdj   int32 `protobuf:"varint,16,opt,name=oom_score_adj,json=oomScoreAdj,proto3" json:"oom_score_adj,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
