@@ -100,7 +100,7 @@ func (f *fakeDeployments) ApplyDeployment(_ context.Context, req *herdv1.ApplyDe
 // converge is the fake driver: the status of d's version.
 func converge(d *herdv1.Deployment, old *herdv1.DeploymentStatus) *herdv1.DeploymentStatus {
 	s := d.GetSpec()
-	fail := s.GetTemplate().GetContainers()[0].GetEnv()["FAIL"] != ""
+	fail := s.GetTemplate().GetContainers()[0].GetEnv()["FAIL"] != "" && s.GetReplicas() > 0
 	if fail {
 		st := proto.Clone(old).(*herdv1.DeploymentStatus)
 		st.Phase, st.Message, st.ObservedVersion, st.FailedRevision = spec.PhaseRolledBack,

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
@@ -265,33 +266,52 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	what := fmt.Sprintf("delete deployment %s/%s", ns, name)
+	// agentd forgets a deleted deployment at once and its driver removes
+	// the replicas afterwards, where nothing here can watch it. Scaling to
+	// 0 first drains and deletes them while the status still reports it.
+	if err := scaleToZero(cctx, dc, ns, name); err != nil {
+		if status.Code(err) == codes.NotFound {
+			return
+		}
+		addRPCError(&resp.Diagnostics, fmt.Sprintf("%s: scale it to 0 replicas first (within %s)", what, timeout), nodeID, err)
+		return
+	}
 	_, err = dc.DeleteDeployment(cctx, &herdv1.DeleteDeploymentRequest{Namespace: ns, Name: name})
 	if err != nil && status.Code(err) != codes.NotFound {
 		addRPCError(&resp.Diagnostics, what, nodeID, err)
-		return
-	}
-	if err := waitDeploymentGone(cctx, dc, ns, name); err != nil {
-		addRPCError(&resp.Diagnostics, fmt.Sprintf("%s: wait until its replicas are gone (within %s)", what, timeout), nodeID, err)
 	}
 }
 
-// waitDeploymentGone polls GetDeployment until it answers NotFound: agentd
-// answers for a deleted deployment until its driver has drained and
-// deleted every replica.
-func waitDeploymentGone(ctx context.Context, dc herdv1.DeploymentServiceClient, ns, name string) error {
-	var last error
-	err := wait.PollUntilContextCancel(ctx, deploymentPollInterval, true, func(ctx context.Context) (bool, error) {
-		_, last = dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: ns, Name: name})
+// scaleToZero applies the deployment with 0 replicas and waits until its
+// driver reports none left (draining ones included). NotFound: the
+// deployment is gone already.
+func scaleToZero(ctx context.Context, dc herdv1.DeploymentServiceClient, ns, name string) error {
+	req := &herdv1.GetDeploymentRequest{Namespace: ns, Name: name}
+	dep, err := dc.GetDeployment(ctx, req)
+	if err != nil {
+		return err
+	}
+	s := proto.Clone(dep.GetSpec()).(*herdv1.DeploymentSpec)
+	s.Replicas = 0
+	applied, err := dc.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: s})
+	if err != nil {
+		return err
+	}
+	version := applied.GetDeployment().GetVersion()
+	var left int
+	err = wait.PollUntilContextCancel(ctx, deploymentPollInterval, true, func(ctx context.Context) (bool, error) {
+		got, err := dc.GetDeployment(ctx, req)
 		switch {
-		case status.Code(last) == codes.NotFound:
-			return true, nil
-		case last != nil && !isUnreachable(last):
-			return false, last
+		case err != nil && isUnreachable(err) && ctx.Err() == nil:
+			return false, nil
+		case err != nil:
+			return false, err
 		}
-		return false, nil
+		left = len(got.GetStatus().GetReplicaStatus())
+		return got.GetVersion() >= version && got.GetStatus().GetObservedVersion() >= version && left == 0, nil
 	})
-	if err != nil && ctx.Err() != nil && last == nil {
-		return fmt.Errorf("deployment %s/%s still has replicas: %w", ns, name, ctx.Err())
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("deployment %s/%s still has %d replica(s): %w", ns, name, left, err)
 	}
 	return err
 }
