@@ -20,7 +20,7 @@ import (
 //
 // `plan` asks `node` for a dry run: the rollout plan appears as a warning (revisions, steps, nodes that gain or lose replicas) and `plannedNodes` lists where new replicas go; a replica that fits on no node fails the plan with the reason for each node. When `node` cannot be reached at plan time, the plan says so and goes on without the dry run.
 //
-// `apply` waits until the rollout is `Complete`. A rollout that fails (a replica that does not become ready within `strategy.progress_deadline_seconds`) fails the apply with the failing replica's probe message and last log lines; with `strategy.auto_rollback` the replicas return to the last complete revision (`phase = "RolledBack"`).
+// `apply` waits until the rollout is `Complete`. A rollout that fails (a replica that does not become ready within `strategy.progress_deadline_seconds`) fails the apply with the failing replica's probe message and last log lines; with `strategy.auto_rollback` the replicas return to the last complete revision (`phase = "RolledBack"`, `revision` the one rolled back to). The failed template stays the deployment's, so the next plan is empty until the configuration changes; fix the template and apply.
 //
 // Invalid input is refused at plan time, with the path of the offending attribute.
 //
