@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -26,6 +27,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -38,11 +40,13 @@ type e2eSpec struct {
 	nodeName, nodeAddr, image string
 	secretValue               string
 	greeting                  string // the web pod's env: changing it replaces the pod
+	replicas                  int    // of the api deployment: changing it scales in place
+	deployment                bool   // declare the api deployment (the agentd drives deployments)
 }
 
 // e2eProgram is the quickstart as a Pulumi Go program: a node, a secret
 // (sensitive data: a Pulumi secret), a web pod that mounts it and serves
-// once ready, and a service in front of it.
+// once ready, a service in front of it, and a deployment of api replicas.
 func e2eProgram(s *e2eSpec) pulumi.RunFunc {
 	return func(ctx *pulumi.Context) error {
 		node, err := herd.NewNode(ctx, "node", &herd.NodeArgs{
@@ -101,14 +105,49 @@ func e2eProgram(s *e2eSpec) pulumi.RunFunc {
 		ctx.Export("podUid", web.Uid)
 		ctx.Export("clusterIp", svc.ClusterIp)
 		ctx.Export("secretChecksum", secret.Checksum)
+		if !s.deployment {
+			return nil
+		}
+		api, err := herd.NewDeployment(ctx, "api", &herd.DeploymentArgs{
+			Node:     node.ID().ToStringOutput(),
+			Name:     pulumi.String("api"),
+			Replicas: pulumi.Int(s.replicas),
+			Selector: pulumi.StringMap{"app": pulumi.String("api")},
+			Template: herd.DeploymentTemplateArgs{
+				Labels:                        pulumi.StringMap{"app": pulumi.String("api")},
+				TerminationGracePeriodSeconds: pulumi.Int(1),
+				Containers: herd.DeploymentTemplateContainerArray{herd.DeploymentTemplateContainerArgs{
+					Name:     pulumi.String("httpd"),
+					Image:    pulumi.String(s.image),
+					Commands: pulumi.StringArray{pulumi.String("sh"), pulumi.String("-c")},
+					Args: pulumi.StringArray{pulumi.String(
+						`mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www`)},
+					MemoryRequest: pulumi.String("16Mi"),
+					Ports: herd.DeploymentTemplateContainerPortArray{herd.DeploymentTemplateContainerPortArgs{
+						Name: pulumi.String("http"), ContainerPort: pulumi.Int(8080),
+					}},
+					ReadinessProbe: herd.DeploymentTemplateContainerReadinessProbeArgs{
+						HttpGet:       herd.DeploymentTemplateContainerReadinessProbeHttpGetArgs{Path: pulumi.String("/"), PortName: pulumi.String("http")},
+						PeriodSeconds: pulumi.Int(1),
+					},
+				}},
+			},
+		})
+		if err != nil {
+			return err
+		}
+		ctx.Export("apiRevision", api.Revision)
+		ctx.Export("apiReady", api.ReadyReplicas)
 		return nil
 	}
 }
 
 // The real Pulumi CLI runs an Automation API inline Go program against a
-// real agentd (a one-node cluster: services and secrets need one): up
-// creates the node, secret, pod and service; a second preview shows no
-// change; a changed pod is replaced; destroy removes everything. Each step
+// real agentd (a one-node cluster: services, secrets and deployments need
+// one): up creates the node, secret, pod, service and a deployment of two
+// replicas; a second preview shows no change; a changed pod is replaced
+// and the deployment scaled to three in place (its two replicas stay);
+// destroy removes everything. Each step
 // is checked on the node, and the state on disk holds the secret value and
 // the client key only as ciphertext. Offline: the plugin is installed from
 // a local file and plugin acquisition is off.
@@ -163,7 +202,14 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 	}
 	spec := &e2eSpec{
 		nodeName: cn.Agent.Name, nodeAddr: cn.Agent.Addr, image: env.Image,
-		secretValue: randomHex(t, "herd-e2e-secret"), greeting: "hello",
+		secretValue: randomHex(t, "herd-e2e-secret"), greeting: "hello", replicas: 2,
+		deployment: deploymentsDriven(t, herdv1.NewDeploymentServiceClient(cn.Conn), env.Image),
+	}
+	created := 5 // the stack, node, secret, pod and service (the default provider is not counted)
+	if spec.deployment {
+		created++
+	} else {
+		t.Log("the agentd does not drive deployments yet: the program declares none")
 	}
 	const project, stackName = "herd-e2e", "dev"
 	stack, err := auto.UpsertStackInlineSource(ctx, stackName, project, e2eProgram(spec),
@@ -200,10 +246,16 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 		t.Fatalf("up: %v", err)
 	}
 	t.Logf("up: %s", time.Since(start).Round(time.Millisecond))
-	// The stack, node, secret, pod and service (the default provider is
-	// not counted).
-	if got := changes(up.Summary.ResourceChanges, "create"); got != 5 {
-		t.Fatalf("up created %d resources, want 5: %v", got, *up.Summary.ResourceChanges)
+	if got := changes(up.Summary.ResourceChanges, "create"); got != created {
+		t.Fatalf("up created %d resources, want %d: %v", got, created, *up.Summary.ResourceChanges)
+	}
+	deployments := herdv1.NewDeploymentServiceClient(cn.Conn)
+	var api map[string]string
+	if spec.deployment {
+		api = apiReplicas(t, cn.Pods, 2)
+		if rev, ready := up.Outputs["apiRevision"].Value, up.Outputs["apiReady"].Value; rev != float64(1) || ready != float64(2) {
+			t.Fatalf("api outputs: revision %v, ready replicas %v; want 1 and 2", rev, ready)
+		}
 	}
 	pod := getPod(t, cn.Pods, "web")
 	if pod == nil || pod.GetStatus().GetPhase() != "Running" || !pod.GetStatus().GetReady() {
@@ -245,10 +297,20 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 		}
 	}
 
-	// A changed pod is replaced: a new uid on the node.
+	// A changed pod is replaced: a new uid on the node. The deployment
+	// scales in place: its two replicas stay, a third joins them.
 	spec.greeting = "bonjour"
+	spec.replicas = 3
 	if _, err := stack.Up(ctx, optup.ProgressStreams(testWriter{t})); err != nil {
-		t.Fatalf("up with a changed pod: %v", err)
+		t.Fatalf("up with a changed pod and more replicas: %v", err)
+	}
+	if spec.deployment {
+		api3 := apiReplicas(t, cn.Pods, 3)
+		for name, uid := range api {
+			if api3[name] != uid {
+				t.Fatalf("api replica %s (uid %s) did not survive the scale: %v", name, uid, api3)
+			}
+		}
 	}
 	pod2 := getPod(t, cn.Pods, "web")
 	if pod2 == nil || pod2.GetUid() == pod.GetUid() || pod2.GetStatus().GetPhase() != "Running" {
@@ -275,6 +337,12 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 	if _, err := secrets.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: "default", Name: "web-token"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("secret after destroy: %v, want NotFound", err)
 	}
+	if spec.deployment {
+		if _, err := deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: "default", Name: "api"}); status.Code(err) != codes.NotFound {
+			t.Fatalf("deployment after destroy: %v, want NotFound", err)
+		}
+	}
+	apiReplicas(t, cn.Pods, 0)
 	n, err := cn.Nodes.GetNode(ctx, &herdv1.GetNodeRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +423,56 @@ func checkStateFiles(t *testing.T, backend, project, stack string, secretsInClea
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// deploymentsDriven reports whether the agentd serves deployments and a
+// member drives them: a deployment of 0 replicas is observed within a
+// minute. Until then the program leaves the deployment out.
+func deploymentsDriven(t *testing.T, dc herdv1.DeploymentServiceClient, image string) bool {
+	t.Helper()
+	ctx := testCtx(t, time.Minute)
+	probe := &herdv1.DeploymentSpec{Name: "gate-probe", Selector: map[string]string{"app": "gate-probe"},
+		Template: &herdv1.PodSpec{Labels: map[string]string{"app": "gate-probe"},
+			Containers: []*herdv1.ContainerSpec{{Name: "c", Image: image}}}}
+	res, err := dc.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: probe})
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.Unimplemented, codes.FailedPrecondition:
+		return false
+	default:
+		t.Fatalf("apply the gate probe deployment: %v", err)
+	}
+	defer func() {
+		_, _ = dc.DeleteDeployment(testCtx(t, 30*time.Second), &herdv1.DeleteDeploymentRequest{Name: "gate-probe"})
+	}()
+	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		d, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "gate-probe"})
+		return err == nil && d.GetStatus().GetObservedVersion() >= res.GetDeployment().GetVersion(), nil
+	})
+	return err == nil
+}
+
+// apiReplicas returns the api deployment's replicas on the node (name →
+// uid), which must be want, every one ready.
+func apiReplicas(t *testing.T, pc herdv1.PodServiceClient, want int) map[string]string {
+	t.Helper()
+	res, err := pc.ListPods(testCtx(t, 30*time.Second), &herdv1.ListPodsRequest{
+		LabelSelector: map[string]string{"herd.io/deployment": "default.api"},
+	})
+	if err != nil {
+		t.Fatalf("list the api replicas: %v", err)
+	}
+	out := map[string]string{}
+	for _, p := range res.GetPods() {
+		if !p.GetStatus().GetReady() {
+			t.Fatalf("api replica %s not ready: %v", p.GetSpec().GetName(), p.GetStatus())
+		}
+		out[p.GetSpec().GetName()] = p.GetUid()
+	}
+	if len(out) != want {
+		t.Fatalf("%d api replicas on the node, want %d: %v", len(out), want, out)
+	}
+	return out
 }
 
 func changes(m *map[string]int, op string) int {
