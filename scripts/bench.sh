@@ -6,6 +6,9 @@
 #   BENCH_COUNT=40            pod starts of each kind
 #   BENCH_NFT_COUNT=20        endpoint changes per nftables figure
 #   BENCH_PROP_COUNT=20       endpoint propagations measured
+#   BENCH_ROLLOUT_COUNT=3     rollouts of 10 replicas (each beside its floor)
+#   BENCH_REPLACE_COUNT=2     node deaths (a fresh three-node cluster each)
+#   BENCH_PLAN_COUNT=3        plans of 100 deployments and of 100 terraform_data
 #   BENCH_RPS_ROUNDS=15       RPS rounds (VIP and direct, new and kept-alive
 #                             connections, BENCH_RPS_SECONDS each, default 1)
 #   HERD_BENCH_KUBEPROXY_10K=1  also load kube-proxy's layout at 10k services
@@ -80,6 +83,14 @@ echo "== requests per second from a pod on node b to a server pod on node a: thr
 echo "   the pod's IP, ${rps_rounds} alternating rounds"
 bench ./internal/bench/ 'BenchmarkServiceRPS' "$rps_rounds"
 
+echo
+echo "== deployments: a rolling update of 10 replicas (surge 1 / unavailable 0) from ApplyDeployment to"
+echo "   Complete vs 10 x one pod's start to Ready; re-placement after a node death; tofu plan of 100"
+echo "   deployments (each dry-run by agentd) vs 100 terraform_data"
+bench ./internal/bench/ 'BenchmarkRollout' "${BENCH_ROLLOUT_COUNT:-3}"
+bench ./internal/bench/ 'BenchmarkReplacement' "${BENCH_REPLACE_COUNT:-2}"
+bench ./internal/bench/ 'BenchmarkPlanDeployments' "${BENCH_PLAN_COUNT:-3}"
+
 # row LABEL HERD BASELINE RATIO TARGET MET
 row() { printf '%-36s %14s %24s %12s %14s %6s\n' "$@"; }
 # num VALUE FORMAT SUFFIX: VALUE formatted, or "-" when missing
@@ -129,6 +140,16 @@ for mode in new keepalive; do
   if [ "$mode" = new ]; then target=">= 95 %"; ok="$(met "$r" 'x >= 95')"; fi
   row "$label" "$(num "$v" %.0f " VIP")" "$(num "$d" %.0f " pod IP")" "$(num "$r" %.1f " %")" "$target" "$ok"
 done
+ro="$(metric BenchmarkRollout rollout-s)"
+rf="$(metric BenchmarkRollout floor-s)"
+row "rollout, 10 replicas" "$(num "$ro" %.1f " s")" "$(num "$rf" %.1f " s") 10 x pod ready" \
+  "$(num "$(metric BenchmarkRollout ratio)" %.2f "x the floor")" "-" "-"
+rp="$(metric BenchmarkReplacement replace-ms)"
+row "re-placement after node death" "$(num "$rp" %.0f " ms")" "-" "-" "-" "-"
+pl="$(metric BenchmarkPlanDeployments plan-s)"
+pb="$(metric BenchmarkPlanDeployments baseline-s)"
+row "plan, 100 deployments" "$(num "$pl" %.1f " s")" "$(num "$pb" %.1f " s") terraform_data" \
+  "$(num "$(metric BenchmarkPlanDeployments ratio)" %.1f "x the time")" "-" "-"
 if [ -z "$kp10k" ]; then
   echo
   echo "skipped: kube-proxy's layout at 10k services (one load took 217 s when last measured)."
