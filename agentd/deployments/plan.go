@@ -46,7 +46,7 @@ func ScheduleRequest(key string, d *herdv1.DeploymentSpec, template *herdv1.PodS
 	}
 	return schedule.Request{
 		Key:          key,
-		Per:          Requests(template),
+		Per:          capacity.Requests(template),
 		NodeSelector: d.GetNodeSelector(),
 		Secrets:      secs,
 		Strategy:     d.GetPlacement().GetStrategy(),
@@ -107,9 +107,9 @@ func (r *Registry) plan(_ context.Context, cur Record, exists bool, next *herdv1
 	}
 	perOf := func(rev int64) capacity.Resources {
 		if t, ok := r.Template(rec, rev); ok {
-			return Requests(t)
+			return capacity.Requests(t)
 		}
-		return Requests(tmpl)
+		return capacity.Requests(tmpl)
 	}
 	p := RolloutParams(d, target, serving)
 	base := ScheduleRequest(key, d, tmpl)

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -256,12 +255,6 @@ func (r *Registry) Template(rec Record, revision int64) (*herdv1.PodSpec, bool) 
 		}
 	}
 	return nil, false
-}
-
-// Requests are a template's effective requests, summed over its containers.
-func Requests(t *herdv1.PodSpec) capacity.Resources {
-	cpu, mem := spec.PodRequests(t)
-	return capacity.Resources{CPUMillis: cpu, MemoryBytes: mem}
 }
 
 // templateBytes identifies a template after defaulting: revisions change

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
@@ -193,10 +192,10 @@ func reason(s *slot, req Request) string {
 	}
 	var short []string
 	if req.Per.CPUMillis > s.free.CPUMillis {
-		short = append(short, fmt.Sprintf("cpu %s requested > %s free", FormatCPU(req.Per.CPUMillis), FormatCPU(max(s.free.CPUMillis, 0))))
+		short = append(short, fmt.Sprintf("cpu %s requested > %s free", capacity.FormatCPU(req.Per.CPUMillis), capacity.FormatCPU(max(s.free.CPUMillis, 0))))
 	}
 	if req.Per.MemoryBytes > s.free.MemoryBytes {
-		short = append(short, fmt.Sprintf("memory %s requested > %s free", FormatMemory(req.Per.MemoryBytes), FormatMemory(max(s.free.MemoryBytes, 0))))
+		short = append(short, fmt.Sprintf("memory %s requested > %s free", capacity.FormatMemory(req.Per.MemoryBytes), capacity.FormatMemory(max(s.free.MemoryBytes, 0))))
 	}
 	return strings.Join(short, ", ")
 }
@@ -224,32 +223,4 @@ func formatLabels(m map[string]string) string {
 		parts[i] = k + "=" + m[k]
 	}
 	return strings.Join(parts, ",")
-}
-
-// FormatCPU writes millicores readably: "2", "1.5", "500m", "1250m".
-func FormatCPU(m int64) string {
-	switch {
-	case m%1000 == 0:
-		return strconv.FormatInt(m/1000, 10)
-	case m >= 1000 && m%100 == 0:
-		return strconv.FormatFloat(float64(m)/1000, 'f', 1, 64)
-	default:
-		return strconv.FormatInt(m, 10) + "m"
-	}
-}
-
-// FormatMemory writes bytes readably with one decimal at most: "3.5Gi",
-// "512Mi", "64Ki", "100".
-func FormatMemory(b int64) string {
-	units := []struct {
-		suffix string
-		size   int64
-	}{{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}}
-	for _, u := range units {
-		if b >= u.size {
-			s := strconv.FormatFloat(float64(b)/float64(u.size), 'f', 1, 64)
-			return strings.TrimSuffix(s, ".0") + u.suffix
-		}
-	}
-	return strconv.FormatInt(b, 10)
 }

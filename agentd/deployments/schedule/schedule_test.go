@@ -187,16 +187,3 @@ func TestReport(t *testing.T) {
 		t.Errorf("no nodes: %v", err)
 	}
 }
-
-func TestFormat(t *testing.T) {
-	for m, want := range map[int64]string{2000: "2", 500: "500m", 1500: "1.5", 1250: "1250m", 0: "0"} {
-		if got := FormatCPU(m); got != want {
-			t.Errorf("FormatCPU(%d) = %q, want %q", m, got, want)
-		}
-	}
-	for b, want := range map[int64]string{3*gi + gi/2: "3.5Gi", 512 * mi: "512Mi", 2 * gi: "2Gi", 64 << 10: "64Ki", 100: "100", 1 << 40: "1Ti"} {
-		if got := FormatMemory(b); got != want {
-			t.Errorf("FormatMemory(%d) = %q, want %q", b, got, want)
-		}
-	}
-}
