@@ -197,6 +197,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		srv.SetSecrets(api)
 	}
+	stopDeployments := startDeployments(ctx, cl, srv, sec, peer, log)
+	defer stopDeployments()
 	srv.StartHealth(ctx, server.DefaultHealthInterval)
 
 	errc := make(chan error, 2)

@@ -47,6 +47,8 @@ type ClusterNode struct {
 	Services herdv1.ServiceServiceClient
 	Cluster  herdv1.ClusterServiceClient
 	Nodes    herdv1.NodeServiceClient
+	// Deployments is the node's DeploymentService.
+	Deployments herdv1.DeploymentServiceClient
 }
 
 // TestCluster is a lab of nodes whose agentds form one cluster.
@@ -119,6 +121,8 @@ func (c *TestCluster) AddNode(tb testing.TB, name string, join bool) *ClusterNod
 		Services: herdv1.NewServiceServiceClient(conn),
 		Cluster:  herdv1.NewClusterServiceClient(conn),
 		Nodes:    herdv1.NewNodeServiceClient(conn),
+
+		Deployments: herdv1.NewDeploymentServiceClient(conn),
 	}
 	// Registered after the agent's own cleanup: runs before it stops.
 	tb.Cleanup(func() {
@@ -161,6 +165,12 @@ func ClusterArgs(ln *LabNode, clusterCIDR, serviceCIDR netip.Prefix, keyFile, jo
 func (n *ClusterNode) deleteAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// Deployments first: their driver would replace the pods deleted below.
+	if list, err := n.Deployments.ListDeployments(ctx, &herdv1.ListDeploymentsRequest{}); err == nil {
+		for _, d := range list.GetDeployments() {
+			_, _ = n.Deployments.DeleteDeployment(ctx, &herdv1.DeleteDeploymentRequest{Namespace: d.GetSpec().GetNamespace(), Name: d.GetSpec().GetName()})
+		}
+	}
 	if list, err := n.Services.ListServices(ctx, &herdv1.ListServicesRequest{}); err == nil {
 		for _, s := range list.GetServices() {
 			_, _ = n.Services.DeleteService(ctx, &herdv1.DeleteServiceRequest{Namespace: s.GetSpec().GetNamespace(), Name: s.GetSpec().GetName()})
