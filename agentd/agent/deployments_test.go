@@ -8,11 +8,16 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	nodeinfo "github.com/herd-project/terraform-provider-herd/agentd/node"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -424,4 +429,353 @@ func TestDeploymentRollingUpdate(t *testing.T) {
 		return ready == 3 && len(rs) == 3, fmt.Sprintf("%d ready of %d", ready, len(rs))
 	})
 	t.Logf("a replica deleted out of band was replaced and ready after %v", time.Since(deleted).Round(time.Millisecond))
+}
+
+// nodeOf is the cluster node named name.
+func nodeOf(c *acctest.TestCluster, name string) *acctest.ClusterNode {
+	for _, n := range c.Nodes {
+		if n.Agent.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func countsDesc(m map[string]int) []int {
+	var out []int
+	for _, v := range m {
+		out = append(out, v)
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(out)))
+	return out
+}
+
+// waitReplicasGone waits until no node runs a replica of the deployment.
+func waitReplicasGone(t *testing.T, c *acctest.TestCluster, name string) {
+	t.Helper()
+	waitFor(t, 2*time.Minute, name+": every replica gone", func() (bool, string) {
+		rs := replicasOf(c, name)
+		return len(rs) == 0, fmt.Sprint(perNode(rs))
+	})
+}
+
+func deleteDeployment(t *testing.T, c *acctest.TestCluster, n *acctest.ClusterNode, name string) {
+	t.Helper()
+	if _, err := n.Deployments.DeleteDeployment(context.Background(), &herdv1.DeleteDeploymentRequest{Name: name}); err != nil {
+		t.Fatalf("delete deployment %s: %v", name, err)
+	}
+	waitReplicasGone(t, c, name)
+}
+
+// TestDeploymentPlacementRollbackAndNodeDeath, on three nodes of 1Gi
+// allocatable memory each: six replicas of 200Mi are bin-packed 5 + 1 and
+// spread 2 + 2 + 2; a deployment that does not fit is refused with the
+// per-node report and nothing is written; a herd_pod beyond what the
+// replicas left is refused; a revision that never gets ready is rolled
+// back under load without a failed request; when a node dies its replicas
+// are re-placed on the survivors.
+func TestDeploymentPlacementRollbackAndNodeDeath(t *testing.T) {
+	t.Parallel()
+	total, err := nodeinfo.Capacity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserved := strconv.FormatInt(total.GetMemoryBytes()-1<<30, 10)
+	c, image := newDeploymentCluster(t, []string{"pl-a", "pl-b", "pl-c"}, "10.88.0.0/24", "10.100.0.0/16", func(o *acctest.AgentOptions) {
+		o.ExtraArgs = append(o.ExtraArgs, "--reserved-memory", reserved)
+	})
+	a := c.Nodes[0]
+	ctx := context.Background()
+	sized := func(name string, replicas int32, mem, strategy string) *herdv1.DeploymentSpec {
+		d := webDeployment(image, name, "1", replicas, nil)
+		d.Template.Containers[0].Memory = mem
+		d.Placement = &herdv1.Placement{Strategy: strategy}
+		return d
+	}
+
+	applyDeployment(t, a, sized("packed", 6, "200Mi", "bin_pack"))
+	waitDeployment(t, c, a, "packed", "Complete", 1, 6)
+	if got := countsDesc(perNode(replicasOf(c, "packed"))); !slices.Equal(got, []int{5, 1}) {
+		t.Errorf("bin_pack of 6 × 200Mi on 3 × 1Gi: per node %v, want [5 1]", got)
+	}
+	deleteDeployment(t, c, a, "packed")
+	applyDeployment(t, a, sized("spread", 6, "200Mi", "spread"))
+	waitDeployment(t, c, a, "spread", "Complete", 1, 6)
+	if got := countsDesc(perNode(replicasOf(c, "spread"))); !slices.Equal(got, []int{2, 2, 2}) {
+		t.Errorf("spread of 6 × 200Mi on 3 nodes: per node %v, want [2 2 2]", got)
+	}
+
+	// 624Mi free per node: one 400Mi replica each, the fourth fits nowhere.
+	_, err = c.Nodes[1].Deployments.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: sized("big", 4, "400Mi", "spread")})
+	wantReport := "cannot place 1 of 4 replicas of default/big: pl-a memory 400Mi requested > 224Mi free; pl-b memory 400Mi requested > 224Mi free; pl-c memory 400Mi requested > 224Mi free"
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), wantReport) {
+		t.Errorf("unplaceable deployment: %v\nwant FailedPrecondition with %q", err, wantReport)
+	}
+	if _, err := a.Deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "big"}); status.Code(err) != codes.NotFound {
+		t.Errorf("after a refused apply: GetDeployment = %v, want NotFound", err)
+	}
+	if rs := replicasOf(c, "big"); len(rs) != 0 {
+		t.Errorf("a refused deployment left %d pods", len(rs))
+	}
+	// A pinned pod counts the replicas' requests too.
+	pod := &herdv1.PodSpec{Name: "pinned", Containers: []*herdv1.ContainerSpec{{Name: "main", Image: image, Memory: "700Mi"}}}
+	_, err = a.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: pod})
+	if status.Code(err) != codes.ResourceExhausted && status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(status.Convert(err).Message(), "requests memory 700Mi but pl-a has 624Mi free") {
+		t.Errorf("herd_pod over capacity: %v", err)
+	}
+	deleteDeployment(t, c, a, "spread")
+
+	// A revision that never gets ready is rolled back, under load.
+	url := webService(t, a, "web")
+	web := func(revision string, mutate func(*herdv1.DeploymentSpec)) *herdv1.DeploymentSpec {
+		d := webDeployment(image, "web", revision, 3, nil)
+		d.Placement = &herdv1.Placement{Strategy: "spread"}
+		if mutate != nil {
+			mutate(d)
+		}
+		return d
+	}
+	applyDeployment(t, a, web("1", nil))
+	waitDeployment(t, c, a, "web", "Complete", 1, 3)
+	stable := uids(replicasOf(c, "web"))
+	waitFor(t, time.Minute, "the VIP answers", func() (bool, string) {
+		got := seen(a.Lab.Path(), url, 5)
+		return got["error"] == 0 && len(got) > 0 && !strings.HasPrefix(fmt.Sprint(got), "map[error"), fmt.Sprint(got)
+	})
+	load := acctest.StartLoad(c.Nodes[2].Lab, url)
+	applyDeployment(t, c.Nodes[1], web("2", func(d *herdv1.DeploymentSpec) {
+		d.Template.Containers[0].Env["READY"] = "fail"
+		d.Strategy = &herdv1.DeploymentStrategy{ProgressDeadlineSeconds: 15}
+	}))
+	d := waitDeployment(t, c, a, "web", "RolledBack", 1, 3)
+	res := load.Stop()
+	t.Logf("rolled back: %s", d.GetStatus().GetMessage())
+	t.Logf("load during the failed rollout: %s", res.Summary())
+	if len(res.Failures) > 0 {
+		t.Errorf("%d requests failed during the failed rollout and its rollback", len(res.Failures))
+	}
+	if r := res.Revisions(); len(r) != 1 || r["1"] == 0 {
+		t.Errorf("answers by revision %v during a rollout that never got ready: want revision 1 only", r)
+	}
+	msg := d.GetStatus().GetMessage()
+	if !strings.Contains(msg, "revision 2 failed and was rolled back to revision 1") || !strings.Contains(msg, "503") {
+		t.Errorf("rollback message %q: want the failed revision and the probe's 503", msg)
+	}
+	if d.GetRevision() != 2 || d.GetStatus().GetFailedRevision() != 2 {
+		t.Errorf("revision %d, failed revision %d; want 2 and 2", d.GetRevision(), d.GetStatus().GetFailedRevision())
+	}
+	if got := uids(replicasOf(c, "web")); !slices.Equal(got, stable) {
+		t.Errorf("the rollback replaced stable replicas: %v, before %v", got, stable)
+	}
+
+	// Node death: the replicas of the dead node come back on the others.
+	var dead *acctest.ClusterNode
+	for _, r := range replicasOf(c, "web") {
+		if r.node != a.Agent.Name {
+			dead = nodeOf(c, r.node)
+			break
+		}
+	}
+	load = acctest.StartLoad(a.Lab, url)
+	dead.Agent.Kill()
+	if err := c.Lab.RemoveNode(dead.Lab); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var detected time.Time
+	waitFor(t, time.Minute, dead.Agent.Name+" declared dead", func() (bool, string) {
+		resp, err := a.Cluster.ListMembers(ctx, &herdv1.ListMembersRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, m := range resp.GetMembers() {
+			if m.GetName() == dead.Agent.Name && m.GetState() == "dead" {
+				detected = time.Now()
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(resp.GetMembers())
+	})
+	waitFor(t, 2*time.Minute, "3 ready replicas on the survivors", func() (bool, string) {
+		rs := replicasOf(c, "web")
+		ready := 0
+		for _, r := range rs {
+			if r.ready() && r.node != dead.Agent.Name {
+				ready++
+			}
+		}
+		return ready == 3, fmt.Sprint(perNode(rs))
+	})
+	healed := time.Now()
+	time.Sleep(2 * time.Second)
+	res = load.Stop()
+	t.Logf("node death: detected %v after the kill, 3 replicas ready on the survivors %v after detection", detected.Sub(killed).Round(time.Millisecond), healed.Sub(detected).Round(time.Millisecond))
+	t.Logf("load from %s across the death: %s", a.Agent.Name, res.Summary())
+	var after int
+	for _, f := range res.Failures {
+		if f.At.After(healed) {
+			after++
+		}
+	}
+	if after > 0 || len(res.Answers) == 0 || res.Answers[len(res.Answers)-1].At.Before(healed) {
+		t.Errorf("the VIP did not answer once the replicas were re-placed: %d failures after, %s", after, res.Summary())
+	}
+	st := waitDeployment(t, c, a, "web", "RolledBack", 1, 3).GetStatus()
+	for _, r := range st.GetReplicaStatus() {
+		if r.GetNode() == dead.Agent.Name {
+			t.Errorf("status still lists replica %s on the dead node", r.GetPod())
+		}
+	}
+}
+
+// perNodeOrder checks, for one load's answers on new connections, that no
+// old-revision answer came after the first new-revision one, and returns
+// the time of the first new and of the last old answer.
+func perNodeOrder(res acctest.LoadResult, old, cur string) (firstNew, lastOld time.Time, late int) {
+	for _, a := range res.Answers {
+		if a.Client != "new" {
+			continue // a kept-alive connection stays on its replica until that one closes it
+		}
+		switch a.Revision {
+		case cur:
+			if firstNew.IsZero() {
+				firstNew = a.At
+			}
+		case old:
+			lastOld = a.At
+			if !firstNew.IsZero() {
+				late++
+			}
+		}
+	}
+	return firstNew, lastOld, late
+}
+
+// TestDeploymentBlueGreenAndDriverDeath, on three nodes: a BlueGreen
+// rollout under load from every node, where no node answers a new
+// connection from the old revision after its first answer from the new
+// one (the mixed window across nodes is printed); then the member driving
+// the deployment is killed in the middle of a rolling update, another
+// member finishes it, and once the killed agentd is back its stale
+// replicas are removed.
+func TestDeploymentBlueGreenAndDriverDeath(t *testing.T) {
+	t.Parallel()
+	c, image := newDeploymentCluster(t, []string{"bg-a", "bg-b", "bg-c"}, "10.89.0.0/24", "10.101.0.0/16", nil)
+	ctx := context.Background()
+	url := webService(t, c.Nodes[0], "web")
+	web := func(revision string, strategy *herdv1.DeploymentStrategy) *herdv1.DeploymentSpec {
+		d := webDeployment(image, "web", revision, 3, nil)
+		d.Placement = &herdv1.Placement{Strategy: "spread"}
+		d.Strategy = strategy
+		return d
+	}
+	applyDeployment(t, c.Nodes[0], web("1", nil))
+	waitDeployment(t, c, c.Nodes[0], "web", "Complete", 1, 3)
+	for _, n := range c.Nodes {
+		waitFor(t, time.Minute, "the VIP answers on "+n.Agent.Name, func() (bool, string) {
+			_, err := get(n.Lab.Path(), url)
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+
+	loads := make([]*acctest.Load, len(c.Nodes))
+	for i, n := range c.Nodes {
+		loads[i] = acctest.StartLoad(n.Lab, url)
+	}
+	time.Sleep(time.Second)
+	resp := applyDeployment(t, c.Nodes[1], web("2", &herdv1.DeploymentStrategy{Type: spec.StrategyBlueGreen}))
+	t.Logf("plan: %s", resp.GetPlan().GetSummary())
+	waitDeployment(t, c, c.Nodes[0], "web", "Complete", 2, 3)
+	time.Sleep(2 * time.Second)
+	var firstNew, lastOld []time.Time
+	for i, l := range loads {
+		res := l.Stop()
+		name := c.Nodes[i].Agent.Name
+		t.Logf("BlueGreen load from %s: %s", name, res.Summary())
+		if len(res.Failures) > 0 {
+			t.Errorf("%s: %d requests failed during the BlueGreen rollout", name, len(res.Failures))
+		}
+		fn, lo, late := perNodeOrder(res, "1", "2")
+		if fn.IsZero() {
+			t.Errorf("%s: no answer from revision 2", name)
+			continue
+		}
+		if late > 0 {
+			t.Errorf("%s: %d answers from revision 1 after the first from revision 2", name, late)
+		}
+		firstNew, lastOld = append(firstNew, fn), append(lastOld, lo)
+	}
+	if len(firstNew) == len(c.Nodes) {
+		earliest, latest := slices.MinFunc(firstNew, time.Time.Compare), slices.MaxFunc(lastOld, time.Time.Compare)
+		t.Logf("BlueGreen mixed window across nodes (first answer from revision 2 anywhere to last from revision 1 anywhere): %v",
+			max(0, latest.Sub(earliest)).Round(time.Millisecond))
+	}
+
+	// The driving member dies in the middle of a rolling update.
+	applyDeployment(t, c.Nodes[0], web("3", &herdv1.DeploymentStrategy{MinReadySeconds: 4}))
+	var driver string
+	waitFor(t, time.Minute, "the rollout to revision 3 under way", func() (bool, string) {
+		d, err := c.Nodes[0].Deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "web"})
+		if err != nil {
+			return false, err.Error()
+		}
+		driver = d.GetStatus().GetDriver()
+		for _, r := range replicasOf(c, "web") {
+			if r.revision() == "3" && r.ready() {
+				return true, ""
+			}
+		}
+		return false, d.GetStatus().String()
+	})
+	dn := nodeOf(c, driver)
+	if dn == nil {
+		t.Fatalf("driver %q is no node of the cluster", driver)
+	}
+	var other *acctest.ClusterNode
+	for _, n := range c.Nodes {
+		if n != dn {
+			other = n
+			break
+		}
+	}
+	dn.Agent.Kill()
+	killed := time.Now()
+	t.Logf("killed the driving member %s", driver)
+	// Only replicas on live members count: the dead member's are not
+	// reachable, so the other two finish the rollout without them.
+	var d *herdv1.Deployment
+	waitFor(t, 3*time.Minute, "another member completes revision 3", func() (bool, string) {
+		var err error
+		d, err = other.Deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "web"})
+		if err != nil {
+			return false, err.Error()
+		}
+		st := d.GetStatus()
+		return st.GetDriver() != driver && st.GetPhase() == spec.PhaseComplete && st.GetCurrentRevision() == 3 && st.GetReadyReplicas() == 3,
+			fmt.Sprintf("driver %s phase %s current %d ready %d", st.GetDriver(), st.GetPhase(), st.GetCurrentRevision(), st.GetReadyReplicas())
+	})
+	t.Logf("%s finished the rollout %v after %s was killed", d.GetStatus().GetDriver(), time.Since(killed).Round(time.Millisecond), driver)
+	for _, r := range d.GetStatus().GetReplicaStatus() {
+		if r.GetRevision() != 3 || r.GetNode() == driver {
+			t.Errorf("replica %s on %s at revision %d after the takeover", r.GetPod(), r.GetNode(), r.GetRevision())
+		}
+	}
+
+	// The killed agentd comes back: what it still runs is stale.
+	if err := dn.Agent.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "three replicas of revision 3 and nothing stale", func() (bool, string) {
+		rs := replicasOf(c, "web")
+		ok := len(rs) == 3
+		for _, r := range rs {
+			ok = ok && r.revision() == "3" && r.ready()
+		}
+		var desc []string
+		for _, r := range rs {
+			desc = append(desc, fmt.Sprintf("%s@%s r%s ready=%v", r.pod.GetSpec().GetName(), r.node, r.revision(), r.ready()))
+		}
+		return ok, strings.Join(desc, ", ")
+	})
 }
