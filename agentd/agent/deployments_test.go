@@ -707,9 +707,12 @@ func TestDeploymentBlueGreenAndDriverDeath(t *testing.T) {
 		firstNew, lastOld = append(firstNew, fn), append(lastOld, lo)
 	}
 	if len(firstNew) == len(c.Nodes) {
-		earliest, latest := slices.MinFunc(firstNew, time.Time.Compare), slices.MaxFunc(lastOld, time.Time.Compare)
-		t.Logf("BlueGreen mixed window across nodes (first answer from revision 2 anywhere to last from revision 1 anywhere): %v",
-			max(0, latest.Sub(earliest)).Round(time.Millisecond))
+		earliest, latest := slices.MinFunc(firstNew, time.Time.Compare), slices.MaxFunc(firstNew, time.Time.Compare)
+		oldEnd := slices.MaxFunc(lastOld, time.Time.Compare)
+		// The mixed window: from the first node's switch to the last
+		// old-revision answer on a new connection anywhere.
+		t.Logf("BlueGreen: nodes switched within %v of each other; mixed window across nodes %v",
+			latest.Sub(earliest).Round(time.Millisecond), max(0, oldEnd.Sub(earliest)).Round(time.Millisecond))
 	}
 
 	// The driving member dies in the middle of a rolling update.

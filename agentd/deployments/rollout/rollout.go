@@ -83,6 +83,13 @@ func Next(p Params, rs []Replica) Step {
 	}
 
 	if p.Type == spec.StrategyBlueGreen {
+		if p.Serving == 0 && len(old) > 0 {
+			// Switching from RollingUpdate, where services route to every
+			// ready replica: pin them to the old revision first, or the new
+			// replicas would serve as soon as they are ready.
+			st.Serve = servingOf(old)
+			return st
+		}
 		if missing > 0 {
 			st.Create = missing
 		}
@@ -237,4 +244,26 @@ func Simulate(p Params, rs []Replica, place func(current []Replica, n int) ([]st
 		plan.Steps = 1
 	}
 	return plan, nil
+}
+
+// servingOf is the revision most of the ready old replicas run (ties: the
+// newest); with none ready, the newest revision among them.
+func servingOf(old []Replica) int64 {
+	ready := map[int64]int{}
+	var best, newest int64
+	for _, r := range old {
+		newest = max(newest, r.Revision)
+		if r.Ready {
+			ready[r.Revision]++
+		}
+	}
+	for rev, n := range ready {
+		if n > ready[best] || (n == ready[best] && rev > best) {
+			best = rev
+		}
+	}
+	if best == 0 {
+		return newest
+	}
+	return best
 }

@@ -238,6 +238,11 @@ func TestBlueGreen(t *testing.T) {
 	if st := Next(p, rs[3:]); !st.Done {
 		t.Fatalf("only new left: %+v, want done", st)
 	}
+	// From RollingUpdate (nothing pinned): pin the old revision first,
+	// create nothing before that.
+	if st := Next(Params{Replicas: 3, Target: 2, Type: spec.StrategyBlueGreen}, threeOld()); st.Serve != 1 || st.Create != 0 || len(st.Delete) != 0 {
+		t.Fatalf("switch from RollingUpdate: %+v, want serving 1 alone", st)
+	}
 	// Creation: no old replicas, serve the target at once.
 	if st := Next(Params{Replicas: 2, Target: 1, Type: spec.StrategyBlueGreen}, nil); st.Create != 2 || st.Serve != 1 {
 		t.Fatalf("create: %+v", st)
