@@ -62,7 +62,7 @@ type TestCluster struct {
 
 // NewCluster starts the nodes (the first founds the cluster, the others
 // join it) and waits until every node sees every other alive with a pod
-// CIDR. Everything is removed when the test ends; pods are deleted first.
+// CIDR and every node can take a deployment's replica. Everything is removed when the test ends; pods are deleted first.
 func (e *Env) NewCluster(tb testing.TB, o ClusterOptions) *TestCluster {
 	tb.Helper()
 	if !o.Subnet.IsValid() {
@@ -83,6 +83,7 @@ func (e *Env) NewCluster(tb testing.TB, o ClusterOptions) *TestCluster {
 		c.AddNode(tb, name, true)
 	}
 	c.WaitMembers(tb, len(o.Names))
+	c.WaitSchedulable(tb)
 	return c
 }
 
@@ -210,6 +211,31 @@ func (c *TestCluster) WaitMembers(tb testing.TB, want int) {
 		if err != nil {
 			tb.Fatalf("%s: %d of %d members alive (err %v)", n.Agent.Name, alive, want, last)
 		}
+	}
+}
+
+// WaitSchedulable waits until every node of the cluster can take a
+// deployment's replica: a dry run of one replica per node, planned through
+// the first node, places one on each (a member is a candidate once its
+// API address has reached the others).
+func (c *TestCluster) WaitSchedulable(tb testing.TB) {
+	tb.Helper()
+	probe := &herdv1.DeploymentSpec{
+		Name: "schedulable-probe", Replicas: int32(len(c.Nodes)),
+		Selector:  map[string]string{"app": "schedulable-probe"},
+		Placement: &herdv1.Placement{MaxPerNode: 1},
+		Template: &herdv1.PodSpec{
+			Labels:     map[string]string{"app": "schedulable-probe"},
+			Containers: []*herdv1.ContainerSpec{{Name: "main", Image: c.Env.Image}},
+		},
+	}
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, last = c.Nodes[0].Deployments.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: probe, DryRun: true})
+		return last == nil, nil
+	})
+	if err != nil {
+		tb.Fatalf("not every node takes replicas: %v", last)
 	}
 }
 
