@@ -782,3 +782,102 @@ func TestDeploymentBlueGreenAndDriverDeath(t *testing.T) {
 		return ok, strings.Join(desc, ", ")
 	})
 }
+
+// partition drops everything on n's link to the lab (inside its lab
+// namespace): gossip, the members' gRPC and pod traffic alike. The
+// returned function heals it.
+func partition(t *testing.T, n *acctest.ClusterNode) func() {
+	t.Helper()
+	rules := `table inet herdtest_partition {
+	chain cut_in { type filter hook input priority -10; iifname "eth0" drop; }
+	chain cut_out { type filter hook output priority -10; oifname "eth0" drop; }
+	chain cut_fwd { type filter hook forward priority -10; iifname "eth0" drop; oifname "eth0" drop; }
+}`
+	cmd := n.Lab.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("partition %s: %v: %s", n.Agent.Name, err, out)
+	}
+	healed := false
+	heal := func() {
+		if healed {
+			return
+		}
+		healed = true
+		if out, err := n.Lab.Command("nft", "delete", "table", "inet", "herdtest_partition").CombinedOutput(); err != nil {
+			t.Errorf("heal %s: %v: %s", n.Agent.Name, err, out)
+		}
+	}
+	t.Cleanup(heal)
+	return heal
+}
+
+// memberStates is what n's agentd reports of the members, by name.
+func memberStates(n *acctest.ClusterNode) map[string]string {
+	out := map[string]string{}
+	resp, err := n.Cluster.ListMembers(context.Background(), &herdv1.ListMembersRequest{})
+	if err != nil {
+		return out
+	}
+	for _, m := range resp.GetMembers() {
+		out[m.GetName()] = m.GetState()
+	}
+	return out
+}
+
+// TestDeploymentPartition: one node of three is cut off; each side keeps
+// the deployment's three replicas running on its side. The partition
+// outlasts memberlist's gossip to the dead, so only agentd's reconnect
+// heals the membership; then the one remaining driver scales the extras
+// back to three, newest first: the replicas from before the split remain.
+func TestDeploymentPartition(t *testing.T) {
+	t.Parallel()
+	c, image := newDeploymentCluster(t, []string{"pt-a", "pt-b", "pt-c"}, "10.90.0.0/24", "10.102.0.0/16", nil)
+	a, cut := c.Nodes[0], c.Nodes[2]
+	d := webDeployment(image, "web", "1", 3, nil)
+	d.Placement = &herdv1.Placement{Strategy: "spread"}
+	applyDeployment(t, a, d)
+	waitDeployment(t, c, a, "web", "Complete", 1, 3)
+	orig := uids(replicasOf(c, "web"))
+
+	heal := partition(t, cut)
+	waitFor(t, time.Minute, "each side holds the other dead", func() (bool, string) {
+		sa, sc := memberStates(a), memberStates(cut)
+		return sa["pt-c"] == "dead" && sc["pt-a"] == "dead" && sc["pt-b"] == "dead", fmt.Sprint(sa, sc)
+	})
+	detected := time.Now()
+	onSide := func(nodes ...string) func() (bool, string) {
+		return func() (bool, string) {
+			ready := 0
+			for _, r := range replicasOf(c, "web") {
+				if slices.Contains(nodes, r.node) && r.ready() {
+					ready++
+				}
+			}
+			return ready == 3, fmt.Sprint(ready, " ready")
+		}
+	}
+	waitFor(t, 2*time.Minute, "three replicas on the cut-off node's side", onSide("pt-c"))
+	waitFor(t, 2*time.Minute, "three replicas on the other side", onSide("pt-a", "pt-b"))
+	before := replicasOf(c, "web")
+	t.Logf("during the partition: %d replicas, per node %v", len(before), perNode(before))
+	if len(before) != 6 {
+		t.Errorf("%d replicas during the partition, want 3 on each side", len(before))
+	}
+	// Outlast memberlist's gossip to the dead (30 s on LAN timings).
+	time.Sleep(time.Until(detected.Add(35 * time.Second)))
+	heal()
+	healedAt := time.Now()
+	waitFor(t, 2*time.Minute, "the members see each other alive again", func() (bool, string) {
+		sa, sc := memberStates(a), memberStates(cut)
+		return sa["pt-c"] == "alive" && sc["pt-a"] == "alive" && sc["pt-b"] == "alive", fmt.Sprint(sa, sc)
+	})
+	t.Logf("membership healed %v after the network", time.Since(healedAt).Round(time.Millisecond))
+	waitDeployment(t, c, a, "web", "Complete", 1, 3)
+	after := replicasOf(c, "web")
+	// Newest first: what either side made during the split goes.
+	if got := uids(after); !slices.Equal(got, orig) {
+		t.Errorf("after the heal the replicas are %v (per node %v), want the three from before the split %v", got, perNode(after), orig)
+	}
+	t.Logf("after the heal: per node %v (%v after the network healed)", perNode(after), time.Since(healedAt).Round(time.Millisecond))
+}

@@ -65,6 +65,12 @@ type Config struct {
 	// dead or left members stay listed. Default 1h.
 	TombstoneTTL time.Duration
 
+	// ReconnectInterval is how often this node tries to join again the
+	// members it holds dead (Serf's reconnect): memberlist gossips to dead
+	// members only for a short while, so without it a partition that
+	// lasts longer never heals. Default 30 s; negative disables.
+	ReconnectInterval time.Duration
+
 	// Tune, if set, adjusts the memberlist configuration last (timings, in
 	// tests). It must not replace Delegate, Events, SecretKey or Name.
 	Tune func(*memberlist.Config)
@@ -179,6 +185,9 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.ReconnectInterval == 0 {
+		cfg.ReconnectInterval = 30 * time.Second
+	}
 	if cfg.TombstoneTTL <= 0 {
 		cfg.TombstoneTTL = time.Hour
 	}
@@ -259,6 +268,10 @@ func New(cfg Config) (*Cluster, error) {
 	go c.metaLoop()
 	go c.saveLoop()
 	go c.maintLoop()
+	if cfg.ReconnectInterval > 0 {
+		c.wg.Add(1)
+		go c.reconnectLoop(cfg.ReconnectInterval)
+	}
 	return c, nil
 }
 
@@ -561,6 +574,47 @@ func (c *Cluster) maintLoop() {
 			}
 		case <-t.C:
 			c.gc(time.Now())
+		}
+	}
+}
+
+// reconnectLoop tries, every interval, to join each member held dead (not
+// left): one that is alive again on the other side of a healed partition
+// merges back, and each side's gossip then refutes the other's verdict.
+func (c *Cluster) reconnectLoop(every time.Duration) {
+	defer c.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		var addrs []string
+		for _, ni := range c.nodes {
+			if ni.state == StateDead && ni.addr.IsValid() {
+				addrs = append(addrs, ni.addr.String())
+			}
+		}
+		c.mu.Unlock()
+		for _, a := range addrs {
+			// One at a time (an address that does not answer costs a TCP
+			// timeout, and joins must not pile up), but never holding
+			// Close back: the join ends by itself once memberlist shuts down.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if n, err := c.ml.Join([]string{a}); err == nil && n > 0 {
+					c.log.Info("reconnected to a member held dead", "addr", a)
+				}
+			}()
+			select {
+			case <-c.stop:
+				return
+			case <-done:
+			}
 		}
 	}
 }

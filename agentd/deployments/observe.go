@@ -95,10 +95,6 @@ type stray struct{ node, pod string }
 // place). The replicas recorded on a member that did not answer are
 // carried over as recorded.
 func (l *loop) view(obs observation, st *herdv1.DeploymentStatus, uid string, minReady int32, now time.Time) *replicaView {
-	recorded := map[string]*herdv1.ReplicaStatus{}
-	for _, r := range st.GetReplicaStatus() {
-		recorded[r.GetPod()] = r
-	}
 	v := &replicaView{byPod: map[string]*herdv1.ReplicaStatus{}}
 	for _, o := range obs.pods {
 		p := o.pod
@@ -119,10 +115,9 @@ func (l *loop) view(obs observation, st *herdv1.DeploymentStatus, uid string, mi
 			Message: replicaMessage(p), Terminating: terminating,
 		}
 		v.byPod[name] = rs
-		_, rec := recorded[name]
 		v.replicas = append(v.replicas, rollout.Replica{
 			Pod: name, Node: o.node, Revision: ref.GetRevision(), Ready: ready, Available: available,
-			Terminating: terminating, CreatedAt: p.GetCreatedAt().AsTime(), Recorded: rec,
+			Terminating: terminating, CreatedAt: p.GetCreatedAt().AsTime(),
 		})
 	}
 	for _, r := range st.GetReplicaStatus() {
@@ -135,7 +130,7 @@ func (l *loop) view(obs observation, st *herdv1.DeploymentStatus, uid string, mi
 		v.byPod[r.GetPod()] = r
 		v.replicas = append(v.replicas, rollout.Replica{
 			Pod: r.GetPod(), Node: r.GetNode(), Revision: r.GetRevision(), Ready: r.GetReady(), Available: r.GetAvailable(),
-			Terminating: r.GetTerminating(), CreatedAt: r.GetCreatedAt().AsTime(), Recorded: true,
+			Terminating: r.GetTerminating(), CreatedAt: r.GetCreatedAt().AsTime(),
 		})
 	}
 	sort.Slice(v.replicas, func(i, j int) bool { return v.replicas[i].Pod < v.replicas[j].Pod })

@@ -31,7 +31,7 @@ func Replicas(st *herdv1.DeploymentStatus) []rollout.Replica {
 		out = append(out, rollout.Replica{
 			Pod: rs.GetPod(), Node: rs.GetNode(), Revision: rs.GetRevision(),
 			Ready: rs.GetReady(), Available: rs.GetAvailable(), Terminating: rs.GetTerminating(),
-			CreatedAt: rs.GetCreatedAt().AsTime(), Recorded: true,
+			CreatedAt: rs.GetCreatedAt().AsTime(),
 		})
 	}
 	return out

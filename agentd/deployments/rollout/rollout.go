@@ -21,7 +21,6 @@ type Replica struct {
 	Available   bool // ready for min_ready_seconds
 	Terminating bool // being drained/deleted: counts toward the surge until gone, never available
 	CreatedAt   time.Time
-	Recorded    bool // in the driver's last recorded replica set (status.replica_status)
 }
 
 // Params are the deployment's numbers.
@@ -62,9 +61,6 @@ func Next(p Params, rs []Replica) Step {
 			a, b := newer[i], newer[j]
 			if a.Ready != b.Ready {
 				return !a.Ready
-			}
-			if a.Recorded != b.Recorded {
-				return !a.Recorded
 			}
 			if !a.CreatedAt.Equal(b.CreatedAt) {
 				return a.CreatedAt.After(b.CreatedAt)

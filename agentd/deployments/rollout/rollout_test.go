@@ -14,7 +14,7 @@ import (
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func avail(pod, node string, rev int64, age int) Replica {
-	return Replica{Pod: pod, Node: node, Revision: rev, Ready: true, Available: true, Recorded: true, CreatedAt: t0.Add(time.Duration(age) * time.Second)}
+	return Replica{Pod: pod, Node: node, Revision: rev, Ready: true, Available: true, CreatedAt: t0.Add(time.Duration(age) * time.Second)}
 }
 
 func rolling(replicas int, target int64, surge, unavail int) Params {
@@ -130,7 +130,6 @@ func notReady(r Replica) Replica  { r.Ready, r.Available = false, false; return 
 func readyOnly(r Replica) Replica { r.Available = false; return r }
 
 func TestNext(t *testing.T) {
-	unrecorded := func(r Replica) Replica { r.Recorded = false; return r }
 	term := func(r Replica) Replica { r.Terminating, r.Ready, r.Available = true, false, false; return r }
 
 	tests := []struct {
@@ -182,13 +181,13 @@ func TestNext(t *testing.T) {
 			want: Step{Create: 2},
 		},
 		{
-			name: "scale down: not ready, then not recorded, then newest first",
+			name: "scale down: not ready, then newest first",
 			p:    rolling(2, 3, 1, 0),
 			rs: []Replica{
-				avail("a", "node-1", 3, 1), avail("b", "node-2", 3, 2), unrecorded(avail("c", "node-3", 3, 3)),
+				avail("a", "node-1", 3, 1), avail("b", "node-2", 3, 2), avail("c", "node-3", 3, 3),
 				avail("d", "node-1", 3, 4), notReady(avail("e", "node-2", 3, 0)),
 			},
-			want: Step{Delete: []string{"e", "c", "d"}},
+			want: Step{Delete: []string{"e", "d", "c"}},
 		},
 		{
 			name: "done",
