@@ -28,6 +28,12 @@ variable "image" {
   default     = "127.0.0.1:5050/herd/busybox:1.35"
 }
 
+variable "namespace" {
+  description = "The namespace of the deployment and its service."
+  type        = string
+  default     = "default"
+}
+
 locals {
   # Change this line and apply again: a new revision rolls out.
   message = "hello from revision one"
@@ -36,9 +42,10 @@ locals {
 provider "herd" {}
 
 resource "herd_deployment" "web" {
-  node     = var.node
-  name     = "web"
-  replicas = 3 # a change of replicas alone scales in place
+  node      = var.node
+  namespace = var.namespace
+  name      = "web"
+  replicas  = 3 # a change of replicas alone scales in place
   selector = {
     app = "web"
   }
@@ -89,9 +96,10 @@ resource "herd_deployment" "web" {
 }
 
 resource "herd_service" "web" {
-  node     = var.node
-  name     = "web"
-  selector = herd_deployment.web.selector
+  node      = var.node
+  namespace = var.namespace
+  name      = "web"
+  selector  = herd_deployment.web.selector
 
   port {
     name             = "http"
