@@ -318,31 +318,27 @@ func TestDeploymentRollingUpdate(t *testing.T) {
 		return true, ""
 	})
 
-	// Scale in place: nobody restarts.
-	applyDeployment(t, a, spread(webDeployment(image, "web", "1", 5, terms)))
-	waitDeployment(t, c, a, "web", "Complete", 1, 5)
-	five := replicasOf(c, "web")
-	for _, u := range uids(first) {
-		if !slices.Contains(uids(five), u) {
-			t.Errorf("scale 3 → 5 replaced replica %s (now %v)", u, uids(five))
+	// Scale in place: nobody restarts. Each scale keeps every replica of
+	// the smaller of the two sets.
+	prev := first
+	scale := func(n int32) []replica {
+		t.Helper()
+		applyDeployment(t, a, spread(webDeployment(image, "web", "1", n, terms)))
+		waitDeployment(t, c, a, "web", "Complete", 1, int(n))
+		now := replicasOf(c, "web")
+		small, big := uids(prev), uids(now)
+		if len(small) > len(big) {
+			small, big = big, small
 		}
-	}
-	applyDeployment(t, a, spread(webDeployment(image, "web", "1", 2, terms)))
-	waitDeployment(t, c, a, "web", "Complete", 1, 2)
-	two := replicasOf(c, "web")
-	for _, u := range uids(two) {
-		if !slices.Contains(uids(five), u) {
-			t.Errorf("scale 5 → 2 left a new replica %s (before: %v)", u, uids(five))
+		for _, u := range small {
+			if !slices.Contains(big, u) {
+				t.Errorf("scale %d → %d: replica %s is not in both sets (before %v, after %v)", len(prev), n, u, uids(prev), uids(now))
+			}
 		}
+		prev = now
+		return now
 	}
-	applyDeployment(t, a, spread(webDeployment(image, "web", "1", 3, terms)))
-	waitDeployment(t, c, a, "web", "Complete", 1, 3)
-	old := replicasOf(c, "web")
-	for _, u := range uids(two) {
-		if !slices.Contains(uids(old), u) {
-			t.Errorf("scale 2 → 3 replaced replica %s", u)
-		}
-	}
+	five, two, old := scale(5), scale(2), scale(3)
 	t.Logf("scale 3 → 5 → 2 → 3: per node %v → %v → %v → %v", perNode(first), perNode(five), perNode(two), perNode(old))
 
 	// Rolling update under load.
@@ -469,8 +465,9 @@ func deleteDeployment(t *testing.T, c *acctest.TestCluster, n *acctest.ClusterNo
 
 // TestDeploymentPlacementRollbackAndNodeDeath, on three nodes of 1Gi
 // allocatable memory each: six replicas of 200Mi are bin-packed 5 + 1 and
-// spread 2 + 2 + 2; a deployment that does not fit is refused with the
-// per-node report and nothing is written; a herd_pod beyond what the
+// spread 2 + 2 + 2; every kind of bad input is refused with its path; a
+// deployment that does not fit is refused with the per-node report and
+// nothing is written; a herd_pod beyond what the
 // replicas left is refused; a revision that never gets ready is rolled
 // back under load without a failed request; when a node dies its replicas
 // are re-placed on the survivors.
@@ -503,6 +500,40 @@ func TestDeploymentPlacementRollbackAndNodeDeath(t *testing.T) {
 	waitDeployment(t, c, a, "spread", "Complete", 1, 6)
 	if got := countsDesc(perNode(replicasOf(c, "spread"))); !slices.Equal(got, []int{2, 2, 2}) {
 		t.Errorf("spread of 6 × 200Mi on 3 nodes: per node %v, want [2 2 2]", got)
+	}
+
+	// Bad input, refused by agentd whatever the client checked: nothing is
+	// written, nothing runs.
+	bad := []struct {
+		name   string
+		mutate func(*herdv1.DeploymentSpec)
+		code   codes.Code
+		want   string
+	}{
+		{"negative-replicas", func(d *herdv1.DeploymentSpec) { d.Replicas = -1 }, codes.InvalidArgument, "spec.replicas: must be between 0"},
+		{"no-progress", func(d *herdv1.DeploymentSpec) {
+			d.Strategy = &herdv1.DeploymentStrategy{MaxSurge: ptr(int32(0)), MaxUnavailable: ptr(int32(0))}
+		}, codes.InvalidArgument, "spec.strategy.max_surge: max_surge and max_unavailable must not both be 0"},
+		{"request-above-limit", func(d *herdv1.DeploymentSpec) { d.Template.Containers[0].MemoryRequest = "128Mi" }, codes.InvalidArgument, "memory_request"},
+		{"labels-without-selector", func(d *herdv1.DeploymentSpec) { d.Template.Labels = map[string]string{"app": "other"} }, codes.InvalidArgument,
+			"spec.template.labels: must contain every selector label: missing app=labels-without-selector"},
+		{"unknown-strategy", func(d *herdv1.DeploymentSpec) { d.Strategy = &herdv1.DeploymentStrategy{Type: "Recreate"} }, codes.InvalidArgument,
+			`spec.strategy.type: must be one of RollingUpdate, BlueGreen, got "Recreate"`},
+		{"negative-min-ready", func(d *herdv1.DeploymentSpec) { d.Strategy = &herdv1.DeploymentStrategy{MinReadySeconds: -1} }, codes.InvalidArgument,
+			"spec.strategy.min_ready_seconds: must be between 0"},
+		{"max-per-node", func(d *herdv1.DeploymentSpec) { d.Replicas, d.Placement = 4, &herdv1.Placement{MaxPerNode: 1} }, codes.FailedPrecondition,
+			"max_per_node = 1 allows at most 3 replicas on the 3 matching nodes, replicas = 4"},
+	}
+	for _, tt := range bad {
+		d := webDeployment(image, tt.name, "1", 2, nil)
+		tt.mutate(d)
+		_, err := c.Nodes[2].Deployments.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: d})
+		if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("%s: %v\nwant %v with %q", tt.name, err, tt.code, tt.want)
+		}
+		if _, err := a.Deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: tt.name}); status.Code(err) != codes.NotFound {
+			t.Errorf("%s: after a refused apply, GetDeployment = %v, want NotFound", tt.name, err)
+		}
 	}
 
 	// 624Mi free per node: one 400Mi replica each, the fourth fits nowhere.
