@@ -155,7 +155,18 @@ func (r *Registry) plan(_ context.Context, cur Record, exists bool, next *herdv1
 		if short := n - len(res.Nodes); short > 0 {
 			// Report against the whole deployment: "2 of 5 replicas".
 			whole := schedule.Result{Nodes: make([]string, max(p.Replicas-short, 0)), Wanted: max(p.Replicas, short), Reasons: res.Reasons}
-			return nil, &UnplaceableError{Report: whole.Err(key).Error()}
+			report := whole.Err(key).Error()
+			replacing := false
+			for _, rs := range now {
+				replacing = replacing || rs.Revision != p.Target
+			}
+			if replacing && p.MaxSurge > 0 {
+				// The usual cause: one replica per node on every node, and
+				// the surge replica has nowhere to go.
+				report += fmt.Sprintf("; the rollout starts each new replica beside the old ones (max_surge = %d): "+
+					"make room, or replace in place with max_surge = 0 and max_unavailable = 1", p.MaxSurge)
+			}
+			return nil, &UnplaceableError{Report: report}
 		}
 		return res.Nodes, nil
 	}

@@ -519,3 +519,30 @@ var (
 	_ Store        = (*cluster.Cluster)(nil)
 	_ SecretSource = (*secrets.Replicator)(nil)
 )
+
+// TestDryRunSurgeWithoutRoom: one replica per node on every node leaves
+// the surge replica of a rollout nowhere to go; the report says how to
+// roll out instead, and that way plans.
+func TestDryRunSurgeWithoutRoom(t *testing.T) {
+	f := regNodes(t)
+	r := testRegistry(f)
+	onePerNode := func(env string, surge, unavailable int32) *herdv1.DeploymentSpec {
+		s := regSpec(3, env)
+		s.Placement = &herdv1.Placement{MaxPerNode: 1}
+		s.Strategy = &herdv1.DeploymentStrategy{MaxSurge: &surge, MaxUnavailable: &unavailable}
+		return s
+	}
+	regApply(t, r, onePerNode("v1", 1, 0), false)
+	regStatus(t, r, 3, "node-1", "node-2", "node-3")
+	_, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: onePerNode("v2", 1, 0), DryRun: true})
+	want := "cannot place 1 of 3 replicas of default/web: node-1 already runs 1 replica (max_per_node = 1); " +
+		"node-2 already runs 1 replica (max_per_node = 1); node-3 already runs 1 replica (max_per_node = 1); " +
+		"the rollout starts each new replica beside the old ones (max_surge = 1): make room, or replace in place with max_surge = 0 and max_unavailable = 1"
+	if err == nil || err.Error() != want {
+		t.Errorf("dry run of a surge without room:\n%v\nwant\n%s", err, want)
+	}
+	resp, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: onePerNode("v2", 0, 1), DryRun: true})
+	if err != nil || resp.GetPlan().GetSteps() != 3 {
+		t.Errorf("max_surge = 0, max_unavailable = 1: %v, plan %v", err, resp.GetPlan())
+	}
+}

@@ -188,7 +188,11 @@ func reason(s *slot, req Request) string {
 		return "does not hold secret " + strings.Join(slices.Compact(missing), ", ")
 	}
 	if req.MaxPerNode > 0 && s.count >= req.MaxPerNode {
-		return fmt.Sprintf("already runs %d replicas (max_per_node = %d)", s.count, req.MaxPerNode)
+		noun := "replicas"
+		if s.count == 1 {
+			noun = "replica"
+		}
+		return fmt.Sprintf("already runs %d %s (max_per_node = %d)", s.count, noun, req.MaxPerNode)
 	}
 	var short []string
 	if req.Per.CPUMillis > s.free.CPUMillis {
