@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -27,7 +26,6 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -41,7 +39,6 @@ type e2eSpec struct {
 	secretValue               string
 	greeting                  string // the web pod's env: changing it replaces the pod
 	replicas                  int    // of the api deployment: changing it scales in place
-	deployment                bool   // declare the api deployment (the agentd drives deployments)
 }
 
 // e2eProgram is the quickstart as a Pulumi Go program: a node, a secret
@@ -105,9 +102,6 @@ func e2eProgram(s *e2eSpec) pulumi.RunFunc {
 		ctx.Export("podUid", web.Uid)
 		ctx.Export("clusterIp", svc.ClusterIp)
 		ctx.Export("secretChecksum", secret.Checksum)
-		if !s.deployment {
-			return nil
-		}
 		api, err := herd.NewDeployment(ctx, "api", &herd.DeploymentArgs{
 			Node:     node.ID().ToStringOutput(),
 			Name:     pulumi.String("api"),
@@ -203,14 +197,8 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 	spec := &e2eSpec{
 		nodeName: cn.Agent.Name, nodeAddr: cn.Agent.Addr, image: env.Image,
 		secretValue: randomHex(t, "herd-e2e-secret"), greeting: "hello", replicas: 2,
-		deployment: deploymentsDriven(t, herdv1.NewDeploymentServiceClient(cn.Conn), env.Image),
 	}
-	created := 5 // the stack, node, secret, pod and service (the default provider is not counted)
-	if spec.deployment {
-		created++
-	} else {
-		t.Log("the agentd does not drive deployments yet: the program declares none")
-	}
+	const created = 6 // the stack, node, secret, pod, service and deployment (the default provider is not counted)
 	const project, stackName = "herd-e2e", "dev"
 	stack, err := auto.UpsertStackInlineSource(ctx, stackName, project, e2eProgram(spec),
 		auto.Pulumi(cmd), auto.PulumiHome(home), auto.WorkDir(work), auto.EnvVars(envVars),
@@ -250,12 +238,9 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 		t.Fatalf("up created %d resources, want %d: %v", got, created, *up.Summary.ResourceChanges)
 	}
 	deployments := herdv1.NewDeploymentServiceClient(cn.Conn)
-	var api map[string]string
-	if spec.deployment {
-		api = apiReplicas(t, cn.Pods, 2)
-		if rev, ready := up.Outputs["apiRevision"].Value, up.Outputs["apiReady"].Value; rev != float64(1) || ready != float64(2) {
-			t.Fatalf("api outputs: revision %v, ready replicas %v; want 1 and 2", rev, ready)
-		}
+	api := apiReplicas(t, cn.Pods, 2)
+	if rev, ready := up.Outputs["apiRevision"].Value, up.Outputs["apiReady"].Value; rev != float64(1) || ready != float64(2) {
+		t.Fatalf("api outputs: revision %v, ready replicas %v; want 1 and 2", rev, ready)
 	}
 	pod := getPod(t, cn.Pods, "web")
 	if pod == nil || pod.GetStatus().GetPhase() != "Running" || !pod.GetStatus().GetReady() {
@@ -304,12 +289,10 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 	if _, err := stack.Up(ctx, optup.ProgressStreams(testWriter{t})); err != nil {
 		t.Fatalf("up with a changed pod and more replicas: %v", err)
 	}
-	if spec.deployment {
-		api3 := apiReplicas(t, cn.Pods, 3)
-		for name, uid := range api {
-			if api3[name] != uid {
-				t.Fatalf("api replica %s (uid %s) did not survive the scale: %v", name, uid, api3)
-			}
+	api3 := apiReplicas(t, cn.Pods, 3)
+	for name, uid := range api {
+		if api3[name] != uid {
+			t.Fatalf("api replica %s (uid %s) did not survive the scale: %v", name, uid, api3)
 		}
 	}
 	pod2 := getPod(t, cn.Pods, "web")
@@ -337,10 +320,8 @@ func TestPulumiCLIUpPreviewReplaceDestroy(t *testing.T) {
 	if _, err := secrets.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: "default", Name: "web-token"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("secret after destroy: %v, want NotFound", err)
 	}
-	if spec.deployment {
-		if _, err := deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: "default", Name: "api"}); status.Code(err) != codes.NotFound {
-			t.Fatalf("deployment after destroy: %v, want NotFound", err)
-		}
+	if _, err := deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: "default", Name: "api"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("deployment after destroy: %v, want NotFound", err)
 	}
 	apiReplicas(t, cn.Pods, 0)
 	n, err := cn.Nodes.GetNode(ctx, &herdv1.GetNodeRequest{})
@@ -423,33 +404,6 @@ func checkStateFiles(t *testing.T, backend, project, stack string, secretsInClea
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// deploymentsDriven reports whether the agentd serves deployments and a
-// member drives them: a deployment of 0 replicas is observed within a
-// minute. Until then the program leaves the deployment out.
-func deploymentsDriven(t *testing.T, dc herdv1.DeploymentServiceClient, image string) bool {
-	t.Helper()
-	ctx := testCtx(t, time.Minute)
-	probe := &herdv1.DeploymentSpec{Name: "gate-probe", Selector: map[string]string{"app": "gate-probe"},
-		Template: &herdv1.PodSpec{Labels: map[string]string{"app": "gate-probe"},
-			Containers: []*herdv1.ContainerSpec{{Name: "c", Image: image}}}}
-	res, err := dc.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: probe})
-	switch status.Code(err) {
-	case codes.OK:
-	case codes.Unimplemented, codes.FailedPrecondition:
-		return false
-	default:
-		t.Fatalf("apply the gate probe deployment: %v", err)
-	}
-	defer func() {
-		_, _ = dc.DeleteDeployment(testCtx(t, 30*time.Second), &herdv1.DeleteDeploymentRequest{Name: "gate-probe"})
-	}()
-	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		d, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "gate-probe"})
-		return err == nil && d.GetStatus().GetObservedVersion() >= res.GetDeployment().GetVersion(), nil
-	})
-	return err == nil
 }
 
 // apiReplicas returns the api deployment's replicas on the node (name →
