@@ -3,6 +3,8 @@ package resources_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -27,69 +29,26 @@ import (
 	"github.com/herd-project/terraform-provider-herd/provider"
 )
 
-// startDeploymentCluster starts a cluster of three nodes.
-func startDeploymentCluster(t *testing.T, subnet string, names ...string) *acctest.TestCluster {
+// startDeploymentCluster starts a cluster of three nodes and pushes the
+// webapp image to the Env's registry. Nothing here probes whether agentd
+// drives deployments: an agentd that does not fails the test.
+func startDeploymentCluster(t *testing.T, subnet string, names ...string) (*acctest.TestCluster, string) {
 	t.Helper()
 	needCLI(t)
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1")
 	}
-	c := acctest.SharedEnv(t).NewCluster(t, acctest.ClusterOptions{
+	env := acctest.SharedEnv(t)
+	c := env.NewCluster(t, acctest.ClusterOptions{
 		Names:       names,
 		Subnet:      netip.MustParsePrefix(subnet),
 		ServiceCIDR: accServiceCIDR,
 	})
-	dc := herdv1.NewDeploymentServiceClient(c.Nodes[0].Conn)
-	needDeploymentService(t, dc)
-	needDeploymentDriver(t, dc, c.Env.Image)
-	return c
-}
-
-// needDeploymentDriver skips the test when no member drives deployments
-// (the agentd under test serves DeploymentService without its driver): a
-// deployment of 0 replicas is never observed within a minute.
-func needDeploymentDriver(t *testing.T, dc herdv1.DeploymentServiceClient, image string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	probe := &herdv1.DeploymentSpec{Name: "gate-probe", Selector: map[string]string{"app": "gate-probe"},
-		Template: &herdv1.PodSpec{Labels: map[string]string{"app": "gate-probe"},
-			Containers: []*herdv1.ContainerSpec{{Name: "c", Image: image}}}}
-	res, err := dc.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: probe})
+	image, err := env.WebappImage(context.Background())
 	if err != nil {
-		t.Fatalf("apply the gate probe deployment: %v", err)
+		t.Fatalf("push the webapp image: %v", err)
 	}
-	defer func() {
-		_, _ = dc.DeleteDeployment(context.Background(), &herdv1.DeleteDeploymentRequest{Name: "gate-probe"})
-	}()
-	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		d, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "gate-probe"})
-		return err == nil && d.GetStatus().GetObservedVersion() >= res.GetDeployment().GetVersion(), nil
-	})
-	if err != nil {
-		t.Skipf("no member drives deployments yet (a deployment of 0 replicas was not observed): %v", err)
-	}
-}
-
-// needDeploymentService skips the test only when the agentd under test
-// does not implement or serve DeploymentService; any other answer but
-// NotFound for a missing deployment fails it.
-func needDeploymentService(t *testing.T, dc herdv1.DeploymentServiceClient) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: "default", Name: "gate-probe"})
-	switch status.Code(err) {
-	case codes.Unimplemented:
-		t.Skipf("agentd does not implement DeploymentService yet: %v", err)
-	case codes.FailedPrecondition:
-		// The nodes are a cluster: agentd serves the API without its
-		// registry wired in.
-		t.Skipf("agentd does not serve deployments in a cluster yet: %v", err)
-	case codes.NotFound:
-	default:
-		t.Fatalf("GetDeployment of a missing deployment: %v, want NotFound", err)
-	}
+	return c, image
 }
 
 // warningRecorder serves the provider and keeps the warnings of every
@@ -159,10 +118,24 @@ func (e expectWarning) CheckPlan(_ context.Context, _ plancheck.CheckPlanRequest
 
 const spreadPlacement = `{ strategy = "spread" }`
 
-// deploymentAccHCL is herd_deployment.web (busybox httpd answering its
-// message, with a readiness probe) through node, and herd_service.web over it.
-func deploymentAccHCL(c *acctest.TestCluster, node *acctest.ClusterNode, replicas int, message, placement string) string {
+// webConf is what deploymentAccHCL declares.
+type webConf struct {
+	replicas  int
+	revision  string // the webapp's REVISION: what it answers, and a template change
+	ready     string // the webapp's READY: "fail" makes /ready answer 503
+	placement string // HCL of placement
+	strategy  string // HCL of strategy; "" leaves it out (the defaults)
+}
+
+// deploymentAccHCL is herd_deployment.web (the webapp answering its
+// revision, with a readiness probe on /ready) through node, and
+// herd_service.web over it.
+func deploymentAccHCL(c *acctest.TestCluster, node *acctest.ClusterNode, image string, w webConf) string {
 	certs := c.Env.Certs
+	strategy := ""
+	if w.strategy != "" {
+		strategy = "strategy = " + w.strategy
+	}
 	return fmt.Sprintf(`
 provider "herd" {
   ca_cert     = %q
@@ -177,14 +150,13 @@ resource "herd_deployment" "web" {
   selector = { app = "web" }
   template {
     labels = { app = "web" }
-    termination_grace_period_seconds = 1
+    termination_grace_period_seconds = 5
     container {
-      name    = "httpd"
-      image   = %q
-      command = ["sh", "-c", "mkdir -p /www && echo \"$MESSAGE $(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
-      env     = { MESSAGE = %q }
+      name           = "web"
+      image          = %q
+      env            = { REVISION = %q, READY = %q }
       cpu            = "100m"
-      memory         = "32Mi"
+      memory         = "64Mi"
       memory_request = "16Mi"
       port {
         name           = "http"
@@ -192,7 +164,7 @@ resource "herd_deployment" "web" {
       }
       readiness_probe {
         http_get {
-          path      = "/"
+          path      = "/ready"
           port_name = "http"
         }
         period_seconds = 1
@@ -200,6 +172,7 @@ resource "herd_deployment" "web" {
     }
   }
   placement = %s
+  %s
   timeouts {
     create = "5m"
     update = "5m"
@@ -216,8 +189,8 @@ resource "herd_service" "web" {
     target_port_name = "http"
   }
 }
-`, certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile, node.Agent.ID(), replicas, c.Env.Image, message, placement,
-		node.Agent.ID())
+`, certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile, node.Agent.ID(), w.replicas, image, w.revision, w.ready,
+		w.placement, strategy, node.Agent.ID())
 }
 
 // replicaSet is replica_status as pod name → "uid node revision ready".
@@ -319,21 +292,156 @@ func noReplicasLeft(c *acctest.TestCluster) error {
 	return nil
 }
 
-// A deployment on a real cluster of three: created with three replicas
-// behind a service (the plan's dry run places them: planned_nodes), the
-// next plan empty; an env change is planned as an in-place update whose
-// warning is the rollout summary, and rolls out revision 2 (no replica of
-// revision 1 left); scaled 3 → 5 → 2 in place (survivors keep their pod
-// and uid); a max_per_node the cluster cannot meet is refused at plan
-// time; imported by NAMESPACE/NAME@NODEID; destroyed with every replica.
+// plannedNodes checks that planned_nodes holds exactly want, in any order.
+func plannedNodes(want ...string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		rs, ok := s.RootModule().Resources["herd_deployment.web"]
+		if !ok {
+			return fmt.Errorf("herd_deployment.web not in state")
+		}
+		a := rs.Primary.Attributes
+		n, err := strconv.Atoi(a["planned_nodes.#"])
+		if err != nil {
+			return fmt.Errorf("planned_nodes.#: %w", err)
+		}
+		got := make([]string, n)
+		for i := range n {
+			got[i] = a[fmt.Sprintf("planned_nodes.%d", i)]
+		}
+		slices.Sort(got)
+		w := slices.Clone(want)
+		slices.Sort(w)
+		if !slices.Equal(got, w) {
+			return fmt.Errorf("planned_nodes %v, want %v", got, w)
+		}
+		return nil
+	}
+}
+
+// serviceAnswers checks that herd_service.web's cluster IP, asked from
+// inside node's namespace, answers only revision rev, each time from one
+// of the replicas in the state (the webapp answers "REVISION HOSTNAME" and
+// a replica's hostname is its pod name). It waits for the first answer:
+// the service's rules reach the node shortly after apply.
+func serviceAnswers(node *acctest.ClusterNode, rev string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		svc, ok := s.RootModule().Resources["herd_service.web"]
+		if !ok {
+			return fmt.Errorf("herd_service.web not in state")
+		}
+		set, err := replicaSet(s)
+		if err != nil {
+			return err
+		}
+		addr := net.JoinHostPort(svc.Primary.Attributes["cluster_ip"], "80")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var last error
+		err = wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
+			_, last = acctest.HTTPGetIn(node.Lab.Path(), addr)
+			return last == nil, nil
+		})
+		if err != nil {
+			return fmt.Errorf("service %s never answered from %s: %v", addr, node.Agent.Name, last)
+		}
+		for range 3 * len(set) {
+			body, err := acctest.HTTPGetIn(node.Lab.Path(), addr)
+			if err != nil {
+				return fmt.Errorf("service %s from %s: %w", addr, node.Agent.Name, err)
+			}
+			got, host, _ := strings.Cut(body, " ")
+			if _, ok := set[host]; got != rev || !ok {
+				return fmt.Errorf("service %s answered %q: want revision %s from one of %v", addr, body, rev, slices.Collect(maps.Keys(set)))
+			}
+		}
+		return nil
+	}
+}
+
+// deleteReplica deletes one replica of default/web on its node, behind
+// the driver's back, and waits until the deployment has want ready
+// replicas again without it. It returns the deleted pod and the replicas
+// left untouched (as replicaSet has them).
+func deleteReplica(t *testing.T, c *acctest.TestCluster, dc herdv1.DeploymentServiceClient, want int) (string, map[string][4]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	req := &herdv1.GetDeploymentRequest{Namespace: "default", Name: "web"}
+	d, err := dc.GetDeployment(ctx, req)
+	if err != nil {
+		t.Fatalf("get deployment default/web: %v", err)
+	}
+	rs := d.GetStatus().GetReplicaStatus()
+	if len(rs) != want {
+		t.Fatalf("deployment default/web has %d replicas before the delete, want %d: %v", len(rs), want, rs)
+	}
+	victim := rs[0]
+	kept := map[string][4]string{}
+	for _, r := range rs[1:] {
+		kept[r.GetPod()] = [4]string{r.GetUid(), r.GetNode(), strconv.FormatInt(r.GetRevision(), 10), strconv.FormatBool(r.GetReady())}
+	}
+	var on *acctest.ClusterNode
+	for _, n := range c.Nodes {
+		if n.Agent.Name == victim.GetNode() {
+			on = n
+		}
+	}
+	if on == nil {
+		t.Fatalf("replica %s on %q, not a node of the cluster", victim.GetPod(), victim.GetNode())
+	}
+	if _, err := on.Pods.DeletePod(ctx, &herdv1.DeletePodRequest{Name: victim.GetPod()}); err != nil {
+		t.Fatalf("delete replica %s on %s: %v", victim.GetPod(), on.Agent.Name, err)
+	}
+	var last *herdv1.Deployment
+	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		d, err := dc.GetDeployment(ctx, req)
+		if err != nil {
+			return false, nil //nolint:nilerr // a member busy with the replacement: ask again
+		}
+		last = d
+		st := d.GetStatus()
+		if st.GetPhase() != spec.PhaseComplete || st.GetReadyReplicas() != int32(want) || len(st.GetReplicaStatus()) != want {
+			return false, nil
+		}
+		for _, r := range st.GetReplicaStatus() {
+			if r.GetPod() == victim.GetPod() || !r.GetReady() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("deployment default/web after deleting replica %s out of band: %v; last status %v", victim.GetPod(), err, last.GetStatus())
+	}
+	return victim.GetPod(), kept
+}
+
+// A deployment of the webapp on a real cluster of three: created with
+// three replicas behind a service (the plan's dry run places them, one
+// per node: the rollout warning and planned_nodes), the next plan empty;
+// an env change is planned as an in-place update whose warning is the
+// rollout summary and rolls out revision 2 (no replica of revision 1 left,
+// the service answers revision 2 only); a replica deleted on its node out
+// of band is replaced by agentd and the next plan is empty; scaled 3 → 5
+// → 2 in place (survivors keep their pod and uid); a revision whose
+// readiness fails makes apply fail with the probe's message, and the
+// state shows it rolled back to revision 2 on the same replicas; a fixed
+// template rolls out again; a max_per_node the cluster cannot meet is
+// refused at plan time; imported by NAMESPACE/NAME@NODEID; destroyed with
+// every replica.
 func TestAccDeploymentLifecycle(t *testing.T) {
 	t.Parallel()
-	c := startDeploymentCluster(t, "10.87.0.0/24", "dep-a", "dep-b", "dep-c")
+	c, image := startDeploymentCluster(t, "10.87.0.0/24", "dep-a", "dep-b", "dep-c")
 	through := c.Nodes[1] // any member writes; not the first, to show it
 	dc := herdv1.NewDeploymentServiceClient(through.Conn)
 	rec := &warningRecorder{}
-	var rev1, rev2, five, two map[string][4]string
+	var rev1, rev2, healed, survivors, five, two, rolledBack, fixed map[string][4]string
+	var deleted string
 	const res = "herd_deployment.web"
+	web := func(replicas int, revision string) webConf {
+		return webConf{replicas: replicas, revision: revision, placement: spreadPlacement}
+	}
+	hcl := func(w webConf) string { return deploymentAccHCL(c, through, image, w) }
 
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: rec.factories(),
@@ -346,11 +454,12 @@ func TestAccDeploymentLifecycle(t *testing.T) {
 		},
 		Steps: []resource.TestStep{
 			{
-				Config: deploymentAccHCL(c, through, 3, "one", spreadPlacement),
+				Config: hcl(web(3, "1")),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
 						plancheck.ExpectResourceAction(res, plancheck.ResourceActionCreate),
-						expectWarning{rec: rec, parts: []string{"Deployment rollout plan", "default/web"}},
+						expectWarning{rec: rec, parts: []string{"Deployment rollout plan",
+							"default/web: create revision 1, 3 replicas", "dep-a +1", "dep-b +1", "dep-c +1"}},
 					},
 					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
@@ -360,20 +469,21 @@ func TestAccDeploymentLifecycle(t *testing.T) {
 					resource.TestCheckResourceAttr(res, "phase", spec.PhaseComplete),
 					resource.TestCheckResourceAttr(res, "ready_replicas", "3"),
 					resource.TestCheckResourceAttr(res, "available_replicas", "3"),
-					resource.TestCheckResourceAttr(res, "planned_nodes.#", "3"),
+					plannedNodes("dep-a", "dep-b", "dep-c"),
 					resource.TestCheckResourceAttr(res, "strategy.type", spec.StrategyRollingUpdate),
 					resource.TestCheckResourceAttr(res, "strategy.max_surge", "1"),
 					resource.TestCheckResourceAttr(res, "strategy.progress_deadline_seconds", "600"),
 					resource.TestCheckResourceAttrSet(res, "uid"),
 					checkReplicas(c, &rev1, 3, "1", nil, false),
+					serviceAnswers(c.Nodes[0], "1"),
 				),
 			},
 			{
-				Config: deploymentAccHCL(c, through, 3, "two", spreadPlacement),
+				Config: hcl(web(3, "2")),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
 						plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate),
-						expectWarning{rec: rec, parts: []string{"Deployment rollout plan", "default/web", "2"}},
+						expectWarning{rec: rec, parts: []string{"Deployment rollout plan", "default/web: revision 1 → 2, 3 replicas"}},
 					},
 					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
@@ -384,23 +494,50 @@ func TestAccDeploymentLifecycle(t *testing.T) {
 					resource.TestCheckResourceAttr(res, "planned_nodes.#", "3"),
 					checkReplicas(c, &rev2, 3, "2", nil, false),
 					noneOf(&rev1),
+					serviceAnswers(c.Nodes[2], "2"),
 				),
 			},
 			{
-				Config: deploymentAccHCL(c, through, 5, "two", spreadPlacement),
+				// A replica deleted on its node behind the driver's back is
+				// replaced; the state's replicas follow on refresh and the
+				// plan stays empty.
+				PreConfig: func() { deleted, survivors = deleteReplica(t, c, dc, 3) },
+				Config:    hcl(web(3, "2")),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
-					PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate)},
+					PreApply:             []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(res, "revision", "2"),
+					resource.TestCheckResourceAttr(res, "phase", spec.PhaseComplete),
+					resource.TestCheckResourceAttr(res, "ready_replicas", "3"),
+					checkReplicas(c, &healed, 3, "2", &survivors, false),
+					func(*terraform.State) error {
+						if _, ok := healed[deleted]; ok {
+							return fmt.Errorf("replica %s, deleted out of band, is still in the state", deleted)
+						}
+						return nil
+					},
+				),
+			},
+			{
+				Config: hcl(web(5, "2")),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{
+						plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate),
+						expectWarning{rec: rec, parts: []string{"Deployment rollout plan", "default/web: scale 3 → 5 (revision 2 unchanged)"}},
+					},
 					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr(res, "revision", "2"),
 					resource.TestCheckResourceAttr(res, "ready_replicas", "5"),
 					resource.TestCheckResourceAttr(res, "planned_nodes.#", "2"),
-					checkReplicas(c, &five, 5, "2", &rev2, false),
+					checkReplicas(c, &five, 5, "2", &healed, false),
 				),
 			},
 			{
-				Config: deploymentAccHCL(c, through, 2, "two", spreadPlacement),
+				Config: hcl(web(2, "2")),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate)},
 					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
@@ -412,9 +549,50 @@ func TestAccDeploymentLifecycle(t *testing.T) {
 				),
 			},
 			{
+				// Revision 3 never gets ready (/ready answers 503): past its
+				// progress deadline the driver rolls back to revision 2 and
+				// the apply fails with the probe's message.
+				Config: hcl(webConf{replicas: 2, revision: "3", ready: "fail", placement: spreadPlacement,
+					strategy: `{ progress_deadline_seconds = 20 }`}),
+				ExpectError: errRe("Deployment rollout failed", "revision 3 of deployment default/web failed",
+					"revision 3 failed and was rolled back to revision 2", "503", "rolled back to revision 2"),
+			},
+			{
+				// The state records the rollback: phase, the revision the
+				// replicas run, the untouched replicas of revision 2.
+				RefreshState: true,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(res, "phase", spec.PhaseRolledBack),
+					resource.TestCheckResourceAttr(res, "revision", "2"),
+					resource.TestCheckResourceAttr(res, "ready_replicas", "2"),
+					resource.TestCheckResourceAttrWith(res, "message", func(v string) error {
+						if !strings.Contains(v, "rolled back to revision 2") || !strings.Contains(v, "503") {
+							return fmt.Errorf("message %q: want the rollback and the probe's 503", v)
+						}
+						return nil
+					}),
+					checkReplicas(c, &rolledBack, 2, "2", &two, true),
+				),
+			},
+			{
+				// The template fixed: the next revision rolls out.
+				Config: hcl(web(2, "2")),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate)},
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(res, "revision", "4"),
+					resource.TestCheckResourceAttr(res, "phase", spec.PhaseComplete),
+					checkReplicas(c, &fixed, 2, "4", nil, false),
+					noneOf(&rolledBack),
+					serviceAnswers(c.Nodes[0], "2"),
+				),
+			},
+			{
 				// Four replicas, at most one per node, on three nodes: the
 				// dry run refuses it at plan time.
-				Config:      deploymentAccHCL(c, through, 4, "two", `{ strategy = "spread", max_per_node = 1 }`),
+				Config:      hcl(webConf{replicas: 4, revision: "2", placement: `{ strategy = "spread", max_per_node = 1 }`}),
 				PlanOnly:    true,
 				ExpectError: errRe("Deployment does not fit the cluster", "default/web"),
 			},
