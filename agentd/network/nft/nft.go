@@ -637,103 +637,154 @@ func mapKeys[K comparable, V any](m map[K]V) []K {
 // Upsert adds or replaces one service, in one atomic transaction that only
 // touches that service's elements.
 func (d *Dataplane) Upsert(ctx context.Context, s Service) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := d.validate(s); err != nil {
-		return err
-	}
-	s = clone(s)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := conflicts([]Service{s}); err != nil {
-		return err
-	}
-	if o, ok := d.vipOwner[s.ClusterIP]; ok && o != s.Key {
-		return fmt.Errorf("nft: services %s and %s share cluster IP %s", o, s.Key, s.ClusterIP)
-	}
-	for _, p := range s.Ports {
-		if o, ok := d.npOwner[nodePortOf(p)]; ok && p.NodePort != 0 && o != s.Key {
-			return fmt.Errorf("nft: services %s and %s share node port %s/%d", o, s.Key, p.Protocol, p.NodePort)
-		}
-	}
-	old, had := d.svcs[s.Key]
-	return d.apply(old, had, &s)
+	return d.Apply(ctx, []Service{s}, nil)
 }
 
 // Delete removes one service (no-op if unknown).
 func (d *Dataplane) Delete(ctx context.Context, key string) error {
+	return d.Apply(ctx, nil, []string{key})
+}
+
+// change is one service's part of a batch: old (if had) becomes s (nil:
+// deleted).
+type change struct {
+	old Service
+	had bool
+	s   *Service
+}
+
+// Apply adds or replaces the services in upserts and removes those in
+// deletes (unknown keys are no-ops), in one atomic transaction that touches
+// only their elements: the kernel switches from the old rules to the new
+// ones at once, so a burst of changes costs one commit. A cluster IP or
+// node port may move between services of the same batch.
+func (d *Dataplane) Apply(ctx context.Context, upserts []Service, deletes []string) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	touched := make(map[string]bool, len(upserts)+len(deletes))
+	for i, s := range upserts {
+		if err := d.validate(s); err != nil {
+			return err
+		}
+		if touched[s.Key] {
+			return fmt.Errorf("nft: service %s twice in one batch", s.Key)
+		}
+		touched[s.Key] = true
+		upserts[i] = clone(s)
+	}
+	for _, k := range deletes {
+		if touched[k] {
+			return fmt.Errorf("nft: service %s twice in one batch", k)
+		}
+		touched[k] = true
+	}
+	if err := conflicts(upserts); err != nil {
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old, had := d.svcs[key]
-	if !had {
+	// An address held by a service outside the batch stays its own.
+	for _, s := range upserts {
+		if o, ok := d.vipOwner[s.ClusterIP]; ok && o != s.Key && !touched[o] {
+			return fmt.Errorf("nft: services %s and %s share cluster IP %s", o, s.Key, s.ClusterIP)
+		}
+		for _, p := range s.Ports {
+			if o, ok := d.npOwner[nodePortOf(p)]; ok && p.NodePort != 0 && o != s.Key && !touched[o] {
+				return fmt.Errorf("nft: services %s and %s share node port %s/%d", o, s.Key, p.Protocol, p.NodePort)
+			}
+		}
+	}
+	changes := make([]change, 0, len(touched))
+	for i := range upserts {
+		old, had := d.svcs[upserts[i].Key]
+		changes = append(changes, change{old: old, had: had, s: &upserts[i]})
+	}
+	for _, k := range deletes {
+		if old, had := d.svcs[k]; had {
+			changes = append(changes, change{old: old, had: true})
+		}
+	}
+	if len(changes) == 0 {
 		return nil
 	}
-	return d.apply(old, true, nil)
+	return d.apply(changes)
 }
 
-// apply diffs old (if had) against s (nil: delete) and commits one batch.
-func (d *Dataplane) apply(old Service, had bool, s *Service) error {
-	oe, ne := newElems(), newElems()
-	if had {
-		oe = d.elemsOf(old)
-	}
-	if s != nil {
-		ne = d.elemsOf(*s)
-	}
+// apply diffs each change's old elements against its new ones and commits
+// them all in one batch.
+func (d *Dataplane) apply(changes []change) error {
 	var bDel, bAdd, aDel, aAdd, cDel, cAdd []nftables.SetElement
+	var oldVIPs, newVIPs, oldHP, newHP []netip.Addr
 	verdicts := d.verdicts()
-	// a port whose slot count changes is deleted and re-added
-	for k, n := range oe.classes {
-		if ne.classes[k] != n {
-			cDel = append(cDel, nftables.SetElement{Key: []byte(k)})
+	for _, ch := range changes {
+		oe, ne := newElems(), newElems()
+		if ch.had {
+			oe = d.elemsOf(ch.old)
 		}
-	}
-	for k, n := range ne.classes {
-		if oe.classes[k] != n {
-			cAdd = append(cAdd, nftables.SetElement{Key: []byte(k), VerdictData: verdicts[n]})
+		if ch.s != nil {
+			ne = d.elemsOf(*ch.s)
 		}
-	}
-	for k, v := range oe.backends {
-		nv, ok := ne.backends[k]
-		if !ok || string(nv) != string(v) {
-			bDel = append(bDel, nftables.SetElement{Key: []byte(k)})
+		// a port whose slot count changes is deleted and re-added
+		for k, n := range oe.classes {
+			if ne.classes[k] != n {
+				cDel = append(cDel, nftables.SetElement{Key: []byte(k)})
+			}
 		}
-	}
-	for k, v := range ne.backends {
-		ov, ok := oe.backends[k]
-		if !ok || string(ov) != string(v) {
-			bAdd = append(bAdd, nftables.SetElement{Key: []byte(k), Val: v})
+		for k, n := range ne.classes {
+			if oe.classes[k] != n {
+				cAdd = append(cAdd, nftables.SetElement{Key: []byte(k), VerdictData: verdicts[n]})
+			}
 		}
-	}
-	for k := range oe.affinity {
-		if !ne.affinity[k] {
-			aDel = append(aDel, nftables.SetElement{Key: []byte(k)})
+		for k, v := range oe.backends {
+			nv, ok := ne.backends[k]
+			if !ok || string(nv) != string(v) {
+				bDel = append(bDel, nftables.SetElement{Key: []byte(k)})
+			}
 		}
-	}
-	for k := range ne.affinity {
-		if !oe.affinity[k] {
-			aAdd = append(aAdd, nftables.SetElement{Key: []byte(k)})
+		for k, v := range ne.backends {
+			ov, ok := oe.backends[k]
+			if !ok || string(ov) != string(v) {
+				bAdd = append(bAdd, nftables.SetElement{Key: []byte(k), Val: v})
+			}
 		}
+		for k := range oe.affinity {
+			if !ne.affinity[k] {
+				aDel = append(aDel, nftables.SetElement{Key: []byte(k)})
+			}
+		}
+		for k := range ne.affinity {
+			if !oe.affinity[k] {
+				aAdd = append(aAdd, nftables.SetElement{Key: []byte(k)})
+			}
+		}
+		oldVIPs, newVIPs = append(oldVIPs, oe.vips...), append(newVIPs, ne.vips...)
+		oldHP, newHP = append(oldHP, oe.hairpin...), append(newHP, ne.hairpin...)
 	}
 	if n := d.nBackends + len(bAdd) - len(bDel); n > d.capacity {
 		// the map is full: rebuild everything with a larger one
-		all := make([]Service, 0, len(d.svcs)+1)
+		gone := make(map[string]bool, len(changes))
+		for _, ch := range changes {
+			gone[ch.old.Key] = true
+		}
+		all := make([]Service, 0, len(d.svcs)+len(changes))
 		for k, o := range d.svcs {
-			if k != svcKey(old, s) {
+			if !gone[k] {
 				all = append(all, o)
 			}
 		}
-		if s != nil {
-			all = append(all, *s)
+		for _, ch := range changes {
+			if ch.s != nil {
+				all = append(all, *ch.s)
+			}
 		}
 		return d.syncLocked(all)
 	}
-	vips, vDel, vAdd := refDiff(d.vips, oe.vips, ne.vips)
-	hp, hDel, hAdd := refDiff(d.hairpin, oe.hairpin, ne.hairpin)
+	// Shared elements (cluster IPs, hairpin pairs) change with their
+	// reference counts over the whole batch, so that one moving between
+	// services of the batch is neither deleted twice nor left out.
+	vips, vDel, vAdd := refDiff(d.vips, oldVIPs, newVIPs)
+	hp, hDel, hAdd := refDiff(d.hairpin, oldHP, newHP)
 	// One atomic batch: deletions first (classes before the backends they
 	// count), additions last (backends before the classes that count them).
 	errs := []error{
@@ -752,20 +803,31 @@ func (d *Dataplane) apply(old Service, had bool, s *Service) error {
 		return fmt.Errorf("nft: %w", err)
 	}
 	if err := d.conn.Flush(); err != nil {
-		return fmt.Errorf("nft: update %s: %w (a full Sync repairs the table)", svcKey(old, s), err)
+		return fmt.Errorf("nft: update %s: %w (a full Sync repairs the table)", batchName(changes), err)
 	}
-	if had {
-		d.index(old, false)
+	for _, ch := range changes {
+		if ch.had {
+			d.index(ch.old, false)
+			delete(d.svcs, ch.old.Key)
+		}
 	}
-	if s != nil {
-		d.svcs[s.Key] = *s
-		d.index(*s, true)
-	} else {
-		delete(d.svcs, old.Key)
+	for _, ch := range changes {
+		if ch.s != nil {
+			d.svcs[ch.s.Key] = *ch.s
+			d.index(*ch.s, true)
+		}
 	}
 	d.vips, d.hairpin = vips, hp
 	d.nBackends += len(bAdd) - len(bDel)
 	return nil
+}
+
+// batchName names a batch in errors: its service, or how many.
+func batchName(changes []change) string {
+	if len(changes) == 1 {
+		return svcKey(changes[0].old, changes[0].s)
+	}
+	return fmt.Sprintf("%d services", len(changes))
 }
 
 func svcKey(old Service, s *Service) string {

@@ -2,10 +2,13 @@ package nft
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"reflect"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -486,4 +489,93 @@ func TestReopenOwnTable(t *testing.T) {
 		t.Fatalf("reopen herd's own table: %v\n%s", err, run(t, "ip", "netns", "exec", ns, "nft", "list table ip herd"))
 	}
 	t.Cleanup(func() { _ = d2.Close() })
+}
+
+// setContents is every set and map of `table ip herd` in ns, each element
+// as its JSON text, sorted: two tables with equal contents compare equal
+// whatever order the kernel lists them in.
+func setContents(t *testing.T, ns string) map[string][]string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "table", "ip", "herd").Output()
+	if err != nil {
+		t.Fatalf("nft list: %v", err)
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, obj := range doc.Nftables {
+		for _, kind := range []string{"set", "map"} {
+			raw, ok := obj[kind]
+			if !ok {
+				continue
+			}
+			var s struct {
+				Name string            `json:"name"`
+				Elem []json.RawMessage `json:"elem"`
+			}
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			var el []string
+			for _, e := range s.Elem {
+				el = append(el, string(e))
+			}
+			sort.Strings(el)
+			got[s.Name] = el
+		}
+	}
+	return got
+}
+
+// TestApplyBatch: one Apply of several changes — a service deleted while
+// another takes over its cluster IP and node port, a shared endpoint
+// (hairpin pair) leaving one service and staying in another, a new
+// service — leaves exactly the table a full Sync of the result builds.
+// A batch that takes an address held outside it is refused whole.
+func TestApplyBatch(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	nsA, nsB := newNS(t), newNS(t)
+	a, b := newDP(t, nsA), newDP(t, nsB)
+	if err := a.Sync(ctx, example()); err != nil {
+		t.Fatal(err)
+	}
+	moved := Service{Key: "default/moved", ClusterIP: netip.MustParseAddr("10.96.0.10"), Ports: []Port{
+		{Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: []Endpoint{ep("10.244.0.12", 8080)}},
+	}}
+	sticky := Service{Key: "default/sticky", ClusterIP: netip.MustParseAddr("10.96.0.11"), SessionAffinity: true, Ports: []Port{
+		{Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("10.244.0.12", 8080), ep("10.244.0.13", 8080)}},
+	}}
+	fresh := Service{Key: "other/new", ClusterIP: netip.MustParseAddr("10.96.0.12"), Ports: []Port{
+		{Protocol: UDP, Port: 53, Endpoints: []Endpoint{ep("10.244.0.10", 5353)}},
+	}}
+	if err := a.Apply(ctx, []Service{moved, sticky, fresh}, []string{"default/web", "default/unknown"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx, []Service{moved, sticky, fresh}); err != nil {
+		t.Fatal(err)
+	}
+	got, want := setContents(t, nsA), setContents(t, nsB)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the batch:\n%v\nfull sync of the same services:\n%v", got, want)
+	}
+	if keys := a.Services(); !reflect.DeepEqual(keys, []string{"default/moved", "default/sticky", "other/new"}) {
+		t.Fatalf("services %v", keys)
+	}
+
+	// other/new's address is held outside this batch: nothing changes.
+	thief := Service{Key: "default/thief", ClusterIP: netip.MustParseAddr("10.96.0.12")}
+	if err := a.Apply(ctx, []Service{thief}, []string{"default/moved"}); err == nil || !strings.Contains(err.Error(), "share cluster IP") {
+		t.Fatalf("a batch taking a held cluster IP: %v", err)
+	}
+	if got := setContents(t, nsA); !reflect.DeepEqual(got, want) {
+		t.Fatalf("a refused batch changed the table:\n%v", got)
+	}
+	if err := a.Apply(ctx, []Service{moved}, []string{"default/moved"}); err == nil {
+		t.Fatal("a service both upserted and deleted in one batch was accepted")
+	}
 }
