@@ -183,13 +183,14 @@ func refusedIn(sb *svcBench, netnsPath, addr string) (bool, error) {
 // One sample per (survivor, iteration):
 //
 //	from-kill-p50-ms, from-kill-max-ms  kill to the node's rules without the endpoint
-//	detect-p50-ms                       kill to the node's ListMembers saying dead
-//	removal-p50-ms, removal-max-ms      the node saying dead to its rules without it
+//	detect-p50-ms                       kill to the node declaring the member dead
+//	removal-p50-ms, removal-max-ms      the node declaring it dead to its rules without it
 //
 // Detection is memberlist's (500 ms probes, suspicion 3 x probe interval,
 // see agentd/agent/cluster.go), so from-kill is mostly that; removal is
-// herd's own part. ListMembers is polled every 5 ms over gRPC, so removal
-// carries a few ms of that poll.
+// herd's own part. The death is dated by ListMembers polled every 5 ms
+// over gRPC, from the last poll that did not say dead: detect is a lower
+// bound and removal an upper bound, by one poll (a few ms).
 func BenchmarkDeadNode5(b *testing.B) {
 	var fromKill, detect, removal []time.Duration
 	for i := 0; b.Loop(); i++ {
@@ -280,18 +281,25 @@ func BenchmarkDeadNode5(b *testing.B) {
 
 // waitDeadAndView polls n every 5 ms until its ListMembers says victim is
 // dead (neither alive nor suspect) and its view of service svc lists no
-// endpoint on victim; it returns when each was first seen.
+// endpoint on victim. dead is when the last poll that still said alive or
+// suspect was sent: the node declared the death after that (so removal,
+// measured from it, is an upper bound by one poll). viewed is when the
+// first view without the endpoint came back.
 func waitDeadAndView(ctx context.Context, n *acctest.ClusterNode, victim, svc string) (dead, viewed time.Time, err error) {
+	notDead := time.Now()
 	for dead.IsZero() || viewed.IsZero() {
 		if dead.IsZero() {
+			sent := time.Now()
 			l, err := n.Cluster.ListMembers(ctx, &herdv1.ListMembersRequest{})
 			if err != nil {
 				return dead, viewed, fmt.Errorf("%s: list members: %w", n.Agent.Name, err)
 			}
-			for _, m := range l.GetMembers() {
-				if m.GetName() == victim && m.GetState() != "alive" && m.GetState() != "suspect" {
-					dead = time.Now()
-				}
+			if slices.ContainsFunc(l.GetMembers(), func(m *herdv1.Member) bool {
+				return m.GetName() == victim && m.GetState() != "alive" && m.GetState() != "suspect"
+			}) {
+				dead = notDead
+			} else {
+				notDead = sent
 			}
 		}
 		if viewed.IsZero() {
