@@ -77,7 +77,7 @@ func (s *svcStack) start(ctx context.Context, cfg Config, cl *cluster.Cluster, m
 		s.ctrl.ResyncEvery = cfg.ServiceResync
 	}
 	// BlueGreen deployments route only to their serving revision.
-	s.ctrl.Admit = deployments.ServingGate(cl)
+	s.ctrl.Gate = deployments.ServingGate(cl)
 	var inflight sync.Map
 	s.ctrl.Reassign = func(key string) {
 		if _, busy := inflight.LoadOrStore(key, true); busy {

@@ -449,10 +449,16 @@ func TestEntriesVanishWhenOwnerDies(t *testing.T) {
 	if e := a.Entries("endpoint")[2]; e.Owner != "c" || e.Key != "web/c" || string(e.Value) != "c" {
 		t.Errorf("a's entry from c: %+v", e)
 	}
+	if e, ok := a.Entry("c", "endpoint", "web/c"); !ok || string(e.Value) != "c" || e.Owner != "c" {
+		t.Errorf("a.Entry(c, web/c) = %+v, %v", e, ok)
+	}
 	if err := b.WithdrawLocal("endpoint", "web/b"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, all(2, a, b, c))
+	if _, ok := a.Entry("b", "endpoint", "web/b"); ok {
+		t.Error("a.Entry reads a withdrawn entry")
+	}
 
 	sub := a.Subscribe()
 	if err := c.Shutdown(); err != nil { // no Leave: the others must declare it dead
@@ -460,6 +466,9 @@ func TestEntriesVanishWhenOwnerDies(t *testing.T) {
 	}
 	took := eventually(t, 5*time.Second, all(1, a, b))
 	t.Logf("entries of a dead node gone after %v", took)
+	if _, ok := a.Entry("c", "endpoint", "web/c"); ok {
+		t.Error("a.Entry reads a dead node's entry")
+	}
 	waitEvent(t, sub, Event{Type: EventEntry, Kind: "endpoint", Key: "web/c", Node: "c"})
 	eventually(t, 5*time.Second, func() string {
 		if st := memberOf(a, "c").State; st != StateDead {

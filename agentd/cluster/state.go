@@ -272,6 +272,28 @@ func (c *Cluster) Entries(kind string) []Entry {
 	return out
 }
 
+// Entry returns one entry as Entries would list it: absent when withdrawn
+// or when its owner is not live.
+func (c *Cluster) Entry(owner, kind, key string) (Entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	os := c.owners[owner]
+	if os == nil {
+		return Entry{}, false
+	}
+	if owner != c.name {
+		ni := c.nodes[owner]
+		if os.gone || ni == nil || (ni.state != StateAlive && ni.state != StateSuspect) {
+			return Entry{}, false
+		}
+	}
+	e := os.entries[objKey(kind, key)]
+	if e == nil || e.deleted {
+		return Entry{}, false
+	}
+	return Entry{Owner: owner, Kind: kind, Key: key, Value: append([]byte(nil), e.value...)}, true
+}
+
 // entryEvent is the event for a change of owner's entry: a change of its
 // labels is a change of the member (subscribers re-evaluate node selectors
 // on EventMember), any other entry is itself.

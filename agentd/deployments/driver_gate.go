@@ -17,19 +17,32 @@ type Getter interface {
 	Get(kind, key string) (cluster.Object, bool)
 }
 
-// ServingGate returns the services controller's Admit hook: an endpoint
+// ServingGate returns the services controller's gate: an endpoint
 // labelled as a replica of a BlueGreen deployment whose status names a
 // serving revision is admitted only when it is of that revision; every
 // other endpoint is admitted. Decoded objects are cached by version.
-func ServingGate(g Getter) func(labels map[string]string) bool {
-	gate := &servingGate{g: g, cache: map[string]gateEntry{}}
-	return gate.admit
+func ServingGate(g Getter) *Gate {
+	return &Gate{g: g, cache: map[string]gateEntry{}}
 }
 
-type servingGate struct {
+// Gate is ServingGate's result (services.Gate).
+type Gate struct {
 	g     Getter
 	mu    sync.Mutex
 	cache map[string]gateEntry
+}
+
+// Affected: a change of a deployment's record or status may change which
+// of its replicas are admitted.
+func (s *Gate) Affected(ev cluster.Event) map[string]string {
+	if ev.Type != cluster.EventObject || (ev.Kind != kindRecord && ev.Kind != kindStatusObj) {
+		return nil
+	}
+	ns, name, ok := strings.Cut(ev.Key, "/")
+	if !ok {
+		return nil
+	}
+	return map[string]string{spec.LabelDeployment: ns + "." + name}
 }
 
 type gateEntry struct {
@@ -37,7 +50,8 @@ type gateEntry struct {
 	serving               int64 // 0: admit every revision
 }
 
-func (s *servingGate) admit(labels map[string]string) bool {
+// Admit reports whether an endpoint with these labels may be a backend.
+func (s *Gate) Admit(labels map[string]string) bool {
 	d, ok := labels[spec.LabelDeployment]
 	if !ok {
 		return true
@@ -51,7 +65,7 @@ func (s *servingGate) admit(labels map[string]string) bool {
 	return serving == 0 || labels[spec.LabelRevision] == strconv.FormatInt(serving, 10)
 }
 
-func (s *servingGate) serving(key string) int64 {
+func (s *Gate) serving(key string) int64 {
 	ro, ok := s.g.Get(kindRecord, key)
 	if !ok {
 		return 0

@@ -632,7 +632,8 @@ func TestServingGate(t *testing.T) {
 		b, _ := proto.Marshal(m)
 		_, _ = st.Put(kind, "default/web", b)
 	}
-	admit := ServingGate(st)
+	gate := ServingGate(st)
+	admit := gate.Admit
 	l := func(rev string) map[string]string {
 		return map[string]string{"app": "web", spec.LabelDeployment: "default.web", spec.LabelRevision: rev}
 	}
@@ -647,6 +648,20 @@ func TestServingGate(t *testing.T) {
 	put(kindRecord, &herdv1.DeploymentRecord{Deployment: &herdv1.Deployment{Spec: &herdv1.DeploymentSpec{Strategy: &herdv1.DeploymentStrategy{Type: spec.StrategyRollingUpdate}}}})
 	if !admit(l("1")) {
 		t.Fatal("RollingUpdate: revision 1 refused")
+	}
+	// The events that may change admission name the deployment's replicas.
+	for _, tc := range []struct {
+		ev   cluster.Event
+		want map[string]string
+	}{
+		{cluster.Event{Type: cluster.EventObject, Kind: kindStatusObj, Key: "default/web"}, map[string]string{spec.LabelDeployment: "default.web"}},
+		{cluster.Event{Type: cluster.EventObject, Kind: kindRecord, Key: "prod/api"}, map[string]string{spec.LabelDeployment: "prod.api"}},
+		{cluster.Event{Type: cluster.EventObject, Kind: "service", Key: "default/web"}, nil},
+		{cluster.Event{Type: cluster.EventEntry, Kind: kindStatusObj, Key: "default/web"}, nil},
+	} {
+		if got := gate.Affected(tc.ev); !maps.Equal(got, tc.want) {
+			t.Errorf("Affected(%+v) = %v, want %v", tc.ev, got, tc.want)
+		}
 	}
 }
 

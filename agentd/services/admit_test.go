@@ -26,8 +26,15 @@ func (e *admitEvents) Versions(string, string) map[string]uint64 { return nil }
 type recordingDataplane struct{ got []nft.Service }
 
 func (d *recordingDataplane) Sync(_ context.Context, s []nft.Service) error { d.got = s; return nil }
-func (d *recordingDataplane) Upsert(context.Context, nft.Service) error     { return nil }
-func (d *recordingDataplane) Delete(context.Context, string) error          { return nil }
+func (d *recordingDataplane) Apply(context.Context, []nft.Service, []string) error {
+	return nil
+}
+
+// gateFunc is a Gate whose admission never changes.
+type gateFunc func(map[string]string) bool
+
+func (g gateFunc) Admit(l map[string]string) bool           { return g(l) }
+func (g gateFunc) Affected(cluster.Event) map[string]string { return nil }
 
 // TestAdmit: endpoints Admit refuses are no backends (in the data plane
 // and in DNS); without Admit every ready endpoint is one.
@@ -59,8 +66,10 @@ func TestAdmit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dp := &recordingDataplane{}
 			c := NewController(ev, dp, nil)
-			c.Admit = tc.admit
-			c.reconcile(context.Background(), true)
+			if tc.admit != nil {
+				c.Gate = gateFunc(tc.admit)
+			}
+			c.pass(context.Background(), passFull)
 			if len(dp.got) != 1 {
 				t.Fatalf("synced %d services", len(dp.got))
 			}

@@ -38,7 +38,9 @@ func (f *fakeEvents) Delete(string, string) error               { return errors.
 func (f *fakeEvents) Versions(string, string) map[string]uint64 { return nil }
 func (f *fakeEvents) Subscribe() <-chan cluster.Event           { return f.ch }
 func (f *fakeEvents) Unsubscribe(<-chan cluster.Event)          {}
-func (f *fakeEvents) event()                                    { f.ch <- cluster.Event{Type: cluster.EventEntry} }
+
+// event says something changed, not what (the controller reads everything).
+func (f *fakeEvents) event() { f.ch <- cluster.Event{Type: cluster.EventEntry} }
 func (f *fakeEvents) setEntry(owner, pod string, seq uint64, ready bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -63,6 +65,17 @@ func (f *fakeEvents) Entries(kind string) []cluster.Entry {
 		out = append(out, cluster.Entry{Owner: e.owner, Kind: kind, Key: e.pod, Value: b})
 	}
 	return out
+}
+
+func (f *fakeEvents) Entry(owner, kind, key string) (cluster.Entry, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.entries[owner+"/"+key]
+	if !ok || kind != KindEndpoint {
+		return cluster.Entry{}, false
+	}
+	b, _ := json.Marshal(e.ep)
+	return cluster.Entry{Owner: owner, Kind: kind, Key: key, Value: b}, true
 }
 
 func (f *fakeEvents) EntrySeq(owner, kind, key string) (uint64, bool) {
@@ -99,8 +112,13 @@ func (g *gatedPlane) Sync(_ context.Context, svcs []nft.Service) error {
 	}
 	return g.write(s)
 }
-func (g *gatedPlane) Upsert(_ context.Context, s nft.Service) error { return g.write(s) }
-func (g *gatedPlane) Delete(context.Context, string) error          { return nil }
+func (g *gatedPlane) Apply(_ context.Context, upserts []nft.Service, _ []string) error {
+	var s nft.Service
+	if len(upserts) > 0 {
+		s = upserts[0]
+	}
+	return g.write(s)
+}
 
 func (g *gatedPlane) endpoints() int {
 	g.mu.Lock()

@@ -2,12 +2,13 @@ package services
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
-	"sort"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
@@ -18,25 +19,42 @@ import (
 
 // Dataplane is the node's service NAT (agentd/network/nft).
 type Dataplane interface {
+	// Sync replaces every service's rules.
 	Sync(ctx context.Context, svcs []nft.Service) error
-	Upsert(ctx context.Context, s nft.Service) error
-	Delete(ctx context.Context, key string) error
+	// Apply upserts and deletes services in one transaction.
+	Apply(ctx context.Context, upserts []nft.Service, deletes []string) error
 }
 
 // Events is the cluster's event stream plus the reads the controller does.
 type Events interface {
 	Store
+	// Entry reads one entry as Entries would list it (absent when its
+	// owner is not live).
+	Entry(owner, kind, key string) (cluster.Entry, bool)
 	Subscribe() <-chan cluster.Event
 	Unsubscribe(<-chan cluster.Event)
 	// EntrySeq: see cluster.Cluster.EntrySeq (for WaitApplied).
 	EntrySeq(owner, kind, key string) (uint64, bool)
 }
 
+// Gate decides per endpoint (by its pod's labels) whether it may be a
+// backend at all. A BlueGreen deployment's driver routes only to the
+// serving revision through one.
+type Gate interface {
+	Admit(labels map[string]string) bool
+	// Affected returns a selector of the endpoints whose admission the
+	// event may change, or nil.
+	Affected(ev cluster.Event) map[string]string
+}
+
 // Controller keeps the read models — the nft maps and the DNS table — equal
-// to the replicated services and endpoints. Every change is applied
-// incrementally (only services whose rules differ are rewritten); a full
-// resync at start and every ResyncEvery repairs anything changed behind
-// herd's back.
+// to the replicated services and endpoints. Each event touches only what it
+// changes: the services an endpoint's labels select (through an index), a
+// service and the endpoints its selector selects; the events that arrive
+// together are written in one nft transaction. A full resync at start and
+// every ResyncEvery re-reads the store and rewrites the whole table, which
+// repairs anything changed behind herd's back; it costs O(services +
+// endpoints).
 type Controller struct {
 	ev          Events
 	dp          Dataplane // nil: DNS only
@@ -48,16 +66,21 @@ type Controller struct {
 	// node port: two nodes allocated at the same moment.
 	Reassign func(key string)
 
-	// Admit, if set, decides per endpoint (by its pod's labels) whether it
-	// may be a backend at all; nil admits every ready endpoint. A
-	// BlueGreen deployment's driver uses it to route only to the serving
-	// revision. Set it before Run.
-	Admit func(labels map[string]string) bool
+	// Gate, if set, admits endpoints as backends; nil admits every ready
+	// endpoint. Set it before Run.
+	Gate Gate
 
-	dnsTable atomic.Pointer[map[string]dns.Service]
-	applied  map[string]nft.Service
-	synced   chan struct{}
-	passes   *passes // applied.go
+	dnsMu    sync.RWMutex
+	dnsTable map[string]dns.Service
+
+	// owned by the goroutine running passes
+	m       *model
+	want    map[string]nft.Service // the rules each service should have
+	applied map[string]nft.Service // what the data plane holds; nil: unknown
+	retry   *time.Timer
+
+	synced chan struct{}
+	passes *passes // applied.go
 }
 
 // NewController returns a controller; call Run. dp may be nil.
@@ -65,15 +88,15 @@ func NewController(ev Events, dp Dataplane, log *slog.Logger) *Controller {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Controller{ev: ev, dp: dp, log: log, ResyncEvery: time.Minute, synced: make(chan struct{}), passes: newPasses()}
-	empty := map[string]dns.Service{}
-	c.dnsTable.Store(&empty)
-	return c
+	return &Controller{ev: ev, dp: dp, log: log, ResyncEvery: time.Minute, synced: make(chan struct{}), passes: newPasses(),
+		dnsTable: map[string]dns.Service{}, m: newModel(log), want: map[string]nft.Service{}}
 }
 
 // Service answers DNS lookups (dns.Source).
 func (c *Controller) Service(namespace, name string) (dns.Service, bool) {
-	s, ok := (*c.dnsTable.Load())[namespace+"/"+name]
+	c.dnsMu.RLock()
+	defer c.dnsMu.RUnlock()
+	s, ok := c.dnsTable[namespace+"/"+name]
 	return s, ok
 }
 
@@ -84,114 +107,210 @@ func (c *Controller) Synced() <-chan struct{} { return c.synced }
 func (c *Controller) Run(ctx context.Context) {
 	events := c.ev.Subscribe()
 	defer c.ev.Unsubscribe(events)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for ev := range events {
+			c.note(ev)
+		}
+	}()
 	tick := time.NewTicker(c.ResyncEvery)
 	defer tick.Stop()
-	full := true
-	first := true
+	c.pass(ctx, passFull)
+	close(c.synced)
 	for {
-		c.pass(ctx, full)
-		if first {
-			close(c.synced)
-			first = false
-		}
-		full = false
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-events:
-			if !ok {
-				return
-			}
-			// coalesce a burst into one pass
-			for drained := false; !drained; {
-				select {
-				case _, ok := <-events:
-					if !ok {
-						return
-					}
-				default:
-					drained = true
-				}
-			}
+		case <-closed:
+			return
 		case <-tick.C:
-			full = true
+			c.pass(ctx, passFull)
 		case <-c.passes.kick:
+			c.pass(ctx, passChanges)
 		}
 	}
 }
 
-// reconcile rebuilds both read models from the write model.
-func (c *Controller) reconcile(ctx context.Context, full bool) {
-	objs := c.ev.List(KindService)
-	eps := decodeEndpoints(c.ev.Entries(KindEndpoint))
-	table := make(map[string]dns.Service, len(objs))
-	want := make(map[string]nft.Service, len(objs))
-	claims := newClaims()
-	for _, o := range byAge(objs, c.log) {
-		s := o.svc
-		sel := selectEndpoints(eps, s.GetSpec().GetSelector())
-		if c.Admit != nil {
-			kept := sel[:0]
-			for _, e := range sel {
-				if c.Admit(e.Labels) {
-					kept = append(kept, e)
-				}
-			}
-			sel = kept
-		}
-		ns, ok := nftService(o.Key, s, sel)
-		if ok {
-			if older := claims.take(ns); older != "" {
-				// The older service keeps the address; this one stays out
-				// of the read models until its writer reassigns it.
-				c.log.Error("service collides with an older one; left out until reassigned", "service", o.Key, "older", older)
-				if o.Writer == c.ev.Name() && c.Reassign != nil {
-					go c.Reassign(o.Key)
-				}
-				continue
-			}
-			want[o.Key] = ns
-		}
-		table[o.Key] = dnsService(s, sel)
+// note records what an event changed for the next pass and asks for it.
+func (c *Controller) note(ev cluster.Event) {
+	var sel map[string]string
+	if c.Gate != nil {
+		sel = c.Gate.Affected(ev)
 	}
-	c.dnsTable.Store(&table)
+	p := c.passes
+	p.mu.Lock()
+	d := p.pending
+	switch {
+	case ev.Type == cluster.EventEntry && ev.Kind == KindEndpoint:
+		d.eps[epKey{ev.Node, ev.Key}] = struct{}{}
+	case ev.Type == cluster.EventObject && ev.Kind == KindService:
+		d.svcs[ev.Key] = struct{}{}
+	case sel != nil:
+		d.gates = append(d.gates, sel)
+	case ev.Kind == "" && ev.Type != cluster.EventMember:
+		d.rescan = true // says not what changed: read everything again
+	default:
+		p.mu.Unlock()
+		return // other kinds, and members (their entries have events of their own)
+	}
+	p.mu.Unlock()
+	p.wake()
+}
+
+// reconcile brings the model and the read models up to date with what d
+// names (or, for a full pass or a rescan, with everything in the store).
+func (c *Controller) reconcile(ctx context.Context, kind passKind, d *dirty) {
+	m := c.m
+	touched := keySet{}
+	if kind == passFull || d.rescan {
+		c.readAll(touched)
+	} else {
+		claims := false
+		for k := range d.svcs {
+			o, ok := c.ev.Get(KindService, k)
+			claims = m.setService(k, o, ok, touched) || claims
+		}
+		for k := range d.eps {
+			e, ok := c.ev.Entry(k.owner, KindEndpoint, k.pod)
+			m.setEndpoint(k, e.Value, ok, touched)
+		}
+		for _, sel := range d.gates {
+			for _, k := range m.endpointsFor(sel) {
+				for s := range m.servicesFor(m.eps[k].e.Labels) {
+					touched[s] = struct{}{}
+				}
+			}
+		}
+		if claims || len(m.losers) > 0 {
+			m.resolveClaims(touched)
+		}
+	}
+	for s, older := range m.losers {
+		if _, ok := touched[s]; ok {
+			c.log.Error("service collides with an older one; left out until reassigned", "service", s, "older", older)
+		}
+		if r := m.svcs[s]; r != nil && r.writer == c.ev.Name() && c.Reassign != nil {
+			go c.Reassign(s)
+		}
+	}
+	var admit func(map[string]string) bool
+	if c.Gate != nil {
+		admit = c.Gate.Admit
+	}
+	dnsUpd := make(map[string]*dns.Service, len(touched))
+	for k := range touched {
+		ns, inDP, ds, inDNS := m.view(k, admit)
+		if inDP {
+			c.want[k] = ns
+		} else {
+			delete(c.want, k)
+		}
+		if inDNS {
+			dnsUpd[k] = &ds
+		} else {
+			dnsUpd[k] = nil
+		}
+	}
+	if len(dnsUpd) > 0 {
+		c.dnsMu.Lock()
+		for k, ds := range dnsUpd {
+			if ds == nil {
+				delete(c.dnsTable, k)
+			} else {
+				c.dnsTable[k] = *ds
+			}
+		}
+		c.dnsMu.Unlock()
+	}
 	if c.dp == nil {
 		return
 	}
-	if full || c.applied == nil {
-		list := make([]nft.Service, 0, len(want))
-		for _, k := range sortedKeys(want) {
-			list = append(list, want[k])
+	if kind == passFull || c.applied == nil {
+		list := make([]nft.Service, 0, len(c.want))
+		for _, k := range sortedKeys(c.want) {
+			list = append(list, c.want[k])
 		}
 		if err := c.dp.Sync(ctx, list); err != nil {
-			c.log.Error("service rules: full sync", "err", err)
-			c.applied = nil // try again on the next event
+			c.failed("service rules: full sync", err)
 			return
 		}
-		c.applied = want
+		c.applied = maps.Clone(c.want)
 		return
 	}
-	for k, s := range want {
-		if old, ok := c.applied[k]; ok && reflect.DeepEqual(old, s) {
-			continue
+	var upserts []nft.Service
+	var deletes []string
+	for k := range touched {
+		s, ok := c.want[k]
+		old, had := c.applied[k]
+		switch {
+		case ok && !(had && reflect.DeepEqual(old, s)):
+			upserts = append(upserts, s)
+		case !ok && had:
+			deletes = append(deletes, k)
 		}
-		if err := c.dp.Upsert(ctx, s); err != nil {
-			c.log.Error("service rules: update", "service", k, "err", err)
-			c.applied = nil
-			return
-		}
-		c.applied[k] = s
 	}
-	for k := range c.applied {
-		if _, ok := want[k]; ok {
-			continue
-		}
-		if err := c.dp.Delete(ctx, k); err != nil {
-			c.log.Error("service rules: delete", "service", k, "err", err)
-			c.applied = nil
-			return
-		}
+	if len(upserts) == 0 && len(deletes) == 0 {
+		return
+	}
+	if err := c.dp.Apply(ctx, upserts, deletes); err != nil {
+		c.failed(fmt.Sprintf("service rules: update of %d services", len(upserts)+len(deletes)), err)
+		return
+	}
+	for _, s := range upserts {
+		c.applied[s.Key] = s
+	}
+	for _, k := range deletes {
 		delete(c.applied, k)
+	}
+}
+
+// failed forgets what the data plane holds (the next pass rewrites it
+// whole) and asks for that pass in a second.
+func (c *Controller) failed(what string, err error) {
+	c.log.Error(what, "err", err)
+	c.applied = nil
+	if c.retry == nil {
+		c.retry = time.AfterFunc(time.Second, c.passes.wake)
+	} else {
+		c.retry.Reset(time.Second)
+	}
+}
+
+// readAll brings the model up to date with everything the store holds;
+// every service counts as touched (admission may have changed unseen).
+func (c *Controller) readAll(touched keySet) {
+	m := c.m
+	seen := make(keySet, len(m.svcs))
+	for _, o := range c.ev.List(KindService) {
+		seen[o.Key] = struct{}{}
+		m.setService(o.Key, o, true, touched)
+	}
+	for k := range m.svcs {
+		if _, ok := seen[k]; !ok {
+			m.setService(k, cluster.Object{}, false, touched)
+		}
+	}
+	live := make(map[epKey]struct{}, len(m.eps))
+	for _, e := range c.ev.Entries(KindEndpoint) {
+		k := epKey{e.Owner, e.Key}
+		live[k] = struct{}{}
+		m.setEndpoint(k, e.Value, true, touched)
+	}
+	for k := range m.eps {
+		if _, ok := live[k]; !ok {
+			m.setEndpoint(k, nil, false, touched)
+		}
+	}
+	m.resolveClaims(touched)
+	for k := range m.svcs {
+		touched[k] = struct{}{}
+	}
+	// services gone from the store and from the rules
+	for k := range c.want {
+		if _, ok := m.svcs[k]; !ok {
+			touched[k] = struct{}{}
+		}
 	}
 }
 
@@ -261,55 +380,4 @@ func targetPort(p *herdv1.ServicePort, e endpoint) uint16 {
 		}
 	}
 	return 0
-}
-
-type aged struct {
-	cluster.Object
-	svc *herdv1.Service
-}
-
-// byAge decodes services, oldest first (creation time, then uid), so that
-// on a collision the older service wins everywhere alike.
-func byAge(objs []cluster.Object, log *slog.Logger) []aged {
-	out := make([]aged, 0, len(objs))
-	for _, o := range objs {
-		s, err := decode(o)
-		if err != nil {
-			log.Warn("skip undecodable service", "service", o.Key, "err", err)
-			continue
-		}
-		out = append(out, aged{o, s})
-	}
-	sort.SliceStable(out, func(i, j int) bool { return older(out[i].svc, out[j].svc) })
-	return out
-}
-
-// claims records which service holds each cluster IP and node port.
-type claims struct {
-	vips  map[netip.Addr]string
-	ports map[[2]uint16]string
-}
-
-func newClaims() *claims {
-	return &claims{vips: map[netip.Addr]string{}, ports: map[[2]uint16]string{}}
-}
-
-// take claims s's cluster IP and node ports; it returns the holder when one
-// is taken already (and then claims nothing).
-func (c *claims) take(s nft.Service) string {
-	if k, ok := c.vips[s.ClusterIP]; ok {
-		return k
-	}
-	for _, p := range s.Ports {
-		if k, ok := c.ports[[2]uint16{uint16(p.Protocol), p.NodePort}]; ok && p.NodePort != 0 {
-			return k
-		}
-	}
-	c.vips[s.ClusterIP] = s.Key
-	for _, p := range s.Ports {
-		if p.NodePort != 0 {
-			c.ports[[2]uint16{uint16(p.Protocol), p.NodePort}] = s.Key
-		}
-	}
-	return ""
 }

@@ -71,20 +71,3 @@ func TestNFTService(t *testing.T) {
 		t.Fatalf("empty selector selected %v", got)
 	}
 }
-
-func TestClaims(t *testing.T) {
-	ip := netip.MustParseAddr
-	c := newClaims()
-	a := nft.Service{Key: "a", ClusterIP: ip("10.96.0.1"), Ports: []nft.Port{{Protocol: nft.TCP, Port: 80, NodePort: 30000}}}
-	b := nft.Service{Key: "b", ClusterIP: ip("10.96.0.1")}
-	cc := nft.Service{Key: "c", ClusterIP: ip("10.96.0.2"), Ports: []nft.Port{{Protocol: nft.TCP, Port: 81, NodePort: 30000}}}
-	d := nft.Service{Key: "d", ClusterIP: ip("10.96.0.3"), Ports: []nft.Port{{Protocol: nft.UDP, Port: 81, NodePort: 30000}}}
-	for _, tc := range []struct {
-		s    nft.Service
-		want string
-	}{{a, ""}, {b, "a"}, {cc, "a"}, {d, ""}} {
-		if got := c.take(tc.s); got != tc.want {
-			t.Errorf("take(%s) = %q, want %q", tc.s.Key, got, tc.want)
-		}
-	}
-}

@@ -3,6 +3,7 @@ package services
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
@@ -173,10 +174,15 @@ func TestReassignCollision(t *testing.T) {
 	if _, err := cl.Put(KindService, "default/new", b); err != nil {
 		t.Fatal(err)
 	}
-	// byAge puts the older first, so the controller leaves "new" out.
-	order := byAge(cl.List(KindService), nil)
-	if order[0].svc.GetSpec().GetName() != "old" {
-		t.Fatalf("byAge: %s first", order[0].svc.GetSpec().GetName())
+	// The older keeps the addresses, so the controller leaves "new" out.
+	m := newModel(slog.Default())
+	touched := keySet{}
+	for _, o := range cl.List(KindService) {
+		m.setService(o.Key, o, true, touched)
+	}
+	m.resolveClaims(touched)
+	if len(m.losers) != 1 || m.losers["default/new"] != "default/old" {
+		t.Fatalf("left out: %v, want default/new for default/old", m.losers)
 	}
 	if err := r.Reassign("default/new"); err != nil {
 		t.Fatal(err)
