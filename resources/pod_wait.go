@@ -10,7 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -20,10 +20,16 @@ import (
 // them.
 var (
 	podPollInterval = 150 * time.Millisecond
-	// podStableFor is how long every container must keep running, without
-	// a restart, before a pod counts as started: a container that crashes
-	// straight away must fail the apply, not pass it.
-	podStableFor = time.Second
+	// podStartGrace is how long a container without a readiness or
+	// startup probe must have been running, by its node's clock and
+	// without a restart, before apply counts it as started: nothing else
+	// says it is up, and a container whose command fails at once (a bad
+	// flag, a missing file) must fail the apply, not pass it. It runs from
+	// the container's own start on the node, not from when the provider
+	// first saw it running, so a pod that starts in 100 ms is created
+	// about half a second after ApplyPod. Containers with a probe wait for
+	// the probe instead.
+	podStartGrace = 500 * time.Millisecond
 )
 
 const (
@@ -186,21 +192,22 @@ func notStarted(pod *herdv1.Pod, containers []string, restartPolicy string, time
 	return f
 }
 
-// waitForPod polls a pod until it has started (phase Succeeded, or every
-// container running for podStableFor with no restart), has failed, or ctx
-// ends. It returns the last pod seen; exactly one of failure and err is
-// set when it did not start. err is set only when the node could not be
-// asked at all.
+// waitForPod polls a pod until it has started (phase Succeeded, or Running
+// with every container past its gate: see containerStarted), has failed,
+// or ctx ends. It returns the last pod seen; exactly one of failure and
+// err is set when it did not start. err is set only when the node could
+// not be asked at all.
 func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1.Pod, created bool, timeout time.Duration) (*herdv1.Pod, *podFailure, error) {
 	name := applied.GetSpec().GetName()
-	restartPolicy := spec.Defaulted(applied.GetSpec()).GetRestartPolicy()
+	podSpec := applied.GetSpec()
+	restartPolicy := spec.Defaulted(podSpec).GetRestartPolicy()
 	var containers []string
-	for _, c := range applied.GetSpec().GetContainers() {
+	for _, c := range podSpec.GetContainers() {
 		containers = append(containers, c.GetName())
 	}
 	// With a readiness probe, a pod is created once it is ready: that is
 	// what its probe is for.
-	needReady := hasReadinessProbe(applied.GetSpec())
+	needReady := hasReadinessProbe(podSpec)
 
 	// A pod that was just created starts from zero restarts; an identical
 	// pod that existed already starts from what it had.
@@ -211,61 +218,156 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 		}
 	}
 
+	// ApplyPod has returned: what it stamped is no later than the node's
+	// time now.
+	var clock nodeClock
+	clock.observePod(applied, time.Now())
+
 	last := applied
 	timedOut := func() *podFailure {
-		if f := notReady(last, applied.GetSpec(), restartPolicy, timeout); needReady && f != nil {
+		if f := notReady(last, podSpec, restartPolicy, timeout); f != nil {
 			return f
 		}
 		return notStarted(last, containers, restartPolicy, timeout)
 	}
-	var stableSince time.Time
-	var failure *podFailure
-	err := wait.PollUntilContextCancel(ctx, podPollInterval, true, func(ctx context.Context) (bool, error) {
+	for {
+		sent := time.Now()
 		pod, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+		next := podPollInterval
 		switch {
 		case err == nil:
 			last = pod
 		case ctx.Err() != nil:
-			return false, ctx.Err()
+			// Out of time: a failure of the pod, said by timedOut.
+			return last, timedOut(), nil
 		case status.Code(err) == codes.NotFound:
-			failure = &podFailure{what: "the pod disappeared from the node while it was starting"}
-			return true, nil
+			return last, &podFailure{what: "the pod disappeared from the node while it was starting"}, nil
 		case isUnreachable(err):
 			// Keep trying until the timeout: the node may come back.
-			return false, nil
+			pod = nil
 		default:
-			return false, err
+			return last, nil, err
 		}
-		if f := checkPodFailure(pod, baseline); f != nil {
-			failure = f
-			return true, nil
-		}
-		if pod.GetStatus().GetPhase() == phaseSucceeded {
-			return true, nil
-		}
-		if allStarted(pod, containers, restartPolicy) && (!needReady || pod.GetStatus().GetReady()) {
-			if stableSince.IsZero() {
-				stableSince = time.Now()
+		if pod != nil {
+			// The node took this status after the request left: at a node
+			// time no earlier than what the stamps seen so far imply.
+			at, known := clock.at(sent)
+			clock.observePod(pod, time.Now())
+			if f := checkPodFailure(pod, baseline); f != nil {
+				return last, f, nil
 			}
-			return time.Since(stableSince) >= podStableFor, nil
+			if pod.GetStatus().GetPhase() == phaseSucceeded {
+				return last, nil, nil
+			}
+			done, wait := podStarted(pod, restartPolicy, at, known)
+			if done && (!needReady || pod.GetStatus().GetReady()) {
+				return last, nil, nil
+			}
+			// Look again as soon as the last grace is over, measured from
+			// when this request left.
+			if wait > 0 && wait < next {
+				next = max(wait-time.Since(sent), time.Millisecond)
+			}
 		}
-		stableSince = time.Time{}
-		return false, nil
-	})
-	switch {
-	case err == nil:
-		return last, failure, nil
-	case ctx.Err() != nil:
-		// Out of time: a failure of the pod, said by timedOut.
-		return last, timedOut(), nil //nolint:nilerr // reported as a podFailure
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return last, timedOut(), nil
+		case <-t.C:
+		}
 	}
-	return last, nil, err
+}
+
+// podStarted reports whether every container of pod is past its gate
+// (containerStarted) in a status the node took at nodeTime or later
+// (known: nodeTime is set), and otherwise how much longer the last grace
+// runs (0 when waiting on something else).
+func podStarted(pod *herdv1.Pod, restartPolicy string, nodeTime time.Time, known bool) (bool, time.Duration) {
+	var names []string
+	for _, c := range pod.GetSpec().GetContainers() {
+		names = append(names, c.GetName())
+	}
+	if !allStarted(pod, names, restartPolicy) {
+		return false, 0
+	}
+	seen := map[string]*herdv1.ContainerStatus{}
+	for _, cs := range pod.GetStatus().GetContainers() {
+		seen[cs.GetName()] = cs
+	}
+	done, longest := true, time.Duration(0)
+	for _, c := range pod.GetSpec().GetContainers() {
+		ok, wait := containerStarted(c, seen[c.GetName()], nodeTime, known)
+		done = done && ok
+		longest = max(longest, wait)
+	}
+	return done, longest
+}
+
+// containerStarted is the gate of one running (or successfully completed)
+// container: its readiness probe passed, if it has one; else its startup
+// probe, if it has one; else it has been running for podStartGrace. The
+// second result is how much of that grace is left.
+func containerStarted(c *herdv1.ContainerSpec, cs *herdv1.ContainerStatus, nodeTime time.Time, known bool) (bool, time.Duration) {
+	switch {
+	case cs.GetState() != stateRunning:
+		return true, 0 // completed, as containerOK allowed
+	case c.GetReadinessProbe() != nil:
+		return cs.GetReady(), 0
+	case c.GetStartupProbe() != nil:
+		return cs.GetStarted(), 0
+	case cs.GetStartedAt() == nil || !known:
+		return false, podStartGrace
+	}
+	left := podStartGrace - nodeTime.Sub(cs.GetStartedAt().AsTime())
+	return left <= 0, max(left, 0)
+}
+
+// nodeClock bounds a node's current time from below without comparing its
+// clock with ours: a time the node stamped before answering a request
+// that returned at local time T is no later than the node's time at T, and
+// both clocks run at the same rate. It keeps the best such pair.
+type nodeClock struct {
+	node, local time.Time
+	known       bool
+}
+
+func (k *nodeClock) observe(ts *timestamppb.Timestamp, local time.Time) {
+	if ts == nil {
+		return
+	}
+	node := ts.AsTime()
+	// node+(t-local) beats the kept pair when node-k.node > local-k.local;
+	// local times compare by the monotonic clock.
+	if !k.known || node.Sub(k.node) > local.Sub(k.local) {
+		k.node, k.local, k.known = node, local, true
+	}
+}
+
+// observePod records the stamps of a pod the node returned by local time
+// local.
+func (k *nodeClock) observePod(pod *herdv1.Pod, local time.Time) {
+	k.observe(pod.GetCreatedAt(), local)
+	k.observe(pod.GetStatus().GetStartTime(), local)
+	k.observe(pod.GetStatus().GetReadySince(), local)
+	for _, cs := range pod.GetStatus().GetContainers() {
+		k.observe(cs.GetStartedAt(), local)
+		k.observe(cs.GetFinishedAt(), local)
+	}
+}
+
+// at returns the lower bound of the node's time at local time local.
+func (k *nodeClock) at(local time.Time) (time.Time, bool) {
+	if !k.known {
+		return time.Time{}, false
+	}
+	return k.node.Add(local.Sub(k.local)), true
 }
 
 // notReady describes, for a timeout, a pod whose containers all started
-// but whose readiness probe did not pass: the first container with a
-// readiness probe that is not ready. nil when the containers did not all
-// start (notStarted says more then) or all are ready.
+// but whose startup or readiness probe did not pass: the first container
+// with such a probe that is not past it. nil when the containers did not
+// all start (notStarted says more then) or their probes all passed.
 func notReady(pod *herdv1.Pod, s *herdv1.PodSpec, restartPolicy string, timeout time.Duration) *podFailure {
 	var names []string
 	for _, c := range s.GetContainers() {
@@ -280,13 +382,23 @@ func notReady(pod *herdv1.Pod, s *herdv1.PodSpec, restartPolicy string, timeout 
 	}
 	for _, c := range s.GetContainers() {
 		cs := seen[c.GetName()]
-		if c.GetReadinessProbe() == nil || cs.GetReady() {
+		if cs.GetState() != stateRunning {
+			continue
+		}
+		var kind string
+		switch {
+		case c.GetStartupProbe() != nil && !cs.GetStarted():
+			// The readiness probe waits for this one.
+			kind = "startup"
+		case c.GetReadinessProbe() != nil && !cs.GetReady():
+			kind = "readiness"
+		default:
 			continue
 		}
 		return &podFailure{timedOut: true, container: c.GetName(), reason: cs.GetReason(), message: cs.GetMessage(),
-			what: fmt.Sprintf("runs, but its readiness probe did not pass within %s", timeout)}
+			what: fmt.Sprintf("runs, but its %s probe did not pass within %s", kind, timeout)}
 	}
-	if !pod.GetStatus().GetReady() {
+	if hasReadinessProbe(s) && !pod.GetStatus().GetReady() {
 		return &podFailure{timedOut: true, message: pod.GetStatus().GetMessage(),
 			what: fmt.Sprintf("the pod's readiness probes did not pass within %s", timeout)}
 	}
