@@ -73,6 +73,9 @@ type Pool struct {
 	cfg   PoolConfig
 	mu    sync.Mutex
 	conns map[poolKey]*grpc.ClientConn
+	// pods answers herd_pod refreshes from one pod list per node; every
+	// connection reports its writes to it.
+	pods *podCache
 }
 
 // NewPool returns an empty pool.
@@ -83,7 +86,7 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "terraform-provider-herd"
 	}
-	return &Pool{cfg: cfg, conns: map[poolKey]*grpc.ClientConn{}}
+	return &Pool{cfg: cfg, conns: map[poolKey]*grpc.ClientConn{}, pods: newPodCache()}
 }
 
 // DialTimeout is the time allowed for one connection attempt to a node.
@@ -203,6 +206,8 @@ func (p *Pool) newConn(name, addr string) (*grpc.ClientConn, error) {
 	tlsm := nodeclient.TLSMaterial{CA: p.cfg.TLS.CACert, Cert: p.cfg.TLS.ClientCert, Key: p.cfg.TLS.ClientKey}
 	cc, err := nodeclient.Dial(name, addr, tlsm,
 		grpc.WithUserAgent(p.cfg.UserAgent),
+		grpc.WithChainUnaryInterceptor(p.pods.unaryInterceptor),
+		grpc.WithChainStreamInterceptor(p.pods.streamInterceptor),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			// Retry quickly: a node may be coming up during the apply that
 			// adopts it, and a refresh should not wait minutes on back-off.

@@ -509,7 +509,7 @@ func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+30*time.Second)
 	defer cancel()
-	pod, err := pc.GetPod(cctx, &herdv1.GetPodRequest{Name: podName})
+	pod, err := readPod(cctx, r.clients, pc, nodeID, podName)
 	if status.Code(err) == codes.NotFound {
 		resp.State.RemoveResource(ctx)
 		return
