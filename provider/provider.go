@@ -52,6 +52,7 @@ type providerModel struct {
 
 // New returns a constructor of the provider, as providerserver wants it.
 func New(version string) func() provider.Provider {
+	quietUnreadLogsOnce()
 	return func() provider.Provider { return &herdProvider{version: version} }
 }
 
