@@ -19,6 +19,7 @@ type dirty struct {
 	eps    map[epKey]struct{}
 	gates  []map[string]string // selectors of endpoints whose admission changed
 	rescan bool                // an event that names nothing: read everything
+	full   bool                // a full resync was asked for
 }
 
 func newDirty() *dirty { return &dirty{svcs: keySet{}, eps: map[epKey]struct{}{}} }
@@ -56,6 +57,9 @@ func (c *Controller) pass(ctx context.Context, kind passKind) {
 	d := p.pending
 	p.pending = newDirty()
 	p.mu.Unlock()
+	if d.full {
+		kind = passFull
+	}
 	c.reconcile(ctx, kind, d)
 	// reconcile forgets what it applied whenever the data plane failed
 	ok := c.dp == nil || c.applied != nil
@@ -66,6 +70,15 @@ func (c *Controller) pass(ctx context.Context, kind passKind) {
 	close(p.done)
 	p.done = make(chan struct{})
 	p.mu.Unlock()
+}
+
+// ResyncNow asks Run for a full resync now (as at every ResyncEvery).
+func (c *Controller) ResyncNow() {
+	p := c.passes
+	p.mu.Lock()
+	p.pending.full = true
+	p.mu.Unlock()
+	p.wake()
 }
 
 // WaitApplied waits until this node's service rules and DNS reflect
