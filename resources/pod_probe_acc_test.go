@@ -42,7 +42,7 @@ resource "herd_pod" "p" {
 
 // A pod with a readiness probe is created once it is ready: apply waits
 // for the probe (here passing after a couple of seconds) and the state
-// says ready. One whose probe never passes fails the apply when the
+// says ready; likewise for a startup probe. One whose probe never passes fails the apply when the
 // create timeout ends, saying so, and is deleted.
 func TestAccPodReadinessProbe(t *testing.T) {
 	t.Parallel()
@@ -67,6 +67,27 @@ func TestAccPodReadinessProbe(t *testing.T) {
 		if err := n.nothingLeft(t); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	t.Run("startup", func(t *testing.T) {
+		// Only a startup probe, passing after a couple of seconds: apply
+		// waits for it, so the state says started and ready (a container
+		// without a readiness probe is ready once started).
+		config := strings.NewReplacer("readiness_probe", "startup_probe", "/tmp/ready", "/tmp/started",
+			"failure_threshold = 1", "failure_threshold = 30").Replace(
+			probePodHCL(n, "startup", "sleep 2; touch /tmp/started; exec sleep 3600", "2m"))
+		resource.Test(t, resource.TestCase{
+			ProtoV6ProviderFactories: providerFactories(),
+			CheckDestroy:             n.checkNothingLeft(t),
+			Steps: []resource.TestStep{{
+				Config: config,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_pod.p", "ready", "true"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container_status.0.ready", "true"),
+					resource.TestCheckResourceAttr("herd_pod.p", "container.0.startup_probe.failure_threshold", "30"),
+				),
+			}},
+		})
 	})
 
 	t.Run("ready", func(t *testing.T) {
