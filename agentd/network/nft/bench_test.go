@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +21,9 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 1x ./agentd/network/nft/
 //
-// HERD_BENCH_KUBEPROXY_10K=1 also loads kube-proxy's layout at 10k services
-// (about 217 s measured with `nft -f` on this kind of machine).
+// kube-proxy's layout is loaded at 10k services too (about 217 s per load
+// with `nft -f` on this kind of machine); HERD_BENCH_KUBEPROXY_10K=0 skips
+// it there.
 
 func kpHash(s string) string {
 	h := sha256.Sum256([]byte(s))
@@ -147,23 +149,19 @@ func BenchmarkFullSync(b *testing.B) {
 	for _, n := range []int{1000, 2000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			svcs := manySvcs(n, 10)
-			kp := n < 10000 || os.Getenv("HERD_BENCH_KUBEPROXY_10K") != ""
+			kp := kubeProxyAt(n)
 			text := ""
 			if kp {
 				text = kpLayout(svcs)
 			}
-			var herd, kube time.Duration
+			var herd, kube []time.Duration
 			for b.Loop() {
-				herd += herdSync(b, svcs)
+				herd = append(herd, herdSync(b, svcs))
 				if kp {
-					kube += nftFile(b, newNS(b), text)
+					kube = append(kube, nftFile(b, newNS(b), text))
 				}
 			}
-			b.ReportMetric(ms(herd)/float64(b.N), "herd-ms")
-			if kp {
-				b.ReportMetric(ms(kube)/float64(b.N), "kubeproxy-ms")
-				b.ReportMetric(float64(kube)/float64(herd), "speedup-x")
-			}
+			report(b, herd, kube)
 		})
 	}
 }
@@ -175,7 +173,7 @@ func BenchmarkOneChange(b *testing.B) {
 	for _, n := range []int{1000, 2000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			svcs := manySvcs(n, 10)
-			kp := n < 10000 || os.Getenv("HERD_BENCH_KUBEPROXY_10K") != ""
+			kp := kubeProxyAt(n)
 			d := newDP(b, newNS(b))
 			if err := d.Sync(context.Background(), svcs); err != nil {
 				b.Fatal(err)
@@ -188,7 +186,7 @@ func BenchmarkOneChange(b *testing.B) {
 			target := svcs[n/2]
 			variants := [2]Service{target, clone(target)}
 			variants[1].Ports[0].Endpoints[3].IP = variants[1].Ports[0].Endpoints[3].IP.Next()
-			var herd, kube time.Duration
+			var herd, kube []time.Duration
 			i := 0
 			for b.Loop() {
 				old, s := variants[i%2], variants[(i+1)%2]
@@ -197,16 +195,36 @@ func BenchmarkOneChange(b *testing.B) {
 				if err := d.Upsert(context.Background(), s); err != nil {
 					b.Fatal(err)
 				}
-				herd += time.Since(start)
+				herd = append(herd, time.Since(start))
 				if kp {
-					kube += nftFile(b, kpNS, kpChange(old, s))
+					kube = append(kube, nftFile(b, kpNS, kpChange(old, s)))
 				}
 			}
-			b.ReportMetric(ms(herd)/float64(b.N), "herd-ms")
-			if kp {
-				b.ReportMetric(ms(kube)/float64(b.N), "kubeproxy-ms")
-				b.ReportMetric(float64(kube)/float64(herd), "speedup-x")
-			}
+			report(b, herd, kube)
 		})
 	}
+}
+
+// kubeProxyAt says whether kube-proxy's layout is loaded beside herd's at
+// n services: always, unless HERD_BENCH_KUBEPROXY_10K=0 skips it at 10k
+// (one load takes minutes there).
+func kubeProxyAt(n int) bool {
+	return n < 10000 || os.Getenv("HERD_BENCH_KUBEPROXY_10K") != "0"
+}
+
+// report gives the median of each side with its spread (min and max), and
+// the ratio of the medians.
+func report(b *testing.B, herd, kube []time.Duration) {
+	h := slices.Sorted(slices.Values(herd))
+	b.ReportMetric(ms(h[len(h)/2]), "herd-ms")
+	b.ReportMetric(ms(h[0]), "herd-min-ms")
+	b.ReportMetric(ms(h[len(h)-1]), "herd-max-ms")
+	if len(kube) == 0 {
+		return
+	}
+	k := slices.Sorted(slices.Values(kube))
+	b.ReportMetric(ms(k[len(k)/2]), "kubeproxy-ms")
+	b.ReportMetric(ms(k[0]), "kubeproxy-min-ms")
+	b.ReportMetric(ms(k[len(k)-1]), "kubeproxy-max-ms")
+	b.ReportMetric(float64(k[len(k)/2])/float64(h[len(h)/2]), "speedup-x")
 }
