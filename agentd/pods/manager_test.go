@@ -231,12 +231,13 @@ func TestRestartPolicies(t *testing.T) {
 		waitFor(t, m, "crash", "restarted 4 times", func(p *herdv1.Pod) bool {
 			return p.GetStatus().GetContainers()[0].GetRestartCount() >= 4
 		})
-		if took := time.Since(began); took < 1400*time.Millisecond {
+		// A lower bound only: a slow machine makes restarts later, never
+		// earlier. That the back-off ends at all is waitFor's to check.
+		took := time.Since(began)
+		if took < 1400*time.Millisecond {
 			t.Errorf("4 restarts took %s: no back-off", took)
 		}
-		if took := time.Since(began); took > 15*time.Second {
-			t.Errorf("4 restarts took %s: back-off too long", took)
-		}
+		t.Logf("4 restarts took %s", took)
 		// The restart count is persisted.
 		eventually(t, "the stored restart count is at least 4", func() bool {
 			stored, err := e.st.GetPod("crash")
@@ -353,12 +354,16 @@ func TestDeleteGracePeriod(t *testing.T) {
 	e := newEnv(t)
 	m := e.manager(t)
 	ctx := testContext(t)
-	grace := int64(2)
+	// The polite pod's grace period is far longer than the Delete below may
+	// take: its Delete returning at all shows it ended with the container,
+	// not with the grace period. The stubborn one's is short: it must last.
+	long, short := int64(600), int64(2)
 	polite := e.pod("polite", "", "sh", "-c", `trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done`)
+	polite.TerminationGracePeriodSeconds = &long
 	stubborn := e.pod("stubborn", "", "sh", "-c", `trap '' TERM; echo ready; while true; do sleep 0.1; done`)
+	stubborn.TerminationGracePeriodSeconds = &short
 	var uids = map[string]string{}
 	for _, s := range []*herdv1.PodSpec{polite, stubborn} {
-		s.TerminationGracePeriodSeconds = &grace
 		pod, _, err := m.Apply(ctx, s)
 		if err != nil {
 			t.Fatal(err)
@@ -375,12 +380,12 @@ func TestDeleteGracePeriod(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name     string
-		min, max time.Duration
-		wantLog  string
+		name    string
+		min     time.Duration // the grace period a Delete must honour
+		wantLog string
 	}{
-		{"polite", 0, 1500 * time.Millisecond, "got TERM"},
-		{"stubborn", 2 * time.Second, 6 * time.Second, ""},
+		{"polite", 0, "got TERM"},
+		{"stubborn", 2 * time.Second, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Follow the log during the delete: the follower ends with the pod.
@@ -396,15 +401,20 @@ func TestDeleteGracePeriod(t *testing.T) {
 				})
 			}()
 			time.Sleep(200 * time.Millisecond)
+			// A minute is far less than polite's grace period and far
+			// more than any Delete needs.
+			dctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
 			began := time.Now()
-			existed, err := m.Delete(ctx, tc.name, nil)
+			existed, err := m.Delete(dctx, tc.name, nil)
 			took := time.Since(began)
 			if err != nil || !existed {
-				t.Fatalf("Delete = %v, %v", existed, err)
+				t.Fatalf("Delete = %v, %v (after %s)", existed, err, took)
 			}
-			if took < tc.min || took > tc.max {
-				t.Errorf("Delete took %s, want between %s and %s", took, tc.min, tc.max)
+			if took < tc.min {
+				t.Errorf("Delete took %s, before the %s grace period was over", took, tc.min)
 			}
+			t.Logf("Delete took %s", took)
 			select {
 			case err := <-followDone:
 				if err != nil {
@@ -435,14 +445,15 @@ func TestDeleteGracePeriod(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, m, "override", "running", allRunning)
+		// As above: the Delete returns long before the spec's 600 s.
 		zero := time.Duration(0)
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
 		began := time.Now()
-		if _, err := m.Delete(ctx, "override", &zero); err != nil {
-			t.Fatal(err)
+		if _, err := m.Delete(dctx, "override", &zero); err != nil {
+			t.Fatalf("Delete with grace 0: %v after %s", err, time.Since(began))
 		}
-		if took := time.Since(began); took > 3*time.Second {
-			t.Errorf("Delete with grace 0 took %s", took)
-		}
+		t.Logf("Delete with grace 0 took %s", time.Since(began))
 		gone(t, e, m, "override", pod.GetUid(), "main")
 	})
 }
