@@ -125,6 +125,11 @@ type Cluster struct {
 	joined       bool
 
 	saveMu sync.Mutex
+	// changes counts calls of save (under mu); savedUpTo is the count the
+	// last save covered and saveErr its result (under saveMu).
+	changes   uint64
+	savedUpTo uint64
+	saveErr   error
 
 	subMu sync.Mutex
 	subs  map[<-chan Event]*subscriber
@@ -476,10 +481,22 @@ func (c *Cluster) load() error {
 	return nil
 }
 
+// save persists the whole state. Concurrent callers share one write (a
+// group commit): a caller whose changes a save that began after them has
+// already written returns at once, so N writers at the same moment cost
+// about one encoding of the state, not N.
 func (c *Cluster) save() error {
+	c.mu.Lock()
+	c.changes++
+	want := c.changes
+	c.mu.Unlock()
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
+	if c.savedUpTo >= want {
+		return c.saveErr
+	}
 	c.mu.Lock()
+	upTo := c.changes
 	p := persisted{Clock: c.clock, SavedAt: time.Now().UnixNano()}
 	if c.podCIDR.IsValid() {
 		p.PodCIDR = c.podCIDR.String()
@@ -494,13 +511,13 @@ func (c *Cluster) save() error {
 	c.mu.Unlock()
 	sortBy(p.Objects, func(o persistedObject) string { return objKey(o.Kind, o.Key) })
 	b, err := json.Marshal(p)
-	if err != nil {
-		return err
+	if err == nil {
+		if err = c.cfg.Persist.Save(b); err != nil {
+			err = fmt.Errorf("cluster: save state: %w", err)
+		}
 	}
-	if err := c.cfg.Persist.Save(b); err != nil {
-		return fmt.Errorf("cluster: save state: %w", err)
-	}
-	return nil
+	c.savedUpTo, c.saveErr = upTo, err
+	return err
 }
 
 func kick(ch chan struct{}) {

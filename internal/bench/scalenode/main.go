@@ -113,6 +113,23 @@ func (p *plane) Apply(ctx context.Context, upserts []nft.Service, deletes []stri
 	return nil
 }
 
+func putService(cl *cluster.Cluster, i int, fail func(string, error)) {
+	s := &herdv1.Service{
+		Spec: &herdv1.ServiceSpec{Namespace: "bench", Name: fmt.Sprintf("s%d", i), Type: services.TypeClusterIP,
+			Selector: map[string]string{"app": fmt.Sprintf("s%d", i)},
+			Ports:    []*herdv1.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: 8080}}},
+		Status: &herdv1.ServiceStatus{ClusterIp: vip(i).String()},
+		Uid:    fmt.Sprintf("u%d", i),
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	if err != nil {
+		fail("encode", err)
+	}
+	if _, err := cl.Put(services.KindService, "bench/s"+strconv.Itoa(i), b); err != nil {
+		fail("put service", err)
+	}
+}
+
 func rssKB() int {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -172,22 +189,24 @@ func main() {
 			fail("join", err)
 		}
 	}
-	for i := range *nsvc {
-		s := &herdv1.Service{
-			Spec: &herdv1.ServiceSpec{Namespace: "bench", Name: fmt.Sprintf("s%d", i), Type: services.TypeClusterIP,
-				Selector: map[string]string{"app": fmt.Sprintf("s%d", i)},
-				Ports:    []*herdv1.ServicePort{{Protocol: "TCP", Port: 80, TargetPort: 8080}}},
-			Status: &herdv1.ServiceStatus{ClusterIp: vip(i).String()},
-			Uid:    fmt.Sprintf("u%d", i),
-		}
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
-		if err != nil {
-			fail("encode", err)
-		}
-		if _, err := cl.Put(services.KindService, "bench/s"+strconv.Itoa(i), b); err != nil {
-			fail("put service", err)
-		}
+	// services are written from many goroutines at once, as by a tofu apply
+	// of many (the store's writes then share their saves)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				putService(cl, i, fail)
+			}
+		}()
 	}
+	for i := range *nsvc {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 	for k := range *total * *eps {
 		if k%*nodes != *index {
 			continue
