@@ -103,19 +103,25 @@ func join(t *testing.T, c *Cluster, to ...*Cluster) {
 	}
 }
 
-// eventually polls cond until it returns "" or the timeout passes.
+// eventually polls cond until it returns "" or the timeout passes. cond is
+// asked at least once, and once more after the timeout: a test descheduled
+// for longer than the timeout (a loaded machine) still sees a condition
+// that holds.
 func eventually(t *testing.T, timeout time.Duration, cond func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	var why string
-	for time.Since(start) < timeout {
-		if why = cond(); why == "" {
+	deadline := start.Add(timeout)
+	for {
+		why := cond()
+		if why == "" {
 			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, why)
+			return 0
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("not within %v: %s", timeout, why)
-	return 0
 }
 
 func liveNames(c *Cluster) []string {
