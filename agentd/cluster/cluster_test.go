@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -659,4 +660,60 @@ func leave(t *testing.T, n, observer *Cluster) {
 		}
 		return ""
 	})
+}
+
+// TestLocalStateStaysUnderMemberlistLimit: with more relayed entries than
+// memberlist takes in one push/pull (20 MiB), the state still carries every
+// object and all of this node's own entries, and relays other members'
+// entries only up to its budget — whole owners, never a part of one.
+func TestLocalStateStaysUnderMemberlistLimit(t *testing.T) {
+	a := newNode(t, "a")
+	for i := range 100 {
+		if err := a.PublishLocal("endpoint", fmt.Sprintf("own-%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Put("service", "default/web", []byte("svc")); err != nil {
+		t.Fatal(err)
+	}
+	value := bytes.Repeat([]byte("v"), 150)
+	a.mu.Lock()
+	for o := range 6 {
+		owner := fmt.Sprintf("peer-%d", o)
+		os := &ownerState{epoch: 1, entries: map[string]*entRec{}}
+		for i := range 20000 { // 6 x 20k endpoints of ~300 bytes: about 36 MB
+			os.entries[objKey("endpoint", fmt.Sprintf("p%d", i))] = &entRec{seq: uint64(i + 1), value: value}
+		}
+		a.owners[owner] = os
+		a.nodes[owner] = &nodeInfo{state: StateAlive}
+	}
+	a.mu.Unlock()
+	b := a.localState()
+	if len(b) >= 20<<20 {
+		t.Fatalf("state of %d bytes: memberlist refuses over 20 MiB", len(b))
+	}
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatal(err)
+	}
+	perOwner := map[string]int{}
+	for _, e := range env.Entries {
+		perOwner[e.Owner]++
+	}
+	if perOwner["a"] != 100 || len(env.Objects) != 1 {
+		t.Fatalf("own entries %d (want 100), objects %d (want 1)", perOwner["a"], len(env.Objects))
+	}
+	relayed := 0
+	for o, n := range perOwner {
+		if o != "a" && n != 20000 {
+			t.Fatalf("%s relayed in part: %d of 20000 entries", o, n)
+		}
+		if o != "a" {
+			relayed++
+		}
+	}
+	if relayed == 0 || relayed == 6 {
+		t.Fatalf("%d of 6 owners relayed: want some, within the budget", relayed)
+	}
+	t.Logf("state %d bytes, %d owners relayed", len(b), relayed)
 }

@@ -418,19 +418,39 @@ func (c *Cluster) localState() []byte {
 	for _, r := range c.objects {
 		env.Objects = append(env.Objects, r.wireObject)
 	}
-	for owner, os := range c.owners {
-		if os.gone {
-			continue
-		}
-		if owner != c.name {
-			if ni := c.nodes[owner]; ni == nil || (ni.state != StateAlive && ni.state != StateSuspect) {
-				continue
-			}
-		}
+	// This node's own entries always go; other members' entries are
+	// relayed too (that is how a member that cannot reach their owner
+	// gets them), in a random order of owners, while the state stays under
+	// relayBudget: memberlist refuses a state over 20 MiB, and a large
+	// cluster's relayed entries would pass it (100k endpoints are about
+	// 20 MB). Each push/pull relays another share.
+	add := func(owner string, os *ownerState) {
 		for k, e := range os.entries {
 			kd, key := splitKey(k)
 			env.Entries = append(env.Entries, wireEntry{Owner: owner, Epoch: os.epoch, Seq: e.seq, Kind: kd, Key: key, Value: e.value, Deleted: e.deleted})
 		}
+	}
+	add(c.name, c.owners[c.name])
+	size := 0
+	for _, w := range env.Entries {
+		size += entryWireSize(w)
+	}
+	for owner, os := range c.owners { // map order: random
+		if owner == c.name || os.gone {
+			continue
+		}
+		if ni := c.nodes[owner]; ni == nil || (ni.state != StateAlive && ni.state != StateSuspect) {
+			continue
+		}
+		n := 0
+		for k, e := range os.entries {
+			n += entryWireSize(wireEntry{Owner: owner, Key: k, Value: e.value})
+		}
+		if size+n > relayBudget {
+			continue
+		}
+		size += n
+		add(owner, os)
 	}
 	c.mu.Unlock()
 	b, err := json.Marshal(env)
@@ -440,6 +460,13 @@ func (c *Cluster) localState() []byte {
 	}
 	return b
 }
+
+// relayBudget bounds the relayed entries of a push/pull state (bytes).
+const relayBudget = 8 << 20
+
+// entryWireSize estimates an entry's JSON size: the value is base64, the
+// field names and numbers about 80 bytes.
+func entryWireSize(w wireEntry) int { return 80 + len(w.Owner) + len(w.Key) + len(w.Value)*4/3 }
 
 func (c *Cluster) mergeRemoteState(buf []byte) {
 	var env envelope
