@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,12 +65,18 @@ func TestStateSurvivesRestart(t *testing.T) {
 			t.Fatalf("container process %d died with agentd", pid)
 		}
 		// It keeps logging while agentd is down: the shim writes the log.
+		// (agentd stays down until restart below: waiting is no race.)
 		size := fileSize(t, logPath)
-		time.Sleep(time.Second)
-		if grown := fileSize(t, logPath); grown <= size {
+		grown := size
+		for deadline := time.Now().Add(30 * time.Second); grown <= size && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			grown = fileSize(t, logPath)
+		}
+		if grown <= size {
 			t.Errorf("log did not grow while agentd was down (%d -> %d bytes)", size, grown)
 		}
 		restart(t)
+		written := ticks(t, logPath) // ticks from before, and while agentd was down
 		same(t, "right after restart")
 		// Adoption happens in the background: look again a bit later.
 		time.Sleep(1500 * time.Millisecond)
@@ -81,10 +88,24 @@ func TestStateSurvivesRestart(t *testing.T) {
 		if !acctest.ProcessAlive(int(pid)) {
 			t.Errorf("container process %d gone after restart", pid)
 		}
-		// The log served is continuous across the restart.
-		out := n.logs(t, "keep", "")
-		if !strings.HasPrefix(out, "tick 0\n") || strings.Count(out, "tick ") < 8 {
-			t.Errorf("log after restart = %q", out)
+		// The log served is continuous across the restart: every tick from
+		// the first on, through those written while agentd was down, to
+		// one written after it came back.
+		var out string
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if out = n.logs(t, "keep", ""); strings.Count(out, "tick ") > written {
+				break
+			}
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) <= written {
+			t.Errorf("log after restart has %d ticks, want more than the %d written before: %q", len(lines), written, out)
+		}
+		for i, l := range lines {
+			if l != fmt.Sprintf("tick %d", i) {
+				t.Errorf("log after restart, line %d = %q, want tick %d (log %q)", i+1, l, i, out)
+				break
+			}
 		}
 	})
 
@@ -136,6 +157,16 @@ func TestStateSurvivesRestart(t *testing.T) {
 			t.Errorf("containerd holds %v, want one container", ids)
 		}
 	})
+}
+
+// ticks counts the lines of the keep pod's log file on disk.
+func ticks(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "tick ")
 }
 
 func fileSize(t *testing.T, path string) int64 {
