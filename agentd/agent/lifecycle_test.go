@@ -253,8 +253,15 @@ sleep 3600`},
 		if !sawBackOff {
 			t.Logf("did not observe CrashLoopBackOff between restarts (polling may have missed it)")
 		}
-		// Restarts append to the same log.
-		if out := n.logs(t, "crash", ""); strings.Count(out, "boom\n") < 3 {
+		// Restarts append to the same log. The third run may be only
+		// starting when restart_count reaches 2: wait for its line.
+		var out string
+		for deadline := time.Now().Add(waitTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if out = n.logs(t, "crash", ""); strings.Count(out, "boom\n") >= 3 {
+				break
+			}
+		}
+		if strings.Count(out, "boom\n") < 3 {
 			t.Errorf("log after restarts = %q, want boom three times", out)
 		}
 	})
