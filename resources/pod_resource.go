@@ -272,6 +272,7 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 			"timeouts": timeoutsBlock(ctx),
 		},
 	}
+	precomputeTypes(&resp.Schema)
 }
 
 // portBlock is the port block of a container. Its values are checked by
