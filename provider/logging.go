@@ -25,7 +25,9 @@ var sdkLogLevelVars = []string{
 // in the environment of a provider they start.
 const pluginCookieVar = "TF_PLUGIN_MAGIC_COOKIE"
 
-var quietLogsOnce sync.Once
+var quietLogsOnce, relaxGCDone sync.Once
+
+var getenvOS = os.Getenv
 
 // quietUnreadLogs turns the SDK's loggers off when the CLI that started the
 // provider discards what they write: neither TF_LOG nor TF_LOG_PROVIDER is

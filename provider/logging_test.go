@@ -55,3 +55,25 @@ func TestQuietUnreadLogs(t *testing.T) {
 		})
 	}
 }
+
+func TestRelaxGC(t *testing.T) {
+	const cookie = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"
+	cases := []struct {
+		name string
+		env  map[string]string
+		want int // GC percent set; 0: none
+	}{
+		{"started by the CLI", map[string]string{pluginCookieVar: cookie}, cliGCPercent},
+		{"GOGC chosen by the user", map[string]string{pluginCookieVar: cookie, "GOGC": "100"}, 0},
+		{"not started by a CLI", map[string]string{}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := 0
+			relaxGC(func(k string) string { return tc.env[k] }, func(p int) int { got = p; return 100 })
+			if got != tc.want {
+				t.Errorf("GC percent set to %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

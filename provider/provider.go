@@ -53,6 +53,7 @@ type providerModel struct {
 // New returns a constructor of the provider, as providerserver wants it.
 func New(version string) func() provider.Provider {
 	quietUnreadLogsOnce()
+	relaxGCOnce()
 	return func() provider.Provider { return &herdProvider{version: version} }
 }
 
