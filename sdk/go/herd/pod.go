@@ -14,7 +14,7 @@ import (
 
 // A pod: one or more containers that run together on one node, as real containerd containers managed by the node's agentd.
 //
-// Pods are cattle: every attribute of the specification forces a replacement when it changes (only `timeouts` change in place). `apply` waits until every container has been running for a second without a restart (or the pod has completed successfully) and, when a container has a `readinessProbe`, until the pod is `ready`; a container that fails to start fails the apply with its exit code and its last log lines, and the pod is deleted so that nothing half-made is left behind.
+// Pods are cattle: every attribute of the specification forces a replacement when it changes (only `timeouts` change in place). `apply` waits until the pod has completed successfully or every container has started: a container with a `readinessProbe` once it is ready (and then the pod is `ready`), one with only a `startupProbe` once that passed, and one without either once it has been running for half a second (by its node's clock) without a restart. A container that fails to start, or exits within that half second, fails the apply with its exit code and its last log lines, and the pod is deleted so that nothing half-made is left behind.
 //
 // Between applies, agentd keeps the pod running on its node (restarting containers according to `restartPolicy`). A pod deleted behind Terraform's back shows up as a creation in the next plan.
 //
