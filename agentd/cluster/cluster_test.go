@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -716,4 +717,23 @@ func TestLocalStateStaysUnderMemberlistLimit(t *testing.T) {
 		t.Fatalf("%d of 6 owners relayed: want some, within the budget", relayed)
 	}
 	t.Logf("state %d bytes, %d owners relayed", len(b), relayed)
+}
+
+// TestEntriesOfAMemberAnnouncedLate: gossip may bring a member's entries
+// before memberlist announces the member; they are not listed until it is,
+// and then an event per entry says they appeared.
+func TestEntriesOfAMemberAnnouncedLate(t *testing.T) {
+	a := newNode(t, "a")
+	a.handle(envelope{Entries: []wireEntry{{Owner: "z", Epoch: 7, Seq: 1, Kind: "endpoint", Key: "web-z", Value: []byte("z")}}})
+	if _, ok := a.Entry("z", "endpoint", "web-z"); ok {
+		t.Fatal("an entry of a member not announced yet is listed")
+	}
+	sub := a.Subscribe()
+	defer a.Unsubscribe(sub)
+	meta, _ := json.Marshal(nodeMeta{Epoch: 7})
+	a.nodeEvent(&memberlist.Node{Name: "z", Addr: net.ParseIP("127.0.0.9"), Port: 7946, Meta: meta}, true, false)
+	waitEvent(t, sub, Event{Type: EventEntry, Kind: "endpoint", Key: "web-z", Node: "z"})
+	if e, ok := a.Entry("z", "endpoint", "web-z"); !ok || string(e.Value) != "z" {
+		t.Fatalf("after the announcement: %+v, %v", e, ok)
+	}
 }

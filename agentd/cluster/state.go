@@ -635,6 +635,11 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, joined, gone bool) {
 		c.nodes[n.Name] = ni
 	}
 	oldCIDR := ni.meta.PodCIDR
+	visible := func() bool {
+		os := c.owners[n.Name]
+		return os != nil && !os.gone && (ni.state == StateAlive || ni.state == StateSuspect)
+	}
+	wasVisible := visible()
 	ni.addr = parseAddrPort(n.Addr, n.Port)
 	if len(n.Meta) > 0 {
 		ni.meta = meta
@@ -687,6 +692,17 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, joined, gone bool) {
 		}
 		if meta.Epoch >= os.epoch {
 			os.gone = false
+		}
+	}
+	if !wasVisible && visible() {
+		// Entries held before the member was known (gossip can bring them
+		// before memberlist announces their owner) appear now: say so per
+		// entry, as for any other change of one.
+		for k, e := range os.entries {
+			if !e.deleted {
+				kd, key := splitKey(k)
+				c.emitLocked(entryEvent(n.Name, kd, key))
+			}
 		}
 	}
 	if prev != ni.state || oldCIDR != ni.meta.PodCIDR {
