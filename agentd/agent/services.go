@@ -78,6 +78,8 @@ func (s *svcStack) start(ctx context.Context, cfg Config, cl *cluster.Cluster, m
 	}
 	// BlueGreen deployments route only to their serving revision.
 	s.ctrl.Gate = deployments.ServingGate(cl)
+	// Service status reads its endpoints from the controller's index.
+	s.reg.Endpoints = s.ctrl.Selected
 	var inflight sync.Map
 	s.ctrl.Reassign = func(key string) {
 		if _, busy := inflight.LoadOrStore(key, true); busy {

@@ -72,6 +72,7 @@ type Controller struct {
 
 	dnsMu    sync.RWMutex
 	dnsTable map[string]dns.Service
+	matched  map[string][]endpoint // per service, for its status (under dnsMu)
 
 	// owned by the goroutine running passes
 	m       *model
@@ -89,7 +90,7 @@ func NewController(ev Events, dp Dataplane, log *slog.Logger) *Controller {
 		log = slog.Default()
 	}
 	return &Controller{ev: ev, dp: dp, log: log, ResyncEvery: time.Minute, synced: make(chan struct{}), passes: newPasses(),
-		dnsTable: map[string]dns.Service{}, m: newModel(log), want: map[string]nft.Service{}}
+		dnsTable: map[string]dns.Service{}, matched: map[string][]endpoint{}, m: newModel(log), want: map[string]nft.Service{}}
 }
 
 // Service answers DNS lookups (dns.Source).
@@ -98,6 +99,17 @@ func (c *Controller) Service(namespace, name string) (dns.Service, bool) {
 	defer c.dnsMu.RUnlock()
 	s, ok := c.dnsTable[namespace+"/"+name]
 	return s, ok
+}
+
+// Selected returns the endpoints a service's selector selects, sorted by
+// IP, as of the last pass (the registry's status reads them here instead
+// of decoding every endpoint); ok is false before the first pass or for a
+// service the controller has not seen yet.
+func (c *Controller) Selected(key string) ([]endpoint, bool) {
+	c.dnsMu.RLock()
+	defer c.dnsMu.RUnlock()
+	eps, ok := c.matched[key]
+	return eps, ok
 }
 
 // Synced is closed after the first full sync.
@@ -199,8 +211,10 @@ func (c *Controller) reconcile(ctx context.Context, kind passKind, d *dirty) {
 		admit = c.Gate.Admit
 	}
 	dnsUpd := make(map[string]*dns.Service, len(touched))
+	matchUpd := make(map[string][]endpoint, len(touched))
 	for k := range touched {
-		ns, inDP, ds, inDNS := m.view(k, admit)
+		ns, inDP, ds, inDNS, matched := m.view(k, admit)
+		matchUpd[k] = matched
 		if inDP {
 			c.want[k] = ns
 		} else {
@@ -219,6 +233,13 @@ func (c *Controller) reconcile(ctx context.Context, kind passKind, d *dirty) {
 				delete(c.dnsTable, k)
 			} else {
 				c.dnsTable[k] = *ds
+			}
+		}
+		for k, eps := range matchUpd {
+			if eps == nil {
+				delete(c.matched, k)
+			} else {
+				c.matched[k] = eps
 			}
 		}
 		c.dnsMu.Unlock()

@@ -348,24 +348,32 @@ func (m *model) resolveClaims(touched keySet) {
 // view is what a service is in the read models now: its data-plane rules
 // (inDP false: none) and its DNS entry (inDNS false: none, it is gone or
 // left out).
-func (m *model) view(key string, admit func(map[string]string) bool) (ns nft.Service, inDP bool, d dns.Service, inDNS bool) {
+// matched is every endpoint the selector selects, admitted or not (for
+// the service's status; nil when the service is unknown).
+func (m *model) view(key string, admit func(map[string]string) bool) (ns nft.Service, inDP bool, d dns.Service, inDNS bool, matched []endpoint) {
 	r := m.svcs[key]
 	if r == nil {
-		return nft.Service{}, false, dns.Service{}, false
+		return nft.Service{}, false, dns.Service{}, false, nil
 	}
-	if _, lost := m.losers[key]; lost {
-		return nft.Service{}, false, dns.Service{}, false
-	}
-	sel := make([]endpoint, 0, len(r.members))
+	matched = make([]endpoint, 0, len(r.members))
 	for k := range r.members {
-		e := m.eps[k].e
-		if admit == nil || admit(e.Labels) {
-			sel = append(sel, e)
+		matched = append(matched, m.eps[k].e)
+	}
+	sortEndpoints(matched)
+	if _, lost := m.losers[key]; lost {
+		return nft.Service{}, false, dns.Service{}, false, matched
+	}
+	sel := matched
+	if admit != nil {
+		sel = make([]endpoint, 0, len(matched))
+		for _, e := range matched {
+			if admit(e.Labels) {
+				sel = append(sel, e)
+			}
 		}
 	}
-	sortEndpoints(sel)
 	ns, inDP = nftService(key, r.svc, sel)
-	return ns, inDP, dnsService(r.svc, sel), true
+	return ns, inDP, dnsService(r.svc, sel), true, matched
 }
 
 // sortEndpoints orders endpoints by IP, then owner and pod, so that every

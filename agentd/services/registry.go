@@ -74,6 +74,23 @@ type Registry struct {
 	st  Store
 	cfg Config
 	mu  sync.Mutex // serializes this node's allocations
+
+	// decoded services by key, reused while the stored bytes are the same
+	// (every allocation looks at every service: decoding them all each
+	// time made creating N services cost N^2 decodes)
+	cacheMu sync.Mutex
+	cache   map[string]cachedService
+
+	// Endpoints, if set, returns the endpoints a service's selector
+	// selects (the services controller keeps them); nil decodes every
+	// published endpoint on each read.
+	Endpoints func(key string) ([]endpoint, bool)
+}
+
+type cachedService struct {
+	version uint64
+	writer  string
+	svc     *herdv1.Service
 }
 
 // NewRegistry checks cfg.
@@ -114,12 +131,29 @@ func encode(s *herdv1.Service) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(s)
 }
 
-// all returns every service this node holds, by key.
+// all returns every service this node holds, by key. The values are
+// shared with the cache: callers must not change them.
 func (r *Registry) all() map[string]*herdv1.Service {
-	out := map[string]*herdv1.Service{}
-	for _, o := range r.st.List(KindService) {
+	objs := r.st.List(KindService)
+	out := make(map[string]*herdv1.Service, len(objs))
+	r.cacheMu.Lock()
+	defer r.cacheMu.Unlock()
+	if r.cache == nil {
+		r.cache = map[string]cachedService{}
+	}
+	for _, o := range objs {
+		if c, ok := r.cache[o.Key]; ok && c.version == o.Version && c.writer == o.Writer {
+			out[o.Key] = c.svc
+			continue
+		}
 		if s, err := decode(o); err == nil {
 			out[o.Key] = s
+			r.cache[o.Key] = cachedService{version: o.Version, writer: o.Writer, svc: s}
+		}
+	}
+	for k := range r.cache {
+		if _, ok := out[k]; !ok {
+			delete(r.cache, k)
 		}
 	}
 	return out
@@ -269,14 +303,26 @@ func (r *Registry) Get(namespace, name string) (*herdv1.Service, error) {
 // sorted by key.
 func (r *Registry) List(namespace string) []*herdv1.Service {
 	var out []*herdv1.Service
-	eps := r.endpoints()
+	var eps []endpoint // decoded at the first service the controller cannot answer for
+	decoded := false
 	for _, o := range r.st.List(KindService) {
 		if namespace != "" && !strings.HasPrefix(o.Key, namespace+"/") {
 			continue
 		}
-		if s, err := decode(o); err == nil {
-			out = append(out, r.withStatusOf(o.Key, s, eps))
+		s, err := decode(o)
+		if err != nil {
+			continue
 		}
+		if r.Endpoints != nil {
+			if sel, ok := r.Endpoints(o.Key); ok {
+				out = append(out, r.withStatusSelected(o.Key, s, sel))
+				continue
+			}
+		}
+		if !decoded {
+			eps, decoded = r.endpoints(), true
+		}
+		out = append(out, r.withStatusOf(o.Key, s, eps))
 	}
 	return out
 }
@@ -307,6 +353,11 @@ func (r *Registry) synced(key string) bool {
 // withStatus fills the observed part of the status: versions per live
 // member, DNS name and endpoints.
 func (r *Registry) withStatus(key string, s *herdv1.Service) *herdv1.Service {
+	if r.Endpoints != nil {
+		if eps, ok := r.Endpoints(key); ok {
+			return r.withStatusSelected(key, s, eps)
+		}
+	}
 	return r.withStatusOf(key, s, r.endpoints())
 }
 
@@ -317,6 +368,12 @@ func (r *Registry) endpoints() []endpoint {
 }
 
 func (r *Registry) withStatusOf(key string, s *herdv1.Service, eps []endpoint) *herdv1.Service {
+	return r.withStatusSelected(key, s, selectEndpoints(eps, s.GetSpec().GetSelector()))
+}
+
+// withStatusSelected is withStatusOf with the service's endpoints selected
+// already (sorted by IP).
+func (r *Registry) withStatusSelected(key string, s *herdv1.Service, selected []endpoint) *herdv1.Service {
 	s = proto.Clone(s).(*herdv1.Service)
 	if s.Status == nil {
 		s.Status = &herdv1.ServiceStatus{}
@@ -334,7 +391,7 @@ func (r *Registry) withStatusOf(key string, s *herdv1.Service, eps []endpoint) *
 		}
 	}
 	st.Endpoints = nil
-	for _, e := range selectEndpoints(eps, s.GetSpec().GetSelector()) {
+	for _, e := range selected {
 		st.Endpoints = append(st.Endpoints, &herdv1.ServiceEndpoint{Node: e.node, Pod: e.Pod, Ip: e.IP, Ready: e.Ready})
 	}
 	return s

@@ -162,15 +162,23 @@ func BenchmarkServicesScale(b *testing.B) {
 	members := ms_
 	// converged: every member's rules hold every service and endpoint
 	var stats [nodes][]string
-	waitUntil(b, 15*time.Minute, "every member's rules hold every endpoint", func() (bool, error) {
+	lastLog := time.Now()
+	waitUntil(b, 20*time.Minute, "every member's rules hold every endpoint", func() (bool, error) {
+		done := true
 		for i, m := range members {
 			m.send(b, "stat")
 			stats[i] = m.expect(b, "stat", time.Minute)
 			if statField(stats[i], "applied") != nsvc || statField(stats[i], "backends") != nsvc*eps {
-				return false, nil
+				done = false
 			}
 		}
-		return true, nil
+		if !done && time.Since(lastLog) > time.Minute {
+			lastLog = time.Now()
+			for i := range members {
+				fmt.Fprintf(os.Stderr, "%s after %s: %v\n", members[i].name, time.Since(start).Round(time.Second), stats[i][1:])
+			}
+		}
+		return done, nil
 	})
 	converge := time.Since(start)
 	var rss []float64
@@ -199,7 +207,7 @@ func BenchmarkServicesScale(b *testing.B) {
 			for _, m := range members {
 				var at int64
 				for at == 0 {
-					f := m.expect(b, "applied "+key+" ", time.Minute)
+					f := m.expect(b, "applied "+key+" ", 5*time.Minute)
 					if n, _ := strconv.Atoi(f[3]); n == step.want {
 						at, _ = strconv.ParseInt(f[2], 10, 64)
 					}
