@@ -239,7 +239,7 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 			last = pod
 		case ctx.Err() != nil:
 			// Out of time: a failure of the pod, said by timedOut.
-			return last, timedOut(), nil
+			return last, timedOut(), nil //nolint:nilerr // the timeout is the pod's failure, not an error of the call
 		case status.Code(err) == codes.NotFound:
 			return last, &podFailure{what: "the pod disappeared from the node while it was starting"}, nil
 		case isUnreachable(err):
