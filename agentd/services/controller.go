@@ -265,7 +265,7 @@ func (c *Controller) reconcile(ctx context.Context, kind passKind, d *dirty) {
 		s, ok := c.want[k]
 		old, had := c.applied[k]
 		switch {
-		case ok && !(had && reflect.DeepEqual(old, s)):
+		case ok && (!had || !reflect.DeepEqual(old, s)):
 			upserts = append(upserts, s)
 		case !ok && had:
 			deletes = append(deletes, k)
