@@ -716,3 +716,7 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, joined, gone bool) {
 func sortBy[T any](s []T, key func(T) string) {
 	slices.SortFunc(s, func(a, b T) int { return strings.Compare(key(a), key(b)) })
 }
+
+// PendingBroadcasts is the number of gossip messages still queued for
+// sending (news not yet passed on as often as memberlist does).
+func (c *Cluster) PendingBroadcasts() int { return c.queue.NumQueued() }

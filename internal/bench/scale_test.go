@@ -109,8 +109,12 @@ func statField(f []string, key string) int {
 // new endpoint of one service: the time from the store write to the
 // transaction that puts it in the nft rules, on that member (event to
 // rule) and on each of the other four (propagation); every member's kernel
-// table is then checked for it, and it is withdrawn again. Also: memory per
-// member, the time to converge, and a full resync at this size.
+// table is then checked for it, and it is withdrawn again. The measuring
+// starts once every member holds everything and has gossiped its initial
+// load out (100k entries published in seconds keep memberlist's queues full
+// for minutes, and its receivers then drop messages: a real limit of a bulk
+// start, repaired by push/pull, but not the steady state measured here).
+// Also: memory per member, the time to converge, and a full resync.
 //
 //	BENCH_SCALE_SERVICES=10000  services (10 endpoints each)
 func BenchmarkServicesScale(b *testing.B) {
@@ -193,7 +197,9 @@ func BenchmarkServicesScale(b *testing.B) {
 		for i, m := range members {
 			m.send(b, "stat")
 			stats[i] = m.expect(b, "stat", time.Minute)
-			if statField(stats[i], "applied") != nsvc || statField(stats[i], "backends") != nsvc*eps {
+			// converged, and the initial load gossiped out (its messages
+			// crowd out the ones measured otherwise)
+			if statField(stats[i], "applied") != nsvc || statField(stats[i], "backends") != nsvc*eps || statField(stats[i], "queued") != 0 {
 				done = false
 			}
 		}
@@ -233,7 +239,7 @@ func BenchmarkServicesScale(b *testing.B) {
 			for _, m := range members {
 				var at int64
 				waited := time.Now()
-				for at == 0 && time.Since(waited) < 2*time.Minute {
+				for at == 0 && time.Since(waited) < 3*time.Minute {
 					f, ok := m.tryExpect("applied "+key+" ", 10*time.Second)
 					if !ok {
 						continue

@@ -233,8 +233,8 @@ func main() {
 				backends += n
 			}
 			pl.mu.Unlock()
-			say("stat services=%d entries=%d applied=%d backends=%d rss_kb=%d heap=%d",
-				len(cl.List(services.KindService)), len(cl.Entries(services.KindEndpoint)), applied, backends, rssKB(), ms.HeapAlloc)
+			say("stat services=%d entries=%d applied=%d backends=%d rss_kb=%d heap=%d queued=%d",
+				len(cl.List(services.KindService)), len(cl.Entries(services.KindEndpoint)), applied, backends, rssKB(), ms.HeapAlloc, cl.PendingBroadcasts())
 		case "watch":
 			pl.mu.Lock()
 			pl.watched[f[1]] = true
