@@ -10,6 +10,9 @@
 #   BENCH_CHANGE_COUNT=200    endpoint changes through the controller alone
 #   BENCH_SCALE_COUNT=20      endpoint changes in the 5-member 10k-service cluster
 #   BENCH_SCALE_SERVICES=10000
+#   BENCH_RSS_SERVICES=10000  services applied to a real agentd for its memory figure
+#   BENCH_RSS_APPLY_SECONDS=600  ... or as many as fit in this time
+#   BENCH_TIMEOUT=90m         go test's timeout per benchmark run
 #   BENCH_PROP_COUNT=20       endpoint propagations measured
 #   BENCH_DEAD5_COUNT=3       node deaths on five nodes (a fresh five-node cluster each)
 #   BENCH_ROLLOUT_COUNT=3     rollouts of 10 replicas (each beside its floor)
@@ -37,7 +40,7 @@ kp10k="${HERD_BENCH_KUBEPROXY_10K:-1}"
 # bench PKG REGEX N: runs the benchmarks N times each, shows their output
 # and keeps it for the summary.
 bench() {
-  go test -run '^$' -bench "$2" -benchtime "$3x" -count 1 "$1" | tee "$out"
+  go test -run '^$' -bench "$2" -benchtime "$3x" -count 1 -timeout "${BENCH_TIMEOUT:-90m}" "$1" | tee "$out"
   cat "$out" >>"$all"
 }
 
@@ -120,6 +123,11 @@ echo "   deployments (each dry-run by agentd) vs 100 terraform_data"
 bench ./internal/bench/ 'BenchmarkRollout' "${BENCH_ROLLOUT_COUNT:-3}"
 bench ./internal/bench/ 'BenchmarkReplacement' "${BENCH_REPLACE_COUNT:-2}"
 bench ./internal/bench/ 'BenchmarkPlanDeployments' "${BENCH_PLAN_COUNT:-3}"
+
+echo
+echo "== agentd's own memory holding many services (2 real agentds, 10 pods each as endpoints of 10 services)"
+BENCH_RSS_SERVICES="${BENCH_RSS_SERVICES:-10000}" BENCH_RSS_APPLY_SECONDS="${BENCH_RSS_APPLY_SECONDS:-600}" \
+  bench ./internal/bench/ 'BenchmarkAgentdRSS' 1
 
 echo
 echo "== plan of 500 applied herd_pods (each refreshed from its node, nothing to change) vs 500 terraform_data with a state"
@@ -230,6 +238,12 @@ pl="$(metric BenchmarkPlanDeployments plan-s)"
 pb="$(metric BenchmarkPlanDeployments baseline-s)"
 row "plan, 100 deployments" "$(num "$pl" %.1f " s")" "$(num "$pb" %.1f " s") terraform_data" \
   "$(num "$(metric BenchmarkPlanDeployments ratio)" %.1f "x the time")" "-" "-"
+rn="$(metric BenchmarkAgentdRSS services)"
+row "agentd RSS, ${rn:-?} svc, node a" "$(num "$(metric BenchmarkAgentdRSS rss-a-mb)" %.0f " MB")" \
+  "$(num "$(metric BenchmarkAgentdRSS rss-a-before-mb)" %.0f " MB") empty" "-" "-" "-"
+row "agentd RSS, ${rn:-?} svc, node b" "$(num "$(metric BenchmarkAgentdRSS rss-b-mb)" %.0f " MB")" \
+  "$(num "$(metric BenchmarkAgentdRSS rss-b-before-mb)" %.0f " MB") empty" "-" "-" "-"
+row "apply ${rn:-?} svc, 32 clients" "$(num "$(metric BenchmarkAgentdRSS apply-s)" %.0f " s")" "-" "-" "-" "-"
 pp="$(metric BenchmarkPlanPods plan-s)"; ppb="$(metric BenchmarkPlanPods baseline-s)"; ppr="$(metric BenchmarkPlanPods ratio)"
 row "plan, 500 pods (refresh)" "$(num "$pp" %.1f " s")" "$(num "$ppb" %.1f " s") terraform_data" \
   "$(num "$ppr" %.1f "x the time")" "<= 5 s, <= 3x" "$(met "$pp" 'x <= 5')/$(met "$ppr" 'x <= 3')"
