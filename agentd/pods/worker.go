@@ -252,9 +252,9 @@ func earliest(a, b time.Time) time.Time {
 // commit publishes a changed status and persists it. It reports whether
 // persisting failed (to be retried).
 func (w *worker) commit(ctx context.Context) (retry bool) {
+	var snap *herdv1.Pod
 	if !proto.Equal(w.pod.Status, w.lastStatus) {
-		snap := proto.Clone(w.pod).(*herdv1.Pod)
-		w.m.publish(w.e, snap)
+		snap = proto.Clone(w.pod).(*herdv1.Pod)
 		w.lastStatus = snap.Status
 		w.persistDirty = true
 	}
@@ -265,12 +265,25 @@ func (w *worker) commit(ctx context.Context) (retry bool) {
 	select {
 	case <-w.e.recorded:
 	case <-ctx.Done():
+		if snap != nil {
+			w.m.publish(w.e, snap)
+		}
 		return false
 	}
-	w.m.mu.Lock()
-	snap := w.e.pod
-	w.m.mu.Unlock()
-	if err := w.m.st.PutPod(snap); err != nil {
+	// A status is written before it is shown: what a client saw survives
+	// an agentd crash right after (a container seen running is adopted
+	// with the started_at the client saw, not a new one).
+	write := snap
+	if write == nil {
+		w.m.mu.Lock()
+		write = w.e.pod
+		w.m.mu.Unlock()
+	}
+	err := w.m.st.PutPod(write)
+	if snap != nil {
+		w.m.publish(w.e, snap)
+	}
+	if err != nil {
 		w.log.Error("persist pod status", "err", err)
 		return true
 	}
