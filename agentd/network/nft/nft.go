@@ -817,7 +817,8 @@ func (d *Dataplane) apply(changes []change) error {
 			d.index(*ch.s, true)
 		}
 	}
-	d.vips, d.hairpin = vips, hp
+	setCounts(d.vips, vips)
+	setCounts(d.hairpin, hp)
 	d.nBackends += len(bAdd) - len(bDel)
 	return nil
 }
@@ -837,38 +838,46 @@ func svcKey(old Service, s *Service) string {
 	return old.Key
 }
 
-// refDiff applies -old +cur to a copy of counts; it returns the new counts
-// and the elements that disappear and appear.
+// refDiff works out -old +cur for the elements they name, without
+// copying counts (a data plane of 10k services has 100k hairpin
+// endpoints: a copy per change would cost more than the change): it
+// returns the touched elements' new counts, to be set with setCounts once
+// the kernel took the batch, and the elements that disappear and appear.
 func refDiff(counts map[netip.Addr]int, old, cur []netip.Addr) (map[netip.Addr]int, []netip.Addr, []netip.Addr) {
-	c := make(map[netip.Addr]int, len(counts)+len(cur))
-	for k, v := range counts {
-		c[k] = v
-	}
-	touched := map[netip.Addr]int{}
+	after := make(map[netip.Addr]int, len(old)+len(cur))
 	for _, ip := range old {
-		touched[ip] = counts[ip]
-		c[ip]--
+		if _, ok := after[ip]; !ok {
+			after[ip] = counts[ip]
+		}
+		after[ip]--
 	}
 	for _, ip := range cur {
-		if _, ok := touched[ip]; !ok {
-			touched[ip] = counts[ip]
+		if _, ok := after[ip]; !ok {
+			after[ip] = counts[ip]
 		}
-		c[ip]++
+		after[ip]++
 	}
 	var del, add []netip.Addr
-	for ip, before := range touched {
-		after := c[ip]
-		switch {
-		case before > 0 && after <= 0:
+	for ip, n := range after {
+		switch before := counts[ip]; {
+		case before > 0 && n <= 0:
 			del = append(del, ip)
-		case before <= 0 && after > 0:
+		case before <= 0 && n > 0:
 			add = append(add, ip)
 		}
-		if after <= 0 {
-			delete(c, ip)
+	}
+	return after, del, add
+}
+
+// setCounts writes refDiff's new counts into counts.
+func setCounts(counts, after map[netip.Addr]int) {
+	for ip, n := range after {
+		if n <= 0 {
+			delete(counts, ip)
+		} else {
+			counts[ip] = n
 		}
 	}
-	return c, del, add
 }
 
 // Services returns the keys currently programmed.

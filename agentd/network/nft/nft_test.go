@@ -579,3 +579,21 @@ func TestApplyBatch(t *testing.T) {
 		t.Fatal("a service both upserted and deleted in one batch was accepted")
 	}
 }
+
+// TestRefDiff: shared elements change by their counts, and counts only
+// when setCounts is called (a refused batch leaves them as they were).
+func TestRefDiff(t *testing.T) {
+	a, b, c := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
+	counts := map[netip.Addr]int{a: 1, b: 2}
+	after, del, add := refDiff(counts, []netip.Addr{a, b}, []netip.Addr{b, c})
+	if !reflect.DeepEqual(del, []netip.Addr{a}) || !reflect.DeepEqual(add, []netip.Addr{c}) {
+		t.Fatalf("del %v add %v, want [a] [c]", del, add)
+	}
+	if !reflect.DeepEqual(counts, map[netip.Addr]int{a: 1, b: 2}) {
+		t.Fatalf("refDiff changed the counts: %v", counts)
+	}
+	setCounts(counts, after)
+	if !reflect.DeepEqual(counts, map[netip.Addr]int{b: 2, c: 1}) {
+		t.Fatalf("counts %v, want b:2 c:1", counts)
+	}
+}
