@@ -639,17 +639,27 @@ func TestDeploymentPlacementRollbackAndNodeDeath(t *testing.T) {
 		return ready == 3, fmt.Sprint(perNode(rs))
 	})
 	healed := time.Now()
-	time.Sleep(2 * time.Second)
+	// A request already on its way to the dead node's pod when the rules
+	// changed hangs until the client's timeout (5 s): the VIP must answer
+	// the requests sent after healing, and a failure ending within one
+	// client timeout of it may be such a request.
+	const clientTimeout = 5 * time.Second
+	waitFor(t, time.Minute, "an answer through the VIP after the re-placement", func() (bool, string) {
+		s := load.Snapshot()
+		n := len(s.Answers)
+		return n > 0 && s.Answers[n-1].At.After(healed), s.Summary()
+	})
+	time.Sleep(clientTimeout + time.Second)
 	res = load.Stop()
 	t.Logf("node death: detected %v after the kill, 3 replicas ready on the survivors %v after detection", detected.Sub(killed).Round(time.Millisecond), healed.Sub(detected).Round(time.Millisecond))
 	t.Logf("load from %s across the death: %s", a.Agent.Name, res.Summary())
 	var after int
 	for _, f := range res.Failures {
-		if f.At.After(healed) {
+		if f.At.After(healed.Add(clientTimeout)) {
 			after++
 		}
 	}
-	if after > 0 || len(res.Answers) == 0 || res.Answers[len(res.Answers)-1].At.Before(healed) {
+	if after > 0 || len(res.Answers) == 0 || !res.Answers[len(res.Answers)-1].At.After(healed.Add(clientTimeout)) {
 		t.Errorf("the VIP did not answer once the replicas were re-placed: %d failures after, %s", after, res.Summary())
 	}
 	st := waitDeployment(t, c, a, "web", "RolledBack", 1, 3).GetStatus()
