@@ -37,25 +37,10 @@ func BenchmarkPlanPods(b *testing.B) {
 	// deleting 500 takes longer, so do it here first, in parallel (this
 	// cleanup runs before the cluster's).
 	b.Cleanup(func() { deleteAllPods(node.Pods) })
-	tofu, err := acctest.Tool("tofu")
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	root, err := acctest.ModuleRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "terraform-provider-herd"), ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build the provider: %v\n%s", err, out)
-	}
-	rc := filepath.Join(dir, "cli.tfrc")
-	writeFile(b, rc, fmt.Sprintf("provider_installation {\n  dev_overrides {\n    \"herd-project/herd\" = %q\n  }\n  direct {}\n}\n", filepath.Join(dir, "bin")))
+	tofu, dir, rc := devTofu(b)
 
 	var herd, base strings.Builder
-	herd.WriteString("terraform {\n  required_providers {\n    herd = { source = \"herd-project/herd\" }\n  }\n}\nprovider \"herd\" {}\n")
+	herd.WriteString(herdHeader)
 	for i := range n {
 		fmt.Fprintf(&herd, `
 resource "herd_pod" "p%[1]d" {

@@ -21,25 +21,10 @@ func BenchmarkPlanDeployments(b *testing.B) {
 	const n = 100
 	env := acctest.SharedEnv(b)
 	c := env.NewCluster(b, acctest.ClusterOptions{Names: []string{"bplan-a"}, Subnet: netip.MustParsePrefix("10.83.0.0/24")})
-	tofu, err := acctest.Tool("tofu")
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	root, err := acctest.ModuleRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "terraform-provider-herd"), ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build the provider: %v\n%s", err, out)
-	}
-	rc := filepath.Join(dir, "cli.tfrc")
-	writeFile(b, rc, fmt.Sprintf("provider_installation {\n  dev_overrides {\n    \"herd-project/herd\" = %q\n  }\n  direct {}\n}\n", filepath.Join(dir, "bin")))
+	tofu, dir, rc := devTofu(b)
 
 	var herd, base strings.Builder
-	herd.WriteString("terraform {\n  required_providers {\n    herd = { source = \"herd-project/herd\" }\n  }\n}\nprovider \"herd\" {}\n")
+	herd.WriteString(herdHeader)
 	for i := range n {
 		fmt.Fprintf(&herd, `
 resource "herd_deployment" "d%[1]d" {
@@ -91,6 +76,32 @@ resource "herd_deployment" "d%[1]d" {
 	b.ReportMetric(ms(t)/1000, "baseline-s")
 	b.ReportMetric(float64(h)/float64(t), "ratio")
 }
+
+// devTofu returns the tofu CLI, a temporary directory, and a CLI config
+// file in it that points herd-project/herd at a provider built from this
+// tree (dev_overrides).
+func devTofu(b *testing.B) (tofu, dir, rc string) {
+	tofu, err := acctest.Tool("tofu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir = b.TempDir()
+	root, err := acctest.ModuleRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "terraform-provider-herd"), ".")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build the provider: %v\n%s", err, out)
+	}
+	rc = filepath.Join(dir, "cli.tfrc")
+	writeFile(b, rc, fmt.Sprintf("provider_installation {\n  dev_overrides {\n    \"herd-project/herd\" = %q\n  }\n  direct {}\n}\n", filepath.Join(dir, "bin")))
+	return tofu, dir, rc
+}
+
+// herdHeader opens a configuration that uses the herd provider.
+const herdHeader = "terraform {\n  required_providers {\n    herd = { source = \"herd-project/herd\" }\n  }\n}\nprovider \"herd\" {}\n"
 
 func writeFile(b *testing.B, path, content string) {
 	b.Helper()

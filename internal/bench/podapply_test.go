@@ -36,22 +36,7 @@ func BenchmarkPodApply(b *testing.B) {
 	startPod(b, ctx, pods, "warmup")
 	deletePod(b, ctx, pods, "warmup")
 
-	tofu, err := acctest.Tool("tofu")
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	root, err := acctest.ModuleRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "terraform-provider-herd"), ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build the provider: %v\n%s", err, out)
-	}
-	rc := filepath.Join(dir, "cli.tfrc")
-	writeFile(b, rc, fmt.Sprintf("provider_installation {\n  dev_overrides {\n    \"herd-project/herd\" = %q\n  }\n  direct {}\n}\n", filepath.Join(dir, "bin")))
+	tofu, dir, rc := devTofu(b)
 
 	herdDir, baseDir := filepath.Join(dir, "herd"), filepath.Join(dir, "base")
 	writeFile(b, filepath.Join(herdDir, "main.tf"), fmt.Sprintf(`terraform {

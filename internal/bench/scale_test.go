@@ -66,29 +66,13 @@ func (m *scaleMember) tryExpect(prefix string, timeout time.Duration) ([]string,
 	}
 }
 
-// expect returns the first line starting with prefix, kept or new.
+// expect is tryExpect that fails the benchmark on a timeout.
 func (m *scaleMember) expect(b *testing.B, prefix string, timeout time.Duration) []string {
-	for i, l := range m.backlog {
-		if strings.HasPrefix(l, prefix) {
-			m.backlog = slices.Delete(m.backlog, i, i+1)
-			return strings.Fields(l)
-		}
+	f, ok := m.tryExpect(prefix, timeout)
+	if !ok {
+		b.Fatalf("%s: no %q within %v (or it exited)", m.name, prefix, timeout)
 	}
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-m.lines:
-			if !ok {
-				b.Fatalf("%s exited while waiting for %q", m.name, prefix)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return strings.Fields(l)
-			}
-			m.backlog = append(m.backlog, l)
-		case <-deadline:
-			b.Fatalf("%s: no %q within %v", m.name, prefix, timeout)
-		}
-	}
+	return f
 }
 
 func statField(f []string, key string) int {
