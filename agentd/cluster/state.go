@@ -253,11 +253,8 @@ func (c *Cluster) Entries(kind string) []Entry {
 	c.mu.Lock()
 	var out []Entry
 	for owner, os := range c.owners {
-		if owner != c.name {
-			ni := c.nodes[owner]
-			if os.gone || ni == nil || (ni.state != StateAlive && ni.state != StateSuspect) {
-				continue
-			}
+		if !c.visibleLocked(owner, os) {
+			continue
 		}
 		for k, e := range os.entries {
 			kd, key := splitKey(k)
@@ -278,20 +275,24 @@ func (c *Cluster) Entry(owner, kind, key string) (Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	os := c.owners[owner]
-	if os == nil {
+	if os == nil || !c.visibleLocked(owner, os) {
 		return Entry{}, false
-	}
-	if owner != c.name {
-		ni := c.nodes[owner]
-		if os.gone || ni == nil || (ni.state != StateAlive && ni.state != StateSuspect) {
-			return Entry{}, false
-		}
 	}
 	e := os.entries[objKey(kind, key)]
 	if e == nil || e.deleted {
 		return Entry{}, false
 	}
 	return Entry{Owner: owner, Kind: kind, Key: key, Value: append([]byte(nil), e.value...)}, true
+}
+
+// visibleLocked reports whether owner's entries are listed: this node's
+// always, another member's while it is live (alive or suspect) and not gone.
+func (c *Cluster) visibleLocked(owner string, os *ownerState) bool {
+	if owner == c.name {
+		return true
+	}
+	ni := c.nodes[owner]
+	return !os.gone && ni != nil && (ni.state == StateAlive || ni.state == StateSuspect)
 }
 
 // entryEvent is the event for a change of owner's entry: a change of its
@@ -436,10 +437,7 @@ func (c *Cluster) localState() []byte {
 		size += entryWireSize(w)
 	}
 	for owner, os := range c.owners { // map order: random
-		if owner == c.name || os.gone {
-			continue
-		}
-		if ni := c.nodes[owner]; ni == nil || (ni.state != StateAlive && ni.state != StateSuspect) {
+		if owner == c.name || !c.visibleLocked(owner, os) {
 			continue
 		}
 		n := 0
@@ -637,7 +635,7 @@ func (c *Cluster) nodeEvent(n *memberlist.Node, joined, gone bool) {
 	oldCIDR := ni.meta.PodCIDR
 	visible := func() bool {
 		os := c.owners[n.Name]
-		return os != nil && !os.gone && (ni.state == StateAlive || ni.state == StateSuspect)
+		return os != nil && c.visibleLocked(n.Name, os)
 	}
 	wasVisible := visible()
 	ni.addr = parseAddrPort(n.Addr, n.Port)
