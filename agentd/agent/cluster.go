@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
@@ -224,9 +225,23 @@ func (m members) Join(ctx context.Context, addrs []string) (int, error) {
 }
 
 func (m members) ListMembers(context.Context) ([]*herdv1.Member, error) {
+	caps := map[string]capacity.Info{}
+	for _, e := range m.cl.Entries(capacity.Kind) {
+		if e.Key != capacity.Key {
+			continue
+		}
+		if info, err := capacity.Decode(e.Value); err == nil {
+			caps[e.Owner] = info
+		}
+	}
 	var out []*herdv1.Member
 	for _, mb := range m.cl.Members() {
 		hm := &herdv1.Member{Name: mb.Name, State: string(mb.State), Labels: mb.Labels}
+		if info, ok := caps[mb.Name]; ok {
+			free := info.Free()
+			hm.Allocatable = &herdv1.Resources{CpuMillis: info.Allocatable.CPUMillis, MemoryBytes: info.Allocatable.MemoryBytes}
+			hm.Free = &herdv1.Resources{CpuMillis: free.CPUMillis, MemoryBytes: free.MemoryBytes}
+		}
 		if mb.Addr.IsValid() {
 			hm.GossipAddress = mb.Addr.String()
 		}

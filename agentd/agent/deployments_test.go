@@ -461,6 +461,43 @@ func deleteDeployment(t *testing.T, c *acctest.TestCluster, n *acctest.ClusterNo
 		t.Fatalf("delete deployment %s: %v", name, err)
 	}
 	waitReplicasGone(t, c, name)
+	waitCapacitySeen(t, c)
+}
+
+// waitCapacitySeen waits until every node's view of every member's free
+// resources (the capacity it gossips, which placement reads) matches what
+// that member itself reports: after a delete, the next placement must not
+// count replicas that are gone.
+func waitCapacitySeen(t *testing.T, c *acctest.TestCluster) {
+	t.Helper()
+	waitFor(t, time.Minute, "every node sees every member's free capacity", func() (bool, string) {
+		truth := map[string]string{}
+		for _, n := range c.Nodes {
+			nd, err := n.Nodes.GetNode(context.Background(), &herdv1.GetNodeRequest{})
+			if err != nil {
+				return false, err.Error()
+			}
+			a, r := nd.GetAllocatable(), nd.GetRequested()
+			truth[nd.GetName()] = fmt.Sprintf("%dm %dB", a.GetCpuMillis()-r.GetCpuMillis(), a.GetMemoryBytes()-r.GetMemoryBytes())
+		}
+		for _, n := range c.Nodes {
+			resp, err := n.Cluster.ListMembers(context.Background(), &herdv1.ListMembersRequest{})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, m := range resp.GetMembers() {
+				want, ok := truth[m.GetName()]
+				if !ok {
+					continue // a member the test killed
+				}
+				f := m.GetFree()
+				if got := fmt.Sprintf("%dm %dB", f.GetCpuMillis(), f.GetMemoryBytes()); got != want {
+					return false, fmt.Sprintf("%s sees %s free on %s, which reports %s", n.Agent.Name, got, m.GetName(), want)
+				}
+			}
+		}
+		return true, ""
+	})
 }
 
 // TestDeploymentPlacementRollbackAndNodeDeath, on three nodes of 1Gi
@@ -490,6 +527,7 @@ func TestDeploymentPlacementRollbackAndNodeDeath(t *testing.T) {
 		return d
 	}
 
+	waitCapacitySeen(t, c)
 	applyDeployment(t, a, sized("packed", 6, "200Mi", "bin_pack"))
 	waitDeployment(t, c, a, "packed", "Complete", 1, 6)
 	if got := countsDesc(perNode(replicasOf(c, "packed"))); !slices.Equal(got, []int{5, 1}) {
@@ -537,6 +575,7 @@ func TestDeploymentPlacementRollbackAndNodeDeath(t *testing.T) {
 	}
 
 	// 624Mi free per node: one 400Mi replica each, the fourth fits nowhere.
+	waitCapacitySeen(t, c)
 	_, err = c.Nodes[1].Deployments.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: sized("big", 4, "400Mi", "spread")})
 	wantReport := "cannot place 1 of 4 replicas of default/big: pl-a memory 400Mi requested > 224Mi free; pl-b memory 400Mi requested > 224Mi free; pl-c memory 400Mi requested > 224Mi free"
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), wantReport) {

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -57,7 +58,9 @@ func runGossipKey(args []string, stdout io.Writer) error {
 const nodesUsage = `Usage: herdctl nodes [--node NAME@ADDRESS] [TLS flags]
 
 Lists the cluster's members as the given node sees them: gossip address,
-node IP, pod CIDR and health.
+node IP, pod CIDR, health, and the CPU and memory each member's published
+capacity leaves free for new pods (what the deployment scheduler places by;
+"-" until the member has published it).
 `
 
 func runNodes(args []string, stdout io.Writer) error {
@@ -73,9 +76,13 @@ func runNodes(args []string, stdout io.Writer) error {
 			return fmt.Errorf("list members: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSTATE\tNODE IP\tPOD CIDR\tGOSSIP")
+		fmt.Fprintln(tw, "NAME\tSTATE\tNODE IP\tPOD CIDR\tFREE CPU\tFREE MEMORY\tGOSSIP")
 		for _, m := range resp.GetMembers() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.GetName(), m.GetState(), m.GetNodeIp(), m.GetPodCidr(), m.GetGossipAddress())
+			cpu, mem := "-", "-"
+			if f := m.GetFree(); f != nil {
+				cpu, mem = capacity.FormatCPU(f.GetCpuMillis()), capacity.FormatMemory(f.GetMemoryBytes())
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.GetName(), m.GetState(), m.GetNodeIp(), m.GetPodCidr(), cpu, mem, m.GetGossipAddress())
 		}
 		return tw.Flush()
 	})

@@ -7,7 +7,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
@@ -42,11 +44,26 @@ func TestNodesAndServices(t *testing.T) {
 		}
 	}
 
-	out.Reset()
-	if code := run(append([]string{"nodes"}, tls...), &out, &errb); code != 0 {
-		t.Fatalf("nodes: exit %d: %s", code, errb.String())
+	// The free resources shown are what the node's published capacity
+	// leaves: its allocatable less its pods' requests (it runs none).
+	node, err := n.Nodes.GetNode(context.Background(), &herdv1.GetNodeRequest{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, w := range []string{"ctl-a", "alive", n.Lab.IP.String(), "10.248."} {
+	alloc := node.GetAllocatable()
+	freeCPU := capacity.FormatCPU(alloc.GetCpuMillis() - node.GetRequested().GetCpuMillis())
+	freeMem := capacity.FormatMemory(alloc.GetMemoryBytes() - node.GetRequested().GetMemoryBytes())
+	// The capacity entry is published once agentd runs: give it a moment.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out.Reset()
+		if code := run(append([]string{"nodes"}, tls...), &out, &errb); code != 0 {
+			t.Fatalf("nodes: exit %d: %s", code, errb.String())
+		}
+		if strings.Contains(out.String(), " "+freeMem+" ") || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, w := range []string{"FREE MEMORY", "ctl-a", "alive", n.Lab.IP.String(), "10.248.", " " + freeCPU + " ", " " + freeMem + " "} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("nodes output lacks %q:\n%s", w, out.String())
 		}

@@ -2098,7 +2098,12 @@ type Member struct {
 	// "alive", "suspect", "dead" or "left".
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	// The node's labels as it publishes them (node_selector matches these).
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The capacity the member publishes, as this node's scheduler sees it:
+	// what it may give to pods and what its pods' requests leave free. Unset
+	// until the member has published one.
+	Allocatable   *Resources `protobuf:"bytes,7,opt,name=allocatable,proto3" json:"allocatable,omitempty"`
+	Free          *Resources `protobuf:"bytes,8,opt,name=free,proto3" json:"free,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2171,6 +2176,20 @@ func (x *Member) GetState() string {
 func (x *Member) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *Member) GetAllocatable() *Resources {
+	if x != nil {
+		return x.Allocatable
+	}
+	return nil
+}
+
+func (x *Member) GetFree() *Resources {
+	if x != nil {
+		return x.Free
 	}
 	return nil
 }
@@ -6643,14 +6662,16 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\bLogChunk\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x14\n" +
-	"\x12ListMembersRequest\"\xfd\x01\n" +
+	"\x12ListMembersRequest\"\xdb\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\x12\x17\n" +
 	"\anode_ip\x18\x03 \x01(\tR\x06nodeIp\x12\x19\n" +
 	"\bpod_cidr\x18\x04 \x01(\tR\apodCidr\x12\x14\n" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x123\n" +
-	"\x06labels\x18\x06 \x03(\v2\x1b.herd.v1.Member.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x06 \x03(\v2\x1b.herd.v1.Member.LabelsEntryR\x06labels\x124\n" +
+	"\vallocatable\x18\a \x01(\v2\x12.herd.v1.ResourcesR\vallocatable\x12&\n" +
+	"\x04free\x18\b \x01(\v2\x12.herd.v1.ResourcesR\x04free\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
@@ -7189,129 +7210,131 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	99,  // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
 	16,  // 31: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
 	100, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
-	27,  // 33: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	101, // 34: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
-	31,  // 35: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
-	34,  // 36: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
-	33,  // 37: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
-	32,  // 38: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
-	35,  // 39: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	108, // 40: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
-	32,  // 41: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
-	36,  // 42: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
-	36,  // 43: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	102, // 44: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	103, // 45: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	104, // 46: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
-	34,  // 47: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
-	45,  // 48: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
-	46,  // 49: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	108, // 50: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	108, // 51: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	44,  // 52: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
-	47,  // 53: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
-	48,  // 54: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
-	47,  // 55: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
-	47,  // 56: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	105, // 57: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
-	60,  // 58: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
-	60,  // 59: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
-	62,  // 60: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
-	61,  // 61: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
-	63,  // 62: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
-	108, // 63: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
-	61,  // 64: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
-	64,  // 65: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
-	64,  // 66: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
-	106, // 67: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
-	12,  // 68: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
-	107, // 69: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
-	74,  // 70: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
-	75,  // 71: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
-	108, // 72: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
-	108, // 73: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
-	77,  // 74: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
-	108, // 75: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
-	108, // 76: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
-	78,  // 77: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
-	76,  // 78: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
-	79,  // 79: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
-	108, // 80: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	80,  // 81: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
-	82,  // 82: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
-	12,  // 83: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
-	108, // 84: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
-	76,  // 85: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
-	85,  // 86: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
-	84,  // 87: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
-	80,  // 88: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
-	86,  // 89: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
-	80,  // 90: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
-	0,   // 91: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,   // 92: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	17,  // 93: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	19,  // 94: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	20,  // 95: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	22,  // 96: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	24,  // 97: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	26,  // 98: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	29,  // 99: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
-	37,  // 100: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	39,  // 101: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	40,  // 102: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	42,  // 103: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	49,  // 104: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
-	51,  // 105: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
-	52,  // 106: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
-	54,  // 107: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
-	56,  // 108: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
-	58,  // 109: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
-	83,  // 110: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
-	88,  // 111: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
-	89,  // 112: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
-	91,  // 113: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
-	88,  // 114: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
-	93,  // 115: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
-	65,  // 116: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
-	67,  // 117: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
-	68,  // 118: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
-	70,  // 119: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
-	72,  // 120: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
-	3,   // 121: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,   // 122: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	18,  // 123: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	16,  // 124: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	21,  // 125: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	23,  // 126: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	25,  // 127: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	28,  // 128: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	30,  // 129: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	38,  // 130: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	36,  // 131: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	41,  // 132: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	43,  // 133: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	50,  // 134: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	47,  // 135: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	53,  // 136: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	55,  // 137: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	57,  // 138: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	59,  // 139: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	87,  // 140: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
-	80,  // 141: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
-	90,  // 142: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
-	92,  // 143: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
-	80,  // 144: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
-	94,  // 145: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
-	66,  // 146: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
-	64,  // 147: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
-	69,  // 148: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
-	71,  // 149: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
-	73,  // 150: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
-	121, // [121:151] is the sub-list for method output_type
-	91,  // [91:121] is the sub-list for method input_type
-	91,  // [91:91] is the sub-list for extension type_name
-	91,  // [91:91] is the sub-list for extension extendee
-	0,   // [0:91] is the sub-list for field type_name
+	2,   // 33: herd.v1.Member.allocatable:type_name -> herd.v1.Resources
+	2,   // 34: herd.v1.Member.free:type_name -> herd.v1.Resources
+	27,  // 35: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
+	101, // 36: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	31,  // 37: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	34,  // 38: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	33,  // 39: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	32,  // 40: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	35,  // 41: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	108, // 42: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	32,  // 43: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	36,  // 44: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	36,  // 45: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	102, // 46: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	103, // 47: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	104, // 48: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	34,  // 49: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
+	45,  // 50: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
+	46,  // 51: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
+	108, // 52: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	108, // 53: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	44,  // 54: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
+	47,  // 55: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
+	48,  // 56: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
+	47,  // 57: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
+	47,  // 58: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
+	105, // 59: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	60,  // 60: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
+	60,  // 61: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
+	62,  // 62: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
+	61,  // 63: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
+	63,  // 64: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
+	108, // 65: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	61,  // 66: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
+	64,  // 67: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
+	64,  // 68: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
+	106, // 69: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
+	12,  // 70: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
+	107, // 71: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
+	74,  // 72: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
+	75,  // 73: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
+	108, // 74: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
+	108, // 75: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	77,  // 76: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
+	108, // 77: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
+	108, // 78: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
+	78,  // 79: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
+	76,  // 80: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
+	79,  // 81: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
+	108, // 82: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	80,  // 83: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
+	82,  // 84: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
+	12,  // 85: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
+	108, // 86: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
+	76,  // 87: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
+	85,  // 88: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
+	84,  // 89: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
+	80,  // 90: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
+	86,  // 91: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
+	80,  // 92: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
+	0,   // 93: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,   // 94: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	17,  // 95: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	19,  // 96: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	20,  // 97: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	22,  // 98: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	24,  // 99: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	26,  // 100: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	29,  // 101: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	37,  // 102: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	39,  // 103: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	40,  // 104: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	42,  // 105: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	49,  // 106: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	51,  // 107: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	52,  // 108: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	54,  // 109: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	56,  // 110: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	58,  // 111: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	83,  // 112: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
+	88,  // 113: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
+	89,  // 114: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
+	91,  // 115: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
+	88,  // 116: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
+	93,  // 117: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
+	65,  // 118: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	67,  // 119: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	68,  // 120: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	70,  // 121: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	72,  // 122: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	3,   // 123: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,   // 124: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	18,  // 125: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	16,  // 126: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	21,  // 127: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	23,  // 128: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	25,  // 129: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	28,  // 130: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	30,  // 131: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	38,  // 132: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	36,  // 133: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	41,  // 134: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	43,  // 135: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	50,  // 136: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	47,  // 137: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	53,  // 138: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	55,  // 139: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	57,  // 140: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	59,  // 141: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	87,  // 142: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
+	80,  // 143: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
+	90,  // 144: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
+	92,  // 145: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
+	80,  // 146: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
+	94,  // 147: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
+	66,  // 148: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	64,  // 149: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	69,  // 150: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	71,  // 151: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	73,  // 152: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	123, // [123:153] is the sub-list for method output_type
+	93,  // [93:123] is the sub-list for method input_type
+	93,  // [93:93] is the sub-list for extension type_name
+	93,  // [93:93] is the sub-list for extension extendee
+	0,   // [0:93] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
