@@ -73,7 +73,13 @@ type Config struct {
 type Registry struct {
 	st  Store
 	cfg Config
-	mu  sync.Mutex // serializes this node's allocations
+	// mu serializes this node's allocations. It is not held while a
+	// service is written (a write saves the cluster state, which at many
+	// services costs milliseconds): applies in flight hold their cluster IP
+	// and node ports in pending instead, so that concurrent applies share
+	// one save and still never allocate the same address.
+	mu      sync.Mutex
+	pending map[string]*pendingService
 
 	// decoded services by key, reused while the stored bytes are the same
 	// (every allocation looks at every service: decoding them all each
@@ -85,6 +91,13 @@ type Registry struct {
 	// selects (the services controller keeps them); nil decodes every
 	// published endpoint on each read.
 	Endpoints func(key string) ([]endpoint, bool)
+}
+
+// pendingService is an apply being written: done is closed once it is in
+// the store (or failed).
+type pendingService struct {
+	svc  *herdv1.Service
+	done chan struct{}
 }
 
 type cachedService struct {
@@ -167,8 +180,20 @@ func (r *Registry) Apply(in *herdv1.ServiceSpec) (*herdv1.Service, bool, error) 
 	d := spec.DefaultService(in)
 	key := Key(d.GetNamespace(), d.GetName())
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	others := r.all()
+	// One apply of a key at a time: the next one builds on what the
+	// previous wrote (its uid and addresses).
+	for p := r.pending[key]; p != nil; p = r.pending[key] {
+		r.mu.Unlock()
+		<-p.done
+		r.mu.Lock()
+	}
+	locked := true
+	defer func() {
+		if locked {
+			r.mu.Unlock()
+		}
+	}()
+	others := r.othersLocked()
 	var cur *herdv1.Service
 	if o, ok := r.st.Get(KindService, key); ok {
 		s, err := decode(o)
@@ -207,10 +232,32 @@ func (r *Registry) Apply(in *herdv1.ServiceSpec) (*herdv1.Service, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	if _, err := r.st.Put(KindService, key, b); err != nil {
+	p := &pendingService{svc: next, done: make(chan struct{})}
+	if r.pending == nil {
+		r.pending = map[string]*pendingService{}
+	}
+	r.pending[key] = p
+	r.mu.Unlock()
+	locked = false
+	_, err = r.st.Put(KindService, key, b)
+	r.mu.Lock()
+	delete(r.pending, key)
+	close(p.done)
+	r.mu.Unlock()
+	if err != nil {
 		return nil, false, fmt.Errorf("write service %s: %w", key, err)
 	}
 	return r.withStatus(key, next), true, nil
+}
+
+// othersLocked is every service this node holds or is writing, by key;
+// r.mu must be held.
+func (r *Registry) othersLocked() map[string]*herdv1.Service {
+	out := r.all()
+	for k, p := range r.pending {
+		out[k] = p.svc
+	}
+	return out
 }
 
 // Reassign gives a service that collides with an older one (two nodes
@@ -227,7 +274,7 @@ func (r *Registry) Reassign(key string) error {
 	if err != nil {
 		return err
 	}
-	others := r.all()
+	others := r.othersLocked()
 	delete(others, key)
 	next := proto.Clone(cur).(*herdv1.Service)
 	changed := false

@@ -3,8 +3,10 @@ package services
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,5 +203,126 @@ func TestReassignCollision(t *testing.T) {
 	}
 	if gotNew.GetUid() != "later" {
 		t.Fatalf("reassign changed the uid: %s", gotNew.GetUid())
+	}
+}
+
+// gatedPersister counts saves and holds the first one until released.
+type gatedPersister struct {
+	cluster.MemPersister
+	mu      sync.Mutex
+	saves   int
+	gate    chan struct{}
+	started chan struct{}
+}
+
+func (p *gatedPersister) Save(b []byte) error {
+	p.mu.Lock()
+	p.saves++
+	first := p.saves == 1 && p.gate != nil
+	p.mu.Unlock()
+	if first {
+		close(p.started)
+		<-p.gate
+	}
+	return p.MemPersister.Save(b)
+}
+
+// TestConcurrentApplies: applies running at once never get the same
+// cluster IP or node port, fill the range exactly, share saves of the
+// cluster state (a write is not serialized behind every other one's
+// save), and applies of one key keep one identity.
+func TestConcurrentApplies(t *testing.T) {
+	const n = 30 // a /27 has 30 usable addresses
+	p := &gatedPersister{}
+	cl, err := cluster.New(cluster.Config{
+		NodeName: "n1", BindAddr: "127.0.0.1", SecretKey: make([]byte, 32),
+		ClusterCIDR: netip.MustParsePrefix("10.250.0.0/16"), NodeCIDRBits: 24,
+		NodeIP: netip.MustParseAddr("127.0.0.1"), Persist: p,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Shutdown() })
+	if _, err := cl.Join(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRegistry(cl, Config{ServiceCIDR: netip.MustParsePrefix("10.96.0.0/27"), NodePortMin: 30000, NodePortMax: 30000 + n - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.saves = 0
+	p.gate, p.started = make(chan struct{}), make(chan struct{})
+	p.mu.Unlock()
+
+	var wg sync.WaitGroup
+	got := make([]*herdv1.Service, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			got[i], _, errs[i] = r.Apply(svcSpec(fmt.Sprintf("s%02d", i), TypeNodePort))
+		})
+	}
+	// The first save is held until every apply is in flight: all of them
+	// allocated while none was in the store yet.
+	<-p.started
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		r.mu.Lock()
+		inFlight := len(r.pending)
+		r.mu.Unlock()
+		if inFlight == n || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // let them reach the save
+	close(p.gate)
+	wg.Wait()
+
+	ips, ports := map[string]string{}, map[int32]string{}
+	for i, s := range got {
+		if errs[i] != nil {
+			t.Fatalf("apply s%02d: %v", i, errs[i])
+		}
+		name := s.GetSpec().GetName()
+		if o, dup := ips[s.GetStatus().GetClusterIp()]; dup {
+			t.Errorf("%s and %s share cluster IP %s", name, o, s.GetStatus().GetClusterIp())
+		}
+		ips[s.GetStatus().GetClusterIp()] = name
+		np := s.GetSpec().GetPorts()[0].GetNodePort()
+		if o, dup := ports[np]; dup {
+			t.Errorf("%s and %s share node port %d", name, o, np)
+		}
+		ports[np] = name
+	}
+	p.mu.Lock()
+	saves := p.saves
+	p.mu.Unlock()
+	t.Logf("%d concurrent applies, %d saves of the cluster state", n, saves)
+	if saves > n/3 {
+		t.Errorf("%d applies took %d saves: writes were serialized", n, saves)
+	}
+	if _, _, err := r.Apply(svcSpec("full", "")); !errors.Is(err, ErrExhausted) {
+		t.Errorf("apply past the range: %v, want ErrExhausted", err)
+	}
+
+	// Applies of one key at once: one uid, one cluster IP.
+	if _, err := r.Delete("default", "s00"); err != nil {
+		t.Fatal(err)
+	}
+	same := make([]*herdv1.Service, 8)
+	for i := range same {
+		wg.Go(func() {
+			s, _, err := r.Apply(svcSpec("same", ""))
+			if err != nil {
+				t.Errorf("apply same: %v", err)
+			}
+			same[i] = s
+		})
+	}
+	wg.Wait()
+	for _, s := range same[1:] {
+		if s.GetUid() != same[0].GetUid() || s.GetStatus().GetClusterIp() != same[0].GetStatus().GetClusterIp() {
+			t.Errorf("concurrent applies of one key: uid %s ip %s, and uid %s ip %s", s.GetUid(), s.GetStatus().GetClusterIp(), same[0].GetUid(), same[0].GetStatus().GetClusterIp())
+		}
 	}
 }
