@@ -527,6 +527,9 @@ func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *
 	next.ID = types.StringValue(nodeid.FormatPod(nodeID, next.Name.ValueString()))
 	next.setStatus(pod)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &next)...)
+	if !resp.Diagnostics.HasError() {
+		stampRead(ctx, resp, nodeID, podName, pod)
+	}
 }
 
 // Update only ever changes timeouts (every other attribute forces a
