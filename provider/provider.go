@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
@@ -41,6 +42,9 @@ var (
 
 type herdProvider struct {
 	version string
+	// pool is the last configured client pool (the server's herd_pod
+	// refresh shortcut reads pods through it).
+	pool atomic.Pointer[Pool]
 }
 
 type providerModel struct {
@@ -164,6 +168,7 @@ func (p *herdProvider) Configure(ctx context.Context, req provider.ConfigureRequ
 		DialTimeout: dial,
 		UserAgent:   "terraform-provider-herd/" + p.version,
 	})
+	p.pool.Store(pool)
 	resp.ResourceData = pool
 	resp.DataSourceData = pool
 	resp.EphemeralResourceData = pool

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -98,7 +97,7 @@ func needCLI(t *testing.T) {
 // providerFactories serves the provider in-process to the CLI.
 func providerFactories() map[string]func() (tfprotov6.ProviderServer, error) {
 	return map[string]func() (tfprotov6.ProviderServer, error){
-		"herd": providerserver.NewProtocol6WithError(provider.New("test")()),
+		"herd": provider.ServerWithError("test"),
 	}
 }
 
