@@ -248,6 +248,8 @@ row "apply ${rn:-?} svc, 32 clients" "$(num "$(metric BenchmarkAgentdRSS apply-s
 pp="$(metric BenchmarkPlanPods plan-s)"; ppb="$(metric BenchmarkPlanPods baseline-s)"; ppr="$(metric BenchmarkPlanPods ratio)"
 row "plan, 500 pods (steady state)" "$(num "$pp" %.1f " s")" "$(num "$ppb" %.1f " s") terraform_data" \
   "$(num "$ppr" %.1f "x the time")" "<= 5 s, <= 3x" "$(met "$pp" 'x <= 5')/$(met "$ppr" 'x <= 3')"
+row "  CPU: OpenTofu / provider" "$(num "$(metric BenchmarkPlanPods tofu-cpu-s)" %.1f " s")/$(num "$(metric BenchmarkPlanPods provider-cpu-s)" %.1f " s")" \
+  "$(num "$(metric BenchmarkPlanPods baseline-cpu-s)" %.1f " s") CPU, all of it" "-" "-" "-"
 ppf="$(metric BenchmarkPlanPods first-plan-s)"; ppfb="$(metric BenchmarkPlanPods first-baseline-s)"
 row "plan, 500 pods, first after create" "$(num "$ppf" %.1f " s")" "$(num "$ppfb" %.1f " s") terraform_data" \
   "$(awk -v a="$ppf" -v b="$ppfb" 'BEGIN { if (a != "" && b > 0) printf "%.1fx the time", a / b; else print "-" }')" "<= 5 s" "$(met "$ppf" 'x <= 5')"

@@ -63,9 +63,16 @@ resource "herd_pod" "p%[1]d" {
 	writeFile(b, filepath.Join(baseDir, "main.tf"), base.String())
 	tfEnv := append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "TF_IN_AUTOMATION=1",
 		"HERD_CA_CERT="+env.Certs.CAFile, "HERD_CLIENT_CERT="+env.Certs.ClientCertFile, "HERD_CLIENT_KEY="+env.Certs.ClientKeyFile)
+	var (
+		lastCPU time.Duration
+		runEnv  func(env []string, dir string, args ...string) time.Duration
+	)
 	run := func(dir string, args ...string) time.Duration {
+		return runEnv(tfEnv, dir, args...)
+	}
+	runEnv = func(env []string, dir string, args ...string) time.Duration {
 		cmd := exec.Command(tofu, append([]string{"-chdir=" + dir}, args...)...)
-		cmd.Env = tfEnv
+		cmd.Env = env
 		t0 := time.Now()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -74,7 +81,9 @@ resource "herd_pod" "p%[1]d" {
 		if args[0] == "plan" && !strings.Contains(string(out), "No changes.") {
 			b.Fatalf("tofu plan in %s: want no changes:\n%s", dir, out)
 		}
-		return time.Since(t0)
+		took := time.Since(t0)
+		lastCPU = cpuOf(cmd.ProcessState)
+		return took
 	}
 	// terraform_data's provider must be installed once; dev_overrides need no init.
 	run(baseDir, "init", "-input=false", "-no-color")
@@ -89,11 +98,26 @@ resource "herd_pod" "p%[1]d" {
 	first, firstBase := run(herdDir, plan...), run(baseDir, plan...)
 	run(herdDir, "apply", "-input=false", "-no-color", "-auto-approve", "-lock=false", "-parallelism=20")
 	run(baseDir, "apply", "-input=false", "-no-color", "-auto-approve", "-lock=false")
-	var hs, bs []time.Duration
+	var hs, bs, hcpu, bcpu []time.Duration
 	for b.Loop() {
 		hs = append(hs, run(herdDir, plan...))
+		hcpu = append(hcpu, lastCPU)
 		bs = append(bs, run(baseDir, plan...))
+		bcpu = append(bcpu, lastCPU)
 	}
+	b.StopTimer()
+	// Where the time goes: one more plan with the provider started apart
+	// (debug mode), so OpenTofu's own CPU is read without the provider's.
+	// The provider's share is the difference from the plans above: in
+	// debug mode its own logging setup differs, so its CPU there is not
+	// what a user's plan costs.
+	_, reattach := debugProvider(b, filepath.Join(dir, "bin", "terraform-provider-herd"), tfEnv)
+	runEnv(append(tfEnv, "TF_REATTACH_PROVIDERS="+reattach), herdDir, plan...)
+	tofuCPU := lastCPU
+	b.ReportMetric(ms(median(hcpu))/1000, "plan-cpu-s")
+	b.ReportMetric(ms(tofuCPU)/1000, "tofu-cpu-s")
+	b.ReportMetric(ms(median(hcpu)-tofuCPU)/1000, "provider-cpu-s")
+	b.ReportMetric(ms(median(bcpu))/1000, "baseline-cpu-s")
 	h, t := median(hs), median(bs)
 	b.ReportMetric(ms(h)/1000, "plan-s")
 	b.ReportMetric(ms(t)/1000, "baseline-s")
