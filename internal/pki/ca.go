@@ -160,22 +160,15 @@ func (ca *CA) IssueNode(name string, ips []net.IP, dnsNames []string, opts ...Op
 }
 
 // IssueClient issues a client certificate (CN=name, ExtKeyUsage ClientAuth
-// only) for a user or tool such as the Terraform provider or herdctl. Admin
-// clients carry the Subject Organization AdminOrganization. Only the
-// validity options apply.
+// only) for a user or tool such as the Terraform provider or herdctl:
+// an admin, or an operator of every namespace (IssueClientAccess chooses
+// the role and namespaces). Only the validity options apply.
 func (ca *CA) IssueClient(name string, admin bool, opts ...Option) (certPEM, keyPEM []byte, err error) {
-	if err := ValidateName(name); err != nil {
-		return nil, nil, err
-	}
-	o, err := herdLeaf(opts)
-	if err != nil {
-		return nil, nil, err
-	}
+	a := Access{Role: RoleOperator}
 	if admin {
-		o.organization = []string{AdminOrganization}
+		a.Role = RoleAdmin
 	}
-	o.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	return ca.issue(name, o)
+	return ca.IssueClientAccess(name, a, opts...)
 }
 
 // herdLeaf resolves opts keeping only their validity window: herd's own
@@ -250,7 +243,7 @@ func (o options) template(commonName string) (*x509.Certificate, error) {
 	}
 	return &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName, Organization: o.organization},
+		Subject:               pkix.Name{CommonName: commonName, Organization: o.organization, OrganizationalUnit: o.units},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              o.keyUsage,

@@ -32,6 +32,7 @@ type options struct {
 	notAfter  time.Time
 
 	organization []string
+	units        []string
 	dnsNames     []string
 	ips          []net.IP
 	extKeyUsage  []x509.ExtKeyUsage
