@@ -19,14 +19,22 @@ import (
 const certsUsage = `Usage:
   herdctl certs init   [--dir DIR] [--name "herd CA"] [--days N] [--force]
   herdctl certs node   NAME --ip IP [--ip IP...] [--dns NAME...] [--dir DIR] [--days N] [--force]
-  herdctl certs client NAME [--admin] [--dir DIR] [--days N] [--force]
+  herdctl certs client NAME [--role admin|operator|viewer] [--namespace NS...] [--grant-logs]
+                       [--admin] [--dir DIR] [--days N] [--force]
 
 Subcommands:
   init     create the herd CA: DIR/ca.pem and DIR/ca-key.pem
   node     issue an agentd node certificate (server and client auth):
            DIR/NAME.pem and DIR/NAME-key.pem, signed by the CA in DIR
-  client   issue a client certificate (client auth; --admin grants the
-           herd:admin role): DIR/NAME.pem and DIR/NAME-key.pem
+  client   issue a client certificate (client auth): DIR/NAME.pem and
+           DIR/NAME-key.pem, with a role (default operator):
+             admin     everything (--admin is --role admin)
+             operator  pods, deployments and services, their status and
+                       logs, in the --namespace given (repeatable or
+                       comma-separated; none: every namespace)
+             viewer    read-only status in its namespaces; no logs
+                       unless --grant-logs
+           Secrets, node labels, joins and nested clusters are admin-only.
 
 DIR defaults to $HERD_CERTS_DIR, or ./certs. NAME must be an RFC 1123 label
 (lowercase letters, digits and '-', at most 63 characters, starting and
@@ -165,7 +173,11 @@ func certsClient(args []string, stdout io.Writer) error {
 	fs := newFlagSet("certs client")
 	var c commonFlags
 	addCommonFlags(fs, &c, 365)
-	admin := fs.Bool("admin", false, "grant the herd:admin role")
+	admin := fs.Bool("admin", false, "grant the admin role (--role admin)")
+	role := fs.String("role", "", "admin, operator or viewer (default operator)")
+	logs := fs.Bool("grant-logs", false, "let a viewer read pod logs")
+	var namespaces stringList
+	fs.Var(&namespaces, "namespace", "a namespace the certificate may use (repeatable; none: every namespace)")
 	pos, help, err := parseArgs(fs, args, certsUsage, stdout)
 	if err != nil || help {
 		return err
@@ -174,12 +186,26 @@ func certsClient(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	kind := "client"
+	a := pki.Access{Role: pki.RoleOperator, Namespaces: namespaces, Logs: *logs}
+	if *role != "" {
+		r, err := pki.ParseRole(*role)
+		if err != nil {
+			return newUsageError(certsUsage, "certs client: --role: %v", err)
+		}
+		a.Role = r
+	}
 	if *admin {
-		kind = "admin client"
+		if *role != "" && a.Role != pki.RoleAdmin {
+			return newUsageError(certsUsage, "certs client: --admin and --role %s contradict each other", a.Role)
+		}
+		a.Role = pki.RoleAdmin
+	}
+	kind := string(a.Role) + " client"
+	if len(a.Namespaces) > 0 {
+		kind += " of namespaces " + strings.Join(a.Namespaces, ", ")
 	}
 	return issueLeaf(stdout, c, name, kind, func(ca *pki.CA, validity pki.Option) ([]byte, []byte, error) {
-		return ca.IssueClient(name, *admin, validity)
+		return ca.IssueClientAccess(name, a, validity)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -234,12 +235,18 @@ func TestCertsClient(t *testing.T) {
 	mustCerts(t, "init", "--dir", dir)
 	ca, roots := caPool(t, dir)
 	for _, tt := range []struct {
-		name  string
-		args  []string
-		admin bool
+		name   string
+		args   []string
+		admin  bool
+		access pki.Access
 	}{
-		{name: "alice", args: []string{"client", "alice", "--admin", "--dir", dir}, admin: true},
-		{name: "terraform", args: []string{"client", "--dir", dir, "terraform"}, admin: false},
+		{name: "alice", args: []string{"client", "alice", "--admin", "--dir", dir}, admin: true, access: pki.Access{Role: pki.RoleAdmin}},
+		{name: "terraform", args: []string{"client", "--dir", dir, "terraform"}, access: pki.Access{Role: pki.RoleOperator}},
+		{name: "root", args: []string{"client", "root", "--role", "admin", "--dir", dir}, admin: true, access: pki.Access{Role: pki.RoleAdmin}},
+		{name: "web-ops", args: []string{"client", "web-ops", "--role", "operator", "--namespace", "web,shop", "--dir", dir},
+			access: pki.Access{Role: pki.RoleOperator, Namespaces: []string{"shop", "web"}}},
+		{name: "watcher", args: []string{"client", "watcher", "--role", "viewer", "--namespace", "web", "--grant-logs", "--dir", dir},
+			access: pki.Access{Role: pki.RoleViewer, Namespaces: []string{"web"}, Logs: true}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			out := mustCerts(t, tt.args...)
@@ -259,6 +266,9 @@ func TestCertsClient(t *testing.T) {
 			}
 			if got := pki.IsAdmin(c); got != tt.admin {
 				t.Errorf("IsAdmin = %v, want %v", got, tt.admin)
+			}
+			if got, err := pki.ClientAccess(c); err != nil || !reflect.DeepEqual(got, tt.access) {
+				t.Errorf("ClientAccess = %+v, %v; want %+v", got, err, tt.access)
 			}
 			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 				t.Errorf("client certificate does not verify: %v", err)
@@ -310,6 +320,11 @@ func TestCertsErrors(t *testing.T) {
 		{name: "init extra argument", args: []string{"init", "extra", "--dir", dir}, want: `unexpected argument "extra"`, wantUsage: true},
 		{name: "init empty name", args: []string{"init", "--name", " ", "--dir", empty}, want: "--name", wantUsage: true},
 		{name: "no CA", args: []string{"client", "c1", "--dir", empty}, want: "certs init"},
+		{name: "unknown role", args: []string{"client", "c1", "--role", "root", "--dir", dir}, want: `unknown role "root"`, wantUsage: true},
+		{name: "admin and viewer", args: []string{"client", "c1", "--admin", "--role", "viewer", "--dir", dir}, want: "contradict", wantUsage: true},
+		{name: "logs for an operator", args: []string{"client", "c1", "--grant-logs", "--dir", dir}, want: "the logs grant is for viewers"},
+		{name: "admin of a namespace", args: []string{"client", "c1", "--admin", "--namespace", "web", "--dir", dir}, want: "an admin holds every namespace"},
+		{name: "bad namespace", args: []string{"client", "c1", "--role", "viewer", "--namespace", "Web", "--dir", dir}, want: "namespace: invalid name"},
 		{name: "existing client", args: []string{"client", "taken", "--dir", dir}, want: "already exists"},
 	}
 	for _, tt := range tests {
