@@ -310,6 +310,9 @@ func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 	if w.Owner == c.name || w.Owner == "" {
 		return false // this node is the authority on its own entries
 	}
+	if !c.entryVersionOK(&w, time.Now()) {
+		return false
+	}
 	os := c.owners[w.Owner]
 	if os == nil {
 		os = &ownerState{epoch: w.Epoch, entries: map[string]*entRec{}}
@@ -344,6 +347,9 @@ func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 
 // applyObjectLocked merges a remote object; it reports whether it was news.
 func (c *Cluster) applyObjectLocked(w wireObject) bool {
+	if !c.objectVersionOKLocked(&w) {
+		return false // refused: neither stored nor counted in the clock
+	}
 	c.clock = max(c.clock, w.Version)
 	c.notePeerVersionLocked(w.Writer, objKey(w.Kind, w.Key), w.Version)
 	k := objKey(w.Kind, w.Key)
@@ -393,7 +399,7 @@ func (c *Cluster) handle(env envelope) {
 	}
 	for _, h := range env.Have {
 		k := objKey(h.Kind, h.Key)
-		if h.Node == c.name {
+		if h.Node == c.name || c.tooFarAheadLocked(h.Version) {
 			continue
 		}
 		if h.Version > c.peerVersions[h.Node][k] {
@@ -475,10 +481,12 @@ func (c *Cluster) mergeRemoteState(buf []byte) {
 	if env.From != "" && env.From != c.name {
 		// a full view: it is exactly what the peer has now
 		m := make(map[string]uint64, len(env.Objects))
-		for _, w := range env.Objects {
-			m[objKey(w.Kind, w.Key)] = w.Version
-		}
 		c.mu.Lock()
+		for _, w := range env.Objects {
+			if !c.tooFarAheadLocked(w.Version) {
+				m[objKey(w.Kind, w.Key)] = w.Version
+			}
+		}
 		c.peerVersions[env.From] = m
 		c.mu.Unlock()
 	}
