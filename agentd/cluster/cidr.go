@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math/big"
 	"net/netip"
+	"time"
 )
 
 // blockOK reports whether p is one of the cluster CIDR's node blocks.
@@ -31,16 +32,25 @@ func (c *Cluster) block(i uint64) (netip.Prefix, bool) {
 }
 
 // claimOfLocked is a node's claimed pod CIDR: its replicated claim record,
-// else what its node metadata says.
+// else what its node metadata says. Only a block of the cluster CIDR is a
+// claim, and a claim seen only in metadata must overlap no other member's
+// settled claim (records are checked as they arrive).
 func (c *Cluster) claimOfLocked(name string) (netip.Prefix, bool) {
 	if r := c.objects[objKey(kindPodCIDR, name)]; r != nil && !r.Deleted {
-		if p, err := netip.ParsePrefix(string(r.Value)); err == nil {
-			return p, true
-		}
+		cl, ok := c.claims[name]
+		return cl.p, ok
 	}
 	if ni := c.nodes[name]; ni != nil && ni.meta.PodCIDR != "" {
-		if p, err := netip.ParsePrefix(ni.meta.PodCIDR); err == nil {
+		p, err := netip.ParsePrefix(ni.meta.PodCIDR)
+		why, other := "not a prefix", ""
+		if err == nil {
+			why, other = c.claimRefusalLocked(name, p, time.Now())
+		}
+		if why == "" {
 			return p, true
+		}
+		if name != c.name {
+			c.logClaimRefusalLocked(name, ni.meta.PodCIDR, why, other, "node metadata", 0)
 		}
 	}
 	return netip.Prefix{}, false

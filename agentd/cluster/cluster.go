@@ -123,6 +123,10 @@ type Cluster struct {
 	peerVersions map[string]map[string]uint64
 	podCIDR      netip.Prefix
 	joined       bool
+	// claims indexes the valid pod CIDR records by member (claims.go);
+	// refusedLogged remembers refused claims already logged.
+	claims        map[string]claimRec
+	refusedLogged map[string]string
 
 	saveMu sync.Mutex
 	// changes counts calls of save (under mu); savedUpTo is the count the
@@ -427,7 +431,6 @@ func (c *Cluster) Members() []Member {
 	for name, ni := range c.nodes {
 		m := Member{Name: name, Addr: ni.addr, State: ni.state}
 		m.NodeIP, _ = netip.ParseAddr(ni.meta.NodeIP)
-		m.PodCIDR, _ = netip.ParsePrefix(ni.meta.PodCIDR)
 		if p, ok := c.claimOfLocked(name); ok {
 			m.PodCIDR = p
 		}

@@ -71,6 +71,7 @@ func (c *Cluster) setObjLocked(r *objRec) {
 		c.digest ^= objHash(&r.wireObject)
 		c.liveCount++
 	}
+	c.noteClaimLocked(r)
 	c.clock = max(c.clock, r.Version)
 }
 
@@ -347,7 +348,7 @@ func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 
 // applyObjectLocked merges a remote object; it reports whether it was news.
 func (c *Cluster) applyObjectLocked(w wireObject) bool {
-	if !c.objectVersionOKLocked(&w) {
+	if !c.objectVersionOKLocked(&w) || !c.claimObjectOKLocked(&w) {
 		return false // refused: neither stored nor counted in the clock
 	}
 	c.clock = max(c.clock, w.Version)
