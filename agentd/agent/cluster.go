@@ -194,7 +194,7 @@ func routeLoop(ctx context.Context, cl *cluster.Cluster, st *store.Store, log *s
 			log.Error("the cluster re-assigned this node's pod CIDR after the pod network was built; restart agentd to rebuild it", "built_on", built, "claimed", now)
 		}
 		if repair || !maps.Equal(peers, applied) {
-			if err := podnet.EnsureRoutes(ctx, "", peers); err != nil {
+			if err := podnet.EnsureRoutes(ctx, "", cl.ClusterCIDR(), peers); err != nil {
 				if ctx.Err() == nil {
 					log.Warn("pod routes", "err", err)
 				}

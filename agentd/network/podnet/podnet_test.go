@@ -498,10 +498,10 @@ func TestCrossNodeHostGW(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureRoutes(ctx, n1, map[netip.Prefix]netip.Addr{p2.cfg.PodCIDR: netip.MustParseAddr("192.168.77.2")}); err != nil {
+	if err := EnsureRoutes(ctx, n1, testClusterCIDR, map[netip.Prefix]netip.Addr{p2.cfg.PodCIDR: netip.MustParseAddr("192.168.77.2")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureRoutes(ctx, n2, map[netip.Prefix]netip.Addr{p1.cfg.PodCIDR: netip.MustParseAddr("192.168.77.1")}); err != nil {
+	if err := EnsureRoutes(ctx, n2, testClusterCIDR, map[netip.Prefix]netip.Addr{p1.cfg.PodCIDR: netip.MustParseAddr("192.168.77.1")}); err != nil {
 		t.Fatal(err)
 	}
 	ln := listen(t, b.NetnsPath, netip.AddrPortFrom(b.IP, 8080).String())
@@ -516,7 +516,7 @@ func TestCrossNodeHostGW(t *testing.T) {
 	}
 
 	// Peer gone: its route is removed and the pod becomes unreachable.
-	if err := EnsureRoutes(ctx, n1, nil); err != nil {
+	if err := EnsureRoutes(ctx, n1, testClusterCIDR, nil); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := dial(a.NetnsPath, netip.AddrPortFrom(b.IP, 8080).String()); err == nil {
@@ -539,15 +539,15 @@ func TestEnsureRoutesTouchesOnlyHerdRoutes(t *testing.T) {
 		netip.MustParsePrefix("10.244.2.0/24"): netip.MustParseAddr("192.168.77.2"),
 		netip.MustParsePrefix("10.244.3.0/24"): netip.MustParseAddr("192.168.77.3"),
 	}
-	if err := EnsureRoutes(ctx, n1, peers); err != nil {
+	if err := EnsureRoutes(ctx, n1, testClusterCIDR, peers); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureRoutes(ctx, n1, peers); err != nil { // idempotent
+	if err := EnsureRoutes(ctx, n1, testClusterCIDR, peers); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	// Peer 3 moves, peer 2 leaves.
 	peers = map[netip.Prefix]netip.Addr{netip.MustParsePrefix("10.244.3.0/24"): netip.MustParseAddr("192.168.77.4")}
-	if err := EnsureRoutes(ctx, n1, peers); err != nil {
+	if err := EnsureRoutes(ctx, n1, testClusterCIDR, peers); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
@@ -569,7 +569,7 @@ func TestEnsureRoutesTouchesOnlyHerdRoutes(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("routes %v, want %v", got, want)
 	}
-	if err := EnsureRoutes(ctx, n1, map[netip.Prefix]netip.Addr{netip.MustParsePrefix("10.0.0.1/8"): netip.MustParseAddr("1.2.3.4")}); err == nil {
+	if err := EnsureRoutes(ctx, n1, testClusterCIDR, map[netip.Prefix]netip.Addr{netip.MustParsePrefix("10.0.0.1/8"): netip.MustParseAddr("1.2.3.4")}); err == nil {
 		t.Fatal("unmasked prefix accepted")
 	}
 }

@@ -4,6 +4,7 @@ package podnet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -41,32 +42,40 @@ func withNetlink(path string, fn func(*netlink.Handle) error) error {
 }
 
 // EnsureRoutes makes the node netns at hostNetns ("" = the current one) route
-// each peer's pod CIDR via that peer's node IP (host-gw):
-// `ip route replace <cidr> via <node IP> proto 104`. herd routes (RTProtHerd)
-// in the main table for prefixes not in peers are removed; other routes are
-// never touched.
-func EnsureRoutes(ctx context.Context, hostNetns string, peers map[netip.Prefix]netip.Addr) error {
-	for cidr, via := range peers {
-		if !cidr.IsValid() || !cidr.Addr().Is4() || cidr != cidr.Masked() {
-			return fmt.Errorf("podnet: invalid peer pod CIDR %v", cidr)
-		}
-		if !via.Is4() {
-			return fmt.Errorf("podnet: invalid node IP %v for %v", via, cidr)
-		}
+// each peer's pod CIDR via that peer's node IP (host-gw), as a route marked
+// RTProtHerd: `ip route add|replace <cidr> via <node IP> proto 104`. herd
+// routes (RTProtHerd) in the main table for prefixes not in peers are
+// removed; other routes are never touched.
+//
+// Only a pod CIDR inside clusterCIDR is routed, and never over a route to
+// the same prefix that herd did not create. Such peers are skipped (their
+// herd routes removed), the others still set up, and the skipped ones
+// reported in the error.
+func EnsureRoutes(ctx context.Context, hostNetns string, clusterCIDR netip.Prefix, peers map[netip.Prefix]netip.Addr) error {
+	if !clusterCIDR.IsValid() || !clusterCIDR.Addr().Is4() {
+		return fmt.Errorf("podnet: invalid cluster CIDR %v", clusterCIDR)
 	}
-	return withNetlink(hostNetns, func(h *netlink.Handle) error {
-		for cidr, via := range peers {
+	var errs []error
+	want := map[netip.Prefix]netip.Addr{}
+	for cidr, via := range peers {
+		if err := peerRouteOK(clusterCIDR.Masked(), cidr, via); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		want[cidr] = via
+	}
+	err := withNetlink(hostNetns, func(h *netlink.Handle) error {
+		for cidr, via := range want {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			r := &netlink.Route{
-				Dst:      prefixToIPNet(cidr),
-				Gw:       net.IP(via.AsSlice()),
-				Protocol: RTProtHerd,
-				Table:    unix.RT_TABLE_MAIN,
-			}
-			if err := h.RouteReplace(r); err != nil {
-				return fmt.Errorf("podnet: route replace %v via %v: %w", cidr, via, err)
+			if err := ensurePeerRoute(h, cidr, via); err != nil {
+				if errors.Is(err, errForeignRoute) {
+					delete(want, cidr)
+					errs = append(errs, err)
+					continue
+				}
+				return err
 			}
 		}
 		routes, err := h.RouteListFiltered(netlink.FAMILY_V4,
@@ -84,7 +93,7 @@ func EnsureRoutes(ctx context.Context, hostNetns string, peers map[netip.Prefix]
 			}
 			pfx, ok := ipNetToPrefix(r.Dst)
 			if ok {
-				if _, keep := peers[pfx]; keep {
+				if _, keep := want[pfx]; keep {
 					continue
 				}
 			}
@@ -94,6 +103,61 @@ func EnsureRoutes(ctx context.Context, hostNetns string, peers map[netip.Prefix]
 		}
 		return nil
 	})
+	return errors.Join(append([]error{err}, errs...)...)
+}
+
+// peerRouteOK checks a peer's pod CIDR and node IP before any route is made.
+func peerRouteOK(clusterCIDR, cidr netip.Prefix, via netip.Addr) error {
+	switch {
+	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr != cidr.Masked():
+		return fmt.Errorf("podnet: invalid peer pod CIDR %v", cidr)
+	case cidr.Bits() < clusterCIDR.Bits() || !clusterCIDR.Contains(cidr.Addr()):
+		return fmt.Errorf("podnet: peer pod CIDR %v is outside the cluster CIDR %v: not routed", cidr, clusterCIDR)
+	case !via.Is4():
+		return fmt.Errorf("podnet: invalid node IP %v for %v", via, cidr)
+	}
+	return nil
+}
+
+// errForeignRoute: a route to the prefix exists that herd did not create.
+var errForeignRoute = errors.New("a route herd did not create exists")
+
+// ensurePeerRoute routes cidr via via in the main table. A route herd made is
+// replaced; with none there, one is added (failing, rather than replacing,
+// if another appeared meanwhile); any other route to cidr is left alone.
+func ensurePeerRoute(h *netlink.Handle, cidr netip.Prefix, via netip.Addr) error {
+	dst := prefixToIPNet(cidr)
+	cur, err := h.RouteListFiltered(netlink.FAMILY_V4,
+		&netlink.Route{Dst: dst, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("podnet: route list %v: %w", cidr, err)
+	}
+	ours := false
+	for _, r := range cur {
+		if r.Protocol != RTProtHerd {
+			return fmt.Errorf("podnet: route to %v (proto %d): %w; not replaced", cidr, r.Protocol, errForeignRoute)
+		}
+		ours = true
+	}
+	r := &netlink.Route{
+		Dst:      dst,
+		Gw:       net.IP(via.AsSlice()),
+		Protocol: RTProtHerd,
+		Table:    unix.RT_TABLE_MAIN,
+	}
+	if ours {
+		err = h.RouteReplace(r)
+	} else {
+		err = h.RouteAdd(r)
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("podnet: route to %v: %w (appeared meanwhile); not replaced", cidr, errForeignRoute)
+	}
+	if err != nil {
+		return fmt.Errorf("podnet: route to %v via %v: %w", cidr, via, err)
+	}
+	return nil
 }
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {
