@@ -57,13 +57,11 @@ func TestPeerCredListener(t *testing.T) {
 	}
 	// A directory other users can reach, holding a copy of this test
 	// binary (go's build directory is private) and the sockets.
-	dir, err := os.MkdirTemp("", "herd-peercred-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
