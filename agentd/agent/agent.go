@@ -128,6 +128,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Changed:        chainHooks(svcs.changedHook(), capst.changed),
 		NodeName:       cfg.Name,
 		Allocatable:    capst.allocatable(),
+		MaxPods:        cfg.MaxPods,
 		MemoryCapacity: capst.memCapacity,
 		Drain:          peer.drainHook(),
 		Secrets:        sec.source(),
@@ -209,7 +210,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 		peer.publishAPI(lis.Addr().String(), cfg)
-		g := grpc.NewServer(grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log)))
+		g := grpc.NewServer(append(serverOptions(cfg), grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log)))...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() { errc <- serve(g, lis) }()
@@ -220,7 +221,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		g := grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary(log)))
+		g := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(logUnary(log)))...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() { errc <- serve(g, lis) }()
@@ -339,7 +340,7 @@ func mapError(err error) (codes.Code, bool) {
 		return codes.FailedPrecondition, true
 	case errors.Is(err, services.ErrConflict):
 		return codes.AlreadyExists, true
-	case errors.Is(err, services.ErrExhausted):
+	case errors.Is(err, services.ErrExhausted), errors.Is(err, pods.ErrTooManyPods):
 		return codes.ResourceExhausted, true
 	case errors.Is(err, pods.ErrConflict):
 		return codes.AlreadyExists, true

@@ -97,6 +97,10 @@ type Config struct {
 	// NestedPoll is the period of the nested clusters' waits (default 2s).
 	NestedPoll time.Duration
 
+	// MaxPods is the most pods the node holds; ApplyPod of a new pod past
+	// it is refused with ResourceExhausted (0: no limit).
+	MaxPods int
+
 	ReservedCPU    string // quantity, e.g. "100m"
 	ReservedMemory string // quantity, e.g. "256Mi"
 	LogMaxBytes    int64
@@ -129,6 +133,9 @@ func (c *Config) Validate() error {
 		if _, err := spec.ParseMemory(c.ReservedMemory); err != nil {
 			errs = append(errs, fmt.Errorf("--reserved-memory: %w", err))
 		}
+	}
+	if c.MaxPods < 0 {
+		errs = append(errs, fmt.Errorf("--max-pods: must be 0 (no limit) or more, got %d", c.MaxPods))
 	}
 	if c.PodCIDR != "" {
 		if p, err := netip.ParsePrefix(c.PodCIDR); err != nil || p != p.Masked() || !p.Addr().Is4() {
@@ -276,6 +283,7 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.Var(&cniDirs, "cni-bin-dir", "directory with CNI plugins (repeatable; default /usr/lib/cni and /opt/cni/bin)")
 	fs.StringVar(&cfg.ReservedCPU, "reserved-cpu", "", "CPU reserved for the system, e.g. 250m")
 	fs.StringVar(&cfg.ReservedMemory, "reserved-memory", "", "memory reserved for the system, e.g. 512Mi")
+	fs.IntVar(&cfg.MaxPods, "max-pods", 250, "most pods this node holds, terminating ones included (0: no limit)")
 	fs.StringVar(&logMax, "container-log-max-size", "10Mi", "size cap of each container's log")
 	fs.DurationVar(&cfg.BackoffBase, "restart-backoff", 10*time.Second, "first crash-restart delay; doubles up to --restart-backoff-max")
 	fs.DurationVar(&cfg.BackoffMax, "restart-backoff-max", 5*time.Minute, "longest crash-restart delay")

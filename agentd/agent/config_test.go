@@ -39,6 +39,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no state dir", func(c *agent.Config) { c.StateDir = "" }, "--state-dir"},
 		{"bad reserved cpu", func(c *agent.Config) { c.ReservedCPU = "12Q" }, "--reserved-cpu"},
 		{"bad reserved memory", func(c *agent.Config) { c.ReservedMemory = "-1Mi" }, "--reserved-memory"},
+		{"negative max pods", func(c *agent.Config) { c.MaxPods = -1 }, "--max-pods"},
 		{"socket path too long", func(c *agent.Config) { c.Socket = "/" + strings.Repeat("s", 120) }, "--socket"},
 	}
 	for _, tc := range cases {
@@ -100,6 +101,7 @@ name: from-file
 state-dir: /var/lib/herd-file
 pod-cidr: 10.1.0.0/24
 node-cidr-bits: 26
+max-pods: 40
 join: [10.0.0.5:7946, 10.0.0.6:7946]
 insecure-registry: 127.0.0.1:5000
 nested-host-cidrs: ["10.0.0.0/8,172.16.0.0/12", 192.168.0.0/16]
@@ -121,7 +123,7 @@ ca-cert: /etc/herd/ca.pem
 	}{
 		{"file only", nil, func(t *testing.T, c agent.Command) {
 			want := map[string]any{
-				"Name": "from-file", "StateDir": "/var/lib/herd-file", "PodCIDR": "10.1.0.0/24", "NodeCIDRBits": 26,
+				"Name": "from-file", "StateDir": "/var/lib/herd-file", "PodCIDR": "10.1.0.0/24", "NodeCIDRBits": 26, "MaxPods": 40,
 				"Join":               []string{"10.0.0.5:7946", "10.0.0.6:7946"},
 				"InsecureRegistries": []string{"127.0.0.1:5000"},
 				"NestedHostCIDRs":    []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"},
@@ -134,9 +136,9 @@ ca-cert: /etc/herd/ca.pem
 				t.Errorf("LogLevel = %s, want DEBUG", c.LogLevel)
 			}
 		}},
-		{"flags win", []string{"--name", "from-flag", "--node-cidr-bits=25", "--join", "10.0.0.9:7946", "--log-level", "warn"}, func(t *testing.T, c agent.Command) {
+		{"flags win", []string{"--name", "from-flag", "--node-cidr-bits=25", "--max-pods", "0", "--join", "10.0.0.9:7946", "--log-level", "warn"}, func(t *testing.T, c agent.Command) {
 			checkFields(t, c.Config, map[string]any{
-				"Name": "from-flag", "NodeCIDRBits": 25,
+				"Name": "from-flag", "NodeCIDRBits": 25, "MaxPods": 0,
 				"Join":     []string{"10.0.0.9:7946"}, // replaces the file's list
 				"StateDir": "/var/lib/herd-file",      // still from the file
 			})
@@ -159,6 +161,19 @@ ca-cert: /etc/herd/ca.pem
 				tc.check(t, c)
 			}
 		})
+	}
+}
+
+// Without flags or a file, the limits have their documented defaults.
+func TestParseCommandLineDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := agent.ParseCommandLine(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFields(t, c.Config, map[string]any{"MaxPods": 250})
+	if err := (&agent.Config{Name: "n1", Socket: "/run/herd/agentd.sock", StateDir: "/tmp/x", MaxPods: 0}).Validate(); err != nil {
+		t.Errorf("--max-pods 0 (no limit) refused: %v", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package pods
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -21,6 +22,30 @@ type insufficientError struct{ msg string }
 func (e *insufficientError) Error() string        { return e.msg }
 func (e *insufficientError) Is(target error) bool { return target == ErrInsufficientResources }
 func (e *insufficientError) ErrorReason() string  { return herdv1.ReasonInsufficientResources }
+
+// ErrTooManyPods is matched (errors.Is) by the refusal of a new pod on a
+// node that holds Config.MaxPods pods already. The gRPC server maps it to
+// ResourceExhausted.
+var ErrTooManyPods = errors.New("the node holds its limit of pods")
+
+// admitCount refuses a new pod once the node holds MaxPods pods,
+// terminating ones included (they hold their containers, network and
+// tmpfs until they are gone). Apply calls it holding applyMu, like admit.
+func (m *Manager) admitCount(name string) error {
+	if m.cfg.MaxPods <= 0 {
+		return nil
+	}
+	m.mu.Lock()
+	n := len(m.pods)
+	if _, ok := m.pods[name]; ok {
+		n-- // its own earlier incarnation, not one more pod
+	}
+	m.mu.Unlock()
+	if n < m.cfg.MaxPods {
+		return nil
+	}
+	return newError(ErrTooManyPods, "pod %s: node %s holds %s, its limit (--max-pods)", name, m.nodeName(), podCount(n))
+}
 
 // Requested returns the sum of the effective requests of every pod on the
 // node, terminating ones included (they hold their resources until they
@@ -65,10 +90,7 @@ func (m *Manager) admit(d *herdv1.PodSpec) error {
 		}
 	}
 	m.mu.Unlock()
-	node := m.cfg.NodeName
-	if node == "" {
-		node = "the node"
-	}
+	node := m.nodeName()
 	var short []string
 	if want.CPUMillis > 0 && want.CPUMillis > alloc.CPUMillis-used.CPUMillis {
 		short = append(short, fmt.Sprintf("requests cpu %s but %s has %s free (allocatable %s, requested %s by %s)",
@@ -84,6 +106,14 @@ func (m *Manager) admit(d *herdv1.PodSpec) error {
 		return nil
 	}
 	return &insufficientError{msg: fmt.Sprintf("pod %s: %s", d.GetName(), strings.Join(short, "; "))}
+}
+
+// nodeName names the node in refusals.
+func (m *Manager) nodeName() string {
+	if m.cfg.NodeName == "" {
+		return "the node"
+	}
+	return m.cfg.NodeName
 }
 
 func podCount(n int) string {

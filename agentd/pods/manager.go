@@ -109,6 +109,9 @@ type Config struct {
 	// (capacity less what is reserved for the system); Apply refuses a
 	// pod that does not fit (admission.go). Nil: no admission check.
 	Allocatable *capacity.Resources
+	// MaxPods is the most pods the node holds, terminating ones included;
+	// Apply refuses a new pod past it (ErrTooManyPods). 0: no limit.
+	MaxPods int
 	// MemoryCapacity is the node's memory in bytes, the base of a
 	// Burstable container's oom_score_adj (default: the machine's).
 	MemoryCapacity int64
@@ -348,6 +351,7 @@ func (m *Manager) newEntry(pod *herdv1.Pod) (*podEntry, error) {
 	m.setQoS(s, pod.Status)
 	if hasSecretMounts(s) {
 		e.secrets = newSecretVolume(m.secretDir(e.name, e.uid), e.name+"_"+e.uid)
+		e.secrets.log = m.log
 	}
 	return e, nil
 }
@@ -404,6 +408,9 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 		ids[i] = runtime.ContainerID(name, c.GetName())
 	}
 	if err := m.checkIDClash(name, d, ids); err != nil {
+		return nil, false, err
+	}
+	if err := m.admitCount(name); err != nil {
 		return nil, false, err
 	}
 	if err := m.admit(d); err != nil {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,11 +21,11 @@ import (
 )
 
 // Secret files live on one tmpfs per pod incarnation that mounts secrets,
-// SecretsDir/<pod>_<uid> (mode 0700, noexec, nosuid, nodev), never on a
-// disk: every write goes through a handle of the mount point that was
-// checked to be a tmpfs mount (fstatfs TMPFS_MAGIC and a device of its own)
-// and to carry herd's marker file, so a missing mount is refused instead of
-// written through to the disk below.
+// SecretsDir/<pod>_<uid> (mode 0700, noexec, nosuid, nodev, and noswap
+// where the kernel has it), never on a disk: every write goes through a
+// handle of the mount point that was checked to be a tmpfs mount (fstatfs
+// TMPFS_MAGIC and a device of its own) and to carry herd's marker file, so
+// a missing mount is refused instead of written through to the disk below.
 //
 // Inside, each secret mount of a container has a directory
 // "<container>.<index>" laid out like the kubelet's atomic writer:
@@ -51,6 +53,7 @@ const (
 // the container starts that write their mounts and SecretChanged.
 type secretVolume struct {
 	mu     sync.Mutex
+	log    *slog.Logger // may be nil
 	dir    string
 	marker string            // the marker file's content: <pod>_<uid>
 	closed bool              // removed for good (the pod is deleted)
@@ -232,7 +235,7 @@ func (v *secretVolume) ensure(size int64) (*os.Root, error) {
 	if err := os.Mkdir(v.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("create secret mount point: %w", err)
 	}
-	if err := unix.Mount(secretFSSource, v.dir, "tmpfs", tmpfsFlags, fmt.Sprintf("mode=0700,size=%d", size)); err != nil {
+	if err := secretTmpfs.mountSecret(v.dir, size, v.log); err != nil {
 		return nil, fmt.Errorf("mount secret tmpfs on %s: %w", v.dir, err)
 	}
 	// The marker goes through a handle of the new mount, checked first.
@@ -257,6 +260,57 @@ func (v *secretVolume) ensure(size int64) (*os.Root, error) {
 }
 
 const tmpfsFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// tmpfsMounter mounts secret tmpfs with noswap where the kernel has it
+// (Linux 6.4 and later), so that secrets never reach a swap device.
+type tmpfsMounter struct {
+	mount func(source, target, fstype string, flags uintptr, data string) error
+	// noswap is what the first mount learned: 0 until then.
+	noswap  atomic.Int32
+	logOnce sync.Once
+}
+
+const (
+	noswapOn int32 = iota + 1
+	noswapUnsupported
+)
+
+// secretTmpfs is the process's mounter: what the kernel supports is the
+// same for every pod.
+var secretTmpfs = &tmpfsMounter{mount: unix.Mount}
+
+// mountSecret mounts a secret tmpfs of size bytes on dir. An older kernel
+// refuses noswap with EINVAL: the mount is made without it, and later
+// mounts do not try again. Which one is used is logged once. A remount
+// (ensure's growth) keeps noswap without naming it; naming it on a mount
+// made without it would fail.
+func (t *tmpfsMounter) mountSecret(dir string, size int64, log *slog.Logger) error {
+	opts := fmt.Sprintf("mode=0700,size=%d", size)
+	if t.noswap.Load() != noswapUnsupported {
+		err := t.mount(secretFSSource, dir, "tmpfs", tmpfsFlags, opts+",noswap")
+		if !errors.Is(err, unix.EINVAL) {
+			if err == nil {
+				t.noswap.Store(noswapOn)
+				t.logOnce.Do(func() {
+					if log != nil {
+						log.Info("secret tmpfs mounted with noswap: secrets never reach swap")
+					}
+				})
+			}
+			return err
+		}
+	}
+	if err := t.mount(secretFSSource, dir, "tmpfs", tmpfsFlags, opts); err != nil {
+		return err
+	}
+	t.noswap.Store(noswapUnsupported)
+	t.logOnce.Do(func() {
+		if log != nil {
+			log.Info("secret tmpfs mounted without noswap: the kernel does not support it (Linux 6.4 and later do); secrets may be swapped out where swap is enabled")
+		}
+	})
+	return nil
+}
 
 // checkTmpfs is checkOurTmpfs without the marker (before it is written).
 func checkTmpfs(root *os.Root, dir string) error {

@@ -29,6 +29,11 @@ const (
 )
 
 func main() {
+	// Before the command line and --config file, which may hold keys.
+	if err := agent.DisableCoreDumps(); err != nil {
+		fmt.Fprintln(os.Stderr, "agentd:", err)
+		os.Exit(exitFailure)
+	}
 	cmd, err := agent.ParseCommandLine(os.Args[1:], os.Getenv, os.Stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
