@@ -438,7 +438,7 @@ func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, re
 	if failure != nil && failure.timedOut {
 		summary = "Pod did not start in time"
 	}
-	if derr := deletePod(dctx, pc, podName); derr != nil {
+	if derr := deletePod(dctx, pc, podName, applied.GetPod().GetUid()); derr != nil {
 		_, ddetail := describeRPCError(fmt.Sprintf("delete pod %q", podName), nodeID, derr)
 		resp.Diagnostics.AddError(summary, why+logs+"\n\nDeleting the pod afterwards failed too: "+ddetail+
 			"\nThe pod is kept in the state as tainted, so the next apply deletes and recreates it.")
@@ -467,17 +467,28 @@ func failureContainer(f *podFailure, s *herdv1.PodSpec) string {
 	return ""
 }
 
-// deletePod deletes a pod and waits until the node no longer reports it.
-// A pod that does not exist is deleted.
-func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name string) error {
-	_, err := pc.DeletePod(ctx, &herdv1.DeletePodRequest{Name: name})
+// deletePod deletes the pod of this uid (any uid when empty) and waits
+// until the node no longer reports it. A pod that does not exist is
+// deleted; a pod of the same name and another uid is another incarnation,
+// which agentd refuses to delete.
+func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name, uid string) error {
+	_, err := pc.DeletePod(ctx, &herdv1.DeletePodRequest{Name: name, Uid: uid})
+	if uid != "" && status.Code(err) == codes.FailedPrecondition {
+		// Ours is gone if the name now holds another incarnation: that
+		// one is someone else's, and stays.
+		if p, gerr := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name}); gerr == nil && p.GetUid() != uid {
+			return nil
+		}
+		return err
+	}
 	if err != nil && status.Code(err) != codes.NotFound {
 		return err
 	}
 	var last error // of the last GetPod: nil while the node reports the pod
 	err = wait.PollUntilContextCancel(ctx, podPollInterval, true, func(ctx context.Context) (bool, error) {
-		_, last = pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
-		if status.Code(last) == codes.NotFound {
+		var p *herdv1.Pod
+		p, last = pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+		if status.Code(last) == codes.NotFound || (last == nil && uid != "" && p.GetUid() != uid) {
 			return true, nil
 		}
 		if last != nil && !isUnreachable(last) {
@@ -562,7 +573,7 @@ func (r *podResource) Delete(ctx context.Context, req resource.DeleteRequest, re
 	}
 	cctx, cancel := context.WithTimeout(ctx, deleteTimeout)
 	defer cancel()
-	if err := deletePod(cctx, pc, podName); err != nil {
+	if err := deletePod(cctx, pc, podName, state.UID.ValueString()); err != nil {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete pod %q within %s", podName, deleteTimeout), nodeID, err)
 	}
 }

@@ -176,6 +176,9 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 		d := time.Duration(g) * time.Second
 		grace = &d
 	}
+	if len(req.GetUid()) > 64 {
+		return nil, status.Errorf(codes.InvalidArgument, "uid: at most 64 characters, got %d", len(req.GetUid()))
+	}
 	if t := req.GetDrainTimeoutMs(); t < 0 || t > maxDrainTimeoutMs {
 		return nil, status.Errorf(codes.InvalidArgument, "drain_timeout_ms: must be between 0 and %d, got %d", maxDrainTimeoutMs, t)
 	}
@@ -183,7 +186,11 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 		Grace:        grace,
 		SkipDrain:    req.GetSkipDrain(),
 		DrainTimeout: time.Duration(req.GetDrainTimeoutMs()) * time.Millisecond,
+		UID:          req.GetUid(),
 	})
+	if errors.Is(err, pods.ErrOtherIncarnation) {
+		return nil, status.Errorf(codes.FailedPrecondition, "delete pod %s: %v: it was replaced since you read it; read it again", req.GetName(), err)
+	}
 	if err != nil {
 		return nil, s.status(err, "delete pod "+req.GetName())
 	}

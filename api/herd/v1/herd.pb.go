@@ -1805,8 +1805,12 @@ type DeletePodRequest struct {
 	SkipDrain bool `protobuf:"varint,3,opt,name=skip_drain,json=skipDrain,proto3" json:"skip_drain,omitempty"`
 	// Bound of the drain wait; 0: 2000.
 	DrainTimeoutMs int64 `protobuf:"varint,4,opt,name=drain_timeout_ms,json=drainTimeoutMs,proto3" json:"drain_timeout_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When set, delete only the pod of this uid: a pod of the same name with
+	// another uid (another incarnation, made by someone else since the
+	// caller last looked) is refused with FailedPrecondition and kept.
+	Uid           string `protobuf:"bytes,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeletePodRequest) Reset() {
@@ -1865,6 +1869,13 @@ func (x *DeletePodRequest) GetDrainTimeoutMs() int64 {
 		return x.DrainTimeoutMs
 	}
 	return 0
+}
+
+func (x *DeletePodRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
 }
 
 type DeletePodResponse struct {
@@ -6641,13 +6652,14 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
 	"\x10ListPodsResponse\x12 \n" +
-	"\x04pods\x18\x01 \x03(\v2\f.herd.v1.PodR\x04pods\"\xbf\x01\n" +
+	"\x04pods\x18\x01 \x03(\v2\f.herd.v1.PodR\x04pods\"\xd1\x01\n" +
 	"\x10DeletePodRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x02 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12\x1d\n" +
 	"\n" +
 	"skip_drain\x18\x03 \x01(\bR\tskipDrain\x12(\n" +
-	"\x10drain_timeout_ms\x18\x04 \x01(\x03R\x0edrainTimeoutMsB\x17\n" +
+	"\x10drain_timeout_ms\x18\x04 \x01(\x03R\x0edrainTimeoutMs\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\tR\x03uidB\x17\n" +
 	"\x15_grace_period_seconds\"~\n" +
 	"\x11DeletePodResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\x12'\n" +
