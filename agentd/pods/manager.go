@@ -674,6 +674,10 @@ func (m *Manager) DeleteWith(ctx context.Context, name string, opts DeleteOption
 		m.mu.Unlock()
 		return DeleteResult{}, nil
 	}
+	if opts.UID != "" && opts.UID != e.uid {
+		m.mu.Unlock()
+		return DeleteResult{}, fmt.Errorf("pod %s has uid %s, not %s: %w", name, e.uid, opts.UID, ErrOtherIncarnation)
+	}
 	d := e.deleting
 	if d == nil {
 		d = &deletion{done: make(chan struct{})}
