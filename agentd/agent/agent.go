@@ -210,18 +210,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 		peer.publishAPI(lis.Addr().String(), cfg)
-		g := grpc.NewServer(append(serverOptions(cfg), grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log)))...)
+		g := grpc.NewServer(append(serverOptions(cfg), grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log), server.UnaryAuthz()), grpc.ChainStreamInterceptor(server.StreamAuthz()))...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() { errc <- serve(g, lis) }()
 		log.Info("listening (mTLS)", "addr", lis.Addr().String())
 	}
 	if cfg.Socket != "" {
-		lis, err := listenUnix(cfg.Socket)
+		gid, err := socketGroup(cfg.SocketGroup)
 		if err != nil {
 			return err
 		}
-		g := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(logUnary(log)))...)
+		ulis, err := listenUnix(cfg.Socket)
+		if err != nil {
+			return err
+		}
+		if err := shareSocket(cfg.Socket, gid); err != nil {
+			ulis.Close()
+			return err
+		}
+		lis := &peerCredListener{Listener: ulis, gid: gid, log: log}
+		g := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(logUnary(log), server.UnaryAuthz()), grpc.ChainStreamInterceptor(server.StreamAuthz()))...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() { errc <- serve(g, lis) }()

@@ -33,8 +33,11 @@ type Config struct {
 	// Listen is the TCP address for mTLS clients ("" disables TCP).
 	Listen string
 	// Socket is the unix socket for local plaintext clients ("" disables it).
-	Socket   string
-	StateDir string
+	Socket string
+	// SocketGroup may use the socket besides root (a group name or
+	// number; "" is root only).
+	SocketGroup string
+	StateDir    string
 
 	ContainerdAddress string
 	Namespace         string
@@ -255,6 +258,7 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.StringVar(&cfg.Name, "name", strings.ToLower(host), "node name; the node certificate must carry it")
 	fs.StringVar(&cfg.Listen, "listen", "", "TCP address for mTLS clients, e.g. 0.0.0.0:7443 (empty: none)")
 	fs.StringVar(&cfg.Socket, "socket", "/run/herd/agentd.sock", "unix socket for local clients, mode 0600 (empty: none)")
+	fs.StringVar(&cfg.SocketGroup, "socket-group", "", "a group that may use the socket besides root (mode 0660); the peer's credentials are checked on every connection")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/herd", "directory for agentd's database and container logs")
 	fs.StringVar(&cfg.ContainerdAddress, "containerd", "/run/containerd/containerd.sock", "containerd socket")
 	fs.StringVar(&cfg.Namespace, "namespace", "herd", "containerd namespace for herd's containers")
