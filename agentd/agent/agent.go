@@ -65,6 +65,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Namespace: cfg.Namespace,
 		Registry:  regs,
 		Logger:    log,
+		// Zero (a Config built without the flags): the runtime's defaults.
+		PullTimeout:      cfg.ImagePullTimeout,
+		PullStallTimeout: cfg.ImagePullStallTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("connect to containerd: %w", err)

@@ -50,6 +50,9 @@ type Config struct {
 	// InsecureRegistries may be reached over plain HTTP (loopback test
 	// registries); everything else needs HTTPS.
 	InsecureRegistries []string
+	// ImagePullTimeout and ImagePullStallTimeout bound each image pull's
+	// waits on its registry (runtime.Config.PullTimeout, PullStallTimeout).
+	ImagePullTimeout, ImagePullStallTimeout time.Duration
 
 	// PodCIDR turns on the pod network: one network namespace and one IP
 	// per pod from this range, on a bridge (CNI bridge + host-local).
@@ -136,6 +139,12 @@ func (c *Config) Validate() error {
 		if _, err := spec.ParseMemory(c.ReservedMemory); err != nil {
 			errs = append(errs, fmt.Errorf("--reserved-memory: %w", err))
 		}
+	}
+	if c.ImagePullTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--image-pull-timeout: must not be negative, got %s", c.ImagePullTimeout))
+	}
+	if c.ImagePullStallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--image-pull-stall-timeout: must not be negative, got %s", c.ImagePullStallTimeout))
 	}
 	if c.MaxPods < 0 {
 		errs = append(errs, fmt.Errorf("--max-pods: must be 0 (no limit) or more, got %d", c.MaxPods))
@@ -267,6 +276,10 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.StringVar(&cfg.Key, "key", getenv("HERD_NODE_KEY"), "node key (PEM or path; env HERD_NODE_KEY)")
 	fs.StringVar(&cfg.RegistryConfig, "registry-config", "", `registry settings JSON: {"insecure":["host:port"],"auths":{"host":{"username":"u","password":"p"}}}`)
 	fs.Var(&insecure, "insecure-registry", "registry host:port that may be reached over plain HTTP (repeatable)")
+	fs.DurationVar(&cfg.ImagePullTimeout, "image-pull-timeout", runtime.DefaultPullTimeout,
+		"most time an image pull may spend, in total, waiting on its registry without receiving data; time in which data arrives does not count, so a large image on a slow link is not cut")
+	fs.DurationVar(&cfg.ImagePullStallTimeout, "image-pull-stall-timeout", runtime.DefaultPullStallTimeout,
+		"an image pull that receives nothing from its registry for this long at a stretch is canceled as stalled (reported in the container's status) and retried with the back-off")
 	fs.StringVar(&cfg.PodCIDR, "pod-cidr", "", "this node's pod network, e.g. 10.244.1.0/24: one IP and network namespace per pod (empty: loopback-only pods)")
 	fs.StringVar(&cfg.Bridge, "bridge", "herd0", "bridge for the pod network")
 	fs.StringVar(&cfg.ClusterCIDR, "cluster-cidr", "", "join a cluster of agentds; each claims a pod CIDR from this range, e.g. 10.244.0.0/16")

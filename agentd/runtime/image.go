@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
@@ -53,6 +55,9 @@ type PullOption func(*pullOpts)
 type pullOpts struct {
 	host  string
 	creds *Credentials
+	// timeout and stall bound the pull's waits on its registry
+	// (pullwatch.go); the Runtime's unless WithPullTimeouts.
+	timeout, stall time.Duration
 }
 
 // WithPullCredentials authenticates this pull to registry host (as in
@@ -102,7 +107,10 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string, opts ...PullOptio
 	if img, err := r.presentImage(ctx, name); err != nil || img != nil {
 		return img, false, err
 	}
-	unlock := r.pullLocks.lock(name)
+	unlock, err := r.pullLocks.lockContext(ctx, name)
+	if err != nil {
+		return nil, false, fmt.Errorf("pull image %s: wait for its other pull: %w", name, err)
+	}
 	defer unlock()
 	// Someone may have pulled it while this call waited for the lock.
 	if img, err := r.presentImage(ctx, name); err != nil || img != nil {
@@ -119,7 +127,10 @@ func (r *Runtime) PullImage(ctx context.Context, ref string, opts ...PullOption)
 		return nil, err
 	}
 	ctx = r.Context(ctx)
-	unlock := r.pullLocks.lock(name)
+	unlock, err := r.pullLocks.lockContext(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("pull image %s: wait for its other pull: %w", name, err)
+	}
 	defer unlock()
 	return r.pull(ctx, name, opts)
 }
@@ -188,22 +199,55 @@ func (r *Runtime) forgetImage(name string) {
 }
 
 func (r *Runtime) pull(ctx context.Context, name string, opts []PullOption) (*Image, error) {
-	var o pullOpts
+	o := pullOpts{timeout: r.pullLimits.timeout, stall: r.pullLimits.stall}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	host := reference.Domain(mustParse(name))
-	r.log.Info("pulling image", "image", name, "pull_credentials", o.creds != nil)
-	ci, err := r.client.Pull(ctx, name,
-		client.WithResolver(r.resolver(o)),
+	r.log.Info("pulling image", "image", name, "pull_credentials", o.creds != nil, "stall_timeout", o.stall, "timeout", o.timeout)
+	lctx, release, err := r.pullLease(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pull image %s: %w", name, err)
+	}
+	defer release()
+	pctx, cancel := context.WithCancelCause(lctx)
+	defer cancel(nil)
+	watch := newPullWatch(host, name, o.timeout, o.stall, time.Now())
+	go watch.run(pctx, cancel)
+	ci, err := r.client.Pull(pctx, name,
+		client.WithResolver(watch.resolver(r.resolver(o))),
 		client.WithPullUnpack,
 		client.WithPullSnapshotter(r.snapshotter, snapshots.WithLabels(map[string]string{LabelManaged: ManagedValue})),
 		client.WithPullLabel(LabelManaged, ManagedValue),
 	)
 	if err != nil {
+		// The watchdog's verdict says more than the canceled request.
+		if cause := context.Cause(pctx); errors.Is(cause, ErrPullStalled) || errors.Is(cause, ErrPullTimedOut) {
+			return nil, cause
+		}
 		return nil, fmt.Errorf("pull image %s: %w%s", name, err, r.pullHint(host, err, o))
 	}
 	return r.remember(ctx, name, ci)
+}
+
+// pullLease holds what a pull downloads until it is done. client.Pull
+// would take its own lease and delete it with the pull's context, which
+// fails once that is canceled (a stalled pull): the lease, and the partial
+// download it holds, would stay for its whole expiry. This one is deleted
+// whatever became of the pull's context.
+func (r *Runtime) pullLease(ctx context.Context) (context.Context, func(), error) {
+	ls := r.client.LeasesService()
+	l, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	if err != nil {
+		return nil, nil, fmt.Errorf("create lease: %w", err)
+	}
+	return leases.WithLease(ctx, l.ID), func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := ls.Delete(dctx, l); err != nil {
+			r.log.Warn("delete pull lease", "lease", l.ID, "err", err)
+		}
+	}, nil
 }
 
 // pullHint explains the two most common pull failures in herd's terms. It

@@ -95,6 +95,10 @@ type Config struct {
 	RuntimeOptions any
 	// Registry configures image pulls.
 	Registry RegistryConfig
+	// PullTimeout and PullStallTimeout bound each image pull's waits on
+	// its registry, unless the pull gives its own (WithPullTimeouts; zero:
+	// DefaultPullTimeout, DefaultPullStallTimeout).
+	PullTimeout, PullStallTimeout time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -108,6 +112,7 @@ type Runtime struct {
 	runtimeName string
 	runtimeOpts any
 	registry    RegistryConfig
+	pullLimits  pullOpts // timeout and stall only
 	log         *slog.Logger
 
 	pullLocks keyedMutex
@@ -130,6 +135,7 @@ func New(cfg Config) (*Runtime, error) {
 		runtimeName: cfg.RuntimeName,
 		runtimeOpts: cfg.RuntimeOptions,
 		registry:    cfg.Registry,
+		pullLimits:  pullOpts{timeout: DefaultPullTimeout, stall: DefaultPullStallTimeout},
 		log:         cfg.Logger,
 		imgCache:    map[string]*Image{},
 	}
@@ -145,6 +151,7 @@ func New(cfg Config) (*Runtime, error) {
 	if r.runtimeName == "" {
 		r.runtimeName = DefaultRuntime
 	}
+	WithPullTimeouts(cfg.PullTimeout, cfg.PullStallTimeout)(&r.pullLimits)
 	if r.log == nil {
 		r.log = slog.Default()
 	}
