@@ -51,8 +51,14 @@
 //   - Status is published (Get, List, WaitFor) the moment it changes and
 //     persisted right after.
 //   - Garbage collection (at Start, then every GCInterval): marked
-//     containers and snapshots with a pod label naming a pod incarnation
-//     (name and uid) the manager does not run, and their log directories.
+//     containers and snapshots with pod labels naming a pod incarnation
+//     (name and uid) the manager deleted or replaced (a tombstone in the
+//     store, written before anything of it is removed) and does not run,
+//     and its log directory, secret tmpfs and network (gc.go,
+//     tombstone.go). An incarnation without a tombstone is never
+//     collected: the store may have been lost. Every container carries a
+//     copy of its pod's record (ExtensionPodRecord), from which Start
+//     re-adopts pods the store does not know (readopt.go).
 //   - Secrets (secrets.go, secretfs.go): Apply refuses a pod whose
 //     secrets the node's SecretSource cannot give it (ErrSecretUnavailable,
 //     at the field path), before anything is created. secret_mounts are

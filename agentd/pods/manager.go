@@ -149,6 +149,9 @@ type Manager struct {
 	// restartMu serializes RestartForSecret: one pod restarts at a time.
 	restartMu sync.Mutex
 
+	// gcs is garbage collection's state: tombstones, reports, re-adoption.
+	gcs gcState
+
 	mu       sync.Mutex
 	pods     map[string]*podEntry
 	unusable map[string]bool // stored records Start could not load
@@ -284,6 +287,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pods: load desired state: %w", err)
 	}
+	pods = append(pods, m.recoverPods(ctx, pods)...)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -380,8 +384,8 @@ func (m *Manager) startWorker(e *podEntry, adopt bool) {
 // the start fast, the worker begins while Apply checks for foreign objects
 // and writes the record: if either fails, the worker is stopped and what
 // it created is removed before Apply returns the error. (Should agentd die
-// in the millisecond before the record is durable, the next start's
-// garbage collection removes the orphaned container.)
+// in the millisecond before the record is durable, the next start
+// re-adopts the pod from the copy of its record on its containers.)
 func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bool, error) {
 	if errs := spec.ValidatePod(s); len(errs) > 0 {
 		return nil, false, errs
@@ -481,6 +485,7 @@ func (m *Manager) checkForeign(ctx context.Context, d *herdv1.PodSpec, ids []str
 func (m *Manager) rollback(e *podEntry) {
 	e.cancel()
 	<-e.done
+	m.tombstone(e.name, e.uid)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), killTimeout)
 	defer cancel()
 	for _, id := range e.ids {
@@ -729,6 +734,7 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration, opts 
 	d.drain = m.drain(e, opts, log)
 
 	ctx := m.ctx
+	m.tombstone(e.name, e.uid)
 	err := m.stopContainers(ctx, e, grace, log)
 	if err == nil && e.secrets != nil {
 		if err = e.secrets.remove(); err != nil {

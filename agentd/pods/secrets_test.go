@@ -565,6 +565,12 @@ func TestSecretTmpfsGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(unmarked, unix.MNT_DETACH) })
+	// All three are of deleted incarnations: GC looks at them.
+	for _, inc := range []incarnation{{"ghost", "0000"}, {"foreign", "1111"}, {"unmarked", "2222"}} {
+		if err := m.addTombstone(inc.pod, inc.uid); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	_ = m.GC(ctx)
 	if _, err := os.Stat(ghost); !errors.Is(err, fs.ErrNotExist) {

@@ -41,6 +41,8 @@ func (w *worker) adopt(ctx context.Context, c *ctr) {
 		return
 	}
 	if cont.PodUID() != w.e.uid {
+		// Another incarnation of the pod: the stored one replaced it.
+		w.m.replaced(w.e, cont.Pod(), cont.PodUID())
 		if err := w.m.rt.RemoveContainer(ctx, c.id, runtime.OnlyPodUID(cont.PodUID())); err != nil {
 			w.log.Warn("adopt: remove container of an older incarnation", "container", c.spec.GetName(), "err", err)
 		}

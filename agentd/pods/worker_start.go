@@ -45,7 +45,7 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 
 	oomScoreAdj := w.m.oomScoreAdj(w.e.spec, c.spec)
 	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns,
-		Mounts: secrets.binds, ExtraEnv: secrets.env, OOMScoreAdj: &oomScoreAdj}
+		Mounts: secrets.binds, ExtraEnv: secrets.env, OOMScoreAdj: &oomScoreAdj, Extensions: w.m.podRecordCopy(w.e)}
 	if len(c.secretRefs) > 0 {
 		cfg.Labels = map[string]string{LabelSecrets: encodeSums(secrets.sums)}
 	}
@@ -56,7 +56,7 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 	if err != nil && errdefs.IsAlreadyExists(err) && ctx.Err() == nil {
 		// A leftover of ours (an earlier run, a crash mid-way): remove it
 		// and try again. RemoveContainer refuses anything foreign.
-		if rerr := w.m.rt.RemoveContainer(ctx, c.id); rerr != nil {
+		if rerr := w.m.removeLeftover(ctx, w.e, c.id); rerr != nil {
 			err = rerr
 		} else {
 			cont, err = w.m.rt.CreateContainer(ctx, cfg)

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -20,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -97,6 +100,10 @@ type ContainerConfig struct {
 	// processes (the kubelet's value for its QoS class); nil: inherited
 	// from containerd's shim.
 	OOMScoreAdj *int
+	// Extensions are records kept in the container's metadata (containerd
+	// container extensions), by name: unlike labels (4 KiB each) they fit
+	// a whole pod spec, and they go when the container goes.
+	Extensions map[string]proto.Message
 }
 
 // BindMount is a read-only bind mount of Source (on the host) at
@@ -175,13 +182,17 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg ContainerConfig) (*Co
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
-	c, err := r.client.NewContainer(ctx, id,
+	opts := []client.NewContainerOpts{
 		client.WithSnapshotter(r.snapshotter),
 		client.WithNewSnapshot(id, cfg.Image.img, snapshots.WithLabels(markerLabels(cfg.Pod, cfg.PodUID, cs.GetName()))),
 		client.WithRuntime(r.runtimeName, r.runtimeOpts),
 		client.WithNewSpec(specOpts...),
 		client.WithContainerLabels(labels),
-	)
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Extensions)) {
+		opts = append(opts, client.WithContainerExtension(name, cfg.Extensions[name]))
+	}
+	c, err := r.client.NewContainer(ctx, id, opts...)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			// The image's layers went away behind our back: pull next time.
@@ -635,6 +646,29 @@ type ManagedContainer struct {
 	Image       string
 	SnapshotKey string
 	CreatedAt   time.Time
+	ext         map[string]extension
+}
+
+type extension struct {
+	typeURL string
+	value   []byte
+}
+
+// Extension unmarshals the container's extension name (see
+// ContainerConfig.Extensions) into into; ok is false when the container
+// has no such extension. An extension of another type is an error.
+func (m ManagedContainer) Extension(name string, into proto.Message) (ok bool, err error) {
+	x, found := m.ext[name]
+	if !found {
+		return false, nil
+	}
+	if want := string(into.ProtoReflect().Descriptor().FullName()); x.typeURL != want && !strings.HasSuffix(x.typeURL, "/"+want) {
+		return false, fmt.Errorf("container %s: extension %s is a %s, not a %s", m.ID, name, x.typeURL, want)
+	}
+	if err := proto.Unmarshal(x.value, into); err != nil {
+		return false, fmt.Errorf("container %s: extension %s: %w", m.ID, name, err)
+	}
+	return true, nil
 }
 
 // Pod is the container's io.herd.pod label.
@@ -657,7 +691,17 @@ func (r *Runtime) ListManaged(ctx context.Context) ([]ManagedContainer, error) {
 		if !IsManaged(c.Labels) { // never trust a filter with deletion
 			continue
 		}
-		out = append(out, ManagedContainer{ID: c.ID, Labels: c.Labels, Image: c.Image, SnapshotKey: c.SnapshotKey, CreatedAt: c.CreatedAt})
+		mc := ManagedContainer{ID: c.ID, Labels: c.Labels, Image: c.Image, SnapshotKey: c.SnapshotKey, CreatedAt: c.CreatedAt}
+		for name, x := range c.Extensions {
+			if x == nil {
+				continue
+			}
+			if mc.ext == nil {
+				mc.ext = map[string]extension{}
+			}
+			mc.ext[name] = extension{typeURL: x.GetTypeUrl(), value: x.GetValue()}
+		}
+		out = append(out, mc)
 	}
 	return out, nil
 }
