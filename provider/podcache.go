@@ -39,7 +39,14 @@ type podCache struct {
 	mu      sync.Mutex
 	gen     uint64 // bumped before and after every write
 	writing int    // writes in flight
-	nodes   map[poolKey]*nodePods
+	nodes   map[podListKey]*nodePods
+}
+
+// podListKey is one node's pod list of one namespace ("": of every
+// namespace): a certificate limited to namespaces may list only those.
+type podListKey struct {
+	node      poolKey
+	namespace string
 }
 
 type nodePods struct {
@@ -57,7 +64,7 @@ type podSnapshot struct {
 }
 
 func newPodCache() *podCache {
-	return &podCache{ttl: podSnapshotTTL, now: time.Now, nodes: map[poolKey]*nodePods{}}
+	return &podCache{ttl: podSnapshotTTL, now: time.Now, nodes: map[podListKey]*nodePods{}}
 }
 
 // beginWrite and endWrite bracket an RPC that may change what a node
@@ -88,7 +95,7 @@ func (c *podCache) validLocked(np *nodePods) *podSnapshot {
 // get returns the named pod as the node's pod list (fetched at most once
 // per TTL, shared by concurrent callers) reports it, or a NotFound error;
 // it falls back to GetPod whenever the list cannot answer.
-func (c *podCache) get(ctx context.Context, k poolKey, pc herdv1.PodServiceClient, name string) (*herdv1.Pod, error) {
+func (c *podCache) get(ctx context.Context, k podListKey, pc herdv1.PodServiceClient, name string) (*herdv1.Pod, error) {
 	waited := false
 	for {
 		c.mu.Lock()
@@ -132,7 +139,7 @@ func (c *podCache) get(ctx context.Context, k poolKey, pc herdv1.PodServiceClien
 		gen, writing := c.gen, c.writing
 		c.mu.Unlock()
 
-		resp, err := pc.ListPods(ctx, &herdv1.ListPodsRequest{})
+		resp, err := pc.ListPods(ctx, &herdv1.ListPodsRequest{Namespace: k.namespace})
 
 		c.mu.Lock()
 		np.fetching = nil
@@ -156,7 +163,7 @@ func (c *podCache) get(ctx context.Context, k poolKey, pc herdv1.PodServiceClien
 			break
 		}
 	}
-	return pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+	return pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name, Namespace: k.namespace})
 }
 
 // readOnly reports whether an RPC cannot change what a node reports: its
@@ -216,7 +223,8 @@ func (s *writeStream) RecvMsg(m any) error {
 // ReadPod returns the named pod of the node nodeID as the refresh of a
 // herd_pod sees it: from the node's pod list, fetched once for all the
 // pods a plan refreshes on that node (see podCache), or a NotFound error.
-func (p *Pool) ReadPod(ctx context.Context, nodeID, name string) (*herdv1.Pod, error) {
+// A pod of another namespace than namespace (unless empty) is not found.
+func (p *Pool) ReadPod(ctx context.Context, nodeID, namespace, name string) (*herdv1.Pod, error) {
 	cc, err := p.Conn(nodeID)
 	if err != nil {
 		return nil, err
@@ -225,7 +233,7 @@ func (p *Pool) ReadPod(ctx context.Context, nodeID, name string) (*herdv1.Pod, e
 	if err != nil {
 		return nil, err
 	}
-	return p.pods.get(ctx, k, herdv1.NewPodServiceClient(cc), name)
+	return p.pods.get(ctx, podListKey{k, namespace}, herdv1.NewPodServiceClient(cc), name)
 }
 
 func keyOf(nodeID string) (poolKey, error) {

@@ -259,7 +259,7 @@ func TestPoolReadPodCache(t *testing.T) {
 				var wg sync.WaitGroup
 				for j := range n {
 					wg.Go(func() {
-						pod, err := p.ReadPod(context.Background(), node, s.read)
+						pod, err := p.ReadPod(context.Background(), node, "", s.read)
 						errs[j], uids[j] = err, pod.GetUid()
 					})
 				}

@@ -126,7 +126,7 @@ func (s *server) readUnchanged(ctx context.Context, req *tfprotov6.ReadResourceR
 	}
 	cctx, cancel := context.WithTimeout(ctx, pool.DialTimeout()+30*time.Second)
 	defer cancel()
-	pod, err := pool.ReadPod(cctx, st.Node, st.Name)
+	pod, err := pool.ReadPod(cctx, st.Node, st.Namespace, st.Name)
 	if err != nil || resources.PodFingerprint(pod) != st.Pod {
 		return nil, "" // the framework's Read reports what happened
 	}

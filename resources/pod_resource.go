@@ -92,6 +92,17 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Required:      true,
 				PlanModifiers: replaceString,
 			},
+			"namespace": schema.StringAttribute{
+				MarkdownDescription: "The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use " +
+					"only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select " +
+					"it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node " +
+					"across namespaces. Changing it replaces the pod.",
+				Optional:      true,
+				Computed:      true,
+				Default:       stringdefault.StaticString(spec.DefaultPodNamespace),
+				Validators:    []validator.String{nameValidator("namespace")},
+				PlanModifiers: replaceString,
+			},
 			"labels": schema.MapAttribute{
 				MarkdownDescription: "Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, " +
 					"then a name of at most 63 characters; values at most 63 characters). `herd_pods` filters on them. " +
@@ -428,7 +439,7 @@ func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, re
 		why = fmt.Sprintf("Pod %q on %s did not start: %s.", podName, nodeDescription(nodeID), failure)
 		if c := failureContainer(failure, podSpec); c != "" {
 			lctx, lcancel := context.WithTimeout(cleanupCtx, 15*time.Second)
-			logs = fmt.Sprintf("\n\nLast %d log lines of container %q:\n%s", podLogTailLines, c, fetchLogTail(lctx, pc, podName, c))
+			logs = fmt.Sprintf("\n\nLast %d log lines of container %q:\n%s", podLogTailLines, c, fetchLogTail(lctx, pc, spec.PodNamespace(podSpec), podName, c))
 			lcancel()
 		}
 	}
@@ -438,7 +449,7 @@ func (r *podResource) Create(ctx context.Context, req resource.CreateRequest, re
 	if failure != nil && failure.timedOut {
 		summary = "Pod did not start in time"
 	}
-	if derr := deletePod(dctx, pc, podName, applied.GetPod().GetUid()); derr != nil {
+	if derr := deletePod(dctx, pc, spec.PodNamespace(podSpec), podName, applied.GetPod().GetUid()); derr != nil {
 		_, ddetail := describeRPCError(fmt.Sprintf("delete pod %q", podName), nodeID, derr)
 		resp.Diagnostics.AddError(summary, why+logs+"\n\nDeleting the pod afterwards failed too: "+ddetail+
 			"\nThe pod is kept in the state as tainted, so the next apply deletes and recreates it.")
@@ -471,12 +482,12 @@ func failureContainer(f *podFailure, s *herdv1.PodSpec) string {
 // until the node no longer reports it. A pod that does not exist is
 // deleted; a pod of the same name and another uid is another incarnation,
 // which agentd refuses to delete.
-func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name, uid string) error {
-	_, err := pc.DeletePod(ctx, &herdv1.DeletePodRequest{Name: name, Uid: uid})
+func deletePod(ctx context.Context, pc herdv1.PodServiceClient, namespace, name, uid string) error {
+	_, err := pc.DeletePod(ctx, &herdv1.DeletePodRequest{Name: name, Uid: uid, Namespace: namespace})
 	if uid != "" && status.Code(err) == codes.FailedPrecondition {
 		// Ours is gone if the name now holds another incarnation: that
 		// one is someone else's, and stays.
-		if p, gerr := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name}); gerr == nil && p.GetUid() != uid {
+		if p, gerr := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name, Namespace: namespace}); gerr == nil && p.GetUid() != uid {
 			return nil
 		}
 		return err
@@ -487,7 +498,7 @@ func deletePod(ctx context.Context, pc herdv1.PodServiceClient, name, uid string
 	var last error // of the last GetPod: nil while the node reports the pod
 	err = wait.PollUntilContextCancel(ctx, podPollInterval, true, func(ctx context.Context) (bool, error) {
 		var p *herdv1.Pod
-		p, last = pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+		p, last = pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name, Namespace: namespace})
 		if status.Code(last) == codes.NotFound || (last == nil && uid != "" && p.GetUid() != uid) {
 			return true, nil
 		}
@@ -521,7 +532,7 @@ func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+30*time.Second)
 	defer cancel()
-	pod, err := readPod(cctx, r.clients, pc, nodeID, podName)
+	pod, err := readPod(cctx, r.clients, pc, nodeID, state.Namespace.ValueString(), podName)
 	if status.Code(err) == codes.NotFound {
 		resp.State.RemoveResource(ctx)
 		return
@@ -539,7 +550,7 @@ func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *
 	next.setStatus(pod)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &next)...)
 	if !resp.Diagnostics.HasError() {
-		stampRead(ctx, resp, nodeID, podName, pod)
+		stampRead(ctx, resp, nodeID, state.Namespace.ValueString(), podName, pod)
 	}
 }
 
@@ -573,7 +584,7 @@ func (r *podResource) Delete(ctx context.Context, req resource.DeleteRequest, re
 	}
 	cctx, cancel := context.WithTimeout(ctx, deleteTimeout)
 	defer cancel()
-	if err := deletePod(cctx, pc, podName, state.UID.ValueString()); err != nil {
+	if err := deletePod(cctx, pc, state.Namespace.ValueString(), podName, state.UID.ValueString()); err != nil {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete pod %q within %s", podName, deleteTimeout), nodeID, err)
 	}
 }

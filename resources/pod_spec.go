@@ -22,6 +22,7 @@ type podModel struct {
 	ID                            types.String   `tfsdk:"id"`
 	Node                          types.String   `tfsdk:"node"`
 	Name                          types.String   `tfsdk:"name"`
+	Namespace                     types.String   `tfsdk:"namespace"`
 	Labels                        types.Map      `tfsdk:"labels"`
 	RestartPolicy                 types.String   `tfsdk:"restart_policy"`
 	TerminationGracePeriodSeconds types.Int64    `tfsdk:"termination_grace_period_seconds"`
@@ -146,6 +147,11 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 		unknown(spec.Path{}.Field("name"))
 	} else {
 		s.Name = m.Name.ValueString()
+	}
+	if m.Namespace.IsUnknown() {
+		unknown(spec.Path{}.Field("namespace"))
+	} else if !m.Namespace.IsNull() {
+		s.Namespace = m.Namespace.ValueString()
 	}
 	s.Labels = mapWithUnknowns(m.Labels, spec.Path{}.Field("labels"), unknown)
 	s.ImagePullSecret = stringWithUnknown(m.ImagePullSecret, spec.Path{}.Field("image_pull_secret"), unknown)
@@ -414,6 +420,7 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 	var diags diag.Diagnostics
 	d := spec.Defaulted(s)
 	m.Name = types.StringValue(d.GetName())
+	m.Namespace = types.StringValue(spec.PodNamespace(s))
 	m.Labels = mapFromRemote(d.GetLabels(), prior.Labels)
 	m.RestartPolicy = types.StringValue(d.GetRestartPolicy())
 	m.TerminationGracePeriodSeconds = types.Int64Value(d.GetTerminationGracePeriodSeconds())

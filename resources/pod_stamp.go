@@ -24,11 +24,13 @@ const PodReadStampKey = "herd_read"
 // and Pod; the provider's server adds State, the hash of the state bytes
 // as the CLI sent them (only it sees them), and Build.
 type PodReadStamp struct {
-	Node  string `json:"node"`
-	Name  string `json:"name"`
-	Pod   string `json:"pod"`
-	State string `json:"state,omitempty"`
-	Build string `json:"build,omitempty"`
+	Node string `json:"node"`
+	// Namespace is the one the refresh asked for ("" on import: any).
+	Namespace string `json:"ns,omitempty"`
+	Name      string `json:"name"`
+	Pod       string `json:"pod"`
+	State     string `json:"state,omitempty"`
+	Build     string `json:"build,omitempty"`
 }
 
 // PodFingerprint hashes everything of a pod that herd_pod's Read puts in
@@ -59,11 +61,11 @@ func PodFingerprint(pod *herdv1.Pod) string {
 // stampRead records which pod a refresh saw. The provider's server keeps
 // the stamp only when the refresh changed nothing (it compares the state
 // bytes it sent and received) and drops it otherwise.
-func stampRead(ctx context.Context, resp *resource.ReadResponse, node, name string, pod *herdv1.Pod) {
+func stampRead(ctx context.Context, resp *resource.ReadResponse, node, namespace, name string, pod *herdv1.Pod) {
 	if resp.Private == nil {
 		return
 	}
-	value, err := json.Marshal(PodReadStamp{Node: node, Name: name, Pod: PodFingerprint(pod)})
+	value, err := json.Marshal(PodReadStamp{Node: node, Namespace: namespace, Name: name, Pod: PodFingerprint(pod)})
 	if err != nil {
 		return
 	}

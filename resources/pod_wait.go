@@ -232,7 +232,7 @@ func waitForPod(ctx context.Context, pc herdv1.PodServiceClient, applied *herdv1
 	}
 	for {
 		sent := time.Now()
-		pod, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name})
+		pod, err := pc.GetPod(ctx, &herdv1.GetPodRequest{Name: name, Namespace: spec.PodNamespace(applied.GetSpec())})
 		next := podPollInterval
 		switch {
 		case err == nil:
@@ -424,8 +424,8 @@ func allStarted(pod *herdv1.Pod, containers []string, restartPolicy string) bool
 
 // fetchLogTail returns the last lines a container logged, for an error
 // message. Errors are returned as text: logs are a courtesy.
-func fetchLogTail(ctx context.Context, pc herdv1.PodServiceClient, pod, container string) string {
-	stream, err := pc.PodLogs(ctx, &herdv1.PodLogsRequest{Pod: pod, Container: container, TailLines: podLogTailLines})
+func fetchLogTail(ctx context.Context, pc herdv1.PodServiceClient, namespace, pod, container string) string {
+	stream, err := pc.PodLogs(ctx, &herdv1.PodLogsRequest{Pod: pod, Namespace: namespace, Container: container, TailLines: podLogTailLines})
 	if err != nil {
 		return fmt.Sprintf("(logs unavailable: %v)", status.Convert(err).Message())
 	}

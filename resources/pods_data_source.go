@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 var (
@@ -26,9 +27,10 @@ type podsDataSource struct {
 }
 
 type podsDataModel struct {
-	Node   types.String `tfsdk:"node"`
-	Labels types.Map    `tfsdk:"labels"`
-	Pods   types.List   `tfsdk:"pods"`
+	Node      types.String `tfsdk:"node"`
+	Namespace types.String `tfsdk:"namespace"`
+	Labels    types.Map    `tfsdk:"labels"`
+	Pods      types.List   `tfsdk:"pods"`
 }
 
 var podSummaryContainerAttrTypes = map[string]attr.Type{
@@ -38,6 +40,7 @@ var podSummaryContainerAttrTypes = map[string]attr.Type{
 
 var podSummaryAttrTypes = map[string]attr.Type{
 	"name":          types.StringType,
+	"namespace":     types.StringType,
 	"uid":           types.StringType,
 	"phase":         types.StringType,
 	"labels":        types.MapType{ElemType: types.StringType},
@@ -61,6 +64,12 @@ func (d *podsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 				Required:            true,
 				Validators:          []validator.String{nodeIDValidator()},
 			},
+			"namespace": schema.StringAttribute{
+				MarkdownDescription: "Only list pods of this namespace. Unset: every namespace, which a certificate " +
+					"limited to some namespaces may not ask.",
+				Optional:   true,
+				Validators: []validator.String{nameValidator("namespace")},
+			},
 			"labels": schema.MapAttribute{
 				MarkdownDescription: "Only list pods that carry all of these labels with these values.",
 				ElementType:         types.StringType,
@@ -73,6 +82,7 @@ func (d *podsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 				NestedObject: schema.NestedAttributeObject{
 					Attributes: map[string]schema.Attribute{
 						"name":          schema.StringAttribute{MarkdownDescription: "The pod's name.", Computed: true},
+						"namespace":     schema.StringAttribute{MarkdownDescription: "The pod's namespace.", Computed: true},
 						"uid":           schema.StringAttribute{MarkdownDescription: "Unique id of this incarnation of the pod.", Computed: true},
 						"phase":         schema.StringAttribute{MarkdownDescription: "`Pending`, `Running`, `Succeeded` or `Failed`.", Computed: true},
 						"labels":        schema.MapAttribute{MarkdownDescription: "The pod's labels.", ElementType: types.StringType, Computed: true},
@@ -113,7 +123,7 @@ func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 	}
 	cctx, cancel := context.WithTimeout(ctx, d.clients.DialTimeout()+30*time.Second)
 	defer cancel()
-	list, err := pc.ListPods(cctx, &herdv1.ListPodsRequest{LabelSelector: stringMap(cfg.Labels)})
+	list, err := pc.ListPods(cctx, &herdv1.ListPodsRequest{LabelSelector: stringMap(cfg.Labels), Namespace: cfg.Namespace.ValueString()})
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "list pods", nodeID, err)
 		return
@@ -139,6 +149,7 @@ func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 		}
 		elems = append(elems, types.ObjectValueMust(podSummaryAttrTypes, map[string]attr.Value{
 			"name":          types.StringValue(name),
+			"namespace":     types.StringValue(spec.PodNamespace(p.GetSpec())),
 			"uid":           types.StringValue(p.GetUid()),
 			"phase":         types.StringValue(p.GetStatus().GetPhase()),
 			"labels":        stringMapValue(p.GetSpec().GetLabels()),

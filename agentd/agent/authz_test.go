@@ -14,21 +14,29 @@ import (
 	"google.golang.org/grpc/status"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
 )
 
 // accessConn dials n over mTLS with a fresh certificate granting a.
 func accessConn(t *testing.T, n *node, name string, a pki.Access) *grpc.ClientConn {
 	t.Helper()
-	cert, key, err := n.env.Certs.CA.IssueClientAccess(name, a)
+	return agentAccessConn(t, n.env, n.agent, name, a)
+}
+
+// agentAccessConn dials agent ag of env over mTLS with a fresh
+// certificate granting a.
+func agentAccessConn(t *testing.T, env *acctest.Env, ag *acctest.Agent, name string, a pki.Access) *grpc.ClientConn {
+	t.Helper()
+	cert, key, err := env.Certs.CA.IssueClientAccess(name, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := n.agent.ClientTLS(cert, key)
+	tc, err := ag.ClientTLS(cert, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dial(t, n.agent.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	return dial(t, ag.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 }
 
 // A real agentd enforces the roles: a viewer reads but neither writes nor

@@ -287,6 +287,7 @@ func (l *loop) apply(ctx context.Context, node string, sp *herdv1.DeploymentSpec
 	ps := proto.Clone(tmpl).(*herdv1.PodSpec)
 	ps.Name = fmt.Sprintf("%s-%d-%s", sp.GetName(), rev, randomSuffix())
 	ps.Deployment = &herdv1.DeploymentRef{Namespace: sp.GetNamespace(), Name: sp.GetName(), Revision: rev, Uid: uid}
+	ps.Namespace = sp.GetNamespace()
 	cctx, cancel := context.WithTimeout(ctx, l.d.cfg.RPCTimeout)
 	defer cancel()
 	if _, err := pods.ApplyPod(cctx, &herdv1.ApplyPodRequest{Spec: ps}); err != nil {

@@ -393,7 +393,7 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	d := spec.Defaulted(s)
 	hash := spec.Hash(d)
 	name := d.GetName()
-	if pod, done, err := m.existing(name, hash); done {
+	if pod, done, err := m.existing(name, spec.PodNamespace(d), hash); done {
 		return pod, false, err
 	}
 	// Before anything is created: a pod whose secrets this node cannot
@@ -404,7 +404,7 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
-	if pod, done, err := m.existing(name, hash); done {
+	if pod, done, err := m.existing(name, spec.PodNamespace(d), hash); done {
 		return pod, false, err
 	}
 	ids := make([]string, len(d.GetContainers()))
@@ -512,7 +512,7 @@ func (m *Manager) rollback(e *podEntry) {
 
 // existing handles Apply of a name that is taken: done is false when the
 // name is free.
-func (m *Manager) existing(name, hash string) (*herdv1.Pod, bool, error) {
+func (m *Manager) existing(name, ns, hash string) (*herdv1.Pod, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || !m.started {
@@ -524,6 +524,10 @@ func (m *Manager) existing(name, hash string) (*herdv1.Pod, bool, error) {
 		// A hidden entry is another Apply in progress: the caller waits
 		// for it on applyMu and looks again.
 		return nil, false, nil
+	case spec.PodNamespace(e.spec) != ns:
+		// Names are unique on the node: the other namespace's pod is
+		// neither replaced nor described.
+		return nil, true, newError(ErrConflict, "pod name %s is taken on this node by a pod of another namespace; choose another name", name)
 	case e.terminating:
 		return nil, true, newError(ErrConflict, "pod %s is being deleted; apply it again once the deletion finished", name)
 	case e.hash != hash:

@@ -186,7 +186,7 @@ func resolveContainer(s *herdv1.PodSpec, i int, data map[spec.SecretRef]SecretDa
 	out := &containerSecrets{sums: map[string]string{}}
 	var errs []error
 	get := func(ref string, fp spec.Path) (spec.SecretRef, SecretData, bool) {
-		r := spec.MustSecretRef(ref)
+		r := spec.MustPodSecretRef(s, ref)
 		d, ok := data[r]
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s: %w", fieldPath(fp), fetchErrs[r]))
@@ -404,7 +404,7 @@ func (m *Manager) SecretChanged(ctx context.Context, namespace, name string) err
 		var mounts []mountFiles
 		for i, c := range e.spec.GetContainers() {
 			for j, sm := range c.GetSecretMounts() {
-				if spec.MustSecretRef(sm.GetSecret()) != r {
+				if spec.MustPodSecretRef(e.spec, sm.GetSecret()) != r {
 					continue
 				}
 				p := spec.Path{}.Field("containers").Index(i).Field("secret_mounts").Index(j)
@@ -428,7 +428,7 @@ func (m *Manager) SecretChanged(ctx context.Context, namespace, name string) err
 func mountsSecret(s *herdv1.PodSpec, r spec.SecretRef) bool {
 	for _, c := range s.GetContainers() {
 		for _, sm := range c.GetSecretMounts() {
-			if ns, n, err := spec.ParseSecretRef(sm.GetSecret()); err == nil && ns == r.Namespace && n == r.Name {
+			if got, err := spec.ParsePodSecretRef(s, sm.GetSecret()); err == nil && got == r {
 				return true
 			}
 		}

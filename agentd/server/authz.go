@@ -15,6 +15,7 @@ import (
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Caller is who a request comes from.
@@ -90,10 +91,20 @@ type rule struct {
 	ns func(req any) (ns string, all bool)
 }
 
-// podNamespace is the namespace of every pod until pods carry one.
-const podNamespace = "default"
-
-func inPods(any) (string, bool) { return podNamespace, false }
+// inPods reads the namespace of a pod request: the spec's for ApplyPod
+// (empty: default); for the others the request's namespace, whose absence
+// means any namespace (the handler then matches a pod of any).
+func inPods(req any) (string, bool) {
+	switch r := req.(type) {
+	case *herdv1.ApplyPodRequest:
+		return spec.PodNamespace(r.GetSpec()), false
+	case interface{ GetNamespace() string }:
+		if ns := r.GetNamespace(); ns != "" {
+			return ns, false
+		}
+	}
+	return "", true
+}
 
 // inRequest reads the namespace a request names; an empty one in a list
 // request means every namespace.

@@ -293,7 +293,8 @@ func contains(s []string, v string) bool {
 
 // TestNamespaceLimits: a certificate limited to namespaces reaches only
 // objects of those namespaces, must name one to list, and cannot touch
-// pods (all in the default namespace) unless it holds it.
+// pods of other namespaces; a pod request without a namespace means any
+// namespace, so it must name one.
 func TestNamespaceLimits(t *testing.T) {
 	a := startAuthzServer(t)
 	web := a.conn(t, operator, "web")
@@ -320,9 +321,18 @@ func TestNamespaceLimits(t *testing.T) {
 		{"deployment in another namespace", web, herdv1.DeploymentService_DeleteDeployment_FullMethodName, &herdv1.DeleteDeploymentRequest{Namespace: "db", Name: "x"}, false, false},
 		{"watch in another namespace", web, herdv1.DeploymentService_WatchDeployment_FullMethodName, &herdv1.GetDeploymentRequest{Namespace: "db", Name: "x"}, true, false},
 		{"watch in its namespace", web, herdv1.DeploymentService_WatchDeployment_FullMethodName, &herdv1.GetDeploymentRequest{Namespace: "web", Name: "x"}, true, true},
-		{"pods without the default namespace", web, herdv1.PodService_ApplyPod_FullMethodName, &herdv1.ApplyPodRequest{}, false, false},
-		{"pod logs without the default namespace", web, herdv1.PodService_PodLogs_FullMethodName, &herdv1.PodLogsRequest{Pod: "x"}, true, false},
-		{"pod logs for a viewer granted logs in default", webViewer, herdv1.PodService_PodLogs_FullMethodName, &herdv1.PodLogsRequest{Pod: "x"}, true, true},
+		{"pod with no namespace (default)", web, herdv1.PodService_ApplyPod_FullMethodName, &herdv1.ApplyPodRequest{}, false, false},
+		{"pod in its namespace", web, herdv1.PodService_ApplyPod_FullMethodName, &herdv1.ApplyPodRequest{Spec: &herdv1.PodSpec{Namespace: "web"}}, false, true},
+		{"pod in another namespace", web, herdv1.PodService_ApplyPod_FullMethodName, &herdv1.ApplyPodRequest{Spec: &herdv1.PodSpec{Namespace: "db"}}, false, false},
+		{"get pod of any namespace", web, herdv1.PodService_GetPod_FullMethodName, &herdv1.GetPodRequest{Name: "x"}, false, false},
+		{"get pod in its namespace", web, herdv1.PodService_GetPod_FullMethodName, &herdv1.GetPodRequest{Name: "x", Namespace: "web"}, false, true},
+		{"delete pod of any namespace", web, herdv1.PodService_DeletePod_FullMethodName, &herdv1.DeletePodRequest{Name: "x"}, false, false},
+		{"delete pod in another namespace", web, herdv1.PodService_DeletePod_FullMethodName, &herdv1.DeletePodRequest{Name: "x", Namespace: "db"}, false, false},
+		{"list pods of every namespace", web, herdv1.PodService_ListPods_FullMethodName, &herdv1.ListPodsRequest{}, false, false},
+		{"list pods of its namespace", web, herdv1.PodService_ListPods_FullMethodName, &herdv1.ListPodsRequest{Namespace: "web"}, false, true},
+		{"pod logs of any namespace", web, herdv1.PodService_PodLogs_FullMethodName, &herdv1.PodLogsRequest{Pod: "x"}, true, false},
+		{"pod logs in another namespace", web, herdv1.PodService_PodLogs_FullMethodName, &herdv1.PodLogsRequest{Pod: "x", Namespace: "db"}, true, false},
+		{"pod logs for a viewer granted logs in default", webViewer, herdv1.PodService_PodLogs_FullMethodName, &herdv1.PodLogsRequest{Pod: "x", Namespace: "default"}, true, true},
 		{"a viewer may not write", webViewer, herdv1.ServiceService_ApplyService_FullMethodName, svc("web"), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

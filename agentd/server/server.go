@@ -148,19 +148,52 @@ func (s *Server) GetPod(ctx context.Context, req *herdv1.GetPodRequest) (*herdv1
 	if err := checkName("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	pod, err := s.pods.Get(ctx, req.GetName())
+	if err := checkNamespace(req.GetNamespace()); err != nil {
+		return nil, err
+	}
+	pod, err := s.podIn(ctx, req.GetName(), req.GetNamespace())
 	return pod, s.status(err, "get pod "+req.GetName())
+}
+
+// podIn gets pod name, which must be in namespace ns unless ns is empty:
+// a pod of another namespace is not found, as if it were not there.
+func (s *Server) podIn(ctx context.Context, name, ns string) (*herdv1.Pod, error) {
+	pod, err := s.pods.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if ns != "" && spec.PodNamespace(pod.GetSpec()) != ns {
+		return nil, status.Errorf(codes.NotFound, "pod %s not found in namespace %s", name, ns)
+	}
+	return pod, nil
+}
+
+// checkNamespace checks an optional namespace of a request.
+func checkNamespace(ns string) error {
+	if ns == "" {
+		return nil
+	}
+	return checkName("namespace", ns)
 }
 
 func (s *Server) ListPods(ctx context.Context, req *herdv1.ListPodsRequest) (*herdv1.ListPodsResponse, error) {
 	if errs := spec.ValidateLabels(spec.Path{}.Field("label_selector"), req.GetLabelSelector()); len(errs) > 0 {
 		return nil, invalid(errs)
 	}
-	pods, err := s.pods.List(ctx, req.GetLabelSelector())
+	if err := checkNamespace(req.GetNamespace()); err != nil {
+		return nil, err
+	}
+	all, err := s.pods.List(ctx, req.GetLabelSelector())
 	if err != nil {
 		return nil, s.status(err, "list pods")
 	}
-	return &herdv1.ListPodsResponse{Pods: pods}, nil
+	out := all[:0]
+	for _, p := range all {
+		if ns := req.GetNamespace(); ns == "" || spec.PodNamespace(p.GetSpec()) == ns {
+			out = append(out, p)
+		}
+	}
+	return &herdv1.ListPodsResponse{Pods: out}, nil
 }
 
 func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*herdv1.DeletePodResponse, error) {
@@ -182,11 +215,29 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 	if t := req.GetDrainTimeoutMs(); t < 0 || t > maxDrainTimeoutMs {
 		return nil, status.Errorf(codes.InvalidArgument, "drain_timeout_ms: must be between 0 and %d, got %d", maxDrainTimeoutMs, t)
 	}
+	if err := checkNamespace(req.GetNamespace()); err != nil {
+		return nil, err
+	}
+	uid := req.GetUid()
+	if ns := req.GetNamespace(); ns != "" {
+		pod, err := s.podIn(ctx, req.GetName(), ns)
+		if status.Code(err) == codes.NotFound || errors.Is(err, pods.ErrNotFound) {
+			return &herdv1.DeletePodResponse{}, nil // not in the caller's namespace: kept
+		}
+		if err != nil {
+			return nil, s.status(err, "delete pod "+req.GetName())
+		}
+		if uid == "" {
+			// What was checked is what is deleted: a pod made in
+			// another namespace meanwhile is another incarnation.
+			uid = pod.GetUid()
+		}
+	}
 	r, err := s.pods.DeleteWith(ctx, req.GetName(), pods.DeleteOptions{
 		Grace:        grace,
 		SkipDrain:    req.GetSkipDrain(),
 		DrainTimeout: time.Duration(req.GetDrainTimeoutMs()) * time.Millisecond,
-		UID:          req.GetUid(),
+		UID:          uid,
 	})
 	if errors.Is(err, pods.ErrOtherIncarnation) {
 		return nil, status.Errorf(codes.FailedPrecondition, "delete pod %s: %v: it was replaced since you read it; read it again", req.GetName(), err)
@@ -211,6 +262,14 @@ func (s *Server) PodLogs(req *herdv1.PodLogsRequest, stream grpc.ServerStreaming
 	}
 	if req.GetTailLines() < 0 {
 		return status.Error(codes.InvalidArgument, "tail_lines: must not be negative")
+	}
+	if err := checkNamespace(req.GetNamespace()); err != nil {
+		return err
+	}
+	if req.GetNamespace() != "" {
+		if _, err := s.podIn(stream.Context(), req.GetPod(), req.GetNamespace()); err != nil {
+			return s.status(err, "logs of pod "+req.GetPod())
+		}
 	}
 	err := s.pods.Logs(stream.Context(), req.GetPod(), req.GetContainer(), req.GetFollow(), req.GetTailLines(),
 		func(container string, data []byte) error {

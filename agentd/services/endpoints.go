@@ -11,6 +11,7 @@ import (
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // endpoint is what a node publishes about one of its pods.
@@ -20,6 +21,8 @@ type endpoint struct {
 	Ready  bool              `json:"ready"`
 	Labels map[string]string `json:"labels,omitempty"`
 	Ports  []endpointPort    `json:"ports,omitempty"`
+	// Namespace is the pod's; absent (from an older agentd): default.
+	Namespace string `json:"namespace,omitempty"`
 
 	node string // the owner, filled when read
 }
@@ -41,7 +44,7 @@ func endpointOf(p *herdv1.Pod) (endpoint, bool) {
 	case "Succeeded", "Failed":
 		return endpoint{}, false
 	}
-	e := endpoint{Pod: p.GetSpec().GetName(), IP: st.GetPodIp(), Ready: st.GetReady(), Labels: p.GetSpec().GetLabels()}
+	e := endpoint{Pod: p.GetSpec().GetName(), IP: st.GetPodIp(), Ready: st.GetReady(), Labels: p.GetSpec().GetLabels(), Namespace: spec.PodNamespace(p.GetSpec())}
 	for _, c := range p.GetSpec().GetContainers() {
 		for _, cp := range c.GetPorts() {
 			proto := cp.GetProtocol()
@@ -64,6 +67,7 @@ func decodeEndpoints(entries []cluster.Entry) []endpoint {
 			continue
 		}
 		e.node = en.Owner
+		e.Labels = withNamespace(e.Labels, e.Namespace)
 		out = append(out, e)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
@@ -85,6 +89,36 @@ func selectEndpoints(all []endpoint, selector map[string]string) []endpoint {
 		}
 	}
 	return out
+}
+
+// namespaceKey is a pseudo-label holding the namespace of an endpoint (in
+// its decoded labels) and of a service (in its effective selector), so a
+// service selects only pods of its namespace through the same label
+// index. No real label key can contain a NUL byte.
+const namespaceKey = "\x00namespace"
+
+// withNamespace returns labels with the namespace pseudo-label (a copy:
+// the caller's map is not changed).
+func withNamespace(labels map[string]string, ns string) map[string]string {
+	if ns == "" {
+		ns = spec.DefaultPodNamespace
+	}
+	out := make(map[string]string, len(labels)+1)
+	for k, v := range labels {
+		out[k] = v
+	}
+	out[namespaceKey] = ns
+	return out
+}
+
+// selectorOf is what service s selects by: its selector and its namespace.
+// An empty selector selects nothing and stays empty.
+func selectorOf(s *herdv1.Service) map[string]string {
+	sel := s.GetSpec().GetSelector()
+	if len(sel) == 0 {
+		return nil
+	}
+	return withNamespace(sel, s.GetSpec().GetNamespace())
 }
 
 func matches(labels, selector map[string]string) bool {

@@ -49,7 +49,8 @@ type svcRec struct {
 	raw     []byte
 	writer  string
 	svc     *herdv1.Service
-	filed   string // the selector pair it is filed under; "": selects nothing
+	sel     map[string]string // selectorOf(svc): its selector and namespace
+	filed   string            // the selector pair it is filed under; "": selects nothing
 	members map[epKey]struct{}
 	claims  []claimKey // nil: not in the data plane (headless, no cluster IP)
 }
@@ -90,6 +91,7 @@ func (m *model) setEndpoint(k epKey, raw []byte, present bool, touched keySet) {
 			m.log.Warn("skip undecodable endpoint", "node", k.owner, "pod", k.pod, "err", err)
 			present = false
 		}
+		e.Labels = withNamespace(e.Labels, e.Namespace)
 	}
 	if old != nil {
 		for s := range m.servicesFor(old.e.Labels) {
@@ -130,7 +132,7 @@ func (m *model) servicesFor(labels map[string]string) keySet {
 	out := keySet{}
 	for lk, lv := range labels {
 		for s := range m.svcsByPair[pair(lk, lv)] {
-			if matches(labels, m.svcs[s].svc.GetSpec().GetSelector()) {
+			if matches(labels, m.svcs[s].sel) {
 				out[s] = struct{}{}
 			}
 		}
@@ -193,12 +195,15 @@ func (m *model) setService(key string, o cluster.Object, present bool, touched k
 	if !present {
 		return len(oldClaims) > 0
 	}
-	r := &svcRec{raw: o.Value, writer: o.Writer, svc: s, members: map[epKey]struct{}{}, claims: claimsOf(s)}
-	sel := s.GetSpec().GetSelector()
+	sel := selectorOf(s)
+	r := &svcRec{raw: o.Value, writer: o.Writer, svc: s, sel: sel, members: map[epKey]struct{}{}, claims: claimsOf(s)}
 	if len(sel) > 0 {
 		// file under the pair fewest services share, so that an endpoint's
 		// lookup meets few services that do not select it
 		for _, k := range sortedKeys(sel) {
+			if k == namespaceKey {
+				continue // shared by the whole namespace: never the rarest
+			}
 			p := pair(k, sel[k])
 			if r.filed == "" || len(m.svcsByPair[p]) < len(m.svcsByPair[r.filed]) {
 				r.filed = p

@@ -148,7 +148,12 @@ func reference(st *memStore, admit func(map[string]string) bool) (map[string]nft
 	for _, a := range svcs {
 		var sel []endpoint
 		for _, e := range eps {
-			if len(a.svc.GetSpec().GetSelector()) > 0 && matches(e.Labels, a.svc.GetSpec().GetSelector()) && (admit == nil || admit(e.Labels)) {
+			epNS := e.Namespace
+			if epNS == "" {
+				epNS = "default"
+			}
+			sameNS := epNS == a.svc.GetSpec().GetNamespace()
+			if sameNS && len(a.svc.GetSpec().GetSelector()) > 0 && matches(e.Labels, a.svc.GetSpec().GetSelector()) && (admit == nil || admit(e.Labels)) {
 				sel = append(sel, e)
 			}
 		}
@@ -210,14 +215,17 @@ func checkAgainstReference(t *testing.T, seed uint64) {
 		for range 1 + r.IntN(4) {
 			switch op := r.IntN(20); {
 			case op < 6: // put a service
-				key := fmt.Sprintf("ns/s%d", r.IntN(25))
+				// Services of two namespaces, with the same names and
+				// selectors, must select only pods of their own.
+				ns := pick("default", "ns")
+				key := fmt.Sprintf("%s/s%d", ns, r.IntN(25))
 				sel := labels()
 				delete(sel, "rev")
 				if r.IntN(4) == 0 {
 					sel = nil
 				}
 				svc := &herdv1.Service{
-					Spec: &herdv1.ServiceSpec{Namespace: "ns", Name: key[3:], Type: pick(TypeClusterIP, TypeNodePort, TypeHeadless), Selector: sel,
+					Spec: &herdv1.ServiceSpec{Namespace: ns, Name: key[len(ns)+1:], Type: pick(TypeClusterIP, TypeNodePort, TypeHeadless), Selector: sel,
 						SessionAffinity: pick("", "ClientIP"),
 						Ports:           []*herdv1.ServicePort{{Name: "http", Protocol: "TCP", Port: 80, TargetPortName: pick("", "http"), TargetPort: 8080}}},
 					Status:    &herdv1.ServiceStatus{},
@@ -241,12 +249,13 @@ func checkAgainstReference(t *testing.T, seed uint64) {
 				st.svcs[key] = cluster.Object{Kind: KindService, Key: key, Value: b, Version: version, Writer: pick(owners...)}
 				c.note(cluster.Event{Type: cluster.EventObject, Kind: KindService, Key: key})
 			case op < 8: // delete a service
-				key := fmt.Sprintf("ns/s%d", r.IntN(25))
+				key := fmt.Sprintf("%s/s%d", pick("default", "ns"), r.IntN(25))
 				delete(st.svcs, key)
 				c.note(cluster.Event{Type: cluster.EventObject, Kind: KindService, Key: key})
 			case op < 14: // publish an endpoint
 				k := epKey{pick(owners...), fmt.Sprintf("p%d", r.IntN(40))}
-				e := endpoint{Pod: k.pod, IP: fmt.Sprintf("10.244.0.%d", 1+r.IntN(30)), Ready: r.IntN(4) > 0, Labels: labels()}
+				// "": an older agentd's entry, in the default namespace
+				e := endpoint{Pod: k.pod, IP: fmt.Sprintf("10.244.0.%d", 1+r.IntN(30)), Ready: r.IntN(4) > 0, Labels: labels(), Namespace: pick("", "default", "ns")}
 				if r.IntN(2) == 0 {
 					e.Ports = []endpointPort{{Name: "http", Port: int32(8000 + r.IntN(3)), Protocol: "TCP"}}
 				}
@@ -311,7 +320,7 @@ func checkAgainstReference(t *testing.T, seed uint64) {
 	for p, set := range c.m.epsByLabel {
 		for k := range set {
 			e := c.m.eps[k]
-			if e == nil || p != pair("app", e.e.Labels["app"]) && p != pair("tier", e.e.Labels["tier"]) && p != pair("dep", e.e.Labels["dep"]) && p != pair("rev", e.e.Labels["rev"]) {
+			if e == nil || p != pair(namespaceKey, e.e.Labels[namespaceKey]) && p != pair("app", e.e.Labels["app"]) && p != pair("tier", e.e.Labels["tier"]) && p != pair("dep", e.e.Labels["dep"]) && p != pair("rev", e.e.Labels["rev"]) {
 				t.Fatalf("endpoint index %q holds %v", p, k)
 			}
 		}

@@ -415,7 +415,7 @@ func (r *Registry) endpoints() []endpoint {
 }
 
 func (r *Registry) withStatusOf(key string, s *herdv1.Service, eps []endpoint) *herdv1.Service {
-	return r.withStatusSelected(key, s, selectEndpoints(eps, s.GetSpec().GetSelector()))
+	return r.withStatusSelected(key, s, selectEndpoints(eps, selectorOf(s)))
 }
 
 // withStatusSelected is withStatusOf with the service's endpoints selected

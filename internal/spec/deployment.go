@@ -141,8 +141,19 @@ func validateTemplate(s *herdv1.DeploymentSpec) FieldErrors {
 	if t.GetDeployment() != nil {
 		errs.add(tp.Field("deployment"), "must be empty: herd sets it on the replicas")
 	}
+	ns := s.GetNamespace()
+	if ns == "" {
+		ns = DefaultPodNamespace
+	}
+	if tn := t.GetNamespace(); tn != "" && tn != ns {
+		errs.add(tp.Field("namespace"), "must be empty or %q: replicas are in the deployment's namespace", ns)
+	}
 	c := proto.Clone(t).(*herdv1.PodSpec)
 	c.Deployment = nil
+	c.Namespace = "" // an invalid namespace is the deployment's error
+	if ValidateName(ns) == nil {
+		c.Namespace = ns // secret references resolve in the replicas' namespace
+	}
 	c.Name = "x" + replicaPlaceholderSuffix
 	if n := s.GetName(); ValidateName(n) == nil && len(n) <= MaxDeploymentName {
 		c.Name = n + replicaPlaceholderSuffix

@@ -120,3 +120,26 @@ func TestMaxPerNodeError(t *testing.T) {
 		}
 	}
 }
+
+// Replicas are in the deployment's namespace: the template may not name
+// another, and its secret references resolve in the deployment's.
+func TestValidateDeploymentNamespace(t *testing.T) {
+	mount := func(ref string) func(*herdv1.DeploymentSpec) {
+		return func(s *herdv1.DeploymentSpec) {
+			s.Namespace = "prod"
+			s.Template.Containers[0].SecretMounts = []*herdv1.SecretMount{{Secret: ref}}
+		}
+	}
+	tests := []mutationCase[herdv1.DeploymentSpec]{
+		{name: "template in the deployment's", mutate: func(s *herdv1.DeploymentSpec) { s.Namespace = "prod"; s.Template.Namespace = "prod" }},
+		{name: "template in another", mutate: func(s *herdv1.DeploymentSpec) { s.Namespace = "prod"; s.Template.Namespace = "dev" },
+			wantPath: "template.namespace", wantMsg: `must be empty or "prod"`},
+		{name: "template named, deployment default", mutate: func(s *herdv1.DeploymentSpec) { s.Template.Namespace = "prod" },
+			wantPath: "template.namespace", wantMsg: `must be empty or "default"`},
+		{name: "own secret", mutate: mount("db")},
+		{name: "own secret qualified", mutate: mount("prod/db")},
+		{name: "other secret", mutate: mount("default/db"),
+			wantPath: "template.containers[0].secret_mounts[0].secret", wantMsg: `a pod in namespace "prod" may use only secrets of its own namespace`},
+	}
+	runMutations(t, tests, validDeployment, ValidateDeployment, true)
+}

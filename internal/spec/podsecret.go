@@ -61,14 +61,38 @@ func ParseSecretRef(ref string) (namespace, name string, err error) {
 	return ns, n, nil
 }
 
-// MustSecretRef parses a reference that was validated (ValidatePod): it
-// panics on an invalid one.
-func MustSecretRef(ref string) SecretRef {
-	ns, n, err := ParseSecretRef(ref)
+// ParsePodSecretRef parses a reference made in pod s: "name" is in the
+// pod's namespace, "namespace/name" names its namespace, which must be the
+// pod's (a pod uses only secrets of its own namespace).
+func ParsePodSecretRef(s *herdv1.PodSpec, ref string) (SecretRef, error) {
+	if ref == "" {
+		return SecretRef{}, fmt.Errorf("secret reference must not be empty")
+	}
+	podNS := PodNamespace(s)
+	ns, n, ok := strings.Cut(ref, "/")
+	if !ok {
+		ns, n = podNS, ref
+	}
+	if err := ValidateName(ns); err != nil {
+		return SecretRef{}, fmt.Errorf("invalid secret reference %q: namespace %w", ref, err)
+	}
+	if err := ValidateName(n); err != nil {
+		return SecretRef{}, fmt.Errorf("invalid secret reference %q: name %w", ref, err)
+	}
+	if ns != podNS {
+		return SecretRef{}, fmt.Errorf("secret %q is in namespace %q: a pod in namespace %q may use only secrets of its own namespace", ref, ns, podNS)
+	}
+	return SecretRef{ns, n}, nil
+}
+
+// MustPodSecretRef parses a reference of pod s that was validated
+// (ValidatePod): it panics on an invalid one.
+func MustPodSecretRef(s *herdv1.PodSpec, ref string) SecretRef {
+	r, err := ParsePodSecretRef(s, ref)
 	if err != nil {
 		panic(err)
 	}
-	return SecretRef{ns, n}
+	return r
 }
 
 // SecretMountPath is the directory a mount appears at in the container:
@@ -146,9 +170,9 @@ func ValidateSecretMountKey(k string) error {
 	return nil
 }
 
-// ValidateSecretMounts checks a container's secret_mounts at p (the
-// container's path).
-func ValidateSecretMounts(p Path, mounts []*herdv1.SecretMount) FieldErrors {
+// ValidateSecretMounts checks the secret_mounts of a container of pod s at
+// p (the container's path).
+func ValidateSecretMounts(s *herdv1.PodSpec, p Path, mounts []*herdv1.SecretMount) FieldErrors {
 	var errs FieldErrors
 	mp := p.Field("secret_mounts")
 	if len(mounts) > MaxSecretMounts {
@@ -165,9 +189,11 @@ func ValidateSecretMounts(p Path, mounts []*herdv1.SecretMount) FieldErrors {
 			errs.add(ip, "secret mount is empty")
 			continue
 		}
-		_, name, err := ParseSecretRef(m.GetSecret())
-		if err != nil {
+		var name string
+		if r, err := ParsePodSecretRef(s, m.GetSecret()); err != nil {
 			errs.add(ip.Field("secret"), "%v", err)
+		} else {
+			name = r.Name
 		}
 		target := m.GetPath()
 		if target != "" {
@@ -211,9 +237,10 @@ func ValidateSecretMounts(p Path, mounts []*herdv1.SecretMount) FieldErrors {
 	return errs
 }
 
-// ValidateSecretEnv checks a container's secret_env at p (the container's
-// path); env is the container's plain env, whose names it must not repeat.
-func ValidateSecretEnv(p Path, vars []*herdv1.SecretEnv, env map[string]string) FieldErrors {
+// ValidateSecretEnv checks the secret_env of a container of pod s at p (the
+// container's path); env is the container's plain env, whose names it
+// must not repeat.
+func ValidateSecretEnv(s *herdv1.PodSpec, p Path, vars []*herdv1.SecretEnv, env map[string]string) FieldErrors {
 	var errs FieldErrors
 	ep := p.Field("secret_env")
 	if len(vars)+len(env) > maxEnv {
@@ -237,7 +264,7 @@ func ValidateSecretEnv(p Path, vars []*herdv1.SecretEnv, env map[string]string) 
 			}
 			seen[n] = i + 1
 		}
-		if _, _, err := ParseSecretRef(v.GetSecret()); err != nil {
+		if _, err := ParsePodSecretRef(s, v.GetSecret()); err != nil {
 			errs.add(ip.Field("secret"), "%v", err)
 		}
 		if err := ValidateSecretKey(v.GetKey()); err != nil {
@@ -247,13 +274,13 @@ func ValidateSecretEnv(p Path, vars []*herdv1.SecretEnv, env map[string]string) 
 	return errs
 }
 
-// ValidateImagePullSecret checks image_pull_secret: empty, or a valid
-// reference.
-func ValidateImagePullSecret(ref string) error {
-	if ref == "" {
+// ValidateImagePullSecret checks the image_pull_secret of pod s: empty, or
+// a valid reference in the pod's namespace.
+func ValidateImagePullSecret(s *herdv1.PodSpec) error {
+	if s.GetImagePullSecret() == "" {
 		return nil
 	}
-	_, _, err := ParseSecretRef(ref)
+	_, err := ParsePodSecretRef(s, s.GetImagePullSecret())
 	return err
 }
 
@@ -261,7 +288,7 @@ func ValidateImagePullSecret(ref string) error {
 // calls it). Paths are relative to the spec.
 func ValidatePodSecrets(s *herdv1.PodSpec) FieldErrors {
 	var errs FieldErrors
-	if err := ValidateImagePullSecret(s.GetImagePullSecret()); err != nil {
+	if err := ValidateImagePullSecret(s); err != nil {
 		errs.add(Path{}.Field("image_pull_secret"), "%v", err)
 	}
 	for i, c := range s.GetContainers() {
@@ -269,8 +296,8 @@ func ValidatePodSecrets(s *herdv1.PodSpec) FieldErrors {
 			continue
 		}
 		p := Path{}.Field("containers").Index(i)
-		errs = append(errs, ValidateSecretMounts(p, c.GetSecretMounts())...)
-		errs = append(errs, ValidateSecretEnv(p, c.GetSecretEnv(), c.GetEnv())...)
+		errs = append(errs, ValidateSecretMounts(s, p, c.GetSecretMounts())...)
+		errs = append(errs, ValidateSecretEnv(s, p, c.GetSecretEnv(), c.GetEnv())...)
 		if n := len(ContainerSecretRefs(s, c)); n > MaxSecretsPerContainer {
 			errs.add(p, "uses %d distinct secrets, more than %d", n, MaxSecretsPerContainer)
 		}
@@ -283,8 +310,8 @@ func ValidatePodSecrets(s *herdv1.PodSpec) FieldErrors {
 func ContainerSecretRefs(s *herdv1.PodSpec, c *herdv1.ContainerSpec) []SecretRef {
 	var refs []SecretRef
 	add := func(ref string) {
-		if ns, n, err := ParseSecretRef(ref); err == nil {
-			refs = append(refs, SecretRef{ns, n})
+		if r, err := ParsePodSecretRef(s, ref); err == nil {
+			refs = append(refs, r)
 		}
 	}
 	for _, m := range c.GetSecretMounts() {

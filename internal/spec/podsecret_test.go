@@ -90,10 +90,11 @@ func TestValidatePodSecrets(t *testing.T) {
 			c.SecretMounts = []*herdv1.SecretMount{
 				{Secret: "db"},
 				{Secret: "prod/tls", Path: "/etc/tls", Uid: u32(1000), Gid: u32(4294967295), Keys: []string{"tls.crt", "tls.key"}, Mode: u32(0o440)},
-				{Secret: "other/db", Path: "/run/secrets/db2"},
+				{Secret: "db2", Path: "/run/secrets/db2"},
 			}
 			c.SecretEnv = []*herdv1.SecretEnv{{Name: "DB_PASSWORD", Secret: "db", Key: "password"}, {Name: "_X1", Secret: "prod/x", Key: "k"}}
-			s.ImagePullSecret = "infra/registry"
+			s.ImagePullSecret = "registry"
+			s.Namespace = "prod"
 		}, nil},
 		{"mode 0777", mount(&herdv1.SecretMount{Secret: "db", Mode: u32(0o777)}), nil},
 		{"bad ref", mount(&herdv1.SecretMount{Secret: "Bad/ref"}),
@@ -106,7 +107,7 @@ func TestValidatePodSecrets(t *testing.T) {
 		{"proc", mount(&herdv1.SecretMount{Secret: "a", Path: "/proc/x"}), []string{"secret_mounts[0].path: must not be in /proc"}},
 		{"resolv.conf", mount(&herdv1.SecretMount{Secret: "a", Path: "/etc/resolv.conf"}), []string{"secret_mounts[0].path: must not be /etc/resolv.conf"}},
 		{"trailing slash", mount(&herdv1.SecretMount{Secret: "a", Path: "/a/"}), []string{"secret_mounts[0].path: must be a clean path"}},
-		{"same default path", mount(&herdv1.SecretMount{Secret: "db"}, &herdv1.SecretMount{Secret: "prod/db"}),
+		{"same default path", mount(&herdv1.SecretMount{Secret: "db"}, &herdv1.SecretMount{Secret: "default/db"}),
 			[]string{"secret_mounts[1].path: /run/secrets/db is also the path of secret_mounts[0]"}},
 		{"same explicit path", mount(&herdv1.SecretMount{Secret: "a", Path: "/s"}, &herdv1.SecretMount{Secret: "b", Path: "/s"}),
 			[]string{"secret_mounts[1].path: /s is also the path of secret_mounts[0]"}},
@@ -182,9 +183,10 @@ func TestSecretHelpers(t *testing.T) {
 		t.Errorf("explicit mode 0 = %#o", got)
 	}
 	s := &herdv1.PodSpec{
-		ImagePullSecret: "infra/reg",
+		Namespace:       "prod",
+		ImagePullSecret: "reg",
 		Containers: []*herdv1.ContainerSpec{
-			{SecretMounts: []*herdv1.SecretMount{{Secret: "db"}, {Secret: "default/db", Path: "/x"}}},
+			{SecretMounts: []*herdv1.SecretMount{{Secret: "db"}, {Secret: "prod/db", Path: "/x"}, {Secret: "default/x"}}},
 			{SecretEnv: []*herdv1.SecretEnv{{Name: "A", Secret: "prod/api", Key: "k"}}},
 		},
 	}
@@ -192,14 +194,99 @@ func TestSecretHelpers(t *testing.T) {
 	for _, r := range PodSecretRefs(s) {
 		got = append(got, r.String())
 	}
-	if want := "default/db infra/reg prod/api"; strings.Join(got, " ") != want {
+	// (default/x is another namespace's: invalid, so not listed)
+	if want := "prod/api prod/db prod/reg"; strings.Join(got, " ") != want {
 		t.Errorf("PodSecretRefs = %v, want %s", got, want)
 	}
 	got = nil
 	for _, r := range ContainerSecretRefs(s, s.Containers[1]) {
 		got = append(got, r.String())
 	}
-	if want := "infra/reg prod/api"; strings.Join(got, " ") != want {
+	if want := "prod/api prod/reg"; strings.Join(got, " ") != want {
 		t.Errorf("ContainerSecretRefs = %v, want %s", got, want)
+	}
+}
+
+// A reference in a pod is relative to the pod's namespace, and a pod may
+// name no other.
+func TestParsePodSecretRef(t *testing.T) {
+	tests := []struct {
+		podNS, in, want, err string
+	}{
+		{"", "db", "default/db", ""},
+		{"default", "default/db", "default/db", ""},
+		{"prod", "db", "prod/db", ""},
+		{"prod", "prod/db", "prod/db", ""},
+		{"prod", "default/db", "", `a pod in namespace "prod" may use only secrets of its own namespace`},
+		{"", "prod/db", "", `a pod in namespace "default" may use only secrets of its own namespace`},
+		{"prod", "", "", "must not be empty"},
+		{"prod", "x/DB", "", "name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.podNS+":"+tt.in, func(t *testing.T) {
+			got, err := ParsePodSecretRef(&herdv1.PodSpec{Namespace: tt.podNS}, tt.in)
+			checkErr(t, err, tt.err)
+			if err == nil && got.String() != tt.want {
+				t.Errorf("ParsePodSecretRef(%q in %q) = %s, want %s", tt.in, tt.podNS, got, tt.want)
+			}
+		})
+	}
+}
+
+// ValidatePod refuses another namespace's secret at the field that names
+// it, and a namespace that is not a label.
+func TestValidatePodNamespace(t *testing.T) {
+	pod := func(ns string, mut func(*herdv1.PodSpec)) *herdv1.PodSpec {
+		s := &herdv1.PodSpec{Name: "web", Namespace: ns, Containers: []*herdv1.ContainerSpec{{Name: "app", Image: "busybox:1"}}}
+		if mut != nil {
+			mut(s)
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		s    *herdv1.PodSpec
+		path string // "" when valid
+	}{
+		{"default", pod("", nil), ""},
+		{"named", pod("prod", nil), ""},
+		{"bad namespace", pod("Prod", nil), "namespace"},
+		{"mount other", pod("prod", func(s *herdv1.PodSpec) {
+			s.Containers[0].SecretMounts = []*herdv1.SecretMount{{Secret: "default/db"}}
+		}), "containers[0].secret_mounts[0].secret"},
+		{"env other", pod("", func(s *herdv1.PodSpec) {
+			s.Containers[0].SecretEnv = []*herdv1.SecretEnv{{Name: "P", Secret: "prod/db", Key: "k"}}
+		}), "containers[0].secret_env[0].secret"},
+		{"pull other", pod("a", func(s *herdv1.PodSpec) { s.ImagePullSecret = "b/reg" }), "image_pull_secret"},
+		{"mount own", pod("prod", func(s *herdv1.PodSpec) {
+			s.Containers[0].SecretMounts = []*herdv1.SecretMount{{Secret: "db"}, {Secret: "prod/tls"}}
+		}), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := ValidatePod(tt.s)
+			if tt.path == "" {
+				if len(errs) > 0 {
+					t.Fatalf("ValidatePod: %v", errs)
+				}
+				return
+			}
+			if len(errs) != 1 || errs[0].Path.String() != tt.path {
+				t.Fatalf("ValidatePod = %v, want one error at %s", errs, tt.path)
+			}
+		})
+	}
+}
+
+// "default" and empty are one namespace: they hash alike, others do not.
+func TestHashNamespace(t *testing.T) {
+	s := func(ns string) *herdv1.PodSpec {
+		return &herdv1.PodSpec{Name: "web", Namespace: ns, Containers: []*herdv1.ContainerSpec{{Name: "app", Image: "busybox:1"}}}
+	}
+	if Hash(s("")) != Hash(s("default")) {
+		t.Error(`"" and "default" hash differently`)
+	}
+	if Hash(s("")) == Hash(s("prod")) {
+		t.Error(`"" and "prod" hash alike`)
 	}
 }

@@ -134,6 +134,16 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 	if err := ValidateName(s.GetName()); err != nil {
 		errs.add(Path{}.Field("name"), "%v", err)
 	}
+	if ns := s.GetNamespace(); ns != "" {
+		if err := ValidateName(ns); err != nil {
+			errs.add(Path{}.Field("namespace"), "%v", err)
+		}
+	}
+	if ref := s.GetDeployment(); ref != nil {
+		if dns := cmpOr(ref.GetNamespace(), DefaultPodNamespace); PodNamespace(s) != dns {
+			errs.add(Path{}.Field("namespace"), "must be %q, the namespace of the replica's deployment", dns)
+		}
+	}
 	errs = append(errs, ValidateLabels(Path{}.Field("labels"), s.GetLabels())...)
 	errs = append(errs, ValidateReservedLabels(Path{}.Field("labels"), s.GetLabels())...)
 	if err := ValidateRestartPolicy(s.GetRestartPolicy()); err != nil {
@@ -298,10 +308,39 @@ func validateStrings(p Path, ss []string) FieldErrors {
 	return errs
 }
 
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// DefaultPodNamespace is the namespace of a pod that names none.
+const DefaultPodNamespace = "default"
+
+// PodNamespace is the namespace pod s is in. A replica made before pods
+// had namespaces is in its deployment's.
+func PodNamespace(s *herdv1.PodSpec) string {
+	if ns := s.GetNamespace(); ns != "" {
+		return ns
+	}
+	if ns := s.GetDeployment().GetNamespace(); ns != "" {
+		return ns
+	}
+	return DefaultPodNamespace
+}
+
 // Defaulted returns a copy of s with defaults filled in: restart policy
-// Always, a 30 s grace period and TCP for ports.
+// Always, a 30 s grace period and TCP for ports; the namespace "default"
+// becomes empty.
 func Defaulted(s *herdv1.PodSpec) *herdv1.PodSpec {
 	out := proto.Clone(s).(*herdv1.PodSpec)
+	// The default namespace is kept empty, its canonical form, so that a
+	// pod named "default" explicitly and one made before pods had
+	// namespaces hash alike.
+	if out.Namespace == DefaultPodNamespace {
+		out.Namespace = ""
+	}
 	if out.RestartPolicy == "" {
 		out.RestartPolicy = RestartAlways
 	}

@@ -1033,7 +1033,12 @@ type PodSpec struct {
 	// Set on the replicas of a deployment (by its driver): agentd labels the
 	// pod herd.io/deployment=<namespace>.<name> and herd.io/revision=<n>.
 	// Labels under herd.io/ are refused in labels.
-	Deployment    *DeploymentRef `protobuf:"bytes,8,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Deployment *DeploymentRef `protobuf:"bytes,8,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// RFC 1123 label; empty means "default". A pod uses only secrets of its
+	// namespace (a reference "name" is in it) and only services of its
+	// namespace select it. Pod names stay unique on the node across
+	// namespaces: a name another namespace holds is refused.
+	Namespace     string `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1122,6 +1127,13 @@ func (x *PodSpec) GetDeployment() *DeploymentRef {
 		return x.Deployment
 	}
 	return nil
+}
+
+func (x *PodSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 // DeploymentRef names the deployment and revision a replica belongs to.
@@ -1663,8 +1675,11 @@ func (x *ApplyPodResponse) GetCreated() bool {
 }
 
 type GetPodRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, a pod of another namespace is not found. Empty: any
+	// namespace, which only callers allowed every namespace may ask.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1706,9 +1721,19 @@ func (x *GetPodRequest) GetName() string {
 	return ""
 }
 
+func (x *GetPodRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 type ListPodsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LabelSelector map[string]string      `protobuf:"bytes,1,rep,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only pods of this namespace. Empty: every namespace, which only
+	// callers allowed every namespace may ask.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1748,6 +1773,13 @@ func (x *ListPodsRequest) GetLabelSelector() map[string]string {
 		return x.LabelSelector
 	}
 	return nil
+}
+
+func (x *ListPodsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 type ListPodsResponse struct {
@@ -1808,7 +1840,10 @@ type DeletePodRequest struct {
 	// When set, delete only the pod of this uid: a pod of the same name with
 	// another uid (another incarnation, made by someone else since the
 	// caller last looked) is refused with FailedPrecondition and kept.
-	Uid           string `protobuf:"bytes,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Uid string `protobuf:"bytes,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	// As in GetPodRequest: a pod of another namespace is not found (and
+	// kept).
+	Namespace     string `protobuf:"bytes,6,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1878,6 +1913,13 @@ func (x *DeletePodRequest) GetUid() string {
 	return ""
 }
 
+func (x *DeletePodRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 type DeletePodResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Existed bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
@@ -1943,6 +1985,8 @@ func (x *DeletePodResponse) GetDrainTimedOut() []string {
 type PodLogsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Pod   string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	// As in GetPodRequest.
+	Namespace string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// May be empty when the pod has one container.
 	Container string `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
 	Follow    bool   `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
@@ -1985,6 +2029,13 @@ func (*PodLogsRequest) Descriptor() ([]byte, []int) {
 func (x *PodLogsRequest) GetPod() string {
 	if x != nil {
 		return x.Pod
+	}
+	return ""
+}
+
+func (x *PodLogsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
 	}
 	return ""
 }
@@ -6574,7 +6625,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\rContainerPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xfd\x03\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\x9b\x04\n" +
 	"\aPodSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.herd.v1.PodSpec.LabelsEntryR\x06labels\x126\n" +
@@ -6587,7 +6638,8 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x18restart_on_secret_change\x18\a \x01(\bR\x15restartOnSecretChange\x126\n" +
 	"\n" +
 	"deployment\x18\b \x01(\v2\x16.herd.v1.DeploymentRefR\n" +
-	"deployment\x1a9\n" +
+	"deployment\x12\x1c\n" +
+	"\tnamespace\x18\t \x01(\tR\tnamespace\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
@@ -6643,30 +6695,34 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x04spec\x18\x01 \x01(\v2\x10.herd.v1.PodSpecR\x04spec\"L\n" +
 	"\x10ApplyPodResponse\x12\x1e\n" +
 	"\x03pod\x18\x01 \x01(\v2\f.herd.v1.PodR\x03pod\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"#\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"A\n" +
 	"\rGetPodRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xa7\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xc5\x01\n" +
 	"\x0fListPodsRequest\x12R\n" +
-	"\x0elabel_selector\x18\x01 \x03(\v2+.herd.v1.ListPodsRequest.LabelSelectorEntryR\rlabelSelector\x1a@\n" +
+	"\x0elabel_selector\x18\x01 \x03(\v2+.herd.v1.ListPodsRequest.LabelSelectorEntryR\rlabelSelector\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x1a@\n" +
 	"\x12LabelSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
 	"\x10ListPodsResponse\x12 \n" +
-	"\x04pods\x18\x01 \x03(\v2\f.herd.v1.PodR\x04pods\"\xd1\x01\n" +
+	"\x04pods\x18\x01 \x03(\v2\f.herd.v1.PodR\x04pods\"\xef\x01\n" +
 	"\x10DeletePodRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x02 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12\x1d\n" +
 	"\n" +
 	"skip_drain\x18\x03 \x01(\bR\tskipDrain\x12(\n" +
 	"\x10drain_timeout_ms\x18\x04 \x01(\x03R\x0edrainTimeoutMs\x12\x10\n" +
-	"\x03uid\x18\x05 \x01(\tR\x03uidB\x17\n" +
+	"\x03uid\x18\x05 \x01(\tR\x03uid\x12\x1c\n" +
+	"\tnamespace\x18\x06 \x01(\tR\tnamespaceB\x17\n" +
 	"\x15_grace_period_seconds\"~\n" +
 	"\x11DeletePodResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\x12'\n" +
 	"\x0fdrained_members\x18\x02 \x03(\tR\x0edrainedMembers\x12&\n" +
-	"\x0fdrain_timed_out\x18\x03 \x03(\tR\rdrainTimedOut\"w\n" +
+	"\x0fdrain_timed_out\x18\x03 \x03(\tR\rdrainTimedOut\"\x95\x01\n" +
 	"\x0ePodLogsRequest\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\x12\x1d\n" +
 	"\n" +
