@@ -28,6 +28,8 @@ func GetPods(ctx *pulumi.Context, args *GetPodsArgs, opts ...pulumi.InvokeOption
 type GetPodsArgs struct {
 	// Only list pods that carry all of these labels with these values.
 	Labels map[string]string `pulumi:"labels"`
+	// Only list pods of this namespace. Unset: every namespace, which a certificate limited to some namespaces may not ask.
+	Namespace *string `pulumi:"namespace"`
 	// The node to list: the `id` of a `Node` (`NAME@ADDRESS`).
 	Node string `pulumi:"node"`
 }
@@ -36,6 +38,8 @@ type GetPodsArgs struct {
 type GetPodsResult struct {
 	// Only list pods that carry all of these labels with these values.
 	Labels map[string]string `pulumi:"labels"`
+	// Only list pods of this namespace. Unset: every namespace, which a certificate limited to some namespaces may not ask.
+	Namespace *string `pulumi:"namespace"`
 	// The node to list: the `id` of a `Node` (`NAME@ADDRESS`).
 	Node string `pulumi:"node"`
 	// The matching pods, sorted by name.
@@ -51,6 +55,8 @@ func GetPodsOutput(ctx *pulumi.Context, args GetPodsOutputArgs, opts ...pulumi.I
 type GetPodsOutputArgs struct {
 	// Only list pods that carry all of these labels with these values.
 	Labels pulumi.StringMapInput `pulumi:"labels"`
+	// Only list pods of this namespace. Unset: every namespace, which a certificate limited to some namespaces may not ask.
+	Namespace pulumi.StringPtrInput `pulumi:"namespace"`
 	// The node to list: the `id` of a `Node` (`NAME@ADDRESS`).
 	Node pulumi.StringInput `pulumi:"node"`
 }
@@ -77,6 +83,11 @@ func (o GetPodsResultOutput) ToGetPodsResultOutputWithContext(ctx context.Contex
 // Only list pods that carry all of these labels with these values.
 func (o GetPodsResultOutput) Labels() pulumi.StringMapOutput {
 	return o.ApplyT(func(v GetPodsResult) map[string]string { return v.Labels }).(pulumi.StringMapOutput)
+}
+
+// Only list pods of this namespace. Unset: every namespace, which a certificate limited to some namespaces may not ask.
+func (o GetPodsResultOutput) Namespace() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v GetPodsResult) *string { return v.Namespace }).(pulumi.StringPtrOutput)
 }
 
 // The node to list: the `id` of a `Node` (`NAME@ADDRESS`).

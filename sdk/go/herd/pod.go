@@ -51,6 +51,8 @@ type Pod struct {
 	Labels pulumi.StringMapOutput `pulumi:"labels"`
 	// The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.
 	Name pulumi.StringOutput `pulumi:"name"`
+	// The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node across namespaces. Changing it replaces the pod.
+	Namespace pulumi.StringOutput `pulumi:"namespace"`
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node pulumi.StringOutput `pulumi:"node"`
 	// Observed phase of the pod: `Pending`, `Running`, `Succeeded` or `Failed`.
@@ -123,6 +125,8 @@ type podState struct {
 	Labels map[string]string `pulumi:"labels"`
 	// The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.
 	Name *string `pulumi:"name"`
+	// The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node across namespaces. Changing it replaces the pod.
+	Namespace *string `pulumi:"namespace"`
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node *string `pulumi:"node"`
 	// Observed phase of the pod: `Pending`, `Running`, `Succeeded` or `Failed`.
@@ -160,6 +164,8 @@ type PodState struct {
 	Labels pulumi.StringMapInput
 	// The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.
 	Name pulumi.StringPtrInput
+	// The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node across namespaces. Changing it replaces the pod.
+	Namespace pulumi.StringPtrInput
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node pulumi.StringPtrInput
 	// Observed phase of the pod: `Pending`, `Running`, `Succeeded` or `Failed`.
@@ -199,6 +205,8 @@ type podArgs struct {
 	Labels map[string]string `pulumi:"labels"`
 	// The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.
 	Name string `pulumi:"name"`
+	// The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node across namespaces. Changing it replaces the pod.
+	Namespace *string `pulumi:"namespace"`
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node string `pulumi:"node"`
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
@@ -221,6 +229,8 @@ type PodArgs struct {
 	Labels pulumi.StringMapInput
 	// The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.
 	Name pulumi.StringInput
+	// The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node across namespaces. Changing it replaces the pod.
+	Namespace pulumi.StringPtrInput
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node pulumi.StringInput
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
@@ -343,6 +353,11 @@ func (o PodOutput) Labels() pulumi.StringMapOutput {
 // The pod's name, unique on its node: a lowercase RFC 1123 label (at most 63 characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit). Changing it replaces the pod.
 func (o PodOutput) Name() pulumi.StringOutput {
 	return o.ApplyT(func(v *Pod) pulumi.StringOutput { return v.Name }).(pulumi.StringOutput)
+}
+
+// The pod's namespace, a lowercase RFC 1123 label; `default` unless set. The pod may use only secrets of its namespace (a reference `NAME` is in it) and only services of its namespace select it; a certificate limited to namespaces manages only pods of those. Pod names stay unique on a node across namespaces. Changing it replaces the pod.
+func (o PodOutput) Namespace() pulumi.StringOutput {
+	return o.ApplyT(func(v *Pod) pulumi.StringOutput { return v.Namespace }).(pulumi.StringOutput)
 }
 
 // The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.

@@ -8669,6 +8669,8 @@ type GetPodsPod struct {
 	Labels map[string]string `pulumi:"labels"`
 	// The pod's name.
 	Name string `pulumi:"name"`
+	// The pod's namespace.
+	Namespace string `pulumi:"namespace"`
 	// `Pending`, `Running`, `Succeeded` or `Failed`.
 	Phase string `pulumi:"phase"`
 	// The pod's IP address in its node's pod network; empty (`""`) when the node runs pods without a pod network.
@@ -8699,6 +8701,8 @@ type GetPodsPodArgs struct {
 	Labels pulumi.StringMapInput `pulumi:"labels"`
 	// The pod's name.
 	Name pulumi.StringInput `pulumi:"name"`
+	// The pod's namespace.
+	Namespace pulumi.StringInput `pulumi:"namespace"`
 	// `Pending`, `Running`, `Succeeded` or `Failed`.
 	Phase pulumi.StringInput `pulumi:"phase"`
 	// The pod's IP address in its node's pod network; empty (`""`) when the node runs pods without a pod network.
@@ -8775,6 +8779,11 @@ func (o GetPodsPodOutput) Labels() pulumi.StringMapOutput {
 // The pod's name.
 func (o GetPodsPodOutput) Name() pulumi.StringOutput {
 	return o.ApplyT(func(v GetPodsPod) string { return v.Name }).(pulumi.StringOutput)
+}
+
+// The pod's namespace.
+func (o GetPodsPodOutput) Namespace() pulumi.StringOutput {
+	return o.ApplyT(func(v GetPodsPod) string { return v.Namespace }).(pulumi.StringOutput)
 }
 
 // `Pending`, `Running`, `Succeeded` or `Failed`.
