@@ -196,7 +196,12 @@ func describeRPCError(what, nodeID string, err error) (summary, detail string) {
 				"and (for TCP addresses) that the node's certificate was issued by the provider's ca_cert for the node's name.", what, node, msg)
 	case codes.DeadlineExceeded, codes.Canceled:
 		return "Timed out: " + what, fmt.Sprintf("%s did not answer in time: %s", node, msg)
-	case codes.Unauthenticated, codes.PermissionDenied:
+	case codes.PermissionDenied:
+		return "Not allowed: " + what,
+			fmt.Sprintf("Could not %s: %s does not allow the provider's client certificate this: %s\n\n"+
+				"The certificate's role (admin, operator, viewer) and namespaces decide what it may do; "+
+				"an admin issues another with herdctl certs client NAME --role ROLE --namespace NS.", what, node, msg)
+	case codes.Unauthenticated:
 		return "Node refused the client",
 			fmt.Sprintf("Could not %s: %s refused the provider's client certificate: %s\n\n"+
 				"Check that client_cert and client_key were issued by the herd CA that the node trusts.", what, node, msg)

@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -185,6 +186,17 @@ func nodeLabels(m types.Map) map[string]string {
 	return map[string]string{}
 }
 
+// ensureNodeLabels sets the node's labels to want unless current (the node
+// as just read; nil: unknown) already has them: setting labels is for
+// admins only, so a provider with another role may still manage a node
+// whose labels it does not change.
+func ensureNodeLabels(ctx context.Context, nc herdv1.NodeServiceClient, current *herdv1.Node, want map[string]string) (*herdv1.Node, error) {
+	if current != nil && maps.Equal(current.GetLabels(), want) {
+		return current, nil
+	}
+	return nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: want})
+}
+
 func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	plan, ok := configuredModel[nodeModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
 	if !ok {
@@ -242,7 +254,7 @@ func (r *nodeResource) Create(ctx context.Context, req resource.CreateRequest, r
 			return
 		}
 	}
-	node, err = nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: nodeLabels(plan.Labels)})
+	node, err = ensureNodeLabels(ctx, nc, node, nodeLabels(plan.Labels))
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "set the node's labels", id, err)
 		return
@@ -338,7 +350,15 @@ func (r *nodeResource) Update(ctx context.Context, req resource.UpdateRequest, r
 			return
 		}
 	}
-	node, err := nc.SetNodeLabels(ctx, &herdv1.SetNodeLabelsRequest{Labels: nodeLabels(plan.Labels)})
+	var current *herdv1.Node
+	if plan.Labels.Equal(prior.Labels) {
+		// Unchanged labels need only a read, which a non-admin may do.
+		if current, err = nc.GetNode(ctx, &herdv1.GetNodeRequest{}); err != nil {
+			addRPCError(&resp.Diagnostics, "read the node", id, err)
+			return
+		}
+	}
+	node, err := ensureNodeLabels(ctx, nc, current, nodeLabels(plan.Labels))
 	if err != nil {
 		addRPCError(&resp.Diagnostics, "set the node's labels", id, err)
 		return
@@ -393,6 +413,9 @@ func (r *nodeResource) Delete(ctx context.Context, req resource.DeleteRequest, r
 	// labels set through the API, and only as far as the node can be
 	// reached.
 	id := nodeid.Format(state.Name.ValueString(), state.Address.ValueString())
+	if len(stringMap(state.Labels)) == 0 {
+		return // nothing set through the API to clear
+	}
 	nc, err := r.clients.NodeClient(id)
 	if err == nil {
 		cctx, cancel := context.WithTimeout(ctx, r.clients.DialTimeout()+10*time.Second)

@@ -100,7 +100,6 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Optional:      true,
 				Computed:      true,
 				Default:       stringdefault.StaticString(spec.DefaultPodNamespace),
-				Validators:    []validator.String{nameValidator("namespace")},
 				PlanModifiers: replaceString,
 			},
 			"labels": schema.MapAttribute{

@@ -22,6 +22,25 @@ func secretPodConfig(podExtra, extra string) string {
 func TestPodPlanRefusesBadSecrets(t *testing.T) {
 	cases := []planErrorCase{
 		{
+			name:   "secret of another namespace",
+			config: secretPodConfig("", `    secret_mount { secret = "prod/db" }`),
+			re:     errRe(`container[0].secret_mount[0].secret: secret "prod/db" is in namespace "prod": a pod in`, `namespace "default" may use only secrets of its own namespace`),
+			errors: 1,
+		},
+		{
+			name:   "invalid namespace",
+			config: secretPodConfig(`  namespace = "Web"`, ``),
+			re:     errRe(`Invalid pod specification`, `namespace: "Web" must be a lowercase RFC 1123 label`),
+			errors: 1,
+		},
+		{
+			name:   "pull secret of another namespace",
+			config: secretPodConfig(`  namespace         = "web"
+  image_pull_secret = "infra/registry"`, `    secret_mount { secret = "db" }`),
+			re:     errRe(`image_pull_secret: secret "infra/registry" is in namespace "infra"`),
+			errors: 1,
+		},
+		{
 			name:   "bad secret reference",
 			config: secretPodConfig("", `    secret_mount { secret = "DB_pass" }`),
 			re:     errRe("Invalid container specification", `container[0].secret_mount[0].secret: invalid secret reference "DB_pass"`),
@@ -81,7 +100,7 @@ func TestPodPlanRefusesBadSecrets(t *testing.T) {
 		{
 			name: "same default path twice",
 			config: secretPodConfig("", `    secret_mount { secret = "db" }
-    secret_mount { secret = "other/db" }`),
+    secret_mount { secret = "default/db" }`),
 			re:     errRe(`container[0].secret_mount[1].path: /run/secrets/db is also the path of secret_mount[0]`),
 			errors: 1,
 		},
@@ -263,7 +282,8 @@ resource "herd_node" "n" {
 resource "herd_pod" "p" {
   node                     = %q
   name                     = "web"
-  image_pull_secret        = "infra/registry"
+  namespace                = "prod"
+  image_pull_secret        = "registry"
   restart_on_secret_change = true
   container {
     name  = "app"

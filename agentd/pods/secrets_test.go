@@ -154,7 +154,7 @@ func TestSecretFilesEnvAndUpdates(t *testing.T) {
 	e := newEnv(t)
 	src := newMemSecrets()
 	src.put("default/db", "", map[string]string{"username": "admin", "password": valueV1})
-	src.put("prod/tls", spec.SecretTypeTLS, map[string]string{"tls.crt": "certificate", "tls.key": valueTLS})
+	src.put("default/tls", spec.SecretTypeTLS, map[string]string{"tls.crt": "certificate", "tls.key": valueTLS})
 	m := e.manager(t, func(c *Config) { c.Secrets = src })
 	ctx := testContext(t)
 	grace := int64(1)
@@ -165,7 +165,7 @@ func TestSecretFilesEnvAndUpdates(t *testing.T) {
 			Name: "main", Image: e.ref, Command: sleeper,
 			SecretMounts: []*herdv1.SecretMount{
 				{Secret: "db"},
-				{Secret: "prod/tls", Path: "/etc/tls", Keys: []string{"tls.key"}, Uid: new(uint32(1000)), Gid: new(uint32(2000)), Mode: new(uint32(0o440))},
+				{Secret: "default/tls", Path: "/etc/tls", Keys: []string{"tls.key"}, Uid: new(uint32(1000)), Gid: new(uint32(2000)), Mode: new(uint32(0o440))},
 			},
 			SecretEnv: []*herdv1.SecretEnv{{Name: "DB_PASSWORD", Secret: "default/db", Key: "password"}},
 		}},
@@ -255,7 +255,7 @@ func TestSecretFilesEnvAndUpdates(t *testing.T) {
 	if got := shellIn(t, e, "sec", "main", "cat /run/secrets/db/password"); got != valueV2 {
 		t.Errorf("after the secret's deletion: %q", got)
 	}
-	if got := m.SecretUsers("prod", "tls"); !slices.Equal(got, []string{"sec"}) {
+	if got := m.SecretUsers("default", "tls"); !slices.Equal(got, []string{"sec"}) {
 		t.Errorf("SecretUsers = %v", got)
 	}
 
@@ -486,8 +486,8 @@ func TestMissingSecretRefusesApply(t *testing.T) {
 		wants []string
 	}{
 		{"missing secret", func(c *herdv1.ContainerSpec) {
-			c.SecretMounts = []*herdv1.SecretMount{{Secret: "db"}, {Secret: "prod/nope"}}
-		}, []string{"spec.containers[0].secret_mounts[1].secret: secret prod/nope is not held by this node"}},
+			c.SecretMounts = []*herdv1.SecretMount{{Secret: "db"}, {Secret: "nope"}}
+		}, []string{"spec.containers[0].secret_mounts[1].secret: secret default/nope is not held by this node"}},
 		{"missing key", func(c *herdv1.ContainerSpec) {
 			c.SecretMounts = []*herdv1.SecretMount{{Secret: "db", Keys: []string{"password", "user"}}}
 		}, []string{`spec.containers[0].secret_mounts[0].keys[1]: secret default/db has no key "user"`}},
