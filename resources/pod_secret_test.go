@@ -34,7 +34,7 @@ func TestPodPlanRefusesBadSecrets(t *testing.T) {
 			errors: 1,
 		},
 		{
-			name:   "pull secret of another namespace",
+			name: "pull secret of another namespace",
 			config: secretPodConfig(`  namespace         = "web"
   image_pull_secret = "infra/registry"`, `    secret_mount { secret = "db" }`),
 			re:     errRe(`image_pull_secret: secret "infra/registry" is in namespace "infra"`),
