@@ -192,8 +192,8 @@ func TestPodSecretsConversion(t *testing.T) {
 		SecretEnv:    types.ListValueMust(secretEnvObjectType, []attr.Value{env}),
 	}
 	m := podModel{
-		Name: types.StringValue("web"), Labels: types.MapNull(types.StringType),
-		ImagePullSecret: types.StringValue("infra/registry"), RestartOnSecretChange: types.BoolValue(true),
+		Name: types.StringValue("web"), Namespace: types.StringValue("prod"), Labels: types.MapNull(types.StringType),
+		ImagePullSecret: types.StringValue("prod/registry"), RestartOnSecretChange: types.BoolValue(true),
 		Containers: types.ListValueMust(types.ObjectType{AttrTypes: containerAttrTypes}, []attr.Value{containerObject(t, cm)}),
 	}
 	conv, diags := podSpecFromModel(ctx, m, true)
@@ -201,7 +201,7 @@ func TestPodSecretsConversion(t *testing.T) {
 		t.Fatal(diags)
 	}
 	s := conv.spec
-	if s.GetImagePullSecret() != "infra/registry" || !s.GetRestartOnSecretChange() {
+	if s.GetImagePullSecret() != "prod/registry" || !s.GetRestartOnSecretChange() {
 		t.Fatalf("pod spec = %v", s)
 	}
 	c := s.GetContainers()[0]
@@ -224,7 +224,7 @@ func TestPodSecretsConversion(t *testing.T) {
 	if !back.Containers.Equal(m.Containers) {
 		t.Errorf("containers after a round trip:\n got %v\nwant %v", back.Containers, m.Containers)
 	}
-	if back.ImagePullSecret.ValueString() != "infra/registry" || !back.RestartOnSecretChange.ValueBool() {
+	if back.ImagePullSecret.ValueString() != "prod/registry" || !back.RestartOnSecretChange.ValueBool() {
 		t.Errorf("pod attributes after a round trip: %v %v", back.ImagePullSecret, back.RestartOnSecretChange)
 	}
 	// Spec paths map to the blocks.
