@@ -134,6 +134,9 @@ func (s *Server) ApplyPod(ctx context.Context, req *herdv1.ApplyPodRequest) (*he
 	if errs := spec.ValidatePod(req.GetSpec()); len(errs) > 0 {
 		return nil, invalid(prefix(errs, "spec"))
 	}
+	if c, ok := CallerFrom(ctx); ok && c.Node && req.GetSpec().GetDeployment() == nil {
+		return nil, status.Errorf(codes.PermissionDenied, "ApplyPod: %s: node certificates may create only deployment replicas", c)
+	}
 	pod, created, err := s.pods.Apply(ctx, req.GetSpec())
 	if err != nil {
 		return nil, s.status(err, "apply pod "+req.GetSpec().GetName())
@@ -166,6 +169,16 @@ func (s *Server) podIn(ctx context.Context, name, ns string) (*herdv1.Pod, error
 		return nil, status.Errorf(codes.NotFound, "pod %s not found in namespace %s", name, ns)
 	}
 	return pod, nil
+}
+
+// nodeMayTouch refuses a node certificate a pod that is not a deployment
+// replica: members place, watch and remove replicas on each other, and
+// nothing else.
+func nodeMayTouch(c Caller, method string, pod *herdv1.Pod) error {
+	if c.Node && pod.GetSpec().GetDeployment() == nil {
+		return status.Errorf(codes.PermissionDenied, "%s: %s: node certificates may touch only deployment replicas, and pod %s is none", method, c, pod.GetSpec().GetName())
+	}
+	return nil
 }
 
 // checkNamespace checks an optional namespace of a request.
@@ -219,6 +232,23 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 		return nil, err
 	}
 	uid := req.GetUid()
+	if c, ok := CallerFrom(ctx); ok && c.Node {
+		// Another member deletes only the replicas its deployment driver
+		// placed; what was checked is what is deleted.
+		pod, err := s.podIn(ctx, req.GetName(), req.GetNamespace())
+		if status.Code(err) == codes.NotFound || errors.Is(err, pods.ErrNotFound) {
+			return &herdv1.DeletePodResponse{}, nil
+		}
+		if err != nil {
+			return nil, s.status(err, "delete pod "+req.GetName())
+		}
+		if err := nodeMayTouch(c, "DeletePod", pod); err != nil {
+			return nil, err
+		}
+		if uid == "" {
+			uid = pod.GetUid()
+		}
+	}
 	if ns := req.GetNamespace(); ns != "" {
 		pod, err := s.podIn(ctx, req.GetName(), ns)
 		if status.Code(err) == codes.NotFound || errors.Is(err, pods.ErrNotFound) {
@@ -266,9 +296,14 @@ func (s *Server) PodLogs(req *herdv1.PodLogsRequest, stream grpc.ServerStreaming
 	if err := checkNamespace(req.GetNamespace()); err != nil {
 		return err
 	}
-	if req.GetNamespace() != "" {
-		if _, err := s.podIn(stream.Context(), req.GetPod(), req.GetNamespace()); err != nil {
+	c, _ := CallerFrom(stream.Context())
+	if req.GetNamespace() != "" || c.Node {
+		pod, err := s.podIn(stream.Context(), req.GetPod(), req.GetNamespace())
+		if err != nil {
 			return s.status(err, "logs of pod "+req.GetPod())
+		}
+		if err := nodeMayTouch(c, "PodLogs", pod); err != nil {
+			return err
 		}
 	}
 	err := s.pods.Logs(stream.Context(), req.GetPod(), req.GetContainer(), req.GetFollow(), req.GetTailLines(),
