@@ -87,6 +87,11 @@ type Config struct {
 	// matching member holds its secrets (default 30s; membership changes
 	// trigger a check at once).
 	SecretResync time.Duration
+	// NewKEK lets agentd start although the key-encryption key its
+	// stored secrets need is missing or broken: it creates a new one,
+	// discards what it can no longer decrypt and fetches it back from
+	// the other holders.
+	NewKEK bool
 
 	// NestedKubeconfig turns on nested Kubernetes clusters: a kubeconfig
 	// for a host cluster that runs KubeVirt ("" disables them).
@@ -291,6 +296,7 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of services: <service>.<namespace>.svc.<domain>")
 	fs.Var(&dnsUpstreams, "dns-upstream", "resolver IP:PORT for names outside the cluster domain (repeatable; default: /etc/resolv.conf)")
 	fs.DurationVar(&cfg.SecretResync, "secret-resync", 30*time.Second, "how often secret holders check that every matching member holds the current version")
+	fs.BoolVar(&cfg.NewKEK, "new-kek", false, "start although the key-encryption key under <state-dir>/keys is missing or broken: create a new one, discard the secrets it can no longer decrypt and fetch them again from the other members (use once; restoring the key from a backup loses nothing)")
 	fs.DurationVar(&cfg.ServiceResync, "service-resync", time.Minute, "how often service rules are rewritten in full (repairs changes made behind herd's back)")
 	fs.StringVar(&cfg.NestedKubeconfig, "nested-kubeconfig", "", "kubeconfig of a host cluster running KubeVirt: enables nested Kubernetes clusters (empty: disabled)")
 	fs.Var(&nestedCIDRs, "nested-host-cidrs", "the host cluster's pod, service and node ranges, comma-separated or repeated: nested clusters' ranges may not overlap them")

@@ -28,7 +28,7 @@ func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	kms, err := secrets.OpenFileKMS(filepath.Join(cfg.StateDir, "keys"), log.With("component", "kms"))
+	kms, recovery, err := secrets.OpenNodeKMS(context.Background(), filepath.Join(cfg.StateDir, "keys"), st, cfg.NewKEK, log.With("component", "kms"))
 	if err != nil {
 		return nil, fmt.Errorf("open key-encryption key: %w", err)
 	}
@@ -45,6 +45,7 @@ func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.
 		Labels:     labels,
 		ClusterKey: secrets.DeriveClusterKey(gossipKey),
 		Resync:     cfg.SecretResync,
+		Recovery:   recovery,
 		Logger:     log.With("component", "secrets"),
 	})
 	if err != nil {

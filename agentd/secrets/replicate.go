@@ -85,7 +85,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// RestartTimeout bounds the restarts of one apply (default 10m).
 	RestartTimeout time.Duration
-	Logger         *slog.Logger
+	// Recovery, if pending, makes repair rounds fetch back the secrets
+	// discarded with a lost key-encryption key (OpenNodeKMS).
+	Recovery *Recovery
+	Logger   *slog.Logger
 }
 
 // Replicator serves the secret API on one node and keeps its holders in

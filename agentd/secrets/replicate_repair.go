@@ -28,6 +28,7 @@ func (r *Replicator) ackedSame(node string, rec Record) bool {
 // acknowledged it, fetches newer versions they report, drops what this
 // node may no longer hold, and expires old tombstones.
 func (r *Replicator) repair(ctx context.Context) {
+	r.recoverLost(ctx)
 	all, err := r.cfg.Vault.List()
 	if err != nil {
 		r.log.Warn("secret repair: list", "err", err)
