@@ -122,29 +122,40 @@ func peerRouteOK(clusterCIDR, cidr netip.Prefix, via netip.Addr) error {
 // errForeignRoute: a route to the prefix exists that herd did not create.
 var errForeignRoute = errors.New("a route herd did not create exists")
 
-// ensurePeerRoute routes cidr via via in the main table. A route herd made is
-// replaced; with none there, one is added (failing, rather than replacing,
-// if another appeared meanwhile); any other route to cidr is left alone.
+// ensurePeerRoute routes cidr via via in the main table (see ensureRoute).
 func ensurePeerRoute(h *netlink.Handle, cidr netip.Prefix, via netip.Addr) error {
-	dst := prefixToIPNet(cidr)
+	r := &netlink.Route{
+		Dst:      prefixToIPNet(cidr),
+		Gw:       net.IP(via.AsSlice()),
+		Protocol: RTProtHerd,
+		Table:    unix.RT_TABLE_MAIN,
+	}
+	if err := ensureRoute(h, cidr, r); err != nil {
+		if errors.Is(err, errForeignRoute) {
+			return err
+		}
+		return fmt.Errorf("podnet: route to %v via %v: %w", cidr, via, err)
+	}
+	return nil
+}
+
+// ensureRoute installs r (to cidr, in the main table, proto herd). A route
+// herd made is replaced; with none there, r is added (failing, rather
+// than replacing, if another appeared meanwhile); any other route to cidr
+// is left alone and reported as errForeignRoute.
+func ensureRoute(h *netlink.Handle, cidr netip.Prefix, r *netlink.Route) error {
 	cur, err := h.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{Dst: dst, Table: unix.RT_TABLE_MAIN},
+		&netlink.Route{Dst: prefixToIPNet(cidr), Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("podnet: route list %v: %w", cidr, err)
 	}
 	ours := false
-	for _, r := range cur {
-		if r.Protocol != RTProtHerd {
-			return fmt.Errorf("podnet: route to %v (proto %d): %w; not replaced", cidr, r.Protocol, errForeignRoute)
+	for _, c := range cur {
+		if c.Protocol != RTProtHerd {
+			return fmt.Errorf("podnet: route to %v (proto %d): %w; not replaced", cidr, c.Protocol, errForeignRoute)
 		}
 		ours = true
-	}
-	r := &netlink.Route{
-		Dst:      dst,
-		Gw:       net.IP(via.AsSlice()),
-		Protocol: RTProtHerd,
-		Table:    unix.RT_TABLE_MAIN,
 	}
 	if ours {
 		err = h.RouteReplace(r)
@@ -154,10 +165,7 @@ func ensurePeerRoute(h *netlink.Handle, cidr netip.Prefix, via netip.Addr) error
 	if errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("podnet: route to %v: %w (appeared meanwhile); not replaced", cidr, errForeignRoute)
 	}
-	if err != nil {
-		return fmt.Errorf("podnet: route to %v via %v: %w", cidr, via, err)
-	}
-	return nil
+	return err
 }
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {

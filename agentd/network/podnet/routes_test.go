@@ -125,3 +125,55 @@ func TestEnsureRoutesRemovesOwnRouteOutsideCluster(t *testing.T) {
 		t.Errorf("routes %v, want none", got)
 	}
 }
+
+// TestEnsureServiceRouteKeepsForeignRoute: the service range gets herd's
+// device route in a fresh node netns, and again (replaced) on a second
+// call; a range that has a route herd did not create keeps it, and the
+// call fails saying so.
+func TestEnsureServiceRouteKeepsForeignRoute(t *testing.T) {
+	requireRoot(t)
+	svc := netip.MustParsePrefix("10.97.0.0/16")
+	devRoutes := func(t *testing.T, path string) map[string]string {
+		t.Helper()
+		got := map[string]string{}
+		if err := withNetlink(path, func(h *netlink.Handle) error {
+			rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: prefixToIPNet(svc), Table: unix.RT_TABLE_MAIN},
+				netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+			for _, r := range rs {
+				got[r.Dst.String()] = fmt.Sprintf("gw %v proto %d", r.Gw, r.Protocol)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	t.Run("own route", func(t *testing.T) {
+		n1, _ := setupNodes(t)
+		for i := range 2 {
+			if err := EnsureServiceRoute(n1, "herdtest0", svc); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		want := fmt.Sprintf("map[%s:gw <nil> proto %d]", svc, RTProtHerd)
+		if got := devRoutes(t, n1); fmt.Sprint(got) != want {
+			t.Errorf("routes %v, want %s", got, want)
+		}
+	})
+	t.Run("foreign route", func(t *testing.T) {
+		n1, _ := setupNodes(t)
+		if err := withNetlink(n1, func(h *netlink.Handle) error {
+			return h.RouteAdd(&netlink.Route{Dst: prefixToIPNet(svc), Gw: net.ParseIP("192.168.77.9"), Protocol: unix.RTPROT_STATIC})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		err := EnsureServiceRoute(n1, "herdtest0", svc)
+		if err == nil || !strings.Contains(err.Error(), "not replaced") || !strings.Contains(err.Error(), "--service-cidr") {
+			t.Errorf("EnsureServiceRoute over a foreign route = %v, want an error saying it is not replaced", err)
+		}
+		want := fmt.Sprintf("map[%s:gw 192.168.77.9 proto %d]", svc, unix.RTPROT_STATIC)
+		if got := devRoutes(t, n1); fmt.Sprint(got) != want {
+			t.Errorf("routes %v, want %s", got, want)
+		}
+	})
+}

@@ -18,9 +18,10 @@ import (
 // for service traffic before any pod exists:
 //   - the pod bridge exists and is up (the CNI bridge plugin adopts it and
 //     adds the gateway address with the first pod), so that
-//   - the service range routes to it (`ip route replace <cidr> dev <bridge>
-//     proto 104`): a client on the node needs a route to a virtual IP
-//     before the NAT hook can rewrite it;
+//   - the service range routes to it (`ip route add <cidr> dev <bridge>
+//     proto 104`, replacing only a route herd made; another route to the
+//     range is an error and stays): a client on the node needs a route to
+//     a virtual IP before the NAT hook can rewrite it;
 //   - bridged pod-to-pod traffic passes the nftables hooks
 //     (bridge-nf-call-iptables), or a pod reaching a service whose endpoint
 //     is on the same bridge would see replies from the pod's own IP.
@@ -54,8 +55,11 @@ func EnsureServiceRoute(hostNetns, bridge string, cidr netip.Prefix) error {
 			Protocol:  RTProtHerd,
 			Table:     unix.RT_TABLE_MAIN,
 		}
-		if err := h.RouteReplace(r); err != nil {
-			return fmt.Errorf("podnet: route replace %v dev %s: %w", cidr, bridge, err)
+		if err := ensureRoute(h, cidr.Masked(), r); err != nil {
+			if errors.Is(err, errForeignRoute) {
+				return fmt.Errorf("podnet: service CIDR %v: %w (remove that route or choose another --service-cidr)", cidr, err)
+			}
+			return fmt.Errorf("podnet: route %v dev %s: %w", cidr, bridge, err)
 		}
 		return nil
 	})
