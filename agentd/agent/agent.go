@@ -39,13 +39,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	var tlsCreds credentials.TransportCredentials
+	var (
+		tlsCreds credentials.TransportCredentials
+		certs    *certReloader
+	)
 	if cfg.Listen != "" {
-		c, err := serverCreds(cfg)
+		c, r, err := serverCreds(cfg, log)
 		if err != nil {
 			return err
 		}
-		tlsCreds = c
+		tlsCreds, certs = c, r
 	}
 	regs, err := cfg.registries()
 	if err != nil {
@@ -120,7 +123,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	peer, err := startPeers(cfg, cl, svcs, log)
+	peer, err := startPeers(cfg, cl, svcs, certs, log)
 	if err != nil {
 		return err
 	}
@@ -273,32 +276,33 @@ func stopGracefully(g *grpc.Server, timeout time.Duration) {
 }
 
 // serverCreds loads the node's certificate and refuses to start when it
-// does not carry the node's name: clients verify exactly that.
-func serverCreds(cfg Config) (credentials.TransportCredentials, error) {
+// does not carry the node's name (clients verify exactly that) or is not
+// the herd CA's. The certificate is served through a reloader, so a
+// renewed one replaces it without a restart.
+func serverCreds(cfg Config, log *slog.Logger) (credentials.TransportCredentials, *certReloader, error) {
 	ca, err := pki.LoadPEMOrFile(cfg.CACert)
 	if err != nil {
-		return nil, fmt.Errorf("--ca-cert: %w", err)
+		return nil, nil, fmt.Errorf("--ca-cert: %w", err)
+	}
+	r, err := newCertReloader(cfg.Cert, cfg.Key, cfg.Name, ca, log.With("component", "tls"))
+	if err != nil {
+		return nil, nil, err
 	}
 	cert, err := pki.LoadPEMOrFile(cfg.Cert)
 	if err != nil {
-		return nil, fmt.Errorf("--cert: %w", err)
+		return nil, nil, fmt.Errorf("--cert: %w", err)
 	}
 	key, err := pki.LoadPEMOrFile(cfg.Key)
 	if err != nil {
-		return nil, fmt.Errorf("--key: %w", err)
-	}
-	leaf, err := pki.ParseCertificatePEM(cert)
-	if err != nil {
-		return nil, fmt.Errorf("--cert: %w", err)
-	}
-	if err := leaf.VerifyHostname(cfg.Name); err != nil {
-		return nil, fmt.Errorf("--cert does not carry the node name %q (issue it with `herdctl certs node %s --ip ...`): %w", cfg.Name, cfg.Name, err)
+		return nil, nil, fmt.Errorf("--key: %w", err)
 	}
 	tc, err := pki.ServerTLSConfig(ca, cert, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return credentials.NewTLS(tc), nil
+	tc.Certificates = nil
+	tc.GetCertificate = r.getCertificate
+	return credentials.NewTLS(tc), r, nil
 }
 
 // listenUnix creates the local socket with mode 0600 from the start (umask),

@@ -35,7 +35,7 @@ type peerStack struct {
 // cluster. A node started without certificates (no --listen) cannot dial
 // members: it still drains its own rules, and reports the others as not
 // confirmed.
-func startPeers(cfg Config, cl *cluster.Cluster, svcs *svcStack, log *slog.Logger) (*peerStack, error) {
+func startPeers(cfg Config, cl *cluster.Cluster, svcs *svcStack, certs *certReloader, log *slog.Logger) (*peerStack, error) {
 	if cl == nil {
 		return nil, nil
 	}
@@ -53,6 +53,9 @@ func startPeers(cfg Config, cl *cluster.Cluster, svcs *svcStack, log *slog.Logge
 			return nil, fmt.Errorf("%s: %w", f.flag, err)
 		}
 		*f.dst = b
+	}
+	if certs != nil {
+		t.GetClientCertificate = certs.getClientCertificate
 	}
 	pool, err := peers.NewPool(cl, t)
 	if err != nil {

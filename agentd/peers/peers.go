@@ -11,6 +11,7 @@ package peers
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -81,6 +82,10 @@ func Publish(p Publisher, listen string, nodeIP netip.Addr) (string, error) {
 // certificate and key (PEM).
 type TLS struct {
 	CA, Cert, Key []byte
+	// GetClientCertificate, when set, supplies the certificate at each
+	// handshake instead of Cert and Key (a renewed one is then used
+	// without a restart).
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 }
 
 // Pool holds one client connection per member, dialed on first use.
@@ -167,6 +172,10 @@ func (p *Pool) Conn(_ context.Context, node string) (*grpc.ClientConn, error) {
 	tc, err := pki.ClientTLSConfig(p.tls.CA, p.tls.Cert, p.tls.Key, node)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", node, err)
+	}
+	if p.tls.GetClientCertificate != nil {
+		tc.Certificates = nil
+		tc.GetClientCertificate = p.tls.GetClientCertificate
 	}
 	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
