@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -273,8 +274,8 @@ func TestCertsClient(t *testing.T) {
 			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 				t.Errorf("client certificate does not verify: %v", err)
 			}
-			if d := time.Until(c.NotAfter); d > 365*24*time.Hour || d < 364*24*time.Hour {
-				t.Errorf("default validity %v, want 365 days", d)
+			if d := time.Until(c.NotAfter); d > 90*24*time.Hour || d < 89*24*time.Hour {
+				t.Errorf("default validity %v, want 90 days", d)
 			}
 		})
 	}
@@ -456,5 +457,55 @@ func TestCertsMutualTLS(t *testing.T) {
 				t.Errorf("server saw CN=%q admin=%v, want %q admin=%v", leaf.Subject.CommonName, pki.IsAdmin(leaf), tt.client, tt.wantAdmin)
 			}
 		})
+	}
+}
+
+// certs renew replaces a node's and a client's files with a successor of
+// the same identity and a new key, for the default 90 days or --days.
+func TestCertsRenew(t *testing.T) {
+	dir := t.TempDir()
+	mustCerts(t, "init", "--dir", dir)
+	mustCerts(t, "node", "node-a", "--ip", "10.0.0.5", "--dir", dir, "--days", "1")
+	mustCerts(t, "client", "wes", "--role", "viewer", "--namespace", "web", "--grant-logs", "--dir", dir, "--days", "1")
+	for _, tc := range []struct {
+		name, days string
+		want       time.Duration
+	}{{"node-a", "", 90 * 24 * time.Hour}, {"wes", "30", 30 * 24 * time.Hour}} {
+		t.Run(tc.name, func(t *testing.T) {
+			certPath, keyPath := filepath.Join(dir, tc.name+".pem"), filepath.Join(dir, tc.name+"-key.pem")
+			old := readCert(t, certPath)
+			oldKey, err := os.ReadFile(keyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"renew", tc.name, "--dir", dir}
+			if tc.days != "" {
+				args = append(args, "--days", tc.days)
+			}
+			out := mustCerts(t, args...)
+			if !strings.Contains(out, "renewed") {
+				t.Errorf("output %q does not say renewed", out)
+			}
+			got := readCert(t, certPath)
+			newKey, err := os.ReadFile(keyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.SerialNumber.Cmp(old.SerialNumber) == 0 || string(newKey) == string(oldKey) {
+				t.Error("serial or key unchanged")
+			}
+			if got.Subject.String() != old.Subject.String() || fmt.Sprint(got.IPAddresses, got.DNSNames, got.ExtKeyUsage) != fmt.Sprint(old.IPAddresses, old.DNSNames, old.ExtKeyUsage) {
+				t.Errorf("renewed %v %v %v %v, want %v %v %v %v", got.Subject, got.IPAddresses, got.DNSNames, got.ExtKeyUsage, old.Subject, old.IPAddresses, old.DNSNames, old.ExtKeyUsage)
+			}
+			if d := time.Until(got.NotAfter); d > tc.want || d < tc.want-24*time.Hour {
+				t.Errorf("renewed validity %v, want %v", d, tc.want)
+			}
+			if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("key mode %v, %v", fi.Mode(), err)
+			}
+		})
+	}
+	if _, err := certs(t, "renew", "nobody", "--dir", dir); err == nil {
+		t.Error("renew of a certificate that does not exist succeeded")
 	}
 }

@@ -12,7 +12,7 @@ const (
 	// DefaultCAValidity is the lifetime of a CA certificate created by NewCA.
 	DefaultCAValidity = 10 * 365 * 24 * time.Hour
 	// DefaultLeafValidity is the lifetime of node and client certificates.
-	DefaultLeafValidity = 365 * 24 * time.Hour
+	DefaultLeafValidity = 90 * 24 * time.Hour
 	// clockSkew is how far NotBefore is back-dated by default so that a
 	// freshly issued certificate is accepted by peers whose clock is slightly
 	// behind.
