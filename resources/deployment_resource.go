@@ -2,6 +2,7 @@ package resources
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -269,14 +270,21 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 	// agentd forgets a deleted deployment at once and its driver removes
 	// the replicas afterwards, where nothing here can watch it. Scaling to
 	// 0 first drains and deletes them while the status still reports it.
-	if err := scaleToZero(cctx, dc, ns, name); err != nil {
-		if status.Code(err) == codes.NotFound {
+	// Only the incarnation in state is ours: one recreated under the name
+	// by someone else is neither scaled nor deleted.
+	uid := state.UID.ValueString()
+	if err := scaleToZero(cctx, dc, ns, name, uid); err != nil {
+		if status.Code(err) == codes.NotFound || errors.Is(err, errReplaced) {
 			return
 		}
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("%s: scale it to 0 replicas first (within %s)", what, timeout), nodeID, err)
 		return
 	}
-	_, err = dc.DeleteDeployment(cctx, &herdv1.DeleteDeploymentRequest{Namespace: ns, Name: name})
+	_, err = dc.DeleteDeployment(cctx, &herdv1.DeleteDeploymentRequest{Namespace: ns, Name: name, Uid: uid})
+	err = replacedIsGone(cctx, err, uid, func(ctx context.Context) (string, error) {
+		d, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: ns, Name: name})
+		return d.GetUid(), err
+	})
 	if err != nil && status.Code(err) != codes.NotFound {
 		addRPCError(&resp.Diagnostics, what, nodeID, err)
 	}
@@ -284,12 +292,16 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 
 // scaleToZero applies the deployment with 0 replicas and waits until its
 // driver reports none left (draining ones included). NotFound: the
-// deployment is gone already.
-func scaleToZero(ctx context.Context, dc herdv1.DeploymentServiceClient, ns, name string) error {
+// deployment is gone already; errReplaced: the name holds another
+// incarnation than uid (when set), which is left alone.
+func scaleToZero(ctx context.Context, dc herdv1.DeploymentServiceClient, ns, name, uid string) error {
 	req := &herdv1.GetDeploymentRequest{Namespace: ns, Name: name}
 	dep, err := dc.GetDeployment(ctx, req)
 	if err != nil {
 		return err
+	}
+	if uid != "" && dep.GetUid() != uid {
+		return fmt.Errorf("deployment %s/%s has uid %s, not %s: %w", ns, name, dep.GetUid(), uid, errReplaced)
 	}
 	s := proto.Clone(dep.GetSpec()).(*herdv1.DeploymentSpec)
 	s.Replicas = 0
@@ -306,6 +318,8 @@ func scaleToZero(ctx context.Context, dc herdv1.DeploymentServiceClient, ns, nam
 			return false, nil
 		case err != nil:
 			return false, err
+		case uid != "" && got.GetUid() != uid:
+			return false, fmt.Errorf("deployment %s/%s has uid %s, not %s: %w", ns, name, got.GetUid(), uid, errReplaced)
 		}
 		left = len(got.GetStatus().GetReplicaStatus())
 		return got.GetVersion() >= version && got.GetStatus().GetObservedVersion() >= version && left == 0, nil

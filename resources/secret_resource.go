@@ -262,8 +262,14 @@ func (r *secretResource) Delete(ctx context.Context, req resource.DeleteRequest,
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	// A secret that is already gone is deleted.
-	_, err = sc.DeleteSecret(cctx, &herdv1.DeleteSecretRequest{Namespace: ns, Name: name})
+	// A secret that is already gone is deleted, and so is one whose name
+	// now holds another incarnation (someone else's, which stays).
+	uid := state.UID.ValueString()
+	_, err = sc.DeleteSecret(cctx, &herdv1.DeleteSecretRequest{Namespace: ns, Name: name, Uid: uid})
+	err = replacedIsGone(cctx, err, uid, func(ctx context.Context) (string, error) {
+		s, err := sc.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: ns, Name: name})
+		return s.GetUid(), err
+	})
 	if err != nil && status.Code(err) != codes.NotFound {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete secret %s/%s", ns, name), nodeID, err)
 	}

@@ -256,8 +256,15 @@ func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// A service that is already gone is deleted: DeleteService succeeds
-	// with existed=false, and NotFound is accepted too.
-	_, err = sc.DeleteService(cctx, &herdv1.DeleteServiceRequest{Namespace: ns, Name: name})
+	// with existed=false, and NotFound is accepted too. Only the
+	// incarnation in state is deleted: one recreated under the name by
+	// someone else is not ours.
+	uid := state.UID.ValueString()
+	_, err = sc.DeleteService(cctx, &herdv1.DeleteServiceRequest{Namespace: ns, Name: name, Uid: uid})
+	err = replacedIsGone(cctx, err, uid, func(ctx context.Context) (string, error) {
+		s, err := sc.GetService(ctx, &herdv1.GetServiceRequest{Namespace: ns, Name: name})
+		return s.GetUid(), err
+	})
 	if err != nil && status.Code(err) != codes.NotFound {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete service %s/%s", ns, name), nodeID, err)
 	}

@@ -76,6 +76,12 @@ func (c *Cluster) setObjLocked(r *objRec) {
 }
 
 func (c *Cluster) write(kind, key string, value []byte, deleted bool) (uint64, error) {
+	return c.writeIf(kind, key, value, deleted, nil)
+}
+
+// writeIf is write, made only if check (when set) accepts the current live
+// object, under the same lock as the write.
+func (c *Cluster) writeIf(kind, key string, value []byte, deleted bool, check func(Object) error) (uint64, error) {
 	if c.closed() {
 		return 0, ErrClosed
 	}
@@ -85,6 +91,12 @@ func (c *Cluster) write(kind, key string, value []byte, deleted bool) (uint64, e
 	if deleted && (cur == nil || cur.Deleted) {
 		c.mu.Unlock()
 		return 0, nil
+	}
+	if check != nil {
+		if err := check(cur.object()); err != nil {
+			c.mu.Unlock()
+			return 0, err
+		}
 	}
 	v := c.clock + 1
 	if cur != nil {

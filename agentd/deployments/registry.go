@@ -60,6 +60,9 @@ type Store interface {
 	List(kind string) []cluster.Object
 	Put(kind, key string, value []byte) (uint64, error)
 	Delete(kind, key string) error
+	// DeleteIf deletes only what check accepts, checked under the
+	// store's lock.
+	DeleteIf(kind, key string, check func(cluster.Object) error) (bool, error)
 	Members() []cluster.Member
 	Entries(kind string) []cluster.Entry
 }
@@ -140,13 +143,18 @@ func (r *Registry) List() []Record {
 }
 
 // Delete deletes the deployment object; its driver, which still sees the
-// status object, drains and deletes the replicas.
-func (r *Registry) Delete(key string) (bool, error) {
-	if _, ok := r.st.Get(KindDeployment, key); !ok {
-		return false, nil
-	}
-	if err := r.st.Delete(KindDeployment, key); err != nil {
+// status object, drains and deletes the replicas. A uid other than "" must
+// be the deployment's: another incarnation of the name is kept and
+// ErrOtherIncarnation returned.
+func (r *Registry) Delete(key, uid string) (bool, error) {
+	existed, err := r.st.DeleteIf(KindDeployment, key, func(o cluster.Object) error {
+		return checkIncarnation(o, uid)
+	})
+	if err != nil {
 		return false, fmt.Errorf("delete deployment %s: %w", key, err)
+	}
+	if !existed {
+		return false, nil
 	}
 	if _, ok := r.st.Get(KindHint, key); ok {
 		if err := r.st.Delete(KindHint, key); err != nil {

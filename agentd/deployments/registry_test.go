@@ -79,6 +79,20 @@ func (f *regStore) Delete(kind, key string) error {
 	return nil
 }
 
+func (f *regStore) DeleteIf(kind, key string, check func(cluster.Object) error) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.objs[kind+"\x00"+key]
+	if !ok {
+		return false, nil
+	}
+	if err := check(o); err != nil {
+		return false, err
+	}
+	delete(f.objs, kind+"\x00"+key)
+	return true, nil
+}
+
 func (f *regStore) Members() []cluster.Member {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -221,10 +235,10 @@ func TestApplyCreate(t *testing.T) {
 	if l := r.List(); len(l) != 1 || l[0].GetDeployment().GetUid() != d.GetUid() {
 		t.Errorf("List = %v", l)
 	}
-	if existed, err := r.Delete("default/web"); !existed || err != nil {
+	if existed, err := r.Delete("default/web", ""); !existed || err != nil {
 		t.Errorf("Delete = %v, %v", existed, err)
 	}
-	if existed, err := r.Delete("default/web"); existed || err != nil {
+	if existed, err := r.Delete("default/web", ""); existed || err != nil {
 		t.Errorf("second Delete = %v, %v", existed, err)
 	}
 }
@@ -486,7 +500,7 @@ func TestHint(t *testing.T) {
 	if _, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: regSpec(5, "v1"), PlacementHint: []string{"node-3", "node-3"}}); err != nil {
 		t.Fatal(err)
 	}
-	if existed, _ := r.Delete("default/web"); !existed {
+	if existed, _ := r.Delete("default/web", ""); !existed {
 		t.Fatal("not deleted")
 	}
 	if _, ok := f.Get(KindHint, "default/web"); ok {

@@ -143,14 +143,19 @@ func (r *Replicator) restarts(ctx context.Context, key string, targets []string,
 	return out
 }
 
-// Delete removes a secret from every holder.
-func (r *Replicator) Delete(ctx context.Context, namespace, name string) (bool, error) {
+// Delete removes a secret from every holder. A uid other than "" must be
+// the secret's: another incarnation of the name is kept and
+// ErrOtherIncarnation returned.
+func (r *Replicator) Delete(ctx context.Context, namespace, name, uid string) (bool, error) {
 	r.apply.Lock()
 	defer r.apply.Unlock()
 	key := SecretKey(namespace, name)
 	newest, holders := r.survey(ctx, key)
 	if newest == nil || newest.Deleted {
 		return false, nil
+	}
+	if err := checkIncarnation(*newest, uid); err != nil {
+		return false, err
 	}
 	tomb := *newest
 	tomb.Version++

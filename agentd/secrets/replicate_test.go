@@ -441,7 +441,7 @@ func TestReplication(t *testing.T) {
 	})
 
 	t.Run("delete removes it from every holder", func(t *testing.T) {
-		existed, err := a.rep.Delete(ctx, "default", name)
+		existed, err := a.rep.Delete(ctx, "default", name, "")
 		if err != nil || !existed {
 			t.Fatalf("existed=%v err=%v", existed, err)
 		}
@@ -453,7 +453,7 @@ func TestReplication(t *testing.T) {
 		if _, err := a.rep.Get(ctx, "default", name); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Get after delete: %v", err)
 		}
-		existed, err = c.rep.Delete(ctx, "default", name)
+		existed, err = c.rep.Delete(ctx, "default", name, "")
 		if err != nil || existed {
 			t.Fatalf("second delete existed=%v err=%v", existed, err)
 		}

@@ -20,7 +20,7 @@ type Deployments interface {
 	Apply(ctx context.Context, req *herdv1.ApplyDeploymentRequest) (*herdv1.ApplyDeploymentResponse, error)
 	Get(key string) (deployments.Record, bool)
 	List() []deployments.Record
-	Delete(key string) (bool, error)
+	Delete(key, uid string) (bool, error)
 	Status(key string) (*herdv1.DeploymentStatus, bool)
 }
 
@@ -146,7 +146,13 @@ func (x *deploymentServer) DeleteDeployment(ctx context.Context, req *herdv1.Del
 	if err != nil {
 		return nil, err
 	}
-	existed, err := d.Delete(key)
+	if err := checkDeleteUID(req.GetUid()); err != nil {
+		return nil, err
+	}
+	existed, err := d.Delete(key, req.GetUid())
+	if errors.Is(err, deployments.ErrOtherIncarnation) {
+		return nil, replacedStatus("delete deployment "+key, err)
+	}
 	if err != nil {
 		return nil, x.deploymentStatus(err, "delete deployment "+key)
 	}

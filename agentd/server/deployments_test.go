@@ -53,7 +53,7 @@ func (f *fakeDeployments) List() []deployments.Record {
 	return out
 }
 
-func (f *fakeDeployments) Delete(key string) (bool, error) {
+func (f *fakeDeployments) Delete(key, _ string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, ok := f.recs[key]

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 
@@ -24,7 +25,7 @@ type Secrets interface {
 	Apply(ctx context.Context, s secrets.Spec, dryRun bool) (secrets.View, bool, []secrets.PodRef, error)
 	Get(ctx context.Context, namespace, name string) (secrets.View, error)
 	List(ctx context.Context, namespace string) ([]secrets.View, error)
-	Delete(ctx context.Context, namespace, name string) (bool, error)
+	Delete(ctx context.Context, namespace, name, uid string) (bool, error)
 	Reveal(ctx context.Context, namespace, name string) (secrets.Record, map[string][]byte, error)
 	// Why says why this node does not hold a secret; notFound when it
 	// exists nowhere.
@@ -158,7 +159,13 @@ func (x *secretsServer) DeleteSecret(ctx context.Context, req *herdv1.DeleteSecr
 	if err := checkSecretName(req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
-	existed, err := x.s.secrets.Delete(ctx, req.GetNamespace(), req.GetName())
+	if err := checkDeleteUID(req.GetUid()); err != nil {
+		return nil, err
+	}
+	existed, err := x.s.secrets.Delete(ctx, req.GetNamespace(), req.GetName(), req.GetUid())
+	if errors.Is(err, secrets.ErrOtherIncarnation) {
+		return nil, replacedStatus("delete secret "+secrets.SecretKey(req.GetNamespace(), req.GetName()), err)
+	}
 	if err != nil {
 		return nil, x.s.status(err, "delete secret "+secrets.SecretKey(req.GetNamespace(), req.GetName()))
 	}

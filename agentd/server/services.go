@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/services"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
@@ -17,7 +19,7 @@ type Services interface {
 	Apply(s *herdv1.ServiceSpec) (*herdv1.Service, bool, error)
 	Get(namespace, name string) (*herdv1.Service, error)
 	List(namespace string) []*herdv1.Service
-	Delete(namespace, name string) (bool, error)
+	Delete(namespace, name, uid string) (bool, error)
 }
 
 // SetServices gives the server the service registry.
@@ -90,7 +92,13 @@ func (s *Server) DeleteService(ctx context.Context, req *herdv1.DeleteServiceReq
 	if err := checkServiceName(req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
-	existed, err := s.services.Delete(req.GetNamespace(), req.GetName())
+	if err := checkDeleteUID(req.GetUid()); err != nil {
+		return nil, err
+	}
+	existed, err := s.services.Delete(req.GetNamespace(), req.GetName(), req.GetUid())
+	if errors.Is(err, services.ErrOtherIncarnation) {
+		return nil, replacedStatus("delete service "+services.Key(req.GetNamespace(), req.GetName()), err)
+	}
 	if err != nil {
 		return nil, s.status(err, "delete service "+req.GetName())
 	}

@@ -47,6 +47,9 @@ var (
 	ErrTypeChange = errors.New("the type of a service cannot change")
 	ErrConflict   = errors.New("conflict")
 	ErrExhausted  = errors.New("range exhausted")
+	// ErrOtherIncarnation: a delete named a uid, and the service of that
+	// name has another.
+	ErrOtherIncarnation = errors.New("another incarnation of the service")
 )
 
 // Store is what the registry needs from the cluster (agentd/cluster).
@@ -60,6 +63,14 @@ type Store interface {
 	Entries(kind string) []cluster.Entry
 }
 
+// RegistryStore is what the registry needs: a Store that also deletes
+// conditionally, checked under its lock (a delete naming a uid must not
+// remove another incarnation written meanwhile).
+type RegistryStore interface {
+	Store
+	DeleteIf(kind, key string, check func(cluster.Object) error) (bool, error)
+}
+
 // Config configures a Registry.
 type Config struct {
 	ServiceCIDR netip.Prefix // cluster IPs come from here
@@ -71,7 +82,7 @@ type Config struct {
 
 // Registry reads and writes services.
 type Registry struct {
-	st  Store
+	st  RegistryStore
 	cfg Config
 	// mu serializes this node's allocations. It is not held while a
 	// service is written (a write saves the cluster state, which at many
@@ -107,7 +118,7 @@ type cachedService struct {
 }
 
 // NewRegistry checks cfg.
-func NewRegistry(st Store, cfg Config) (*Registry, error) {
+func NewRegistry(st RegistryStore, cfg Config) (*Registry, error) {
 	if !cfg.ServiceCIDR.IsValid() || !cfg.ServiceCIDR.Addr().Is4() || cfg.ServiceCIDR.Bits() > 28 {
 		return nil, fmt.Errorf("services: service CIDR %v: want an IPv4 network of at least /28", cfg.ServiceCIDR)
 	}
@@ -374,16 +385,18 @@ func (r *Registry) List(namespace string) []*herdv1.Service {
 	return out
 }
 
-// Delete deletes a service everywhere. It reports whether it existed.
-func (r *Registry) Delete(namespace, name string) (bool, error) {
+// Delete deletes a service everywhere. It reports whether it existed. A
+// uid other than "" must be the service's: another incarnation of the name
+// is kept and ErrOtherIncarnation returned.
+func (r *Registry) Delete(namespace, name, uid string) (bool, error) {
 	key := Key(namespace, name)
-	if _, ok := r.st.Get(KindService, key); !ok {
-		return false, nil
+	existed, err := r.st.DeleteIf(KindService, key, func(o cluster.Object) error {
+		return checkIncarnation(o, uid)
+	})
+	if err != nil {
+		return false, fmt.Errorf("delete service %s: %w", key, err)
 	}
-	if err := r.st.Delete(KindService, key); err != nil {
-		return true, fmt.Errorf("delete service %s: %w", key, err)
-	}
-	return true, nil
+	return existed, nil
 }
 
 func (r *Registry) synced(key string) bool {

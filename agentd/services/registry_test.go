@@ -94,10 +94,10 @@ func TestApplyKeepsIdentity(t *testing.T) {
 	if err != nil || other.GetStatus().GetClusterIp() == ip.String() {
 		t.Fatalf("second service: %v %v", other, err)
 	}
-	if existed, err := r.Delete("default", "web"); !existed || err != nil {
+	if existed, err := r.Delete("default", "web", ""); !existed || err != nil {
 		t.Fatalf("delete: %v %v", existed, err)
 	}
-	if existed, err := r.Delete("default", "web"); existed || err != nil {
+	if existed, err := r.Delete("default", "web", ""); existed || err != nil {
 		t.Fatalf("delete again: %v %v", existed, err)
 	}
 	if _, err := r.Get("default", "web"); !errors.Is(err, ErrNotFound) {
@@ -306,7 +306,7 @@ func TestConcurrentApplies(t *testing.T) {
 	}
 
 	// Applies of one key at once: one uid, one cluster IP.
-	if _, err := r.Delete("default", "s00"); err != nil {
+	if _, err := r.Delete("default", "s00", ""); err != nil {
 		t.Fatal(err)
 	}
 	same := make([]*herdv1.Service, 8)

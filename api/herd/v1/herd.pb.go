@@ -3090,9 +3090,13 @@ func (x *ListServicesResponse) GetServices() []*Service {
 }
 
 type DeleteServiceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, delete only the service of this uid: one of the same name with
+	// another uid (another incarnation, made by someone else since the
+	// caller last looked) is refused with FailedPrecondition and kept.
+	Uid           string `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3137,6 +3141,13 @@ func (x *DeleteServiceRequest) GetNamespace() string {
 func (x *DeleteServiceRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteServiceRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
 	}
 	return ""
 }
@@ -3825,9 +3836,13 @@ func (x *ListSecretsResponse) GetSecrets() []*Secret {
 }
 
 type DeleteSecretRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, delete only the secret of this uid: one of the same name with
+	// another uid (another incarnation, made by someone else since the
+	// caller last looked) is refused with FailedPrecondition and kept.
+	Uid           string `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3872,6 +3887,13 @@ func (x *DeleteSecretRequest) GetNamespace() string {
 func (x *DeleteSecretRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteSecretRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
 	}
 	return ""
 }
@@ -6312,9 +6334,13 @@ func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
 }
 
 type DeleteDeploymentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, delete only the deployment of this uid: one of the same name with
+	// another uid (another incarnation, made by someone else since the
+	// caller last looked) is refused with FailedPrecondition and kept.
+	Uid           string `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6359,6 +6385,13 @@ func (x *DeleteDeploymentRequest) GetNamespace() string {
 func (x *DeleteDeploymentRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteDeploymentRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
 	}
 	return ""
 }
@@ -6800,10 +6833,11 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x13ListServicesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"D\n" +
 	"\x14ListServicesResponse\x12,\n" +
-	"\bservices\x18\x01 \x03(\v2\x10.herd.v1.ServiceR\bservices\"H\n" +
+	"\bservices\x18\x01 \x03(\v2\x10.herd.v1.ServiceR\bservices\"Z\n" +
 	"\x14DeleteServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"1\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\"1\n" +
 	"\x15DeleteServiceResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\"\xe9\x02\n" +
 	"\n" +
@@ -6860,10 +6894,11 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x12ListSecretsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"@\n" +
 	"\x13ListSecretsResponse\x12)\n" +
-	"\asecrets\x18\x01 \x03(\v2\x0f.herd.v1.SecretR\asecrets\"G\n" +
+	"\asecrets\x18\x01 \x03(\v2\x0f.herd.v1.SecretR\asecrets\"Y\n" +
 	"\x13DeleteSecretRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"0\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\"0\n" +
 	"\x14DeleteSecretResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\"G\n" +
 	"\x13RevealSecretRequest\x12\x1c\n" +
@@ -7065,10 +7100,11 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x16ListDeploymentsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"P\n" +
 	"\x17ListDeploymentsResponse\x125\n" +
-	"\vdeployments\x18\x01 \x03(\v2\x13.herd.v1.DeploymentR\vdeployments\"K\n" +
+	"\vdeployments\x18\x01 \x03(\v2\x13.herd.v1.DeploymentR\vdeployments\"]\n" +
 	"\x17DeleteDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"4\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\"4\n" +
 	"\x18DeleteDeploymentResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\"v\n" +
 	"\x1bWaitEndpointsAppliedRequest\x12\x14\n" +

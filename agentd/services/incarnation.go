@@ -1,0 +1,23 @@
+package services
+
+import (
+	"fmt"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+)
+
+// checkIncarnation accepts o when uid is empty or o is the service of that
+// uid. A service that cannot be decoded is not the one named.
+func checkIncarnation(o cluster.Object, uid string) error {
+	if uid == "" {
+		return nil
+	}
+	s, err := decode(o)
+	if err != nil {
+		return err
+	}
+	if s.GetUid() != uid {
+		return fmt.Errorf("%s has uid %s, not %s: %w", o.Key, s.GetUid(), uid, ErrOtherIncarnation)
+	}
+	return nil
+}
