@@ -68,7 +68,11 @@ type Config struct {
 	NodeCIDRBits  int
 	GossipListen  string // host:port, on the node's address
 	GossipKeyFile string // 32 bytes, base64 (herdctl gossip-key)
-	Join          []string
+	// SecretChecksumKeyFile keys the secret checksums (32 bytes, base64,
+	// the same on every member); empty: GossipKeyFile. A key of its own
+	// lets the gossip key change without changing any checksum.
+	SecretChecksumKeyFile string
+	Join                  []string
 	// NodeIP is what peers route this node's pod CIDR to (default: the
 	// host of GossipListen).
 	NodeIP string
@@ -225,13 +229,30 @@ func (c *Config) registries() (runtime.RegistryConfig, error) {
 // gossipKey reads the 32-byte gossip key (base64 in a file). Errors never
 // show the key.
 func (c *Config) gossipKey() ([]byte, error) {
-	b, err := os.ReadFile(c.GossipKeyFile)
+	return readKeyFile("gossip key", c.GossipKeyFile)
+}
+
+// checksumKey reads the key the secret checksums derive from: the
+// --secret-checksum-key file, or the gossip key without one (so clusters
+// made before the flag keep their checksums: copy the gossip key file to
+// a file of its own before the gossip key changes).
+func (c *Config) checksumKey() ([]byte, error) {
+	if c.SecretChecksumKeyFile == "" {
+		return c.gossipKey()
+	}
+	return readKeyFile("secret checksum key", c.SecretChecksumKeyFile)
+}
+
+// readKeyFile reads a 32-byte key, base64 in a file. Errors never show the
+// key.
+func readKeyFile(what, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read gossip key: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
 	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("gossip key %s: want 32 bytes, base64-encoded (herdctl gossip-key)", filepath.Base(c.GossipKeyFile))
+		return nil, fmt.Errorf("%s %s: want 32 bytes, base64-encoded (herdctl gossip-key)", what, filepath.Base(path))
 	}
 	return key, nil
 }
@@ -291,6 +312,7 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.IntVar(&cfg.NodeCIDRBits, "node-cidr-bits", 24, "prefix length of each node's pod CIDR")
 	fs.StringVar(&cfg.GossipListen, "gossip-listen", "", "gossip address IP:PORT on this node (with --cluster-cidr), e.g. 10.0.0.5:7946")
 	fs.StringVar(&cfg.GossipKeyFile, "gossip-key", "", "file with the 32-byte gossip encryption key, base64 (herdctl gossip-key)")
+	fs.StringVar(&cfg.SecretChecksumKeyFile, "secret-checksum-key", "", "file with the 32-byte key of secret checksums, base64, the same on every member (default: the --gossip-key file; give a copy of it before the gossip key changes, so checksums do not)")
 	fs.Var(&join, "join", "gossip address of a member to join (repeatable)")
 	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/16", "range of service cluster IPs (with --cluster-cidr; must not overlap it)")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of services: <service>.<namespace>.svc.<domain>")

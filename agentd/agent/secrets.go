@@ -24,7 +24,7 @@ type secretStack struct {
 // prepareSecrets opens the node's KEK (created at first start, 0600, under
 // the state dir) and the vault, and registers the replication handlers.
 func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.Logger) (*secretStack, error) {
-	gossipKey, err := cfg.gossipKey()
+	checksumKey, err := cfg.checksumKey()
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.
 		Vault:      secrets.NewVault(st, kms),
 		Peers:      cl,
 		Labels:     labels,
-		ClusterKey: secrets.DeriveClusterKey(gossipKey),
+		ClusterKey: secrets.DeriveClusterKey(checksumKey),
 		Resync:     cfg.SecretResync,
 		Recovery:   recovery,
 		Logger:     log.With("component", "secrets"),

@@ -75,7 +75,8 @@ type Config struct {
 	Pods Pods
 	// Labels returns this node's labels (what it publishes to members).
 	Labels func() map[string]string
-	// ClusterKey keys the checksums (derive it from the gossip key).
+	// ClusterKey keys the checksums (DeriveClusterKey of the cluster's
+	// checksum key).
 	ClusterKey []byte
 	// Resync is the anti-entropy interval (default 30s).
 	Resync time.Duration
@@ -105,8 +106,8 @@ type Replicator struct {
 	apply sync.Mutex // one write at a time through this node
 }
 
-// DeriveClusterKey derives the checksum key from the gossip key, so the
-// gossip key itself is used for nothing else.
+// DeriveClusterKey derives the checksum key from the cluster's checksum key
+// (by default the gossip key), so the key itself is used for nothing else.
 func DeriveClusterKey(gossipKey []byte) []byte {
 	m := hmac.New(sha256.New, gossipKey)
 	m.Write([]byte("herd secret checksum key v1"))
