@@ -376,18 +376,25 @@ func (r *nestedClusterResource) Delete(ctx context.Context, req resource.DeleteR
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	what := fmt.Sprintf("delete cluster %q", name)
-	if _, err := nc.DeleteNestedCluster(cctx, &herdv1.DeleteNestedClusterRequest{Name: name}); err != nil &&
-		status.Code(err) != codes.NotFound {
+	// Only the incarnation in state: one recreated under the name by
+	// someone else is not ours, and stays.
+	uid := state.UID.ValueString()
+	_, err := nc.DeleteNestedCluster(cctx, &herdv1.DeleteNestedClusterRequest{Name: name, Uid: uid})
+	err = replacedIsGone(cctx, err, uid, func(ctx context.Context) (string, error) {
+		cl, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: name})
+		return cl.GetUid(), err
+	})
+	if err != nil && status.Code(err) != codes.NotFound {
 		addRPCError(&resp.Diagnostics, what, nodeID, err)
 		return
 	}
 	// Deletion may go on in the background (phase Deleting): wait until
 	// the cluster is gone.
 	var last *herdv1.NestedCluster
-	err := wait.PollUntilContextCancel(cctx, nestedPollInterval, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextCancel(cctx, nestedPollInterval, true, func(ctx context.Context) (bool, error) {
 		cl, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: name})
 		switch {
-		case status.Code(err) == codes.NotFound:
+		case status.Code(err) == codes.NotFound, err == nil && uid != "" && cl.GetUid() != uid:
 			return true, nil
 		case err == nil:
 			last = cl

@@ -296,7 +296,7 @@ func TestCreateScaleDelete(t *testing.T) {
 	}
 
 	// Deletion protection.
-	if _, err := e.d.Delete(ctx, name); !errors.Is(err, ErrProtected) {
+	if _, err := e.d.Delete(ctx, name, ""); !errors.Is(err, ErrProtected) {
 		t.Fatalf("delete under protection: %v", err)
 	}
 	// Foreign objects: in the namespace (no marker, or the marker of
@@ -337,7 +337,7 @@ func TestCreateScaleDelete(t *testing.T) {
 	if _, changed, err := e.d.Apply(ctx, sp); err != nil || !changed {
 		t.Fatalf("lift protection: %v", err)
 	}
-	if existed, err := e.d.Delete(ctx, name); err != nil || !existed {
+	if existed, err := e.d.Delete(ctx, name, ""); err != nil || !existed {
 		t.Fatalf("delete: %v %v", existed, err)
 	}
 	got := e.markedObjects(t, ns, name)
@@ -353,7 +353,7 @@ func TestCreateScaleDelete(t *testing.T) {
 	if _, err := e.d.Get(ctx, name); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get after delete: %v", err)
 	}
-	if existed, err := e.d.Delete(ctx, name); err != nil || existed {
+	if existed, err := e.d.Delete(ctx, name, ""); err != nil || existed {
 		t.Fatalf("second delete: %v %v", existed, err)
 	}
 }
@@ -439,7 +439,7 @@ func TestFailureCompensates(t *testing.T) {
 	}
 	// That apply started a new attempt, which fails the same way.
 	e.waitPhase(t, name, PhaseFailed, 60*time.Second)
-	if existed, err := e.d.Delete(ctx, name); err != nil || !existed {
+	if existed, err := e.d.Delete(ctx, name, ""); err != nil || !existed {
 		t.Fatal(err)
 	}
 }
@@ -467,7 +467,7 @@ func TestKeepOnFailure(t *testing.T) {
 	if got := e.markedObjects(t, ns, name); !slices.Equal(got, want) {
 		t.Fatalf("kept objects %v, want %v", got, want)
 	}
-	if _, err := e.d.Delete(ctx, name); err != nil {
+	if _, err := e.d.Delete(ctx, name, ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.markedObjects(t, ns, name); len(got) != 0 || !e.namespaceGone(t, ns) {
@@ -539,7 +539,7 @@ func TestRewrapKeysAfterRotation(t *testing.T) {
 	if err != nil || !bytes.Equal(before, after) {
 		t.Fatalf("kubeconfig after rotation and retiring the old key: %v", err)
 	}
-	if _, err := e.d.Delete(ctx, name); err != nil {
+	if _, err := e.d.Delete(ctx, name, ""); err != nil {
 		t.Fatal(err)
 	}
 }

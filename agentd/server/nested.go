@@ -19,7 +19,7 @@ type NestedClusters interface {
 	Apply(ctx context.Context, s *herdv1.NestedClusterSpec) (*herdv1.NestedCluster, bool, error)
 	Get(ctx context.Context, name string) (*herdv1.NestedCluster, error)
 	List(ctx context.Context) ([]*herdv1.NestedCluster, error)
-	Delete(ctx context.Context, name string) (bool, error)
+	Delete(ctx context.Context, name, uid string) (bool, error)
 	Kubeconfig(ctx context.Context, name string) ([]byte, error)
 	// Forbidden are the ranges nested CIDRs may not overlap.
 	Forbidden() []spec.NestedRange
@@ -119,7 +119,13 @@ func (x *nestedServer) DeleteNestedCluster(ctx context.Context, req *herdv1.Dele
 	if err := x.guardNamed(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	existed, err := x.s.nested.Delete(ctx, req.GetName())
+	if err := checkDeleteUID(req.GetUid()); err != nil {
+		return nil, err
+	}
+	existed, err := x.s.nested.Delete(ctx, req.GetName(), req.GetUid())
+	if errors.Is(err, nested.ErrOtherIncarnation) {
+		return nil, replacedStatus("delete nested cluster "+req.GetName(), err)
+	}
 	if err != nil {
 		return nil, x.status(err, "delete nested cluster "+req.GetName())
 	}

@@ -4829,8 +4829,12 @@ func (x *ListNestedClustersResponse) GetClusters() []*NestedCluster {
 }
 
 type DeleteNestedClusterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, delete only the cluster of this uid: one of the same name
+	// with another uid (another incarnation, made by someone else since the
+	// caller last looked) is refused with FailedPrecondition and kept.
+	Uid           string `protobuf:"bytes,2,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4868,6 +4872,13 @@ func (*DeleteNestedClusterRequest) Descriptor() ([]byte, []int) {
 func (x *DeleteNestedClusterRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteNestedClusterRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
 	}
 	return ""
 }
@@ -6964,9 +6975,10 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
 	"\x19ListNestedClustersRequest\"P\n" +
 	"\x1aListNestedClustersResponse\x122\n" +
-	"\bclusters\x18\x01 \x03(\v2\x16.herd.v1.NestedClusterR\bclusters\"0\n" +
+	"\bclusters\x18\x01 \x03(\v2\x16.herd.v1.NestedClusterR\bclusters\"B\n" +
 	"\x1aDeleteNestedClusterRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\tR\x03uid\"7\n" +
 	"\x1bDeleteNestedClusterResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\"7\n" +
 	"!GetNestedClusterKubeconfigRequest\x12\x12\n" +
