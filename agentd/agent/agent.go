@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,9 +43,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var (
 		tlsCreds credentials.TransportCredentials
 		certs    *certReloader
+		revs     = &revocationList{}
 	)
 	if cfg.Listen != "" {
-		c, r, err := serverCreds(cfg, log)
+		c, r, err := serverCreds(cfg, log, revs)
 		if err != nil {
 			return err
 		}
@@ -184,6 +186,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		capst.start(ctx, cl, mgr, info, log)
 	}
 	srv := server.New(info, mgr, mapError, log)
+	if err := revs.bind(cl, st); err != nil {
+		return err
+	}
+	srv.SetRevocations(revs)
 	if cl != nil {
 		srv.SetMembers(members{cl})
 		srv.SetServices(svcs.reg)
@@ -216,7 +222,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 		peer.publishAPI(lis.Addr().String(), cfg)
-		g := grpc.NewServer(append(serverOptions(cfg), grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log), server.UnaryAuthz()), grpc.ChainStreamInterceptor(server.StreamAuthz()))...)
+		g := grpc.NewServer(append(serverOptions(cfg), grpc.Creds(tlsCreds), grpc.ChainUnaryInterceptor(logUnary(log), server.UnaryAuthzDeny(revs)), grpc.ChainStreamInterceptor(server.StreamAuthzDeny(revs)))...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() { errc <- serve(g, lis) }()
@@ -236,7 +242,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		lis := &peerCredListener{Listener: ulis, gid: gid, log: log}
-		g := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(logUnary(log), server.UnaryAuthz()), grpc.ChainStreamInterceptor(server.StreamAuthz()))...)
+		g := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(logUnary(log), server.UnaryAuthzDeny(revs)), grpc.ChainStreamInterceptor(server.StreamAuthzDeny(revs)))...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() { errc <- serve(g, lis) }()
@@ -279,7 +285,7 @@ func stopGracefully(g *grpc.Server, timeout time.Duration) {
 // does not carry the node's name (clients verify exactly that) or is not
 // the herd CA's. The certificate is served through a reloader, so a
 // renewed one replaces it without a restart.
-func serverCreds(cfg Config, log *slog.Logger) (credentials.TransportCredentials, *certReloader, error) {
+func serverCreds(cfg Config, log *slog.Logger, deny server.DenyList) (credentials.TransportCredentials, *certReloader, error) {
 	ca, err := pki.LoadPEMOrFile(cfg.CACert)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--ca-cert: %w", err)
@@ -302,6 +308,13 @@ func serverCreds(cfg Config, log *slog.Logger) (credentials.TransportCredentials
 	}
 	tc.Certificates = nil
 	tc.GetCertificate = r.getCertificate
+	verify := tc.VerifyConnection
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verify(cs); err != nil {
+			return err
+		}
+		return server.CheckRevoked(deny, cs.PeerCertificates)
+	}
 	return credentials.NewTLS(tc), r, nil
 }
 

@@ -43,7 +43,7 @@ func (c Caller) String() string {
 
 // callerOf identifies the caller from the connection: the verified leaf
 // certificate, or the unix socket.
-func callerOf(ctx context.Context) (Caller, error) {
+func callerOf(ctx context.Context, deny DenyList) (Caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return Caller{}, status.Error(codes.Unauthenticated, "no caller identity")
@@ -59,6 +59,11 @@ func callerOf(ctx context.Context) (Caller, error) {
 		return Caller{}, status.Error(codes.Unauthenticated, "no verified client certificate")
 	}
 	leaf := ti.State.VerifiedChains[0][0]
+	// Checked on every call, not only at the handshake: a connection
+	// opened before the revocation is refused from then on too.
+	if deny != nil && deny.Revoked(SerialHex(leaf)) {
+		return Caller{}, status.Error(codes.Unauthenticated, revokedErr(leaf).Error())
+	}
 	if pki.IsNode(leaf) {
 		return Caller{Name: leaf.Subject.CommonName, Node: true}, nil
 	}
@@ -150,6 +155,9 @@ var methodRules = map[string]rule{
 
 	herdv1.ClusterService_ListMembers_FullMethodName: {role: pki.RoleViewer},
 	herdv1.ClusterService_JoinCluster_FullMethodName: adminOnly,
+	// The deny list decides who is refused: admins manage it.
+	herdv1.ClusterService_RevokeCertificate_FullMethodName:       adminOnly,
+	herdv1.ClusterService_ListRevokedCertificates_FullMethodName: adminOnly,
 
 	herdv1.ServiceService_ApplyService_FullMethodName:  {role: pki.RoleOperator, ns: inRequest},
 	herdv1.ServiceService_GetService_FullMethodName:    {role: pki.RoleViewer, ns: inRequest},
@@ -222,9 +230,15 @@ func authorize(c Caller, method string, req any) error {
 }
 
 // UnaryAuthz refuses unary calls the caller may not make.
-func UnaryAuthz() grpc.UnaryServerInterceptor {
+func UnaryAuthz() grpc.UnaryServerInterceptor { return UnaryAuthzDeny(nil) }
+
+// StreamAuthz refuses server-streaming calls the caller may not make.
+func StreamAuthz() grpc.StreamServerInterceptor { return StreamAuthzDeny(nil) }
+
+// UnaryAuthzDeny is UnaryAuthz that also refuses certificates in deny.
+func UnaryAuthzDeny(deny DenyList) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		c, err := callerOf(ctx)
+		c, err := callerOf(ctx, deny)
 		if err != nil {
 			return nil, err
 		}
@@ -235,12 +249,12 @@ func UnaryAuthz() grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamAuthz refuses server-streaming calls the caller may not make; the
-// request is read before the handler runs so that its namespace can be
-// checked.
-func StreamAuthz() grpc.StreamServerInterceptor {
+// StreamAuthzDeny is StreamAuthz that also refuses certificates in deny;
+// the request is read before the handler runs so that its namespace can
+// be checked.
+func StreamAuthzDeny(deny DenyList) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		c, err := callerOf(ss.Context())
+		c, err := callerOf(ss.Context(), deny)
 		if err != nil {
 			return err
 		}

@@ -55,8 +55,10 @@ var wantAllowed = map[string][]string{
 	"herd.v1.PodService/DeletePod": {admin, operator, node, local},
 	"herd.v1.PodService/PodLogs":   {admin, operator, viewerLogs, node, local},
 
-	"herd.v1.ClusterService/ListMembers": {admin, operator, viewer, viewerLogs, local},
-	"herd.v1.ClusterService/JoinCluster": {admin, local},
+	"herd.v1.ClusterService/ListMembers":             {admin, operator, viewer, viewerLogs, local},
+	"herd.v1.ClusterService/JoinCluster":             {admin, local},
+	"herd.v1.ClusterService/RevokeCertificate":       {admin, local},
+	"herd.v1.ClusterService/ListRevokedCertificates": {admin, local},
 
 	"herd.v1.ServiceService/ApplyService":  {admin, operator, local},
 	"herd.v1.ServiceService/GetService":    {admin, operator, viewer, viewerLogs, local},

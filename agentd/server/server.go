@@ -64,6 +64,7 @@ type Server struct {
 	pods     Pods
 	node     Node
 	members  Members
+	revoked  Revocations
 	services Services
 	secrets  Secrets
 	nested   NestedClusters

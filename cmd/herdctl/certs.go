@@ -22,6 +22,8 @@ const certsUsage = `Usage:
   herdctl certs client NAME [--role admin|operator|viewer] [--namespace NS...] [--grant-logs]
                        [--admin] [--dir DIR] [--days N] [--force]
   herdctl certs renew  NAME [--dir DIR] [--days N]
+  herdctl certs revoke NAME|--serial HEX [--reason TEXT] [--dir DIR] --node ID [connection flags]
+  herdctl certs revoked --node ID [connection flags]
 
 Subcommands:
   init     create the herd CA: DIR/ca.pem and DIR/ca-key.pem
@@ -40,6 +42,12 @@ Subcommands:
            same name, role, namespaces and addresses, a new key and a new
            validity (also for an expired certificate). agentd picks up a
            renewed node certificate within seconds, without a restart.
+  revoke   put DIR/NAME.pem (or the certificate of serial HEX) on the
+           cluster's deny list, through the node --node (an admin
+           certificate: --ca-cert, --cert, --key or HERD_* as for the other
+           commands). Every member refuses it within seconds, on new
+           connections and on the ones already open.
+  revoked  list the deny list.
 
 Node and client certificates last 90 days unless --days says otherwise.
 
@@ -113,6 +121,10 @@ func runCerts(args []string, stdout io.Writer) error {
 		return certsClient(args[1:], stdout)
 	case "renew":
 		return certsRenew(args[1:], stdout)
+	case "revoke":
+		return certsRevoke(args[1:], stdout)
+	case "revoked":
+		return certsRevoked(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		_, err := io.WriteString(stdout, certsUsage)
 		return err

@@ -2390,6 +2390,283 @@ func (x *JoinClusterResponse) GetContacted() int32 {
 	return 0
 }
 
+// RevokedCertificate is one entry of the deny list.
+type RevokedCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The serial number, lowercase hex without leading zeros.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// The certificate's name (its CN), for people; the serial decides.
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// Who revoked it (the caller's certificate name).
+	RevokedBy     string `protobuf:"bytes,5,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedCertificate) Reset() {
+	*x = RevokedCertificate{}
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificate) ProtoMessage() {}
+
+func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
+func (*RevokedCertificate) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RevokedCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *RevokedCertificate) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+type RevokeCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lowercase or uppercase hex, at most 40 digits (RFC 5280: 20 bytes).
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// At most 63 characters.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// At most 256 characters.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateRequest) Reset() {
+	*x = RevokeCertificateRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RevokeCertificateRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeCertificateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeCertificateResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Revoked *RevokedCertificate    `protobuf:"bytes,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// False when it was revoked already (the first entry is kept).
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateResponse) Reset() {
+	*x = RevokeCertificateResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RevokeCertificateResponse) GetRevoked() *RevokedCertificate {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *RevokeCertificateResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type ListRevokedCertificatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedCertificatesRequest) Reset() {
+	*x = ListRevokedCertificatesRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedCertificatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedCertificatesRequest) ProtoMessage() {}
+
+func (x *ListRevokedCertificatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedCertificatesRequest.ProtoReflect.Descriptor instead.
+func (*ListRevokedCertificatesRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
+}
+
+type ListRevokedCertificatesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by serial.
+	Revoked       []*RevokedCertificate `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedCertificatesResponse) Reset() {
+	*x = ListRevokedCertificatesResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedCertificatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedCertificatesResponse) ProtoMessage() {}
+
+func (x *ListRevokedCertificatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedCertificatesResponse.ProtoReflect.Descriptor instead.
+func (*ListRevokedCertificatesResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListRevokedCertificatesResponse) GetRevoked() []*RevokedCertificate {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
 type ServicePort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// IANA service name style, unique in the service; required when the
@@ -2412,7 +2689,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2701,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2714,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ServicePort) GetName() string {
@@ -2501,7 +2778,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2790,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2803,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ServiceSpec) GetNamespace() string {
@@ -2583,7 +2860,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2872,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2885,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ServiceEndpoint) GetNode() string {
@@ -2650,7 +2927,7 @@ type MemberVersion struct {
 
 func (x *MemberVersion) Reset() {
 	*x = MemberVersion{}
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2939,7 @@ func (x *MemberVersion) String() string {
 func (*MemberVersion) ProtoMessage() {}
 
 func (x *MemberVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2952,7 @@ func (x *MemberVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberVersion.ProtoReflect.Descriptor instead.
 func (*MemberVersion) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MemberVersion) GetNode() string {
@@ -2711,7 +2988,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3000,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3013,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ServiceStatus) GetClusterIp() string {
@@ -2795,7 +3072,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +3084,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +3097,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Service) GetSpec() *ServiceSpec {
@@ -2860,7 +3137,7 @@ type ApplyServiceRequest struct {
 
 func (x *ApplyServiceRequest) Reset() {
 	*x = ApplyServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +3149,7 @@ func (x *ApplyServiceRequest) String() string {
 func (*ApplyServiceRequest) ProtoMessage() {}
 
 func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +3162,7 @@ func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceRequest.ProtoReflect.Descriptor instead.
 func (*ApplyServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ApplyServiceRequest) GetSpec() *ServiceSpec {
@@ -2906,7 +3183,7 @@ type ApplyServiceResponse struct {
 
 func (x *ApplyServiceResponse) Reset() {
 	*x = ApplyServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3195,7 @@ func (x *ApplyServiceResponse) String() string {
 func (*ApplyServiceResponse) ProtoMessage() {}
 
 func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3208,7 @@ func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceResponse.ProtoReflect.Descriptor instead.
 func (*ApplyServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ApplyServiceResponse) GetService() *Service {
@@ -2958,7 +3235,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3247,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3260,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetServiceRequest) GetNamespace() string {
@@ -3010,7 +3287,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3022,7 +3299,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3035,7 +3312,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListServicesRequest) GetNamespace() string {
@@ -3054,7 +3331,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3343,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3356,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -3103,7 +3380,7 @@ type DeleteServiceRequest struct {
 
 func (x *DeleteServiceRequest) Reset() {
 	*x = DeleteServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3115,7 +3392,7 @@ func (x *DeleteServiceRequest) String() string {
 func (*DeleteServiceRequest) ProtoMessage() {}
 
 func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3128,7 +3405,7 @@ func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeleteServiceRequest) GetNamespace() string {
@@ -3161,7 +3438,7 @@ type DeleteServiceResponse struct {
 
 func (x *DeleteServiceResponse) Reset() {
 	*x = DeleteServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3450,7 @@ func (x *DeleteServiceResponse) String() string {
 func (*DeleteServiceResponse) ProtoMessage() {}
 
 func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3463,7 @@ func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeleteServiceResponse) GetExisted() bool {
@@ -3217,7 +3494,7 @@ type SecretSpec struct {
 
 func (x *SecretSpec) Reset() {
 	*x = SecretSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3506,7 @@ func (x *SecretSpec) String() string {
 func (*SecretSpec) ProtoMessage() {}
 
 func (x *SecretSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3519,7 @@ func (x *SecretSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretSpec.ProtoReflect.Descriptor instead.
 func (*SecretSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SecretSpec) GetNamespace() string {
@@ -3303,7 +3580,7 @@ type SecretMeta struct {
 
 func (x *SecretMeta) Reset() {
 	*x = SecretMeta{}
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3592,7 @@ func (x *SecretMeta) String() string {
 func (*SecretMeta) ProtoMessage() {}
 
 func (x *SecretMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3605,7 @@ func (x *SecretMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretMeta.ProtoReflect.Descriptor instead.
 func (*SecretMeta) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SecretMeta) GetNamespace() string {
@@ -3391,7 +3668,7 @@ type SecretStatus struct {
 
 func (x *SecretStatus) Reset() {
 	*x = SecretStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3680,7 @@ func (x *SecretStatus) String() string {
 func (*SecretStatus) ProtoMessage() {}
 
 func (x *SecretStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3693,7 @@ func (x *SecretStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretStatus.ProtoReflect.Descriptor instead.
 func (*SecretStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SecretStatus) GetVersion() uint64 {
@@ -3461,7 +3738,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3473,7 +3750,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3486,7 +3763,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Secret) GetMeta() *SecretMeta {
@@ -3535,7 +3812,7 @@ type PodRef struct {
 
 func (x *PodRef) Reset() {
 	*x = PodRef{}
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3547,7 +3824,7 @@ func (x *PodRef) String() string {
 func (*PodRef) ProtoMessage() {}
 
 func (x *PodRef) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3560,7 +3837,7 @@ func (x *PodRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
 func (*PodRef) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PodRef) GetNode() string {
@@ -3589,7 +3866,7 @@ type ApplySecretRequest struct {
 
 func (x *ApplySecretRequest) Reset() {
 	*x = ApplySecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +3878,7 @@ func (x *ApplySecretRequest) String() string {
 func (*ApplySecretRequest) ProtoMessage() {}
 
 func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +3891,7 @@ func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretRequest.ProtoReflect.Descriptor instead.
 func (*ApplySecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ApplySecretRequest) GetSpec() *SecretSpec {
@@ -3645,7 +3922,7 @@ type ApplySecretResponse struct {
 
 func (x *ApplySecretResponse) Reset() {
 	*x = ApplySecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3934,7 @@ func (x *ApplySecretResponse) String() string {
 func (*ApplySecretResponse) ProtoMessage() {}
 
 func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3947,7 @@ func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretResponse.ProtoReflect.Descriptor instead.
 func (*ApplySecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ApplySecretResponse) GetSecret() *Secret {
@@ -3704,7 +3981,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +3993,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +4006,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetSecretRequest) GetNamespace() string {
@@ -3756,7 +4033,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +4045,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +4058,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListSecretsRequest) GetNamespace() string {
@@ -3800,7 +4077,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +4089,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +4102,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*Secret {
@@ -3849,7 +4126,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3861,7 +4138,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3874,7 +4151,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DeleteSecretRequest) GetNamespace() string {
@@ -3907,7 +4184,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3919,7 +4196,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4209,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DeleteSecretResponse) GetExisted() bool {
@@ -3952,7 +4229,7 @@ type RevealSecretRequest struct {
 
 func (x *RevealSecretRequest) Reset() {
 	*x = RevealSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3964,7 +4241,7 @@ func (x *RevealSecretRequest) String() string {
 func (*RevealSecretRequest) ProtoMessage() {}
 
 func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3977,7 +4254,7 @@ func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretRequest.ProtoReflect.Descriptor instead.
 func (*RevealSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RevealSecretRequest) GetNamespace() string {
@@ -4004,7 +4281,7 @@ type RevealSecretResponse struct {
 
 func (x *RevealSecretResponse) Reset() {
 	*x = RevealSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4016,7 +4293,7 @@ func (x *RevealSecretResponse) String() string {
 func (*RevealSecretResponse) ProtoMessage() {}
 
 func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4029,7 +4306,7 @@ func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretResponse.ProtoReflect.Descriptor instead.
 func (*RevealSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RevealSecretResponse) GetSecret() *Secret {
@@ -4054,7 +4331,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4066,7 +4343,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4079,7 +4356,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
 }
 
 type RotateKeyResponse struct {
@@ -4094,7 +4371,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4106,7 +4383,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4119,7 +4396,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RotateKeyResponse) GetKeyId() string {
@@ -4157,7 +4434,7 @@ type NestedMachines struct {
 
 func (x *NestedMachines) Reset() {
 	*x = NestedMachines{}
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4169,7 +4446,7 @@ func (x *NestedMachines) String() string {
 func (*NestedMachines) ProtoMessage() {}
 
 func (x *NestedMachines) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4182,7 +4459,7 @@ func (x *NestedMachines) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedMachines.ProtoReflect.Descriptor instead.
 func (*NestedMachines) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *NestedMachines) GetReplicas() int32 {
@@ -4250,7 +4527,7 @@ type NestedClusterSpec struct {
 
 func (x *NestedClusterSpec) Reset() {
 	*x = NestedClusterSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4262,7 +4539,7 @@ func (x *NestedClusterSpec) String() string {
 func (*NestedClusterSpec) ProtoMessage() {}
 
 func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4275,7 +4552,7 @@ func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterSpec.ProtoReflect.Descriptor instead.
 func (*NestedClusterSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *NestedClusterSpec) GetName() string {
@@ -4372,7 +4649,7 @@ type NestedVM struct {
 
 func (x *NestedVM) Reset() {
 	*x = NestedVM{}
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4661,7 @@ func (x *NestedVM) String() string {
 func (*NestedVM) ProtoMessage() {}
 
 func (x *NestedVM) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4674,7 @@ func (x *NestedVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedVM.ProtoReflect.Descriptor instead.
 func (*NestedVM) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *NestedVM) GetName() string {
@@ -4463,7 +4740,7 @@ type NestedClusterStatus struct {
 
 func (x *NestedClusterStatus) Reset() {
 	*x = NestedClusterStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4475,7 +4752,7 @@ func (x *NestedClusterStatus) String() string {
 func (*NestedClusterStatus) ProtoMessage() {}
 
 func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4488,7 +4765,7 @@ func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterStatus.ProtoReflect.Descriptor instead.
 func (*NestedClusterStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *NestedClusterStatus) GetPhase() string {
@@ -4552,7 +4829,7 @@ type NestedCluster struct {
 
 func (x *NestedCluster) Reset() {
 	*x = NestedCluster{}
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4564,7 +4841,7 @@ func (x *NestedCluster) String() string {
 func (*NestedCluster) ProtoMessage() {}
 
 func (x *NestedCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4577,7 +4854,7 @@ func (x *NestedCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedCluster.ProtoReflect.Descriptor instead.
 func (*NestedCluster) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *NestedCluster) GetSpec() *NestedClusterSpec {
@@ -4617,7 +4894,7 @@ type ApplyNestedClusterRequest struct {
 
 func (x *ApplyNestedClusterRequest) Reset() {
 	*x = ApplyNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4629,7 +4906,7 @@ func (x *ApplyNestedClusterRequest) String() string {
 func (*ApplyNestedClusterRequest) ProtoMessage() {}
 
 func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4642,7 +4919,7 @@ func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ApplyNestedClusterRequest) GetSpec() *NestedClusterSpec {
@@ -4662,7 +4939,7 @@ type ApplyNestedClusterResponse struct {
 
 func (x *ApplyNestedClusterResponse) Reset() {
 	*x = ApplyNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4674,7 +4951,7 @@ func (x *ApplyNestedClusterResponse) String() string {
 func (*ApplyNestedClusterResponse) ProtoMessage() {}
 
 func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4687,7 +4964,7 @@ func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ApplyNestedClusterResponse) GetCluster() *NestedCluster {
@@ -4713,7 +4990,7 @@ type GetNestedClusterRequest struct {
 
 func (x *GetNestedClusterRequest) Reset() {
 	*x = GetNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4725,7 +5002,7 @@ func (x *GetNestedClusterRequest) String() string {
 func (*GetNestedClusterRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4738,7 +5015,7 @@ func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetNestedClusterRequest) GetName() string {
@@ -4756,7 +5033,7 @@ type ListNestedClustersRequest struct {
 
 func (x *ListNestedClustersRequest) Reset() {
 	*x = ListNestedClustersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4768,7 +5045,7 @@ func (x *ListNestedClustersRequest) String() string {
 func (*ListNestedClustersRequest) ProtoMessage() {}
 
 func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4781,7 +5058,7 @@ func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
 }
 
 type ListNestedClustersResponse struct {
@@ -4793,7 +5070,7 @@ type ListNestedClustersResponse struct {
 
 func (x *ListNestedClustersResponse) Reset() {
 	*x = ListNestedClustersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4805,7 +5082,7 @@ func (x *ListNestedClustersResponse) String() string {
 func (*ListNestedClustersResponse) ProtoMessage() {}
 
 func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4818,7 +5095,7 @@ func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListNestedClustersResponse) GetClusters() []*NestedCluster {
@@ -4841,7 +5118,7 @@ type DeleteNestedClusterRequest struct {
 
 func (x *DeleteNestedClusterRequest) Reset() {
 	*x = DeleteNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +5130,7 @@ func (x *DeleteNestedClusterRequest) String() string {
 func (*DeleteNestedClusterRequest) ProtoMessage() {}
 
 func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +5143,7 @@ func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *DeleteNestedClusterRequest) GetName() string {
@@ -4892,7 +5169,7 @@ type DeleteNestedClusterResponse struct {
 
 func (x *DeleteNestedClusterResponse) Reset() {
 	*x = DeleteNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4904,7 +5181,7 @@ func (x *DeleteNestedClusterResponse) String() string {
 func (*DeleteNestedClusterResponse) ProtoMessage() {}
 
 func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4917,7 +5194,7 @@ func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *DeleteNestedClusterResponse) GetExisted() bool {
@@ -4936,7 +5213,7 @@ type GetNestedClusterKubeconfigRequest struct {
 
 func (x *GetNestedClusterKubeconfigRequest) Reset() {
 	*x = GetNestedClusterKubeconfigRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4948,7 +5225,7 @@ func (x *GetNestedClusterKubeconfigRequest) String() string {
 func (*GetNestedClusterKubeconfigRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4961,7 +5238,7 @@ func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use GetNestedClusterKubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *GetNestedClusterKubeconfigRequest) GetName() string {
@@ -4981,7 +5258,7 @@ type GetNestedClusterKubeconfigResponse struct {
 
 func (x *GetNestedClusterKubeconfigResponse) Reset() {
 	*x = GetNestedClusterKubeconfigResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[73]
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4993,7 +5270,7 @@ func (x *GetNestedClusterKubeconfigResponse) String() string {
 func (*GetNestedClusterKubeconfigResponse) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[73]
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5006,7 +5283,7 @@ func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use GetNestedClusterKubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *GetNestedClusterKubeconfigResponse) GetKubeconfig() []byte {
@@ -5029,7 +5306,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5041,7 +5318,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5054,7 +5331,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Placement) GetStrategy() string {
@@ -5092,7 +5369,7 @@ type DeploymentStrategy struct {
 
 func (x *DeploymentStrategy) Reset() {
 	*x = DeploymentStrategy{}
-	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5104,7 +5381,7 @@ func (x *DeploymentStrategy) String() string {
 func (*DeploymentStrategy) ProtoMessage() {}
 
 func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5117,7 +5394,7 @@ func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStrategy.ProtoReflect.Descriptor instead.
 func (*DeploymentStrategy) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeploymentStrategy) GetType() string {
@@ -5184,7 +5461,7 @@ type DeploymentSpec struct {
 
 func (x *DeploymentSpec) Reset() {
 	*x = DeploymentSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5196,7 +5473,7 @@ func (x *DeploymentSpec) String() string {
 func (*DeploymentSpec) ProtoMessage() {}
 
 func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5209,7 +5486,7 @@ func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentSpec.ProtoReflect.Descriptor instead.
 func (*DeploymentSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *DeploymentSpec) GetNamespace() string {
@@ -5290,7 +5567,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5302,7 +5579,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5315,7 +5592,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ReplicaStatus) GetPod() string {
@@ -5410,7 +5687,7 @@ type DeploymentRevision struct {
 
 func (x *DeploymentRevision) Reset() {
 	*x = DeploymentRevision{}
-	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5422,7 +5699,7 @@ func (x *DeploymentRevision) String() string {
 func (*DeploymentRevision) ProtoMessage() {}
 
 func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5435,7 +5712,7 @@ func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRevision.ProtoReflect.Descriptor instead.
 func (*DeploymentRevision) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *DeploymentRevision) GetRevision() int64 {
@@ -5506,7 +5783,7 @@ type DeploymentStatus struct {
 
 func (x *DeploymentStatus) Reset() {
 	*x = DeploymentStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5518,7 +5795,7 @@ func (x *DeploymentStatus) String() string {
 func (*DeploymentStatus) ProtoMessage() {}
 
 func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5531,7 +5808,7 @@ func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
 func (*DeploymentStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *DeploymentStatus) GetCurrentRevision() int64 {
@@ -5663,7 +5940,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5675,7 +5952,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5688,7 +5965,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *Deployment) GetSpec() *DeploymentSpec {
@@ -5745,7 +6022,7 @@ type DeploymentRecord struct {
 
 func (x *DeploymentRecord) Reset() {
 	*x = DeploymentRecord{}
-	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5757,7 +6034,7 @@ func (x *DeploymentRecord) String() string {
 func (*DeploymentRecord) ProtoMessage() {}
 
 func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5770,7 +6047,7 @@ func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRecord.ProtoReflect.Descriptor instead.
 func (*DeploymentRecord) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *DeploymentRecord) GetDeployment() *Deployment {
@@ -5798,7 +6075,7 @@ type RevisionTemplate struct {
 
 func (x *RevisionTemplate) Reset() {
 	*x = RevisionTemplate{}
-	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5810,7 +6087,7 @@ func (x *RevisionTemplate) String() string {
 func (*RevisionTemplate) ProtoMessage() {}
 
 func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5823,7 +6100,7 @@ func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionTemplate.ProtoReflect.Descriptor instead.
 func (*RevisionTemplate) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RevisionTemplate) GetRevision() int64 {
@@ -5861,7 +6138,7 @@ type ApplyDeploymentRequest struct {
 
 func (x *ApplyDeploymentRequest) Reset() {
 	*x = ApplyDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5873,7 +6150,7 @@ func (x *ApplyDeploymentRequest) String() string {
 func (*ApplyDeploymentRequest) ProtoMessage() {}
 
 func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5886,7 +6163,7 @@ func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ApplyDeploymentRequest) GetSpec() *DeploymentSpec {
@@ -5924,7 +6201,7 @@ type PlannedReplica struct {
 
 func (x *PlannedReplica) Reset() {
 	*x = PlannedReplica{}
-	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5936,7 +6213,7 @@ func (x *PlannedReplica) String() string {
 func (*PlannedReplica) ProtoMessage() {}
 
 func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5949,7 +6226,7 @@ func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedReplica.ProtoReflect.Descriptor instead.
 func (*PlannedReplica) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *PlannedReplica) GetPod() string {
@@ -5991,7 +6268,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6003,7 +6280,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6016,7 +6293,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -6060,7 +6337,7 @@ type RolloutPlan struct {
 
 func (x *RolloutPlan) Reset() {
 	*x = RolloutPlan{}
-	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6072,7 +6349,7 @@ func (x *RolloutPlan) String() string {
 func (*RolloutPlan) ProtoMessage() {}
 
 func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6085,7 +6362,7 @@ func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutPlan.ProtoReflect.Descriptor instead.
 func (*RolloutPlan) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RolloutPlan) GetFromRevision() int64 {
@@ -6155,7 +6432,7 @@ type ApplyDeploymentResponse struct {
 
 func (x *ApplyDeploymentResponse) Reset() {
 	*x = ApplyDeploymentResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6167,7 +6444,7 @@ func (x *ApplyDeploymentResponse) String() string {
 func (*ApplyDeploymentResponse) ProtoMessage() {}
 
 func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6180,7 +6457,7 @@ func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
@@ -6214,7 +6491,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6226,7 +6503,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6239,7 +6516,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *GetDeploymentRequest) GetNamespace() string {
@@ -6265,7 +6542,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6277,7 +6554,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6290,7 +6567,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ListDeploymentsRequest) GetNamespace() string {
@@ -6309,7 +6586,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	mi := &file_herd_v1_herd_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6321,7 +6598,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	mi := &file_herd_v1_herd_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6334,7 +6611,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -6358,7 +6635,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	mi := &file_herd_v1_herd_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6370,7 +6647,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	mi := &file_herd_v1_herd_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6383,7 +6660,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *DeleteDeploymentRequest) GetNamespace() string {
@@ -6416,7 +6693,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	mi := &file_herd_v1_herd_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6428,7 +6705,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	mi := &file_herd_v1_herd_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6441,7 +6718,7 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *DeleteDeploymentResponse) GetExisted() bool {
@@ -6465,7 +6742,7 @@ type WaitEndpointsAppliedRequest struct {
 
 func (x *WaitEndpointsAppliedRequest) Reset() {
 	*x = WaitEndpointsAppliedRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	mi := &file_herd_v1_herd_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6477,7 +6754,7 @@ func (x *WaitEndpointsAppliedRequest) String() string {
 func (*WaitEndpointsAppliedRequest) ProtoMessage() {}
 
 func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	mi := &file_herd_v1_herd_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6490,7 +6767,7 @@ func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitEndpointsAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitEndpointsAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *WaitEndpointsAppliedRequest) GetOwner() string {
@@ -6530,7 +6807,7 @@ type WaitEndpointsAppliedResponse struct {
 
 func (x *WaitEndpointsAppliedResponse) Reset() {
 	*x = WaitEndpointsAppliedResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	mi := &file_herd_v1_herd_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6542,7 +6819,7 @@ func (x *WaitEndpointsAppliedResponse) String() string {
 func (*WaitEndpointsAppliedResponse) ProtoMessage() {}
 
 func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	mi := &file_herd_v1_herd_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6555,7 +6832,7 @@ func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitEndpointsAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitEndpointsAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *WaitEndpointsAppliedResponse) GetApplied() bool {
@@ -6792,7 +7069,25 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x12JoinClusterRequest\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\"3\n" +
 	"\x13JoinClusterResponse\x12\x1c\n" +
-	"\tcontacted\x18\x01 \x01(\x05R\tcontacted\"\xb9\x01\n" +
+	"\tcontacted\x18\x01 \x01(\x05R\tcontacted\"\xb2\x01\n" +
+	"\x12RevokedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x05 \x01(\tR\trevokedBy\"^\n" +
+	"\x18RevokeCertificateRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"l\n" +
+	"\x19RevokeCertificateResponse\x125\n" +
+	"\arevoked\x18\x01 \x01(\v2\x1b.herd.v1.RevokedCertificateR\arevoked\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\" \n" +
+	"\x1eListRevokedCertificatesRequest\"X\n" +
+	"\x1fListRevokedCertificatesResponse\x125\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1b.herd.v1.RevokedCertificateR\arevoked\"\xb9\x01\n" +
 	"\vServicePort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -7136,10 +7431,12 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x06GetPod\x12\x16.herd.v1.GetPodRequest\x1a\f.herd.v1.Pod\x12?\n" +
 	"\bListPods\x12\x18.herd.v1.ListPodsRequest\x1a\x19.herd.v1.ListPodsResponse\x12B\n" +
 	"\tDeletePod\x12\x19.herd.v1.DeletePodRequest\x1a\x1a.herd.v1.DeletePodResponse\x127\n" +
-	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012\xa4\x01\n" +
+	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012\xee\x02\n" +
 	"\x0eClusterService\x12H\n" +
 	"\vListMembers\x12\x1b.herd.v1.ListMembersRequest\x1a\x1c.herd.v1.ListMembersResponse\x12H\n" +
-	"\vJoinCluster\x12\x1b.herd.v1.JoinClusterRequest\x1a\x1c.herd.v1.JoinClusterResponse2\xb6\x02\n" +
+	"\vJoinCluster\x12\x1b.herd.v1.JoinClusterRequest\x1a\x1c.herd.v1.JoinClusterResponse\x12Z\n" +
+	"\x11RevokeCertificate\x12!.herd.v1.RevokeCertificateRequest\x1a\".herd.v1.RevokeCertificateResponse\x12l\n" +
+	"\x17ListRevokedCertificates\x12'.herd.v1.ListRevokedCertificatesRequest\x1a(.herd.v1.ListRevokedCertificatesResponse2\xb6\x02\n" +
 	"\x0eServiceService\x12K\n" +
 	"\fApplyService\x12\x1c.herd.v1.ApplyServiceRequest\x1a\x1d.herd.v1.ApplyServiceResponse\x12:\n" +
 	"\n" +
@@ -7180,7 +7477,7 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 113)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),                     // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),               // 1: herd.v1.SetNodeLabelsRequest
@@ -7213,93 +7510,98 @@ var file_herd_v1_herd_proto_goTypes = []any{
 	(*ListMembersResponse)(nil),                // 28: herd.v1.ListMembersResponse
 	(*JoinClusterRequest)(nil),                 // 29: herd.v1.JoinClusterRequest
 	(*JoinClusterResponse)(nil),                // 30: herd.v1.JoinClusterResponse
-	(*ServicePort)(nil),                        // 31: herd.v1.ServicePort
-	(*ServiceSpec)(nil),                        // 32: herd.v1.ServiceSpec
-	(*ServiceEndpoint)(nil),                    // 33: herd.v1.ServiceEndpoint
-	(*MemberVersion)(nil),                      // 34: herd.v1.MemberVersion
-	(*ServiceStatus)(nil),                      // 35: herd.v1.ServiceStatus
-	(*Service)(nil),                            // 36: herd.v1.Service
-	(*ApplyServiceRequest)(nil),                // 37: herd.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),               // 38: herd.v1.ApplyServiceResponse
-	(*GetServiceRequest)(nil),                  // 39: herd.v1.GetServiceRequest
-	(*ListServicesRequest)(nil),                // 40: herd.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),               // 41: herd.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),               // 42: herd.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil),              // 43: herd.v1.DeleteServiceResponse
-	(*SecretSpec)(nil),                         // 44: herd.v1.SecretSpec
-	(*SecretMeta)(nil),                         // 45: herd.v1.SecretMeta
-	(*SecretStatus)(nil),                       // 46: herd.v1.SecretStatus
-	(*Secret)(nil),                             // 47: herd.v1.Secret
-	(*PodRef)(nil),                             // 48: herd.v1.PodRef
-	(*ApplySecretRequest)(nil),                 // 49: herd.v1.ApplySecretRequest
-	(*ApplySecretResponse)(nil),                // 50: herd.v1.ApplySecretResponse
-	(*GetSecretRequest)(nil),                   // 51: herd.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),                 // 52: herd.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),                // 53: herd.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),                // 54: herd.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),               // 55: herd.v1.DeleteSecretResponse
-	(*RevealSecretRequest)(nil),                // 56: herd.v1.RevealSecretRequest
-	(*RevealSecretResponse)(nil),               // 57: herd.v1.RevealSecretResponse
-	(*RotateKeyRequest)(nil),                   // 58: herd.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),                  // 59: herd.v1.RotateKeyResponse
-	(*NestedMachines)(nil),                     // 60: herd.v1.NestedMachines
-	(*NestedClusterSpec)(nil),                  // 61: herd.v1.NestedClusterSpec
-	(*NestedVM)(nil),                           // 62: herd.v1.NestedVM
-	(*NestedClusterStatus)(nil),                // 63: herd.v1.NestedClusterStatus
-	(*NestedCluster)(nil),                      // 64: herd.v1.NestedCluster
-	(*ApplyNestedClusterRequest)(nil),          // 65: herd.v1.ApplyNestedClusterRequest
-	(*ApplyNestedClusterResponse)(nil),         // 66: herd.v1.ApplyNestedClusterResponse
-	(*GetNestedClusterRequest)(nil),            // 67: herd.v1.GetNestedClusterRequest
-	(*ListNestedClustersRequest)(nil),          // 68: herd.v1.ListNestedClustersRequest
-	(*ListNestedClustersResponse)(nil),         // 69: herd.v1.ListNestedClustersResponse
-	(*DeleteNestedClusterRequest)(nil),         // 70: herd.v1.DeleteNestedClusterRequest
-	(*DeleteNestedClusterResponse)(nil),        // 71: herd.v1.DeleteNestedClusterResponse
-	(*GetNestedClusterKubeconfigRequest)(nil),  // 72: herd.v1.GetNestedClusterKubeconfigRequest
-	(*GetNestedClusterKubeconfigResponse)(nil), // 73: herd.v1.GetNestedClusterKubeconfigResponse
-	(*Placement)(nil),                          // 74: herd.v1.Placement
-	(*DeploymentStrategy)(nil),                 // 75: herd.v1.DeploymentStrategy
-	(*DeploymentSpec)(nil),                     // 76: herd.v1.DeploymentSpec
-	(*ReplicaStatus)(nil),                      // 77: herd.v1.ReplicaStatus
-	(*DeploymentRevision)(nil),                 // 78: herd.v1.DeploymentRevision
-	(*DeploymentStatus)(nil),                   // 79: herd.v1.DeploymentStatus
-	(*Deployment)(nil),                         // 80: herd.v1.Deployment
-	(*DeploymentRecord)(nil),                   // 81: herd.v1.DeploymentRecord
-	(*RevisionTemplate)(nil),                   // 82: herd.v1.RevisionTemplate
-	(*ApplyDeploymentRequest)(nil),             // 83: herd.v1.ApplyDeploymentRequest
-	(*PlannedReplica)(nil),                     // 84: herd.v1.PlannedReplica
-	(*NodeChange)(nil),                         // 85: herd.v1.NodeChange
-	(*RolloutPlan)(nil),                        // 86: herd.v1.RolloutPlan
-	(*ApplyDeploymentResponse)(nil),            // 87: herd.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),               // 88: herd.v1.GetDeploymentRequest
-	(*ListDeploymentsRequest)(nil),             // 89: herd.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),            // 90: herd.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),            // 91: herd.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),           // 92: herd.v1.DeleteDeploymentResponse
-	(*WaitEndpointsAppliedRequest)(nil),        // 93: herd.v1.WaitEndpointsAppliedRequest
-	(*WaitEndpointsAppliedResponse)(nil),       // 94: herd.v1.WaitEndpointsAppliedResponse
-	nil,                                        // 95: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                                        // 96: herd.v1.Node.LabelsEntry
-	nil,                                        // 97: herd.v1.ContainerSpec.EnvEntry
-	nil,                                        // 98: herd.v1.PodSpec.LabelsEntry
-	nil,                                        // 99: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                                        // 100: herd.v1.Member.LabelsEntry
-	nil,                                        // 101: herd.v1.ServiceSpec.SelectorEntry
-	nil,                                        // 102: herd.v1.SecretSpec.DataEntry
-	nil,                                        // 103: herd.v1.SecretSpec.NodeSelectorEntry
-	nil,                                        // 104: herd.v1.SecretMeta.NodeSelectorEntry
-	nil,                                        // 105: herd.v1.RevealSecretResponse.DataEntry
-	nil,                                        // 106: herd.v1.DeploymentSpec.SelectorEntry
-	nil,                                        // 107: herd.v1.DeploymentSpec.NodeSelectorEntry
-	(*timestamppb.Timestamp)(nil),              // 108: google.protobuf.Timestamp
+	(*RevokedCertificate)(nil),                 // 31: herd.v1.RevokedCertificate
+	(*RevokeCertificateRequest)(nil),           // 32: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),          // 33: herd.v1.RevokeCertificateResponse
+	(*ListRevokedCertificatesRequest)(nil),     // 34: herd.v1.ListRevokedCertificatesRequest
+	(*ListRevokedCertificatesResponse)(nil),    // 35: herd.v1.ListRevokedCertificatesResponse
+	(*ServicePort)(nil),                        // 36: herd.v1.ServicePort
+	(*ServiceSpec)(nil),                        // 37: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),                    // 38: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),                      // 39: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),                      // 40: herd.v1.ServiceStatus
+	(*Service)(nil),                            // 41: herd.v1.Service
+	(*ApplyServiceRequest)(nil),                // 42: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),               // 43: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),                  // 44: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),                // 45: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),               // 46: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),               // 47: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),              // 48: herd.v1.DeleteServiceResponse
+	(*SecretSpec)(nil),                         // 49: herd.v1.SecretSpec
+	(*SecretMeta)(nil),                         // 50: herd.v1.SecretMeta
+	(*SecretStatus)(nil),                       // 51: herd.v1.SecretStatus
+	(*Secret)(nil),                             // 52: herd.v1.Secret
+	(*PodRef)(nil),                             // 53: herd.v1.PodRef
+	(*ApplySecretRequest)(nil),                 // 54: herd.v1.ApplySecretRequest
+	(*ApplySecretResponse)(nil),                // 55: herd.v1.ApplySecretResponse
+	(*GetSecretRequest)(nil),                   // 56: herd.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),                 // 57: herd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),                // 58: herd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),                // 59: herd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),               // 60: herd.v1.DeleteSecretResponse
+	(*RevealSecretRequest)(nil),                // 61: herd.v1.RevealSecretRequest
+	(*RevealSecretResponse)(nil),               // 62: herd.v1.RevealSecretResponse
+	(*RotateKeyRequest)(nil),                   // 63: herd.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),                  // 64: herd.v1.RotateKeyResponse
+	(*NestedMachines)(nil),                     // 65: herd.v1.NestedMachines
+	(*NestedClusterSpec)(nil),                  // 66: herd.v1.NestedClusterSpec
+	(*NestedVM)(nil),                           // 67: herd.v1.NestedVM
+	(*NestedClusterStatus)(nil),                // 68: herd.v1.NestedClusterStatus
+	(*NestedCluster)(nil),                      // 69: herd.v1.NestedCluster
+	(*ApplyNestedClusterRequest)(nil),          // 70: herd.v1.ApplyNestedClusterRequest
+	(*ApplyNestedClusterResponse)(nil),         // 71: herd.v1.ApplyNestedClusterResponse
+	(*GetNestedClusterRequest)(nil),            // 72: herd.v1.GetNestedClusterRequest
+	(*ListNestedClustersRequest)(nil),          // 73: herd.v1.ListNestedClustersRequest
+	(*ListNestedClustersResponse)(nil),         // 74: herd.v1.ListNestedClustersResponse
+	(*DeleteNestedClusterRequest)(nil),         // 75: herd.v1.DeleteNestedClusterRequest
+	(*DeleteNestedClusterResponse)(nil),        // 76: herd.v1.DeleteNestedClusterResponse
+	(*GetNestedClusterKubeconfigRequest)(nil),  // 77: herd.v1.GetNestedClusterKubeconfigRequest
+	(*GetNestedClusterKubeconfigResponse)(nil), // 78: herd.v1.GetNestedClusterKubeconfigResponse
+	(*Placement)(nil),                          // 79: herd.v1.Placement
+	(*DeploymentStrategy)(nil),                 // 80: herd.v1.DeploymentStrategy
+	(*DeploymentSpec)(nil),                     // 81: herd.v1.DeploymentSpec
+	(*ReplicaStatus)(nil),                      // 82: herd.v1.ReplicaStatus
+	(*DeploymentRevision)(nil),                 // 83: herd.v1.DeploymentRevision
+	(*DeploymentStatus)(nil),                   // 84: herd.v1.DeploymentStatus
+	(*Deployment)(nil),                         // 85: herd.v1.Deployment
+	(*DeploymentRecord)(nil),                   // 86: herd.v1.DeploymentRecord
+	(*RevisionTemplate)(nil),                   // 87: herd.v1.RevisionTemplate
+	(*ApplyDeploymentRequest)(nil),             // 88: herd.v1.ApplyDeploymentRequest
+	(*PlannedReplica)(nil),                     // 89: herd.v1.PlannedReplica
+	(*NodeChange)(nil),                         // 90: herd.v1.NodeChange
+	(*RolloutPlan)(nil),                        // 91: herd.v1.RolloutPlan
+	(*ApplyDeploymentResponse)(nil),            // 92: herd.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),               // 93: herd.v1.GetDeploymentRequest
+	(*ListDeploymentsRequest)(nil),             // 94: herd.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),            // 95: herd.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),            // 96: herd.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),           // 97: herd.v1.DeleteDeploymentResponse
+	(*WaitEndpointsAppliedRequest)(nil),        // 98: herd.v1.WaitEndpointsAppliedRequest
+	(*WaitEndpointsAppliedResponse)(nil),       // 99: herd.v1.WaitEndpointsAppliedResponse
+	nil,                                        // 100: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                                        // 101: herd.v1.Node.LabelsEntry
+	nil,                                        // 102: herd.v1.ContainerSpec.EnvEntry
+	nil,                                        // 103: herd.v1.PodSpec.LabelsEntry
+	nil,                                        // 104: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                                        // 105: herd.v1.Member.LabelsEntry
+	nil,                                        // 106: herd.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 107: herd.v1.SecretSpec.DataEntry
+	nil,                                        // 108: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                                        // 109: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                                        // 110: herd.v1.RevealSecretResponse.DataEntry
+	nil,                                        // 111: herd.v1.DeploymentSpec.SelectorEntry
+	nil,                                        // 112: herd.v1.DeploymentSpec.NodeSelectorEntry
+	(*timestamppb.Timestamp)(nil),              // 113: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	95,  // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	96,  // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	100, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	101, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,   // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,   // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	108, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	113, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
 	2,   // 5: herd.v1.Node.requested:type_name -> herd.v1.Resources
-	97,  // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	102, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
 	11,  // 7: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
 	7,   // 8: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
 	7,   // 9: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
@@ -7309,148 +7611,155 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	8,   // 13: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
 	9,   // 14: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
 	10,  // 15: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	98,  // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	103, // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
 	4,   // 17: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
 	13,  // 18: herd.v1.PodSpec.deployment:type_name -> herd.v1.DeploymentRef
-	108, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	108, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	108, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	108, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	113, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	113, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	113, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	113, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	14,  // 23: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	108, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
+	113, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
 	12,  // 25: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
 	15,  // 26: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	108, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	113, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
 	12,  // 28: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
 	16,  // 29: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	99,  // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	104, // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
 	16,  // 31: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	100, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	105, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
 	2,   // 33: herd.v1.Member.allocatable:type_name -> herd.v1.Resources
 	2,   // 34: herd.v1.Member.free:type_name -> herd.v1.Resources
 	27,  // 35: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	101, // 36: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
-	31,  // 37: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
-	34,  // 38: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
-	33,  // 39: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
-	32,  // 40: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
-	35,  // 41: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	108, // 42: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
-	32,  // 43: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
-	36,  // 44: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
-	36,  // 45: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	102, // 46: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	103, // 47: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	104, // 48: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
-	34,  // 49: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
-	45,  // 50: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
-	46,  // 51: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	108, // 52: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	108, // 53: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	44,  // 54: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
-	47,  // 55: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
-	48,  // 56: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
-	47,  // 57: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
-	47,  // 58: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	105, // 59: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
-	60,  // 60: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
-	60,  // 61: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
-	62,  // 62: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
-	61,  // 63: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
-	63,  // 64: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
-	108, // 65: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
-	61,  // 66: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
-	64,  // 67: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
-	64,  // 68: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
-	106, // 69: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
-	12,  // 70: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
-	107, // 71: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
-	74,  // 72: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
-	75,  // 73: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
-	108, // 74: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
-	108, // 75: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
-	77,  // 76: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
-	108, // 77: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
-	108, // 78: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
-	78,  // 79: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
-	76,  // 80: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
-	79,  // 81: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
-	108, // 82: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	80,  // 83: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
-	82,  // 84: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
-	12,  // 85: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
-	108, // 86: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
-	76,  // 87: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
-	85,  // 88: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
-	84,  // 89: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
-	80,  // 90: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
-	86,  // 91: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
-	80,  // 92: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
-	0,   // 93: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,   // 94: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	17,  // 95: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	19,  // 96: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	20,  // 97: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	22,  // 98: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	24,  // 99: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	26,  // 100: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	29,  // 101: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
-	37,  // 102: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	39,  // 103: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	40,  // 104: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	42,  // 105: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	49,  // 106: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
-	51,  // 107: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
-	52,  // 108: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
-	54,  // 109: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
-	56,  // 110: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
-	58,  // 111: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
-	83,  // 112: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
-	88,  // 113: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
-	89,  // 114: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
-	91,  // 115: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
-	88,  // 116: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
-	93,  // 117: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
-	65,  // 118: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
-	67,  // 119: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
-	68,  // 120: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
-	70,  // 121: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
-	72,  // 122: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
-	3,   // 123: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,   // 124: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	18,  // 125: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	16,  // 126: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	21,  // 127: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	23,  // 128: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	25,  // 129: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	28,  // 130: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	30,  // 131: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	38,  // 132: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	36,  // 133: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	41,  // 134: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	43,  // 135: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	50,  // 136: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	47,  // 137: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	53,  // 138: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	55,  // 139: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	57,  // 140: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	59,  // 141: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	87,  // 142: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
-	80,  // 143: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
-	90,  // 144: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
-	92,  // 145: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
-	80,  // 146: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
-	94,  // 147: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
-	66,  // 148: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
-	64,  // 149: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
-	69,  // 150: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
-	71,  // 151: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
-	73,  // 152: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
-	123, // [123:153] is the sub-list for method output_type
-	93,  // [93:123] is the sub-list for method input_type
-	93,  // [93:93] is the sub-list for extension type_name
-	93,  // [93:93] is the sub-list for extension extendee
-	0,   // [0:93] is the sub-list for field type_name
+	113, // 36: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	31,  // 37: herd.v1.RevokeCertificateResponse.revoked:type_name -> herd.v1.RevokedCertificate
+	31,  // 38: herd.v1.ListRevokedCertificatesResponse.revoked:type_name -> herd.v1.RevokedCertificate
+	106, // 39: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	36,  // 40: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	39,  // 41: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	38,  // 42: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	37,  // 43: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	40,  // 44: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	113, // 45: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	37,  // 46: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	41,  // 47: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	41,  // 48: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	107, // 49: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	108, // 50: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	109, // 51: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	39,  // 52: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
+	50,  // 53: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
+	51,  // 54: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
+	113, // 55: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	113, // 56: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	49,  // 57: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
+	52,  // 58: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
+	53,  // 59: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
+	52,  // 60: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
+	52,  // 61: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
+	110, // 62: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	65,  // 63: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
+	65,  // 64: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
+	67,  // 65: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
+	66,  // 66: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
+	68,  // 67: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
+	113, // 68: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	66,  // 69: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
+	69,  // 70: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
+	69,  // 71: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
+	111, // 72: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
+	12,  // 73: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
+	112, // 74: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
+	79,  // 75: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
+	80,  // 76: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
+	113, // 77: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
+	113, // 78: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	82,  // 79: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
+	113, // 80: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
+	113, // 81: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
+	83,  // 82: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
+	81,  // 83: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
+	84,  // 84: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
+	113, // 85: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	85,  // 86: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
+	87,  // 87: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
+	12,  // 88: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
+	113, // 89: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
+	81,  // 90: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
+	90,  // 91: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
+	89,  // 92: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
+	85,  // 93: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
+	91,  // 94: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
+	85,  // 95: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
+	0,   // 96: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,   // 97: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	17,  // 98: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	19,  // 99: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	20,  // 100: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	22,  // 101: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	24,  // 102: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	26,  // 103: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	29,  // 104: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	32,  // 105: herd.v1.ClusterService.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	34,  // 106: herd.v1.ClusterService.ListRevokedCertificates:input_type -> herd.v1.ListRevokedCertificatesRequest
+	42,  // 107: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	44,  // 108: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	45,  // 109: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	47,  // 110: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	54,  // 111: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	56,  // 112: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	57,  // 113: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	59,  // 114: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	61,  // 115: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	63,  // 116: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	88,  // 117: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
+	93,  // 118: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
+	94,  // 119: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
+	96,  // 120: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
+	93,  // 121: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
+	98,  // 122: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
+	70,  // 123: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	72,  // 124: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	73,  // 125: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	75,  // 126: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	77,  // 127: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	3,   // 128: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,   // 129: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	18,  // 130: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	16,  // 131: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	21,  // 132: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	23,  // 133: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	25,  // 134: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	28,  // 135: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	30,  // 136: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	33,  // 137: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	35,  // 138: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
+	43,  // 139: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	41,  // 140: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	46,  // 141: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	48,  // 142: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	55,  // 143: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	52,  // 144: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	58,  // 145: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	60,  // 146: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	62,  // 147: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	64,  // 148: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	92,  // 149: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
+	85,  // 150: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
+	95,  // 151: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
+	97,  // 152: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
+	85,  // 153: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
+	99,  // 154: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
+	71,  // 155: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	69,  // 156: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	74,  // 157: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	76,  // 158: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	78,  // 159: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	128, // [128:160] is the sub-list for method output_type
+	96,  // [96:128] is the sub-list for method input_type
+	96,  // [96:96] is the sub-list for extension type_name
+	96,  // [96:96] is the sub-list for extension extendee
+	0,   // [0:96] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -7463,14 +7772,14 @@ func file_herd_v1_herd_proto_init() {
 	file_herd_v1_herd_proto_msgTypes[12].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[14].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[22].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[75].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[80].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   108,
+			NumMessages:   113,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

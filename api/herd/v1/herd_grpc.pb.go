@@ -462,8 +462,10 @@ var PodService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_ListMembers_FullMethodName = "/herd.v1.ClusterService/ListMembers"
-	ClusterService_JoinCluster_FullMethodName = "/herd.v1.ClusterService/JoinCluster"
+	ClusterService_ListMembers_FullMethodName             = "/herd.v1.ClusterService/ListMembers"
+	ClusterService_JoinCluster_FullMethodName             = "/herd.v1.ClusterService/JoinCluster"
+	ClusterService_RevokeCertificate_FullMethodName       = "/herd.v1.ClusterService/RevokeCertificate"
+	ClusterService_ListRevokedCertificates_FullMethodName = "/herd.v1.ClusterService/ListRevokedCertificates"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -479,6 +481,13 @@ type ClusterServiceClient interface {
 	// with their cluster. Joining a cluster the node already belongs to is a
 	// no-op. FailedPrecondition when the node runs without a cluster.
 	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
+	// RevokeCertificate puts a certificate on the deny list, which goes to
+	// every member; each refuses it from then on, on new connections and on
+	// every call of the ones already open. Revoking one twice keeps the
+	// first entry. Without a cluster the list is this node's own.
+	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
+	// ListRevokedCertificates lists the deny list as this node has it.
+	ListRevokedCertificates(ctx context.Context, in *ListRevokedCertificatesRequest, opts ...grpc.CallOption) (*ListRevokedCertificatesResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -509,6 +518,26 @@ func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *JoinClusterR
 	return out, nil
 }
 
+func (c *clusterServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCertificateResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RevokeCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) ListRevokedCertificates(ctx context.Context, in *ListRevokedCertificatesRequest, opts ...grpc.CallOption) (*ListRevokedCertificatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevokedCertificatesResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListRevokedCertificates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -522,6 +551,13 @@ type ClusterServiceServer interface {
 	// with their cluster. Joining a cluster the node already belongs to is a
 	// no-op. FailedPrecondition when the node runs without a cluster.
 	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
+	// RevokeCertificate puts a certificate on the deny list, which goes to
+	// every member; each refuses it from then on, on new connections and on
+	// every call of the ones already open. Revoking one twice keeps the
+	// first entry. Without a cluster the list is this node's own.
+	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
+	// ListRevokedCertificates lists the deny list as this node has it.
+	ListRevokedCertificates(context.Context, *ListRevokedCertificatesRequest) (*ListRevokedCertificatesResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -537,6 +573,12 @@ func (UnimplementedClusterServiceServer) ListMembers(context.Context, *ListMembe
 }
 func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
+}
+func (UnimplementedClusterServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCertificate not implemented")
+}
+func (UnimplementedClusterServiceServer) ListRevokedCertificates(context.Context, *ListRevokedCertificatesRequest) (*ListRevokedCertificatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRevokedCertificates not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -595,6 +637,42 @@ func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RevokeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RevokeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RevokeCertificate(ctx, req.(*RevokeCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_ListRevokedCertificates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevokedCertificatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListRevokedCertificates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListRevokedCertificates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListRevokedCertificates(ctx, req.(*ListRevokedCertificatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -609,6 +687,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "JoinCluster",
 			Handler:    _ClusterService_JoinCluster_Handler,
+		},
+		{
+			MethodName: "RevokeCertificate",
+			Handler:    _ClusterService_RevokeCertificate_Handler,
+		},
+		{
+			MethodName: "ListRevokedCertificates",
+			Handler:    _ClusterService_ListRevokedCertificates_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
