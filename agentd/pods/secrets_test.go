@@ -452,6 +452,7 @@ func TestImagePullSecret(t *testing.T) {
 		"infra/opaque":    {"spec.image_pull_secret: secret infra/opaque is of type \"\", not \"registry\""},
 	} {
 		s := e.pod("wrong", "", "sleep", "300")
+		s.Namespace = "infra" // a pod uses only its namespace's secrets
 		s.ImagePullSecret = secret
 		_, _, err := m.Apply(ctx, s)
 		if !errors.Is(err, ErrSecretUnavailable) || strings.Contains(err.Error(), "pa55") {
@@ -466,6 +467,7 @@ func TestImagePullSecret(t *testing.T) {
 
 	// With it: pulled and running.
 	s := e.pod("withcreds", "", "sleep", "300")
+	s.Namespace = "infra"
 	s.ImagePullSecret = "infra/reg"
 	if _, _, err := m.Apply(ctx, s); err != nil {
 		t.Fatal(err)
