@@ -6842,6 +6842,108 @@ func (x *WaitEndpointsAppliedResponse) GetApplied() bool {
 	return false
 }
 
+// PeerCallRequest is one node-to-node call. The payload may carry secret
+// values: it is never logged, and errors never quote it.
+type PeerCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// method names the handler, e.g. "secret.put".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// payload is the handler's request, opaque to the transport.
+	Payload       []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCallRequest) Reset() {
+	*x = PeerCallRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCallRequest) ProtoMessage() {}
+
+func (x *PeerCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCallRequest.ProtoReflect.Descriptor instead.
+func (*PeerCallRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *PeerCallRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *PeerCallRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+// PeerCallResponse is the handler's answer. Like the request's, the
+// payload may carry secret values and is never logged.
+type PeerCallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Payload       []byte                 `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCallResponse) Reset() {
+	*x = PeerCallResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCallResponse) ProtoMessage() {}
+
+func (x *PeerCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCallResponse.ProtoReflect.Descriptor instead.
+func (*PeerCallResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *PeerCallResponse) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
 var File_herd_v1_herd_proto protoreflect.FileDescriptor
 
 const file_herd_v1_herd_proto_rawDesc = "" +
@@ -7421,7 +7523,12 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"8\n" +
 	"\x1cWaitEndpointsAppliedResponse\x12\x18\n" +
-	"\aapplied\x18\x01 \x01(\bR\aapplied2\x7f\n" +
+	"\aapplied\x18\x01 \x01(\bR\aapplied\"C\n" +
+	"\x0fPeerCallRequest\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\",\n" +
+	"\x10PeerCallResponse\x12\x18\n" +
+	"\apayload\x18\x01 \x01(\fR\apayload2\x7f\n" +
 	"\vNodeService\x121\n" +
 	"\aGetNode\x12\x17.herd.v1.GetNodeRequest\x1a\r.herd.v1.Node\x12=\n" +
 	"\rSetNodeLabels\x12\x1d.herd.v1.SetNodeLabelsRequest\x1a\r.herd.v1.Node2\xbb\x02\n" +
@@ -7455,9 +7562,10 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\rGetDeployment\x12\x1d.herd.v1.GetDeploymentRequest\x1a\x13.herd.v1.Deployment\x12T\n" +
 	"\x0fListDeployments\x12\x1f.herd.v1.ListDeploymentsRequest\x1a .herd.v1.ListDeploymentsResponse\x12W\n" +
 	"\x10DeleteDeployment\x12 .herd.v1.DeleteDeploymentRequest\x1a!.herd.v1.DeleteDeploymentResponse\x12G\n" +
-	"\x0fWatchDeployment\x12\x1d.herd.v1.GetDeploymentRequest\x1a\x13.herd.v1.Deployment0\x012r\n" +
+	"\x0fWatchDeployment\x12\x1d.herd.v1.GetDeploymentRequest\x1a\x13.herd.v1.Deployment0\x012\xaf\x01\n" +
 	"\vPeerService\x12c\n" +
-	"\x14WaitEndpointsApplied\x12$.herd.v1.WaitEndpointsAppliedRequest\x1a%.herd.v1.WaitEndpointsAppliedResponse2\xfb\x03\n" +
+	"\x14WaitEndpointsApplied\x12$.herd.v1.WaitEndpointsAppliedRequest\x1a%.herd.v1.WaitEndpointsAppliedResponse\x12;\n" +
+	"\x04Call\x12\x18.herd.v1.PeerCallRequest\x1a\x19.herd.v1.PeerCallResponse2\xfb\x03\n" +
 	"\x14NestedClusterService\x12]\n" +
 	"\x12ApplyNestedCluster\x12\".herd.v1.ApplyNestedClusterRequest\x1a#.herd.v1.ApplyNestedClusterResponse\x12L\n" +
 	"\x10GetNestedCluster\x12 .herd.v1.GetNestedClusterRequest\x1a\x16.herd.v1.NestedCluster\x12]\n" +
@@ -7477,7 +7585,7 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 113)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 115)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),                     // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),               // 1: herd.v1.SetNodeLabelsRequest
@@ -7579,29 +7687,31 @@ var file_herd_v1_herd_proto_goTypes = []any{
 	(*DeleteDeploymentResponse)(nil),           // 97: herd.v1.DeleteDeploymentResponse
 	(*WaitEndpointsAppliedRequest)(nil),        // 98: herd.v1.WaitEndpointsAppliedRequest
 	(*WaitEndpointsAppliedResponse)(nil),       // 99: herd.v1.WaitEndpointsAppliedResponse
-	nil,                                        // 100: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                                        // 101: herd.v1.Node.LabelsEntry
-	nil,                                        // 102: herd.v1.ContainerSpec.EnvEntry
-	nil,                                        // 103: herd.v1.PodSpec.LabelsEntry
-	nil,                                        // 104: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                                        // 105: herd.v1.Member.LabelsEntry
-	nil,                                        // 106: herd.v1.ServiceSpec.SelectorEntry
-	nil,                                        // 107: herd.v1.SecretSpec.DataEntry
-	nil,                                        // 108: herd.v1.SecretSpec.NodeSelectorEntry
-	nil,                                        // 109: herd.v1.SecretMeta.NodeSelectorEntry
-	nil,                                        // 110: herd.v1.RevealSecretResponse.DataEntry
-	nil,                                        // 111: herd.v1.DeploymentSpec.SelectorEntry
-	nil,                                        // 112: herd.v1.DeploymentSpec.NodeSelectorEntry
-	(*timestamppb.Timestamp)(nil),              // 113: google.protobuf.Timestamp
+	(*PeerCallRequest)(nil),                    // 100: herd.v1.PeerCallRequest
+	(*PeerCallResponse)(nil),                   // 101: herd.v1.PeerCallResponse
+	nil,                                        // 102: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                                        // 103: herd.v1.Node.LabelsEntry
+	nil,                                        // 104: herd.v1.ContainerSpec.EnvEntry
+	nil,                                        // 105: herd.v1.PodSpec.LabelsEntry
+	nil,                                        // 106: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                                        // 107: herd.v1.Member.LabelsEntry
+	nil,                                        // 108: herd.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 109: herd.v1.SecretSpec.DataEntry
+	nil,                                        // 110: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                                        // 111: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                                        // 112: herd.v1.RevealSecretResponse.DataEntry
+	nil,                                        // 113: herd.v1.DeploymentSpec.SelectorEntry
+	nil,                                        // 114: herd.v1.DeploymentSpec.NodeSelectorEntry
+	(*timestamppb.Timestamp)(nil),              // 115: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	100, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	101, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	102, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	103, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,   // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,   // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	113, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	115, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
 	2,   // 5: herd.v1.Node.requested:type_name -> herd.v1.Resources
-	102, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	104, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
 	11,  // 7: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
 	7,   // 8: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
 	7,   // 9: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
@@ -7611,80 +7721,80 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	8,   // 13: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
 	9,   // 14: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
 	10,  // 15: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	103, // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	105, // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
 	4,   // 17: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
 	13,  // 18: herd.v1.PodSpec.deployment:type_name -> herd.v1.DeploymentRef
-	113, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	113, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	113, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	113, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	115, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	115, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	115, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	115, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	14,  // 23: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	113, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
+	115, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
 	12,  // 25: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
 	15,  // 26: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	113, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	115, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
 	12,  // 28: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
 	16,  // 29: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	104, // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	106, // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
 	16,  // 31: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	105, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	107, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
 	2,   // 33: herd.v1.Member.allocatable:type_name -> herd.v1.Resources
 	2,   // 34: herd.v1.Member.free:type_name -> herd.v1.Resources
 	27,  // 35: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	113, // 36: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	115, // 36: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	31,  // 37: herd.v1.RevokeCertificateResponse.revoked:type_name -> herd.v1.RevokedCertificate
 	31,  // 38: herd.v1.ListRevokedCertificatesResponse.revoked:type_name -> herd.v1.RevokedCertificate
-	106, // 39: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	108, // 39: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
 	36,  // 40: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
 	39,  // 41: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
 	38,  // 42: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
 	37,  // 43: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
 	40,  // 44: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	113, // 45: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	115, // 45: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
 	37,  // 46: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
 	41,  // 47: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
 	41,  // 48: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	107, // 49: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	108, // 50: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	109, // 51: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	109, // 49: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	110, // 50: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	111, // 51: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
 	39,  // 52: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
 	50,  // 53: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
 	51,  // 54: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	113, // 55: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	113, // 56: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	115, // 55: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	115, // 56: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
 	49,  // 57: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
 	52,  // 58: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
 	53,  // 59: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
 	52,  // 60: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
 	52,  // 61: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	110, // 62: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	112, // 62: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
 	65,  // 63: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
 	65,  // 64: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
 	67,  // 65: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
 	66,  // 66: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
 	68,  // 67: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
-	113, // 68: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	115, // 68: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
 	66,  // 69: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
 	69,  // 70: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
 	69,  // 71: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
-	111, // 72: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
+	113, // 72: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
 	12,  // 73: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
-	112, // 74: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
+	114, // 74: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
 	79,  // 75: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
 	80,  // 76: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
-	113, // 77: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
-	113, // 78: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	115, // 77: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
+	115, // 78: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
 	82,  // 79: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
-	113, // 80: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
-	113, // 81: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
+	115, // 80: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
+	115, // 81: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
 	83,  // 82: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
 	81,  // 83: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
 	84,  // 84: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
-	113, // 85: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	115, // 85: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
 	85,  // 86: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
 	87,  // 87: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
 	12,  // 88: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
-	113, // 89: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
+	115, // 89: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
 	81,  // 90: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
 	90,  // 91: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
 	89,  // 92: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
@@ -7718,45 +7828,47 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	96,  // 120: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
 	93,  // 121: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
 	98,  // 122: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
-	70,  // 123: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
-	72,  // 124: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
-	73,  // 125: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
-	75,  // 126: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
-	77,  // 127: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
-	3,   // 128: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,   // 129: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	18,  // 130: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	16,  // 131: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	21,  // 132: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	23,  // 133: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	25,  // 134: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	28,  // 135: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	30,  // 136: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	33,  // 137: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	35,  // 138: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
-	43,  // 139: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	41,  // 140: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	46,  // 141: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	48,  // 142: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	55,  // 143: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	52,  // 144: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	58,  // 145: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	60,  // 146: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	62,  // 147: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	64,  // 148: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	92,  // 149: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
-	85,  // 150: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
-	95,  // 151: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
-	97,  // 152: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
-	85,  // 153: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
-	99,  // 154: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
-	71,  // 155: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
-	69,  // 156: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
-	74,  // 157: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
-	76,  // 158: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
-	78,  // 159: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
-	128, // [128:160] is the sub-list for method output_type
-	96,  // [96:128] is the sub-list for method input_type
+	100, // 123: herd.v1.PeerService.Call:input_type -> herd.v1.PeerCallRequest
+	70,  // 124: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	72,  // 125: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	73,  // 126: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	75,  // 127: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	77,  // 128: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	3,   // 129: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,   // 130: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	18,  // 131: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	16,  // 132: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	21,  // 133: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	23,  // 134: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	25,  // 135: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	28,  // 136: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	30,  // 137: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	33,  // 138: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	35,  // 139: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
+	43,  // 140: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	41,  // 141: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	46,  // 142: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	48,  // 143: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	55,  // 144: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	52,  // 145: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	58,  // 146: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	60,  // 147: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	62,  // 148: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	64,  // 149: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	92,  // 150: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
+	85,  // 151: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
+	95,  // 152: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
+	97,  // 153: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
+	85,  // 154: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
+	99,  // 155: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
+	101, // 156: herd.v1.PeerService.Call:output_type -> herd.v1.PeerCallResponse
+	71,  // 157: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	69,  // 158: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	74,  // 159: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	76,  // 160: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	78,  // 161: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	129, // [129:162] is the sub-list for method output_type
+	96,  // [96:129] is the sub-list for method input_type
 	96,  // [96:96] is the sub-list for extension type_name
 	96,  // [96:96] is the sub-list for extension extendee
 	0,   // [0:96] is the sub-list for field type_name
@@ -7779,7 +7891,7 @@ func file_herd_v1_herd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   113,
+			NumMessages:   115,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

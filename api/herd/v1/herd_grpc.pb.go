@@ -1573,6 +1573,7 @@ var DeploymentService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	PeerService_WaitEndpointsApplied_FullMethodName = "/herd.v1.PeerService/WaitEndpointsApplied"
+	PeerService_Call_FullMethodName                 = "/herd.v1.PeerService/Call"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -1586,6 +1587,12 @@ type PeerServiceClient interface {
 	// or when the timeout passes (applied=false). A draining pod's node asks
 	// every live member this before it sends SIGTERM.
 	WaitEndpointsApplied(ctx context.Context, in *WaitEndpointsAppliedRequest, opts ...grpc.CallOption) (*WaitEndpointsAppliedResponse, error)
+	// Call carries one node-to-node request (secret replication: survey,
+	// push, fetch, repair, restart) to the handler registered for its
+	// method. Node certificates only: the caller is the name in its verified
+	// certificate, never anything the request says. Unknown methods are
+	// Unimplemented.
+	Call(ctx context.Context, in *PeerCallRequest, opts ...grpc.CallOption) (*PeerCallResponse, error)
 }
 
 type peerServiceClient struct {
@@ -1606,6 +1613,16 @@ func (c *peerServiceClient) WaitEndpointsApplied(ctx context.Context, in *WaitEn
 	return out, nil
 }
 
+func (c *peerServiceClient) Call(ctx context.Context, in *PeerCallRequest, opts ...grpc.CallOption) (*PeerCallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerCallResponse)
+	err := c.cc.Invoke(ctx, PeerService_Call_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -1617,6 +1634,12 @@ type PeerServiceServer interface {
 	// or when the timeout passes (applied=false). A draining pod's node asks
 	// every live member this before it sends SIGTERM.
 	WaitEndpointsApplied(context.Context, *WaitEndpointsAppliedRequest) (*WaitEndpointsAppliedResponse, error)
+	// Call carries one node-to-node request (secret replication: survey,
+	// push, fetch, repair, restart) to the handler registered for its
+	// method. Node certificates only: the caller is the name in its verified
+	// certificate, never anything the request says. Unknown methods are
+	// Unimplemented.
+	Call(context.Context, *PeerCallRequest) (*PeerCallResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -1629,6 +1652,9 @@ type UnimplementedPeerServiceServer struct{}
 
 func (UnimplementedPeerServiceServer) WaitEndpointsApplied(context.Context, *WaitEndpointsAppliedRequest) (*WaitEndpointsAppliedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitEndpointsApplied not implemented")
+}
+func (UnimplementedPeerServiceServer) Call(context.Context, *PeerCallRequest) (*PeerCallResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -1669,6 +1695,24 @@ func _PeerService_WaitEndpointsApplied_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_Call_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerCallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Call(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Call_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Call(ctx, req.(*PeerCallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1679,6 +1723,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WaitEndpointsApplied",
 			Handler:    _PeerService_WaitEndpointsApplied_Handler,
+		},
+		{
+			MethodName: "Call",
+			Handler:    _PeerService_Call_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
