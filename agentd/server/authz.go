@@ -179,6 +179,7 @@ var methodRules = map[string]rule{
 	herdv1.DeploymentService_WatchDeployment_FullMethodName:  {role: pki.RoleViewer, ns: inRequest},
 
 	herdv1.PeerService_WaitEndpointsApplied_FullMethodName: nodeOnly,
+	herdv1.PeerService_Call_FullMethodName:                 nodeOnly, // the handler refuses the socket too
 
 	// A nested cluster's PKI is as sensitive as a secret.
 	herdv1.NestedClusterService_ApplyNestedCluster_FullMethodName:         adminOnly,

@@ -73,6 +73,8 @@ type Server struct {
 	log      *slog.Logger
 	health   *healthWatcher
 
+	peerCalls PeerCalls // peercall.go
+
 	deployments      Deployments   // deployments.go
 	deploymentEvents ClusterEvents // deployments.go
 }
