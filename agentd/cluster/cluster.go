@@ -74,6 +74,11 @@ type Config struct {
 	// Tune, if set, adjusts the memberlist configuration last (timings, in
 	// tests). It must not replace Delegate, Events, SecretKey or Name.
 	Tune func(*memberlist.Config)
+
+	// Identity signs what this node publishes and checks what members
+	// publish (sign.go). Nil: nothing is signed or checked (tests of
+	// this package only; agentd always sets it).
+	Identity *Identity
 }
 
 type objRec struct {
@@ -86,6 +91,7 @@ type entRec struct {
 	value     []byte
 	deleted   bool
 	deletedAt time.Time
+	fp, sig   []byte // the owner's signature (sign.go)
 }
 
 type ownerState struct {
@@ -137,6 +143,8 @@ type Cluster struct {
 
 	subMu sync.Mutex
 	subs  map[<-chan Event]*subscriber
+
+	ids idState
 
 	metaKick  chan struct{}
 	saveKick  chan struct{}
@@ -200,6 +208,9 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.TombstoneTTL <= 0 {
 		cfg.TombstoneTTL = time.Hour
 	}
+	if err := checkIdentity(cfg.Identity, cfg.NodeName); err != nil {
+		return nil, err
+	}
 	c := &Cluster{
 		cfg:          cfg,
 		name:         cfg.NodeName,
@@ -219,6 +230,7 @@ func New(cfg Config) (*Cluster, error) {
 		handlers:     map[string]handlerFunc{},
 		pending:      map[uint64]*pendingCall{},
 	}
+	c.ids.certs, c.ids.pending = map[string]*signer{}, map[string]*pendingItems{}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	// a random start, so that a late reply to a previous life's call cannot
 	// match a call of this one
@@ -273,6 +285,7 @@ func New(cfg Config) (*Cluster, error) {
 	c.addr = parseAddrPort(self.Addr, self.Port)
 	c.mu.Unlock()
 
+	c.announceCert()
 	c.wg.Add(3)
 	go c.metaLoop()
 	go c.saveLoop()
@@ -474,7 +487,11 @@ func (c *Cluster) load() error {
 		c.log.Info("persisted objects older than tombstone TTL; relearning from peers")
 		return nil
 	}
+	c.learnCerts(p.Certs) // before the objects they sign
 	for _, po := range p.Objects {
+		if err := c.resignLoaded(&po.wireObject); err != nil {
+			return err
+		}
 		r := &objRec{wireObject: po.wireObject}
 		if po.Deleted {
 			r.deletedAt = time.Unix(0, po.DeletedAt)
@@ -511,6 +528,11 @@ func (c *Cluster) save() error {
 		}
 		p.Objects = append(p.Objects, po)
 	}
+	objs := make([]wireObject, len(p.Objects))
+	for i := range p.Objects {
+		objs[i] = p.Objects[i].wireObject
+	}
+	p.Certs = c.certsOf(objs, nil)
 	c.mu.Unlock()
 	sortBy(p.Objects, func(o persistedObject) string { return objKey(o.Kind, o.Key) })
 	b, err := json.Marshal(p)

@@ -80,6 +80,7 @@ func newNode(t *testing.T, name string, opts ...nodeOpt) *Cluster {
 		Persist:      &MemPersister{},
 		Logger:       testLogger(),
 		Tune:         fastTune,
+		Identity:     testIdentity(t, name),
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -397,7 +398,7 @@ func TestObjectsReplicateAndLateJoinerCatchesUp(t *testing.T) {
 		t.Errorf("a lists %v", got)
 	}
 	// An old write arriving late must not resurrect the deleted object.
-	a.handle(envelope{Objects: []wireObject{{Kind: "service", Key: "default/web", Value: []byte("v1"), Version: v, Writer: "a"}}})
+	a.handle(signEnv(t, envelope{Objects: []wireObject{{Kind: "service", Key: "default/web", Value: []byte("v1"), Version: v, Writer: "a"}}}))
 	if _, ok := a.Get("service", "default/web"); ok {
 		t.Error("stale write resurrected a deleted object")
 	}
@@ -485,7 +486,7 @@ func TestEntriesVanishWhenOwnerDies(t *testing.T) {
 		return ""
 	})
 	// Late gossip from the dead node's earlier life is ignored.
-	a.handle(envelope{Entries: []wireEntry{{Owner: "c", Epoch: c.epoch, Seq: 99, Kind: "endpoint", Key: "web/c2", Value: []byte("x")}}})
+	a.handle(signEnv(t, envelope{Entries: []wireEntry{{Owner: "c", Epoch: c.epoch, Seq: 99, Kind: "endpoint", Key: "web/c2", Value: []byte("x")}}}))
 	if got := a.Entries("endpoint"); len(got) != 1 {
 		t.Errorf("dead node's entry came back: %v", got)
 	}
@@ -678,12 +679,13 @@ func TestLocalStateStaysUnderMemberlistLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	value := bytes.Repeat([]byte("v"), 150)
+	fp, sig := bytes.Repeat([]byte("f"), fpLen), bytes.Repeat([]byte("s"), 72) // an ECDSA P-256 signature's size
 	a.mu.Lock()
 	for o := range 6 {
 		owner := fmt.Sprintf("peer-%d", o)
 		os := &ownerState{epoch: 1, entries: map[string]*entRec{}}
-		for i := range 20000 { // 6 x 20k endpoints of ~300 bytes: about 36 MB
-			os.entries[objKey("endpoint", fmt.Sprintf("p%d", i))] = &entRec{seq: uint64(i + 1), value: value}
+		for i := range 10000 { // 6 x 10k signed endpoints of ~400 bytes: about 24 MB
+			os.entries[objKey("endpoint", fmt.Sprintf("p%d", i))] = &entRec{seq: uint64(i + 1), value: value, fp: fp, sig: sig}
 		}
 		a.owners[owner] = os
 		a.nodes[owner] = &nodeInfo{state: StateAlive}
@@ -706,8 +708,8 @@ func TestLocalStateStaysUnderMemberlistLimit(t *testing.T) {
 	}
 	relayed := 0
 	for o, n := range perOwner {
-		if o != "a" && n != 20000 {
-			t.Fatalf("%s relayed in part: %d of 20000 entries", o, n)
+		if o != "a" && n != 10000 {
+			t.Fatalf("%s relayed in part: %d of 10000 entries", o, n)
 		}
 		if o != "a" {
 			relayed++
@@ -724,7 +726,7 @@ func TestLocalStateStaysUnderMemberlistLimit(t *testing.T) {
 // and then an event per entry says they appeared.
 func TestEntriesOfAMemberAnnouncedLate(t *testing.T) {
 	a := newNode(t, "a")
-	a.handle(envelope{Entries: []wireEntry{{Owner: "z", Epoch: 7, Seq: 1, Kind: "endpoint", Key: "web-z", Value: []byte("z")}}})
+	a.handle(signEnv(t, envelope{Entries: []wireEntry{{Owner: "z", Epoch: 7, Seq: 1, Kind: "endpoint", Key: "web-z", Value: []byte("z")}}}))
 	if _, ok := a.Entry("z", "endpoint", "web-z"); ok {
 		t.Fatal("an entry of a member not announced yet is listed")
 	}

@@ -108,6 +108,12 @@ func (c *Cluster) writeIf(kind, key string, value []byte, deleted bool, check fu
 	} else {
 		r.Value = append([]byte(nil), value...)
 	}
+	fp, sig, err := c.signCurrent(objectMsg(&r.wireObject))
+	if err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	r.FP, r.Sig = fp, sig
 	c.setObjLocked(r)
 	c.mu.Unlock()
 	if err := c.save(); err != nil {
@@ -245,15 +251,21 @@ func (c *Cluster) publish(kind, key string, value []byte, deleted bool) error {
 		c.mu.Unlock()
 		return nil
 	}
-	c.seq++
-	e := &entRec{seq: c.seq, deleted: deleted}
+	e := &entRec{seq: c.seq + 1, deleted: deleted}
 	if deleted {
 		e.deletedAt = time.Now()
 	} else {
 		e.value = append([]byte(nil), value...)
 	}
-	own.entries[k] = e
 	w := wireEntry{Owner: c.name, Epoch: c.epoch, Seq: e.seq, Kind: kind, Key: key, Value: e.value, Deleted: deleted}
+	fp, sig, err := c.signCurrent(entryMsg(&w))
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	w.FP, w.Sig, e.fp, e.sig = fp, sig, fp, sig
+	c.seq++
+	own.entries[k] = e
 	c.mu.Unlock()
 	c.broadcast("e/"+c.name+"\x00"+k, envelope{Entries: []wireEntry{w}})
 	c.emit(entryEvent(c.name, kind, key))
@@ -349,7 +361,7 @@ func (c *Cluster) applyEntryLocked(w wireEntry) bool {
 	if cur != nil && cur.seq >= w.Seq {
 		return false
 	}
-	e := &entRec{seq: w.Seq, deleted: w.Deleted, value: append([]byte(nil), w.Value...)}
+	e := &entRec{seq: w.Seq, deleted: w.Deleted, value: append([]byte(nil), w.Value...), fp: w.FP, sig: w.Sig}
 	if w.Deleted {
 		e.deletedAt = time.Now()
 	}
@@ -389,6 +401,7 @@ func (c *Cluster) handle(env envelope) {
 	if c.dropIncoming() {
 		return
 	}
+	env = c.authenticate(env)
 	var regossip []envelope
 	var names []string
 	objChanged := false
@@ -447,7 +460,7 @@ func (c *Cluster) localState() []byte {
 	add := func(owner string, os *ownerState) {
 		for k, e := range os.entries {
 			kd, key := splitKey(k)
-			env.Entries = append(env.Entries, wireEntry{Owner: owner, Epoch: os.epoch, Seq: e.seq, Kind: kd, Key: key, Value: e.value, Deleted: e.deleted})
+			env.Entries = append(env.Entries, wireEntry{Owner: owner, Epoch: os.epoch, Seq: e.seq, Kind: kd, Key: key, Value: e.value, Deleted: e.deleted, FP: e.fp, Sig: e.sig})
 		}
 	}
 	add(c.name, c.owners[c.name])
@@ -469,6 +482,7 @@ func (c *Cluster) localState() []byte {
 		size += n
 		add(owner, os)
 	}
+	env.Certs = c.certsOf(env.Objects, env.Entries)
 	c.mu.Unlock()
 	b, err := json.Marshal(env)
 	if err != nil {
@@ -482,8 +496,9 @@ func (c *Cluster) localState() []byte {
 const relayBudget = 8 << 20
 
 // entryWireSize estimates an entry's JSON size: the value is base64, the
-// field names and numbers about 80 bytes.
-func entryWireSize(w wireEntry) int { return 80 + len(w.Owner) + len(w.Key) + len(w.Value)*4/3 }
+// field names and numbers about 80 bytes, the signature and fingerprint
+// about 130.
+func entryWireSize(w wireEntry) int { return 210 + len(w.Owner) + len(w.Key) + len(w.Value)*4/3 }
 
 func (c *Cluster) mergeRemoteState(buf []byte) {
 	var env envelope
@@ -506,6 +521,7 @@ func (c *Cluster) mergeRemoteState(buf []byte) {
 	if c.dropIncoming() {
 		return
 	}
+	env = c.authenticate(env)
 	// Merge without re-gossiping object by object: anti-entropy is pairwise.
 	objChanged := false
 	c.mu.Lock()

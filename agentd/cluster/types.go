@@ -122,6 +122,9 @@ type wireObject struct {
 	Version uint64 `json:"ver"`
 	Writer  string `json:"w"`
 	Deleted bool   `json:"d,omitempty"`
+	// FP names the certificate whose key made Sig (sign.go).
+	FP  []byte `json:"fp,omitempty"`
+	Sig []byte `json:"sig,omitempty"`
 }
 
 type wireEntry struct {
@@ -132,6 +135,8 @@ type wireEntry struct {
 	Key     string `json:"key"`
 	Value   []byte `json:"v,omitempty"`
 	Deleted bool   `json:"d,omitempty"`
+	FP      []byte `json:"fp,omitempty"`
+	Sig     []byte `json:"sig,omitempty"`
 }
 
 // have reports that Node holds Version of an object.
@@ -152,6 +157,9 @@ type envelope struct {
 	Entries []wireEntry  `json:"e,omitempty"`
 	Have    []have       `json:"h,omitempty"`
 	Leaving string       `json:"leaving,omitempty"` // this node is about to leave
+	// Certs are node certificates (DER) that sign the items, or that
+	// their sender starts signing with.
+	Certs [][]byte `json:"c,omitempty"`
 }
 
 type nodeMeta struct {
@@ -167,6 +175,8 @@ type persisted struct {
 	Clock   uint64            `json:"clock"`
 	SavedAt int64             `json:"saved_at"`
 	Objects []persistedObject `json:"objects,omitempty"`
+	// Certs sign the objects (their writers may be gone).
+	Certs [][]byte `json:"certs,omitempty"`
 }
 
 type persistedObject struct {

@@ -40,6 +40,7 @@ func withLog(w *lockedBuffer) nodeOpt {
 // as the remote state of a push/pull from member z.
 func deliver(t *testing.T, c *Cluster, pushPull bool, env envelope) {
 	t.Helper()
+	env = signEnv(t, env)
 	if pushPull {
 		env.From, env.Full = "z", true
 	}
