@@ -171,6 +171,9 @@ type record struct {
 	Saga  []sagaEntry `json:"saga,omitempty"`
 	// Sealed is the sealed material (secrets.Sealed.Marshal).
 	Sealed []byte `json:"sealed,omitempty"`
+	// KEKLost: Sealed does not open (its key-encryption key was replaced
+	// with --new-kek); the cluster is frozen, see kekloss.go.
+	KEKLost *kekLost `json:"kek_lost,omitempty"`
 
 	spec *herdv1.NestedClusterSpec
 }
@@ -229,7 +232,9 @@ func (d *Driver) Forbidden() []spec.NestedRange { return d.cfg.Forbidden }
 // to prove complete. It is marked Failed ("interrupted by an agentd
 // restart") and compensated like any failure (unless keep_on_failure);
 // applying again starts a fresh attempt. Interrupted scaling and deletion
-// are idempotent and resume.
+// are idempotent and resume. A cluster whose sealed material no longer
+// opens is frozen instead (see kekloss.go), and a frozen one whose
+// material opens again gets back the state it had.
 func (d *Driver) Start() error {
 	var recs []*record
 	err := d.cfg.Store.ListNestedClusters(func(name string, v []byte) error {
@@ -250,6 +255,9 @@ func (d *Driver) Start() error {
 		name := r.spec.GetName()
 		e := &entry{rec: r}
 		d.clusters[name] = e
+		if d.checkKEKLocked(d.ctx, name, r) {
+			continue // frozen: nothing to resume
+		}
 		switch r.Phase {
 		case PhaseCreating:
 			attempt, step, keep := r.Attempt, r.Step, r.spec.GetKeepOnFailure()
@@ -378,9 +386,7 @@ func (d *Driver) sleep(ctx context.Context) error {
 	}
 }
 
-func (d *Driver) aad(name, uid string) []byte {
-	return []byte("herd-nested/" + d.cfg.Node + "/" + name + "/" + uid)
-}
+func (d *Driver) aad(name, uid string) []byte { return aadFor(d.cfg.Node, name, uid) }
 
 func (d *Driver) seal(ctx context.Context, name, uid string, m *material) ([]byte, error) {
 	b, err := json.Marshal(m)
@@ -403,8 +409,8 @@ func (d *Driver) RewrapKeys(ctx context.Context) (int, error) {
 	defer d.mu.Unlock()
 	n := 0
 	for name, e := range d.clusters {
-		if len(e.rec.Sealed) == 0 {
-			continue
+		if len(e.rec.Sealed) == 0 || e.rec.KEKLost != nil {
+			continue // a frozen record's key is gone: keep it as it is
 		}
 		s, err := secrets.Unmarshal(e.rec.Sealed)
 		if err != nil {
@@ -431,20 +437,7 @@ func (d *Driver) open(ctx context.Context, r *record) (*material, error) {
 	if len(r.Sealed) == 0 {
 		return nil, ErrNotReady
 	}
-	s, err := secrets.Unmarshal(r.Sealed)
-	if err != nil {
-		return nil, err
-	}
-	b, err := secrets.Open(ctx, d.cfg.KMS, s, d.aad(r.spec.GetName(), r.UID))
-	if err != nil {
-		return nil, err
-	}
-	defer clear(b)
-	var m material
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, errors.New("sealed nested cluster material: malformed")
-	}
-	return &m, nil
+	return openSealed(ctx, d.cfg.KMS, r.Sealed, d.aad(r.spec.GetName(), r.UID))
 }
 
 func newUID() string {
@@ -495,6 +488,22 @@ func (d *Driver) Apply(ctx context.Context, in *herdv1.NestedClusterSpec) (*herd
 	}
 	changed := !proto.Equal(r.spec, s)
 	scale := r.spec.GetWorkers().GetReplicas() != s.GetWorkers().GetReplicas()
+	if r.KEKLost != nil {
+		// Frozen: no retry (it would make a new CA) and no scaling (it
+		// needs the PKI); other in-place fields (deletion_protection, so
+		// that it can be deleted) still take effect.
+		if scale {
+			d.mu.Unlock()
+			return nil, false, fmt.Errorf("nested cluster %s: cannot scale: %w", name, ErrKEKLost)
+		}
+		r.spec = s
+		err := d.persistLocked(name)
+		d.mu.Unlock()
+		if err != nil {
+			return nil, false, err
+		}
+		return d.view(name), changed, nil
+	}
 	retry := r.Phase == PhaseFailed && !r.Built
 	rescale := (r.Phase == PhaseFailed && r.Built) || (scale && (r.Phase == PhaseReady || r.Phase == PhaseScaling))
 	// In-place fields take effect at once (a running creation reads
@@ -669,6 +678,9 @@ func (d *Driver) Kubeconfig(ctx context.Context, name string) ([]byte, error) {
 	r, ok := d.snapshot(name)
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	if r.KEKLost != nil {
+		return nil, fmt.Errorf("nested cluster %s: %w", name, ErrKEKLost)
 	}
 	m, err := d.open(ctx, r)
 	if errors.Is(err, ErrNotReady) || (err == nil && len(m.Kubeconfig) == 0) {

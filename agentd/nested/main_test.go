@@ -1,6 +1,7 @@
 package nested
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -36,6 +37,8 @@ type testEnv struct {
 	kms      *secrets.FileKMS
 	d        *Driver
 	node     string
+	// newKEK: the next open is a --new-kek start.
+	newKEK bool
 }
 
 func newEnv(t *testing.T) *testEnv {
@@ -58,7 +61,7 @@ func (e *testEnv) open(t *testing.T) {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if e.kms, err = secrets.OpenFileKMS(filepath.Join(e.stateDir, "keys"), log); err != nil {
+	if e.kms, _, err = secrets.OpenNodeKMS(context.Background(), filepath.Join(e.stateDir, "keys"), e.st, e.newKEK, log); err != nil {
 		t.Fatal(err)
 	}
 	e.d, err = New(Config{Node: e.node, Host: e.host, Store: e.st, KMS: e.kms, Poll: 200 * time.Millisecond, Logger: log})

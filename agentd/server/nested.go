@@ -69,7 +69,7 @@ func (x *nestedServer) status(err error, doing string) error {
 	case errors.Is(err, nested.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, nested.ErrProtected), errors.Is(err, nested.ErrImmutable),
-		errors.Is(err, nested.ErrBusy), errors.Is(err, nested.ErrNotReady):
+		errors.Is(err, nested.ErrBusy), errors.Is(err, nested.ErrNotReady), errors.Is(err, nested.ErrKEKLost):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return x.s.status(err, doing)
