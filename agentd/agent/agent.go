@@ -100,9 +100,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer svcs.stop()
 	}
+	// Before the secrets: replication calls members through its pool.
+	peer, err := startPeers(cfg, cl, svcs, certs, log)
+	if err != nil {
+		return err
+	}
+	defer peer.close()
 	var sec *secretStack
 	if cl != nil {
-		if sec, err = prepareSecrets(cfg, cl, st, log); err != nil {
+		if sec, err = prepareSecrets(cfg, cl, peer.calls, st, log); err != nil {
 			return err
 		}
 		defer sec.close()
@@ -125,11 +131,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	peer, err := startPeers(cfg, cl, svcs, certs, log)
-	if err != nil {
-		return err
-	}
-	defer peer.close()
 	mgr, err := pods.New(pods.Config{
 		Network:        network,
 		Runtime:        rt,
@@ -194,6 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		srv.SetMembers(members{cl})
 		srv.SetServices(svcs.reg)
 		srv.SetPeer(svcs.ctrl)
+		srv.SetPeerCalls(peer.handlers)
 	}
 	nd, stopNested, err := startNested(cfg, st, sec, log)
 	if err != nil {

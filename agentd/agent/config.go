@@ -178,6 +178,9 @@ func (c *Config) Validate() error {
 		if c.GossipKeyFile == "" {
 			errs = append(errs, errors.New("--gossip-key is required with --cluster-cidr: gossip is always encrypted"))
 		}
+		if c.Listen == "" || c.CACert == "" || c.Cert == "" || c.Key == "" {
+			errs = append(errs, errors.New("--cluster-cidr needs --listen, --ca-cert, --cert and --key: members call each other (secret replication) over mutual TLS with their node certificates"))
+		}
 		if c.NodeIP != "" {
 			if _, err := netip.ParseAddr(c.NodeIP); err != nil {
 				errs = append(errs, fmt.Errorf("--node-ip: %w", err))

@@ -28,6 +28,15 @@ func TestConfigValidate(t *testing.T) {
 	if err := socketOnly.Validate(); err != nil {
 		t.Errorf("socket-only config refused: %v", err)
 	}
+	clustered := func(c *agent.Config) {
+		c.ClusterCIDR, c.NodeCIDRBits, c.ServiceCIDR = "10.244.0.0/16", 24, "10.96.0.0/16"
+		c.GossipListen, c.GossipKeyFile = "127.0.0.1:7946", "gossip.key"
+	}
+	withCluster := valid()
+	clustered(&withCluster)
+	if err := withCluster.Validate(); err != nil {
+		t.Errorf("clustered config refused: %v", err)
+	}
 	cases := []struct {
 		name   string
 		mutate func(*agent.Config)
@@ -41,6 +50,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad reserved memory", func(c *agent.Config) { c.ReservedMemory = "-1Mi" }, "--reserved-memory"},
 		{"negative max pods", func(c *agent.Config) { c.MaxPods = -1 }, "--max-pods"},
 		{"socket path too long", func(c *agent.Config) { c.Socket = "/" + strings.Repeat("s", 120) }, "--socket"},
+		{"cluster without a TCP listener", func(c *agent.Config) { clustered(c); c.Listen = "" }, "--cluster-cidr needs --listen"},
+		{"cluster without certificates", func(c *agent.Config) { clustered(c); c.Listen, c.CACert, c.Cert, c.Key = "", "", "", "" }, "--cluster-cidr needs --listen, --ca-cert, --cert and --key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,13 +22,16 @@ import (
 )
 
 // peerStack is what a clustered node needs to reach the other members: the
-// connection pool (nil when the node has no certificate to dial with) and
-// the drain of deleted pods.
+// connection pool (nil when the node has no certificate to dial with), the
+// node-to-node calls (secret replication) made through it and served by
+// PeerService.Call, and the drain of deleted pods.
 type peerStack struct {
-	pool *peers.Pool
-	cl   *cluster.Cluster
-	svcs *svcStack
-	log  *slog.Logger
+	pool     *peers.Pool
+	handlers *peers.Handlers
+	calls    *peers.Caller
+	cl       *cluster.Cluster
+	svcs     *svcStack
+	log      *slog.Logger
 }
 
 // startPeers builds the peer pool of a clustered node; nil without a
@@ -39,7 +42,8 @@ func startPeers(cfg Config, cl *cluster.Cluster, svcs *svcStack, certs *certRelo
 	if cl == nil {
 		return nil, nil
 	}
-	p := &peerStack{cl: cl, svcs: svcs, log: log.With("component", "peers")}
+	p := &peerStack{cl: cl, svcs: svcs, handlers: peers.NewHandlers(), log: log.With("component", "peers")}
+	p.calls = peers.NewCaller(cl, p.handlers, nil)
 	if cfg.CACert == "" || cfg.Cert == "" || cfg.Key == "" {
 		return p, nil
 	}
@@ -62,6 +66,7 @@ func startPeers(cfg Config, cl *cluster.Cluster, svcs *svcStack, certs *certRelo
 		return nil, err
 	}
 	p.pool = pool
+	p.calls.SetConns(pool)
 	return p, nil
 }
 

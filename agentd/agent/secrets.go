@@ -22,13 +22,14 @@ type secretStack struct {
 }
 
 // prepareSecrets opens the node's KEK (created at first start, 0600, under
-// the state dir) and the vault, and registers the replication handlers.
-func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.Logger) (*secretStack, error) {
+// the state dir) and the vault, and registers the replication handlers
+// with the node-to-node calls (mTLS between members, PeerService.Call).
+func prepareSecrets(cfg Config, cl *cluster.Cluster, calls secrets.Peers, st *store.Store, log *slog.Logger) (*secretStack, error) {
 	checksumKey, err := cfg.checksumKey()
 	if err != nil {
 		return nil, err
 	}
-	kms, recovery, err := secrets.OpenNodeKMS(context.Background(), filepath.Join(cfg.StateDir, "keys"), st, cfg.NewKEK, log.With("component", "kms"))
+	kms, recovery, err := openNodeKMS(context.Background(), filepath.Join(cfg.StateDir, "keys"), cfg, st, log.With("component", "kms"))
 	if err != nil {
 		return nil, fmt.Errorf("open key-encryption key: %w", err)
 	}
@@ -41,7 +42,7 @@ func prepareSecrets(cfg Config, cl *cluster.Cluster, st *store.Store, log *slog.
 	}
 	rep, err := secrets.NewReplicator(secrets.Config{
 		Vault:      secrets.NewVault(st, kms),
-		Peers:      cl,
+		Peers:      calls,
 		Labels:     labels,
 		ClusterKey: secrets.DeriveClusterKey(checksumKey),
 		Resync:     cfg.SecretResync,

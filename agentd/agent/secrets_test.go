@@ -161,6 +161,10 @@ func TestSecretsAcrossNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("members call each other over mTLS, as their node certificates", func(t *testing.T) {
+		checkPeerCallsOverMTLS(t, env, a, "se-c", "db-creds")
+	})
+
 	t.Run("agentd refuses traversal and oversize input", func(t *testing.T) {
 		for _, bad := range []map[string][]byte{
 			{"../../etc/passwd": []byte("x")},

@@ -23,7 +23,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -157,13 +156,8 @@ type Cluster struct {
 
 	drop atomic.Bool // test hook: ignore incoming objects and entries (a lagging member)
 
-	// point-to-point calls (call.go)
-	callMu   sync.Mutex
-	handlers map[string]handlerFunc
-	pending  map[uint64]*pendingCall
-	nextID   atomic.Uint64
-	ctx      context.Context // handlers' context: cancelled by Shutdown
-	cancel   context.CancelFunc
+	ctx    context.Context // cancelled by Shutdown
+	cancel context.CancelFunc
 }
 
 func (c *Cluster) dropIncoming() bool { return c.drop.Load() }
@@ -227,14 +221,9 @@ func New(cfg Config) (*Cluster, error) {
 		cidrKick:     make(chan struct{}, 1),
 		resync:       make(chan string, 16),
 		stop:         make(chan struct{}),
-		handlers:     map[string]handlerFunc{},
-		pending:      map[uint64]*pendingCall{},
 	}
 	c.ids.certs, c.ids.pending = map[string]*signer{}, map[string]*pendingItems{}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	// a random start, so that a late reply to a previous life's call cannot
-	// match a call of this one
-	c.nextID.Store(rand.Uint64())
 	c.owners[c.name] = &ownerState{epoch: c.epoch, entries: map[string]*entRec{}}
 	// Entry sequence numbers start at the epoch, so that they grow across
 	// restarts too (see EntrySeq).

@@ -616,10 +616,6 @@ func (d *delegate) NotifyMsg(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	if b[0] == msgCall || b[0] == msgReply {
-		c.notifyCall(b)
-		return
-	}
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
 		c.log.Warn("bad gossip message", "err", err)

@@ -148,7 +148,7 @@ func startNodeWith(t *testing.T, name string, labels map[string]string, restartT
 	t.Cleanup(func() { _ = cl.Shutdown() })
 	n := &tnode{name: name, dir: dir, cl: cl, st: st, kms: kms, pods: &recordingPods{}, labels: labels}
 	rep, err := NewReplicator(Config{
-		Vault: NewVault(st, kms), Peers: cl, Pods: n.pods, Labels: n.getLabels,
+		Vault: NewVault(st, kms), Peers: newMemPeers(t, cl), Pods: n.pods, Labels: n.getLabels,
 		ClusterKey: DeriveClusterKey(testGossipKey), Resync: time.Second, Logger: log,
 		RestartTimeout: restartTimeout,
 	})
