@@ -18,8 +18,9 @@ import (
 )
 
 // Replication: a secret's data goes only to the live members whose labels
-// match its selector, point to point (cluster.Call: TCP, encrypted by the
-// gossip key, never gossiped or relayed). There is no shared object for
+// match its selector, point to point (agentd/peers: PeerService.Call over
+// mTLS between node certificates, never gossiped or relayed; the callee
+// knows the caller by its certificate). There is no shared object for
 // the others to see: a member outside the selector keeps no trace.
 //
 //   - The node a client writes through asks every live member for its
@@ -49,7 +50,8 @@ const (
 	mRestart = "secret.restart"
 )
 
-// Peers is what replication needs from agentd/cluster.
+// Peers is what replication needs of the cluster: membership, and calls
+// to one member (agentd/peers.Caller).
 type Peers interface {
 	Name() string
 	Members() []cluster.Member
