@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	podCIDR := cfg.PodCIDR
 	var cl *cluster.Cluster
 	if cfg.ClusterCIDR != "" {
-		if cl, err = startCluster(ctx, cfg, st, log); err != nil {
+		if cl, err = startCluster(ctx, cfg, st, certs, revs, log); err != nil {
 			return err
 		}
 		defer func() {

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -16,6 +18,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/network/podnet"
+	"github.com/herd-project/terraform-provider-herd/agentd/server"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
@@ -30,10 +33,19 @@ func (p storePersister) Save(b []byte) error   { return p.st.PutBlob("cluster", 
 // startCluster joins (or founds) the cluster and waits for the pod CIDR
 // claim. A restarted node keeps its claim; joining is retried for a while
 // so that nodes may start in any order.
-func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*cluster.Cluster, error) {
+func startCluster(ctx context.Context, cfg Config, st *store.Store, certs *certReloader, deny server.DenyList, log *slog.Logger) (*cluster.Cluster, error) {
 	key, err := cfg.gossipKey()
 	if err != nil {
 		return nil, err
+	}
+	if certs == nil {
+		return nil, errors.New("a clustered node needs its node certificate (--cert, --key): it signs what it gossips")
+	}
+	id := &cluster.Identity{
+		Roots:         certs.roots,
+		Current:       certs.current,
+		Revoked:       func(c *x509.Certificate) bool { return deny.Revoked(server.SerialHex(c)) },
+		AllowUnsigned: cfg.GossipAllowUnsigned,
 	}
 	gossip := netip.MustParseAddrPort(cfg.GossipListen) // checked by Validate
 	nodeIP := nodeIPOf(cfg)
@@ -46,6 +58,7 @@ func startCluster(ctx context.Context, cfg Config, st *store.Store, log *slog.Lo
 		NodeCIDRBits: cfg.NodeCIDRBits,
 		NodeIP:       nodeIP,
 		Persist:      storePersister{st},
+		Identity:     id,
 		Logger:       log.With("component", "cluster"),
 		// Faster failure detection than memberlist's LAN profile, so a dead
 		// node's endpoints leave every node's rules within a few seconds

@@ -72,7 +72,11 @@ type Config struct {
 	// the same on every member); empty: GossipKeyFile. A key of its own
 	// lets the gossip key change without changing any checksum.
 	SecretChecksumKeyFile string
-	Join                  []string
+	// GossipAllowUnsigned accepts unsigned gossip from members of an
+	// earlier version: only for the time of a rolling upgrade.
+	GossipAllowUnsigned bool
+
+	Join []string
 	// NodeIP is what peers route this node's pod CIDR to (default: the
 	// host of GossipListen).
 	NodeIP string
@@ -315,6 +319,7 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.IntVar(&cfg.NodeCIDRBits, "node-cidr-bits", 24, "prefix length of each node's pod CIDR")
 	fs.StringVar(&cfg.GossipListen, "gossip-listen", "", "gossip address IP:PORT on this node (with --cluster-cidr), e.g. 10.0.0.5:7946")
 	fs.StringVar(&cfg.GossipKeyFile, "gossip-key", "", "file with the 32-byte gossip encryption key, base64 (herdctl gossip-key)")
+	fs.BoolVar(&cfg.GossipAllowUnsigned, "gossip-allow-unsigned", false, "accept unsigned entries and objects from members of an earlier herd version (only while upgrading a cluster; members of this version always sign)")
 	fs.StringVar(&cfg.SecretChecksumKeyFile, "secret-checksum-key", "", "file with the 32-byte key of secret checksums, base64, the same on every member (default: the --gossip-key file; give a copy of it before the gossip key changes, so checksums do not)")
 	fs.Var(&join, "join", "gossip address of a member to join (repeatable)")
 	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/16", "range of service cluster IPs (with --cluster-cidr; must not overlap it)")
