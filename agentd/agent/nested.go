@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -56,8 +57,9 @@ func (c *Config) nestedForbidden() []spec.NestedRange {
 // startNested starts the nested-cluster driver when agentd has a host
 // cluster (--nested-kubeconfig); nil otherwise. It seals with the secret
 // stack's KMS, or opens the node's KMS itself on a node without a cluster.
-// It does not contact the host: an unreachable host fails the clusters'
-// steps, not agentd.
+// Its clusters whose sealed PKI no longer opens (a --new-kek start) are
+// marked Failed and left alone. It does not contact the host: an
+// unreachable host fails the clusters' steps, not agentd.
 func startNested(cfg Config, st *store.Store, sec *secretStack, log *slog.Logger) (*nested.Driver, func(), error) {
 	if cfg.NestedKubeconfig == "" {
 		return nil, func() {}, nil
@@ -71,7 +73,8 @@ func startNested(cfg Config, st *store.Store, sec *secretStack, log *slog.Logger
 	if sec != nil {
 		kms = sec.kms
 	} else {
-		fk, err := secrets.OpenFileKMS(filepath.Join(cfg.StateDir, "keys"), log.With("component", "kms"))
+		// Refuses like with a cluster when the sealed PKI's key is lost.
+		fk, _, err := openNodeKMS(context.Background(), filepath.Join(cfg.StateDir, "keys"), cfg, st, log.With("component", "kms"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("open key-encryption key: %w", err)
 		}
