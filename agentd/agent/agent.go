@@ -196,6 +196,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		srv.SetServices(svcs.reg)
 		srv.SetPeer(svcs.ctrl)
 		srv.SetPeerCalls(peer.handlers)
+		srv.SetGossipKeyRotator(newGossipKeys(cfg, cl, peer, log))
 	}
 	nd, stopNested, err := startNested(cfg, st, sec, log)
 	if err != nil {

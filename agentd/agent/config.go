@@ -242,9 +242,17 @@ func (c *Config) gossipKey() ([]byte, error) {
 // checksumKey reads the key the secret checksums derive from: the
 // --secret-checksum-key file, or the gossip key without one (so clusters
 // made before the flag keep their checksums: copy the gossip key file to
-// a file of its own before the gossip key changes).
+// a file of its own before the gossip key changes; a rotation by herdctl
+// keeps that copy in the state dir itself).
 func (c *Config) checksumKey() ([]byte, error) {
 	if c.SecretChecksumKeyFile == "" {
+		// A gossip key rotation kept a copy of the old gossip key.
+		if c.StateDir != "" {
+			copyPath := filepath.Join(c.StateDir, checksumKeyCopy)
+			if _, err := os.Stat(copyPath); err == nil {
+				return readKeyFile("secret checksum key", copyPath)
+			}
+		}
 		return c.gossipKey()
 	}
 	return readKeyFile("secret checksum key", c.SecretChecksumKeyFile)

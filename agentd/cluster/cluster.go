@@ -143,7 +143,8 @@ type Cluster struct {
 	subMu sync.Mutex
 	subs  map[<-chan Event]*subscriber
 
-	ids idState
+	ids     idState
+	keyring *memberlist.Keyring
 
 	metaKick  chan struct{}
 	saveKick  chan struct{}
@@ -252,8 +253,15 @@ func New(cfg Config) (*Cluster, error) {
 		cfg.Tune(mc)
 	}
 	mc.Name = cfg.NodeName
-	mc.SecretKey = append([]byte(nil), cfg.SecretKey...)
-	mc.Keyring = nil
+	// A keyring of our own, so that the key can be rotated (keyring.go).
+	kr, err := memberlist.NewKeyring(nil, append([]byte(nil), cfg.SecretKey...))
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("cluster: gossip key: %w", err)
+	}
+	c.keyring = kr
+	mc.SecretKey = nil
+	mc.Keyring = kr
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 	mc.Delegate = (*delegate)(c)

@@ -158,6 +158,8 @@ var methodRules = map[string]rule{
 	// The deny list decides who is refused: admins manage it.
 	herdv1.ClusterService_RevokeCertificate_FullMethodName:       adminOnly,
 	herdv1.ClusterService_ListRevokedCertificates_FullMethodName: adminOnly,
+	// The gossip key admits processes to the cluster's gossip.
+	herdv1.ClusterService_RotateGossipKey_FullMethodName: adminOnly,
 
 	herdv1.ServiceService_ApplyService_FullMethodName:  {role: pki.RoleOperator, ns: inRequest},
 	herdv1.ServiceService_GetService_FullMethodName:    {role: pki.RoleViewer, ns: inRequest},

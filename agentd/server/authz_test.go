@@ -59,6 +59,7 @@ var wantAllowed = map[string][]string{
 	"herd.v1.ClusterService/JoinCluster":             {admin, local},
 	"herd.v1.ClusterService/RevokeCertificate":       {admin, local},
 	"herd.v1.ClusterService/ListRevokedCertificates": {admin, local},
+	"herd.v1.ClusterService/RotateGossipKey":         {admin, local},
 
 	"herd.v1.ServiceService/ApplyService":  {admin, operator, local},
 	"herd.v1.ServiceService/GetService":    {admin, operator, viewer, viewerLogs, local},

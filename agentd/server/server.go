@@ -65,6 +65,7 @@ type Server struct {
 	node     Node
 	members  Members
 	revoked  Revocations
+	rotator  GossipKeyRotator // gossipkey.go
 	services Services
 	secrets  Secrets
 	nested   NestedClusters

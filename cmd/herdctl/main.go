@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"clusters":   {summary: "list the nested Kubernetes clusters a node owns, or print one's kubeconfig", run: runClusters},
 	"secrets":    {summary: "list secrets (never their values) or rotate a node's key-encryption key", run: runSecrets},
 	"gossip-key": {summary: "write a new gossip encryption key for agentd --gossip-key", run: runGossipKey},
+	"cluster":    {summary: "cluster-wide operations: rotate-gossip-key", run: runCluster},
 
 	"deployments": {summary: "list the cluster's deployments with their replica counts, revision and phase", run: runDeployments},
 	"deployment":  {summary: "show a deployment's replicas, placement, strategy and history, or --watch its rollout", run: runDeployment},

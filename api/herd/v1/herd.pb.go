@@ -2667,6 +2667,97 @@ func (x *ListRevokedCertificatesResponse) GetRevoked() []*RevokedCertificate {
 	return nil
 }
 
+type RotateGossipKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateGossipKeyRequest) Reset() {
+	*x = RotateGossipKeyRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateGossipKeyRequest) ProtoMessage() {}
+
+func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+}
+
+type RotateGossipKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The members that switched to the new key, sorted.
+	Members []string `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Members known but not live at the time (dead or left): they must be
+	// given the new key file by hand to come back.
+	NotReached    []string `protobuf:"bytes,2,rep,name=not_reached,json=notReached,proto3" json:"not_reached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateGossipKeyResponse) Reset() {
+	*x = RotateGossipKeyResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateGossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateGossipKeyResponse) ProtoMessage() {}
+
+func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateGossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateGossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RotateGossipKeyResponse) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *RotateGossipKeyResponse) GetNotReached() []string {
+	if x != nil {
+		return x.NotReached
+	}
+	return nil
+}
+
 type ServicePort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// IANA service name style, unique in the service; required when the
@@ -2689,7 +2780,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2792,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2805,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ServicePort) GetName() string {
@@ -2778,7 +2869,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2881,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2894,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ServiceSpec) GetNamespace() string {
@@ -2860,7 +2951,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +2963,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +2976,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ServiceEndpoint) GetNode() string {
@@ -2927,7 +3018,7 @@ type MemberVersion struct {
 
 func (x *MemberVersion) Reset() {
 	*x = MemberVersion{}
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2939,7 +3030,7 @@ func (x *MemberVersion) String() string {
 func (*MemberVersion) ProtoMessage() {}
 
 func (x *MemberVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2952,7 +3043,7 @@ func (x *MemberVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberVersion.ProtoReflect.Descriptor instead.
 func (*MemberVersion) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MemberVersion) GetNode() string {
@@ -2988,7 +3079,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3091,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3104,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ServiceStatus) GetClusterIp() string {
@@ -3072,7 +3163,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3175,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3188,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Service) GetSpec() *ServiceSpec {
@@ -3137,7 +3228,7 @@ type ApplyServiceRequest struct {
 
 func (x *ApplyServiceRequest) Reset() {
 	*x = ApplyServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3240,7 @@ func (x *ApplyServiceRequest) String() string {
 func (*ApplyServiceRequest) ProtoMessage() {}
 
 func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3253,7 @@ func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceRequest.ProtoReflect.Descriptor instead.
 func (*ApplyServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ApplyServiceRequest) GetSpec() *ServiceSpec {
@@ -3183,7 +3274,7 @@ type ApplyServiceResponse struct {
 
 func (x *ApplyServiceResponse) Reset() {
 	*x = ApplyServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3286,7 @@ func (x *ApplyServiceResponse) String() string {
 func (*ApplyServiceResponse) ProtoMessage() {}
 
 func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3299,7 @@ func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceResponse.ProtoReflect.Descriptor instead.
 func (*ApplyServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ApplyServiceResponse) GetService() *Service {
@@ -3235,7 +3326,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3338,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3351,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetServiceRequest) GetNamespace() string {
@@ -3287,7 +3378,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3390,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3403,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListServicesRequest) GetNamespace() string {
@@ -3331,7 +3422,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3434,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3447,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -3380,7 +3471,7 @@ type DeleteServiceRequest struct {
 
 func (x *DeleteServiceRequest) Reset() {
 	*x = DeleteServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3392,7 +3483,7 @@ func (x *DeleteServiceRequest) String() string {
 func (*DeleteServiceRequest) ProtoMessage() {}
 
 func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3405,7 +3496,7 @@ func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DeleteServiceRequest) GetNamespace() string {
@@ -3438,7 +3529,7 @@ type DeleteServiceResponse struct {
 
 func (x *DeleteServiceResponse) Reset() {
 	*x = DeleteServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3450,7 +3541,7 @@ func (x *DeleteServiceResponse) String() string {
 func (*DeleteServiceResponse) ProtoMessage() {}
 
 func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3463,7 +3554,7 @@ func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeleteServiceResponse) GetExisted() bool {
@@ -3494,7 +3585,7 @@ type SecretSpec struct {
 
 func (x *SecretSpec) Reset() {
 	*x = SecretSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3597,7 @@ func (x *SecretSpec) String() string {
 func (*SecretSpec) ProtoMessage() {}
 
 func (x *SecretSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3610,7 @@ func (x *SecretSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretSpec.ProtoReflect.Descriptor instead.
 func (*SecretSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SecretSpec) GetNamespace() string {
@@ -3580,7 +3671,7 @@ type SecretMeta struct {
 
 func (x *SecretMeta) Reset() {
 	*x = SecretMeta{}
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3592,7 +3683,7 @@ func (x *SecretMeta) String() string {
 func (*SecretMeta) ProtoMessage() {}
 
 func (x *SecretMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3605,7 +3696,7 @@ func (x *SecretMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretMeta.ProtoReflect.Descriptor instead.
 func (*SecretMeta) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SecretMeta) GetNamespace() string {
@@ -3668,7 +3759,7 @@ type SecretStatus struct {
 
 func (x *SecretStatus) Reset() {
 	*x = SecretStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3680,7 +3771,7 @@ func (x *SecretStatus) String() string {
 func (*SecretStatus) ProtoMessage() {}
 
 func (x *SecretStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3693,7 +3784,7 @@ func (x *SecretStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretStatus.ProtoReflect.Descriptor instead.
 func (*SecretStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SecretStatus) GetVersion() uint64 {
@@ -3738,7 +3829,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3841,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3854,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Secret) GetMeta() *SecretMeta {
@@ -3812,7 +3903,7 @@ type PodRef struct {
 
 func (x *PodRef) Reset() {
 	*x = PodRef{}
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3824,7 +3915,7 @@ func (x *PodRef) String() string {
 func (*PodRef) ProtoMessage() {}
 
 func (x *PodRef) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3837,7 +3928,7 @@ func (x *PodRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
 func (*PodRef) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PodRef) GetNode() string {
@@ -3866,7 +3957,7 @@ type ApplySecretRequest struct {
 
 func (x *ApplySecretRequest) Reset() {
 	*x = ApplySecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3878,7 +3969,7 @@ func (x *ApplySecretRequest) String() string {
 func (*ApplySecretRequest) ProtoMessage() {}
 
 func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3891,7 +3982,7 @@ func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretRequest.ProtoReflect.Descriptor instead.
 func (*ApplySecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ApplySecretRequest) GetSpec() *SecretSpec {
@@ -3922,7 +4013,7 @@ type ApplySecretResponse struct {
 
 func (x *ApplySecretResponse) Reset() {
 	*x = ApplySecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3934,7 +4025,7 @@ func (x *ApplySecretResponse) String() string {
 func (*ApplySecretResponse) ProtoMessage() {}
 
 func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3947,7 +4038,7 @@ func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretResponse.ProtoReflect.Descriptor instead.
 func (*ApplySecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ApplySecretResponse) GetSecret() *Secret {
@@ -3981,7 +4072,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3993,7 +4084,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4006,7 +4097,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetSecretRequest) GetNamespace() string {
@@ -4033,7 +4124,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4045,7 +4136,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4058,7 +4149,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListSecretsRequest) GetNamespace() string {
@@ -4077,7 +4168,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4089,7 +4180,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4102,7 +4193,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*Secret {
@@ -4126,7 +4217,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4138,7 +4229,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4151,7 +4242,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DeleteSecretRequest) GetNamespace() string {
@@ -4184,7 +4275,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4196,7 +4287,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4209,7 +4300,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DeleteSecretResponse) GetExisted() bool {
@@ -4229,7 +4320,7 @@ type RevealSecretRequest struct {
 
 func (x *RevealSecretRequest) Reset() {
 	*x = RevealSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4241,7 +4332,7 @@ func (x *RevealSecretRequest) String() string {
 func (*RevealSecretRequest) ProtoMessage() {}
 
 func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4254,7 +4345,7 @@ func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretRequest.ProtoReflect.Descriptor instead.
 func (*RevealSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RevealSecretRequest) GetNamespace() string {
@@ -4281,7 +4372,7 @@ type RevealSecretResponse struct {
 
 func (x *RevealSecretResponse) Reset() {
 	*x = RevealSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4293,7 +4384,7 @@ func (x *RevealSecretResponse) String() string {
 func (*RevealSecretResponse) ProtoMessage() {}
 
 func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4306,7 +4397,7 @@ func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretResponse.ProtoReflect.Descriptor instead.
 func (*RevealSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RevealSecretResponse) GetSecret() *Secret {
@@ -4331,7 +4422,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4434,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4447,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
 }
 
 type RotateKeyResponse struct {
@@ -4371,7 +4462,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4383,7 +4474,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4396,7 +4487,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RotateKeyResponse) GetKeyId() string {
@@ -4434,7 +4525,7 @@ type NestedMachines struct {
 
 func (x *NestedMachines) Reset() {
 	*x = NestedMachines{}
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4446,7 +4537,7 @@ func (x *NestedMachines) String() string {
 func (*NestedMachines) ProtoMessage() {}
 
 func (x *NestedMachines) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4459,7 +4550,7 @@ func (x *NestedMachines) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedMachines.ProtoReflect.Descriptor instead.
 func (*NestedMachines) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *NestedMachines) GetReplicas() int32 {
@@ -4527,7 +4618,7 @@ type NestedClusterSpec struct {
 
 func (x *NestedClusterSpec) Reset() {
 	*x = NestedClusterSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4539,7 +4630,7 @@ func (x *NestedClusterSpec) String() string {
 func (*NestedClusterSpec) ProtoMessage() {}
 
 func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4552,7 +4643,7 @@ func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterSpec.ProtoReflect.Descriptor instead.
 func (*NestedClusterSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *NestedClusterSpec) GetName() string {
@@ -4649,7 +4740,7 @@ type NestedVM struct {
 
 func (x *NestedVM) Reset() {
 	*x = NestedVM{}
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4661,7 +4752,7 @@ func (x *NestedVM) String() string {
 func (*NestedVM) ProtoMessage() {}
 
 func (x *NestedVM) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4674,7 +4765,7 @@ func (x *NestedVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedVM.ProtoReflect.Descriptor instead.
 func (*NestedVM) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *NestedVM) GetName() string {
@@ -4740,7 +4831,7 @@ type NestedClusterStatus struct {
 
 func (x *NestedClusterStatus) Reset() {
 	*x = NestedClusterStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +4843,7 @@ func (x *NestedClusterStatus) String() string {
 func (*NestedClusterStatus) ProtoMessage() {}
 
 func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +4856,7 @@ func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterStatus.ProtoReflect.Descriptor instead.
 func (*NestedClusterStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *NestedClusterStatus) GetPhase() string {
@@ -4829,7 +4920,7 @@ type NestedCluster struct {
 
 func (x *NestedCluster) Reset() {
 	*x = NestedCluster{}
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4841,7 +4932,7 @@ func (x *NestedCluster) String() string {
 func (*NestedCluster) ProtoMessage() {}
 
 func (x *NestedCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4854,7 +4945,7 @@ func (x *NestedCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedCluster.ProtoReflect.Descriptor instead.
 func (*NestedCluster) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *NestedCluster) GetSpec() *NestedClusterSpec {
@@ -4894,7 +4985,7 @@ type ApplyNestedClusterRequest struct {
 
 func (x *ApplyNestedClusterRequest) Reset() {
 	*x = ApplyNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4906,7 +4997,7 @@ func (x *ApplyNestedClusterRequest) String() string {
 func (*ApplyNestedClusterRequest) ProtoMessage() {}
 
 func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4919,7 +5010,7 @@ func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ApplyNestedClusterRequest) GetSpec() *NestedClusterSpec {
@@ -4939,7 +5030,7 @@ type ApplyNestedClusterResponse struct {
 
 func (x *ApplyNestedClusterResponse) Reset() {
 	*x = ApplyNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4951,7 +5042,7 @@ func (x *ApplyNestedClusterResponse) String() string {
 func (*ApplyNestedClusterResponse) ProtoMessage() {}
 
 func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4964,7 +5055,7 @@ func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ApplyNestedClusterResponse) GetCluster() *NestedCluster {
@@ -4990,7 +5081,7 @@ type GetNestedClusterRequest struct {
 
 func (x *GetNestedClusterRequest) Reset() {
 	*x = GetNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5002,7 +5093,7 @@ func (x *GetNestedClusterRequest) String() string {
 func (*GetNestedClusterRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5015,7 +5106,7 @@ func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *GetNestedClusterRequest) GetName() string {
@@ -5033,7 +5124,7 @@ type ListNestedClustersRequest struct {
 
 func (x *ListNestedClustersRequest) Reset() {
 	*x = ListNestedClustersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[73]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5045,7 +5136,7 @@ func (x *ListNestedClustersRequest) String() string {
 func (*ListNestedClustersRequest) ProtoMessage() {}
 
 func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[73]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5058,7 +5149,7 @@ func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
 }
 
 type ListNestedClustersResponse struct {
@@ -5070,7 +5161,7 @@ type ListNestedClustersResponse struct {
 
 func (x *ListNestedClustersResponse) Reset() {
 	*x = ListNestedClustersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5082,7 +5173,7 @@ func (x *ListNestedClustersResponse) String() string {
 func (*ListNestedClustersResponse) ProtoMessage() {}
 
 func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5095,7 +5186,7 @@ func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListNestedClustersResponse) GetClusters() []*NestedCluster {
@@ -5118,7 +5209,7 @@ type DeleteNestedClusterRequest struct {
 
 func (x *DeleteNestedClusterRequest) Reset() {
 	*x = DeleteNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5130,7 +5221,7 @@ func (x *DeleteNestedClusterRequest) String() string {
 func (*DeleteNestedClusterRequest) ProtoMessage() {}
 
 func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5143,7 +5234,7 @@ func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteNestedClusterRequest) GetName() string {
@@ -5169,7 +5260,7 @@ type DeleteNestedClusterResponse struct {
 
 func (x *DeleteNestedClusterResponse) Reset() {
 	*x = DeleteNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5181,7 +5272,7 @@ func (x *DeleteNestedClusterResponse) String() string {
 func (*DeleteNestedClusterResponse) ProtoMessage() {}
 
 func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5194,7 +5285,7 @@ func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteNestedClusterResponse) GetExisted() bool {
@@ -5213,7 +5304,7 @@ type GetNestedClusterKubeconfigRequest struct {
 
 func (x *GetNestedClusterKubeconfigRequest) Reset() {
 	*x = GetNestedClusterKubeconfigRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5225,7 +5316,7 @@ func (x *GetNestedClusterKubeconfigRequest) String() string {
 func (*GetNestedClusterKubeconfigRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5238,7 +5329,7 @@ func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use GetNestedClusterKubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *GetNestedClusterKubeconfigRequest) GetName() string {
@@ -5258,7 +5349,7 @@ type GetNestedClusterKubeconfigResponse struct {
 
 func (x *GetNestedClusterKubeconfigResponse) Reset() {
 	*x = GetNestedClusterKubeconfigResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5270,7 +5361,7 @@ func (x *GetNestedClusterKubeconfigResponse) String() string {
 func (*GetNestedClusterKubeconfigResponse) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5283,7 +5374,7 @@ func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use GetNestedClusterKubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetNestedClusterKubeconfigResponse) GetKubeconfig() []byte {
@@ -5306,7 +5397,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5318,7 +5409,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5331,7 +5422,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Placement) GetStrategy() string {
@@ -5369,7 +5460,7 @@ type DeploymentStrategy struct {
 
 func (x *DeploymentStrategy) Reset() {
 	*x = DeploymentStrategy{}
-	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5381,7 +5472,7 @@ func (x *DeploymentStrategy) String() string {
 func (*DeploymentStrategy) ProtoMessage() {}
 
 func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5394,7 +5485,7 @@ func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStrategy.ProtoReflect.Descriptor instead.
 func (*DeploymentStrategy) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *DeploymentStrategy) GetType() string {
@@ -5461,7 +5552,7 @@ type DeploymentSpec struct {
 
 func (x *DeploymentSpec) Reset() {
 	*x = DeploymentSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5473,7 +5564,7 @@ func (x *DeploymentSpec) String() string {
 func (*DeploymentSpec) ProtoMessage() {}
 
 func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5486,7 +5577,7 @@ func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentSpec.ProtoReflect.Descriptor instead.
 func (*DeploymentSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *DeploymentSpec) GetNamespace() string {
@@ -5567,7 +5658,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5579,7 +5670,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5592,7 +5683,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ReplicaStatus) GetPod() string {
@@ -5687,7 +5778,7 @@ type DeploymentRevision struct {
 
 func (x *DeploymentRevision) Reset() {
 	*x = DeploymentRevision{}
-	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5699,7 +5790,7 @@ func (x *DeploymentRevision) String() string {
 func (*DeploymentRevision) ProtoMessage() {}
 
 func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5712,7 +5803,7 @@ func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRevision.ProtoReflect.Descriptor instead.
 func (*DeploymentRevision) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *DeploymentRevision) GetRevision() int64 {
@@ -5783,7 +5874,7 @@ type DeploymentStatus struct {
 
 func (x *DeploymentStatus) Reset() {
 	*x = DeploymentStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5795,7 +5886,7 @@ func (x *DeploymentStatus) String() string {
 func (*DeploymentStatus) ProtoMessage() {}
 
 func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5808,7 +5899,7 @@ func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
 func (*DeploymentStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *DeploymentStatus) GetCurrentRevision() int64 {
@@ -5940,7 +6031,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5952,7 +6043,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5965,7 +6056,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *Deployment) GetSpec() *DeploymentSpec {
@@ -6022,7 +6113,7 @@ type DeploymentRecord struct {
 
 func (x *DeploymentRecord) Reset() {
 	*x = DeploymentRecord{}
-	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6034,7 +6125,7 @@ func (x *DeploymentRecord) String() string {
 func (*DeploymentRecord) ProtoMessage() {}
 
 func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6047,7 +6138,7 @@ func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRecord.ProtoReflect.Descriptor instead.
 func (*DeploymentRecord) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *DeploymentRecord) GetDeployment() *Deployment {
@@ -6075,7 +6166,7 @@ type RevisionTemplate struct {
 
 func (x *RevisionTemplate) Reset() {
 	*x = RevisionTemplate{}
-	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6087,7 +6178,7 @@ func (x *RevisionTemplate) String() string {
 func (*RevisionTemplate) ProtoMessage() {}
 
 func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6100,7 +6191,7 @@ func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionTemplate.ProtoReflect.Descriptor instead.
 func (*RevisionTemplate) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *RevisionTemplate) GetRevision() int64 {
@@ -6138,7 +6229,7 @@ type ApplyDeploymentRequest struct {
 
 func (x *ApplyDeploymentRequest) Reset() {
 	*x = ApplyDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6150,7 +6241,7 @@ func (x *ApplyDeploymentRequest) String() string {
 func (*ApplyDeploymentRequest) ProtoMessage() {}
 
 func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6163,7 +6254,7 @@ func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ApplyDeploymentRequest) GetSpec() *DeploymentSpec {
@@ -6201,7 +6292,7 @@ type PlannedReplica struct {
 
 func (x *PlannedReplica) Reset() {
 	*x = PlannedReplica{}
-	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6213,7 +6304,7 @@ func (x *PlannedReplica) String() string {
 func (*PlannedReplica) ProtoMessage() {}
 
 func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6226,7 +6317,7 @@ func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedReplica.ProtoReflect.Descriptor instead.
 func (*PlannedReplica) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *PlannedReplica) GetPod() string {
@@ -6268,7 +6359,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6280,7 +6371,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6293,7 +6384,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -6337,7 +6428,7 @@ type RolloutPlan struct {
 
 func (x *RolloutPlan) Reset() {
 	*x = RolloutPlan{}
-	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6349,7 +6440,7 @@ func (x *RolloutPlan) String() string {
 func (*RolloutPlan) ProtoMessage() {}
 
 func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6362,7 +6453,7 @@ func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutPlan.ProtoReflect.Descriptor instead.
 func (*RolloutPlan) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RolloutPlan) GetFromRevision() int64 {
@@ -6432,7 +6523,7 @@ type ApplyDeploymentResponse struct {
 
 func (x *ApplyDeploymentResponse) Reset() {
 	*x = ApplyDeploymentResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6444,7 +6535,7 @@ func (x *ApplyDeploymentResponse) String() string {
 func (*ApplyDeploymentResponse) ProtoMessage() {}
 
 func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6457,7 +6548,7 @@ func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
@@ -6491,7 +6582,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	mi := &file_herd_v1_herd_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6503,7 +6594,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	mi := &file_herd_v1_herd_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6516,7 +6607,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *GetDeploymentRequest) GetNamespace() string {
@@ -6542,7 +6633,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	mi := &file_herd_v1_herd_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6554,7 +6645,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	mi := &file_herd_v1_herd_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6567,7 +6658,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ListDeploymentsRequest) GetNamespace() string {
@@ -6586,7 +6677,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[95]
+	mi := &file_herd_v1_herd_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6598,7 +6689,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[95]
+	mi := &file_herd_v1_herd_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6611,7 +6702,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{95}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -6635,7 +6726,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[96]
+	mi := &file_herd_v1_herd_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6647,7 +6738,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[96]
+	mi := &file_herd_v1_herd_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6660,7 +6751,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{96}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *DeleteDeploymentRequest) GetNamespace() string {
@@ -6693,7 +6784,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[97]
+	mi := &file_herd_v1_herd_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6705,7 +6796,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[97]
+	mi := &file_herd_v1_herd_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6718,7 +6809,7 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{97}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DeleteDeploymentResponse) GetExisted() bool {
@@ -6742,7 +6833,7 @@ type WaitEndpointsAppliedRequest struct {
 
 func (x *WaitEndpointsAppliedRequest) Reset() {
 	*x = WaitEndpointsAppliedRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[98]
+	mi := &file_herd_v1_herd_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6754,7 +6845,7 @@ func (x *WaitEndpointsAppliedRequest) String() string {
 func (*WaitEndpointsAppliedRequest) ProtoMessage() {}
 
 func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[98]
+	mi := &file_herd_v1_herd_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6767,7 +6858,7 @@ func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitEndpointsAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitEndpointsAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{98}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *WaitEndpointsAppliedRequest) GetOwner() string {
@@ -6807,7 +6898,7 @@ type WaitEndpointsAppliedResponse struct {
 
 func (x *WaitEndpointsAppliedResponse) Reset() {
 	*x = WaitEndpointsAppliedResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[99]
+	mi := &file_herd_v1_herd_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6819,7 +6910,7 @@ func (x *WaitEndpointsAppliedResponse) String() string {
 func (*WaitEndpointsAppliedResponse) ProtoMessage() {}
 
 func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[99]
+	mi := &file_herd_v1_herd_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6832,7 +6923,7 @@ func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitEndpointsAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitEndpointsAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{99}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *WaitEndpointsAppliedResponse) GetApplied() bool {
@@ -6856,7 +6947,7 @@ type PeerCallRequest struct {
 
 func (x *PeerCallRequest) Reset() {
 	*x = PeerCallRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[100]
+	mi := &file_herd_v1_herd_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6868,7 +6959,7 @@ func (x *PeerCallRequest) String() string {
 func (*PeerCallRequest) ProtoMessage() {}
 
 func (x *PeerCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[100]
+	mi := &file_herd_v1_herd_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6881,7 +6972,7 @@ func (x *PeerCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCallRequest.ProtoReflect.Descriptor instead.
 func (*PeerCallRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{100}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *PeerCallRequest) GetMethod() string {
@@ -6909,7 +7000,7 @@ type PeerCallResponse struct {
 
 func (x *PeerCallResponse) Reset() {
 	*x = PeerCallResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[101]
+	mi := &file_herd_v1_herd_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6921,7 +7012,7 @@ func (x *PeerCallResponse) String() string {
 func (*PeerCallResponse) ProtoMessage() {}
 
 func (x *PeerCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[101]
+	mi := &file_herd_v1_herd_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6934,7 +7025,7 @@ func (x *PeerCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCallResponse.ProtoReflect.Descriptor instead.
 func (*PeerCallResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{101}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *PeerCallResponse) GetPayload() []byte {
@@ -7189,7 +7280,12 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\acreated\x18\x02 \x01(\bR\acreated\" \n" +
 	"\x1eListRevokedCertificatesRequest\"X\n" +
 	"\x1fListRevokedCertificatesResponse\x125\n" +
-	"\arevoked\x18\x01 \x03(\v2\x1b.herd.v1.RevokedCertificateR\arevoked\"\xb9\x01\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1b.herd.v1.RevokedCertificateR\arevoked\"\x18\n" +
+	"\x16RotateGossipKeyRequest\"T\n" +
+	"\x17RotateGossipKeyResponse\x12\x18\n" +
+	"\amembers\x18\x01 \x03(\tR\amembers\x12\x1f\n" +
+	"\vnot_reached\x18\x02 \x03(\tR\n" +
+	"notReached\"\xb9\x01\n" +
 	"\vServicePort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -7538,12 +7634,13 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x06GetPod\x12\x16.herd.v1.GetPodRequest\x1a\f.herd.v1.Pod\x12?\n" +
 	"\bListPods\x12\x18.herd.v1.ListPodsRequest\x1a\x19.herd.v1.ListPodsResponse\x12B\n" +
 	"\tDeletePod\x12\x19.herd.v1.DeletePodRequest\x1a\x1a.herd.v1.DeletePodResponse\x127\n" +
-	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012\xee\x02\n" +
+	"\aPodLogs\x12\x17.herd.v1.PodLogsRequest\x1a\x11.herd.v1.LogChunk0\x012\xc4\x03\n" +
 	"\x0eClusterService\x12H\n" +
 	"\vListMembers\x12\x1b.herd.v1.ListMembersRequest\x1a\x1c.herd.v1.ListMembersResponse\x12H\n" +
 	"\vJoinCluster\x12\x1b.herd.v1.JoinClusterRequest\x1a\x1c.herd.v1.JoinClusterResponse\x12Z\n" +
 	"\x11RevokeCertificate\x12!.herd.v1.RevokeCertificateRequest\x1a\".herd.v1.RevokeCertificateResponse\x12l\n" +
-	"\x17ListRevokedCertificates\x12'.herd.v1.ListRevokedCertificatesRequest\x1a(.herd.v1.ListRevokedCertificatesResponse2\xb6\x02\n" +
+	"\x17ListRevokedCertificates\x12'.herd.v1.ListRevokedCertificatesRequest\x1a(.herd.v1.ListRevokedCertificatesResponse\x12T\n" +
+	"\x0fRotateGossipKey\x12\x1f.herd.v1.RotateGossipKeyRequest\x1a .herd.v1.RotateGossipKeyResponse2\xb6\x02\n" +
 	"\x0eServiceService\x12K\n" +
 	"\fApplyService\x12\x1c.herd.v1.ApplyServiceRequest\x1a\x1d.herd.v1.ApplyServiceResponse\x12:\n" +
 	"\n" +
@@ -7585,7 +7682,7 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 115)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),                     // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),               // 1: herd.v1.SetNodeLabelsRequest
@@ -7623,95 +7720,97 @@ var file_herd_v1_herd_proto_goTypes = []any{
 	(*RevokeCertificateResponse)(nil),          // 33: herd.v1.RevokeCertificateResponse
 	(*ListRevokedCertificatesRequest)(nil),     // 34: herd.v1.ListRevokedCertificatesRequest
 	(*ListRevokedCertificatesResponse)(nil),    // 35: herd.v1.ListRevokedCertificatesResponse
-	(*ServicePort)(nil),                        // 36: herd.v1.ServicePort
-	(*ServiceSpec)(nil),                        // 37: herd.v1.ServiceSpec
-	(*ServiceEndpoint)(nil),                    // 38: herd.v1.ServiceEndpoint
-	(*MemberVersion)(nil),                      // 39: herd.v1.MemberVersion
-	(*ServiceStatus)(nil),                      // 40: herd.v1.ServiceStatus
-	(*Service)(nil),                            // 41: herd.v1.Service
-	(*ApplyServiceRequest)(nil),                // 42: herd.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),               // 43: herd.v1.ApplyServiceResponse
-	(*GetServiceRequest)(nil),                  // 44: herd.v1.GetServiceRequest
-	(*ListServicesRequest)(nil),                // 45: herd.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),               // 46: herd.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),               // 47: herd.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil),              // 48: herd.v1.DeleteServiceResponse
-	(*SecretSpec)(nil),                         // 49: herd.v1.SecretSpec
-	(*SecretMeta)(nil),                         // 50: herd.v1.SecretMeta
-	(*SecretStatus)(nil),                       // 51: herd.v1.SecretStatus
-	(*Secret)(nil),                             // 52: herd.v1.Secret
-	(*PodRef)(nil),                             // 53: herd.v1.PodRef
-	(*ApplySecretRequest)(nil),                 // 54: herd.v1.ApplySecretRequest
-	(*ApplySecretResponse)(nil),                // 55: herd.v1.ApplySecretResponse
-	(*GetSecretRequest)(nil),                   // 56: herd.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),                 // 57: herd.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),                // 58: herd.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),                // 59: herd.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),               // 60: herd.v1.DeleteSecretResponse
-	(*RevealSecretRequest)(nil),                // 61: herd.v1.RevealSecretRequest
-	(*RevealSecretResponse)(nil),               // 62: herd.v1.RevealSecretResponse
-	(*RotateKeyRequest)(nil),                   // 63: herd.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),                  // 64: herd.v1.RotateKeyResponse
-	(*NestedMachines)(nil),                     // 65: herd.v1.NestedMachines
-	(*NestedClusterSpec)(nil),                  // 66: herd.v1.NestedClusterSpec
-	(*NestedVM)(nil),                           // 67: herd.v1.NestedVM
-	(*NestedClusterStatus)(nil),                // 68: herd.v1.NestedClusterStatus
-	(*NestedCluster)(nil),                      // 69: herd.v1.NestedCluster
-	(*ApplyNestedClusterRequest)(nil),          // 70: herd.v1.ApplyNestedClusterRequest
-	(*ApplyNestedClusterResponse)(nil),         // 71: herd.v1.ApplyNestedClusterResponse
-	(*GetNestedClusterRequest)(nil),            // 72: herd.v1.GetNestedClusterRequest
-	(*ListNestedClustersRequest)(nil),          // 73: herd.v1.ListNestedClustersRequest
-	(*ListNestedClustersResponse)(nil),         // 74: herd.v1.ListNestedClustersResponse
-	(*DeleteNestedClusterRequest)(nil),         // 75: herd.v1.DeleteNestedClusterRequest
-	(*DeleteNestedClusterResponse)(nil),        // 76: herd.v1.DeleteNestedClusterResponse
-	(*GetNestedClusterKubeconfigRequest)(nil),  // 77: herd.v1.GetNestedClusterKubeconfigRequest
-	(*GetNestedClusterKubeconfigResponse)(nil), // 78: herd.v1.GetNestedClusterKubeconfigResponse
-	(*Placement)(nil),                          // 79: herd.v1.Placement
-	(*DeploymentStrategy)(nil),                 // 80: herd.v1.DeploymentStrategy
-	(*DeploymentSpec)(nil),                     // 81: herd.v1.DeploymentSpec
-	(*ReplicaStatus)(nil),                      // 82: herd.v1.ReplicaStatus
-	(*DeploymentRevision)(nil),                 // 83: herd.v1.DeploymentRevision
-	(*DeploymentStatus)(nil),                   // 84: herd.v1.DeploymentStatus
-	(*Deployment)(nil),                         // 85: herd.v1.Deployment
-	(*DeploymentRecord)(nil),                   // 86: herd.v1.DeploymentRecord
-	(*RevisionTemplate)(nil),                   // 87: herd.v1.RevisionTemplate
-	(*ApplyDeploymentRequest)(nil),             // 88: herd.v1.ApplyDeploymentRequest
-	(*PlannedReplica)(nil),                     // 89: herd.v1.PlannedReplica
-	(*NodeChange)(nil),                         // 90: herd.v1.NodeChange
-	(*RolloutPlan)(nil),                        // 91: herd.v1.RolloutPlan
-	(*ApplyDeploymentResponse)(nil),            // 92: herd.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),               // 93: herd.v1.GetDeploymentRequest
-	(*ListDeploymentsRequest)(nil),             // 94: herd.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),            // 95: herd.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),            // 96: herd.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),           // 97: herd.v1.DeleteDeploymentResponse
-	(*WaitEndpointsAppliedRequest)(nil),        // 98: herd.v1.WaitEndpointsAppliedRequest
-	(*WaitEndpointsAppliedResponse)(nil),       // 99: herd.v1.WaitEndpointsAppliedResponse
-	(*PeerCallRequest)(nil),                    // 100: herd.v1.PeerCallRequest
-	(*PeerCallResponse)(nil),                   // 101: herd.v1.PeerCallResponse
-	nil,                                        // 102: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                                        // 103: herd.v1.Node.LabelsEntry
-	nil,                                        // 104: herd.v1.ContainerSpec.EnvEntry
-	nil,                                        // 105: herd.v1.PodSpec.LabelsEntry
-	nil,                                        // 106: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                                        // 107: herd.v1.Member.LabelsEntry
-	nil,                                        // 108: herd.v1.ServiceSpec.SelectorEntry
-	nil,                                        // 109: herd.v1.SecretSpec.DataEntry
-	nil,                                        // 110: herd.v1.SecretSpec.NodeSelectorEntry
-	nil,                                        // 111: herd.v1.SecretMeta.NodeSelectorEntry
-	nil,                                        // 112: herd.v1.RevealSecretResponse.DataEntry
-	nil,                                        // 113: herd.v1.DeploymentSpec.SelectorEntry
-	nil,                                        // 114: herd.v1.DeploymentSpec.NodeSelectorEntry
-	(*timestamppb.Timestamp)(nil),              // 115: google.protobuf.Timestamp
+	(*RotateGossipKeyRequest)(nil),             // 36: herd.v1.RotateGossipKeyRequest
+	(*RotateGossipKeyResponse)(nil),            // 37: herd.v1.RotateGossipKeyResponse
+	(*ServicePort)(nil),                        // 38: herd.v1.ServicePort
+	(*ServiceSpec)(nil),                        // 39: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),                    // 40: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),                      // 41: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),                      // 42: herd.v1.ServiceStatus
+	(*Service)(nil),                            // 43: herd.v1.Service
+	(*ApplyServiceRequest)(nil),                // 44: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),               // 45: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),                  // 46: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),                // 47: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),               // 48: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),               // 49: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),              // 50: herd.v1.DeleteServiceResponse
+	(*SecretSpec)(nil),                         // 51: herd.v1.SecretSpec
+	(*SecretMeta)(nil),                         // 52: herd.v1.SecretMeta
+	(*SecretStatus)(nil),                       // 53: herd.v1.SecretStatus
+	(*Secret)(nil),                             // 54: herd.v1.Secret
+	(*PodRef)(nil),                             // 55: herd.v1.PodRef
+	(*ApplySecretRequest)(nil),                 // 56: herd.v1.ApplySecretRequest
+	(*ApplySecretResponse)(nil),                // 57: herd.v1.ApplySecretResponse
+	(*GetSecretRequest)(nil),                   // 58: herd.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),                 // 59: herd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),                // 60: herd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),                // 61: herd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),               // 62: herd.v1.DeleteSecretResponse
+	(*RevealSecretRequest)(nil),                // 63: herd.v1.RevealSecretRequest
+	(*RevealSecretResponse)(nil),               // 64: herd.v1.RevealSecretResponse
+	(*RotateKeyRequest)(nil),                   // 65: herd.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),                  // 66: herd.v1.RotateKeyResponse
+	(*NestedMachines)(nil),                     // 67: herd.v1.NestedMachines
+	(*NestedClusterSpec)(nil),                  // 68: herd.v1.NestedClusterSpec
+	(*NestedVM)(nil),                           // 69: herd.v1.NestedVM
+	(*NestedClusterStatus)(nil),                // 70: herd.v1.NestedClusterStatus
+	(*NestedCluster)(nil),                      // 71: herd.v1.NestedCluster
+	(*ApplyNestedClusterRequest)(nil),          // 72: herd.v1.ApplyNestedClusterRequest
+	(*ApplyNestedClusterResponse)(nil),         // 73: herd.v1.ApplyNestedClusterResponse
+	(*GetNestedClusterRequest)(nil),            // 74: herd.v1.GetNestedClusterRequest
+	(*ListNestedClustersRequest)(nil),          // 75: herd.v1.ListNestedClustersRequest
+	(*ListNestedClustersResponse)(nil),         // 76: herd.v1.ListNestedClustersResponse
+	(*DeleteNestedClusterRequest)(nil),         // 77: herd.v1.DeleteNestedClusterRequest
+	(*DeleteNestedClusterResponse)(nil),        // 78: herd.v1.DeleteNestedClusterResponse
+	(*GetNestedClusterKubeconfigRequest)(nil),  // 79: herd.v1.GetNestedClusterKubeconfigRequest
+	(*GetNestedClusterKubeconfigResponse)(nil), // 80: herd.v1.GetNestedClusterKubeconfigResponse
+	(*Placement)(nil),                          // 81: herd.v1.Placement
+	(*DeploymentStrategy)(nil),                 // 82: herd.v1.DeploymentStrategy
+	(*DeploymentSpec)(nil),                     // 83: herd.v1.DeploymentSpec
+	(*ReplicaStatus)(nil),                      // 84: herd.v1.ReplicaStatus
+	(*DeploymentRevision)(nil),                 // 85: herd.v1.DeploymentRevision
+	(*DeploymentStatus)(nil),                   // 86: herd.v1.DeploymentStatus
+	(*Deployment)(nil),                         // 87: herd.v1.Deployment
+	(*DeploymentRecord)(nil),                   // 88: herd.v1.DeploymentRecord
+	(*RevisionTemplate)(nil),                   // 89: herd.v1.RevisionTemplate
+	(*ApplyDeploymentRequest)(nil),             // 90: herd.v1.ApplyDeploymentRequest
+	(*PlannedReplica)(nil),                     // 91: herd.v1.PlannedReplica
+	(*NodeChange)(nil),                         // 92: herd.v1.NodeChange
+	(*RolloutPlan)(nil),                        // 93: herd.v1.RolloutPlan
+	(*ApplyDeploymentResponse)(nil),            // 94: herd.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),               // 95: herd.v1.GetDeploymentRequest
+	(*ListDeploymentsRequest)(nil),             // 96: herd.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),            // 97: herd.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),            // 98: herd.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),           // 99: herd.v1.DeleteDeploymentResponse
+	(*WaitEndpointsAppliedRequest)(nil),        // 100: herd.v1.WaitEndpointsAppliedRequest
+	(*WaitEndpointsAppliedResponse)(nil),       // 101: herd.v1.WaitEndpointsAppliedResponse
+	(*PeerCallRequest)(nil),                    // 102: herd.v1.PeerCallRequest
+	(*PeerCallResponse)(nil),                   // 103: herd.v1.PeerCallResponse
+	nil,                                        // 104: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                                        // 105: herd.v1.Node.LabelsEntry
+	nil,                                        // 106: herd.v1.ContainerSpec.EnvEntry
+	nil,                                        // 107: herd.v1.PodSpec.LabelsEntry
+	nil,                                        // 108: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                                        // 109: herd.v1.Member.LabelsEntry
+	nil,                                        // 110: herd.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 111: herd.v1.SecretSpec.DataEntry
+	nil,                                        // 112: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                                        // 113: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                                        // 114: herd.v1.RevealSecretResponse.DataEntry
+	nil,                                        // 115: herd.v1.DeploymentSpec.SelectorEntry
+	nil,                                        // 116: herd.v1.DeploymentSpec.NodeSelectorEntry
+	(*timestamppb.Timestamp)(nil),              // 117: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	102, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	103, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	104, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	105, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,   // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,   // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	115, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	117, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
 	2,   // 5: herd.v1.Node.requested:type_name -> herd.v1.Resources
-	104, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	106, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
 	11,  // 7: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
 	7,   // 8: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
 	7,   // 9: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
@@ -7721,86 +7820,86 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	8,   // 13: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
 	9,   // 14: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
 	10,  // 15: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	105, // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	107, // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
 	4,   // 17: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
 	13,  // 18: herd.v1.PodSpec.deployment:type_name -> herd.v1.DeploymentRef
-	115, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	115, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	115, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	115, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	117, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	117, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	117, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	117, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	14,  // 23: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	115, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
+	117, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
 	12,  // 25: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
 	15,  // 26: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	115, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	117, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
 	12,  // 28: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
 	16,  // 29: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	106, // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	108, // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
 	16,  // 31: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	107, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	109, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
 	2,   // 33: herd.v1.Member.allocatable:type_name -> herd.v1.Resources
 	2,   // 34: herd.v1.Member.free:type_name -> herd.v1.Resources
 	27,  // 35: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	115, // 36: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	117, // 36: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	31,  // 37: herd.v1.RevokeCertificateResponse.revoked:type_name -> herd.v1.RevokedCertificate
 	31,  // 38: herd.v1.ListRevokedCertificatesResponse.revoked:type_name -> herd.v1.RevokedCertificate
-	108, // 39: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
-	36,  // 40: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
-	39,  // 41: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
-	38,  // 42: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
-	37,  // 43: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
-	40,  // 44: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	115, // 45: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
-	37,  // 46: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
-	41,  // 47: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
-	41,  // 48: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	109, // 49: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	110, // 50: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	111, // 51: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
-	39,  // 52: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
-	50,  // 53: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
-	51,  // 54: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	115, // 55: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	115, // 56: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	49,  // 57: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
-	52,  // 58: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
-	53,  // 59: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
-	52,  // 60: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
-	52,  // 61: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	112, // 62: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
-	65,  // 63: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
-	65,  // 64: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
-	67,  // 65: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
-	66,  // 66: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
-	68,  // 67: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
-	115, // 68: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
-	66,  // 69: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
-	69,  // 70: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
-	69,  // 71: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
-	113, // 72: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
+	110, // 39: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	38,  // 40: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	41,  // 41: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	40,  // 42: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	39,  // 43: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	42,  // 44: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	117, // 45: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	39,  // 46: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	43,  // 47: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	43,  // 48: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	111, // 49: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	112, // 50: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	113, // 51: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	41,  // 52: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
+	52,  // 53: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
+	53,  // 54: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
+	117, // 55: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	117, // 56: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	51,  // 57: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
+	54,  // 58: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
+	55,  // 59: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
+	54,  // 60: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
+	54,  // 61: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
+	114, // 62: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	67,  // 63: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
+	67,  // 64: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
+	69,  // 65: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
+	68,  // 66: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
+	70,  // 67: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
+	117, // 68: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	68,  // 69: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
+	71,  // 70: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
+	71,  // 71: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
+	115, // 72: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
 	12,  // 73: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
-	114, // 74: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
-	79,  // 75: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
-	80,  // 76: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
-	115, // 77: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
-	115, // 78: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
-	82,  // 79: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
-	115, // 80: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
-	115, // 81: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
-	83,  // 82: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
-	81,  // 83: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
-	84,  // 84: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
-	115, // 85: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	85,  // 86: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
-	87,  // 87: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
+	116, // 74: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
+	81,  // 75: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
+	82,  // 76: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
+	117, // 77: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
+	117, // 78: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	84,  // 79: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
+	117, // 80: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
+	117, // 81: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
+	85,  // 82: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
+	83,  // 83: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
+	86,  // 84: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
+	117, // 85: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 86: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
+	89,  // 87: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
 	12,  // 88: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
-	115, // 89: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
-	81,  // 90: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
-	90,  // 91: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
-	89,  // 92: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
-	85,  // 93: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
-	91,  // 94: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
-	85,  // 95: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
+	117, // 89: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
+	83,  // 90: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
+	92,  // 91: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
+	91,  // 92: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
+	87,  // 93: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
+	93,  // 94: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
+	87,  // 95: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
 	0,   // 96: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
 	1,   // 97: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
 	17,  // 98: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
@@ -7812,63 +7911,65 @@ var file_herd_v1_herd_proto_depIdxs = []int32{
 	29,  // 104: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
 	32,  // 105: herd.v1.ClusterService.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
 	34,  // 106: herd.v1.ClusterService.ListRevokedCertificates:input_type -> herd.v1.ListRevokedCertificatesRequest
-	42,  // 107: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	44,  // 108: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	45,  // 109: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	47,  // 110: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	54,  // 111: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
-	56,  // 112: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
-	57,  // 113: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
-	59,  // 114: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
-	61,  // 115: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
-	63,  // 116: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
-	88,  // 117: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
-	93,  // 118: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
-	94,  // 119: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
-	96,  // 120: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
-	93,  // 121: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
-	98,  // 122: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
-	100, // 123: herd.v1.PeerService.Call:input_type -> herd.v1.PeerCallRequest
-	70,  // 124: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
-	72,  // 125: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
-	73,  // 126: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
-	75,  // 127: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
-	77,  // 128: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
-	3,   // 129: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,   // 130: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	18,  // 131: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	16,  // 132: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	21,  // 133: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	23,  // 134: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	25,  // 135: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	28,  // 136: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	30,  // 137: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	33,  // 138: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	35,  // 139: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
-	43,  // 140: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	41,  // 141: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	46,  // 142: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	48,  // 143: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	55,  // 144: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	52,  // 145: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	58,  // 146: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	60,  // 147: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	62,  // 148: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	64,  // 149: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	92,  // 150: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
-	85,  // 151: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
-	95,  // 152: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
-	97,  // 153: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
-	85,  // 154: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
-	99,  // 155: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
-	101, // 156: herd.v1.PeerService.Call:output_type -> herd.v1.PeerCallResponse
-	71,  // 157: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
-	69,  // 158: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
-	74,  // 159: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
-	76,  // 160: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
-	78,  // 161: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
-	129, // [129:162] is the sub-list for method output_type
-	96,  // [96:129] is the sub-list for method input_type
+	36,  // 107: herd.v1.ClusterService.RotateGossipKey:input_type -> herd.v1.RotateGossipKeyRequest
+	44,  // 108: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	46,  // 109: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	47,  // 110: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	49,  // 111: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	56,  // 112: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	58,  // 113: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	59,  // 114: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	61,  // 115: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	63,  // 116: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	65,  // 117: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	90,  // 118: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
+	95,  // 119: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
+	96,  // 120: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
+	98,  // 121: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
+	95,  // 122: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
+	100, // 123: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
+	102, // 124: herd.v1.PeerService.Call:input_type -> herd.v1.PeerCallRequest
+	72,  // 125: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	74,  // 126: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	75,  // 127: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	77,  // 128: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	79,  // 129: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	3,   // 130: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,   // 131: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	18,  // 132: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	16,  // 133: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	21,  // 134: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	23,  // 135: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	25,  // 136: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	28,  // 137: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	30,  // 138: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	33,  // 139: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	35,  // 140: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
+	37,  // 141: herd.v1.ClusterService.RotateGossipKey:output_type -> herd.v1.RotateGossipKeyResponse
+	45,  // 142: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	43,  // 143: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	48,  // 144: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	50,  // 145: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	57,  // 146: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	54,  // 147: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	60,  // 148: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	62,  // 149: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	64,  // 150: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	66,  // 151: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	94,  // 152: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
+	87,  // 153: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
+	97,  // 154: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
+	99,  // 155: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
+	87,  // 156: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
+	101, // 157: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
+	103, // 158: herd.v1.PeerService.Call:output_type -> herd.v1.PeerCallResponse
+	73,  // 159: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	71,  // 160: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	76,  // 161: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	78,  // 162: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	80,  // 163: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	130, // [130:164] is the sub-list for method output_type
+	96,  // [96:130] is the sub-list for method input_type
 	96,  // [96:96] is the sub-list for extension type_name
 	96,  // [96:96] is the sub-list for extension extendee
 	0,   // [0:96] is the sub-list for field type_name
@@ -7884,14 +7985,14 @@ func file_herd_v1_herd_proto_init() {
 	file_herd_v1_herd_proto_msgTypes[12].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[14].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[22].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[80].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[82].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   115,
+			NumMessages:   117,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

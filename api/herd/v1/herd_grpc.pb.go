@@ -466,6 +466,7 @@ const (
 	ClusterService_JoinCluster_FullMethodName             = "/herd.v1.ClusterService/JoinCluster"
 	ClusterService_RevokeCertificate_FullMethodName       = "/herd.v1.ClusterService/RevokeCertificate"
 	ClusterService_ListRevokedCertificates_FullMethodName = "/herd.v1.ClusterService/ListRevokedCertificates"
+	ClusterService_RotateGossipKey_FullMethodName         = "/herd.v1.ClusterService/RotateGossipKey"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -488,6 +489,13 @@ type ClusterServiceClient interface {
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	// ListRevokedCertificates lists the deny list as this node has it.
 	ListRevokedCertificates(ctx context.Context, in *ListRevokedCertificatesRequest, opts ...grpc.CallOption) (*ListRevokedCertificatesResponse, error)
+	// RotateGossipKey replaces the gossip encryption key on every live
+	// member without downtime: this node makes a new key, every member
+	// installs it, then every member encrypts with it (and rewrites its
+	// --gossip-key file), then every member drops the other keys. The key
+	// travels only over the members' mutual TLS. A phase that does not reach
+	// every live member stops the rotation before the next phase.
+	RotateGossipKey(ctx context.Context, in *RotateGossipKeyRequest, opts ...grpc.CallOption) (*RotateGossipKeyResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -538,6 +546,16 @@ func (c *clusterServiceClient) ListRevokedCertificates(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *clusterServiceClient) RotateGossipKey(ctx context.Context, in *RotateGossipKeyRequest, opts ...grpc.CallOption) (*RotateGossipKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateGossipKeyResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RotateGossipKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -558,6 +576,13 @@ type ClusterServiceServer interface {
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	// ListRevokedCertificates lists the deny list as this node has it.
 	ListRevokedCertificates(context.Context, *ListRevokedCertificatesRequest) (*ListRevokedCertificatesResponse, error)
+	// RotateGossipKey replaces the gossip encryption key on every live
+	// member without downtime: this node makes a new key, every member
+	// installs it, then every member encrypts with it (and rewrites its
+	// --gossip-key file), then every member drops the other keys. The key
+	// travels only over the members' mutual TLS. A phase that does not reach
+	// every live member stops the rotation before the next phase.
+	RotateGossipKey(context.Context, *RotateGossipKeyRequest) (*RotateGossipKeyResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -579,6 +604,9 @@ func (UnimplementedClusterServiceServer) RevokeCertificate(context.Context, *Rev
 }
 func (UnimplementedClusterServiceServer) ListRevokedCertificates(context.Context, *ListRevokedCertificatesRequest) (*ListRevokedCertificatesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRevokedCertificates not implemented")
+}
+func (UnimplementedClusterServiceServer) RotateGossipKey(context.Context, *RotateGossipKeyRequest) (*RotateGossipKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateGossipKey not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -673,6 +701,24 @@ func _ClusterService_ListRevokedCertificates_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_RotateGossipKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RotateGossipKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RotateGossipKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RotateGossipKey(ctx, req.(*RotateGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -695,6 +741,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRevokedCertificates",
 			Handler:    _ClusterService_ListRevokedCertificates_Handler,
+		},
+		{
+			MethodName: "RotateGossipKey",
+			Handler:    _ClusterService_RotateGossipKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
