@@ -11,6 +11,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/peers"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Delete with a uid, over agentd/cluster's real Cluster, removes only that
@@ -57,7 +58,7 @@ func TestDeleteUID(t *testing.T) {
 		wantExisted bool
 		wantErr     error
 	}{
-		{name: "stale uid", uid: first, wantErr: ErrOtherIncarnation},
+		{name: "stale uid", uid: first, wantErr: spec.ErrOtherIncarnation},
 		{name: "current uid", uid: second, wantExisted: true},
 		{name: "already gone", uid: second},
 	} {

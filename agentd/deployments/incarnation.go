@@ -1,15 +1,9 @@
 package deployments
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
-
-// ErrOtherIncarnation: a delete named a uid, and the deployment of that
-// name has another.
-var ErrOtherIncarnation = errors.New("another incarnation of the deployment")
 
 // checkIncarnation accepts o when uid is empty or o is the deployment of
 // that uid. A record that cannot be decoded is not the one named.
@@ -22,7 +16,7 @@ func checkIncarnation(o cluster.Object, uid string) error {
 		return err
 	}
 	if got := rec.GetDeployment().GetUid(); got != uid {
-		return fmt.Errorf("%s has uid %s, not %s: %w", o.Key, got, uid, ErrOtherIncarnation)
+		return spec.OtherIncarnation("deployment "+o.Key, got, uid)
 	}
 	return nil
 }

@@ -145,7 +145,7 @@ func (r *Registry) List() []Record {
 // Delete deletes the deployment object; its driver, which still sees the
 // status object, drains and deletes the replicas. A uid other than "" must
 // be the deployment's: another incarnation of the name is kept and
-// ErrOtherIncarnation returned.
+// spec.ErrOtherIncarnation returned.
 func (r *Registry) Delete(key, uid string) (bool, error) {
 	existed, err := r.st.DeleteIf(KindDeployment, key, func(o cluster.Object) error {
 		return checkIncarnation(o, uid)

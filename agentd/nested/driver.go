@@ -97,9 +97,6 @@ var (
 	ErrBusy = errors.New("nested cluster is being deleted")
 	// ErrNotReady: no kubeconfig yet (the endpoint is not known yet).
 	ErrNotReady = errors.New("no kubeconfig yet")
-	// ErrOtherIncarnation: a delete named a uid, and the cluster of that
-	// name has another.
-	ErrOtherIncarnation = errors.New("another incarnation of the nested cluster")
 )
 
 // Store keeps cluster records (agentd/store implements it).
@@ -696,7 +693,7 @@ func (d *Driver) Kubeconfig(ctx context.Context, name string) ([]byte, error) {
 // and then its record. Refused while deletion_protection is set. A
 // namespace that still holds foreign objects stays (and is logged). A uid
 // other than "" must be the cluster's: another incarnation of the name is
-// kept and ErrOtherIncarnation returned.
+// kept and spec.ErrOtherIncarnation returned.
 func (d *Driver) Delete(ctx context.Context, name, uid string) (bool, error) {
 	d.op.Lock()
 	defer d.op.Unlock()
@@ -708,7 +705,7 @@ func (d *Driver) Delete(ctx context.Context, name, uid string) (bool, error) {
 	}
 	if uid != "" && e.rec.UID != uid {
 		d.mu.Unlock()
-		return false, fmt.Errorf("nested cluster %s has uid %s, not %s: %w", name, e.rec.UID, uid, ErrOtherIncarnation)
+		return false, spec.OtherIncarnation("nested cluster "+name, e.rec.UID, uid)
 	}
 	if e.rec.spec.GetDeletionProtection() {
 		d.mu.Unlock()

@@ -2,7 +2,6 @@ package pods
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 )
@@ -21,13 +20,9 @@ type DeleteOptions struct {
 	// SIGTERM when it passes, whoever confirmed.
 	DrainTimeout time.Duration
 	// UID, when set, deletes only the pod of this uid: another incarnation
-	// of the name is kept and ErrOtherIncarnation returned.
+	// of the name is kept and spec.ErrOtherIncarnation returned.
 	UID string
 }
-
-// ErrOtherIncarnation: a delete named a uid, and the pod of that name has
-// another (it was replaced since the caller looked).
-var ErrOtherIncarnation = errors.New("another incarnation of the pod")
 
 // DrainResult says which members confirmed that a pod left their service
 // rules before it got SIGTERM, and which did not within the bound. Both are

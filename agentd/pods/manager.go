@@ -685,7 +685,7 @@ func (m *Manager) DeleteWith(ctx context.Context, name string, opts DeleteOption
 	}
 	if opts.UID != "" && opts.UID != e.uid {
 		m.mu.Unlock()
-		return DeleteResult{}, fmt.Errorf("pod %s has uid %s, not %s: %w", name, e.uid, opts.UID, ErrOtherIncarnation)
+		return DeleteResult{}, spec.OtherIncarnation("pod "+name, e.uid, opts.UID)
 	}
 	d := e.deleting
 	if d == nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	herdspec "github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Delete with a uid removes only that incarnation: a secret deleted and
@@ -37,7 +39,7 @@ func TestDeleteUID(t *testing.T) {
 		wantExisted bool
 		wantErr     error
 	}{
-		{name: "stale uid", uid: first, wantErr: ErrOtherIncarnation},
+		{name: "stale uid", uid: first, wantErr: herdspec.ErrOtherIncarnation},
 		{name: "current uid", uid: second, wantExisted: true},
 		{name: "already gone", uid: second},
 	} {

@@ -145,7 +145,7 @@ func (r *Replicator) restarts(ctx context.Context, key string, targets []string,
 
 // Delete removes a secret from every holder. A uid other than "" must be
 // the secret's: another incarnation of the name is kept and
-// ErrOtherIncarnation returned.
+// spec.ErrOtherIncarnation returned.
 func (r *Replicator) Delete(ctx context.Context, namespace, name, uid string) (bool, error) {
 	r.apply.Lock()
 	defer r.apply.Unlock()

@@ -12,6 +12,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/deployments"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Deployments is the deployment registry (agentd/deployments.Registry);
@@ -150,7 +151,7 @@ func (x *deploymentServer) DeleteDeployment(ctx context.Context, req *herdv1.Del
 		return nil, err
 	}
 	existed, err := d.Delete(key, req.GetUid())
-	if errors.Is(err, deployments.ErrOtherIncarnation) {
+	if errors.Is(err, spec.ErrOtherIncarnation) {
 		return nil, replacedStatus("delete deployment "+key, err)
 	}
 	if err != nil {

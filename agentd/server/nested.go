@@ -123,7 +123,7 @@ func (x *nestedServer) DeleteNestedCluster(ctx context.Context, req *herdv1.Dele
 		return nil, err
 	}
 	existed, err := x.s.nested.Delete(ctx, req.GetName(), req.GetUid())
-	if errors.Is(err, nested.ErrOtherIncarnation) {
+	if errors.Is(err, spec.ErrOtherIncarnation) {
 		return nil, replacedStatus("delete nested cluster "+req.GetName(), err)
 	}
 	if err != nil {

@@ -163,7 +163,7 @@ func (x *secretsServer) DeleteSecret(ctx context.Context, req *herdv1.DeleteSecr
 		return nil, err
 	}
 	existed, err := x.s.secrets.Delete(ctx, req.GetNamespace(), req.GetName(), req.GetUid())
-	if errors.Is(err, secrets.ErrOtherIncarnation) {
+	if errors.Is(err, spec.ErrOtherIncarnation) {
 		return nil, replacedStatus("delete secret "+secrets.SecretKey(req.GetNamespace(), req.GetName()), err)
 	}
 	if err != nil {

@@ -273,8 +273,8 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 		DrainTimeout: time.Duration(req.GetDrainTimeoutMs()) * time.Millisecond,
 		UID:          uid,
 	})
-	if errors.Is(err, pods.ErrOtherIncarnation) {
-		return nil, status.Errorf(codes.FailedPrecondition, "delete pod %s: %v: it was replaced since you read it; read it again", req.GetName(), err)
+	if errors.Is(err, spec.ErrOtherIncarnation) {
+		return nil, replacedStatus("delete pod "+req.GetName(), err)
 	}
 	if err != nil {
 		return nil, s.status(err, "delete pod "+req.GetName())

@@ -96,7 +96,7 @@ func (s *Server) DeleteService(ctx context.Context, req *herdv1.DeleteServiceReq
 		return nil, err
 	}
 	existed, err := s.services.Delete(req.GetNamespace(), req.GetName(), req.GetUid())
-	if errors.Is(err, services.ErrOtherIncarnation) {
+	if errors.Is(err, spec.ErrOtherIncarnation) {
 		return nil, replacedStatus("delete service "+services.Key(req.GetNamespace(), req.GetName()), err)
 	}
 	if err != nil {

@@ -3,6 +3,8 @@ package services
 import (
 	"errors"
 	"testing"
+
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // Delete with a uid removes only that incarnation: a service deleted and
@@ -26,7 +28,7 @@ func TestDeleteUID(t *testing.T) {
 		wantExisted bool
 		wantErr     error
 	}{
-		{name: "stale uid", uid: first.GetUid(), wantErr: ErrOtherIncarnation},
+		{name: "stale uid", uid: first.GetUid(), wantErr: spec.ErrOtherIncarnation},
 		{name: "current uid", uid: second.GetUid(), wantExisted: true},
 		{name: "already gone", uid: second.GetUid()},
 	} {

@@ -1,9 +1,8 @@
 package services
 
 import (
-	"fmt"
-
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // checkIncarnation accepts o when uid is empty or o is the service of that
@@ -17,7 +16,7 @@ func checkIncarnation(o cluster.Object, uid string) error {
 		return err
 	}
 	if s.GetUid() != uid {
-		return fmt.Errorf("%s has uid %s, not %s: %w", o.Key, s.GetUid(), uid, ErrOtherIncarnation)
+		return spec.OtherIncarnation("service "+o.Key, s.GetUid(), uid)
 	}
 	return nil
 }

@@ -47,9 +47,6 @@ var (
 	ErrTypeChange = errors.New("the type of a service cannot change")
 	ErrConflict   = errors.New("conflict")
 	ErrExhausted  = errors.New("range exhausted")
-	// ErrOtherIncarnation: a delete named a uid, and the service of that
-	// name has another.
-	ErrOtherIncarnation = errors.New("another incarnation of the service")
 )
 
 // Store is what the registry needs from the cluster (agentd/cluster).
@@ -387,7 +384,7 @@ func (r *Registry) List(namespace string) []*herdv1.Service {
 
 // Delete deletes a service everywhere. It reports whether it existed. A
 // uid other than "" must be the service's: another incarnation of the name
-// is kept and ErrOtherIncarnation returned.
+// is kept and spec.ErrOtherIncarnation returned.
 func (r *Registry) Delete(namespace, name, uid string) (bool, error) {
 	key := Key(namespace, name)
 	existed, err := r.st.DeleteIf(KindService, key, func(o cluster.Object) error {
