@@ -277,8 +277,8 @@ func (c *Cluster) signCurrent(msg []byte) (fp, sig []byte, err error) {
 	}
 	c.ids.mu.Lock()
 	if _, ok := c.ids.certs[f]; !ok {
-		c.ids.certs[f] = &signer{cert: cert.Leaf}
-		c.ids.certs[f].alg, _ = sigAlgOf(cert.Leaf.PublicKey)
+		alg, _ := sigAlgOf(cert.Leaf.PublicKey) // sign accepted it
+		c.ids.certs[f] = &signer{cert: cert.Leaf, alg: alg}
 	}
 	announce := c.ids.announced != f && c.queue != nil
 	if announce {

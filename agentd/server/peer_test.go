@@ -58,16 +58,7 @@ func TestPeerServiceNodeCertificatesOnly(t *testing.T) {
 
 	client := func(cert, key []byte) herdv1.PeerServiceClient {
 		t.Helper()
-		ctc, err := pki.ClientTLSConfig(ca.CertPEM, cert, key, "node-a")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ctc)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return herdv1.NewPeerServiceClient(conn)
+		return peerClient(t, ca.CertPEM, lis.Addr().String(), cert, key)
 	}
 	issue := func(f func() ([]byte, []byte, error)) herdv1.PeerServiceClient {
 		t.Helper()
@@ -128,4 +119,20 @@ func TestPeerServiceNodeCertificatesOnly(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", tt.name, err)
 		}
 	}
+}
+
+// peerClient dials a PeerService at addr with a client certificate,
+// verifying the server as node-a.
+func peerClient(t *testing.T, caPEM []byte, addr string, cert, key []byte) herdv1.PeerServiceClient {
+	t.Helper()
+	ctc, err := pki.ClientTLSConfig(caPEM, cert, key, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(ctc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return herdv1.NewPeerServiceClient(conn)
 }

@@ -100,16 +100,7 @@ func TestPeerCall(t *testing.T) {
 
 	raw := func(cert, key []byte) herdv1.PeerServiceClient {
 		t.Helper()
-		ctc, err := pki.ClientTLSConfig(ca.CertPEM, cert, key, "node-a")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ctc)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return herdv1.NewPeerServiceClient(conn)
+		return peerClient(t, ca.CertPEM, lis.Addr().String(), cert, key)
 	}
 	issue := func(f func() ([]byte, []byte, error)) ([]byte, []byte) {
 		t.Helper()
