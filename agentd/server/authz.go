@@ -122,12 +122,14 @@ func inRequest(req any) (string, bool) {
 		ns = r.GetSpec().GetNamespace()
 	case interface{ GetSpec() *herdv1.SecretSpec }:
 		ns = r.GetSpec().GetNamespace()
+	case interface{ GetSpec() *herdv1.VolumeSpec }:
+		ns = r.GetSpec().GetNamespace()
 	case interface{ GetNamespace() string }:
 		ns = r.GetNamespace()
 	}
 	if ns == "" {
 		switch req.(type) {
-		case *herdv1.ListServicesRequest, *herdv1.ListDeploymentsRequest, *herdv1.ListSecretsRequest:
+		case *herdv1.ListServicesRequest, *herdv1.ListDeploymentsRequest, *herdv1.ListSecretsRequest, *herdv1.ListVolumesRequest:
 			return "", true
 		}
 		return "default", false
@@ -179,6 +181,14 @@ var methodRules = map[string]rule{
 	herdv1.DeploymentService_ListDeployments_FullMethodName:  {role: pki.RoleViewer, ns: inRequest},
 	herdv1.DeploymentService_DeleteDeployment_FullMethodName: {role: pki.RoleOperator, ns: inRequest},
 	herdv1.DeploymentService_WatchDeployment_FullMethodName:  {role: pki.RoleViewer, ns: inRequest},
+
+	// A backup is every byte of the volume: operators of its namespace.
+	herdv1.VolumeService_ApplyVolume_FullMethodName:   {role: pki.RoleOperator, ns: inRequest},
+	herdv1.VolumeService_GetVolume_FullMethodName:     {role: pki.RoleViewer, ns: inRequest},
+	herdv1.VolumeService_ListVolumes_FullMethodName:   {role: pki.RoleViewer, ns: inRequest},
+	herdv1.VolumeService_DeleteVolume_FullMethodName:  {role: pki.RoleOperator, ns: inRequest},
+	herdv1.VolumeService_BackupVolume_FullMethodName:  {role: pki.RoleOperator, ns: inRequest},
+	herdv1.VolumeService_RestoreVolume_FullMethodName: {role: pki.RoleOperator, ns: inRequest},
 
 	herdv1.PeerService_WaitEndpointsApplied_FullMethodName: nodeOnly,
 	herdv1.PeerService_Call_FullMethodName:                 nodeOnly, // the handler refuses the socket too
@@ -289,6 +299,10 @@ func newStreamRequest(method string) any {
 		return new(herdv1.PodLogsRequest)
 	case herdv1.DeploymentService_WatchDeployment_FullMethodName:
 		return new(herdv1.GetDeploymentRequest)
+	case herdv1.VolumeService_BackupVolume_FullMethodName:
+		return new(herdv1.BackupVolumeRequest)
+	case herdv1.VolumeService_RestoreVolume_FullMethodName:
+		return new(herdv1.RestoreVolumeRequest) // the first message names the volume
 	}
 	return nil
 }

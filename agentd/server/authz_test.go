@@ -79,6 +79,13 @@ var wantAllowed = map[string][]string{
 	"herd.v1.DeploymentService/DeleteDeployment": {admin, operator, local},
 	"herd.v1.DeploymentService/WatchDeployment":  {admin, operator, viewer, viewerLogs, local},
 
+	"herd.v1.VolumeService/ApplyVolume":   {admin, operator, local},
+	"herd.v1.VolumeService/GetVolume":     {admin, operator, viewer, viewerLogs, local},
+	"herd.v1.VolumeService/ListVolumes":   {admin, operator, viewer, viewerLogs, local},
+	"herd.v1.VolumeService/DeleteVolume":  {admin, operator, local},
+	"herd.v1.VolumeService/BackupVolume":  {admin, operator, local},
+	"herd.v1.VolumeService/RestoreVolume": {admin, operator, local},
+
 	"herd.v1.PeerService/WaitEndpointsApplied": {node, local},
 	"herd.v1.PeerService/Call":                 {node, local}, // past the interceptor; the handler refuses the socket
 

@@ -217,6 +217,7 @@ func ValidatePod(s *herdv1.PodSpec) FieldErrors {
 		errs = append(errs, validateRequest(p.Field("memory_request"), "memory", ParseMemory, c.GetMemoryRequest(), c.GetMemory())...)
 	}
 	errs = append(errs, ValidatePodSecrets(s)...)
+	errs = append(errs, ValidatePodVolumes(s)...)
 	return errs
 }
 

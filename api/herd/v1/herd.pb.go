@@ -385,6 +385,15 @@ type ContainerSpec struct {
 	// Memory the scheduler reserves: a quantity, at most memory. Empty:
 	// equal to memory when memory is set, else none.
 	MemoryRequest string `protobuf:"bytes,16,opt,name=memory_request,json=memoryRequest,proto3" json:"memory_request,omitempty"`
+	// Volumes and empty_dirs mounted into the container. Paths are unique
+	// in the container and none lies inside another mount's path.
+	VolumeMounts []*VolumeMount `protobuf:"bytes,17,rep,name=volume_mounts,json=volumeMounts,proto3" json:"volume_mounts,omitempty"`
+	// Non-secret files, read-only, each in a directory herd owns: every
+	// distinct directory of config files is one read-only mount holding
+	// only those files (it hides what the image has there). Changing
+	// content or mode updates the files atomically in the running
+	// container (restart_on_config_change restarts it instead).
+	ConfigFiles   []*ConfigFile `protobuf:"bytes,18,rep,name=config_files,json=configFiles,proto3" json:"config_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -531,6 +540,241 @@ func (x *ContainerSpec) GetMemoryRequest() string {
 	return ""
 }
 
+func (x *ContainerSpec) GetVolumeMounts() []*VolumeMount {
+	if x != nil {
+		return x.VolumeMounts
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetConfigFiles() []*ConfigFile {
+	if x != nil {
+		return x.ConfigFiles
+	}
+	return nil
+}
+
+// VolumeMount mounts a persistent volume (volume) or one of the pod's
+// empty_dirs (empty_dir) at path: exactly one of the two is set.
+type VolumeMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A volume of the pod's namespace on the pod's node.
+	Volume string `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// The name of one of the pod's empty_dirs.
+	EmptyDir string `protobuf:"bytes,2,opt,name=empty_dir,json=emptyDir,proto3" json:"empty_dir,omitempty"`
+	// Absolute path in the container, not in /proc, /sys or /dev.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// A volume is mounted read-write by at most one pod at a time; read-only
+	// mounts may be shared by pods on its node.
+	ReadOnly bool `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	// A relative path inside the volume to mount instead of its root; made
+	// (mode 0755) when missing. No ".." elements.
+	SubPath       string `protobuf:"bytes,5,opt,name=sub_path,json=subPath,proto3" json:"sub_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMount) Reset() {
+	*x = VolumeMount{}
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMount) ProtoMessage() {}
+
+func (x *VolumeMount) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
+func (*VolumeMount) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *VolumeMount) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetEmptyDir() string {
+	if x != nil {
+		return x.EmptyDir
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+func (x *VolumeMount) GetSubPath() string {
+	if x != nil {
+		return x.SubPath
+	}
+	return ""
+}
+
+// EmptyDir is scratch space of one pod incarnation, shared by its
+// containers and deleted with the pod.
+type EmptyDir struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 1123 label, unique in the pod.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "disk" (default: a directory under agentd's state) or "memory" (a
+	// tmpfs whose pages count against the memory limit of the container
+	// that writes them).
+	Medium string `protobuf:"bytes,2,opt,name=medium,proto3" json:"medium,omitempty"`
+	// A quantity. Required for memory (the tmpfs size); for disk, an empty
+	// size_limit means no limit, and a set one is enforced by an ext4 image
+	// like a volume's.
+	SizeLimit     string `protobuf:"bytes,3,opt,name=size_limit,json=sizeLimit,proto3" json:"size_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmptyDir) Reset() {
+	*x = EmptyDir{}
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmptyDir) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmptyDir) ProtoMessage() {}
+
+func (x *EmptyDir) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmptyDir.ProtoReflect.Descriptor instead.
+func (*EmptyDir) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EmptyDir) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EmptyDir) GetMedium() string {
+	if x != nil {
+		return x.Medium
+	}
+	return ""
+}
+
+func (x *EmptyDir) GetSizeLimit() string {
+	if x != nil {
+		return x.SizeLimit
+	}
+	return ""
+}
+
+// ConfigFile is a non-secret file delivered read-only to a container. Its
+// content is kept in the pod's record and in Terraform state: use
+// herd_secret for anything sensitive.
+type ConfigFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of the file in the container; its directory is not "/"
+	// and not in /proc, /sys or /dev.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// At most 1 MiB per pod in all.
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// File mode; default 0644. At most 0777.
+	Mode          *uint32 `protobuf:"varint,3,opt,name=mode,proto3,oneof" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigFile) Reset() {
+	*x = ConfigFile{}
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigFile) ProtoMessage() {}
+
+func (x *ConfigFile) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigFile.ProtoReflect.Descriptor instead.
+func (*ConfigFile) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ConfigFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ConfigFile) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *ConfigFile) GetMode() uint32 {
+	if x != nil && x.Mode != nil {
+		return *x.Mode
+	}
+	return 0
+}
+
 // SecretMount puts a secret's keys into a container as files on a tmpfs,
 // mode 0400 (or mode), updated atomically when the secret changes.
 type SecretMount struct {
@@ -552,7 +796,7 @@ type SecretMount struct {
 
 func (x *SecretMount) Reset() {
 	*x = SecretMount{}
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +808,7 @@ func (x *SecretMount) String() string {
 func (*SecretMount) ProtoMessage() {}
 
 func (x *SecretMount) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[5]
+	mi := &file_herd_v1_herd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +821,7 @@ func (x *SecretMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretMount.ProtoReflect.Descriptor instead.
 func (*SecretMount) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{5}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SecretMount) GetSecret() string {
@@ -635,7 +879,7 @@ type SecretEnv struct {
 
 func (x *SecretEnv) Reset() {
 	*x = SecretEnv{}
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +891,7 @@ func (x *SecretEnv) String() string {
 func (*SecretEnv) ProtoMessage() {}
 
 func (x *SecretEnv) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[6]
+	mi := &file_herd_v1_herd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +904,7 @@ func (x *SecretEnv) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretEnv.ProtoReflect.Descriptor instead.
 func (*SecretEnv) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{6}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SecretEnv) GetName() string {
@@ -703,7 +947,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +959,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[7]
+	mi := &file_herd_v1_herd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +972,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{7}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Probe) GetHttpGet() *HTTPGetAction {
@@ -802,7 +1046,7 @@ type HTTPGetAction struct {
 
 func (x *HTTPGetAction) Reset() {
 	*x = HTTPGetAction{}
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1058,7 @@ func (x *HTTPGetAction) String() string {
 func (*HTTPGetAction) ProtoMessage() {}
 
 func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[8]
+	mi := &file_herd_v1_herd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1071,7 @@ func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPGetAction.ProtoReflect.Descriptor instead.
 func (*HTTPGetAction) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{8}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HTTPGetAction) GetPath() string {
@@ -862,7 +1106,7 @@ type TCPSocketAction struct {
 
 func (x *TCPSocketAction) Reset() {
 	*x = TCPSocketAction{}
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1118,7 @@ func (x *TCPSocketAction) String() string {
 func (*TCPSocketAction) ProtoMessage() {}
 
 func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[9]
+	mi := &file_herd_v1_herd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1131,7 @@ func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPSocketAction.ProtoReflect.Descriptor instead.
 func (*TCPSocketAction) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{9}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TCPSocketAction) GetPort() int32 {
@@ -914,7 +1158,7 @@ type ExecAction struct {
 
 func (x *ExecAction) Reset() {
 	*x = ExecAction{}
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1170,7 @@ func (x *ExecAction) String() string {
 func (*ExecAction) ProtoMessage() {}
 
 func (x *ExecAction) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[10]
+	mi := &file_herd_v1_herd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1183,7 @@ func (x *ExecAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAction.ProtoReflect.Descriptor instead.
 func (*ExecAction) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{10}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecAction) GetCommand() []string {
@@ -964,7 +1208,7 @@ type ContainerPort struct {
 
 func (x *ContainerPort) Reset() {
 	*x = ContainerPort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1220,7 @@ func (x *ContainerPort) String() string {
 func (*ContainerPort) ProtoMessage() {}
 
 func (x *ContainerPort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[11]
+	mi := &file_herd_v1_herd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1233,7 @@ func (x *ContainerPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
 func (*ContainerPort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{11}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ContainerPort) GetName() string {
@@ -1038,14 +1282,19 @@ type PodSpec struct {
 	// namespace (a reference "name" is in it) and only services of its
 	// namespace select it. Pod names stay unique on the node across
 	// namespaces: a name another namespace holds is refused.
-	Namespace     string `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Namespace string `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Scratch directories the pod's containers mount by name.
+	EmptyDirs []*EmptyDir `protobuf:"bytes,10,rep,name=empty_dirs,json=emptyDirs,proto3" json:"empty_dirs,omitempty"`
+	// When a container's config_files change, restart the container instead
+	// of only updating its files.
+	RestartOnConfigChange bool `protobuf:"varint,11,opt,name=restart_on_config_change,json=restartOnConfigChange,proto3" json:"restart_on_config_change,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *PodSpec) Reset() {
 	*x = PodSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1306,7 @@ func (x *PodSpec) String() string {
 func (*PodSpec) ProtoMessage() {}
 
 func (x *PodSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[12]
+	mi := &file_herd_v1_herd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1319,7 @@ func (x *PodSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodSpec.ProtoReflect.Descriptor instead.
 func (*PodSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{12}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PodSpec) GetName() string {
@@ -1136,6 +1385,20 @@ func (x *PodSpec) GetNamespace() string {
 	return ""
 }
 
+func (x *PodSpec) GetEmptyDirs() []*EmptyDir {
+	if x != nil {
+		return x.EmptyDirs
+	}
+	return nil
+}
+
+func (x *PodSpec) GetRestartOnConfigChange() bool {
+	if x != nil {
+		return x.RestartOnConfigChange
+	}
+	return false
+}
+
 // DeploymentRef names the deployment and revision a replica belongs to.
 type DeploymentRef struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1151,7 +1414,7 @@ type DeploymentRef struct {
 
 func (x *DeploymentRef) Reset() {
 	*x = DeploymentRef{}
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1426,7 @@ func (x *DeploymentRef) String() string {
 func (*DeploymentRef) ProtoMessage() {}
 
 func (x *DeploymentRef) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[13]
+	mi := &file_herd_v1_herd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1439,7 @@ func (x *DeploymentRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRef.ProtoReflect.Descriptor instead.
 func (*DeploymentRef) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{13}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeploymentRef) GetNamespace() string {
@@ -1241,7 +1504,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1516,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[14]
+	mi := &file_herd_v1_herd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1529,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{14}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -1408,7 +1671,7 @@ type PodStatus struct {
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1683,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[15]
+	mi := &file_herd_v1_herd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1696,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{15}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -1514,7 +1777,7 @@ type Pod struct {
 
 func (x *Pod) Reset() {
 	*x = Pod{}
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1789,7 @@ func (x *Pod) String() string {
 func (*Pod) ProtoMessage() {}
 
 func (x *Pod) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[16]
+	mi := &file_herd_v1_herd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1802,7 @@ func (x *Pod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pod.ProtoReflect.Descriptor instead.
 func (*Pod) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{16}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pod) GetSpec() *PodSpec {
@@ -1586,7 +1849,7 @@ type ApplyPodRequest struct {
 
 func (x *ApplyPodRequest) Reset() {
 	*x = ApplyPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1861,7 @@ func (x *ApplyPodRequest) String() string {
 func (*ApplyPodRequest) ProtoMessage() {}
 
 func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[17]
+	mi := &file_herd_v1_herd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1874,7 @@ func (x *ApplyPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{17}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyPodRequest) GetSpec() *PodSpec {
@@ -1632,7 +1895,7 @@ type ApplyPodResponse struct {
 
 func (x *ApplyPodResponse) Reset() {
 	*x = ApplyPodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1907,7 @@ func (x *ApplyPodResponse) String() string {
 func (*ApplyPodResponse) ProtoMessage() {}
 
 func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[18]
+	mi := &file_herd_v1_herd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1920,7 @@ func (x *ApplyPodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPodResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{18}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyPodResponse) GetPod() *Pod {
@@ -1686,7 +1949,7 @@ type GetPodRequest struct {
 
 func (x *GetPodRequest) Reset() {
 	*x = GetPodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1961,7 @@ func (x *GetPodRequest) String() string {
 func (*GetPodRequest) ProtoMessage() {}
 
 func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[19]
+	mi := &file_herd_v1_herd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1974,7 @@ func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
 func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{19}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPodRequest) GetName() string {
@@ -1740,7 +2003,7 @@ type ListPodsRequest struct {
 
 func (x *ListPodsRequest) Reset() {
 	*x = ListPodsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2015,7 @@ func (x *ListPodsRequest) String() string {
 func (*ListPodsRequest) ProtoMessage() {}
 
 func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[20]
+	mi := &file_herd_v1_herd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2028,7 @@ func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsRequest.ProtoReflect.Descriptor instead.
 func (*ListPodsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{20}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListPodsRequest) GetLabelSelector() map[string]string {
@@ -1791,7 +2054,7 @@ type ListPodsResponse struct {
 
 func (x *ListPodsResponse) Reset() {
 	*x = ListPodsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +2066,7 @@ func (x *ListPodsResponse) String() string {
 func (*ListPodsResponse) ProtoMessage() {}
 
 func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[21]
+	mi := &file_herd_v1_herd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +2079,7 @@ func (x *ListPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodsResponse.ProtoReflect.Descriptor instead.
 func (*ListPodsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{21}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListPodsResponse) GetPods() []*Pod {
@@ -1850,7 +2113,7 @@ type DeletePodRequest struct {
 
 func (x *DeletePodRequest) Reset() {
 	*x = DeletePodRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2125,7 @@ func (x *DeletePodRequest) String() string {
 func (*DeletePodRequest) ProtoMessage() {}
 
 func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[22]
+	mi := &file_herd_v1_herd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2138,7 @@ func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
 func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{22}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeletePodRequest) GetName() string {
@@ -1933,7 +2196,7 @@ type DeletePodResponse struct {
 
 func (x *DeletePodResponse) Reset() {
 	*x = DeletePodResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2208,7 @@ func (x *DeletePodResponse) String() string {
 func (*DeletePodResponse) ProtoMessage() {}
 
 func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[23]
+	mi := &file_herd_v1_herd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2221,7 @@ func (x *DeletePodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodResponse.ProtoReflect.Descriptor instead.
 func (*DeletePodResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{23}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeletePodResponse) GetExisted() bool {
@@ -1998,7 +2261,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2273,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[24]
+	mi := &file_herd_v1_herd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2286,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{24}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PodLogsRequest) GetPod() string {
@@ -2071,7 +2334,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_herd_v1_herd_proto_msgTypes[25]
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2346,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[25]
+	mi := &file_herd_v1_herd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2359,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{25}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogChunk) GetContainer() string {
@@ -2121,7 +2384,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2396,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[26]
+	mi := &file_herd_v1_herd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2409,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{26}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
 }
 
 type Member struct {
@@ -2172,7 +2435,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2447,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[27]
+	mi := &file_herd_v1_herd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2460,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{27}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Member) GetName() string {
@@ -2265,7 +2528,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2540,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[28]
+	mi := &file_herd_v1_herd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2553,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{28}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2310,7 +2573,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2585,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[29]
+	mi := &file_herd_v1_herd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2598,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{29}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *JoinClusterRequest) GetAddresses() []string {
@@ -2355,7 +2618,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2630,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[30]
+	mi := &file_herd_v1_herd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2643,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{30}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JoinClusterResponse) GetContacted() int32 {
@@ -2407,7 +2670,7 @@ type RevokedCertificate struct {
 
 func (x *RevokedCertificate) Reset() {
 	*x = RevokedCertificate{}
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2682,7 @@ func (x *RevokedCertificate) String() string {
 func (*RevokedCertificate) ProtoMessage() {}
 
 func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[31]
+	mi := &file_herd_v1_herd_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2695,7 @@ func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
 func (*RevokedCertificate) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{31}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokedCertificate) GetSerial() string {
@@ -2484,7 +2747,7 @@ type RevokeCertificateRequest struct {
 
 func (x *RevokeCertificateRequest) Reset() {
 	*x = RevokeCertificateRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2496,7 +2759,7 @@ func (x *RevokeCertificateRequest) String() string {
 func (*RevokeCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[32]
+	mi := &file_herd_v1_herd_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2509,7 +2772,7 @@ func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{32}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeCertificateRequest) GetSerial() string {
@@ -2544,7 +2807,7 @@ type RevokeCertificateResponse struct {
 
 func (x *RevokeCertificateResponse) Reset() {
 	*x = RevokeCertificateResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2819,7 @@ func (x *RevokeCertificateResponse) String() string {
 func (*RevokeCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[33]
+	mi := &file_herd_v1_herd_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2832,7 @@ func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{33}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RevokeCertificateResponse) GetRevoked() *RevokedCertificate {
@@ -2594,7 +2857,7 @@ type ListRevokedCertificatesRequest struct {
 
 func (x *ListRevokedCertificatesRequest) Reset() {
 	*x = ListRevokedCertificatesRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2869,7 @@ func (x *ListRevokedCertificatesRequest) String() string {
 func (*ListRevokedCertificatesRequest) ProtoMessage() {}
 
 func (x *ListRevokedCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[34]
+	mi := &file_herd_v1_herd_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2882,7 @@ func (x *ListRevokedCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListRevokedCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{34}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
 }
 
 type ListRevokedCertificatesResponse struct {
@@ -2632,7 +2895,7 @@ type ListRevokedCertificatesResponse struct {
 
 func (x *ListRevokedCertificatesResponse) Reset() {
 	*x = ListRevokedCertificatesResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2907,7 @@ func (x *ListRevokedCertificatesResponse) String() string {
 func (*ListRevokedCertificatesResponse) ProtoMessage() {}
 
 func (x *ListRevokedCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[35]
+	mi := &file_herd_v1_herd_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2920,7 @@ func (x *ListRevokedCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListRevokedCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{35}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListRevokedCertificatesResponse) GetRevoked() []*RevokedCertificate {
@@ -2675,7 +2938,7 @@ type RotateGossipKeyRequest struct {
 
 func (x *RotateGossipKeyRequest) Reset() {
 	*x = RotateGossipKeyRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2950,7 @@ func (x *RotateGossipKeyRequest) String() string {
 func (*RotateGossipKeyRequest) ProtoMessage() {}
 
 func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[36]
+	mi := &file_herd_v1_herd_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2963,7 @@ func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{36}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
 }
 
 type RotateGossipKeyResponse struct {
@@ -2716,7 +2979,7 @@ type RotateGossipKeyResponse struct {
 
 func (x *RotateGossipKeyResponse) Reset() {
 	*x = RotateGossipKeyResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +2991,7 @@ func (x *RotateGossipKeyResponse) String() string {
 func (*RotateGossipKeyResponse) ProtoMessage() {}
 
 func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[37]
+	mi := &file_herd_v1_herd_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +3004,7 @@ func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{37}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RotateGossipKeyResponse) GetMembers() []string {
@@ -2780,7 +3043,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +3055,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[38]
+	mi := &file_herd_v1_herd_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +3068,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{38}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ServicePort) GetName() string {
@@ -2869,7 +3132,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2881,7 +3144,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[39]
+	mi := &file_herd_v1_herd_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2894,7 +3157,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{39}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ServiceSpec) GetNamespace() string {
@@ -2951,7 +3214,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3226,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[40]
+	mi := &file_herd_v1_herd_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3239,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{40}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ServiceEndpoint) GetNode() string {
@@ -3018,7 +3281,7 @@ type MemberVersion struct {
 
 func (x *MemberVersion) Reset() {
 	*x = MemberVersion{}
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3293,7 @@ func (x *MemberVersion) String() string {
 func (*MemberVersion) ProtoMessage() {}
 
 func (x *MemberVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[41]
+	mi := &file_herd_v1_herd_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3306,7 @@ func (x *MemberVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberVersion.ProtoReflect.Descriptor instead.
 func (*MemberVersion) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{41}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MemberVersion) GetNode() string {
@@ -3079,7 +3342,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3354,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[42]
+	mi := &file_herd_v1_herd_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3367,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{42}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ServiceStatus) GetClusterIp() string {
@@ -3163,7 +3426,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3438,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[43]
+	mi := &file_herd_v1_herd_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3451,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{43}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Service) GetSpec() *ServiceSpec {
@@ -3228,7 +3491,7 @@ type ApplyServiceRequest struct {
 
 func (x *ApplyServiceRequest) Reset() {
 	*x = ApplyServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3503,7 @@ func (x *ApplyServiceRequest) String() string {
 func (*ApplyServiceRequest) ProtoMessage() {}
 
 func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[44]
+	mi := &file_herd_v1_herd_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3516,7 @@ func (x *ApplyServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceRequest.ProtoReflect.Descriptor instead.
 func (*ApplyServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{44}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ApplyServiceRequest) GetSpec() *ServiceSpec {
@@ -3274,7 +3537,7 @@ type ApplyServiceResponse struct {
 
 func (x *ApplyServiceResponse) Reset() {
 	*x = ApplyServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3286,7 +3549,7 @@ func (x *ApplyServiceResponse) String() string {
 func (*ApplyServiceResponse) ProtoMessage() {}
 
 func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[45]
+	mi := &file_herd_v1_herd_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3299,7 +3562,7 @@ func (x *ApplyServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyServiceResponse.ProtoReflect.Descriptor instead.
 func (*ApplyServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{45}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ApplyServiceResponse) GetService() *Service {
@@ -3326,7 +3589,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3601,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[46]
+	mi := &file_herd_v1_herd_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3614,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{46}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetServiceRequest) GetNamespace() string {
@@ -3378,7 +3641,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3653,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[47]
+	mi := &file_herd_v1_herd_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3666,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{47}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListServicesRequest) GetNamespace() string {
@@ -3422,7 +3685,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3434,7 +3697,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[48]
+	mi := &file_herd_v1_herd_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3447,7 +3710,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{48}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -3471,7 +3734,7 @@ type DeleteServiceRequest struct {
 
 func (x *DeleteServiceRequest) Reset() {
 	*x = DeleteServiceRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3483,7 +3746,7 @@ func (x *DeleteServiceRequest) String() string {
 func (*DeleteServiceRequest) ProtoMessage() {}
 
 func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[49]
+	mi := &file_herd_v1_herd_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3496,7 +3759,7 @@ func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{49}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeleteServiceRequest) GetNamespace() string {
@@ -3529,7 +3792,7 @@ type DeleteServiceResponse struct {
 
 func (x *DeleteServiceResponse) Reset() {
 	*x = DeleteServiceResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3804,7 @@ func (x *DeleteServiceResponse) String() string {
 func (*DeleteServiceResponse) ProtoMessage() {}
 
 func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[50]
+	mi := &file_herd_v1_herd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3817,7 @@ func (x *DeleteServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteServiceResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{50}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteServiceResponse) GetExisted() bool {
@@ -3585,7 +3848,7 @@ type SecretSpec struct {
 
 func (x *SecretSpec) Reset() {
 	*x = SecretSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3597,7 +3860,7 @@ func (x *SecretSpec) String() string {
 func (*SecretSpec) ProtoMessage() {}
 
 func (x *SecretSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[51]
+	mi := &file_herd_v1_herd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3610,7 +3873,7 @@ func (x *SecretSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretSpec.ProtoReflect.Descriptor instead.
 func (*SecretSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{51}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SecretSpec) GetNamespace() string {
@@ -3671,7 +3934,7 @@ type SecretMeta struct {
 
 func (x *SecretMeta) Reset() {
 	*x = SecretMeta{}
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +3946,7 @@ func (x *SecretMeta) String() string {
 func (*SecretMeta) ProtoMessage() {}
 
 func (x *SecretMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[52]
+	mi := &file_herd_v1_herd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +3959,7 @@ func (x *SecretMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretMeta.ProtoReflect.Descriptor instead.
 func (*SecretMeta) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{52}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SecretMeta) GetNamespace() string {
@@ -3759,7 +4022,7 @@ type SecretStatus struct {
 
 func (x *SecretStatus) Reset() {
 	*x = SecretStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3771,7 +4034,7 @@ func (x *SecretStatus) String() string {
 func (*SecretStatus) ProtoMessage() {}
 
 func (x *SecretStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[53]
+	mi := &file_herd_v1_herd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3784,7 +4047,7 @@ func (x *SecretStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretStatus.ProtoReflect.Descriptor instead.
 func (*SecretStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{53}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SecretStatus) GetVersion() uint64 {
@@ -3829,7 +4092,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3841,7 +4104,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[54]
+	mi := &file_herd_v1_herd_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3854,7 +4117,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{54}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Secret) GetMeta() *SecretMeta {
@@ -3903,7 +4166,7 @@ type PodRef struct {
 
 func (x *PodRef) Reset() {
 	*x = PodRef{}
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3915,7 +4178,7 @@ func (x *PodRef) String() string {
 func (*PodRef) ProtoMessage() {}
 
 func (x *PodRef) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[55]
+	mi := &file_herd_v1_herd_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3928,7 +4191,7 @@ func (x *PodRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
 func (*PodRef) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{55}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PodRef) GetNode() string {
@@ -3957,7 +4220,7 @@ type ApplySecretRequest struct {
 
 func (x *ApplySecretRequest) Reset() {
 	*x = ApplySecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3969,7 +4232,7 @@ func (x *ApplySecretRequest) String() string {
 func (*ApplySecretRequest) ProtoMessage() {}
 
 func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[56]
+	mi := &file_herd_v1_herd_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3982,7 +4245,7 @@ func (x *ApplySecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretRequest.ProtoReflect.Descriptor instead.
 func (*ApplySecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{56}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ApplySecretRequest) GetSpec() *SecretSpec {
@@ -4013,7 +4276,7 @@ type ApplySecretResponse struct {
 
 func (x *ApplySecretResponse) Reset() {
 	*x = ApplySecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4025,7 +4288,7 @@ func (x *ApplySecretResponse) String() string {
 func (*ApplySecretResponse) ProtoMessage() {}
 
 func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[57]
+	mi := &file_herd_v1_herd_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4038,7 +4301,7 @@ func (x *ApplySecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplySecretResponse.ProtoReflect.Descriptor instead.
 func (*ApplySecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{57}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ApplySecretResponse) GetSecret() *Secret {
@@ -4072,7 +4335,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4084,7 +4347,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[58]
+	mi := &file_herd_v1_herd_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4097,7 +4360,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{58}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetSecretRequest) GetNamespace() string {
@@ -4124,7 +4387,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4136,7 +4399,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[59]
+	mi := &file_herd_v1_herd_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4149,7 +4412,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{59}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListSecretsRequest) GetNamespace() string {
@@ -4168,7 +4431,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4180,7 +4443,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[60]
+	mi := &file_herd_v1_herd_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4193,7 +4456,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{60}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*Secret {
@@ -4217,7 +4480,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4229,7 +4492,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[61]
+	mi := &file_herd_v1_herd_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4242,7 +4505,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{61}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DeleteSecretRequest) GetNamespace() string {
@@ -4275,7 +4538,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4287,7 +4550,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[62]
+	mi := &file_herd_v1_herd_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4300,7 +4563,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{62}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *DeleteSecretResponse) GetExisted() bool {
@@ -4320,7 +4583,7 @@ type RevealSecretRequest struct {
 
 func (x *RevealSecretRequest) Reset() {
 	*x = RevealSecretRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4595,7 @@ func (x *RevealSecretRequest) String() string {
 func (*RevealSecretRequest) ProtoMessage() {}
 
 func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[63]
+	mi := &file_herd_v1_herd_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4608,7 @@ func (x *RevealSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretRequest.ProtoReflect.Descriptor instead.
 func (*RevealSecretRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{63}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RevealSecretRequest) GetNamespace() string {
@@ -4372,7 +4635,7 @@ type RevealSecretResponse struct {
 
 func (x *RevealSecretResponse) Reset() {
 	*x = RevealSecretResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4647,7 @@ func (x *RevealSecretResponse) String() string {
 func (*RevealSecretResponse) ProtoMessage() {}
 
 func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[64]
+	mi := &file_herd_v1_herd_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4660,7 @@ func (x *RevealSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevealSecretResponse.ProtoReflect.Descriptor instead.
 func (*RevealSecretResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{64}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RevealSecretResponse) GetSecret() *Secret {
@@ -4422,7 +4685,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4434,7 +4697,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[65]
+	mi := &file_herd_v1_herd_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4447,7 +4710,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{65}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
 }
 
 type RotateKeyResponse struct {
@@ -4462,7 +4725,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4474,7 +4737,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[66]
+	mi := &file_herd_v1_herd_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4487,7 +4750,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{66}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RotateKeyResponse) GetKeyId() string {
@@ -4525,7 +4788,7 @@ type NestedMachines struct {
 
 func (x *NestedMachines) Reset() {
 	*x = NestedMachines{}
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +4800,7 @@ func (x *NestedMachines) String() string {
 func (*NestedMachines) ProtoMessage() {}
 
 func (x *NestedMachines) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[67]
+	mi := &file_herd_v1_herd_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +4813,7 @@ func (x *NestedMachines) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedMachines.ProtoReflect.Descriptor instead.
 func (*NestedMachines) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{67}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *NestedMachines) GetReplicas() int32 {
@@ -4618,7 +4881,7 @@ type NestedClusterSpec struct {
 
 func (x *NestedClusterSpec) Reset() {
 	*x = NestedClusterSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4630,7 +4893,7 @@ func (x *NestedClusterSpec) String() string {
 func (*NestedClusterSpec) ProtoMessage() {}
 
 func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[68]
+	mi := &file_herd_v1_herd_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4643,7 +4906,7 @@ func (x *NestedClusterSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterSpec.ProtoReflect.Descriptor instead.
 func (*NestedClusterSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{68}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *NestedClusterSpec) GetName() string {
@@ -4740,7 +5003,7 @@ type NestedVM struct {
 
 func (x *NestedVM) Reset() {
 	*x = NestedVM{}
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +5015,7 @@ func (x *NestedVM) String() string {
 func (*NestedVM) ProtoMessage() {}
 
 func (x *NestedVM) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[69]
+	mi := &file_herd_v1_herd_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +5028,7 @@ func (x *NestedVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedVM.ProtoReflect.Descriptor instead.
 func (*NestedVM) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{69}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *NestedVM) GetName() string {
@@ -4831,7 +5094,7 @@ type NestedClusterStatus struct {
 
 func (x *NestedClusterStatus) Reset() {
 	*x = NestedClusterStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4843,7 +5106,7 @@ func (x *NestedClusterStatus) String() string {
 func (*NestedClusterStatus) ProtoMessage() {}
 
 func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[70]
+	mi := &file_herd_v1_herd_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4856,7 +5119,7 @@ func (x *NestedClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedClusterStatus.ProtoReflect.Descriptor instead.
 func (*NestedClusterStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{70}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *NestedClusterStatus) GetPhase() string {
@@ -4920,7 +5183,7 @@ type NestedCluster struct {
 
 func (x *NestedCluster) Reset() {
 	*x = NestedCluster{}
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4932,7 +5195,7 @@ func (x *NestedCluster) String() string {
 func (*NestedCluster) ProtoMessage() {}
 
 func (x *NestedCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[71]
+	mi := &file_herd_v1_herd_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4945,7 +5208,7 @@ func (x *NestedCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedCluster.ProtoReflect.Descriptor instead.
 func (*NestedCluster) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{71}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *NestedCluster) GetSpec() *NestedClusterSpec {
@@ -4985,7 +5248,7 @@ type ApplyNestedClusterRequest struct {
 
 func (x *ApplyNestedClusterRequest) Reset() {
 	*x = ApplyNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4997,7 +5260,7 @@ func (x *ApplyNestedClusterRequest) String() string {
 func (*ApplyNestedClusterRequest) ProtoMessage() {}
 
 func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[72]
+	mi := &file_herd_v1_herd_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5010,7 +5273,7 @@ func (x *ApplyNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{72}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ApplyNestedClusterRequest) GetSpec() *NestedClusterSpec {
@@ -5030,7 +5293,7 @@ type ApplyNestedClusterResponse struct {
 
 func (x *ApplyNestedClusterResponse) Reset() {
 	*x = ApplyNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[73]
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5042,7 +5305,7 @@ func (x *ApplyNestedClusterResponse) String() string {
 func (*ApplyNestedClusterResponse) ProtoMessage() {}
 
 func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[73]
+	mi := &file_herd_v1_herd_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5055,7 +5318,7 @@ func (x *ApplyNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{73}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ApplyNestedClusterResponse) GetCluster() *NestedCluster {
@@ -5081,7 +5344,7 @@ type GetNestedClusterRequest struct {
 
 func (x *GetNestedClusterRequest) Reset() {
 	*x = GetNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5093,7 +5356,7 @@ func (x *GetNestedClusterRequest) String() string {
 func (*GetNestedClusterRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[74]
+	mi := &file_herd_v1_herd_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5106,7 +5369,7 @@ func (x *GetNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{74}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *GetNestedClusterRequest) GetName() string {
@@ -5124,7 +5387,7 @@ type ListNestedClustersRequest struct {
 
 func (x *ListNestedClustersRequest) Reset() {
 	*x = ListNestedClustersRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5136,7 +5399,7 @@ func (x *ListNestedClustersRequest) String() string {
 func (*ListNestedClustersRequest) ProtoMessage() {}
 
 func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[75]
+	mi := &file_herd_v1_herd_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5149,7 +5412,7 @@ func (x *ListNestedClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{75}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
 }
 
 type ListNestedClustersResponse struct {
@@ -5161,7 +5424,7 @@ type ListNestedClustersResponse struct {
 
 func (x *ListNestedClustersResponse) Reset() {
 	*x = ListNestedClustersResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5173,7 +5436,7 @@ func (x *ListNestedClustersResponse) String() string {
 func (*ListNestedClustersResponse) ProtoMessage() {}
 
 func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[76]
+	mi := &file_herd_v1_herd_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5186,7 +5449,7 @@ func (x *ListNestedClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNestedClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListNestedClustersResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{76}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListNestedClustersResponse) GetClusters() []*NestedCluster {
@@ -5209,7 +5472,7 @@ type DeleteNestedClusterRequest struct {
 
 func (x *DeleteNestedClusterRequest) Reset() {
 	*x = DeleteNestedClusterRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5221,7 +5484,7 @@ func (x *DeleteNestedClusterRequest) String() string {
 func (*DeleteNestedClusterRequest) ProtoMessage() {}
 
 func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[77]
+	mi := &file_herd_v1_herd_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5234,7 +5497,7 @@ func (x *DeleteNestedClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{77}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeleteNestedClusterRequest) GetName() string {
@@ -5260,7 +5523,7 @@ type DeleteNestedClusterResponse struct {
 
 func (x *DeleteNestedClusterResponse) Reset() {
 	*x = DeleteNestedClusterResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5272,7 +5535,7 @@ func (x *DeleteNestedClusterResponse) String() string {
 func (*DeleteNestedClusterResponse) ProtoMessage() {}
 
 func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[78]
+	mi := &file_herd_v1_herd_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5285,7 +5548,7 @@ func (x *DeleteNestedClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNestedClusterResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNestedClusterResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{78}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *DeleteNestedClusterResponse) GetExisted() bool {
@@ -5304,7 +5567,7 @@ type GetNestedClusterKubeconfigRequest struct {
 
 func (x *GetNestedClusterKubeconfigRequest) Reset() {
 	*x = GetNestedClusterKubeconfigRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5316,7 +5579,7 @@ func (x *GetNestedClusterKubeconfigRequest) String() string {
 func (*GetNestedClusterKubeconfigRequest) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[79]
+	mi := &file_herd_v1_herd_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5329,7 +5592,7 @@ func (x *GetNestedClusterKubeconfigRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use GetNestedClusterKubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{79}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetNestedClusterKubeconfigRequest) GetName() string {
@@ -5349,7 +5612,7 @@ type GetNestedClusterKubeconfigResponse struct {
 
 func (x *GetNestedClusterKubeconfigResponse) Reset() {
 	*x = GetNestedClusterKubeconfigResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5361,7 +5624,7 @@ func (x *GetNestedClusterKubeconfigResponse) String() string {
 func (*GetNestedClusterKubeconfigResponse) ProtoMessage() {}
 
 func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[80]
+	mi := &file_herd_v1_herd_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5374,7 +5637,7 @@ func (x *GetNestedClusterKubeconfigResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use GetNestedClusterKubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*GetNestedClusterKubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{80}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *GetNestedClusterKubeconfigResponse) GetKubeconfig() []byte {
@@ -5397,7 +5660,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5409,7 +5672,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[81]
+	mi := &file_herd_v1_herd_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5422,7 +5685,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{81}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *Placement) GetStrategy() string {
@@ -5460,7 +5723,7 @@ type DeploymentStrategy struct {
 
 func (x *DeploymentStrategy) Reset() {
 	*x = DeploymentStrategy{}
-	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5472,7 +5735,7 @@ func (x *DeploymentStrategy) String() string {
 func (*DeploymentStrategy) ProtoMessage() {}
 
 func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[82]
+	mi := &file_herd_v1_herd_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5485,7 +5748,7 @@ func (x *DeploymentStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStrategy.ProtoReflect.Descriptor instead.
 func (*DeploymentStrategy) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{82}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *DeploymentStrategy) GetType() string {
@@ -5552,7 +5815,7 @@ type DeploymentSpec struct {
 
 func (x *DeploymentSpec) Reset() {
 	*x = DeploymentSpec{}
-	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5564,7 +5827,7 @@ func (x *DeploymentSpec) String() string {
 func (*DeploymentSpec) ProtoMessage() {}
 
 func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[83]
+	mi := &file_herd_v1_herd_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5577,7 +5840,7 @@ func (x *DeploymentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentSpec.ProtoReflect.Descriptor instead.
 func (*DeploymentSpec) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{83}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *DeploymentSpec) GetNamespace() string {
@@ -5658,7 +5921,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5670,7 +5933,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[84]
+	mi := &file_herd_v1_herd_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5683,7 +5946,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{84}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ReplicaStatus) GetPod() string {
@@ -5778,7 +6041,7 @@ type DeploymentRevision struct {
 
 func (x *DeploymentRevision) Reset() {
 	*x = DeploymentRevision{}
-	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5790,7 +6053,7 @@ func (x *DeploymentRevision) String() string {
 func (*DeploymentRevision) ProtoMessage() {}
 
 func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[85]
+	mi := &file_herd_v1_herd_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5803,7 +6066,7 @@ func (x *DeploymentRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRevision.ProtoReflect.Descriptor instead.
 func (*DeploymentRevision) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{85}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *DeploymentRevision) GetRevision() int64 {
@@ -5874,7 +6137,7 @@ type DeploymentStatus struct {
 
 func (x *DeploymentStatus) Reset() {
 	*x = DeploymentStatus{}
-	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5886,7 +6149,7 @@ func (x *DeploymentStatus) String() string {
 func (*DeploymentStatus) ProtoMessage() {}
 
 func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[86]
+	mi := &file_herd_v1_herd_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5899,7 +6162,7 @@ func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
 func (*DeploymentStatus) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{86}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DeploymentStatus) GetCurrentRevision() int64 {
@@ -6031,7 +6294,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6043,7 +6306,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[87]
+	mi := &file_herd_v1_herd_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6056,7 +6319,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{87}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *Deployment) GetSpec() *DeploymentSpec {
@@ -6113,7 +6376,7 @@ type DeploymentRecord struct {
 
 func (x *DeploymentRecord) Reset() {
 	*x = DeploymentRecord{}
-	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6125,7 +6388,7 @@ func (x *DeploymentRecord) String() string {
 func (*DeploymentRecord) ProtoMessage() {}
 
 func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[88]
+	mi := &file_herd_v1_herd_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6138,7 +6401,7 @@ func (x *DeploymentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRecord.ProtoReflect.Descriptor instead.
 func (*DeploymentRecord) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{88}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DeploymentRecord) GetDeployment() *Deployment {
@@ -6166,7 +6429,7 @@ type RevisionTemplate struct {
 
 func (x *RevisionTemplate) Reset() {
 	*x = RevisionTemplate{}
-	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6178,7 +6441,7 @@ func (x *RevisionTemplate) String() string {
 func (*RevisionTemplate) ProtoMessage() {}
 
 func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[89]
+	mi := &file_herd_v1_herd_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6191,7 +6454,7 @@ func (x *RevisionTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionTemplate.ProtoReflect.Descriptor instead.
 func (*RevisionTemplate) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{89}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RevisionTemplate) GetRevision() int64 {
@@ -6229,7 +6492,7 @@ type ApplyDeploymentRequest struct {
 
 func (x *ApplyDeploymentRequest) Reset() {
 	*x = ApplyDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6241,7 +6504,7 @@ func (x *ApplyDeploymentRequest) String() string {
 func (*ApplyDeploymentRequest) ProtoMessage() {}
 
 func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[90]
+	mi := &file_herd_v1_herd_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6254,7 +6517,7 @@ func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{90}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ApplyDeploymentRequest) GetSpec() *DeploymentSpec {
@@ -6292,7 +6555,7 @@ type PlannedReplica struct {
 
 func (x *PlannedReplica) Reset() {
 	*x = PlannedReplica{}
-	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6304,7 +6567,7 @@ func (x *PlannedReplica) String() string {
 func (*PlannedReplica) ProtoMessage() {}
 
 func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[91]
+	mi := &file_herd_v1_herd_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6317,7 +6580,7 @@ func (x *PlannedReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedReplica.ProtoReflect.Descriptor instead.
 func (*PlannedReplica) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{91}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PlannedReplica) GetPod() string {
@@ -6359,7 +6622,7 @@ type NodeChange struct {
 
 func (x *NodeChange) Reset() {
 	*x = NodeChange{}
-	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	mi := &file_herd_v1_herd_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6371,7 +6634,7 @@ func (x *NodeChange) String() string {
 func (*NodeChange) ProtoMessage() {}
 
 func (x *NodeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[92]
+	mi := &file_herd_v1_herd_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6384,7 +6647,7 @@ func (x *NodeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeChange.ProtoReflect.Descriptor instead.
 func (*NodeChange) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{92}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *NodeChange) GetNode() string {
@@ -6428,7 +6691,7 @@ type RolloutPlan struct {
 
 func (x *RolloutPlan) Reset() {
 	*x = RolloutPlan{}
-	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	mi := &file_herd_v1_herd_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6440,7 +6703,7 @@ func (x *RolloutPlan) String() string {
 func (*RolloutPlan) ProtoMessage() {}
 
 func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[93]
+	mi := &file_herd_v1_herd_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6453,7 +6716,7 @@ func (x *RolloutPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutPlan.ProtoReflect.Descriptor instead.
 func (*RolloutPlan) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{93}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *RolloutPlan) GetFromRevision() int64 {
@@ -6523,7 +6786,7 @@ type ApplyDeploymentResponse struct {
 
 func (x *ApplyDeploymentResponse) Reset() {
 	*x = ApplyDeploymentResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	mi := &file_herd_v1_herd_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6535,7 +6798,7 @@ func (x *ApplyDeploymentResponse) String() string {
 func (*ApplyDeploymentResponse) ProtoMessage() {}
 
 func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[94]
+	mi := &file_herd_v1_herd_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6548,7 +6811,7 @@ func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{94}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
@@ -6582,7 +6845,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[95]
+	mi := &file_herd_v1_herd_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6594,7 +6857,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[95]
+	mi := &file_herd_v1_herd_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6607,7 +6870,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{95}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *GetDeploymentRequest) GetNamespace() string {
@@ -6633,7 +6896,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[96]
+	mi := &file_herd_v1_herd_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6645,7 +6908,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[96]
+	mi := &file_herd_v1_herd_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6658,7 +6921,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{96}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ListDeploymentsRequest) GetNamespace() string {
@@ -6677,7 +6940,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[97]
+	mi := &file_herd_v1_herd_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6689,7 +6952,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[97]
+	mi := &file_herd_v1_herd_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6702,7 +6965,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{97}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -6726,7 +6989,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[98]
+	mi := &file_herd_v1_herd_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6738,7 +7001,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[98]
+	mi := &file_herd_v1_herd_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6751,7 +7014,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{98}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *DeleteDeploymentRequest) GetNamespace() string {
@@ -6784,7 +7047,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[99]
+	mi := &file_herd_v1_herd_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6796,7 +7059,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[99]
+	mi := &file_herd_v1_herd_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6809,7 +7072,7 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{99}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *DeleteDeploymentResponse) GetExisted() bool {
@@ -6833,7 +7096,7 @@ type WaitEndpointsAppliedRequest struct {
 
 func (x *WaitEndpointsAppliedRequest) Reset() {
 	*x = WaitEndpointsAppliedRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[100]
+	mi := &file_herd_v1_herd_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6845,7 +7108,7 @@ func (x *WaitEndpointsAppliedRequest) String() string {
 func (*WaitEndpointsAppliedRequest) ProtoMessage() {}
 
 func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[100]
+	mi := &file_herd_v1_herd_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6858,7 +7121,7 @@ func (x *WaitEndpointsAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitEndpointsAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitEndpointsAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{100}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *WaitEndpointsAppliedRequest) GetOwner() string {
@@ -6898,7 +7161,7 @@ type WaitEndpointsAppliedResponse struct {
 
 func (x *WaitEndpointsAppliedResponse) Reset() {
 	*x = WaitEndpointsAppliedResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[101]
+	mi := &file_herd_v1_herd_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6910,7 +7173,7 @@ func (x *WaitEndpointsAppliedResponse) String() string {
 func (*WaitEndpointsAppliedResponse) ProtoMessage() {}
 
 func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[101]
+	mi := &file_herd_v1_herd_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6923,7 +7186,7 @@ func (x *WaitEndpointsAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitEndpointsAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitEndpointsAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{101}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *WaitEndpointsAppliedResponse) GetApplied() bool {
@@ -6947,7 +7210,7 @@ type PeerCallRequest struct {
 
 func (x *PeerCallRequest) Reset() {
 	*x = PeerCallRequest{}
-	mi := &file_herd_v1_herd_proto_msgTypes[102]
+	mi := &file_herd_v1_herd_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6959,7 +7222,7 @@ func (x *PeerCallRequest) String() string {
 func (*PeerCallRequest) ProtoMessage() {}
 
 func (x *PeerCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[102]
+	mi := &file_herd_v1_herd_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6972,7 +7235,7 @@ func (x *PeerCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCallRequest.ProtoReflect.Descriptor instead.
 func (*PeerCallRequest) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{102}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PeerCallRequest) GetMethod() string {
@@ -7000,7 +7263,7 @@ type PeerCallResponse struct {
 
 func (x *PeerCallResponse) Reset() {
 	*x = PeerCallResponse{}
-	mi := &file_herd_v1_herd_proto_msgTypes[103]
+	mi := &file_herd_v1_herd_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7012,7 +7275,7 @@ func (x *PeerCallResponse) String() string {
 func (*PeerCallResponse) ProtoMessage() {}
 
 func (x *PeerCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herd_v1_herd_proto_msgTypes[103]
+	mi := &file_herd_v1_herd_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7025,7 +7288,7 @@ func (x *PeerCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCallResponse.ProtoReflect.Descriptor instead.
 func (*PeerCallResponse) Descriptor() ([]byte, []int) {
-	return file_herd_v1_herd_proto_rawDescGZIP(), []int{103}
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *PeerCallResponse) GetPayload() []byte {
@@ -7033,6 +7296,802 @@ func (x *PeerCallResponse) GetPayload() []byte {
 		return x.Payload
 	}
 	return nil
+}
+
+type VolumeSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 1123 label; default "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// RFC 1123 label, unique in its namespace on the node.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// A quantity of bytes, at least 1Mi: the size of the filesystem image
+	// (ext4's own metadata takes a little of it).
+	Size string `protobuf:"bytes,3,opt,name=size,proto3" json:"size,omitempty"`
+	// While true, DeleteVolume is refused.
+	DeletionProtection bool `protobuf:"varint,4,opt,name=deletion_protection,json=deletionProtection,proto3" json:"deletion_protection,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *VolumeSpec) Reset() {
+	*x = VolumeSpec{}
+	mi := &file_herd_v1_herd_proto_msgTypes[107]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeSpec) ProtoMessage() {}
+
+func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[107]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeSpec.ProtoReflect.Descriptor instead.
+func (*VolumeSpec) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{107}
+}
+
+func (x *VolumeSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *VolumeSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeSpec) GetSize() string {
+	if x != nil {
+		return x.Size
+	}
+	return ""
+}
+
+func (x *VolumeSpec) GetDeletionProtection() bool {
+	if x != nil {
+		return x.DeletionProtection
+	}
+	return false
+}
+
+type VolumeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "Available" (no pod mounts it) or "Bound".
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	// Bytes in use in the filesystem, as statfs reports them.
+	UsedBytes int64 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	// Bytes the volume's files may take (statfs's total).
+	CapacityBytes int64 `protobuf:"varint,3,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	// The pod mounting it read-write, if any.
+	BoundTo string `protobuf:"bytes,4,opt,name=bound_to,json=boundTo,proto3" json:"bound_to,omitempty"`
+	// Pods mounting it read-only.
+	Readers []string `protobuf:"bytes,5,rep,name=readers,proto3" json:"readers,omitempty"`
+	// Why the volume is not usable, when it is not.
+	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeStatus) Reset() {
+	*x = VolumeStatus{}
+	mi := &file_herd_v1_herd_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeStatus) ProtoMessage() {}
+
+func (x *VolumeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeStatus.ProtoReflect.Descriptor instead.
+func (*VolumeStatus) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{108}
+}
+
+func (x *VolumeStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *VolumeStatus) GetUsedBytes() int64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *VolumeStatus) GetCapacityBytes() int64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *VolumeStatus) GetBoundTo() string {
+	if x != nil {
+		return x.BoundTo
+	}
+	return ""
+}
+
+func (x *VolumeStatus) GetReaders() []string {
+	if x != nil {
+		return x.Readers
+	}
+	return nil
+}
+
+func (x *VolumeStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type Volume struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Spec   *VolumeSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Status *VolumeStatus          `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// Random per creation.
+	Uid       string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The size in bytes the spec's size parses to.
+	SizeBytes     int64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Volume) Reset() {
+	*x = Volume{}
+	mi := &file_herd_v1_herd_proto_msgTypes[109]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Volume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Volume) ProtoMessage() {}
+
+func (x *Volume) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[109]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Volume.ProtoReflect.Descriptor instead.
+func (*Volume) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{109}
+}
+
+func (x *Volume) GetSpec() *VolumeSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Volume) GetStatus() *VolumeStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *Volume) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *Volume) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Volume) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+type ApplyVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *VolumeSpec            `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyVolumeRequest) Reset() {
+	*x = ApplyVolumeRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[110]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyVolumeRequest) ProtoMessage() {}
+
+func (x *ApplyVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[110]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ApplyVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{110}
+}
+
+func (x *ApplyVolumeRequest) GetSpec() *VolumeSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type ApplyVolumeResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// False when nothing changed.
+	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyVolumeResponse) Reset() {
+	*x = ApplyVolumeResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[111]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyVolumeResponse) ProtoMessage() {}
+
+func (x *ApplyVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[111]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyVolumeResponse.ProtoReflect.Descriptor instead.
+func (*ApplyVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{111}
+}
+
+func (x *ApplyVolumeResponse) GetVolume() *Volume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+func (x *ApplyVolumeResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type GetVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVolumeRequest) Reset() {
+	*x = GetVolumeRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[112]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVolumeRequest) ProtoMessage() {}
+
+func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[112]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
+func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{112}
+}
+
+func (x *GetVolumeRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListVolumesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every namespace.
+	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVolumesRequest) Reset() {
+	*x = ListVolumesRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[113]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVolumesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVolumesRequest) ProtoMessage() {}
+
+func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[113]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
+func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{113}
+}
+
+func (x *ListVolumesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListVolumesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volumes       []*Volume              `protobuf:"bytes,1,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVolumesResponse) Reset() {
+	*x = ListVolumesResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[114]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVolumesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVolumesResponse) ProtoMessage() {}
+
+func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[114]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
+func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{114}
+}
+
+func (x *ListVolumesResponse) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+type DeleteVolumeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, delete only the volume of this uid (FailedPrecondition for
+	// another incarnation, which is kept).
+	Uid           string `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVolumeRequest) Reset() {
+	*x = DeleteVolumeRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[115]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVolumeRequest) ProtoMessage() {}
+
+func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[115]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
+func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{115}
+}
+
+func (x *DeleteVolumeRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeleteVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteVolumeRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+type DeleteVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVolumeResponse) Reset() {
+	*x = DeleteVolumeResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[116]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVolumeResponse) ProtoMessage() {}
+
+func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[116]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
+func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{116}
+}
+
+func (x *DeleteVolumeResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+type BackupVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupVolumeRequest) Reset() {
+	*x = BackupVolumeRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[117]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupVolumeRequest) ProtoMessage() {}
+
+func (x *BackupVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[117]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupVolumeRequest.ProtoReflect.Descriptor instead.
+func (*BackupVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{117}
+}
+
+func (x *BackupVolumeRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *BackupVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type VolumeChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeChunk) Reset() {
+	*x = VolumeChunk{}
+	mi := &file_herd_v1_herd_proto_msgTypes[118]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeChunk) ProtoMessage() {}
+
+func (x *VolumeChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[118]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeChunk.ProtoReflect.Descriptor instead.
+func (*VolumeChunk) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{118}
+}
+
+func (x *VolumeChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Tar data, in the messages after the first.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreVolumeRequest) Reset() {
+	*x = RestoreVolumeRequest{}
+	mi := &file_herd_v1_herd_proto_msgTypes[119]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreVolumeRequest) ProtoMessage() {}
+
+func (x *RestoreVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[119]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreVolumeRequest.ProtoReflect.Descriptor instead.
+func (*RestoreVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{119}
+}
+
+func (x *RestoreVolumeRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RestoreVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreVolumeRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreVolumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of tar read and files written.
+	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Files         int64 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreVolumeResponse) Reset() {
+	*x = RestoreVolumeResponse{}
+	mi := &file_herd_v1_herd_proto_msgTypes[120]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreVolumeResponse) ProtoMessage() {}
+
+func (x *RestoreVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herd_v1_herd_proto_msgTypes[120]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreVolumeResponse.ProtoReflect.Descriptor instead.
+func (*RestoreVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_herd_v1_herd_proto_rawDescGZIP(), []int{120}
+}
+
+func (x *RestoreVolumeResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *RestoreVolumeResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
 }
 
 var File_herd_v1_herd_proto protoreflect.FileDescriptor
@@ -7072,7 +8131,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x04pods\x18\x11 \x01(\x05R\x04pods\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x06\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -7093,10 +8152,29 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"secret_env\x18\x0e \x03(\v2\x12.herd.v1.SecretEnvR\tsecretEnv\x12\x1f\n" +
 	"\vcpu_request\x18\x0f \x01(\tR\n" +
 	"cpuRequest\x12%\n" +
-	"\x0ememory_request\x18\x10 \x01(\tR\rmemoryRequest\x1a6\n" +
+	"\x0ememory_request\x18\x10 \x01(\tR\rmemoryRequest\x129\n" +
+	"\rvolume_mounts\x18\x11 \x03(\v2\x14.herd.v1.VolumeMountR\fvolumeMounts\x126\n" +
+	"\fconfig_files\x18\x12 \x03(\v2\x13.herd.v1.ConfigFileR\vconfigFiles\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
+	"\vVolumeMount\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x1b\n" +
+	"\tempty_dir\x18\x02 \x01(\tR\bemptyDir\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\x12\x19\n" +
+	"\bsub_path\x18\x05 \x01(\tR\asubPath\"U\n" +
+	"\bEmptyDir\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06medium\x18\x02 \x01(\tR\x06medium\x12\x1d\n" +
+	"\n" +
+	"size_limit\x18\x03 \x01(\tR\tsizeLimit\"\\\n" +
+	"\n" +
+	"ConfigFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12\x17\n" +
+	"\x04mode\x18\x03 \x01(\rH\x00R\x04mode\x88\x01\x01B\a\n" +
+	"\x05_mode\"\xad\x01\n" +
 	"\vSecretMount\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x15\n" +
@@ -7139,7 +8217,7 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\rContainerPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\x9b\x04\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\x86\x05\n" +
 	"\aPodSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.herd.v1.PodSpec.LabelsEntryR\x06labels\x126\n" +
@@ -7153,7 +8231,11 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\n" +
 	"deployment\x18\b \x01(\v2\x16.herd.v1.DeploymentRefR\n" +
 	"deployment\x12\x1c\n" +
-	"\tnamespace\x18\t \x01(\tR\tnamespace\x1a9\n" +
+	"\tnamespace\x18\t \x01(\tR\tnamespace\x120\n" +
+	"\n" +
+	"empty_dirs\x18\n" +
+	" \x03(\v2\x11.herd.v1.EmptyDirR\temptyDirs\x127\n" +
+	"\x18restart_on_config_change\x18\v \x01(\bR\x15restartOnConfigChange\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
@@ -7624,7 +8706,59 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\",\n" +
 	"\x10PeerCallResponse\x12\x18\n" +
-	"\apayload\x18\x01 \x01(\fR\apayload2\x7f\n" +
+	"\apayload\x18\x01 \x01(\fR\apayload\"\x83\x01\n" +
+	"\n" +
+	"VolumeSpec\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\tR\x04size\x12/\n" +
+	"\x13deletion_protection\x18\x04 \x01(\bR\x12deletionProtection\"\xb9\x01\n" +
+	"\fVolumeStatus\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x02 \x01(\x03R\tusedBytes\x12%\n" +
+	"\x0ecapacity_bytes\x18\x03 \x01(\x03R\rcapacityBytes\x12\x19\n" +
+	"\bbound_to\x18\x04 \x01(\tR\aboundTo\x12\x18\n" +
+	"\areaders\x18\x05 \x03(\tR\areaders\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\xcc\x01\n" +
+	"\x06Volume\x12'\n" +
+	"\x04spec\x18\x01 \x01(\v2\x13.herd.v1.VolumeSpecR\x04spec\x12-\n" +
+	"\x06status\x18\x02 \x01(\v2\x15.herd.v1.VolumeStatusR\x06status\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x05 \x01(\x03R\tsizeBytes\"=\n" +
+	"\x12ApplyVolumeRequest\x12'\n" +
+	"\x04spec\x18\x01 \x01(\v2\x13.herd.v1.VolumeSpecR\x04spec\"X\n" +
+	"\x13ApplyVolumeResponse\x12'\n" +
+	"\x06volume\x18\x01 \x01(\v2\x0f.herd.v1.VolumeR\x06volume\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\"D\n" +
+	"\x10GetVolumeRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"2\n" +
+	"\x12ListVolumesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"@\n" +
+	"\x13ListVolumesResponse\x12)\n" +
+	"\avolumes\x18\x01 \x03(\v2\x0f.herd.v1.VolumeR\avolumes\"Y\n" +
+	"\x13DeleteVolumeRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\"0\n" +
+	"\x14DeleteVolumeResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"G\n" +
+	"\x13BackupVolumeRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"!\n" +
+	"\vVolumeChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\\\n" +
+	"\x14RestoreVolumeRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"C\n" +
+	"\x15RestoreVolumeResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\x03R\x05files2\x7f\n" +
 	"\vNodeService\x121\n" +
 	"\aGetNode\x12\x17.herd.v1.GetNodeRequest\x1a\r.herd.v1.Node\x12=\n" +
 	"\rSetNodeLabels\x12\x1d.herd.v1.SetNodeLabelsRequest\x1a\r.herd.v1.Node2\xbb\x02\n" +
@@ -7668,7 +8802,14 @@ const file_herd_v1_herd_proto_rawDesc = "" +
 	"\x10GetNestedCluster\x12 .herd.v1.GetNestedClusterRequest\x1a\x16.herd.v1.NestedCluster\x12]\n" +
 	"\x12ListNestedClusters\x12\".herd.v1.ListNestedClustersRequest\x1a#.herd.v1.ListNestedClustersResponse\x12`\n" +
 	"\x13DeleteNestedCluster\x12#.herd.v1.DeleteNestedClusterRequest\x1a$.herd.v1.DeleteNestedClusterResponse\x12u\n" +
-	"\x1aGetNestedClusterKubeconfig\x12*.herd.v1.GetNestedClusterKubeconfigRequest\x1a+.herd.v1.GetNestedClusterKubeconfigResponseBDZBgithub.com/herd-project/terraform-provider-herd/api/herd/v1;herdv1b\x06proto3"
+	"\x1aGetNestedClusterKubeconfig\x12*.herd.v1.GetNestedClusterKubeconfigRequest\x1a+.herd.v1.GetNestedClusterKubeconfigResponse2\xc1\x03\n" +
+	"\rVolumeService\x12H\n" +
+	"\vApplyVolume\x12\x1b.herd.v1.ApplyVolumeRequest\x1a\x1c.herd.v1.ApplyVolumeResponse\x127\n" +
+	"\tGetVolume\x12\x19.herd.v1.GetVolumeRequest\x1a\x0f.herd.v1.Volume\x12H\n" +
+	"\vListVolumes\x12\x1b.herd.v1.ListVolumesRequest\x1a\x1c.herd.v1.ListVolumesResponse\x12K\n" +
+	"\fDeleteVolume\x12\x1c.herd.v1.DeleteVolumeRequest\x1a\x1d.herd.v1.DeleteVolumeResponse\x12D\n" +
+	"\fBackupVolume\x12\x1c.herd.v1.BackupVolumeRequest\x1a\x14.herd.v1.VolumeChunk0\x01\x12P\n" +
+	"\rRestoreVolume\x12\x1d.herd.v1.RestoreVolumeRequest\x1a\x1e.herd.v1.RestoreVolumeResponse(\x01BDZBgithub.com/herd-project/terraform-provider-herd/api/herd/v1;herdv1b\x06proto3"
 
 var (
 	file_herd_v1_herd_proto_rawDescOnce sync.Once
@@ -7682,297 +8823,335 @@ func file_herd_v1_herd_proto_rawDescGZIP() []byte {
 	return file_herd_v1_herd_proto_rawDescData
 }
 
-var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
+var file_herd_v1_herd_proto_msgTypes = make([]protoimpl.MessageInfo, 134)
 var file_herd_v1_herd_proto_goTypes = []any{
 	(*GetNodeRequest)(nil),                     // 0: herd.v1.GetNodeRequest
 	(*SetNodeLabelsRequest)(nil),               // 1: herd.v1.SetNodeLabelsRequest
 	(*Resources)(nil),                          // 2: herd.v1.Resources
 	(*Node)(nil),                               // 3: herd.v1.Node
 	(*ContainerSpec)(nil),                      // 4: herd.v1.ContainerSpec
-	(*SecretMount)(nil),                        // 5: herd.v1.SecretMount
-	(*SecretEnv)(nil),                          // 6: herd.v1.SecretEnv
-	(*Probe)(nil),                              // 7: herd.v1.Probe
-	(*HTTPGetAction)(nil),                      // 8: herd.v1.HTTPGetAction
-	(*TCPSocketAction)(nil),                    // 9: herd.v1.TCPSocketAction
-	(*ExecAction)(nil),                         // 10: herd.v1.ExecAction
-	(*ContainerPort)(nil),                      // 11: herd.v1.ContainerPort
-	(*PodSpec)(nil),                            // 12: herd.v1.PodSpec
-	(*DeploymentRef)(nil),                      // 13: herd.v1.DeploymentRef
-	(*ContainerStatus)(nil),                    // 14: herd.v1.ContainerStatus
-	(*PodStatus)(nil),                          // 15: herd.v1.PodStatus
-	(*Pod)(nil),                                // 16: herd.v1.Pod
-	(*ApplyPodRequest)(nil),                    // 17: herd.v1.ApplyPodRequest
-	(*ApplyPodResponse)(nil),                   // 18: herd.v1.ApplyPodResponse
-	(*GetPodRequest)(nil),                      // 19: herd.v1.GetPodRequest
-	(*ListPodsRequest)(nil),                    // 20: herd.v1.ListPodsRequest
-	(*ListPodsResponse)(nil),                   // 21: herd.v1.ListPodsResponse
-	(*DeletePodRequest)(nil),                   // 22: herd.v1.DeletePodRequest
-	(*DeletePodResponse)(nil),                  // 23: herd.v1.DeletePodResponse
-	(*PodLogsRequest)(nil),                     // 24: herd.v1.PodLogsRequest
-	(*LogChunk)(nil),                           // 25: herd.v1.LogChunk
-	(*ListMembersRequest)(nil),                 // 26: herd.v1.ListMembersRequest
-	(*Member)(nil),                             // 27: herd.v1.Member
-	(*ListMembersResponse)(nil),                // 28: herd.v1.ListMembersResponse
-	(*JoinClusterRequest)(nil),                 // 29: herd.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),                // 30: herd.v1.JoinClusterResponse
-	(*RevokedCertificate)(nil),                 // 31: herd.v1.RevokedCertificate
-	(*RevokeCertificateRequest)(nil),           // 32: herd.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil),          // 33: herd.v1.RevokeCertificateResponse
-	(*ListRevokedCertificatesRequest)(nil),     // 34: herd.v1.ListRevokedCertificatesRequest
-	(*ListRevokedCertificatesResponse)(nil),    // 35: herd.v1.ListRevokedCertificatesResponse
-	(*RotateGossipKeyRequest)(nil),             // 36: herd.v1.RotateGossipKeyRequest
-	(*RotateGossipKeyResponse)(nil),            // 37: herd.v1.RotateGossipKeyResponse
-	(*ServicePort)(nil),                        // 38: herd.v1.ServicePort
-	(*ServiceSpec)(nil),                        // 39: herd.v1.ServiceSpec
-	(*ServiceEndpoint)(nil),                    // 40: herd.v1.ServiceEndpoint
-	(*MemberVersion)(nil),                      // 41: herd.v1.MemberVersion
-	(*ServiceStatus)(nil),                      // 42: herd.v1.ServiceStatus
-	(*Service)(nil),                            // 43: herd.v1.Service
-	(*ApplyServiceRequest)(nil),                // 44: herd.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),               // 45: herd.v1.ApplyServiceResponse
-	(*GetServiceRequest)(nil),                  // 46: herd.v1.GetServiceRequest
-	(*ListServicesRequest)(nil),                // 47: herd.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),               // 48: herd.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),               // 49: herd.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil),              // 50: herd.v1.DeleteServiceResponse
-	(*SecretSpec)(nil),                         // 51: herd.v1.SecretSpec
-	(*SecretMeta)(nil),                         // 52: herd.v1.SecretMeta
-	(*SecretStatus)(nil),                       // 53: herd.v1.SecretStatus
-	(*Secret)(nil),                             // 54: herd.v1.Secret
-	(*PodRef)(nil),                             // 55: herd.v1.PodRef
-	(*ApplySecretRequest)(nil),                 // 56: herd.v1.ApplySecretRequest
-	(*ApplySecretResponse)(nil),                // 57: herd.v1.ApplySecretResponse
-	(*GetSecretRequest)(nil),                   // 58: herd.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),                 // 59: herd.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),                // 60: herd.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),                // 61: herd.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),               // 62: herd.v1.DeleteSecretResponse
-	(*RevealSecretRequest)(nil),                // 63: herd.v1.RevealSecretRequest
-	(*RevealSecretResponse)(nil),               // 64: herd.v1.RevealSecretResponse
-	(*RotateKeyRequest)(nil),                   // 65: herd.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),                  // 66: herd.v1.RotateKeyResponse
-	(*NestedMachines)(nil),                     // 67: herd.v1.NestedMachines
-	(*NestedClusterSpec)(nil),                  // 68: herd.v1.NestedClusterSpec
-	(*NestedVM)(nil),                           // 69: herd.v1.NestedVM
-	(*NestedClusterStatus)(nil),                // 70: herd.v1.NestedClusterStatus
-	(*NestedCluster)(nil),                      // 71: herd.v1.NestedCluster
-	(*ApplyNestedClusterRequest)(nil),          // 72: herd.v1.ApplyNestedClusterRequest
-	(*ApplyNestedClusterResponse)(nil),         // 73: herd.v1.ApplyNestedClusterResponse
-	(*GetNestedClusterRequest)(nil),            // 74: herd.v1.GetNestedClusterRequest
-	(*ListNestedClustersRequest)(nil),          // 75: herd.v1.ListNestedClustersRequest
-	(*ListNestedClustersResponse)(nil),         // 76: herd.v1.ListNestedClustersResponse
-	(*DeleteNestedClusterRequest)(nil),         // 77: herd.v1.DeleteNestedClusterRequest
-	(*DeleteNestedClusterResponse)(nil),        // 78: herd.v1.DeleteNestedClusterResponse
-	(*GetNestedClusterKubeconfigRequest)(nil),  // 79: herd.v1.GetNestedClusterKubeconfigRequest
-	(*GetNestedClusterKubeconfigResponse)(nil), // 80: herd.v1.GetNestedClusterKubeconfigResponse
-	(*Placement)(nil),                          // 81: herd.v1.Placement
-	(*DeploymentStrategy)(nil),                 // 82: herd.v1.DeploymentStrategy
-	(*DeploymentSpec)(nil),                     // 83: herd.v1.DeploymentSpec
-	(*ReplicaStatus)(nil),                      // 84: herd.v1.ReplicaStatus
-	(*DeploymentRevision)(nil),                 // 85: herd.v1.DeploymentRevision
-	(*DeploymentStatus)(nil),                   // 86: herd.v1.DeploymentStatus
-	(*Deployment)(nil),                         // 87: herd.v1.Deployment
-	(*DeploymentRecord)(nil),                   // 88: herd.v1.DeploymentRecord
-	(*RevisionTemplate)(nil),                   // 89: herd.v1.RevisionTemplate
-	(*ApplyDeploymentRequest)(nil),             // 90: herd.v1.ApplyDeploymentRequest
-	(*PlannedReplica)(nil),                     // 91: herd.v1.PlannedReplica
-	(*NodeChange)(nil),                         // 92: herd.v1.NodeChange
-	(*RolloutPlan)(nil),                        // 93: herd.v1.RolloutPlan
-	(*ApplyDeploymentResponse)(nil),            // 94: herd.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),               // 95: herd.v1.GetDeploymentRequest
-	(*ListDeploymentsRequest)(nil),             // 96: herd.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),            // 97: herd.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),            // 98: herd.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),           // 99: herd.v1.DeleteDeploymentResponse
-	(*WaitEndpointsAppliedRequest)(nil),        // 100: herd.v1.WaitEndpointsAppliedRequest
-	(*WaitEndpointsAppliedResponse)(nil),       // 101: herd.v1.WaitEndpointsAppliedResponse
-	(*PeerCallRequest)(nil),                    // 102: herd.v1.PeerCallRequest
-	(*PeerCallResponse)(nil),                   // 103: herd.v1.PeerCallResponse
-	nil,                                        // 104: herd.v1.SetNodeLabelsRequest.LabelsEntry
-	nil,                                        // 105: herd.v1.Node.LabelsEntry
-	nil,                                        // 106: herd.v1.ContainerSpec.EnvEntry
-	nil,                                        // 107: herd.v1.PodSpec.LabelsEntry
-	nil,                                        // 108: herd.v1.ListPodsRequest.LabelSelectorEntry
-	nil,                                        // 109: herd.v1.Member.LabelsEntry
-	nil,                                        // 110: herd.v1.ServiceSpec.SelectorEntry
-	nil,                                        // 111: herd.v1.SecretSpec.DataEntry
-	nil,                                        // 112: herd.v1.SecretSpec.NodeSelectorEntry
-	nil,                                        // 113: herd.v1.SecretMeta.NodeSelectorEntry
-	nil,                                        // 114: herd.v1.RevealSecretResponse.DataEntry
-	nil,                                        // 115: herd.v1.DeploymentSpec.SelectorEntry
-	nil,                                        // 116: herd.v1.DeploymentSpec.NodeSelectorEntry
-	(*timestamppb.Timestamp)(nil),              // 117: google.protobuf.Timestamp
+	(*VolumeMount)(nil),                        // 5: herd.v1.VolumeMount
+	(*EmptyDir)(nil),                           // 6: herd.v1.EmptyDir
+	(*ConfigFile)(nil),                         // 7: herd.v1.ConfigFile
+	(*SecretMount)(nil),                        // 8: herd.v1.SecretMount
+	(*SecretEnv)(nil),                          // 9: herd.v1.SecretEnv
+	(*Probe)(nil),                              // 10: herd.v1.Probe
+	(*HTTPGetAction)(nil),                      // 11: herd.v1.HTTPGetAction
+	(*TCPSocketAction)(nil),                    // 12: herd.v1.TCPSocketAction
+	(*ExecAction)(nil),                         // 13: herd.v1.ExecAction
+	(*ContainerPort)(nil),                      // 14: herd.v1.ContainerPort
+	(*PodSpec)(nil),                            // 15: herd.v1.PodSpec
+	(*DeploymentRef)(nil),                      // 16: herd.v1.DeploymentRef
+	(*ContainerStatus)(nil),                    // 17: herd.v1.ContainerStatus
+	(*PodStatus)(nil),                          // 18: herd.v1.PodStatus
+	(*Pod)(nil),                                // 19: herd.v1.Pod
+	(*ApplyPodRequest)(nil),                    // 20: herd.v1.ApplyPodRequest
+	(*ApplyPodResponse)(nil),                   // 21: herd.v1.ApplyPodResponse
+	(*GetPodRequest)(nil),                      // 22: herd.v1.GetPodRequest
+	(*ListPodsRequest)(nil),                    // 23: herd.v1.ListPodsRequest
+	(*ListPodsResponse)(nil),                   // 24: herd.v1.ListPodsResponse
+	(*DeletePodRequest)(nil),                   // 25: herd.v1.DeletePodRequest
+	(*DeletePodResponse)(nil),                  // 26: herd.v1.DeletePodResponse
+	(*PodLogsRequest)(nil),                     // 27: herd.v1.PodLogsRequest
+	(*LogChunk)(nil),                           // 28: herd.v1.LogChunk
+	(*ListMembersRequest)(nil),                 // 29: herd.v1.ListMembersRequest
+	(*Member)(nil),                             // 30: herd.v1.Member
+	(*ListMembersResponse)(nil),                // 31: herd.v1.ListMembersResponse
+	(*JoinClusterRequest)(nil),                 // 32: herd.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),                // 33: herd.v1.JoinClusterResponse
+	(*RevokedCertificate)(nil),                 // 34: herd.v1.RevokedCertificate
+	(*RevokeCertificateRequest)(nil),           // 35: herd.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),          // 36: herd.v1.RevokeCertificateResponse
+	(*ListRevokedCertificatesRequest)(nil),     // 37: herd.v1.ListRevokedCertificatesRequest
+	(*ListRevokedCertificatesResponse)(nil),    // 38: herd.v1.ListRevokedCertificatesResponse
+	(*RotateGossipKeyRequest)(nil),             // 39: herd.v1.RotateGossipKeyRequest
+	(*RotateGossipKeyResponse)(nil),            // 40: herd.v1.RotateGossipKeyResponse
+	(*ServicePort)(nil),                        // 41: herd.v1.ServicePort
+	(*ServiceSpec)(nil),                        // 42: herd.v1.ServiceSpec
+	(*ServiceEndpoint)(nil),                    // 43: herd.v1.ServiceEndpoint
+	(*MemberVersion)(nil),                      // 44: herd.v1.MemberVersion
+	(*ServiceStatus)(nil),                      // 45: herd.v1.ServiceStatus
+	(*Service)(nil),                            // 46: herd.v1.Service
+	(*ApplyServiceRequest)(nil),                // 47: herd.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),               // 48: herd.v1.ApplyServiceResponse
+	(*GetServiceRequest)(nil),                  // 49: herd.v1.GetServiceRequest
+	(*ListServicesRequest)(nil),                // 50: herd.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),               // 51: herd.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),               // 52: herd.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),              // 53: herd.v1.DeleteServiceResponse
+	(*SecretSpec)(nil),                         // 54: herd.v1.SecretSpec
+	(*SecretMeta)(nil),                         // 55: herd.v1.SecretMeta
+	(*SecretStatus)(nil),                       // 56: herd.v1.SecretStatus
+	(*Secret)(nil),                             // 57: herd.v1.Secret
+	(*PodRef)(nil),                             // 58: herd.v1.PodRef
+	(*ApplySecretRequest)(nil),                 // 59: herd.v1.ApplySecretRequest
+	(*ApplySecretResponse)(nil),                // 60: herd.v1.ApplySecretResponse
+	(*GetSecretRequest)(nil),                   // 61: herd.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),                 // 62: herd.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),                // 63: herd.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),                // 64: herd.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),               // 65: herd.v1.DeleteSecretResponse
+	(*RevealSecretRequest)(nil),                // 66: herd.v1.RevealSecretRequest
+	(*RevealSecretResponse)(nil),               // 67: herd.v1.RevealSecretResponse
+	(*RotateKeyRequest)(nil),                   // 68: herd.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),                  // 69: herd.v1.RotateKeyResponse
+	(*NestedMachines)(nil),                     // 70: herd.v1.NestedMachines
+	(*NestedClusterSpec)(nil),                  // 71: herd.v1.NestedClusterSpec
+	(*NestedVM)(nil),                           // 72: herd.v1.NestedVM
+	(*NestedClusterStatus)(nil),                // 73: herd.v1.NestedClusterStatus
+	(*NestedCluster)(nil),                      // 74: herd.v1.NestedCluster
+	(*ApplyNestedClusterRequest)(nil),          // 75: herd.v1.ApplyNestedClusterRequest
+	(*ApplyNestedClusterResponse)(nil),         // 76: herd.v1.ApplyNestedClusterResponse
+	(*GetNestedClusterRequest)(nil),            // 77: herd.v1.GetNestedClusterRequest
+	(*ListNestedClustersRequest)(nil),          // 78: herd.v1.ListNestedClustersRequest
+	(*ListNestedClustersResponse)(nil),         // 79: herd.v1.ListNestedClustersResponse
+	(*DeleteNestedClusterRequest)(nil),         // 80: herd.v1.DeleteNestedClusterRequest
+	(*DeleteNestedClusterResponse)(nil),        // 81: herd.v1.DeleteNestedClusterResponse
+	(*GetNestedClusterKubeconfigRequest)(nil),  // 82: herd.v1.GetNestedClusterKubeconfigRequest
+	(*GetNestedClusterKubeconfigResponse)(nil), // 83: herd.v1.GetNestedClusterKubeconfigResponse
+	(*Placement)(nil),                          // 84: herd.v1.Placement
+	(*DeploymentStrategy)(nil),                 // 85: herd.v1.DeploymentStrategy
+	(*DeploymentSpec)(nil),                     // 86: herd.v1.DeploymentSpec
+	(*ReplicaStatus)(nil),                      // 87: herd.v1.ReplicaStatus
+	(*DeploymentRevision)(nil),                 // 88: herd.v1.DeploymentRevision
+	(*DeploymentStatus)(nil),                   // 89: herd.v1.DeploymentStatus
+	(*Deployment)(nil),                         // 90: herd.v1.Deployment
+	(*DeploymentRecord)(nil),                   // 91: herd.v1.DeploymentRecord
+	(*RevisionTemplate)(nil),                   // 92: herd.v1.RevisionTemplate
+	(*ApplyDeploymentRequest)(nil),             // 93: herd.v1.ApplyDeploymentRequest
+	(*PlannedReplica)(nil),                     // 94: herd.v1.PlannedReplica
+	(*NodeChange)(nil),                         // 95: herd.v1.NodeChange
+	(*RolloutPlan)(nil),                        // 96: herd.v1.RolloutPlan
+	(*ApplyDeploymentResponse)(nil),            // 97: herd.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),               // 98: herd.v1.GetDeploymentRequest
+	(*ListDeploymentsRequest)(nil),             // 99: herd.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),            // 100: herd.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),            // 101: herd.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),           // 102: herd.v1.DeleteDeploymentResponse
+	(*WaitEndpointsAppliedRequest)(nil),        // 103: herd.v1.WaitEndpointsAppliedRequest
+	(*WaitEndpointsAppliedResponse)(nil),       // 104: herd.v1.WaitEndpointsAppliedResponse
+	(*PeerCallRequest)(nil),                    // 105: herd.v1.PeerCallRequest
+	(*PeerCallResponse)(nil),                   // 106: herd.v1.PeerCallResponse
+	(*VolumeSpec)(nil),                         // 107: herd.v1.VolumeSpec
+	(*VolumeStatus)(nil),                       // 108: herd.v1.VolumeStatus
+	(*Volume)(nil),                             // 109: herd.v1.Volume
+	(*ApplyVolumeRequest)(nil),                 // 110: herd.v1.ApplyVolumeRequest
+	(*ApplyVolumeResponse)(nil),                // 111: herd.v1.ApplyVolumeResponse
+	(*GetVolumeRequest)(nil),                   // 112: herd.v1.GetVolumeRequest
+	(*ListVolumesRequest)(nil),                 // 113: herd.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),                // 114: herd.v1.ListVolumesResponse
+	(*DeleteVolumeRequest)(nil),                // 115: herd.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),               // 116: herd.v1.DeleteVolumeResponse
+	(*BackupVolumeRequest)(nil),                // 117: herd.v1.BackupVolumeRequest
+	(*VolumeChunk)(nil),                        // 118: herd.v1.VolumeChunk
+	(*RestoreVolumeRequest)(nil),               // 119: herd.v1.RestoreVolumeRequest
+	(*RestoreVolumeResponse)(nil),              // 120: herd.v1.RestoreVolumeResponse
+	nil,                                        // 121: herd.v1.SetNodeLabelsRequest.LabelsEntry
+	nil,                                        // 122: herd.v1.Node.LabelsEntry
+	nil,                                        // 123: herd.v1.ContainerSpec.EnvEntry
+	nil,                                        // 124: herd.v1.PodSpec.LabelsEntry
+	nil,                                        // 125: herd.v1.ListPodsRequest.LabelSelectorEntry
+	nil,                                        // 126: herd.v1.Member.LabelsEntry
+	nil,                                        // 127: herd.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 128: herd.v1.SecretSpec.DataEntry
+	nil,                                        // 129: herd.v1.SecretSpec.NodeSelectorEntry
+	nil,                                        // 130: herd.v1.SecretMeta.NodeSelectorEntry
+	nil,                                        // 131: herd.v1.RevealSecretResponse.DataEntry
+	nil,                                        // 132: herd.v1.DeploymentSpec.SelectorEntry
+	nil,                                        // 133: herd.v1.DeploymentSpec.NodeSelectorEntry
+	(*timestamppb.Timestamp)(nil),              // 134: google.protobuf.Timestamp
 }
 var file_herd_v1_herd_proto_depIdxs = []int32{
-	104, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
-	105, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
+	121, // 0: herd.v1.SetNodeLabelsRequest.labels:type_name -> herd.v1.SetNodeLabelsRequest.LabelsEntry
+	122, // 1: herd.v1.Node.labels:type_name -> herd.v1.Node.LabelsEntry
 	2,   // 2: herd.v1.Node.capacity:type_name -> herd.v1.Resources
 	2,   // 3: herd.v1.Node.allocatable:type_name -> herd.v1.Resources
-	117, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
+	134, // 4: herd.v1.Node.started_at:type_name -> google.protobuf.Timestamp
 	2,   // 5: herd.v1.Node.requested:type_name -> herd.v1.Resources
-	106, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
-	11,  // 7: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
-	7,   // 8: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
-	7,   // 9: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
-	7,   // 10: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
-	5,   // 11: herd.v1.ContainerSpec.secret_mounts:type_name -> herd.v1.SecretMount
-	6,   // 12: herd.v1.ContainerSpec.secret_env:type_name -> herd.v1.SecretEnv
-	8,   // 13: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
-	9,   // 14: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
-	10,  // 15: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
-	107, // 16: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
-	4,   // 17: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
-	13,  // 18: herd.v1.PodSpec.deployment:type_name -> herd.v1.DeploymentRef
-	117, // 19: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
-	117, // 20: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
-	117, // 21: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
-	117, // 22: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	14,  // 23: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
-	117, // 24: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
-	12,  // 25: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
-	15,  // 26: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
-	117, // 27: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
-	12,  // 28: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
-	16,  // 29: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
-	108, // 30: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
-	16,  // 31: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
-	109, // 32: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
-	2,   // 33: herd.v1.Member.allocatable:type_name -> herd.v1.Resources
-	2,   // 34: herd.v1.Member.free:type_name -> herd.v1.Resources
-	27,  // 35: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
-	117, // 36: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
-	31,  // 37: herd.v1.RevokeCertificateResponse.revoked:type_name -> herd.v1.RevokedCertificate
-	31,  // 38: herd.v1.ListRevokedCertificatesResponse.revoked:type_name -> herd.v1.RevokedCertificate
-	110, // 39: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
-	38,  // 40: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
-	41,  // 41: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
-	40,  // 42: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
-	39,  // 43: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
-	42,  // 44: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
-	117, // 45: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
-	39,  // 46: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
-	43,  // 47: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
-	43,  // 48: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
-	111, // 49: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
-	112, // 50: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
-	113, // 51: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
-	41,  // 52: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
-	52,  // 53: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
-	53,  // 54: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
-	117, // 55: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	117, // 56: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	51,  // 57: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
-	54,  // 58: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
-	55,  // 59: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
-	54,  // 60: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
-	54,  // 61: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
-	114, // 62: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
-	67,  // 63: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
-	67,  // 64: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
-	69,  // 65: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
-	68,  // 66: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
-	70,  // 67: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
-	117, // 68: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
-	68,  // 69: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
-	71,  // 70: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
-	71,  // 71: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
-	115, // 72: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
-	12,  // 73: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
-	116, // 74: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
-	81,  // 75: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
-	82,  // 76: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
-	117, // 77: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
-	117, // 78: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
-	84,  // 79: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
-	117, // 80: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
-	117, // 81: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
-	85,  // 82: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
-	83,  // 83: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
-	86,  // 84: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
-	117, // 85: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 86: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
-	89,  // 87: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
-	12,  // 88: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
-	117, // 89: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
-	83,  // 90: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
-	92,  // 91: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
-	91,  // 92: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
-	87,  // 93: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
-	93,  // 94: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
-	87,  // 95: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
-	0,   // 96: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
-	1,   // 97: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
-	17,  // 98: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
-	19,  // 99: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
-	20,  // 100: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
-	22,  // 101: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
-	24,  // 102: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
-	26,  // 103: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
-	29,  // 104: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
-	32,  // 105: herd.v1.ClusterService.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
-	34,  // 106: herd.v1.ClusterService.ListRevokedCertificates:input_type -> herd.v1.ListRevokedCertificatesRequest
-	36,  // 107: herd.v1.ClusterService.RotateGossipKey:input_type -> herd.v1.RotateGossipKeyRequest
-	44,  // 108: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
-	46,  // 109: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
-	47,  // 110: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
-	49,  // 111: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
-	56,  // 112: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
-	58,  // 113: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
-	59,  // 114: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
-	61,  // 115: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
-	63,  // 116: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
-	65,  // 117: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
-	90,  // 118: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
-	95,  // 119: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
-	96,  // 120: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
-	98,  // 121: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
-	95,  // 122: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
-	100, // 123: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
-	102, // 124: herd.v1.PeerService.Call:input_type -> herd.v1.PeerCallRequest
-	72,  // 125: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
-	74,  // 126: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
-	75,  // 127: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
-	77,  // 128: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
-	79,  // 129: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
-	3,   // 130: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
-	3,   // 131: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
-	18,  // 132: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
-	16,  // 133: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
-	21,  // 134: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
-	23,  // 135: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
-	25,  // 136: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
-	28,  // 137: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
-	30,  // 138: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
-	33,  // 139: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
-	35,  // 140: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
-	37,  // 141: herd.v1.ClusterService.RotateGossipKey:output_type -> herd.v1.RotateGossipKeyResponse
-	45,  // 142: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
-	43,  // 143: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
-	48,  // 144: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
-	50,  // 145: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
-	57,  // 146: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
-	54,  // 147: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
-	60,  // 148: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
-	62,  // 149: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
-	64,  // 150: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
-	66,  // 151: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
-	94,  // 152: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
-	87,  // 153: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
-	97,  // 154: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
-	99,  // 155: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
-	87,  // 156: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
-	101, // 157: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
-	103, // 158: herd.v1.PeerService.Call:output_type -> herd.v1.PeerCallResponse
-	73,  // 159: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
-	71,  // 160: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
-	76,  // 161: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
-	78,  // 162: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
-	80,  // 163: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
-	130, // [130:164] is the sub-list for method output_type
-	96,  // [96:130] is the sub-list for method input_type
-	96,  // [96:96] is the sub-list for extension type_name
-	96,  // [96:96] is the sub-list for extension extendee
-	0,   // [0:96] is the sub-list for field type_name
+	123, // 6: herd.v1.ContainerSpec.env:type_name -> herd.v1.ContainerSpec.EnvEntry
+	14,  // 7: herd.v1.ContainerSpec.ports:type_name -> herd.v1.ContainerPort
+	10,  // 8: herd.v1.ContainerSpec.readiness_probe:type_name -> herd.v1.Probe
+	10,  // 9: herd.v1.ContainerSpec.liveness_probe:type_name -> herd.v1.Probe
+	10,  // 10: herd.v1.ContainerSpec.startup_probe:type_name -> herd.v1.Probe
+	8,   // 11: herd.v1.ContainerSpec.secret_mounts:type_name -> herd.v1.SecretMount
+	9,   // 12: herd.v1.ContainerSpec.secret_env:type_name -> herd.v1.SecretEnv
+	5,   // 13: herd.v1.ContainerSpec.volume_mounts:type_name -> herd.v1.VolumeMount
+	7,   // 14: herd.v1.ContainerSpec.config_files:type_name -> herd.v1.ConfigFile
+	11,  // 15: herd.v1.Probe.http_get:type_name -> herd.v1.HTTPGetAction
+	12,  // 16: herd.v1.Probe.tcp_socket:type_name -> herd.v1.TCPSocketAction
+	13,  // 17: herd.v1.Probe.exec:type_name -> herd.v1.ExecAction
+	124, // 18: herd.v1.PodSpec.labels:type_name -> herd.v1.PodSpec.LabelsEntry
+	4,   // 19: herd.v1.PodSpec.containers:type_name -> herd.v1.ContainerSpec
+	16,  // 20: herd.v1.PodSpec.deployment:type_name -> herd.v1.DeploymentRef
+	6,   // 21: herd.v1.PodSpec.empty_dirs:type_name -> herd.v1.EmptyDir
+	134, // 22: herd.v1.ContainerStatus.started_at:type_name -> google.protobuf.Timestamp
+	134, // 23: herd.v1.ContainerStatus.finished_at:type_name -> google.protobuf.Timestamp
+	134, // 24: herd.v1.ContainerStatus.next_restart_at:type_name -> google.protobuf.Timestamp
+	134, // 25: herd.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	17,  // 26: herd.v1.PodStatus.containers:type_name -> herd.v1.ContainerStatus
+	134, // 27: herd.v1.PodStatus.ready_since:type_name -> google.protobuf.Timestamp
+	15,  // 28: herd.v1.Pod.spec:type_name -> herd.v1.PodSpec
+	18,  // 29: herd.v1.Pod.status:type_name -> herd.v1.PodStatus
+	134, // 30: herd.v1.Pod.created_at:type_name -> google.protobuf.Timestamp
+	15,  // 31: herd.v1.ApplyPodRequest.spec:type_name -> herd.v1.PodSpec
+	19,  // 32: herd.v1.ApplyPodResponse.pod:type_name -> herd.v1.Pod
+	125, // 33: herd.v1.ListPodsRequest.label_selector:type_name -> herd.v1.ListPodsRequest.LabelSelectorEntry
+	19,  // 34: herd.v1.ListPodsResponse.pods:type_name -> herd.v1.Pod
+	126, // 35: herd.v1.Member.labels:type_name -> herd.v1.Member.LabelsEntry
+	2,   // 36: herd.v1.Member.allocatable:type_name -> herd.v1.Resources
+	2,   // 37: herd.v1.Member.free:type_name -> herd.v1.Resources
+	30,  // 38: herd.v1.ListMembersResponse.members:type_name -> herd.v1.Member
+	134, // 39: herd.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	34,  // 40: herd.v1.RevokeCertificateResponse.revoked:type_name -> herd.v1.RevokedCertificate
+	34,  // 41: herd.v1.ListRevokedCertificatesResponse.revoked:type_name -> herd.v1.RevokedCertificate
+	127, // 42: herd.v1.ServiceSpec.selector:type_name -> herd.v1.ServiceSpec.SelectorEntry
+	41,  // 43: herd.v1.ServiceSpec.ports:type_name -> herd.v1.ServicePort
+	44,  // 44: herd.v1.ServiceStatus.members:type_name -> herd.v1.MemberVersion
+	43,  // 45: herd.v1.ServiceStatus.endpoints:type_name -> herd.v1.ServiceEndpoint
+	42,  // 46: herd.v1.Service.spec:type_name -> herd.v1.ServiceSpec
+	45,  // 47: herd.v1.Service.status:type_name -> herd.v1.ServiceStatus
+	134, // 48: herd.v1.Service.created_at:type_name -> google.protobuf.Timestamp
+	42,  // 49: herd.v1.ApplyServiceRequest.spec:type_name -> herd.v1.ServiceSpec
+	46,  // 50: herd.v1.ApplyServiceResponse.service:type_name -> herd.v1.Service
+	46,  // 51: herd.v1.ListServicesResponse.services:type_name -> herd.v1.Service
+	128, // 52: herd.v1.SecretSpec.data:type_name -> herd.v1.SecretSpec.DataEntry
+	129, // 53: herd.v1.SecretSpec.node_selector:type_name -> herd.v1.SecretSpec.NodeSelectorEntry
+	130, // 54: herd.v1.SecretMeta.node_selector:type_name -> herd.v1.SecretMeta.NodeSelectorEntry
+	44,  // 55: herd.v1.SecretStatus.members:type_name -> herd.v1.MemberVersion
+	55,  // 56: herd.v1.Secret.meta:type_name -> herd.v1.SecretMeta
+	56,  // 57: herd.v1.Secret.status:type_name -> herd.v1.SecretStatus
+	134, // 58: herd.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	134, // 59: herd.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	54,  // 60: herd.v1.ApplySecretRequest.spec:type_name -> herd.v1.SecretSpec
+	57,  // 61: herd.v1.ApplySecretResponse.secret:type_name -> herd.v1.Secret
+	58,  // 62: herd.v1.ApplySecretResponse.restarted_pods:type_name -> herd.v1.PodRef
+	57,  // 63: herd.v1.ListSecretsResponse.secrets:type_name -> herd.v1.Secret
+	57,  // 64: herd.v1.RevealSecretResponse.secret:type_name -> herd.v1.Secret
+	131, // 65: herd.v1.RevealSecretResponse.data:type_name -> herd.v1.RevealSecretResponse.DataEntry
+	70,  // 66: herd.v1.NestedClusterSpec.control_plane:type_name -> herd.v1.NestedMachines
+	70,  // 67: herd.v1.NestedClusterSpec.workers:type_name -> herd.v1.NestedMachines
+	72,  // 68: herd.v1.NestedClusterStatus.vms:type_name -> herd.v1.NestedVM
+	71,  // 69: herd.v1.NestedCluster.spec:type_name -> herd.v1.NestedClusterSpec
+	73,  // 70: herd.v1.NestedCluster.status:type_name -> herd.v1.NestedClusterStatus
+	134, // 71: herd.v1.NestedCluster.created_at:type_name -> google.protobuf.Timestamp
+	71,  // 72: herd.v1.ApplyNestedClusterRequest.spec:type_name -> herd.v1.NestedClusterSpec
+	74,  // 73: herd.v1.ApplyNestedClusterResponse.cluster:type_name -> herd.v1.NestedCluster
+	74,  // 74: herd.v1.ListNestedClustersResponse.clusters:type_name -> herd.v1.NestedCluster
+	132, // 75: herd.v1.DeploymentSpec.selector:type_name -> herd.v1.DeploymentSpec.SelectorEntry
+	15,  // 76: herd.v1.DeploymentSpec.template:type_name -> herd.v1.PodSpec
+	133, // 77: herd.v1.DeploymentSpec.node_selector:type_name -> herd.v1.DeploymentSpec.NodeSelectorEntry
+	84,  // 78: herd.v1.DeploymentSpec.placement:type_name -> herd.v1.Placement
+	85,  // 79: herd.v1.DeploymentSpec.strategy:type_name -> herd.v1.DeploymentStrategy
+	134, // 80: herd.v1.ReplicaStatus.created_at:type_name -> google.protobuf.Timestamp
+	134, // 81: herd.v1.DeploymentRevision.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 82: herd.v1.DeploymentStatus.replica_status:type_name -> herd.v1.ReplicaStatus
+	134, // 83: herd.v1.DeploymentStatus.rollout_started_at:type_name -> google.protobuf.Timestamp
+	134, // 84: herd.v1.DeploymentStatus.updated_at:type_name -> google.protobuf.Timestamp
+	88,  // 85: herd.v1.DeploymentStatus.history:type_name -> herd.v1.DeploymentRevision
+	86,  // 86: herd.v1.Deployment.spec:type_name -> herd.v1.DeploymentSpec
+	89,  // 87: herd.v1.Deployment.status:type_name -> herd.v1.DeploymentStatus
+	134, // 88: herd.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	90,  // 89: herd.v1.DeploymentRecord.deployment:type_name -> herd.v1.Deployment
+	92,  // 90: herd.v1.DeploymentRecord.templates:type_name -> herd.v1.RevisionTemplate
+	15,  // 91: herd.v1.RevisionTemplate.template:type_name -> herd.v1.PodSpec
+	134, // 92: herd.v1.RevisionTemplate.created_at:type_name -> google.protobuf.Timestamp
+	86,  // 93: herd.v1.ApplyDeploymentRequest.spec:type_name -> herd.v1.DeploymentSpec
+	95,  // 94: herd.v1.RolloutPlan.nodes:type_name -> herd.v1.NodeChange
+	94,  // 95: herd.v1.RolloutPlan.replicas:type_name -> herd.v1.PlannedReplica
+	90,  // 96: herd.v1.ApplyDeploymentResponse.deployment:type_name -> herd.v1.Deployment
+	96,  // 97: herd.v1.ApplyDeploymentResponse.plan:type_name -> herd.v1.RolloutPlan
+	90,  // 98: herd.v1.ListDeploymentsResponse.deployments:type_name -> herd.v1.Deployment
+	107, // 99: herd.v1.Volume.spec:type_name -> herd.v1.VolumeSpec
+	108, // 100: herd.v1.Volume.status:type_name -> herd.v1.VolumeStatus
+	134, // 101: herd.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	107, // 102: herd.v1.ApplyVolumeRequest.spec:type_name -> herd.v1.VolumeSpec
+	109, // 103: herd.v1.ApplyVolumeResponse.volume:type_name -> herd.v1.Volume
+	109, // 104: herd.v1.ListVolumesResponse.volumes:type_name -> herd.v1.Volume
+	0,   // 105: herd.v1.NodeService.GetNode:input_type -> herd.v1.GetNodeRequest
+	1,   // 106: herd.v1.NodeService.SetNodeLabels:input_type -> herd.v1.SetNodeLabelsRequest
+	20,  // 107: herd.v1.PodService.ApplyPod:input_type -> herd.v1.ApplyPodRequest
+	22,  // 108: herd.v1.PodService.GetPod:input_type -> herd.v1.GetPodRequest
+	23,  // 109: herd.v1.PodService.ListPods:input_type -> herd.v1.ListPodsRequest
+	25,  // 110: herd.v1.PodService.DeletePod:input_type -> herd.v1.DeletePodRequest
+	27,  // 111: herd.v1.PodService.PodLogs:input_type -> herd.v1.PodLogsRequest
+	29,  // 112: herd.v1.ClusterService.ListMembers:input_type -> herd.v1.ListMembersRequest
+	32,  // 113: herd.v1.ClusterService.JoinCluster:input_type -> herd.v1.JoinClusterRequest
+	35,  // 114: herd.v1.ClusterService.RevokeCertificate:input_type -> herd.v1.RevokeCertificateRequest
+	37,  // 115: herd.v1.ClusterService.ListRevokedCertificates:input_type -> herd.v1.ListRevokedCertificatesRequest
+	39,  // 116: herd.v1.ClusterService.RotateGossipKey:input_type -> herd.v1.RotateGossipKeyRequest
+	47,  // 117: herd.v1.ServiceService.ApplyService:input_type -> herd.v1.ApplyServiceRequest
+	49,  // 118: herd.v1.ServiceService.GetService:input_type -> herd.v1.GetServiceRequest
+	50,  // 119: herd.v1.ServiceService.ListServices:input_type -> herd.v1.ListServicesRequest
+	52,  // 120: herd.v1.ServiceService.DeleteService:input_type -> herd.v1.DeleteServiceRequest
+	59,  // 121: herd.v1.SecretService.ApplySecret:input_type -> herd.v1.ApplySecretRequest
+	61,  // 122: herd.v1.SecretService.GetSecret:input_type -> herd.v1.GetSecretRequest
+	62,  // 123: herd.v1.SecretService.ListSecrets:input_type -> herd.v1.ListSecretsRequest
+	64,  // 124: herd.v1.SecretService.DeleteSecret:input_type -> herd.v1.DeleteSecretRequest
+	66,  // 125: herd.v1.SecretService.RevealSecret:input_type -> herd.v1.RevealSecretRequest
+	68,  // 126: herd.v1.SecretService.RotateKey:input_type -> herd.v1.RotateKeyRequest
+	93,  // 127: herd.v1.DeploymentService.ApplyDeployment:input_type -> herd.v1.ApplyDeploymentRequest
+	98,  // 128: herd.v1.DeploymentService.GetDeployment:input_type -> herd.v1.GetDeploymentRequest
+	99,  // 129: herd.v1.DeploymentService.ListDeployments:input_type -> herd.v1.ListDeploymentsRequest
+	101, // 130: herd.v1.DeploymentService.DeleteDeployment:input_type -> herd.v1.DeleteDeploymentRequest
+	98,  // 131: herd.v1.DeploymentService.WatchDeployment:input_type -> herd.v1.GetDeploymentRequest
+	103, // 132: herd.v1.PeerService.WaitEndpointsApplied:input_type -> herd.v1.WaitEndpointsAppliedRequest
+	105, // 133: herd.v1.PeerService.Call:input_type -> herd.v1.PeerCallRequest
+	75,  // 134: herd.v1.NestedClusterService.ApplyNestedCluster:input_type -> herd.v1.ApplyNestedClusterRequest
+	77,  // 135: herd.v1.NestedClusterService.GetNestedCluster:input_type -> herd.v1.GetNestedClusterRequest
+	78,  // 136: herd.v1.NestedClusterService.ListNestedClusters:input_type -> herd.v1.ListNestedClustersRequest
+	80,  // 137: herd.v1.NestedClusterService.DeleteNestedCluster:input_type -> herd.v1.DeleteNestedClusterRequest
+	82,  // 138: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:input_type -> herd.v1.GetNestedClusterKubeconfigRequest
+	110, // 139: herd.v1.VolumeService.ApplyVolume:input_type -> herd.v1.ApplyVolumeRequest
+	112, // 140: herd.v1.VolumeService.GetVolume:input_type -> herd.v1.GetVolumeRequest
+	113, // 141: herd.v1.VolumeService.ListVolumes:input_type -> herd.v1.ListVolumesRequest
+	115, // 142: herd.v1.VolumeService.DeleteVolume:input_type -> herd.v1.DeleteVolumeRequest
+	117, // 143: herd.v1.VolumeService.BackupVolume:input_type -> herd.v1.BackupVolumeRequest
+	119, // 144: herd.v1.VolumeService.RestoreVolume:input_type -> herd.v1.RestoreVolumeRequest
+	3,   // 145: herd.v1.NodeService.GetNode:output_type -> herd.v1.Node
+	3,   // 146: herd.v1.NodeService.SetNodeLabels:output_type -> herd.v1.Node
+	21,  // 147: herd.v1.PodService.ApplyPod:output_type -> herd.v1.ApplyPodResponse
+	19,  // 148: herd.v1.PodService.GetPod:output_type -> herd.v1.Pod
+	24,  // 149: herd.v1.PodService.ListPods:output_type -> herd.v1.ListPodsResponse
+	26,  // 150: herd.v1.PodService.DeletePod:output_type -> herd.v1.DeletePodResponse
+	28,  // 151: herd.v1.PodService.PodLogs:output_type -> herd.v1.LogChunk
+	31,  // 152: herd.v1.ClusterService.ListMembers:output_type -> herd.v1.ListMembersResponse
+	33,  // 153: herd.v1.ClusterService.JoinCluster:output_type -> herd.v1.JoinClusterResponse
+	36,  // 154: herd.v1.ClusterService.RevokeCertificate:output_type -> herd.v1.RevokeCertificateResponse
+	38,  // 155: herd.v1.ClusterService.ListRevokedCertificates:output_type -> herd.v1.ListRevokedCertificatesResponse
+	40,  // 156: herd.v1.ClusterService.RotateGossipKey:output_type -> herd.v1.RotateGossipKeyResponse
+	48,  // 157: herd.v1.ServiceService.ApplyService:output_type -> herd.v1.ApplyServiceResponse
+	46,  // 158: herd.v1.ServiceService.GetService:output_type -> herd.v1.Service
+	51,  // 159: herd.v1.ServiceService.ListServices:output_type -> herd.v1.ListServicesResponse
+	53,  // 160: herd.v1.ServiceService.DeleteService:output_type -> herd.v1.DeleteServiceResponse
+	60,  // 161: herd.v1.SecretService.ApplySecret:output_type -> herd.v1.ApplySecretResponse
+	57,  // 162: herd.v1.SecretService.GetSecret:output_type -> herd.v1.Secret
+	63,  // 163: herd.v1.SecretService.ListSecrets:output_type -> herd.v1.ListSecretsResponse
+	65,  // 164: herd.v1.SecretService.DeleteSecret:output_type -> herd.v1.DeleteSecretResponse
+	67,  // 165: herd.v1.SecretService.RevealSecret:output_type -> herd.v1.RevealSecretResponse
+	69,  // 166: herd.v1.SecretService.RotateKey:output_type -> herd.v1.RotateKeyResponse
+	97,  // 167: herd.v1.DeploymentService.ApplyDeployment:output_type -> herd.v1.ApplyDeploymentResponse
+	90,  // 168: herd.v1.DeploymentService.GetDeployment:output_type -> herd.v1.Deployment
+	100, // 169: herd.v1.DeploymentService.ListDeployments:output_type -> herd.v1.ListDeploymentsResponse
+	102, // 170: herd.v1.DeploymentService.DeleteDeployment:output_type -> herd.v1.DeleteDeploymentResponse
+	90,  // 171: herd.v1.DeploymentService.WatchDeployment:output_type -> herd.v1.Deployment
+	104, // 172: herd.v1.PeerService.WaitEndpointsApplied:output_type -> herd.v1.WaitEndpointsAppliedResponse
+	106, // 173: herd.v1.PeerService.Call:output_type -> herd.v1.PeerCallResponse
+	76,  // 174: herd.v1.NestedClusterService.ApplyNestedCluster:output_type -> herd.v1.ApplyNestedClusterResponse
+	74,  // 175: herd.v1.NestedClusterService.GetNestedCluster:output_type -> herd.v1.NestedCluster
+	79,  // 176: herd.v1.NestedClusterService.ListNestedClusters:output_type -> herd.v1.ListNestedClustersResponse
+	81,  // 177: herd.v1.NestedClusterService.DeleteNestedCluster:output_type -> herd.v1.DeleteNestedClusterResponse
+	83,  // 178: herd.v1.NestedClusterService.GetNestedClusterKubeconfig:output_type -> herd.v1.GetNestedClusterKubeconfigResponse
+	111, // 179: herd.v1.VolumeService.ApplyVolume:output_type -> herd.v1.ApplyVolumeResponse
+	109, // 180: herd.v1.VolumeService.GetVolume:output_type -> herd.v1.Volume
+	114, // 181: herd.v1.VolumeService.ListVolumes:output_type -> herd.v1.ListVolumesResponse
+	116, // 182: herd.v1.VolumeService.DeleteVolume:output_type -> herd.v1.DeleteVolumeResponse
+	118, // 183: herd.v1.VolumeService.BackupVolume:output_type -> herd.v1.VolumeChunk
+	120, // 184: herd.v1.VolumeService.RestoreVolume:output_type -> herd.v1.RestoreVolumeResponse
+	145, // [145:185] is the sub-list for method output_type
+	105, // [105:145] is the sub-list for method input_type
+	105, // [105:105] is the sub-list for extension type_name
+	105, // [105:105] is the sub-list for extension extendee
+	0,   // [0:105] is the sub-list for field type_name
 }
 
 func init() { file_herd_v1_herd_proto_init() }
@@ -7980,21 +9159,22 @@ func file_herd_v1_herd_proto_init() {
 	if File_herd_v1_herd_proto != nil {
 		return
 	}
-	file_herd_v1_herd_proto_msgTypes[5].OneofWrappers = []any{}
 	file_herd_v1_herd_proto_msgTypes[7].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[12].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[14].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[22].OneofWrappers = []any{}
-	file_herd_v1_herd_proto_msgTypes[82].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[8].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[10].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[15].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[17].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[25].OneofWrappers = []any{}
+	file_herd_v1_herd_proto_msgTypes[85].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herd_v1_herd_proto_rawDesc), len(file_herd_v1_herd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   117,
+			NumMessages:   134,
 			NumExtensions: 0,
-			NumServices:   8,
+			NumServices:   9,
 		},
 		GoTypes:           file_herd_v1_herd_proto_goTypes,
 		DependencyIndexes: file_herd_v1_herd_proto_depIdxs,

@@ -2070,3 +2070,326 @@ var NestedClusterService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "herd/v1/herd.proto",
 }
+
+const (
+	VolumeService_ApplyVolume_FullMethodName   = "/herd.v1.VolumeService/ApplyVolume"
+	VolumeService_GetVolume_FullMethodName     = "/herd.v1.VolumeService/GetVolume"
+	VolumeService_ListVolumes_FullMethodName   = "/herd.v1.VolumeService/ListVolumes"
+	VolumeService_DeleteVolume_FullMethodName  = "/herd.v1.VolumeService/DeleteVolume"
+	VolumeService_BackupVolume_FullMethodName  = "/herd.v1.VolumeService/BackupVolume"
+	VolumeService_RestoreVolume_FullMethodName = "/herd.v1.VolumeService/RestoreVolume"
+)
+
+// VolumeServiceClient is the client API for VolumeService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// VolumeService manages node-local persistent volumes: each one an ext4
+// filesystem in an image file under agentd's --volume-dir, attached to a
+// loop device and mounted by agentd, so its size is a hard limit (ENOSPC
+// inside the volume, nothing else on the node affected). Volumes outlive
+// pods; a pod mounts one with a container's volume_mounts.
+type VolumeServiceClient interface {
+	// ApplyVolume creates a volume or changes it: a larger size grows the
+	// filesystem in place, deletion_protection may change. A smaller size is
+	// refused (InvalidArgument); the same spec twice is no change.
+	ApplyVolume(ctx context.Context, in *ApplyVolumeRequest, opts ...grpc.CallOption) (*ApplyVolumeResponse, error)
+	GetVolume(ctx context.Context, in *GetVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
+	ListVolumes(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error)
+	// DeleteVolume deletes a volume and its image. Refused with
+	// FailedPrecondition while deletion_protection is true or a pod mounts
+	// it; a missing one succeeds with existed=false.
+	DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error)
+	// BackupVolume streams a tar of the volume's files. Refused
+	// (FailedPrecondition) while a pod mounts the volume read-write.
+	BackupVolume(ctx context.Context, in *BackupVolumeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VolumeChunk], error)
+	// RestoreVolume replaces a volume's files with a tar: the first message
+	// names the volume, the others carry the tar. Refused while any pod
+	// mounts the volume.
+	RestoreVolume(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreVolumeRequest, RestoreVolumeResponse], error)
+}
+
+type volumeServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewVolumeServiceClient(cc grpc.ClientConnInterface) VolumeServiceClient {
+	return &volumeServiceClient{cc}
+}
+
+func (c *volumeServiceClient) ApplyVolume(ctx context.Context, in *ApplyVolumeRequest, opts ...grpc.CallOption) (*ApplyVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyVolumeResponse)
+	err := c.cc.Invoke(ctx, VolumeService_ApplyVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) GetVolume(ctx context.Context, in *GetVolumeRequest, opts ...grpc.CallOption) (*Volume, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Volume)
+	err := c.cc.Invoke(ctx, VolumeService_GetVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) ListVolumes(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListVolumesResponse)
+	err := c.cc.Invoke(ctx, VolumeService_ListVolumes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteVolumeResponse)
+	err := c.cc.Invoke(ctx, VolumeService_DeleteVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) BackupVolume(ctx context.Context, in *BackupVolumeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VolumeChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &VolumeService_ServiceDesc.Streams[0], VolumeService_BackupVolume_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupVolumeRequest, VolumeChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VolumeService_BackupVolumeClient = grpc.ServerStreamingClient[VolumeChunk]
+
+func (c *volumeServiceClient) RestoreVolume(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreVolumeRequest, RestoreVolumeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &VolumeService_ServiceDesc.Streams[1], VolumeService_RestoreVolume_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreVolumeRequest, RestoreVolumeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VolumeService_RestoreVolumeClient = grpc.ClientStreamingClient[RestoreVolumeRequest, RestoreVolumeResponse]
+
+// VolumeServiceServer is the server API for VolumeService service.
+// All implementations must embed UnimplementedVolumeServiceServer
+// for forward compatibility.
+//
+// VolumeService manages node-local persistent volumes: each one an ext4
+// filesystem in an image file under agentd's --volume-dir, attached to a
+// loop device and mounted by agentd, so its size is a hard limit (ENOSPC
+// inside the volume, nothing else on the node affected). Volumes outlive
+// pods; a pod mounts one with a container's volume_mounts.
+type VolumeServiceServer interface {
+	// ApplyVolume creates a volume or changes it: a larger size grows the
+	// filesystem in place, deletion_protection may change. A smaller size is
+	// refused (InvalidArgument); the same spec twice is no change.
+	ApplyVolume(context.Context, *ApplyVolumeRequest) (*ApplyVolumeResponse, error)
+	GetVolume(context.Context, *GetVolumeRequest) (*Volume, error)
+	ListVolumes(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error)
+	// DeleteVolume deletes a volume and its image. Refused with
+	// FailedPrecondition while deletion_protection is true or a pod mounts
+	// it; a missing one succeeds with existed=false.
+	DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error)
+	// BackupVolume streams a tar of the volume's files. Refused
+	// (FailedPrecondition) while a pod mounts the volume read-write.
+	BackupVolume(*BackupVolumeRequest, grpc.ServerStreamingServer[VolumeChunk]) error
+	// RestoreVolume replaces a volume's files with a tar: the first message
+	// names the volume, the others carry the tar. Refused while any pod
+	// mounts the volume.
+	RestoreVolume(grpc.ClientStreamingServer[RestoreVolumeRequest, RestoreVolumeResponse]) error
+	mustEmbedUnimplementedVolumeServiceServer()
+}
+
+// UnimplementedVolumeServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedVolumeServiceServer struct{}
+
+func (UnimplementedVolumeServiceServer) ApplyVolume(context.Context, *ApplyVolumeRequest) (*ApplyVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) GetVolume(context.Context, *GetVolumeRequest) (*Volume, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) ListVolumes(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListVolumes not implemented")
+}
+func (UnimplementedVolumeServiceServer) DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) BackupVolume(*BackupVolumeRequest, grpc.ServerStreamingServer[VolumeChunk]) error {
+	return status.Error(codes.Unimplemented, "method BackupVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) RestoreVolume(grpc.ClientStreamingServer[RestoreVolumeRequest, RestoreVolumeResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) mustEmbedUnimplementedVolumeServiceServer() {}
+func (UnimplementedVolumeServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeVolumeServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to VolumeServiceServer will
+// result in compilation errors.
+type UnsafeVolumeServiceServer interface {
+	mustEmbedUnimplementedVolumeServiceServer()
+}
+
+func RegisterVolumeServiceServer(s grpc.ServiceRegistrar, srv VolumeServiceServer) {
+	// If the following call panics, it indicates UnimplementedVolumeServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&VolumeService_ServiceDesc, srv)
+}
+
+func _VolumeService_ApplyVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).ApplyVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_ApplyVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).ApplyVolume(ctx, req.(*ApplyVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_GetVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).GetVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_GetVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).GetVolume(ctx, req.(*GetVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_ListVolumes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListVolumesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).ListVolumes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_ListVolumes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).ListVolumes(ctx, req.(*ListVolumesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_DeleteVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).DeleteVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_DeleteVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).DeleteVolume(ctx, req.(*DeleteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_BackupVolume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupVolumeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(VolumeServiceServer).BackupVolume(m, &grpc.GenericServerStream[BackupVolumeRequest, VolumeChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VolumeService_BackupVolumeServer = grpc.ServerStreamingServer[VolumeChunk]
+
+func _VolumeService_RestoreVolume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(VolumeServiceServer).RestoreVolume(&grpc.GenericServerStream[RestoreVolumeRequest, RestoreVolumeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VolumeService_RestoreVolumeServer = grpc.ClientStreamingServer[RestoreVolumeRequest, RestoreVolumeResponse]
+
+// VolumeService_ServiceDesc is the grpc.ServiceDesc for VolumeService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var VolumeService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.v1.VolumeService",
+	HandlerType: (*VolumeServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ApplyVolume",
+			Handler:    _VolumeService_ApplyVolume_Handler,
+		},
+		{
+			MethodName: "GetVolume",
+			Handler:    _VolumeService_GetVolume_Handler,
+		},
+		{
+			MethodName: "ListVolumes",
+			Handler:    _VolumeService_ListVolumes_Handler,
+		},
+		{
+			MethodName: "DeleteVolume",
+			Handler:    _VolumeService_DeleteVolume_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "BackupVolume",
+			Handler:       _VolumeService_BackupVolume_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreVolume",
+			Handler:       _VolumeService_RestoreVolume_Handler,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "herd/v1/herd.proto",
+}
