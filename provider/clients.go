@@ -161,6 +161,16 @@ func (p *Pool) NestedClusterClient(nodeID string) (herdv1.NestedClusterServiceCl
 	return herdv1.NewNestedClusterServiceClient(cc), nil
 }
 
+// VolumeClient returns a VolumeService client for the node id
+// NAME@ADDRESS: the agentd that holds the volumes, which are node-local.
+func (p *Pool) VolumeClient(nodeID string) (herdv1.VolumeServiceClient, error) {
+	cc, err := p.Conn(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return herdv1.NewVolumeServiceClient(cc), nil
+}
+
 // HealthClient returns a client of the standard grpc.health.v1 service for
 // the node id NAME@ADDRESS: service "" is agentd as a whole, "containerd"
 // and "store" its dependencies.

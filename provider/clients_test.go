@@ -89,6 +89,7 @@ func TestPoolTypedClients(t *testing.T) {
 		{"pod", func(id string) (any, error) { return p.PodClient(id) }},
 		{"service", func(id string) (any, error) { return p.ServiceClient(id) }},
 		{"cluster", func(id string) (any, error) { return p.ClusterClient(id) }},
+		{"volume", func(id string) (any, error) { return p.VolumeClient(id) }},
 		{"health", func(id string) (any, error) { return p.HealthClient(id) }},
 	}
 	for _, c := range clients {

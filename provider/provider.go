@@ -182,6 +182,7 @@ func (p *herdProvider) Resources(context.Context) []func() resource.Resource {
 		resources.NewDeploymentResource,
 		resources.NewSecretResource,
 		resources.NewNestedClusterResource,
+		resources.NewVolumeResource,
 	}
 }
 

@@ -56,6 +56,9 @@ type Clients interface {
 	// NestedClusterClient reaches the nested clusters the node owns (an
 	// admin client certificate is required).
 	NestedClusterClient(nodeID string) (herdv1.NestedClusterServiceClient, error)
+	// VolumeClient reaches the persistent volumes of that node: volumes
+	// are node-local, only their node serves them.
+	VolumeClient(nodeID string) (herdv1.VolumeServiceClient, error)
 	// HealthClient reaches the node's standard grpc.health.v1 service.
 	HealthClient(nodeID string) (healthpb.HealthClient, error)
 	// DialTimeout is the provider's dial_timeout: how long one connection
