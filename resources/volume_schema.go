@@ -28,9 +28,9 @@ func (r *volumeResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 		MarkdownDescription: "A persistent volume on one node: an ext4 filesystem in an image file under agentd's " +
 			"`--volume-dir`, attached to a loop device and mounted by agentd. Its `size` is a hard limit: a full " +
 			"volume fails writes inside it with ENOSPC and affects nothing else on the node. Volumes outlive pods: " +
-			"a pod on the same node mounts one by name (a container's `volume_mount`), one pod read-write at a time " +
-			"(`bound_to`), any number read-only (`readers`).\n\n" +
-			"**Changes.** A larger `size` grows the filesystem in place, even while a pod uses it; a smaller one is " +
+			"pods on the same node mount one by name, one pod read-write at a time (`bound_to`), any number " +
+			"read-only (`readers`).\n\n" +
+			"**Changes.** A larger `size` grows the filesystem in place; a smaller one is " +
 			"refused at plan time (ext4 cannot shrink online: create a new volume and copy the data with " +
 			"`herdctl volume backup` and `restore`). Sizes are compared as bytes: `\"1024Mi\"` and `\"1Gi\"` are the " +
 			"same size, and changing one into the other is an in-place update that changes nothing on the node. " +
