@@ -194,4 +194,3 @@ func capacity(t *testing.T, p string) int64 {
 
 // imageOf is the image file of a volume mounted at mnt.
 func imageOf(mnt string) string { return filepath.Join(filepath.Dir(mnt), imageFile) }
-

@@ -142,6 +142,8 @@ func Unmount(ctx context.Context, img, mnt string) error {
 // Grow grows img to newSize bytes and its filesystem with it: online when
 // it is mounted at mnt, else offline (after a forced check). Growing to
 // the current size finishes an interrupted grow; shrinking is an error.
+// Online growth needs CAP_SYS_RESOURCE: without it a mounted image is
+// refused with ErrNoOnlineGrow before anything changes.
 func Grow(ctx context.Context, img, mnt string, newSize int64) error {
 	st, err := os.Stat(img)
 	if err != nil {
@@ -149,6 +151,15 @@ func Grow(ctx context.Context, img, mnt string, newSize int64) error {
 	}
 	if newSize < st.Size() {
 		return fmt.Errorf("grow image %s: %d bytes is smaller than its %d", img, newSize, st.Size())
+	}
+	var top *mountEntry
+	if c, err := canonical(mnt); err == nil {
+		if top, err = topMount(c); err != nil {
+			return err
+		}
+	}
+	if top != nil && !canGrowOnline() {
+		return fmt.Errorf("grow image %s: %w", img, ErrNoOnlineGrow)
 	}
 	if newSize > st.Size() {
 		if err := os.Truncate(img, newSize); err != nil {
@@ -164,12 +175,6 @@ func Grow(ctx context.Context, img, mnt string, newSize int64) error {
 			return fmt.Errorf("set the capacity of %s: %w", d.path, err)
 		}
 	}
-	var top *mountEntry
-	if c, err := canonical(mnt); err == nil {
-		if top, err = topMount(c); err != nil {
-			return err
-		}
-	}
 	if top != nil && owns(devs, top) {
 		if err := run(ctx, "resize2fs", devFor(devs, top)); err != nil {
 			return fmt.Errorf("grow the filesystem of %s online: %w", img, err)
@@ -183,6 +188,26 @@ func Grow(ctx context.Context, img, mnt string, newSize int64) error {
 		return fmt.Errorf("grow the filesystem of %s: %w", img, err)
 	}
 	return nil
+}
+
+// ErrNoOnlineGrow: the image is mounted, and this process lacks
+// CAP_SYS_RESOURCE, which ext4's online resize requires. Nothing was
+// changed; the image can be grown unmounted.
+var ErrNoOnlineGrow = errors.New("growing a mounted ext4 filesystem needs CAP_SYS_RESOURCE, which agentd does not have")
+
+// canGrowOnline reports whether the process has CAP_SYS_RESOURCE.
+func canGrowOnline() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return true // let resize2fs tell
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err != nil || caps&(1<<unix.CAP_SYS_RESOURCE) != 0
+		}
+	}
+	return true
 }
 
 // fsck runs a forced e2fsck -y; exit codes 1 and 2 mean errors were
