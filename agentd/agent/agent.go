@@ -27,6 +27,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/server"
 	"github.com/herd-project/terraform-provider-herd/agentd/services"
 	"github.com/herd-project/terraform-provider-herd/agentd/store"
+	"github.com/herd-project/terraform-provider-herd/agentd/volumes"
 	"github.com/herd-project/terraform-provider-herd/internal/pki"
 )
 
@@ -131,6 +132,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Before the pods: a pod that mounts a volume starts only on a mounted
+	// one.
+	vols, err := startVolumes(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	mgr, err := pods.New(pods.Config{
 		Network:        network,
 		Runtime:        rt,
@@ -141,6 +148,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MemoryCapacity: capst.memCapacity,
 		Drain:          peer.drainHook(),
 		Secrets:        sec.source(),
+		Volumes:        vols,
+		Images:         scratchImages{},
 		ResolvConf:     svcs.resolvConf(),
 		Store:          st,
 		LogDir:         filepath.Join(cfg.StateDir, "logs"),
@@ -186,7 +195,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cl != nil {
 		capst.start(ctx, cl, mgr, info, log)
 	}
+	vols.SetUsers(mgr.VolumeUsers)
 	srv := server.New(info, mgr, mapError, log)
+	srv.SetVolumes(vols)
 	if err := revs.bind(cl, st); err != nil {
 		return err
 	}
@@ -360,10 +371,19 @@ func addresses(cfg Config) []string {
 // mapError gives engine errors their gRPC codes.
 func mapError(err error) (codes.Code, bool) {
 	switch {
+	// First: a pod refused for its volume wraps the volume's own error.
+	case errors.Is(err, pods.ErrVolumeInUse), errors.Is(err, pods.ErrVolumeUnavailable):
+		return codes.FailedPrecondition, true
 	case errors.Is(err, pods.ErrNotFound), errors.Is(err, services.ErrNotFound):
 		return codes.NotFound, true
-	case errors.Is(err, secrets.ErrNotFound):
+	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, volumes.ErrNotFound):
 		return codes.NotFound, true
+	case errors.Is(err, volumes.ErrInvalid):
+		return codes.InvalidArgument, true
+	case errors.Is(err, volumes.ErrInUse), errors.Is(err, volumes.ErrProtected), errors.Is(err, volumes.ErrNoOnlineGrow):
+		return codes.FailedPrecondition, true
+	case errors.Is(err, volumes.ErrNotReady):
+		return codes.Unavailable, true
 	case errors.Is(err, secrets.ErrImmutable), errors.Is(err, secrets.ErrTypeChange),
 		errors.Is(err, secrets.ErrNoHolder), errors.Is(err, secrets.ErrNotHeld),
 		errors.Is(err, pods.ErrSecretUnavailable), errors.Is(err, pods.ErrInsufficientResources):

@@ -38,6 +38,9 @@ type Config struct {
 	// number; "" is root only).
 	SocketGroup string
 	StateDir    string
+	// VolumeDir holds the node's persistent volumes (ext4 images on loop
+	// devices); default <state-dir>/volumes.
+	VolumeDir string
 
 	ContainerdAddress string
 	Namespace         string
@@ -310,6 +313,7 @@ func ParseCommandLine(args []string, getenv func(string) string, output io.Write
 	fs.StringVar(&cfg.Socket, "socket", "/run/herd/agentd.sock", "unix socket for local clients, mode 0600 (empty: none)")
 	fs.StringVar(&cfg.SocketGroup, "socket-group", "", "a group that may use the socket besides root (mode 0660); the peer's credentials are checked on every connection")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/herd", "directory for agentd's database and container logs")
+	fs.StringVar(&cfg.VolumeDir, "volume-dir", "", "directory of the node's persistent volumes, one ext4 image each on a loop device (default: volumes in the state dir)")
 	fs.StringVar(&cfg.ContainerdAddress, "containerd", "/run/containerd/containerd.sock", "containerd socket")
 	fs.StringVar(&cfg.Namespace, "namespace", "herd", "containerd namespace for herd's containers")
 	fs.StringVar(&cfg.CACert, "ca-cert", getenv("HERD_CA_CERT"), "herd CA certificate (PEM or path; env HERD_CA_CERT)")

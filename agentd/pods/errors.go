@@ -20,6 +20,11 @@ var (
 	ErrForeign = runtime.ErrForeign
 	// ErrNotReady: the manager was not started, or was closed.
 	ErrNotReady = errors.New("pod manager not running")
+	// ErrVolumeUnavailable: a volume the pod mounts is not on this node
+	// (or not usable); ErrVolumeInUse: another pod writes it. Both are
+	// FailedPrecondition.
+	ErrVolumeUnavailable = errors.New("volume unavailable")
+	ErrVolumeInUse       = errors.New("volume in use")
 )
 
 // sentinelError carries a complete message and matches its sentinel with

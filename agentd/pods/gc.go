@@ -115,6 +115,11 @@ func (m *Manager) GC(ctx context.Context) error {
 	if err := m.collectSecretDirs(ctx, p); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.collectIncarnationDirs(ctx, p, m.cfg.ScratchDir, "scratch dir", func(dir, marker string) error {
+		return m.removeScratch(ctx, dir, marker)
+	}); err != nil {
+		errs = append(errs, err)
+	}
 	if err := p.finish(tombs); err != nil {
 		errs = append(errs, err)
 	}

@@ -118,6 +118,15 @@ type Config struct {
 	// OOMScoreAdjFloor is the lowest oom_score_adj containers may get;
 	// nil: what node.OOMScoreAdjFloor reports.
 	OOMScoreAdjFloor *int
+	// Volumes gives pods the node's persistent volumes (volumes.go); nil:
+	// pods that mount one are refused (ErrVolumeUnavailable).
+	Volumes VolumeSource
+	// Images makes the filesystems of size-limited disk empty_dirs; nil:
+	// such empty_dirs are refused when the pod starts.
+	Images ScratchImages
+	// ScratchDir holds each pod incarnation's empty_dirs and config files,
+	// ScratchDir/<pod>_<uid>. Default: "scratch" next to LogDir.
+	ScratchDir string
 	// Drain, if set, takes a deleted pod out of every member's service
 	// rules before its containers get SIGTERM (drain.go); nil: no drain
 	// (a node without a cluster).
@@ -167,14 +176,18 @@ type Manager struct {
 type podEntry struct {
 	name string
 	uid  string
-	hash string
 	spec *herdv1.PodSpec // defaulted; immutable
 	ids  []string        // container IDs, by container index
 	// secrets is the tmpfs of the pod's secret files; nil without
 	// secret mounts.
 	secrets *secretVolume
+	// volumes are the persistent volumes the pod mounts, by name: true
+	// when a container writes it.
+	volumes map[string]bool
 	// restarts carries RestartForSecret's requests to the worker.
 	restarts chan restartRequest
+	// configs carries config file updates to the worker (config.go).
+	configs chan configRequest
 
 	// Guarded by Manager.mu.
 	pod         *herdv1.Pod   // last published state; replaced, never mutated
@@ -217,6 +230,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.SecretsDir, err = filepath.Abs(cfg.SecretsDir); err != nil {
 		return nil, fmt.Errorf("pods: secrets dir: %w", err)
+	}
+	if cfg.ScratchDir == "" {
+		cfg.ScratchDir = filepath.Join(filepath.Dir(dir), "scratch")
+	}
+	if cfg.ScratchDir, err = filepath.Abs(cfg.ScratchDir); err != nil {
+		return nil, fmt.Errorf("pods: scratch dir: %w", err)
 	}
 	if cfg.SecretRestartTimeout <= 0 {
 		cfg.SecretRestartTimeout = DefaultSecretRestartTimeout
@@ -342,16 +361,17 @@ func (m *Manager) newEntry(pod *herdv1.Pod) (*podEntry, error) {
 	e := &podEntry{
 		name:     s.GetName(),
 		uid:      pod.GetUid(),
-		hash:     pod.GetSpecHash(),
 		spec:     s,
 		pod:      pod,
 		changed:  make(chan struct{}),
 		recorded: closedChan,
 		restarts: make(chan restartRequest),
+		configs:  make(chan configRequest),
 	}
 	for _, c := range s.GetContainers() {
 		e.ids = append(e.ids, runtime.ContainerID(e.name, c.GetName()))
 	}
+	e.volumes = spec.PodVolumes(s)
 	m.setQoS(s, pod.Status)
 	if hasSecretMounts(s) {
 		e.secrets = newSecretVolume(m.secretDir(e.name, e.uid), e.name+"_"+e.uid)
@@ -393,7 +413,11 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	d := spec.Defaulted(s)
 	hash := spec.Hash(d)
 	name := d.GetName()
-	if pod, done, err := m.existing(name, spec.PodNamespace(d), hash); done {
+	if pod, done, err := m.existing(name, spec.PodNamespace(d), hash, d); done {
+		var u *configUpdate
+		if errors.As(err, &u) {
+			pod, err = m.updateConfig(ctx, u.e, d, hash)
+		}
 		return pod, false, err
 	}
 	// Before anything is created: a pod whose secrets this node cannot
@@ -404,7 +428,12 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
-	if pod, done, err := m.existing(name, spec.PodNamespace(d), hash); done {
+	if pod, done, err := m.existing(name, spec.PodNamespace(d), hash, d); done {
+		var u *configUpdate
+		if errors.As(err, &u) {
+			// Changed since the first look: the caller applies again.
+			err = newError(ErrConflict, "pod %s changed while it was applied; apply again", name)
+		}
 		return pod, false, err
 	}
 	ids := make([]string, len(d.GetContainers()))
@@ -420,6 +449,11 @@ func (m *Manager) Apply(ctx context.Context, s *herdv1.PodSpec) (*herdv1.Pod, bo
 	if err := m.admit(d); err != nil {
 		return nil, false, err
 	}
+	releaseVolumes, err := m.checkVolumes(ctx, d)
+	if err != nil {
+		return nil, false, err
+	}
+	defer releaseVolumes()
 	pod := &herdv1.Pod{
 		Spec:      d,
 		Uid:       newUID(),
@@ -501,6 +535,11 @@ func (m *Manager) rollback(e *podEntry) {
 			m.log.Warn("roll back: remove secret files", "pod", e.name, "err", err)
 		}
 	}
+	if needsScratch(e.spec) {
+		if err := m.removeScratch(m.ctx, m.scratchDir(e.name, e.uid), e.name+"_"+e.uid); err != nil {
+			m.log.Warn("roll back: remove empty_dirs and config files", "pod", e.name, "err", err)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.pods[e.name] == e {
@@ -512,7 +551,7 @@ func (m *Manager) rollback(e *podEntry) {
 
 // existing handles Apply of a name that is taken: done is false when the
 // name is free.
-func (m *Manager) existing(name, ns, hash string) (*herdv1.Pod, bool, error) {
+func (m *Manager) existing(name, ns, hash string, d *herdv1.PodSpec) (*herdv1.Pod, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || !m.started {
@@ -530,7 +569,9 @@ func (m *Manager) existing(name, ns, hash string) (*herdv1.Pod, bool, error) {
 		return nil, true, newError(ErrConflict, "pod name %s is taken on this node by a pod of another namespace; choose another name", name)
 	case e.terminating:
 		return nil, true, newError(ErrConflict, "pod %s is being deleted; apply it again once the deletion finished", name)
-	case e.hash != hash:
+	case e.pod.GetSpecHash() != hash && spec.ConfigOnlyChange(e.pod.GetSpec(), d):
+		return nil, true, &configUpdate{e: e}
+	case e.pod.GetSpecHash() != hash:
 		return nil, true, newError(ErrConflict, "pod %s exists with a different spec; delete it first", name)
 	}
 	return proto.Clone(e.pod).(*herdv1.Pod), true, nil
@@ -743,6 +784,11 @@ func (m *Manager) runDelete(e *podEntry, d *deletion, grace time.Duration, opts 
 	if err == nil && e.secrets != nil {
 		if err = e.secrets.remove(); err != nil {
 			err = fmt.Errorf("remove secret files: %w", err)
+		}
+	}
+	if err == nil && needsScratch(e.spec) {
+		if err = m.removeScratch(ctx, m.scratchDir(e.name, e.uid), e.name+"_"+e.uid); err != nil {
+			err = fmt.Errorf("remove empty_dirs and config files: %w", err)
 		}
 	}
 	if err == nil && m.cfg.Network != nil {

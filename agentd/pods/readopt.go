@@ -26,9 +26,10 @@ const ExtensionPodRecord = "io.herd.pod-record"
 // podRecordCopy is what the containers of e carry of their pod.
 func (m *Manager) podRecordCopy(e *podEntry) map[string]proto.Message {
 	m.mu.Lock()
-	created := e.pod.GetCreatedAt()
+	// The published spec: config files may have changed in place.
+	p := e.pod
 	m.mu.Unlock()
-	return map[string]proto.Message{ExtensionPodRecord: &herdv1.Pod{Spec: e.spec, Uid: e.uid, SpecHash: e.hash, CreatedAt: created}}
+	return map[string]proto.Message{ExtensionPodRecord: &herdv1.Pod{Spec: p.GetSpec(), Uid: e.uid, SpecHash: p.GetSpecHash(), CreatedAt: p.GetCreatedAt()}}
 }
 
 // recoverPods runs in Start, before the workers: it drops the tombstones

@@ -70,6 +70,7 @@ type mountFiles struct {
 	subdir   string // "<container>.<index>"
 	files    map[string][]byte
 	mode     os.FileMode
+	modes    map[string]os.FileMode // per file, over mode (config files)
 	uid, gid int
 	checksum string
 }
@@ -452,7 +453,11 @@ func writeFile(root *os.Root, name string, mf mountFiles) error {
 		err = f.Chown(mf.uid, mf.gid)
 	}
 	if err == nil {
-		err = f.Chmod(mf.mode) // after chown, which may clear mode bits
+		mode := mf.mode
+		if m, ok := mf.modes[filepath.Base(name)]; ok {
+			mode = m
+		}
+		err = f.Chmod(mode) // after chown, which may clear mode bits
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

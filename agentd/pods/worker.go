@@ -58,6 +58,9 @@ type ctr struct {
 	// secretSums what the current run was created with (LabelSecrets).
 	secretRefs []string
 	secretSums map[string]string
+	// configFiles are the container's config files as last applied (they
+	// change in place; spec keeps those the pod was created with).
+	configFiles []*herdv1.ConfigFile
 
 	probes    *probeSet // probing of the current run, nil when none
 	probeKill string    // why a failed probe stopped the current run
@@ -104,6 +107,9 @@ func newWorker(m *Manager, e *podEntry) *worker {
 			st:      st,
 			restart: restarts.NewTracker(e.spec.GetRestartPolicy(), m.backoff),
 		}
+		if i < len(pod.GetSpec().GetContainers()) {
+			c.configFiles = pod.GetSpec().GetContainers()[i].GetConfigFiles()
+		}
 		for _, r := range spec.ContainerSecretRefs(e.spec, cs) {
 			c.secretRefs = append(c.secretRefs, refKey(r))
 		}
@@ -147,6 +153,8 @@ func (w *worker) run(ctx context.Context, adopt bool) {
 			w.handleProbe(ctx, ev)
 		case rq := <-w.e.restarts:
 			w.handleRestart(ctx, rq)
+		case rq := <-w.e.configs:
+			w.handleConfig(ctx, rq)
 		case <-fire:
 		}
 		if timer != nil {

@@ -3,6 +3,7 @@ package pods
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -43,9 +44,19 @@ func (w *worker) start(ctx context.Context, c *ctr) {
 		w.log.Info("pulled image", "container", c.spec.GetName(), "image", img.Ref, "digest", img.Digest)
 	}
 
+	storage, err := w.m.storageBinds(ctx, w.e, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		_, delay := c.restart.PrepFailed()
+		w.setWaiting(c, ReasonCreateContainerConfigError, fmt.Sprintf("%v (retrying in %s)", err, delay.Round(time.Millisecond)), time.Time{})
+		w.log.Warn("container volumes unavailable", "container", c.spec.GetName(), "err", err, "retry_in", delay)
+		return
+	}
 	oomScoreAdj := w.m.oomScoreAdj(w.e.spec, c.spec)
 	cfg := runtime.ContainerConfig{Pod: w.e.name, PodUID: w.e.uid, Spec: c.spec, Image: img, NetnsPath: w.netns,
-		Mounts: secrets.binds, ExtraEnv: secrets.env, OOMScoreAdj: &oomScoreAdj, Extensions: w.m.podRecordCopy(w.e)}
+		Mounts: append(slices.Clip(secrets.binds), storage...), ExtraEnv: secrets.env, OOMScoreAdj: &oomScoreAdj, Extensions: w.m.podRecordCopy(w.e)}
 	if len(c.secretRefs) > 0 {
 		cfg.Labels = map[string]string{LabelSecrets: encodeSums(secrets.sums)}
 	}

@@ -106,11 +106,15 @@ type ContainerConfig struct {
 	Extensions map[string]proto.Message
 }
 
-// BindMount is a read-only bind mount of Source (on the host) at
-// Destination (in the container).
+// BindMount is a bind mount of Source (on the host) at Destination (in
+// the container): read-only and noexec unless Writable, always nosuid and
+// nodev.
 type BindMount struct {
 	Source      string
 	Destination string
+	// Writable mounts it read-write, with exec allowed (a volume holds
+	// what the application writes, programs included).
+	Writable bool
 }
 
 // Container is a herd-managed containerd container. Only LoadContainer
@@ -246,11 +250,15 @@ func processSpecOpts(cfg ContainerConfig, imageConfig oci.SpecOpts) ([]oci.SpecO
 		if bm.Source == "" || bm.Destination == "" {
 			return nil, fmt.Errorf("bind mount: source and destination are required")
 		}
+		options := []string{"rbind", "ro", "nosuid", "nodev", "noexec"}
+		if bm.Writable {
+			options = []string{"rbind", "rw", "nosuid", "nodev"}
+		}
 		opts = append(opts, oci.WithMounts([]specs.Mount{{
 			Destination: bm.Destination,
 			Type:        "bind",
 			Source:      bm.Source,
-			Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+			Options:     options,
 		}}))
 	}
 	if cfg.NetnsPath != "" {

@@ -69,6 +69,7 @@ type Server struct {
 	services Services
 	secrets  Secrets
 	nested   NestedClusters
+	volumes  Volumes         // volumes.go
 	peer     EndpointsWaiter // peer.go
 	mapErr   ErrorMapper
 	log      *slog.Logger
@@ -116,6 +117,7 @@ func (s *Server) Register(g *grpc.Server) {
 	s.registerNested(g)
 	s.registerPeer(g)
 	s.registerDeployments(g)
+	s.registerVolumes(g)
 }
 
 func (s *Server) GetNode(ctx context.Context, _ *herdv1.GetNodeRequest) (*herdv1.Node, error) {

@@ -351,6 +351,17 @@ func Defaulted(s *herdv1.PodSpec) *herdv1.PodSpec {
 				p.Protocol = ProtocolTCP
 			}
 		}
+		for _, f := range c.GetConfigFiles() {
+			if f.Mode == nil {
+				m := uint32(DefaultConfigMode)
+				f.Mode = &m
+			}
+		}
+	}
+	for _, d := range out.GetEmptyDirs() {
+		if d.Medium == "" {
+			d.Medium = EmptyDirDisk
+		}
 	}
 	if out.TerminationGracePeriodSeconds == nil {
 		g := int64(DefaultGracePeriod)

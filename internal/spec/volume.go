@@ -5,6 +5,8 @@ import (
 	"path"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -127,11 +129,11 @@ func ConfigFileMode(f *herdv1.ConfigFile) uint32 {
 	return DefaultConfigMode
 }
 
-// ConfigDirs groups a container's config files by directory, in the order
-// the directories first appear: each directory is one mount.
-func ConfigDirs(c *herdv1.ContainerSpec) (dirs []string, files map[string][]*herdv1.ConfigFile) {
+// ConfigDirs groups config files by directory, in the order the
+// directories first appear: each directory is one mount.
+func ConfigDirs(list []*herdv1.ConfigFile) (dirs []string, files map[string][]*herdv1.ConfigFile) {
 	files = map[string][]*herdv1.ConfigFile{}
-	for _, f := range c.GetConfigFiles() {
+	for _, f := range list {
 		d := path.Dir(f.GetPath())
 		if _, ok := files[d]; !ok {
 			dirs = append(dirs, d)
@@ -267,7 +269,7 @@ func validateContainerVolumes(p Path, c *herdv1.ContainerSpec, dirs map[string]*
 			errs.add(ip.Field("mode"), "must be at most 0777 (no setuid, setgid or sticky bit), got %#o", f.GetMode())
 		}
 	}
-	cdirs, _ := ConfigDirs(c)
+	cdirs, _ := ConfigDirs(c.GetConfigFiles())
 	for _, d := range cdirs {
 		if d == "/" || ValidateContainerPath(d) != nil {
 			continue
@@ -338,4 +340,21 @@ func PodVolumes(s *herdv1.PodSpec) map[string]bool {
 		}
 	}
 	return out
+}
+
+// ConfigOnlyChange reports whether b differs from a in the content or mode
+// of config files alone (the same paths): such a change updates the files
+// of the running pod in place instead of replacing it.
+func ConfigOnlyChange(a, b *herdv1.PodSpec) bool {
+	return proto.Equal(withoutConfigContent(a), withoutConfigContent(b))
+}
+
+func withoutConfigContent(s *herdv1.PodSpec) *herdv1.PodSpec {
+	d := Defaulted(s)
+	for _, c := range d.GetContainers() {
+		for _, f := range c.GetConfigFiles() {
+			f.Content, f.Mode = "", nil
+		}
+	}
+	return d
 }

@@ -1,0 +1,459 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
+)
+
+// A pod's storage other than secrets: persistent volumes (the node's
+// volume manager mounts them; a pod bind-mounts their root or a sub_path),
+// and per incarnation, under ScratchDir/<pod>_<uid> (marked like the
+// secret tmpfs, so garbage collection removes only what is ours):
+//
+//	.herd-scratch         the marker: "<pod>_<uid>"
+//	empty/<name>/         an empty_dir: a directory, a tmpfs (memory), or
+//	                      a mounted ext4 image empty/.<name>.img (disk
+//	                      with a size_limit)
+//	config/<container>.<n>/  the n-th config directory of a container,
+//	                      written like secret files (atomic ..data swap)
+
+// VolumeSource gives pods the node's persistent volumes (agentd/volumes).
+type VolumeSource interface {
+	// MountPath is the host directory of the volume's mounted filesystem;
+	// an error when there is no such volume on this node or it is not
+	// usable.
+	MountPath(ctx context.Context, namespace, name string) (string, error)
+	// Bind holds off volume deletes and restores while a pod that mounts
+	// volumes is admitted and recorded.
+	Bind() (release func())
+}
+
+// ScratchImages makes the size-limited filesystems of disk empty_dirs
+// (agentd/volumes' loop-mounted ext4 images).
+type ScratchImages interface {
+	Create(ctx context.Context, img string, size int64) error
+	Mount(ctx context.Context, img, mnt string) error
+	Unmount(ctx context.Context, img, mnt string) error
+}
+
+const (
+	scratchMarker = ".herd-scratch"
+	emptySubdir   = "empty"
+	configSubdir  = "config"
+)
+
+// checkVolumes admits a pod's persistent volumes: each exists on this node,
+// and none is mounted read-write by another pod while this one would write
+// it. Callers hold applyMu; release is called once the pod is recorded (or
+// refused).
+func (m *Manager) checkVolumes(ctx context.Context, d *herdv1.PodSpec) (release func(), err error) {
+	vols := spec.PodVolumes(d)
+	if len(vols) == 0 {
+		return func() {}, nil
+	}
+	ns := spec.PodNamespace(d)
+	if m.cfg.Volumes == nil {
+		return nil, fmt.Errorf("%w: pod %s mounts volumes, and node %s has none (agentd runs without a volume directory)", ErrVolumeUnavailable, d.GetName(), m.cfg.NodeName)
+	}
+	release = m.cfg.Volumes.Bind()
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range vols {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		if _, err := m.cfg.Volumes.MountPath(ctx, ns, name); err != nil {
+			release()
+			return nil, fmt.Errorf("%w: pod %s: volume %s/%s: %w (volumes are node-local: a pod runs on its volume's node)", ErrVolumeUnavailable, d.GetName(), ns, name, err)
+		}
+		if !vols[name] {
+			continue
+		}
+		if rw, _ := m.VolumeUsers(ns, name); rw != "" && rw != d.GetName() {
+			release()
+			return nil, fmt.Errorf("%w: volume %s/%s is mounted read-write by pod %s: a volume has one writer at a time (mount it read_only, or delete that pod first)", ErrVolumeInUse, ns, name, rw)
+		}
+	}
+	return release, nil
+}
+
+// VolumeUsers reports which pods mount a volume: the one that writes it
+// (empty when none) and those that only read it. Pods being created or
+// deleted count: their containers may be running.
+func (m *Manager) VolumeUsers(namespace, name string) (rw string, ro []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.pods {
+		if e.gone || spec.PodNamespace(e.spec) != namespace {
+			continue
+		}
+		writes, ok := e.volumes[name]
+		switch {
+		case !ok:
+		case writes:
+			rw = e.name
+		default:
+			ro = append(ro, e.name)
+		}
+	}
+	slices.Sort(ro)
+	return rw, ro
+}
+
+// scratchDir is the directory of a pod incarnation's empty_dirs and config
+// files.
+func (m *Manager) scratchDir(name, uid string) string {
+	return filepath.Join(m.cfg.ScratchDir, name+"_"+uid)
+}
+
+func needsScratch(s *herdv1.PodSpec) bool {
+	if len(s.GetEmptyDirs()) > 0 {
+		return true
+	}
+	for _, c := range s.GetContainers() {
+		if len(c.GetConfigFiles()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// openScratch makes (or opens) the incarnation's marked directory. A
+// directory there without our marker for this very incarnation is refused.
+func (m *Manager) openScratch(e *podEntry) (*os.Root, error) {
+	dir := m.scratchDir(e.name, e.uid)
+	marker := e.name + "_" + e.uid
+	if err := os.MkdirAll(m.cfg.ScratchDir, 0o711); err != nil {
+		return nil, fmt.Errorf("make scratch dir: %w", err)
+	}
+	switch err := os.Mkdir(dir, 0o711); {
+	case err == nil:
+		if err := os.WriteFile(filepath.Join(dir, scratchMarker), []byte(marker), 0o600); err != nil {
+			return nil, fmt.Errorf("mark scratch dir: %w", err)
+		}
+	case !errors.Is(err, fs.ErrExist):
+		return nil, fmt.Errorf("make scratch dir: %w", err)
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open scratch dir: %w", err)
+	}
+	got, err := r.ReadFile(scratchMarker)
+	if err != nil || string(got) != marker {
+		r.Close()
+		return nil, fmt.Errorf("%s is not this pod's scratch directory (no herd marker for %s): refusing to use it", dir, marker)
+	}
+	return r, nil
+}
+
+// storageBinds prepares container c's volume mounts and config files and
+// returns their bind mounts, in spec order: volume_mounts, then config
+// directories.
+func (m *Manager) storageBinds(ctx context.Context, e *podEntry, c *ctr) ([]runtime.BindMount, error) {
+	cs := c.spec
+	if len(cs.GetVolumeMounts()) == 0 && len(c.configFiles) == 0 {
+		return nil, nil
+	}
+	var binds []runtime.BindMount
+	var root *os.Root
+	if needsScratch(e.spec) {
+		r, err := m.openScratch(e)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		root = r
+	}
+	ns := spec.PodNamespace(e.spec)
+	for i, vm := range cs.GetVolumeMounts() {
+		var src string
+		switch {
+		case vm.GetVolume() != "":
+			if m.cfg.Volumes == nil {
+				return nil, fmt.Errorf("volume_mounts[%d]: node %s has no volumes", i, m.cfg.NodeName)
+			}
+			p, err := m.cfg.Volumes.MountPath(ctx, ns, vm.GetVolume())
+			if err != nil {
+				return nil, fmt.Errorf("volume %s/%s: %w", ns, vm.GetVolume(), err)
+			}
+			src = p
+		default:
+			p, err := m.ensureEmptyDir(ctx, e, root, vm.GetEmptyDir())
+			if err != nil {
+				return nil, fmt.Errorf("empty_dir %s: %w", vm.GetEmptyDir(), err)
+			}
+			src = p
+		}
+		src, err := subDir(src, vm.GetSubPath())
+		if err != nil {
+			return nil, fmt.Errorf("volume_mounts[%d]: %w", i, err)
+		}
+		binds = append(binds, runtime.BindMount{Source: src, Destination: vm.GetPath(), Writable: !vm.GetReadOnly()})
+	}
+	if len(c.configFiles) > 0 {
+		cb, err := m.writeConfig(root, e, c)
+		if err != nil {
+			return nil, err
+		}
+		binds = append(binds, cb...)
+	}
+	return binds, nil
+}
+
+// subDir resolves sub inside dir, making missing directories (0755). Every
+// element must be a directory, not a symlink: a container that writes the
+// volume must not steer a later mount elsewhere on the host.
+func subDir(dir, sub string) (string, error) {
+	if sub == "" {
+		return dir, nil
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return "", fmt.Errorf("sub_path %q: %w", sub, err)
+	}
+	defer r.Close()
+	cur := ""
+	for _, part := range strings.Split(sub, "/") {
+		cur = path.Join(cur, part)
+		fi, err := r.Lstat(cur)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := r.Mkdir(cur, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return "", fmt.Errorf("sub_path %q: make %s: %w", sub, cur, err)
+			}
+			fi, err = r.Lstat(cur)
+		}
+		if err != nil {
+			return "", fmt.Errorf("sub_path %q: %w", sub, err)
+		}
+		if !fi.IsDir() {
+			return "", fmt.Errorf("sub_path %q: %s is not a directory (symlinks are refused)", sub, cur)
+		}
+	}
+	return filepath.Join(dir, filepath.FromSlash(sub)), nil
+}
+
+// ensureEmptyDir makes the pod's empty_dir name (idempotent) and returns
+// its host path.
+func (m *Manager) ensureEmptyDir(ctx context.Context, e *podEntry, root *os.Root, name string) (string, error) {
+	var d *herdv1.EmptyDir
+	for _, ed := range e.spec.GetEmptyDirs() {
+		if ed.GetName() == name {
+			d = ed
+		}
+	}
+	if d == nil || root == nil {
+		return "", fmt.Errorf("the pod has no empty_dir %q", name) // validated: a bug
+	}
+	if err := root.Mkdir(emptySubdir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	rel := emptySubdir + "/" + name
+	if err := root.Mkdir(rel, 0o777); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	dir := filepath.Join(m.scratchDir(e.name, e.uid), emptySubdir, name)
+	var size int64
+	if q := d.GetSizeLimit(); q != "" {
+		b, err := spec.ParseVolumeSize(q)
+		if err != nil {
+			return "", err
+		}
+		size = b
+	}
+	switch spec.EmptyDirMedium(d) {
+	case spec.EmptyDirMemory:
+		mounted, err := isMountOf(dir, unix.TMPFS_MAGIC)
+		if err != nil {
+			return "", err
+		}
+		if !mounted {
+			opts := "size=" + strconv.FormatInt(size, 10) + ",mode=0777"
+			if err := unix.Mount("herd-empty-dir", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+				return "", fmt.Errorf("mount tmpfs: %w", err)
+			}
+		}
+	default:
+		if size == 0 {
+			break
+		}
+		if m.cfg.Images == nil {
+			return "", fmt.Errorf("a size_limit on a disk empty_dir needs the node's volume support (agentd with --volume-dir)")
+		}
+		img := filepath.Join(m.scratchDir(e.name, e.uid), emptySubdir, "."+name+".img")
+		if _, err := os.Stat(img); errors.Is(err, fs.ErrNotExist) {
+			if err := m.cfg.Images.Create(ctx, img, size); err != nil {
+				return "", err
+			}
+		}
+		if err := m.cfg.Images.Mount(ctx, img, dir); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// isMountOf reports whether dir is the root of a mount of the given
+// filesystem type (a device of its own, unlike its parent).
+func isMountOf(dir string, magic int64) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	if st.Type != magic {
+		return false, nil
+	}
+	var a, b unix.Stat_t
+	if err := unix.Stat(dir, &a); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(filepath.Dir(dir), &b); err != nil {
+		return false, err
+	}
+	return a.Dev != b.Dev, nil
+}
+
+// configMounts is a container's config files as mountFiles, one per
+// directory, in spec order.
+func configMounts(container string, list []*herdv1.ConfigFile) (dirs []string, mounts []mountFiles) {
+	dirs, files := spec.ConfigDirs(list)
+	for i, d := range dirs {
+		mf := mountFiles{subdir: container + "." + strconv.Itoa(i), files: map[string][]byte{}, modes: map[string]os.FileMode{}, mode: spec.DefaultConfigMode}
+		for _, f := range files[d] {
+			base := path.Base(f.GetPath())
+			mf.files[base] = []byte(f.GetContent())
+			mf.modes[base] = os.FileMode(spec.ConfigFileMode(f))
+		}
+		mounts = append(mounts, mf)
+	}
+	return dirs, mounts
+}
+
+// writeConfig writes container c's config directories and returns their
+// read-only bind mounts.
+func (m *Manager) writeConfig(root *os.Root, e *podEntry, c *ctr) ([]runtime.BindMount, error) {
+	if root == nil {
+		return nil, fmt.Errorf("pod %s has no scratch directory", e.name) // a bug
+	}
+	if err := root.Mkdir(configSubdir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	sub, err := root.OpenRoot(configSubdir)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	dirs, mounts := configMounts(c.spec.GetName(), c.configFiles)
+	binds := make([]runtime.BindMount, 0, len(dirs))
+	for i, mf := range mounts {
+		if err := writeAtomic(sub, mf); err != nil {
+			return nil, fmt.Errorf("write config files of %s: %w", dirs[i], err)
+		}
+		binds = append(binds, runtime.BindMount{
+			Source:      filepath.Join(m.scratchDir(e.name, e.uid), configSubdir, mf.subdir),
+			Destination: dirs[i],
+		})
+	}
+	return binds, nil
+}
+
+// removeScratch removes a pod incarnation's scratch directory: empty_dir
+// mounts (tmpfs, images) first. Only a directory carrying the marker of
+// that incarnation is touched.
+func (m *Manager) removeScratch(ctx context.Context, dir, marker string) error {
+	got, err := os.ReadFile(filepath.Join(dir, scratchMarker))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+			return nil
+		}
+	}
+	if err != nil || string(got) != marker {
+		return fmt.Errorf("%s carries no herd marker for %s: left alone", dir, marker)
+	}
+	empty := filepath.Join(dir, emptySubdir)
+	entries, err := os.ReadDir(empty)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, de := range entries {
+		p := filepath.Join(empty, de.Name())
+		if !de.IsDir() {
+			continue
+		}
+		img := filepath.Join(empty, "."+de.Name()+".img")
+		if _, err := os.Stat(img); err == nil && m.cfg.Images != nil {
+			if err := m.cfg.Images.Unmount(ctx, img, p); err != nil {
+				return fmt.Errorf("unmount empty_dir %s: %w", de.Name(), err)
+			}
+			continue
+		}
+		if mounted, err := isMountOf(p, unix.TMPFS_MAGIC); err == nil && mounted {
+			if err := unix.Unmount(p, 0); err != nil {
+				// Still in use by a leftover container mount: detach.
+				if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+					return fmt.Errorf("unmount empty_dir %s: %w", de.Name(), err)
+				}
+			}
+		}
+	}
+	// Nothing may be mounted below any more: RemoveAll would go through.
+	if err := checkNoMounts(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// checkNoMounts refuses when something is still mounted at or below dir.
+func checkNoMounts(dir string) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if mp := unescapeMountPath(f[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
+			return fmt.Errorf("%s is still mounted: not removing %s", mp, dir)
+		}
+	}
+	return nil
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (space, tab, newline,
+// backslash).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

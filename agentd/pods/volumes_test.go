@@ -1,0 +1,259 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+)
+
+// dirVolumes is a VolumeSource over plain directories: the pod manager's
+// side of volumes (admission, one writer, bind mounts) without the loop
+// devices, which agentd/volumes tests on their own and the agentd tests
+// together.
+type dirVolumes struct {
+	root string
+	mu   sync.RWMutex
+}
+
+func (v *dirVolumes) MountPath(_ context.Context, ns, name string) (string, error) {
+	p := filepath.Join(v.root, ns, name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no volume %s/%s", ns, name)
+	}
+	return p, nil
+}
+
+func (v *dirVolumes) Bind() func() { v.mu.RLock(); return v.mu.RUnlock }
+
+func (v *dirVolumes) add(t *testing.T, ns, name string) string {
+	p := filepath.Join(v.root, ns, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var mps []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			if mp := unescapeMountPath(f[4]); strings.HasPrefix(mp, dir+"/") {
+				mps = append(mps, mp)
+			}
+		}
+	}
+	for i := len(mps) - 1; i >= 0; i-- {
+		_ = unix.Unmount(mps[i], unix.MNT_DETACH)
+	}
+}
+
+func scratchEnv(t *testing.T) (*env, *Manager, *dirVolumes) {
+	e := newEnv(t)
+	vols := &dirVolumes{root: t.TempDir()}
+	t.Cleanup(func() { unmountUnder(filepath.Join(e.stateDir(), "scratch")) })
+	m := e.manager(t, func(c *Config) { c.Volumes = vols; c.NodeName = "n1" })
+	return e, m, vols
+}
+
+func TestVolumeMountsAndOneWriter(t *testing.T) {
+	t.Parallel()
+	e, m, vols := scratchEnv(t)
+	ctx := testContext(t)
+	host := vols.add(t, "default", "data")
+	if err := os.WriteFile(filepath.Join(host, "seed"), []byte("from the host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writer := e.pod("writer", "Always", "sleep", "3600")
+	writer.Containers[0].VolumeMounts = []*herdv1.VolumeMount{
+		{Volume: "data", Path: "/data"},
+		{Volume: "data", Path: "/logs", SubPath: "app/logs"},
+	}
+	if _, _, err := m.Apply(ctx, writer); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, m, "writer", "running", allRunning)
+	if got := shellIn(t, e, "writer", "main", "cat /data/seed && echo one > /data/out && echo two > /logs/l"); got != "from the host" {
+		t.Errorf("the volume's file in the container = %q", got)
+	}
+	for file, want := range map[string]string{"out": "one\n", "app/logs/l": "two\n"} {
+		if b, err := os.ReadFile(filepath.Join(host, file)); err != nil || string(b) != want {
+			t.Errorf("%s on the volume = %q, %v; want %q", file, b, err, want)
+		}
+	}
+
+	// A second writer is refused with the holder's name; nothing is left.
+	second := e.pod("second", "Always", "sleep", "3600")
+	second.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data"}}
+	_, _, err := m.Apply(ctx, second)
+	if !errors.Is(err, ErrVolumeInUse) || !strings.Contains(err.Error(), "writer") {
+		t.Fatalf("second writer: %v, want ErrVolumeInUse naming pod writer", err)
+	}
+	if _, err := m.Get(ctx, "second"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the refused pod exists: %v", err)
+	}
+	// A reader may share it, read-only.
+	reader := e.pod("reader", "Always", "sleep", "3600")
+	reader.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data", ReadOnly: true}}
+	if _, _, err := m.Apply(ctx, reader); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, m, "reader", "running", allRunning)
+	if got := shellIn(t, e, "reader", "main", "cat /data/out; (echo x > /data/y) 2>/dev/null || echo refused"); got != "one\nrefused" {
+		t.Errorf("reader: %q, want the file and a refused write", got)
+	}
+	if rw, ro := m.VolumeUsers("default", "data"); rw != "writer" || len(ro) != 1 || ro[0] != "reader" {
+		t.Errorf("VolumeUsers = %q, %v", rw, ro)
+	}
+	// A missing volume, or one of another namespace, is refused.
+	lost := e.pod("lost", "Always", "sleep", "3600")
+	lost.Namespace = "other"
+	lost.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data"}}
+	if _, _, err := m.Apply(ctx, lost); !errors.Is(err, ErrVolumeUnavailable) || !strings.Contains(err.Error(), "other/data") {
+		t.Errorf("volume of another namespace: %v, want ErrVolumeUnavailable", err)
+	}
+
+	// Once the writer is deleted, another pod may write.
+	var zero time.Duration
+	if _, err := m.DeleteWith(ctx, "writer", DeleteOptions{Grace: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Apply(ctx, second); err != nil {
+		t.Fatalf("a writer after the first was deleted: %v", err)
+	}
+	waitFor(t, m, "second", "running", allRunning)
+	if got := shellIn(t, e, "second", "main", "cat /data/out"); got != "one" {
+		t.Errorf("the data after the writer's deletion = %q", got)
+	}
+}
+
+// A symlink planted in a volume does not steer a sub_path mount out of it.
+func TestVolumeSubPathSymlinkRefused(t *testing.T) {
+	t.Parallel()
+	e, m, vols := scratchEnv(t)
+	ctx := testContext(t)
+	host := vols.add(t, "default", "data")
+	if err := os.Symlink("/etc", filepath.Join(host, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	p := e.pod("sub", "Always", "sleep", "3600")
+	p.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data", SubPath: "escape"}}
+	if _, _, err := m.Apply(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	pod := waitFor(t, m, "sub", "refused", func(p *herdv1.Pod) bool {
+		return p.GetStatus().GetContainers()[0].GetReason() == ReasonCreateContainerConfigError
+	})
+	if msg := pod.GetStatus().GetContainers()[0].GetMessage(); !strings.Contains(msg, "symlinks are refused") {
+		t.Errorf("status message = %q", msg)
+	}
+}
+
+func TestEmptyDirsSharedAndRemoved(t *testing.T) {
+	t.Parallel()
+	e, m, _ := scratchEnv(t)
+	ctx := testContext(t)
+	p := e.pod("scratch", "Always", "sleep", "3600")
+	p.EmptyDirs = []*herdv1.EmptyDir{{Name: "work"}, {Name: "fast", Medium: "memory", SizeLimit: "4Mi"}}
+	p.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{EmptyDir: "work", Path: "/work"}, {EmptyDir: "fast", Path: "/fast"}}
+	p.Containers = append(p.Containers, &herdv1.ContainerSpec{Name: "side", Image: e.ref, Command: []string{"sleep", "3600"},
+		VolumeMounts: []*herdv1.VolumeMount{{EmptyDir: "work", Path: "/shared"}, {EmptyDir: "fast", Path: "/fast"}}})
+	pod, _, err := m.Apply(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, m, "scratch", "running", allRunning)
+	shellIn(t, e, "scratch", "main", "echo hello > /work/f && echo quick > /fast/g")
+	if got := shellIn(t, e, "scratch", "side", "cat /shared/f /fast/g"); got != "hello\nquick" {
+		t.Errorf("the other container sees %q", got)
+	}
+	// The memory one is a tmpfs of its size: 5 MiB do not fit.
+	out := shellIn(t, e, "scratch", "side", "dd if=/dev/zero of=/fast/big bs=1M count=5 2>&1; echo rc=$?")
+	if !strings.Contains(out, "No space left on device") {
+		t.Errorf("writing 5 MiB into a 4Mi memory empty_dir: %q, want ENOSPC", out)
+	}
+	dir := m.scratchDir("scratch", pod.GetUid())
+	if _, err := os.Stat(filepath.Join(dir, "empty", "work", "f")); err != nil {
+		t.Errorf("the disk empty_dir on the host: %v", err)
+	}
+	var zero time.Duration
+	if _, err := m.DeleteWith(ctx, "scratch", DeleteOptions{Grace: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the pod's scratch dir after deletion: %v, want gone", err)
+	}
+	if err := checkNoMounts(dir); err != nil {
+		t.Errorf("after deletion: %v", err)
+	}
+}
+
+// A config file change reaches the running container without a restart,
+// and a reader never sees a half-written file.
+func TestConfigFileUpdateInPlace(t *testing.T) {
+	t.Parallel()
+	e, m, _ := scratchEnv(t)
+	ctx := testContext(t)
+	v1 := strings.Repeat("a", 64<<10)
+	v2 := strings.Repeat("b", 64<<10)
+	spec := func(content string) *herdv1.PodSpec {
+		// The reader counts what it saw that is neither whole version.
+		p := e.pod("cfg", "Always", "sh", "-c", `while true; do c=$(cat /etc/app/app.conf); `+
+			`case "$c" in *a*b*|*b*a*) echo torn >> /tmp/torn;; esac; done`)
+		p.Containers[0].ConfigFiles = []*herdv1.ConfigFile{{Path: "/etc/app/app.conf", Content: content}, {Path: "/etc/app/other", Content: "x"}}
+		return p
+	}
+	first, _, err := m.Apply(ctx, spec(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := waitFor(t, m, "cfg", "running", allRunning)
+	started := running.GetStatus().GetContainers()[0].GetStartedAt().AsTime()
+	if got := shellIn(t, e, "cfg", "main", "head -c 3 /etc/app/app.conf; stat -L -c %a /etc/app/other"); got != "aaa644" {
+		t.Errorf("first config = %q", got)
+	}
+	for i := range 20 {
+		content := v2
+		if i%2 == 1 {
+			content = v1
+		}
+		updated, created, err := m.Apply(ctx, spec(content))
+		if err != nil || created {
+			t.Fatalf("config update %d: created=%v, %v", i, created, err)
+		}
+		if updated.GetUid() != first.GetUid() {
+			t.Fatalf("the config update replaced the pod (uid %s, was %s)", updated.GetUid(), first.GetUid())
+		}
+	}
+	if got := shellIn(t, e, "cfg", "main", "head -c 3 /etc/app/app.conf; cat /tmp/torn 2>/dev/null | wc -l"); got != "aaa0" {
+		t.Errorf("after the updates: %q, want the last content and no torn read", got)
+	}
+	now, err := m.Get(ctx, "cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := now.GetStatus().GetContainers()[0]
+	if cs.GetRestartCount() != 0 || !cs.GetStartedAt().AsTime().Equal(started) {
+		t.Errorf("the container restarted: count %d, started %v (was %v)", cs.GetRestartCount(), cs.GetStartedAt().AsTime(), started)
+	}
+	if c := now.GetSpec().GetContainers()[0].GetConfigFiles()[0].GetContent(); c != v1 {
+		t.Errorf("the recorded spec has the old content (%q...)", c[:3])
+	}
+	// Another change than config content is still a conflict.
+	other := spec(v1)
+	other.Containers[0].ConfigFiles[1].Path = "/etc/app/renamed"
+	if _, _, err := m.Apply(ctx, other); !errors.Is(err, ErrConflict) {
+		t.Errorf("a config path change: %v, want ErrConflict", err)
+	}
+}
