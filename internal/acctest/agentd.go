@@ -387,6 +387,10 @@ func AgentForTest(tb testing.TB, o AgentOptions) *Agent {
 			tb.Logf("agentd %s: %v", a.Name, err)
 			return
 		}
+		// Volumes and size-limited empty_dirs keep their loop devices.
+		if err := DetachLoopsUnder(a.Opts.Dir); err != nil {
+			tb.Logf("agentd %s: %v", a.Name, err)
+		}
 		_ = os.RemoveAll(a.Opts.Dir)
 	})
 	return a

@@ -137,14 +137,30 @@ func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
 	if err := os.WriteFile(configPath, []byte(containerdConfig(dir, address)), 0o600); err != nil {
 		return fail(fmt.Errorf("write config: %w", err))
 	}
+	if err := c.launch(bin, configPath); err != nil {
+		return fail(err)
+	}
+
+	if err := c.waitServing(ctx); err != nil {
+		return fail(err)
+	}
+	c.log.Debug("containerd serving", "took", time.Since(began).Round(time.Millisecond))
+	return c, nil
+}
+
+// launch starts the daemon process with the given config and reaps it in
+// the background (closing c.exited).
+func (c *Containerd) launch(bin, configPath string) error {
+	c.exited = make(chan struct{})
 	logFile, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fail(fmt.Errorf("open log: %w", err))
+		close(c.exited)
+		return fmt.Errorf("open log: %w", err)
 	}
 	defer logFile.Close() // the child has its own descriptor
 
 	cmd := exec.Command(bin, "--config", configPath)
-	cmd.Dir = dir
+	cmd.Dir = c.Dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -156,20 +172,16 @@ func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		close(c.exited)
-		return fail(fmt.Errorf("exec %s: %w", bin, err))
+		return fmt.Errorf("exec %s: %w", bin, err)
 	}
 	c.cmd = cmd
+	exited := c.exited
 	go func() {
 		_ = cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
 	c.log = c.log.With("pid", cmd.Process.Pid)
-
-	if err := c.waitServing(ctx); err != nil {
-		return fail(err)
-	}
-	c.log.Debug("containerd serving", "took", time.Since(began).Round(time.Millisecond))
-	return c, nil
+	return nil
 }
 
 // ContainerdForTest starts a private containerd in a fresh short temp dir

@@ -8043,7 +8043,7 @@ func (x *RestoreVolumeRequest) GetData() []byte {
 
 type RestoreVolumeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Bytes of tar read and files written.
+	// Bytes of file data and entries (files, directories, links) written.
 	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	Files         int64 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
 	unknownFields protoimpl.UnknownFields
