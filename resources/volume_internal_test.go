@@ -109,7 +109,6 @@ func TestVolumeModifyPlan(t *testing.T) {
 		name      string
 		protected bool
 		plan      func(volumeModel) *volumeModel // nil: destroy
-		replace   path.Paths                     // from the attributes' RequiresReplace
 		wantErr   string                         // in the error's detail; "" for none
 		errPath   path.Path
 		check     func(t *testing.T, got volumeModel)
@@ -117,14 +116,22 @@ func TestVolumeModifyPlan(t *testing.T) {
 		{name: "destroy while protected", protected: true, wantErr: "set deletion_protection = false, apply, then destroy",
 			errPath: path.Root("deletion_protection")},
 		{name: "destroy unprotected", protected: false},
-		{name: "replace while protected", protected: true, replace: path.Paths{path.Root("name")},
+		{name: "replace while protected", protected: true,
 			plan: func(m volumeModel) *volumeModel {
 				m.Name = types.StringValue("other")
 				m = unknownComputed(m)
 				return &m
 			},
 			wantErr: "Changing name replaces volume default/data", errPath: path.Root("deletion_protection")},
-		{name: "replace unprotected", protected: false, replace: path.Paths{path.Root("node")},
+		{name: "node not known yet while protected", protected: true,
+			plan: func(m volumeModel) *volumeModel {
+				m.Node = types.StringUnknown()
+				m.Namespace = types.StringValue("other")
+				m = unknownComputed(m)
+				return &m
+			},
+			wantErr: "Changing node, namespace replaces volume", errPath: path.Root("deletion_protection")},
+		{name: "replace unprotected", protected: false,
 			plan: func(m volumeModel) *volumeModel {
 				m.Node = types.StringValue("node-b@127.0.0.1:2")
 				m.Size = types.StringValue("1Mi") // a new volume: no shrink
@@ -194,7 +201,7 @@ func TestVolumeModifyPlan(t *testing.T) {
 				}
 				config.Raw = plan.Raw.Copy()
 			}
-			resp := resource.ModifyPlanResponse{Plan: plan, RequiresReplace: tt.replace}
+			resp := resource.ModifyPlanResponse{Plan: plan, RequiresReplace: path.Paths{}}
 			(&volumeResource{}).ModifyPlan(ctx, resource.ModifyPlanRequest{State: state, Plan: plan, Config: config}, &resp)
 			if tt.wantErr != "" {
 				if resp.Diagnostics.ErrorsCount() != 1 {

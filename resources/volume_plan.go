@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -96,10 +97,10 @@ func (r *volumeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if len(resp.RequiresReplace) > 0 {
+	if replace := volumeReplacedBy(plan, state, resp.RequiresReplace); len(replace) > 0 {
 		if protected {
-			attrs := make([]string, len(resp.RequiresReplace))
-			for i, p := range resp.RequiresReplace {
+			attrs := make([]string, len(replace))
+			for i, p := range replace {
 				attrs[i] = p.String()
 			}
 			resp.Diagnostics.AddAttributeError(path.Root("deletion_protection"), "Volume is protected from deletion",
@@ -135,6 +136,24 @@ func (r *volumeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 		set("size_bytes", types.Int64Value(to))
 		set("capacity_bytes", types.Int64Unknown())
 	}
+}
+
+// volumeReplacedBy lists the attributes that replace the volume. The
+// framework keeps what the attributes' RequiresReplace found to itself
+// (ModifyPlan's response starts empty), so the attributes the schema
+// marks are compared here as RequiresReplace compares them: a value not
+// known yet replaces too.
+func volumeReplacedBy(plan, state volumeModel, already path.Paths) path.Paths {
+	out := slices.Clone(already)
+	for _, a := range []struct {
+		name        string
+		plan, state types.String
+	}{{"node", plan.Node, state.Node}, {"namespace", plan.Namespace, state.Namespace}, {"name", plan.Name, state.Name}} {
+		if p := path.Root(a.name); !a.plan.Equal(a.state) && !out.Contains(p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // knownVolumeBytes parses a planned size; false when it is unknown or
