@@ -36,6 +36,9 @@ var commands = map[string]command{
 
 	"deployments": {summary: "list the cluster's deployments with their replica counts, revision and phase", run: runDeployments},
 	"deployment":  {summary: "show a deployment's replicas, placement, strategy and history, or --watch its rollout", run: runDeployment},
+
+	"volumes": {summary: "list a node's volumes with their size, use and the pods mounting them", run: runVolumes},
+	"volume":  {summary: "back up a volume's files to a tar on stdout, or restore them from one on stdin", run: runVolume},
 }
 
 func main() {
