@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/acctest"
@@ -334,5 +335,152 @@ func TestAccVolumeLifecycle(t *testing.T) {
 			return nil
 		},
 		Steps: steps,
+	})
+}
+
+// volumePod starts pod name on the node with the volume "shared" mounted
+// at /data, running script.
+func volumePod(t *testing.T, n *accNode, name string, readOnly bool, script string) {
+	t.Helper()
+	g := int64(0)
+	_, err := n.pods.ApplyPod(context.Background(), &herdv1.ApplyPodRequest{Spec: &herdv1.PodSpec{
+		Name:                          name,
+		TerminationGracePeriodSeconds: &g,
+		Containers: []*herdv1.ContainerSpec{{
+			Name:         "app",
+			Image:        n.env.Image,
+			Command:      []string{"sh", "-c", script},
+			VolumeMounts: []*herdv1.VolumeMount{{Volume: "shared", Path: "/data", ReadOnly: readOnly}},
+		}},
+	}})
+	if err != nil {
+		t.Fatalf("start pod %s: %v", name, err)
+	}
+}
+
+// deletePods deletes the pods and waits until they are gone.
+func deletePods(t *testing.T, n *accNode, names ...string) {
+	for _, name := range names {
+		if _, err := n.pods.DeletePod(context.Background(), &herdv1.DeletePodRequest{Name: name}); err != nil && status.Code(err) != codes.NotFound {
+			t.Errorf("delete pod %s: %v", name, err)
+		}
+	}
+	for _, name := range names {
+		if err := n.waitPodGone(t, name, time.Minute); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// waitVolume polls GetVolume until ok accepts the volume.
+func waitVolume(t *testing.T, vc herdv1.VolumeServiceClient, name, what string, ok func(*herdv1.Volume) bool) {
+	t.Helper()
+	var last *herdv1.Volume
+	var lastErr error
+	err := wait.PollUntilContextTimeout(ctx(t), 100*time.Millisecond, 2*time.Minute, true, func(c context.Context) (bool, error) {
+		last, lastErr = vc.GetVolume(c, &herdv1.GetVolumeRequest{Namespace: "default", Name: name})
+		return lastErr == nil && ok(last), nil
+	})
+	if err != nil {
+		t.Fatalf("volume %s: %s: not seen (last %v, error %v)", name, what, last, lastErr)
+	}
+}
+
+// Pods using a volume change its used_bytes, phase, bound_to and readers
+// behind Terraform's back: a refresh shows them and nothing is planned.
+// agentd refuses to delete a volume a pod mounts, and once the pods are
+// gone the volume is Available again and destroyed.
+func TestAccVolumeUseIsNoDiff(t *testing.T) {
+	t.Parallel()
+	n, vc := startVolumeNode(t, "vol-use")
+	t.Cleanup(func() { deletePods(t, n, "writer", "reader") })
+	config := volumeHCL(n, `  name = "shared"
+  size = "16Mi"
+  deletion_protection = false`)
+	var used0 string
+	const written = 2 << 20
+
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		CheckDestroy: func(*terraform.State) error {
+			_, err := vc.GetVolume(context.Background(), &herdv1.GetVolumeRequest{Namespace: "default", Name: "shared"})
+			if status.Code(err) != codes.NotFound {
+				return fmt.Errorf("GetVolume after destroy: %v, want NotFound", err)
+			}
+			return nil
+		},
+		Steps: []resource.TestStep{
+			{
+				Config: config,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_volume.v", "phase", "Available"),
+					resource.TestCheckResourceAttrWith("herd_volume.v", "used_bytes", record(&used0)),
+				),
+			},
+			// A writer fills 2 MiB, a reader mounts it read-only: the
+			// refresh sees both and the plan is empty.
+			{
+				PreConfig: func() {
+					base, err := strconv.ParseInt(used0, 10, 64)
+					if err != nil {
+						t.Fatalf("used_bytes %q: %v", used0, err)
+					}
+					volumePod(t, n, "writer", false, "dd if=/dev/zero of=/data/f bs=1048576 count=2 && sync && exec sleep 3600")
+					volumePod(t, n, "reader", true, "exec sleep 3600")
+					waitVolume(t, vc, "shared", "bound to writer, read by reader, 2 MiB written", func(v *herdv1.Volume) bool {
+						st := v.GetStatus()
+						return st.GetPhase() == "Bound" && st.GetBoundTo() == "writer" && len(st.GetReaders()) == 1 &&
+							st.GetUsedBytes() >= base+written
+					})
+				},
+				Config: config,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply:             []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_volume.v", "phase", "Bound"),
+					resource.TestCheckResourceAttr("herd_volume.v", "bound_to", "writer"),
+					resource.TestCheckResourceAttr("herd_volume.v", "readers.#", "1"),
+					resource.TestCheckResourceAttr("herd_volume.v", "readers.0", "reader"),
+					resource.TestCheckResourceAttrWith("herd_volume.v", "used_bytes", func(v string) error {
+						got, err := strconv.ParseInt(v, 10, 64)
+						if err != nil {
+							return err
+						}
+						base, _ := strconv.ParseInt(used0, 10, 64)
+						if got < base+written {
+							return fmt.Errorf("used_bytes %d, want at least %d + %d written", got, base, written)
+						}
+						return nil
+					}),
+				),
+			},
+			// agentd refuses to delete a volume pods mount, unprotected or
+			// not; the volume stays.
+			{
+				Config:      config,
+				Destroy:     true,
+				ExpectError: errRe("Cannot delete volume default/shared now"),
+			},
+			// The pods gone, it is Available again: still no plan.
+			{
+				PreConfig: func() {
+					deletePods(t, n, "writer", "reader")
+					waitVolume(t, vc, "shared", "Available", func(v *herdv1.Volume) bool {
+						return v.GetStatus().GetPhase() == "Available" && v.GetStatus().GetBoundTo() == ""
+					})
+				},
+				Config: config,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_volume.v", "phase", "Available"),
+					resource.TestCheckResourceAttr("herd_volume.v", "bound_to", ""),
+					resource.TestCheckResourceAttr("herd_volume.v", "readers.#", "0"),
+				),
+			},
+		},
 	})
 }
