@@ -19,6 +19,8 @@
 #   BENCH_REPLACE_COUNT=2     node deaths (a fresh three-node cluster each)
 #   BENCH_PLAN_COUNT=3        plans of 100 deployments and of 100 terraform_data
 #   BENCH_PLAN_PODS_COUNT=3   plans of 500 applied pods and of 500 terraform_data
+#   BENCH_VOLUME_COUNT=3      rounds of volume I/O (each side; a few seconds in all)
+#   BENCH_STATE_DIR=$TMPDIR   the filesystem volume I/O runs on (put agentd's --state-dir's here)
 #   BENCH_RPS_ROUNDS=15       RPS rounds (VIP and direct, new and kept-alive
 #                             connections, BENCH_RPS_SECONDS each, default 1)
 #   HERD_BENCH_KUBEPROXY_10K=0  skip kube-proxy's layout at 10k services
@@ -133,6 +135,11 @@ echo
 echo "== plan of 500 applied herd_pods (each refreshed from its node, nothing to change) vs 500 terraform_data with a state:"
 echo "   the first plan after the creating apply, then (after an apply that changes nothing) the steady state"
 bench ./internal/bench/ 'BenchmarkPlanPods' "${BENCH_PLAN_PODS_COUNT:-3}"
+
+echo
+echo "== volume I/O: 64 MiB in 1 MiB writes + one fsync, and 4 KiB write+fsync pairs, inside a loop-mounted"
+echo "   ext4 volume vs a plain directory of the filesystem under it; ${BENCH_VOLUME_COUNT:-3} alternating rounds, medians"
+bench ./internal/bench/ 'BenchmarkVolumeIO' "${BENCH_VOLUME_COUNT:-3}"
 
 # row LABEL HERD BASELINE RATIO TARGET MET
 row() { printf '%-36s %14s %24s %12s %14s %6s\n' "$@"; }
@@ -253,6 +260,12 @@ row "  CPU: OpenTofu / provider" "$(num "$(metric BenchmarkPlanPods tofu-cpu-s)"
 ppf="$(metric BenchmarkPlanPods first-plan-s)"; ppfb="$(metric BenchmarkPlanPods first-baseline-s)"
 row "plan, 500 pods, first after create" "$(num "$ppf" %.1f " s")" "$(num "$ppfb" %.1f " s") terraform_data" \
   "$(awk -v a="$ppf" -v b="$ppfb" 'BEGIN { if (a != "" && b > 0) printf "%.1fx the time", a / b; else print "-" }')" "<= 5 s" "$(met "$ppf" 'x <= 5')"
+row "volume: 64 MiB write + fsync" "$(num "$(metric BenchmarkVolumeIO volume-seq-MBps)" %.0f " MB/s")" \
+  "$(num "$(metric BenchmarkVolumeIO host-seq-MBps)" %.0f " MB/s") plain dir" \
+  "$(num "$(metric BenchmarkVolumeIO seq-overhead-pct)" %.0f " % slower")" "-" "-"
+row "volume: 4 KiB write+fsync" "$(num "$(metric BenchmarkVolumeIO volume-fsync-ops)" %.0f " ops/s")" \
+  "$(num "$(metric BenchmarkVolumeIO host-fsync-ops)" %.0f " ops/s") plain dir" \
+  "$(num "$(metric BenchmarkVolumeIO fsync-overhead-pct)" %.0f " % slower")" "-" "-"
 if [ "$kp10k" = 0 ]; then
   echo
   echo "skipped: kube-proxy's layout at 10k services (HERD_BENCH_KUBEPROXY_10K=0; one load took 217 s when last measured)."
