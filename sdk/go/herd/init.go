@@ -33,6 +33,8 @@ func (m *module) Construct(ctx *pulumi.Context, name, typ, urn string) (r pulumi
 		r = &Secret{}
 	case "herd:index/service:Service":
 		r = &Service{}
+	case "herd:index/volume:Volume":
+		r = &Volume{}
 	default:
 		return nil, fmt.Errorf("unknown resource type: %s", typ)
 	}
@@ -92,6 +94,11 @@ func init() {
 	pulumi.RegisterResourceModule(
 		"herd",
 		"index/service",
+		&module{version},
+	)
+	pulumi.RegisterResourceModule(
+		"herd",
+		"index/volume",
 		&module{version},
 	)
 	pulumi.RegisterResourcePackage(

@@ -8529,6 +8529,181 @@ func (o ServiceTimeoutsPtrOutput) Update() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
+type VolumeTimeouts struct {
+	// How long creating the volume (its image and filesystem) may take (a Go duration; default `"2m"`).
+	Create *string `pulumi:"create"`
+	// How long deleting it may take (default `"1m"`).
+	Delete *string `pulumi:"delete"`
+	// How long growing it or changing `deletionProtection` may take (default `"2m"`).
+	Update *string `pulumi:"update"`
+}
+
+// VolumeTimeoutsInput is an input type that accepts VolumeTimeoutsArgs and VolumeTimeoutsOutput values.
+// You can construct a concrete instance of `VolumeTimeoutsInput` via:
+//
+//	VolumeTimeoutsArgs{...}
+type VolumeTimeoutsInput interface {
+	pulumi.Input
+
+	ToVolumeTimeoutsOutput() VolumeTimeoutsOutput
+	ToVolumeTimeoutsOutputWithContext(context.Context) VolumeTimeoutsOutput
+}
+
+type VolumeTimeoutsArgs struct {
+	// How long creating the volume (its image and filesystem) may take (a Go duration; default `"2m"`).
+	Create pulumi.StringPtrInput `pulumi:"create"`
+	// How long deleting it may take (default `"1m"`).
+	Delete pulumi.StringPtrInput `pulumi:"delete"`
+	// How long growing it or changing `deletionProtection` may take (default `"2m"`).
+	Update pulumi.StringPtrInput `pulumi:"update"`
+}
+
+func (VolumeTimeoutsArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*VolumeTimeouts)(nil)).Elem()
+}
+
+func (i VolumeTimeoutsArgs) ToVolumeTimeoutsOutput() VolumeTimeoutsOutput {
+	return i.ToVolumeTimeoutsOutputWithContext(context.Background())
+}
+
+func (i VolumeTimeoutsArgs) ToVolumeTimeoutsOutputWithContext(ctx context.Context) VolumeTimeoutsOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(VolumeTimeoutsOutput)
+}
+
+func (i VolumeTimeoutsArgs) ToVolumeTimeoutsPtrOutput() VolumeTimeoutsPtrOutput {
+	return i.ToVolumeTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (i VolumeTimeoutsArgs) ToVolumeTimeoutsPtrOutputWithContext(ctx context.Context) VolumeTimeoutsPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(VolumeTimeoutsOutput).ToVolumeTimeoutsPtrOutputWithContext(ctx)
+}
+
+// VolumeTimeoutsPtrInput is an input type that accepts VolumeTimeoutsArgs, VolumeTimeoutsPtr and VolumeTimeoutsPtrOutput values.
+// You can construct a concrete instance of `VolumeTimeoutsPtrInput` via:
+//
+//	        VolumeTimeoutsArgs{...}
+//
+//	or:
+//
+//	        nil
+type VolumeTimeoutsPtrInput interface {
+	pulumi.Input
+
+	ToVolumeTimeoutsPtrOutput() VolumeTimeoutsPtrOutput
+	ToVolumeTimeoutsPtrOutputWithContext(context.Context) VolumeTimeoutsPtrOutput
+}
+
+type volumeTimeoutsPtrType VolumeTimeoutsArgs
+
+func VolumeTimeoutsPtr(v *VolumeTimeoutsArgs) VolumeTimeoutsPtrInput {
+	return (*volumeTimeoutsPtrType)(v)
+}
+
+func (*volumeTimeoutsPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**VolumeTimeouts)(nil)).Elem()
+}
+
+func (i *volumeTimeoutsPtrType) ToVolumeTimeoutsPtrOutput() VolumeTimeoutsPtrOutput {
+	return i.ToVolumeTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (i *volumeTimeoutsPtrType) ToVolumeTimeoutsPtrOutputWithContext(ctx context.Context) VolumeTimeoutsPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(VolumeTimeoutsPtrOutput)
+}
+
+type VolumeTimeoutsOutput struct{ *pulumi.OutputState }
+
+func (VolumeTimeoutsOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*VolumeTimeouts)(nil)).Elem()
+}
+
+func (o VolumeTimeoutsOutput) ToVolumeTimeoutsOutput() VolumeTimeoutsOutput {
+	return o
+}
+
+func (o VolumeTimeoutsOutput) ToVolumeTimeoutsOutputWithContext(ctx context.Context) VolumeTimeoutsOutput {
+	return o
+}
+
+func (o VolumeTimeoutsOutput) ToVolumeTimeoutsPtrOutput() VolumeTimeoutsPtrOutput {
+	return o.ToVolumeTimeoutsPtrOutputWithContext(context.Background())
+}
+
+func (o VolumeTimeoutsOutput) ToVolumeTimeoutsPtrOutputWithContext(ctx context.Context) VolumeTimeoutsPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v VolumeTimeouts) *VolumeTimeouts {
+		return &v
+	}).(VolumeTimeoutsPtrOutput)
+}
+
+// How long creating the volume (its image and filesystem) may take (a Go duration; default `"2m"`).
+func (o VolumeTimeoutsOutput) Create() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v VolumeTimeouts) *string { return v.Create }).(pulumi.StringPtrOutput)
+}
+
+// How long deleting it may take (default `"1m"`).
+func (o VolumeTimeoutsOutput) Delete() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v VolumeTimeouts) *string { return v.Delete }).(pulumi.StringPtrOutput)
+}
+
+// How long growing it or changing `deletionProtection` may take (default `"2m"`).
+func (o VolumeTimeoutsOutput) Update() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v VolumeTimeouts) *string { return v.Update }).(pulumi.StringPtrOutput)
+}
+
+type VolumeTimeoutsPtrOutput struct{ *pulumi.OutputState }
+
+func (VolumeTimeoutsPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**VolumeTimeouts)(nil)).Elem()
+}
+
+func (o VolumeTimeoutsPtrOutput) ToVolumeTimeoutsPtrOutput() VolumeTimeoutsPtrOutput {
+	return o
+}
+
+func (o VolumeTimeoutsPtrOutput) ToVolumeTimeoutsPtrOutputWithContext(ctx context.Context) VolumeTimeoutsPtrOutput {
+	return o
+}
+
+func (o VolumeTimeoutsPtrOutput) Elem() VolumeTimeoutsOutput {
+	return o.ApplyT(func(v *VolumeTimeouts) VolumeTimeouts {
+		if v != nil {
+			return *v
+		}
+		var ret VolumeTimeouts
+		return ret
+	}).(VolumeTimeoutsOutput)
+}
+
+// How long creating the volume (its image and filesystem) may take (a Go duration; default `"2m"`).
+func (o VolumeTimeoutsPtrOutput) Create() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *VolumeTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Create
+	}).(pulumi.StringPtrOutput)
+}
+
+// How long deleting it may take (default `"1m"`).
+func (o VolumeTimeoutsPtrOutput) Delete() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *VolumeTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Delete
+	}).(pulumi.StringPtrOutput)
+}
+
+// How long growing it or changing `deletionProtection` may take (default `"2m"`).
+func (o VolumeTimeoutsPtrOutput) Update() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *VolumeTimeouts) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Update
+	}).(pulumi.StringPtrOutput)
+}
+
 type GetNodeClusterMember struct {
 	// The member's gossip address (`host:port`, its agentd's `--gossip-listen`).
 	GossipAddress string `pulumi:"gossipAddress"`
@@ -9036,6 +9211,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ServicePortArrayInput)(nil)).Elem(), ServicePortArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*ServiceTimeoutsInput)(nil)).Elem(), ServiceTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*ServiceTimeoutsPtrInput)(nil)).Elem(), ServiceTimeoutsArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*VolumeTimeoutsInput)(nil)).Elem(), VolumeTimeoutsArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*VolumeTimeoutsPtrInput)(nil)).Elem(), VolumeTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*GetNodeClusterMemberInput)(nil)).Elem(), GetNodeClusterMemberArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*GetNodeClusterMemberArrayInput)(nil)).Elem(), GetNodeClusterMemberArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*GetPodsPodInput)(nil)).Elem(), GetPodsPodArgs{})
@@ -9140,6 +9317,8 @@ func init() {
 	pulumi.RegisterOutputType(ServicePortArrayOutput{})
 	pulumi.RegisterOutputType(ServiceTimeoutsOutput{})
 	pulumi.RegisterOutputType(ServiceTimeoutsPtrOutput{})
+	pulumi.RegisterOutputType(VolumeTimeoutsOutput{})
+	pulumi.RegisterOutputType(VolumeTimeoutsPtrOutput{})
 	pulumi.RegisterOutputType(GetNodeClusterMemberOutput{})
 	pulumi.RegisterOutputType(GetNodeClusterMemberArrayOutput{})
 	pulumi.RegisterOutputType(GetPodsPodOutput{})
