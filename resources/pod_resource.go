@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
@@ -145,6 +146,15 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 				Default:       booldefault.StaticBool(false),
 				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
 			},
+			"restart_on_config_change": schema.BoolAttribute{
+				MarkdownDescription: "When a container's `config_file` content or mode changes, restart that container " +
+					"instead of only updating its files (for programs that read their configuration once). Default `false`. " +
+					"Changing it replaces the pod.",
+				Optional:      true,
+				Computed:      true,
+				Default:       booldefault.StaticBool(false),
+				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
+			},
 			"uid": schema.StringAttribute{
 				MarkdownDescription: "Unique id of this incarnation of the pod: a pod recreated under the same name gets a new one.",
 				Computed:            true,
@@ -212,7 +222,8 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 			"container": schema.ListNestedBlock{
 				MarkdownDescription: fmt.Sprintf("A container of the pod; at least one, at most %d. Adding, removing or "+
 					"changing a container replaces the pod.", spec.MaxContainers),
-				PlanModifiers: replaceList,
+				// Config file content changes in place (pod_storage.go).
+				PlanModifiers: []planmodifier.List{replaceUnlessConfigOnly()},
 				NestedObject: schema.NestedBlockObject{
 					Attributes: map[string]schema.Attribute{
 						"name": schema.StringAttribute{
@@ -276,10 +287,11 @@ func (r *podResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp
 							PlanModifiers: replaceString,
 						},
 					},
-					Blocks: withSecretBlocks(containerBlocks(portBlock(replaceString, replaceList))),
+					Blocks: withStorageBlocks(withSecretBlocks(containerBlocks(portBlock(replaceString, replaceList)))),
 				},
 			},
-			"timeouts": timeoutsBlock(ctx),
+			"empty_dir": emptyDirBlock(),
+			"timeouts":  timeoutsBlock(ctx),
 		},
 	}
 	precomputeTypes(&resp.Schema)
@@ -553,16 +565,62 @@ func (r *podResource) Read(ctx context.Context, req resource.ReadRequest, resp *
 	}
 }
 
-// Update only ever changes timeouts (every other attribute forces a
+// Update changes timeouts, and config file content and modes, which agentd
+// updates in the running pod (every other attribute forces a
 // replacement); the plan already carries the prior status.
 func (r *podResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan podModel
+	var plan, state podModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
 	fillIdentity(ctx, resp.Identity, podIdentityModel{Node: plan.Node, Name: plan.Name}, &resp.Diagnostics)
+	if !plan.Containers.Equal(state.Containers) {
+		r.updateConfig(ctx, plan, state, &resp.Diagnostics)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// updateConfig applies a spec that differs from the pod's in config files
+// only: agentd rewrites them in place and keeps the pod (same uid).
+func (r *podResource) updateConfig(ctx context.Context, plan, state podModel, diags *diag.Diagnostics) {
+	if !checkConfigured(r.clients, diags) {
+		return
+	}
+	timeout, d := plan.Timeouts.Create(ctx, defaultPodCreateTimeout)
+	diags.Append(d...)
+	conv, d := podSpecFromModel(ctx, plan, true)
+	diags.Append(d...)
+	if diags.HasError() {
+		return
+	}
+	if errs := validatePodSpec(conv); len(errs) > 0 {
+		addFieldErrors(diags, errs)
+		return
+	}
+	nodeID := plan.Node.ValueString()
+	pc, err := r.clients.PodClient(nodeID)
+	if err != nil {
+		addRPCError(diags, "connect to the node", nodeID, err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	what := "update config files of pod " + conv.spec.GetName()
+	applied, err := pc.ApplyPod(cctx, &herdv1.ApplyPodRequest{Spec: conv.spec})
+	if err != nil {
+		addRPCError(diags, what, nodeID, err)
+		return
+	}
+	if uid := applied.GetPod().GetUid(); applied.GetCreated() || uid != state.UID.ValueString() {
+		diags.AddError("Pod replaced instead of updated",
+			fmt.Sprintf("%s on %s: agentd made pod uid %s, the state has %s. This is a bug in the herd provider or agentd; please report it.",
+				what, nodeDescription(nodeID), uid, state.UID.ValueString()))
+	}
 }
 
 func (r *podResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {

@@ -38,6 +38,8 @@ type podModel struct {
 	ContainerStatus               types.List     `tfsdk:"container_status"`
 	ImagePullSecret               types.String   `tfsdk:"image_pull_secret"`
 	RestartOnSecretChange         types.Bool     `tfsdk:"restart_on_secret_change"`
+	RestartOnConfigChange         types.Bool     `tfsdk:"restart_on_config_change"`
+	EmptyDirs                     types.List     `tfsdk:"empty_dir"`
 }
 
 // containerModel is one container block.
@@ -61,6 +63,9 @@ type containerModel struct {
 
 	SecretMounts types.List `tfsdk:"secret_mount"`
 	SecretEnv    types.List `tfsdk:"secret_env"`
+
+	VolumeMounts types.List `tfsdk:"volume_mount"`
+	ConfigFiles  types.List `tfsdk:"config_file"`
 }
 
 // portModel is one port block of a container.
@@ -98,6 +103,9 @@ var containerAttrTypes = map[string]attr.Type{
 
 	"secret_mount": types.ListType{ElemType: secretMountObjectType},
 	"secret_env":   types.ListType{ElemType: secretEnvObjectType},
+
+	"volume_mount": types.ListType{ElemType: volumeMountObjectType},
+	"config_file":  types.ListType{ElemType: configFileObjectType},
 }
 
 var containerStatusAttrTypes = map[string]attr.Type{
@@ -156,6 +164,8 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 	s.Labels = mapWithUnknowns(m.Labels, spec.Path{}.Field("labels"), unknown)
 	s.ImagePullSecret = stringWithUnknown(m.ImagePullSecret, spec.Path{}.Field("image_pull_secret"), unknown)
 	s.RestartOnSecretChange = m.RestartOnSecretChange.ValueBool()
+	s.RestartOnConfigChange = m.RestartOnConfigChange.ValueBool()
+	diags.Append(out.emptyDirsFromModel(ctx, m.EmptyDirs, s)...)
 	if withPolicy {
 		if !m.RestartPolicy.IsNull() && !m.RestartPolicy.IsUnknown() {
 			s.RestartPolicy = m.RestartPolicy.ValueString()
@@ -213,6 +223,7 @@ func podSpecFromModel(ctx context.Context, m podModel, withPolicy bool) (specCon
 		c.Ports = ports
 		diags.Append(out.probesFromModel(ctx, cm, c, p)...)
 		diags.Append(out.secretsFromModel(ctx, cm, c, p)...)
+		diags.Append(out.storageFromModel(ctx, cm, c, p, m.Node, m.Namespace)...)
 		if diags.HasError() {
 			return out, diags
 		}
@@ -357,12 +368,19 @@ func podAttributePath(p spec.Path) path.Path {
 		if i == 0 && name == "containers" {
 			return "container"
 		}
+		if i == 0 && name == "empty_dirs" {
+			return "empty_dir"
+		}
 		if i == 2 && p[0].Field == "containers" {
 			switch name {
 			case "ports":
 				return "port"
 			case "secret_mounts":
 				return "secret_mount"
+			case "volume_mounts":
+				return "volume_mount"
+			case "config_files":
+				return "config_file"
 			}
 		}
 		return name
@@ -379,7 +397,8 @@ func addFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
 	}
 	// Messages may name other containers the way agentd spells them.
 	addSpecFieldErrors(diags, errs, summary, podAttributePath,
-		strings.NewReplacer("containers[", "container[", "secret_mounts[", "secret_mount["))
+		strings.NewReplacer("containers[", "container[", "secret_mounts[", "secret_mount[",
+			"volume_mounts[", "volume_mount[", "config_files[", "config_file[", "empty_dirs[", "empty_dir["))
 }
 
 // podStatus fills the computed status attributes from a pod.
@@ -426,6 +445,8 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 	m.TerminationGracePeriodSeconds = types.Int64Value(d.GetTerminationGracePeriodSeconds())
 	m.ImagePullSecret = stringFromRemote(d.GetImagePullSecret(), prior.ImagePullSecret)
 	m.RestartOnSecretChange = types.BoolValue(d.GetRestartOnSecretChange())
+	m.RestartOnConfigChange = types.BoolValue(d.GetRestartOnConfigChange())
+	m.EmptyDirs = emptyDirsFromRemote(d.GetEmptyDirs())
 
 	var priorContainers []containerModel
 	if !prior.Containers.IsNull() && !prior.Containers.IsUnknown() {
@@ -447,6 +468,8 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 				Command: types.ListNull(types.StringType), Args: types.ListNull(types.StringType),
 				Env: types.MapNull(types.StringType), Ports: types.ListNull(portObjectType),
 				SecretMounts: types.ListNull(secretMountObjectType),
+				VolumeMounts: types.ListNull(volumeMountObjectType),
+				ConfigFiles:  types.ListNull(configFileObjectType),
 			}
 			pc.ReadinessProbe, pc.LivenessProbe, pc.StartupProbe = nullProbes()
 		}
@@ -459,6 +482,10 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 		startup, dd := probeFromRemote(ctx, c.GetStartupProbe(), pc.StartupProbe)
 		diags.Append(dd...)
 		mounts, dd := secretMountsFromRemote(ctx, c.GetSecretMounts(), pc.SecretMounts)
+		diags.Append(dd...)
+		volumeMounts, dd := volumeMountsFromRemote(ctx, c.GetVolumeMounts(), pc.VolumeMounts)
+		diags.Append(dd...)
+		configFiles, dd := configFilesFromRemote(ctx, c.GetConfigFiles(), pc.ConfigFiles)
 		diags.Append(dd...)
 		cm := containerModel{
 			Name:       types.StringValue(c.GetName()),
@@ -480,6 +507,9 @@ func (m *podModel) setSpec(ctx context.Context, s *herdv1.PodSpec, prior podMode
 
 			SecretMounts: mounts,
 			SecretEnv:    secretEnvFromRemote(c.GetSecretEnv()),
+
+			VolumeMounts: volumeMounts,
+			ConfigFiles:  configFiles,
 		}
 		obj, dd := types.ObjectValueFrom(ctx, containerAttrTypes, cm)
 		diags.Append(dd...)

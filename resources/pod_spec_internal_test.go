@@ -53,6 +53,12 @@ func containerObject(t *testing.T, cm containerModel) types.Object {
 	if cm.SecretEnv.ElementType(context.Background()) == nil {
 		cm.SecretEnv = types.ListNull(secretEnvObjectType)
 	}
+	if cm.VolumeMounts.ElementType(context.Background()) == nil {
+		cm.VolumeMounts = types.ListNull(volumeMountObjectType)
+	}
+	if cm.ConfigFiles.ElementType(context.Background()) == nil {
+		cm.ConfigFiles = types.ListNull(configFileObjectType)
+	}
 	for _, o := range []*types.Object{&cm.ReadinessProbe, &cm.LivenessProbe, &cm.StartupProbe} {
 		if len(o.AttributeTypes(context.Background())) == 0 {
 			*o = types.ObjectNull(probeAttrTypes)

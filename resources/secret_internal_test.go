@@ -190,6 +190,8 @@ func TestPodSecretsConversion(t *testing.T) {
 		Ports:        types.ListValueMust(portObjectType, nil), // blocks are lists, never null
 		SecretMounts: types.ListValueMust(secretMountObjectType, []attr.Value{mount}),
 		SecretEnv:    types.ListValueMust(secretEnvObjectType, []attr.Value{env}),
+		VolumeMounts: types.ListValueMust(volumeMountObjectType, nil),
+		ConfigFiles:  types.ListValueMust(configFileObjectType, nil),
 	}
 	m := podModel{
 		Name: types.StringValue("web"), Namespace: types.StringValue("prod"), Labels: types.MapNull(types.StringType),
