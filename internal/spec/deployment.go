@@ -164,6 +164,17 @@ func validateTemplate(s *herdv1.DeploymentSpec) FieldErrors {
 		}
 		errs = append(errs, FieldError{Path: append(slices.Clone(tp), e.Path...), Msg: e.Msg})
 	}
+	// Volumes are node-local and the scheduler does not place replicas by
+	// volume, so a replica could land where its volume is not. Config
+	// files and empty_dirs are the pod's own and stay allowed.
+	for i, ctr := range t.GetContainers() {
+		for j, m := range ctr.GetVolumeMounts() {
+			if m.GetVolume() != "" {
+				errs.add(tp.Field("containers").Index(i).Field("volume_mounts").Index(j).Field("volume"),
+					"deployments cannot mount persistent volumes yet (a volume is node-local, and replicas are not placed by volume): use a herd_pod with a herd_volume")
+			}
+		}
+	}
 	for _, k := range sortedKeys(s.GetSelector()) {
 		v := s.GetSelector()[k]
 		if got, ok := t.GetLabels()[k]; !ok || got != v {

@@ -143,3 +143,30 @@ func TestValidateDeploymentNamespace(t *testing.T) {
 	}
 	runMutations(t, tests, validDeployment, ValidateDeployment, true)
 }
+
+// Volumes are node-local and replicas are not placed by volume: a template
+// may not mount one. Its own empty_dirs and config files are fine.
+func TestValidateDeploymentVolumes(t *testing.T) {
+	const refused = "deployments cannot mount persistent volumes yet"
+	tests := []mutationCase[herdv1.DeploymentSpec]{
+		{name: "config files", mutate: func(s *herdv1.DeploymentSpec) {
+			s.Template.Containers[0].ConfigFiles = []*herdv1.ConfigFile{{Path: "/etc/nginx/conf.d/web.conf", Content: "server {}"}}
+		}},
+		{name: "an empty_dir", mutate: func(s *herdv1.DeploymentSpec) {
+			s.Template.EmptyDirs = []*herdv1.EmptyDir{{Name: "cache", SizeLimit: "64Mi"}}
+			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{EmptyDir: "cache", Path: "/var/cache/nginx"}}
+		}},
+		{name: "a volume", mutate: func(s *herdv1.DeploymentSpec) {
+			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data"}}
+		}, wantPath: "template.containers[0].volume_mounts[0].volume", wantMsg: refused},
+		{name: "a read-only volume of a second container", mutate: func(s *herdv1.DeploymentSpec) {
+			s.Template.EmptyDirs = []*herdv1.EmptyDir{{Name: "cache"}}
+			s.Template.Containers = append(s.Template.Containers, &herdv1.ContainerSpec{Name: "side", Image: "busybox",
+				VolumeMounts: []*herdv1.VolumeMount{{EmptyDir: "cache", Path: "/cache"}, {Volume: "data", Path: "/data", ReadOnly: true}}})
+		}, wantPath: "template.containers[1].volume_mounts[1].volume", wantMsg: "use a herd_pod with a herd_volume"},
+		{name: "a bad empty_dir is the template's error", mutate: func(s *herdv1.DeploymentSpec) {
+			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{EmptyDir: "nope", Path: "/data"}}
+		}, wantPath: "template.containers[0].volume_mounts[0].empty_dir", wantMsg: `the pod has no empty_dir "nope"`},
+	}
+	runMutations(t, tests, validDeployment, ValidateDeployment, true)
+}
