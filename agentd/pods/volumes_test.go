@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/volumes"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -59,11 +61,13 @@ func unmountUnder(dir string) {
 	}
 }
 
-func scratchEnv(t *testing.T) (*env, *Manager, *dirVolumes) {
+// scratchEnv is an env and a Manager with dirVolumes; mutate changes the
+// Manager's config further.
+func scratchEnv(t *testing.T, mutate ...func(*Config)) (*env, *Manager, *dirVolumes) {
 	e := newEnv(t)
 	vols := &dirVolumes{root: t.TempDir()}
 	t.Cleanup(func() { unmountUnder(filepath.Join(e.stateDir(), "scratch")) })
-	m := e.manager(t, func(c *Config) { c.Volumes = vols; c.NodeName = "n1" })
+	m := e.manager(t, append([]func(*Config){func(c *Config) { c.Volumes = vols; c.NodeName = "n1" }}, mutate...)...)
 	return e, m, vols
 }
 
@@ -255,5 +259,116 @@ func TestConfigFileUpdateInPlace(t *testing.T) {
 	other.Containers[0].ConfigFiles[1].Path = "/etc/app/renamed"
 	if _, _, err := m.Apply(ctx, other); !errors.Is(err, ErrConflict) {
 		t.Errorf("a config path change: %v, want ErrConflict", err)
+	}
+}
+
+// imageScratch gives size-limited disk empty_dirs agentd/volumes' real
+// ext4 images on loop devices, as agentd does.
+type imageScratch struct{}
+
+func (imageScratch) Create(ctx context.Context, img string, size int64) error {
+	return volumes.CreateImage(ctx, img, size)
+}
+
+func (imageScratch) Mount(ctx context.Context, img, mnt string) error {
+	return volumes.Mount(ctx, img, mnt)
+}
+
+func (imageScratch) Unmount(ctx context.Context, img, mnt string) error {
+	return volumes.Unmount(ctx, img, mnt)
+}
+
+// loopsOf lists the loop devices losetup reports backed by img.
+func loopsOf(t *testing.T, img string) []string {
+	t.Helper()
+	out, err := exec.Command("losetup", "-n", "-O", "NAME", "-j", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup -j %s: %v: %s", img, err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+// loopBacks reports whether loop device dev is still attached to img, by
+// the kernel's record (which names a deleted file "<img> (deleted)", and
+// which losetup -j may then not match).
+func loopBacks(dev, img string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	return err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), img)
+}
+
+// A disk empty_dir with a size_limit is an ext4 image of that size: a
+// container cannot write more, and deleting the pod unmounts and detaches
+// it and removes its scratch directory.
+func TestSizeLimitedEmptyDir(t *testing.T) {
+	t.Parallel()
+	e, m, _ := scratchEnv(t, func(c *Config) { c.Images = imageScratch{} })
+	ctx := testContext(t)
+	var zero time.Duration
+	p := e.pod("sized", "Always", "sleep", "3600")
+	p.EmptyDirs = []*herdv1.EmptyDir{{Name: "work", SizeLimit: "8Mi"}}
+	p.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{EmptyDir: "work", Path: "/work"}}
+	pod, _, err := m.Apply(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := m.scratchDir("sized", pod.GetUid())
+	img := filepath.Join(dir, emptySubdir, ".work.img")
+	var devs []string
+	// Whatever fails, no pod, mount or loop device outlives the test.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := m.DeleteWith(ctx, "sized", DeleteOptions{Grace: &zero}); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Logf("cleanup: delete pod: %v", err)
+		}
+		unmountUnder(dir)
+		out, _ := exec.Command("losetup", "-n", "-O", "NAME", "-j", img).Output()
+		for _, d := range append(devs, strings.Fields(string(out))...) {
+			if loopBacks(d, img) {
+				if out, err := exec.Command("losetup", "-d", d).CombinedOutput(); err != nil {
+					t.Logf("cleanup: losetup -d %s: %v: %s", d, err, out)
+				}
+			}
+		}
+	})
+	waitFor(t, m, "sized", "running", allRunning)
+	if devs = loopsOf(t, img); len(devs) != 1 {
+		t.Fatalf("loop devices of %s: %v, want one", img, devs)
+	}
+
+	// The container's directory is the image: ext4 of at most 8 MiB.
+	host := filepath.Join(dir, emptySubdir, "work")
+	var st unix.Statfs_t
+	if err := unix.Statfs(host, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != unix.EXT4_SUPER_MAGIC || st.Blocks*uint64(st.Bsize) > 8<<20 {
+		t.Errorf("the empty_dir on the host: filesystem %#x of %d bytes, want ext4 of at most 8 MiB", st.Type, st.Blocks*uint64(st.Bsize))
+	}
+	shellIn(t, e, "sized", "main", "dd if=/dev/zero of=/work/small bs=1M count=1 2>/dev/null")
+	if fi, err := os.Stat(filepath.Join(host, "small")); err != nil || fi.Size() != 1<<20 {
+		t.Errorf("1 MiB written in the container, on the host: %v, %v", fi, err)
+	}
+	out := shellIn(t, e, "sized", "main", "dd if=/dev/zero of=/work/big bs=1M count=16 2>&1; echo rc=$?")
+	if !strings.Contains(out, "No space left on device") || strings.HasSuffix(out, "rc=0") {
+		t.Errorf("writing 16 MiB into an 8Mi empty_dir: %q, want ENOSPC", out)
+	}
+
+	if _, err := m.DeleteWith(ctx, "sized", DeleteOptions{Grace: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the pod's scratch dir after deletion: %v, want gone", err)
+	}
+	if err := checkNoMounts(dir); err != nil {
+		t.Errorf("after deletion: %v", err)
+	}
+	if left := loopsOf(t, img); len(left) != 0 {
+		t.Errorf("losetup -j %s after deletion: %v, want none", img, left)
+	}
+	for _, d := range devs {
+		if loopBacks(d, img) {
+			t.Errorf("%s is still attached to the deleted image after the pod's deletion", d)
+		}
 	}
 }
