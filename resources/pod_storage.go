@@ -77,21 +77,21 @@ var emptyDirObjectType = types.ObjectType{AttrTypes: emptyDirAttrTypes}
 // container's blocks.
 func withStorageBlocks(blocks map[string]schema.Block) map[string]schema.Block {
 	replaceString := []planmodifier.String{stringplanmodifier.RequiresReplace()}
-	replaceList := []planmodifier.List{listplanmodifier.RequiresReplace()}
 	replaceBool := []planmodifier.Bool{boolplanmodifier.RequiresReplace()}
 	blocks["volume_mount"] = schema.ListNestedBlock{
 		MarkdownDescription: fmt.Sprintf("Mounts a persistent volume (`volume`) or one of the pod's `empty_dir`s "+
 			"(`empty_dir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod "+
 			"at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on "+
 			"the volume's node. At most %d per container. Adding, removing or changing one replaces the pod.", spec.MaxVolumeMounts),
-		PlanModifiers: replaceList,
+		PlanModifiers: []planmodifier.List{replaceUnlessSameMounts()},
 		NestedObject: schema.NestedBlockObject{
 			Attributes: map[string]schema.Attribute{
 				"volume": schema.StringAttribute{
 					MarkdownDescription: "A `herd_volume` of the pod's namespace on the pod's node: its `id` " +
-						"(`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name.",
+						"(`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. " +
+						"Switching between the two spellings of the same volume changes nothing on the node.",
 					Optional:      true,
-					PlanModifiers: replaceString,
+					PlanModifiers: []planmodifier.String{replaceUnlessSameVolume()},
 				},
 				"empty_dir": schema.StringAttribute{
 					MarkdownDescription: "The `name` of one of the pod's `empty_dir` blocks.",
@@ -419,7 +419,8 @@ func emptyDirsFromRemote(remote []*herdv1.EmptyDir) types.List {
 
 // replaceUnlessConfigOnly is the container list's plan modifier: a change
 // replaces the pod unless it is only in config file content or modes,
-// which agentd updates in place. Its description is RequiresReplace's, so
+// which agentd updates in place (or in a volume's spelling, which changes
+// nothing). Its description is RequiresReplace's, so
 // that herd_deployment's template (which never replaces) drops it like the
 // others.
 func replaceUnlessConfigOnly() planmodifier.List {
@@ -433,8 +434,60 @@ func replaceUnlessConfigOnly() planmodifier.List {
 		listplanmodifier.RequiresReplace().MarkdownDescription(context.Background()))
 }
 
+// replaceUnlessSameVolume is a volume_mount's volume plan modifier: the
+// id and the name of one volume are the same mount (the plan checks an
+// id's node and namespace against the pod's), so that a pod imported or
+// read back with the volume's name is not replaced for a configuration
+// naming it by id, or the other way round.
+func replaceUnlessSameVolume() planmodifier.String {
+	return stringplanmodifier.RequiresReplaceIf(func(_ context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
+		resp.RequiresReplace = req.PlanValue.IsUnknown() || req.StateValue.IsUnknown() ||
+			req.PlanValue.IsNull() != req.StateValue.IsNull() ||
+			volumeName(req.PlanValue.ValueString()) != volumeName(req.StateValue.ValueString())
+	}, stringplanmodifier.RequiresReplace().Description(context.Background()),
+		stringplanmodifier.RequiresReplace().MarkdownDescription(context.Background()))
+}
+
+// replaceUnlessSameMounts is the volume_mount list's plan modifier: any
+// change replaces the pod but a volume's other spelling.
+func replaceUnlessSameMounts() planmodifier.List {
+	return listplanmodifier.RequiresReplaceIf(func(ctx context.Context, req planmodifier.ListRequest, resp *listplanmodifier.RequiresReplaceIfFuncResponse) {
+		resp.RequiresReplace = !volumeNames(req.StateValue).Equal(volumeNames(req.PlanValue))
+	}, listplanmodifier.RequiresReplace().Description(context.Background()),
+		listplanmodifier.RequiresReplace().MarkdownDescription(context.Background()))
+}
+
+// volumeName is the name part of a volume_mount's volume.
+func volumeName(ref string) string {
+	_, _, name, _ := parseVolumeRef(ref)
+	return name
+}
+
+// volumeNames is a volume_mount list with each volume spelled by name.
+func volumeNames(l types.List) types.List {
+	if l.IsNull() || l.IsUnknown() {
+		return l
+	}
+	elems := make([]attr.Value, 0, len(l.Elements()))
+	for _, v := range l.Elements() {
+		obj, ok := v.(types.Object)
+		vol, isStr := obj.Attributes()["volume"].(types.String)
+		if !ok || obj.IsNull() || obj.IsUnknown() || !isStr || vol.IsNull() || vol.IsUnknown() {
+			elems = append(elems, v)
+			continue
+		}
+		attrs := make(map[string]attr.Value, len(obj.Attributes()))
+		for k, a := range obj.Attributes() {
+			attrs[k] = a
+		}
+		attrs["volume"] = types.StringValue(volumeName(vol.ValueString()))
+		elems = append(elems, types.ObjectValueMust(volumeMountAttrTypes, attrs))
+	}
+	return types.ListValueMust(volumeMountObjectType, elems)
+}
+
 // withoutConfigContent is a container list with every config file's
-// content and mode nulled.
+// content and mode nulled, and volumes spelled by name.
 func withoutConfigContent(ctx context.Context, l types.List) (types.List, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	if l.IsNull() || l.IsUnknown() {
@@ -451,6 +504,9 @@ func withoutConfigContent(ctx context.Context, l types.List) (types.List, diag.D
 		out := make(map[string]attr.Value, len(attrs))
 		for k, a := range attrs {
 			out[k] = a
+		}
+		if mounts, ok := attrs["volume_mount"].(types.List); ok {
+			out["volume_mount"] = volumeNames(mounts)
 		}
 		if files, ok := attrs["config_file"].(types.List); ok && !files.IsNull() && !files.IsUnknown() {
 			fe := make([]attr.Value, 0, len(files.Elements()))
