@@ -45,6 +45,8 @@ type Pod struct {
 	ContainerStatuses PodContainerStatusArrayOutput `pulumi:"containerStatuses"`
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container replaces the pod.
 	Containers PodContainerArrayOutput `pulumi:"containers"`
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them replaces the pod.
+	EmptyDirs PodEmptyDirArrayOutput `pulumi:"emptyDirs"`
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.
 	ImagePullSecret pulumi.StringPtrOutput `pulumi:"imagePullSecret"`
 	// Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters; values at most 63 characters). `getPods` filters on them. Changing them replaces the pod.
@@ -65,6 +67,8 @@ type Pod struct {
 	Ready pulumi.BoolOutput `pulumi:"ready"`
 	// Total number of container restarts of the pod.
 	RestartCount pulumi.IntOutput `pulumi:"restartCount"`
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it replaces the pod.
+	RestartOnConfigChange pulumi.BoolOutput `pulumi:"restartOnConfigChange"`
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
 	RestartOnSecretChange pulumi.BoolOutput `pulumi:"restartOnSecretChange"`
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it replaces the pod.
@@ -119,6 +123,8 @@ type podState struct {
 	ContainerStatuses []PodContainerStatus `pulumi:"containerStatuses"`
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container replaces the pod.
 	Containers []PodContainer `pulumi:"containers"`
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them replaces the pod.
+	EmptyDirs []PodEmptyDir `pulumi:"emptyDirs"`
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.
 	ImagePullSecret *string `pulumi:"imagePullSecret"`
 	// Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters; values at most 63 characters). `getPods` filters on them. Changing them replaces the pod.
@@ -139,6 +145,8 @@ type podState struct {
 	Ready *bool `pulumi:"ready"`
 	// Total number of container restarts of the pod.
 	RestartCount *int `pulumi:"restartCount"`
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it replaces the pod.
+	RestartOnConfigChange *bool `pulumi:"restartOnConfigChange"`
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
 	RestartOnSecretChange *bool `pulumi:"restartOnSecretChange"`
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it replaces the pod.
@@ -158,6 +166,8 @@ type PodState struct {
 	ContainerStatuses PodContainerStatusArrayInput
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container replaces the pod.
 	Containers PodContainerArrayInput
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them replaces the pod.
+	EmptyDirs PodEmptyDirArrayInput
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.
 	ImagePullSecret pulumi.StringPtrInput
 	// Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters; values at most 63 characters). `getPods` filters on them. Changing them replaces the pod.
@@ -178,6 +188,8 @@ type PodState struct {
 	Ready pulumi.BoolPtrInput
 	// Total number of container restarts of the pod.
 	RestartCount pulumi.IntPtrInput
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it replaces the pod.
+	RestartOnConfigChange pulumi.BoolPtrInput
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
 	RestartOnSecretChange pulumi.BoolPtrInput
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it replaces the pod.
@@ -199,6 +211,8 @@ func (PodState) ElementType() reflect.Type {
 type podArgs struct {
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container replaces the pod.
 	Containers []PodContainer `pulumi:"containers"`
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them replaces the pod.
+	EmptyDirs []PodEmptyDir `pulumi:"emptyDirs"`
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.
 	ImagePullSecret *string `pulumi:"imagePullSecret"`
 	// Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters; values at most 63 characters). `getPods` filters on them. Changing them replaces the pod.
@@ -209,6 +223,8 @@ type podArgs struct {
 	Namespace *string `pulumi:"namespace"`
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node string `pulumi:"node"`
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it replaces the pod.
+	RestartOnConfigChange *bool `pulumi:"restartOnConfigChange"`
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
 	RestartOnSecretChange *bool `pulumi:"restartOnSecretChange"`
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it replaces the pod.
@@ -223,6 +239,8 @@ type podArgs struct {
 type PodArgs struct {
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container replaces the pod.
 	Containers PodContainerArrayInput
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them replaces the pod.
+	EmptyDirs PodEmptyDirArrayInput
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.
 	ImagePullSecret pulumi.StringPtrInput
 	// Labels of the pod (Kubernetes label syntax: keys are an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters; values at most 63 characters). `getPods` filters on them. Changing them replaces the pod.
@@ -233,6 +251,8 @@ type PodArgs struct {
 	Namespace pulumi.StringPtrInput
 	// The node that runs the pod: the `id` of a `Node` (`NAME@ADDRESS`). Changing it replaces the pod.
 	Node pulumi.StringInput
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it replaces the pod.
+	RestartOnConfigChange pulumi.BoolPtrInput
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.
 	RestartOnSecretChange pulumi.BoolPtrInput
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it replaces the pod.
@@ -340,6 +360,11 @@ func (o PodOutput) Containers() PodContainerArrayOutput {
 	return o.ApplyT(func(v *Pod) PodContainerArrayOutput { return v.Containers }).(PodContainerArrayOutput)
 }
 
+// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them replaces the pod.
+func (o PodOutput) EmptyDirs() PodEmptyDirArrayOutput {
+	return o.ApplyT(func(v *Pod) PodEmptyDirArrayOutput { return v.EmptyDirs }).(PodEmptyDirArrayOutput)
+}
+
 // A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it replaces the pod.
 func (o PodOutput) ImagePullSecret() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *Pod) pulumi.StringPtrOutput { return v.ImagePullSecret }).(pulumi.StringPtrOutput)
@@ -388,6 +413,11 @@ func (o PodOutput) Ready() pulumi.BoolOutput {
 // Total number of container restarts of the pod.
 func (o PodOutput) RestartCount() pulumi.IntOutput {
 	return o.ApplyT(func(v *Pod) pulumi.IntOutput { return v.RestartCount }).(pulumi.IntOutput)
+}
+
+// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it replaces the pod.
+func (o PodOutput) RestartOnConfigChange() pulumi.BoolOutput {
+	return o.ApplyT(func(v *Pod) pulumi.BoolOutput { return v.RestartOnConfigChange }).(pulumi.BoolOutput)
 }
 
 // When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it replaces the pod.

@@ -1532,6 +1532,8 @@ type DeploymentTemplateContainer struct {
 	Args []string `pulumi:"args"`
 	// Replaces the image's entrypoint.
 	Commands []string `pulumi:"commands"`
+	// A non-secret file delivered read-only to the container. Every directory holding config files becomes one read-only mount that holds only those files (it hides what the image has there, so give config files a directory of their own, e.g. `/etc/app`). Changing `content` or `mode` updates the file in the running container in place, atomically (a reader sees the old file or the new one, never a mix), without a restart unless the pod sets `restartOnConfigChange`; adding, removing or moving one rolls out a new revision. The content is kept in the state and in agentd's records in plain text: use `Secret` and `secretMount` for anything sensitive. At most 64 per container and 1 MiB per pod.
+	ConfigFiles []DeploymentTemplateContainerConfigFile `pulumi:"configFiles"`
 	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
 	Cpu *string `pulumi:"cpu"`
 	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
@@ -1558,6 +1560,8 @@ type DeploymentTemplateContainer struct {
 	SecretMounts []DeploymentTemplateContainerSecretMount `pulumi:"secretMounts"`
 	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
 	StartupProbe *DeploymentTemplateContainerStartupProbe `pulumi:"startupProbe"`
+	// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision.
+	VolumeMounts []DeploymentTemplateContainerVolumeMount `pulumi:"volumeMounts"`
 	// Working directory of the main process, an absolute path. Defaults to the image's.
 	WorkingDir *string `pulumi:"workingDir"`
 }
@@ -1578,6 +1582,8 @@ type DeploymentTemplateContainerArgs struct {
 	Args pulumi.StringArrayInput `pulumi:"args"`
 	// Replaces the image's entrypoint.
 	Commands pulumi.StringArrayInput `pulumi:"commands"`
+	// A non-secret file delivered read-only to the container. Every directory holding config files becomes one read-only mount that holds only those files (it hides what the image has there, so give config files a directory of their own, e.g. `/etc/app`). Changing `content` or `mode` updates the file in the running container in place, atomically (a reader sees the old file or the new one, never a mix), without a restart unless the pod sets `restartOnConfigChange`; adding, removing or moving one rolls out a new revision. The content is kept in the state and in agentd's records in plain text: use `Secret` and `secretMount` for anything sensitive. At most 64 per container and 1 MiB per pod.
+	ConfigFiles DeploymentTemplateContainerConfigFileArrayInput `pulumi:"configFiles"`
 	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
 	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
 	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
@@ -1604,6 +1610,8 @@ type DeploymentTemplateContainerArgs struct {
 	SecretMounts DeploymentTemplateContainerSecretMountArrayInput `pulumi:"secretMounts"`
 	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
 	StartupProbe DeploymentTemplateContainerStartupProbePtrInput `pulumi:"startupProbe"`
+	// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision.
+	VolumeMounts DeploymentTemplateContainerVolumeMountArrayInput `pulumi:"volumeMounts"`
 	// Working directory of the main process, an absolute path. Defaults to the image's.
 	WorkingDir pulumi.StringPtrInput `pulumi:"workingDir"`
 }
@@ -1667,6 +1675,11 @@ func (o DeploymentTemplateContainerOutput) Args() pulumi.StringArrayOutput {
 // Replaces the image's entrypoint.
 func (o DeploymentTemplateContainerOutput) Commands() pulumi.StringArrayOutput {
 	return o.ApplyT(func(v DeploymentTemplateContainer) []string { return v.Commands }).(pulumi.StringArrayOutput)
+}
+
+// A non-secret file delivered read-only to the container. Every directory holding config files becomes one read-only mount that holds only those files (it hides what the image has there, so give config files a directory of their own, e.g. `/etc/app`). Changing `content` or `mode` updates the file in the running container in place, atomically (a reader sees the old file or the new one, never a mix), without a restart unless the pod sets `restartOnConfigChange`; adding, removing or moving one rolls out a new revision. The content is kept in the state and in agentd's records in plain text: use `Secret` and `secretMount` for anything sensitive. At most 64 per container and 1 MiB per pod.
+func (o DeploymentTemplateContainerOutput) ConfigFiles() DeploymentTemplateContainerConfigFileArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []DeploymentTemplateContainerConfigFile { return v.ConfigFiles }).(DeploymentTemplateContainerConfigFileArrayOutput)
 }
 
 // CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
@@ -1736,6 +1749,11 @@ func (o DeploymentTemplateContainerOutput) StartupProbe() DeploymentTemplateCont
 	return o.ApplyT(func(v DeploymentTemplateContainer) *DeploymentTemplateContainerStartupProbe { return v.StartupProbe }).(DeploymentTemplateContainerStartupProbePtrOutput)
 }
 
+// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision.
+func (o DeploymentTemplateContainerOutput) VolumeMounts() DeploymentTemplateContainerVolumeMountArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainer) []DeploymentTemplateContainerVolumeMount { return v.VolumeMounts }).(DeploymentTemplateContainerVolumeMountArrayOutput)
+}
+
 // Working directory of the main process, an absolute path. Defaults to the image's.
 func (o DeploymentTemplateContainerOutput) WorkingDir() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v DeploymentTemplateContainer) *string { return v.WorkingDir }).(pulumi.StringPtrOutput)
@@ -1759,6 +1777,121 @@ func (o DeploymentTemplateContainerArrayOutput) Index(i pulumi.IntInput) Deploym
 	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainer {
 		return vs[0].([]DeploymentTemplateContainer)[vs[1].(int)]
 	}).(DeploymentTemplateContainerOutput)
+}
+
+type DeploymentTemplateContainerConfigFile struct {
+	// The file's content. Changes in place.
+	Content string `pulumi:"content"`
+	// The file's mode as an octal string, e.g. `"0640"`; at most `"0777"`. Default `"0644"`. Changes in place.
+	Mode *string `pulumi:"mode"`
+	// Absolute path of the file in the container; its directory is not `/` and not in `/proc`, `/sys` or `/dev`.
+	Path string `pulumi:"path"`
+}
+
+// DeploymentTemplateContainerConfigFileInput is an input type that accepts DeploymentTemplateContainerConfigFileArgs and DeploymentTemplateContainerConfigFileOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerConfigFileInput` via:
+//
+//	DeploymentTemplateContainerConfigFileArgs{...}
+type DeploymentTemplateContainerConfigFileInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerConfigFileOutput() DeploymentTemplateContainerConfigFileOutput
+	ToDeploymentTemplateContainerConfigFileOutputWithContext(context.Context) DeploymentTemplateContainerConfigFileOutput
+}
+
+type DeploymentTemplateContainerConfigFileArgs struct {
+	// The file's content. Changes in place.
+	Content pulumi.StringInput `pulumi:"content"`
+	// The file's mode as an octal string, e.g. `"0640"`; at most `"0777"`. Default `"0644"`. Changes in place.
+	Mode pulumi.StringPtrInput `pulumi:"mode"`
+	// Absolute path of the file in the container; its directory is not `/` and not in `/proc`, `/sys` or `/dev`.
+	Path pulumi.StringInput `pulumi:"path"`
+}
+
+func (DeploymentTemplateContainerConfigFileArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerConfigFile)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerConfigFileArgs) ToDeploymentTemplateContainerConfigFileOutput() DeploymentTemplateContainerConfigFileOutput {
+	return i.ToDeploymentTemplateContainerConfigFileOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerConfigFileArgs) ToDeploymentTemplateContainerConfigFileOutputWithContext(ctx context.Context) DeploymentTemplateContainerConfigFileOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerConfigFileOutput)
+}
+
+// DeploymentTemplateContainerConfigFileArrayInput is an input type that accepts DeploymentTemplateContainerConfigFileArray and DeploymentTemplateContainerConfigFileArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerConfigFileArrayInput` via:
+//
+//	DeploymentTemplateContainerConfigFileArray{ DeploymentTemplateContainerConfigFileArgs{...} }
+type DeploymentTemplateContainerConfigFileArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerConfigFileArrayOutput() DeploymentTemplateContainerConfigFileArrayOutput
+	ToDeploymentTemplateContainerConfigFileArrayOutputWithContext(context.Context) DeploymentTemplateContainerConfigFileArrayOutput
+}
+
+type DeploymentTemplateContainerConfigFileArray []DeploymentTemplateContainerConfigFileInput
+
+func (DeploymentTemplateContainerConfigFileArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerConfigFile)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerConfigFileArray) ToDeploymentTemplateContainerConfigFileArrayOutput() DeploymentTemplateContainerConfigFileArrayOutput {
+	return i.ToDeploymentTemplateContainerConfigFileArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerConfigFileArray) ToDeploymentTemplateContainerConfigFileArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerConfigFileArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerConfigFileArrayOutput)
+}
+
+type DeploymentTemplateContainerConfigFileOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerConfigFileOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerConfigFile)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerConfigFileOutput) ToDeploymentTemplateContainerConfigFileOutput() DeploymentTemplateContainerConfigFileOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerConfigFileOutput) ToDeploymentTemplateContainerConfigFileOutputWithContext(ctx context.Context) DeploymentTemplateContainerConfigFileOutput {
+	return o
+}
+
+// The file's content. Changes in place.
+func (o DeploymentTemplateContainerConfigFileOutput) Content() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerConfigFile) string { return v.Content }).(pulumi.StringOutput)
+}
+
+// The file's mode as an octal string, e.g. `"0640"`; at most `"0777"`. Default `"0644"`. Changes in place.
+func (o DeploymentTemplateContainerConfigFileOutput) Mode() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerConfigFile) *string { return v.Mode }).(pulumi.StringPtrOutput)
+}
+
+// Absolute path of the file in the container; its directory is not `/` and not in `/proc`, `/sys` or `/dev`.
+func (o DeploymentTemplateContainerConfigFileOutput) Path() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerConfigFile) string { return v.Path }).(pulumi.StringOutput)
+}
+
+type DeploymentTemplateContainerConfigFileArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerConfigFileArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerConfigFile)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerConfigFileArrayOutput) ToDeploymentTemplateContainerConfigFileArrayOutput() DeploymentTemplateContainerConfigFileArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerConfigFileArrayOutput) ToDeploymentTemplateContainerConfigFileArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerConfigFileArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerConfigFileArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateContainerConfigFileOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainerConfigFile {
+		return vs[0].([]DeploymentTemplateContainerConfigFile)[vs[1].(int)]
+	}).(DeploymentTemplateContainerConfigFileOutput)
 }
 
 type DeploymentTemplateContainerLivenessProbe struct {
@@ -4365,6 +4498,139 @@ func (o DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput) PortName() pu
 	}).(pulumi.StringPtrOutput)
 }
 
+type DeploymentTemplateContainerVolumeMount struct {
+	// The `name` of one of the pod's `emptyDir` blocks.
+	EmptyDir *string `pulumi:"emptyDir"`
+	// Where it appears in the container: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`, and neither equal to nor inside nor above another mount of the container.
+	Path string `pulumi:"path"`
+	// Mount it read-only (volumes only). Default false.
+	ReadOnly *bool `pulumi:"readOnly"`
+	// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
+	SubPath *string `pulumi:"subPath"`
+	// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+	Volume *string `pulumi:"volume"`
+}
+
+// DeploymentTemplateContainerVolumeMountInput is an input type that accepts DeploymentTemplateContainerVolumeMountArgs and DeploymentTemplateContainerVolumeMountOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerVolumeMountInput` via:
+//
+//	DeploymentTemplateContainerVolumeMountArgs{...}
+type DeploymentTemplateContainerVolumeMountInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerVolumeMountOutput() DeploymentTemplateContainerVolumeMountOutput
+	ToDeploymentTemplateContainerVolumeMountOutputWithContext(context.Context) DeploymentTemplateContainerVolumeMountOutput
+}
+
+type DeploymentTemplateContainerVolumeMountArgs struct {
+	// The `name` of one of the pod's `emptyDir` blocks.
+	EmptyDir pulumi.StringPtrInput `pulumi:"emptyDir"`
+	// Where it appears in the container: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`, and neither equal to nor inside nor above another mount of the container.
+	Path pulumi.StringInput `pulumi:"path"`
+	// Mount it read-only (volumes only). Default false.
+	ReadOnly pulumi.BoolPtrInput `pulumi:"readOnly"`
+	// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
+	SubPath pulumi.StringPtrInput `pulumi:"subPath"`
+	// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+	Volume pulumi.StringPtrInput `pulumi:"volume"`
+}
+
+func (DeploymentTemplateContainerVolumeMountArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerVolumeMount)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerVolumeMountArgs) ToDeploymentTemplateContainerVolumeMountOutput() DeploymentTemplateContainerVolumeMountOutput {
+	return i.ToDeploymentTemplateContainerVolumeMountOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerVolumeMountArgs) ToDeploymentTemplateContainerVolumeMountOutputWithContext(ctx context.Context) DeploymentTemplateContainerVolumeMountOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerVolumeMountOutput)
+}
+
+// DeploymentTemplateContainerVolumeMountArrayInput is an input type that accepts DeploymentTemplateContainerVolumeMountArray and DeploymentTemplateContainerVolumeMountArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateContainerVolumeMountArrayInput` via:
+//
+//	DeploymentTemplateContainerVolumeMountArray{ DeploymentTemplateContainerVolumeMountArgs{...} }
+type DeploymentTemplateContainerVolumeMountArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateContainerVolumeMountArrayOutput() DeploymentTemplateContainerVolumeMountArrayOutput
+	ToDeploymentTemplateContainerVolumeMountArrayOutputWithContext(context.Context) DeploymentTemplateContainerVolumeMountArrayOutput
+}
+
+type DeploymentTemplateContainerVolumeMountArray []DeploymentTemplateContainerVolumeMountInput
+
+func (DeploymentTemplateContainerVolumeMountArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerVolumeMount)(nil)).Elem()
+}
+
+func (i DeploymentTemplateContainerVolumeMountArray) ToDeploymentTemplateContainerVolumeMountArrayOutput() DeploymentTemplateContainerVolumeMountArrayOutput {
+	return i.ToDeploymentTemplateContainerVolumeMountArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateContainerVolumeMountArray) ToDeploymentTemplateContainerVolumeMountArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerVolumeMountArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateContainerVolumeMountArrayOutput)
+}
+
+type DeploymentTemplateContainerVolumeMountOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerVolumeMountOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateContainerVolumeMount)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerVolumeMountOutput) ToDeploymentTemplateContainerVolumeMountOutput() DeploymentTemplateContainerVolumeMountOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerVolumeMountOutput) ToDeploymentTemplateContainerVolumeMountOutputWithContext(ctx context.Context) DeploymentTemplateContainerVolumeMountOutput {
+	return o
+}
+
+// The `name` of one of the pod's `emptyDir` blocks.
+func (o DeploymentTemplateContainerVolumeMountOutput) EmptyDir() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) *string { return v.EmptyDir }).(pulumi.StringPtrOutput)
+}
+
+// Where it appears in the container: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`, and neither equal to nor inside nor above another mount of the container.
+func (o DeploymentTemplateContainerVolumeMountOutput) Path() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) string { return v.Path }).(pulumi.StringOutput)
+}
+
+// Mount it read-only (volumes only). Default false.
+func (o DeploymentTemplateContainerVolumeMountOutput) ReadOnly() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) *bool { return v.ReadOnly }).(pulumi.BoolPtrOutput)
+}
+
+// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
+func (o DeploymentTemplateContainerVolumeMountOutput) SubPath() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) *string { return v.SubPath }).(pulumi.StringPtrOutput)
+}
+
+// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+func (o DeploymentTemplateContainerVolumeMountOutput) Volume() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) *string { return v.Volume }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateContainerVolumeMountArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateContainerVolumeMountArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateContainerVolumeMount)(nil)).Elem()
+}
+
+func (o DeploymentTemplateContainerVolumeMountArrayOutput) ToDeploymentTemplateContainerVolumeMountArrayOutput() DeploymentTemplateContainerVolumeMountArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerVolumeMountArrayOutput) ToDeploymentTemplateContainerVolumeMountArrayOutputWithContext(ctx context.Context) DeploymentTemplateContainerVolumeMountArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateContainerVolumeMountArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateContainerVolumeMountOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainerVolumeMount {
+		return vs[0].([]DeploymentTemplateContainerVolumeMount)[vs[1].(int)]
+	}).(DeploymentTemplateContainerVolumeMountOutput)
+}
+
 type DeploymentTimeouts struct {
 	// How long creating the deployment may take, including waiting until its rollout is complete (a Go duration; default `"20m"`).
 	Create *string `pulumi:"create"`
@@ -4678,6 +4944,8 @@ type PodContainer struct {
 	Args []string `pulumi:"args"`
 	// Replaces the image's entrypoint.
 	Commands []string `pulumi:"commands"`
+	// A non-secret file delivered read-only to the container. Every directory holding config files becomes one read-only mount that holds only those files (it hides what the image has there, so give config files a directory of their own, e.g. `/etc/app`). Changing `content` or `mode` updates the file in the running container in place, atomically (a reader sees the old file or the new one, never a mix), without a restart unless the pod sets `restartOnConfigChange`; adding, removing or moving one replaces the pod. The content is kept in the state and in agentd's records in plain text: use `Secret` and `secretMount` for anything sensitive. At most 64 per container and 1 MiB per pod.
+	ConfigFiles []PodContainerConfigFile `pulumi:"configFiles"`
 	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
 	Cpu *string `pulumi:"cpu"`
 	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
@@ -4704,6 +4972,8 @@ type PodContainer struct {
 	SecretMounts []PodContainerSecretMount `pulumi:"secretMounts"`
 	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe replaces the pod.
 	StartupProbe *PodContainerStartupProbe `pulumi:"startupProbe"`
+	// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one replaces the pod.
+	VolumeMounts []PodContainerVolumeMount `pulumi:"volumeMounts"`
 	// Working directory of the main process, an absolute path. Defaults to the image's.
 	WorkingDir *string `pulumi:"workingDir"`
 }
@@ -4724,6 +4994,8 @@ type PodContainerArgs struct {
 	Args pulumi.StringArrayInput `pulumi:"args"`
 	// Replaces the image's entrypoint.
 	Commands pulumi.StringArrayInput `pulumi:"commands"`
+	// A non-secret file delivered read-only to the container. Every directory holding config files becomes one read-only mount that holds only those files (it hides what the image has there, so give config files a directory of their own, e.g. `/etc/app`). Changing `content` or `mode` updates the file in the running container in place, atomically (a reader sees the old file or the new one, never a mix), without a restart unless the pod sets `restartOnConfigChange`; adding, removing or moving one replaces the pod. The content is kept in the state and in agentd's records in plain text: use `Secret` and `secretMount` for anything sensitive. At most 64 per container and 1 MiB per pod.
+	ConfigFiles PodContainerConfigFileArrayInput `pulumi:"configFiles"`
 	// CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
 	Cpu pulumi.StringPtrInput `pulumi:"cpu"`
 	// CPU reserved for the container, a quantity like `cpu`, at most `cpu`. The node admits the pod only if the requests of all its pods fit in its allocatable CPU. Unset: equal to `cpu` when `cpu` is set (as Kubernetes does), else none.
@@ -4750,6 +5022,8 @@ type PodContainerArgs struct {
 	SecretMounts PodContainerSecretMountArrayInput `pulumi:"secretMounts"`
 	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe replaces the pod.
 	StartupProbe PodContainerStartupProbePtrInput `pulumi:"startupProbe"`
+	// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one replaces the pod.
+	VolumeMounts PodContainerVolumeMountArrayInput `pulumi:"volumeMounts"`
 	// Working directory of the main process, an absolute path. Defaults to the image's.
 	WorkingDir pulumi.StringPtrInput `pulumi:"workingDir"`
 }
@@ -4813,6 +5087,11 @@ func (o PodContainerOutput) Args() pulumi.StringArrayOutput {
 // Replaces the image's entrypoint.
 func (o PodContainerOutput) Commands() pulumi.StringArrayOutput {
 	return o.ApplyT(func(v PodContainer) []string { return v.Commands }).(pulumi.StringArrayOutput)
+}
+
+// A non-secret file delivered read-only to the container. Every directory holding config files becomes one read-only mount that holds only those files (it hides what the image has there, so give config files a directory of their own, e.g. `/etc/app`). Changing `content` or `mode` updates the file in the running container in place, atomically (a reader sees the old file or the new one, never a mix), without a restart unless the pod sets `restartOnConfigChange`; adding, removing or moving one replaces the pod. The content is kept in the state and in agentd's records in plain text: use `Secret` and `secretMount` for anything sensitive. At most 64 per container and 1 MiB per pod.
+func (o PodContainerOutput) ConfigFiles() PodContainerConfigFileArrayOutput {
+	return o.ApplyT(func(v PodContainer) []PodContainerConfigFile { return v.ConfigFiles }).(PodContainerConfigFileArrayOutput)
 }
 
 // CPU limit as a quantity: `"500m"` (millicores), `"0.5"` or `"2"` (CPUs); at least `1m`, no finer than one millicore. Unset: no limit.
@@ -4880,6 +5159,11 @@ func (o PodContainerOutput) StartupProbe() PodContainerStartupProbePtrOutput {
 	return o.ApplyT(func(v PodContainer) *PodContainerStartupProbe { return v.StartupProbe }).(PodContainerStartupProbePtrOutput)
 }
 
+// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one replaces the pod.
+func (o PodContainerOutput) VolumeMounts() PodContainerVolumeMountArrayOutput {
+	return o.ApplyT(func(v PodContainer) []PodContainerVolumeMount { return v.VolumeMounts }).(PodContainerVolumeMountArrayOutput)
+}
+
 // Working directory of the main process, an absolute path. Defaults to the image's.
 func (o PodContainerOutput) WorkingDir() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v PodContainer) *string { return v.WorkingDir }).(pulumi.StringPtrOutput)
@@ -4903,6 +5187,121 @@ func (o PodContainerArrayOutput) Index(i pulumi.IntInput) PodContainerOutput {
 	return pulumi.All(o, i).ApplyT(func(vs []interface{}) PodContainer {
 		return vs[0].([]PodContainer)[vs[1].(int)]
 	}).(PodContainerOutput)
+}
+
+type PodContainerConfigFile struct {
+	// The file's content. Changes in place.
+	Content string `pulumi:"content"`
+	// The file's mode as an octal string, e.g. `"0640"`; at most `"0777"`. Default `"0644"`. Changes in place.
+	Mode *string `pulumi:"mode"`
+	// Absolute path of the file in the container; its directory is not `/` and not in `/proc`, `/sys` or `/dev`.
+	Path string `pulumi:"path"`
+}
+
+// PodContainerConfigFileInput is an input type that accepts PodContainerConfigFileArgs and PodContainerConfigFileOutput values.
+// You can construct a concrete instance of `PodContainerConfigFileInput` via:
+//
+//	PodContainerConfigFileArgs{...}
+type PodContainerConfigFileInput interface {
+	pulumi.Input
+
+	ToPodContainerConfigFileOutput() PodContainerConfigFileOutput
+	ToPodContainerConfigFileOutputWithContext(context.Context) PodContainerConfigFileOutput
+}
+
+type PodContainerConfigFileArgs struct {
+	// The file's content. Changes in place.
+	Content pulumi.StringInput `pulumi:"content"`
+	// The file's mode as an octal string, e.g. `"0640"`; at most `"0777"`. Default `"0644"`. Changes in place.
+	Mode pulumi.StringPtrInput `pulumi:"mode"`
+	// Absolute path of the file in the container; its directory is not `/` and not in `/proc`, `/sys` or `/dev`.
+	Path pulumi.StringInput `pulumi:"path"`
+}
+
+func (PodContainerConfigFileArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*PodContainerConfigFile)(nil)).Elem()
+}
+
+func (i PodContainerConfigFileArgs) ToPodContainerConfigFileOutput() PodContainerConfigFileOutput {
+	return i.ToPodContainerConfigFileOutputWithContext(context.Background())
+}
+
+func (i PodContainerConfigFileArgs) ToPodContainerConfigFileOutputWithContext(ctx context.Context) PodContainerConfigFileOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PodContainerConfigFileOutput)
+}
+
+// PodContainerConfigFileArrayInput is an input type that accepts PodContainerConfigFileArray and PodContainerConfigFileArrayOutput values.
+// You can construct a concrete instance of `PodContainerConfigFileArrayInput` via:
+//
+//	PodContainerConfigFileArray{ PodContainerConfigFileArgs{...} }
+type PodContainerConfigFileArrayInput interface {
+	pulumi.Input
+
+	ToPodContainerConfigFileArrayOutput() PodContainerConfigFileArrayOutput
+	ToPodContainerConfigFileArrayOutputWithContext(context.Context) PodContainerConfigFileArrayOutput
+}
+
+type PodContainerConfigFileArray []PodContainerConfigFileInput
+
+func (PodContainerConfigFileArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]PodContainerConfigFile)(nil)).Elem()
+}
+
+func (i PodContainerConfigFileArray) ToPodContainerConfigFileArrayOutput() PodContainerConfigFileArrayOutput {
+	return i.ToPodContainerConfigFileArrayOutputWithContext(context.Background())
+}
+
+func (i PodContainerConfigFileArray) ToPodContainerConfigFileArrayOutputWithContext(ctx context.Context) PodContainerConfigFileArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PodContainerConfigFileArrayOutput)
+}
+
+type PodContainerConfigFileOutput struct{ *pulumi.OutputState }
+
+func (PodContainerConfigFileOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*PodContainerConfigFile)(nil)).Elem()
+}
+
+func (o PodContainerConfigFileOutput) ToPodContainerConfigFileOutput() PodContainerConfigFileOutput {
+	return o
+}
+
+func (o PodContainerConfigFileOutput) ToPodContainerConfigFileOutputWithContext(ctx context.Context) PodContainerConfigFileOutput {
+	return o
+}
+
+// The file's content. Changes in place.
+func (o PodContainerConfigFileOutput) Content() pulumi.StringOutput {
+	return o.ApplyT(func(v PodContainerConfigFile) string { return v.Content }).(pulumi.StringOutput)
+}
+
+// The file's mode as an octal string, e.g. `"0640"`; at most `"0777"`. Default `"0644"`. Changes in place.
+func (o PodContainerConfigFileOutput) Mode() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodContainerConfigFile) *string { return v.Mode }).(pulumi.StringPtrOutput)
+}
+
+// Absolute path of the file in the container; its directory is not `/` and not in `/proc`, `/sys` or `/dev`.
+func (o PodContainerConfigFileOutput) Path() pulumi.StringOutput {
+	return o.ApplyT(func(v PodContainerConfigFile) string { return v.Path }).(pulumi.StringOutput)
+}
+
+type PodContainerConfigFileArrayOutput struct{ *pulumi.OutputState }
+
+func (PodContainerConfigFileArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]PodContainerConfigFile)(nil)).Elem()
+}
+
+func (o PodContainerConfigFileArrayOutput) ToPodContainerConfigFileArrayOutput() PodContainerConfigFileArrayOutput {
+	return o
+}
+
+func (o PodContainerConfigFileArrayOutput) ToPodContainerConfigFileArrayOutputWithContext(ctx context.Context) PodContainerConfigFileArrayOutput {
+	return o
+}
+
+func (o PodContainerConfigFileArrayOutput) Index(i pulumi.IntInput) PodContainerConfigFileOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) PodContainerConfigFile {
+		return vs[0].([]PodContainerConfigFile)[vs[1].(int)]
+	}).(PodContainerConfigFileOutput)
 }
 
 type PodContainerLivenessProbe struct {
@@ -7651,6 +8050,254 @@ func (o PodContainerStatusArrayOutput) Index(i pulumi.IntInput) PodContainerStat
 	}).(PodContainerStatusOutput)
 }
 
+type PodContainerVolumeMount struct {
+	// The `name` of one of the pod's `emptyDir` blocks.
+	EmptyDir *string `pulumi:"emptyDir"`
+	// Where it appears in the container: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`, and neither equal to nor inside nor above another mount of the container.
+	Path string `pulumi:"path"`
+	// Mount it read-only (volumes only). Default false.
+	ReadOnly *bool `pulumi:"readOnly"`
+	// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
+	SubPath *string `pulumi:"subPath"`
+	// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+	Volume *string `pulumi:"volume"`
+}
+
+// PodContainerVolumeMountInput is an input type that accepts PodContainerVolumeMountArgs and PodContainerVolumeMountOutput values.
+// You can construct a concrete instance of `PodContainerVolumeMountInput` via:
+//
+//	PodContainerVolumeMountArgs{...}
+type PodContainerVolumeMountInput interface {
+	pulumi.Input
+
+	ToPodContainerVolumeMountOutput() PodContainerVolumeMountOutput
+	ToPodContainerVolumeMountOutputWithContext(context.Context) PodContainerVolumeMountOutput
+}
+
+type PodContainerVolumeMountArgs struct {
+	// The `name` of one of the pod's `emptyDir` blocks.
+	EmptyDir pulumi.StringPtrInput `pulumi:"emptyDir"`
+	// Where it appears in the container: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`, and neither equal to nor inside nor above another mount of the container.
+	Path pulumi.StringInput `pulumi:"path"`
+	// Mount it read-only (volumes only). Default false.
+	ReadOnly pulumi.BoolPtrInput `pulumi:"readOnly"`
+	// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
+	SubPath pulumi.StringPtrInput `pulumi:"subPath"`
+	// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+	Volume pulumi.StringPtrInput `pulumi:"volume"`
+}
+
+func (PodContainerVolumeMountArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*PodContainerVolumeMount)(nil)).Elem()
+}
+
+func (i PodContainerVolumeMountArgs) ToPodContainerVolumeMountOutput() PodContainerVolumeMountOutput {
+	return i.ToPodContainerVolumeMountOutputWithContext(context.Background())
+}
+
+func (i PodContainerVolumeMountArgs) ToPodContainerVolumeMountOutputWithContext(ctx context.Context) PodContainerVolumeMountOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PodContainerVolumeMountOutput)
+}
+
+// PodContainerVolumeMountArrayInput is an input type that accepts PodContainerVolumeMountArray and PodContainerVolumeMountArrayOutput values.
+// You can construct a concrete instance of `PodContainerVolumeMountArrayInput` via:
+//
+//	PodContainerVolumeMountArray{ PodContainerVolumeMountArgs{...} }
+type PodContainerVolumeMountArrayInput interface {
+	pulumi.Input
+
+	ToPodContainerVolumeMountArrayOutput() PodContainerVolumeMountArrayOutput
+	ToPodContainerVolumeMountArrayOutputWithContext(context.Context) PodContainerVolumeMountArrayOutput
+}
+
+type PodContainerVolumeMountArray []PodContainerVolumeMountInput
+
+func (PodContainerVolumeMountArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]PodContainerVolumeMount)(nil)).Elem()
+}
+
+func (i PodContainerVolumeMountArray) ToPodContainerVolumeMountArrayOutput() PodContainerVolumeMountArrayOutput {
+	return i.ToPodContainerVolumeMountArrayOutputWithContext(context.Background())
+}
+
+func (i PodContainerVolumeMountArray) ToPodContainerVolumeMountArrayOutputWithContext(ctx context.Context) PodContainerVolumeMountArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PodContainerVolumeMountArrayOutput)
+}
+
+type PodContainerVolumeMountOutput struct{ *pulumi.OutputState }
+
+func (PodContainerVolumeMountOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*PodContainerVolumeMount)(nil)).Elem()
+}
+
+func (o PodContainerVolumeMountOutput) ToPodContainerVolumeMountOutput() PodContainerVolumeMountOutput {
+	return o
+}
+
+func (o PodContainerVolumeMountOutput) ToPodContainerVolumeMountOutputWithContext(ctx context.Context) PodContainerVolumeMountOutput {
+	return o
+}
+
+// The `name` of one of the pod's `emptyDir` blocks.
+func (o PodContainerVolumeMountOutput) EmptyDir() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodContainerVolumeMount) *string { return v.EmptyDir }).(pulumi.StringPtrOutput)
+}
+
+// Where it appears in the container: an absolute, clean path, not `/`, not in `/proc`, `/sys` or `/dev`, and neither equal to nor inside nor above another mount of the container.
+func (o PodContainerVolumeMountOutput) Path() pulumi.StringOutput {
+	return o.ApplyT(func(v PodContainerVolumeMount) string { return v.Path }).(pulumi.StringOutput)
+}
+
+// Mount it read-only (volumes only). Default false.
+func (o PodContainerVolumeMountOutput) ReadOnly() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v PodContainerVolumeMount) *bool { return v.ReadOnly }).(pulumi.BoolPtrOutput)
+}
+
+// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
+func (o PodContainerVolumeMountOutput) SubPath() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodContainerVolumeMount) *string { return v.SubPath }).(pulumi.StringPtrOutput)
+}
+
+// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+func (o PodContainerVolumeMountOutput) Volume() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodContainerVolumeMount) *string { return v.Volume }).(pulumi.StringPtrOutput)
+}
+
+type PodContainerVolumeMountArrayOutput struct{ *pulumi.OutputState }
+
+func (PodContainerVolumeMountArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]PodContainerVolumeMount)(nil)).Elem()
+}
+
+func (o PodContainerVolumeMountArrayOutput) ToPodContainerVolumeMountArrayOutput() PodContainerVolumeMountArrayOutput {
+	return o
+}
+
+func (o PodContainerVolumeMountArrayOutput) ToPodContainerVolumeMountArrayOutputWithContext(ctx context.Context) PodContainerVolumeMountArrayOutput {
+	return o
+}
+
+func (o PodContainerVolumeMountArrayOutput) Index(i pulumi.IntInput) PodContainerVolumeMountOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) PodContainerVolumeMount {
+		return vs[0].([]PodContainerVolumeMount)[vs[1].(int)]
+	}).(PodContainerVolumeMountOutput)
+}
+
+type PodEmptyDir struct {
+	// `disk` (the default: a directory in agentd's state dir) or `memory` (a tmpfs: fast, gone with the pod, and its pages count against the memory limit of the container that writes them).
+	Medium *string `pulumi:"medium"`
+	// Its name, unique in the pod: a lowercase RFC 1123 label.
+	Name string `pulumi:"name"`
+	// Its size, a quantity such as `"64Mi"` (at least `1Mi`): required for `memory` (the tmpfs size). For `disk` it is enforced by an ext4 image of that size like a volume's (writes past it get ENOSPC); unset: no limit but the disk's.
+	SizeLimit *string `pulumi:"sizeLimit"`
+}
+
+// PodEmptyDirInput is an input type that accepts PodEmptyDirArgs and PodEmptyDirOutput values.
+// You can construct a concrete instance of `PodEmptyDirInput` via:
+//
+//	PodEmptyDirArgs{...}
+type PodEmptyDirInput interface {
+	pulumi.Input
+
+	ToPodEmptyDirOutput() PodEmptyDirOutput
+	ToPodEmptyDirOutputWithContext(context.Context) PodEmptyDirOutput
+}
+
+type PodEmptyDirArgs struct {
+	// `disk` (the default: a directory in agentd's state dir) or `memory` (a tmpfs: fast, gone with the pod, and its pages count against the memory limit of the container that writes them).
+	Medium pulumi.StringPtrInput `pulumi:"medium"`
+	// Its name, unique in the pod: a lowercase RFC 1123 label.
+	Name pulumi.StringInput `pulumi:"name"`
+	// Its size, a quantity such as `"64Mi"` (at least `1Mi`): required for `memory` (the tmpfs size). For `disk` it is enforced by an ext4 image of that size like a volume's (writes past it get ENOSPC); unset: no limit but the disk's.
+	SizeLimit pulumi.StringPtrInput `pulumi:"sizeLimit"`
+}
+
+func (PodEmptyDirArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*PodEmptyDir)(nil)).Elem()
+}
+
+func (i PodEmptyDirArgs) ToPodEmptyDirOutput() PodEmptyDirOutput {
+	return i.ToPodEmptyDirOutputWithContext(context.Background())
+}
+
+func (i PodEmptyDirArgs) ToPodEmptyDirOutputWithContext(ctx context.Context) PodEmptyDirOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PodEmptyDirOutput)
+}
+
+// PodEmptyDirArrayInput is an input type that accepts PodEmptyDirArray and PodEmptyDirArrayOutput values.
+// You can construct a concrete instance of `PodEmptyDirArrayInput` via:
+//
+//	PodEmptyDirArray{ PodEmptyDirArgs{...} }
+type PodEmptyDirArrayInput interface {
+	pulumi.Input
+
+	ToPodEmptyDirArrayOutput() PodEmptyDirArrayOutput
+	ToPodEmptyDirArrayOutputWithContext(context.Context) PodEmptyDirArrayOutput
+}
+
+type PodEmptyDirArray []PodEmptyDirInput
+
+func (PodEmptyDirArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]PodEmptyDir)(nil)).Elem()
+}
+
+func (i PodEmptyDirArray) ToPodEmptyDirArrayOutput() PodEmptyDirArrayOutput {
+	return i.ToPodEmptyDirArrayOutputWithContext(context.Background())
+}
+
+func (i PodEmptyDirArray) ToPodEmptyDirArrayOutputWithContext(ctx context.Context) PodEmptyDirArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PodEmptyDirArrayOutput)
+}
+
+type PodEmptyDirOutput struct{ *pulumi.OutputState }
+
+func (PodEmptyDirOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*PodEmptyDir)(nil)).Elem()
+}
+
+func (o PodEmptyDirOutput) ToPodEmptyDirOutput() PodEmptyDirOutput {
+	return o
+}
+
+func (o PodEmptyDirOutput) ToPodEmptyDirOutputWithContext(ctx context.Context) PodEmptyDirOutput {
+	return o
+}
+
+// `disk` (the default: a directory in agentd's state dir) or `memory` (a tmpfs: fast, gone with the pod, and its pages count against the memory limit of the container that writes them).
+func (o PodEmptyDirOutput) Medium() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodEmptyDir) *string { return v.Medium }).(pulumi.StringPtrOutput)
+}
+
+// Its name, unique in the pod: a lowercase RFC 1123 label.
+func (o PodEmptyDirOutput) Name() pulumi.StringOutput {
+	return o.ApplyT(func(v PodEmptyDir) string { return v.Name }).(pulumi.StringOutput)
+}
+
+// Its size, a quantity such as `"64Mi"` (at least `1Mi`): required for `memory` (the tmpfs size). For `disk` it is enforced by an ext4 image of that size like a volume's (writes past it get ENOSPC); unset: no limit but the disk's.
+func (o PodEmptyDirOutput) SizeLimit() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PodEmptyDir) *string { return v.SizeLimit }).(pulumi.StringPtrOutput)
+}
+
+type PodEmptyDirArrayOutput struct{ *pulumi.OutputState }
+
+func (PodEmptyDirArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]PodEmptyDir)(nil)).Elem()
+}
+
+func (o PodEmptyDirArrayOutput) ToPodEmptyDirArrayOutput() PodEmptyDirArrayOutput {
+	return o
+}
+
+func (o PodEmptyDirArrayOutput) ToPodEmptyDirArrayOutputWithContext(ctx context.Context) PodEmptyDirArrayOutput {
+	return o
+}
+
+func (o PodEmptyDirArrayOutput) Index(i pulumi.IntInput) PodEmptyDirOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) PodEmptyDir {
+		return vs[0].([]PodEmptyDir)[vs[1].(int)]
+	}).(PodEmptyDirOutput)
+}
+
 type PodTimeouts struct {
 	// How long `apply` waits for the pod to start (a Go duration such as `"90s"` or `"10m"`; default `"5m"`). When it expires, the pod is deleted and the apply fails with the state of the container that did not start and its last log lines.
 	Create *string `pulumi:"create"`
@@ -9131,6 +9778,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplatePtrInput)(nil)).Elem(), DeploymentTemplateArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerInput)(nil)).Elem(), DeploymentTemplateContainerArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerArrayInput)(nil)).Elem(), DeploymentTemplateContainerArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerConfigFileInput)(nil)).Elem(), DeploymentTemplateContainerConfigFileArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerConfigFileArrayInput)(nil)).Elem(), DeploymentTemplateContainerConfigFileArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbePtrInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerLivenessProbeExecInput)(nil)).Elem(), DeploymentTemplateContainerLivenessProbeExecArgs{})
@@ -9161,12 +9810,16 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeHttpGetPtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeHttpGetArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocketInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeTcpSocketArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocketPtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeTcpSocketArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerVolumeMountInput)(nil)).Elem(), DeploymentTemplateContainerVolumeMountArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerVolumeMountArrayInput)(nil)).Elem(), DeploymentTemplateContainerVolumeMountArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTimeoutsInput)(nil)).Elem(), DeploymentTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTimeoutsPtrInput)(nil)).Elem(), DeploymentTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberInput)(nil)).Elem(), NodeClusterMemberArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberArrayInput)(nil)).Elem(), NodeClusterMemberArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerInput)(nil)).Elem(), PodContainerArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerArrayInput)(nil)).Elem(), PodContainerArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerConfigFileInput)(nil)).Elem(), PodContainerConfigFileArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerConfigFileArrayInput)(nil)).Elem(), PodContainerConfigFileArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerLivenessProbeInput)(nil)).Elem(), PodContainerLivenessProbeArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerLivenessProbePtrInput)(nil)).Elem(), PodContainerLivenessProbeArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerLivenessProbeExecInput)(nil)).Elem(), PodContainerLivenessProbeExecArgs{})
@@ -9199,6 +9852,10 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerStartupProbeTcpSocketPtrInput)(nil)).Elem(), PodContainerStartupProbeTcpSocketArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerStatusInput)(nil)).Elem(), PodContainerStatusArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerStatusArrayInput)(nil)).Elem(), PodContainerStatusArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerVolumeMountInput)(nil)).Elem(), PodContainerVolumeMountArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PodContainerVolumeMountArrayInput)(nil)).Elem(), PodContainerVolumeMountArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PodEmptyDirInput)(nil)).Elem(), PodEmptyDirArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PodEmptyDirArrayInput)(nil)).Elem(), PodEmptyDirArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodTimeoutsInput)(nil)).Elem(), PodTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*PodTimeoutsPtrInput)(nil)).Elem(), PodTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*SecretHolderInput)(nil)).Elem(), SecretHolderArgs{})
@@ -9237,6 +9894,8 @@ func init() {
 	pulumi.RegisterOutputType(DeploymentTemplatePtrOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerConfigFileOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerConfigFileArrayOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbePtrOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerLivenessProbeExecOutput{})
@@ -9267,12 +9926,16 @@ func init() {
 	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeHttpGetPtrOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeTcpSocketOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerVolumeMountOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateContainerVolumeMountArrayOutput{})
 	pulumi.RegisterOutputType(DeploymentTimeoutsOutput{})
 	pulumi.RegisterOutputType(DeploymentTimeoutsPtrOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberArrayOutput{})
 	pulumi.RegisterOutputType(PodContainerOutput{})
 	pulumi.RegisterOutputType(PodContainerArrayOutput{})
+	pulumi.RegisterOutputType(PodContainerConfigFileOutput{})
+	pulumi.RegisterOutputType(PodContainerConfigFileArrayOutput{})
 	pulumi.RegisterOutputType(PodContainerLivenessProbeOutput{})
 	pulumi.RegisterOutputType(PodContainerLivenessProbePtrOutput{})
 	pulumi.RegisterOutputType(PodContainerLivenessProbeExecOutput{})
@@ -9305,6 +9968,10 @@ func init() {
 	pulumi.RegisterOutputType(PodContainerStartupProbeTcpSocketPtrOutput{})
 	pulumi.RegisterOutputType(PodContainerStatusOutput{})
 	pulumi.RegisterOutputType(PodContainerStatusArrayOutput{})
+	pulumi.RegisterOutputType(PodContainerVolumeMountOutput{})
+	pulumi.RegisterOutputType(PodContainerVolumeMountArrayOutput{})
+	pulumi.RegisterOutputType(PodEmptyDirOutput{})
+	pulumi.RegisterOutputType(PodEmptyDirArrayOutput{})
 	pulumi.RegisterOutputType(PodTimeoutsOutput{})
 	pulumi.RegisterOutputType(PodTimeoutsPtrOutput{})
 	pulumi.RegisterOutputType(SecretHolderOutput{})
