@@ -81,11 +81,13 @@ func (w *worker) handleConfig(ctx context.Context, rq configRequest) {
 			restart = append(restart, c)
 			continue
 		}
+		w.e.storageMu.Lock()
 		root, err := w.m.openScratch(w.e)
 		if err == nil {
 			_, err = w.m.writeConfig(root, w.e, c)
 			root.Close()
 		}
+		w.e.storageMu.Unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("container %s: %w", c.spec.GetName(), err))
 		}

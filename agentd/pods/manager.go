@@ -188,6 +188,9 @@ type podEntry struct {
 	restarts chan restartRequest
 	// configs carries config file updates to the worker (config.go).
 	configs chan configRequest
+	// storageMu serializes the setup of the scratch directory, empty_dirs
+	// and config files: the pod's containers start in parallel.
+	storageMu sync.Mutex
 
 	// Guarded by Manager.mu.
 	pod         *herdv1.Pod   // last published state; replaced, never mutated

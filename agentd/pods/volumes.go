@@ -169,6 +169,8 @@ func (m *Manager) storageBinds(ctx context.Context, e *podEntry, c *ctr) ([]runt
 	if len(cs.GetVolumeMounts()) == 0 && len(c.configFiles) == 0 {
 		return nil, nil
 	}
+	e.storageMu.Lock()
+	defer e.storageMu.Unlock()
 	var binds []runtime.BindMount
 	var root *os.Root
 	if needsScratch(e.spec) {
