@@ -285,7 +285,7 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 		d, err := dc.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Namespace: ns, Name: name})
 		return d.GetUid(), err
 	})
-	if err != nil && status.Code(err) != codes.NotFound {
+	if err != nil {
 		addRPCError(&resp.Diagnostics, what, nodeID, err)
 	}
 }

@@ -12,11 +12,15 @@ import (
 // (deleted and recreated by someone else); ours is gone.
 var errReplaced = errors.New("replaced by another incarnation")
 
-// replacedIsGone maps the error of a delete that named uid: agentd refuses
-// with FailedPrecondition when the object of that name has another uid, and
-// then ours is gone (the other one is someone else's, and stays). current
-// reads the uid the name holds now; NotFound there means gone too.
+// replacedIsGone maps the error of a delete that named uid to nil when our
+// object is gone: the delete found nothing (NotFound), or agentd refused
+// with FailedPrecondition because the name holds another uid (someone
+// else's object, which stays). current reads the uid the name holds now;
+// NotFound there means gone too.
 func replacedIsGone(ctx context.Context, err error, uid string, current func(context.Context) (string, error)) error {
+	if status.Code(err) == codes.NotFound {
+		return nil
+	}
 	if uid == "" || status.Code(err) != codes.FailedPrecondition {
 		return err
 	}

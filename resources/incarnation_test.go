@@ -23,6 +23,7 @@ func TestReplacedIsGone(t *testing.T) {
 		want    error
 	}{
 		{name: "no error", uid: "u1"},
+		{name: "already gone", err: status.Error(codes.NotFound, "gone"), uid: "u1"},
 		{name: "another incarnation", err: refused, uid: "u1", current: "u2"},
 		{name: "gone meanwhile", err: refused, uid: "u1", curErr: status.Error(codes.NotFound, "gone")},
 		{name: "still ours", err: refused, uid: "u1", current: "u1", want: refused},

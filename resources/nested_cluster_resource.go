@@ -384,7 +384,7 @@ func (r *nestedClusterResource) Delete(ctx context.Context, req resource.DeleteR
 		cl, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: name})
 		return cl.GetUid(), err
 	})
-	if err != nil && status.Code(err) != codes.NotFound {
+	if err != nil {
 		addRPCError(&resp.Diagnostics, what, nodeID, err)
 		return
 	}

@@ -270,7 +270,7 @@ func (r *secretResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		s, err := sc.GetSecret(ctx, &herdv1.GetSecretRequest{Namespace: ns, Name: name})
 		return s.GetUid(), err
 	})
-	if err != nil && status.Code(err) != codes.NotFound {
+	if err != nil {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete secret %s/%s", ns, name), nodeID, err)
 	}
 }

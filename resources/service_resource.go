@@ -265,7 +265,7 @@ func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest
 		s, err := sc.GetService(ctx, &herdv1.GetServiceRequest{Namespace: ns, Name: name})
 		return s.GetUid(), err
 	})
-	if err != nil && status.Code(err) != codes.NotFound {
+	if err != nil {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete service %s/%s", ns, name), nodeID, err)
 	}
 }

@@ -194,7 +194,7 @@ func (r *volumeResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		v, err := vc.GetVolume(ctx, &herdv1.GetVolumeRequest{Namespace: ns, Name: name})
 		return v.GetUid(), err
 	})
-	if err != nil && status.Code(err) != codes.NotFound {
+	if err != nil {
 		addRPCError(&resp.Diagnostics, fmt.Sprintf("delete volume %s/%s", ns, name), nodeID, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
+	"github.com/herd-project/terraform-provider-herd/agentd/volumes"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
@@ -424,38 +425,12 @@ func (m *Manager) removeScratch(ctx context.Context, dir, marker string) error {
 
 // checkNoMounts refuses when something is still mounted at or below dir.
 func checkNoMounts(dir string) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	busy, err := volumes.MountsUnder(dir)
 	if err != nil {
-		return fmt.Errorf("read mountinfo: %w", err)
+		return err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if mp := unescapeMountPath(f[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
-			return fmt.Errorf("%s is still mounted: not removing %s", mp, dir)
-		}
+	if busy {
+		return fmt.Errorf("something is still mounted in %s: not removing it", dir)
 	}
 	return nil
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (space, tab, newline,
-// backslash).
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

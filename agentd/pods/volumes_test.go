@@ -16,6 +16,7 @@ import (
 
 	"github.com/herd-project/terraform-provider-herd/agentd/volumes"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/acctest"
 )
 
 // dirVolumes is a VolumeSource over plain directories: the pod manager's
@@ -45,28 +46,12 @@ func (v *dirVolumes) add(t *testing.T, ns, name string) string {
 	return p
 }
 
-// unmountUnder detaches every mount at or below dir, deepest first.
-func unmountUnder(dir string) {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var mps []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 {
-			if mp := unescapeMountPath(f[4]); strings.HasPrefix(mp, dir+"/") {
-				mps = append(mps, mp)
-			}
-		}
-	}
-	for i := len(mps) - 1; i >= 0; i-- {
-		_ = unix.Unmount(mps[i], unix.MNT_DETACH)
-	}
-}
-
 // scratchEnv is an env and a Manager with dirVolumes; mutate changes the
 // Manager's config further.
 func scratchEnv(t *testing.T, mutate ...func(*Config)) (*env, *Manager, *dirVolumes) {
 	e := newEnv(t)
 	vols := &dirVolumes{root: t.TempDir()}
-	t.Cleanup(func() { unmountUnder(filepath.Join(e.stateDir(), "scratch")) })
+	t.Cleanup(func() { _ = acctest.UnmountUnder(filepath.Join(e.stateDir(), "scratch")) })
 	m := e.manager(t, append([]func(*Config){func(c *Config) { c.Volumes = vols; c.NodeName = "n1" }}, mutate...)...)
 	return e, m, vols
 }
@@ -321,7 +306,7 @@ func TestSizeLimitedEmptyDir(t *testing.T) {
 		if _, err := m.DeleteWith(ctx, "sized", DeleteOptions{Grace: &zero}); err != nil && !errors.Is(err, ErrNotFound) {
 			t.Logf("cleanup: delete pod: %v", err)
 		}
-		unmountUnder(dir)
+		_ = acctest.UnmountUnder(dir)
 		out, _ := exec.Command("losetup", "-n", "-O", "NAME", "-j", img).Output()
 		for _, d := range append(devs, strings.Fields(string(out))...) {
 			if loopBacks(d, img) {

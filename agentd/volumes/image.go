@@ -349,8 +349,8 @@ func topMount(mnt string) (*mountEntry, error) {
 	return nil, nil
 }
 
-// mountsUnder reports whether anything is mounted at dir or below it.
-func mountsUnder(dir string) (bool, error) {
+// MountsUnder reports whether anything is mounted at dir or below it.
+func MountsUnder(dir string) (bool, error) {
 	dir, err := canonical(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil

@@ -451,7 +451,7 @@ func destroy(ctx context.Context, dir string) error {
 	// Whatever else is there is ours too (the mount point with anything
 	// written into it while unmounted, a record's temporary file), but
 	// RemoveAll must not reach into a mount.
-	if busy, err := mountsUnder(dir); err != nil || busy {
+	if busy, err := MountsUnder(dir); err != nil || busy {
 		if err == nil {
 			err = fmt.Errorf("something is still mounted in %s", dir)
 		}

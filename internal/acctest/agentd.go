@@ -383,7 +383,7 @@ func AgentForTest(tb testing.TB, o AgentOptions) *Agent {
 		}
 		// Pods left running leave their netns bind mounts (and secret
 		// tmpfs) below the state dir; RemoveAll would stop at them.
-		if err := unmountUnder(a.Opts.Dir); err != nil {
+		if err := UnmountUnder(a.Opts.Dir); err != nil {
 			tb.Logf("agentd %s: %v", a.Name, err)
 			return
 		}

@@ -308,7 +308,7 @@ func (c *Containerd) stop() error {
 		errs = append(errs, err)
 	}
 	removeNamespaceCgroups(c.Namespace)
-	if err := unmountUnder(c.Dir); err != nil {
+	if err := UnmountUnder(c.Dir); err != nil {
 		errs = append(errs, err)
 	} else if err := os.RemoveAll(c.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", c.Dir, err))

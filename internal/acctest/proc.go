@@ -163,10 +163,10 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// unmountUnder lazily unmounts everything mounted at or below dir and
+// UnmountUnder lazily unmounts everything mounted at or below dir and
 // fails if anything is still mounted there afterwards, so that the caller
 // never removes files through a mount.
-func unmountUnder(dir string) error {
+func UnmountUnder(dir string) error {
 	mounts, err := mountsUnder(dir)
 	if err != nil {
 		return err
