@@ -193,7 +193,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Pods:                mgr,
 	})
 	if cl != nil {
-		capst.start(ctx, cl, mgr, info, log)
+		capst.start(ctx, cl, mgr, vols, info, log)
 	}
 	vols.SetUsers(mgr.VolumeUsers)
 	srv := server.New(info, mgr, mapError, log)

@@ -10,6 +10,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/node"
 	"github.com/herd-project/terraform-provider-herd/agentd/pods"
+	"github.com/herd-project/terraform-provider-herd/agentd/volumes"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
@@ -57,17 +58,21 @@ func (c *capStack) changed(name string) {
 }
 
 // start publishes the capacity entry of a clustered node until ctx ends.
-func (c *capStack) start(ctx context.Context, cl *cluster.Cluster, mgr *pods.Manager, info *node.Info, log *slog.Logger) {
+//
+// The entry also lists the node's volumes, which the schedulers place
+// replicas by; vols tells it when they change.
+func (c *capStack) start(ctx context.Context, cl *cluster.Cluster, mgr *pods.Manager, vols *volumes.Manager, info *node.Info, log *slog.Logger) {
 	read := func(ctx context.Context) (capacity.Info, error) {
 		req, n := mgr.Requested()
 		ready := true
 		for _, err := range info.Health(ctx) {
 			ready = ready && err == nil
 		}
-		return capacity.Info{Allocatable: c.alloc, Requested: req, Pods: n, Ready: ready}, nil
+		return capacity.Info{Allocatable: c.alloc, Requested: req, Pods: n, Ready: ready, Volumes: vols.Names()}, nil
 	}
 	p := capacity.NewPublisher(read, cl, log.With("component", "capacity"))
 	c.pub.Store(p)
+	vols.SetChanged(func() { p.Changed("") })
 	go p.Run(ctx)
 }
 

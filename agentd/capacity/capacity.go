@@ -37,6 +37,9 @@ type Info struct {
 	Pods      int       `json:"pods"`
 	// Ready is the node's readiness (containerd and the store answer).
 	Ready bool `json:"ready"`
+	// Volumes are the node's persistent volumes, "namespace/name", sorted:
+	// the scheduler places a replica only where its volumes are.
+	Volumes []string `json:"volumes,omitempty"`
 }
 
 // Free is what is left for new pods (never negative).

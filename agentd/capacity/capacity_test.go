@@ -2,6 +2,7 @@ package capacity
 
 import (
 	"context"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -95,7 +96,7 @@ func TestPublisher(t *testing.T) {
 		err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 			var got Info
 			got, n = local.last()
-			return n > 0 && got == want, nil
+			return n > 0 && reflect.DeepEqual(got, want), nil
 		})
 		if err != nil {
 			got, _ := local.last()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +43,8 @@ func newMember(t *testing.T, name, ip string, join ...*cluster.Cluster) *cluster
 }
 
 // TestPublishedCapacitySeenByPeers: what a node's publisher writes reaches
-// another member's view of the cluster, and follows the node's pods.
+// another member's view of the cluster, and follows the node's pods and
+// volumes.
 func TestPublishedCapacitySeenByPeers(t *testing.T) {
 	a := newMember(t, "cap-a", "192.0.2.1")
 	b := newMember(t, "cap-b", "192.0.2.2", a)
@@ -72,7 +74,7 @@ func TestPublishedCapacitySeenByPeers(t *testing.T) {
 					return false, err
 				}
 				last = fmt.Sprintf("%+v", got)
-				return got == want, nil
+				return reflect.DeepEqual(got, want), nil
 			}
 			return false, nil
 		})
@@ -92,4 +94,11 @@ func TestPublishedCapacitySeenByPeers(t *testing.T) {
 	if free := want.Free(); free.MemoryBytes != 4<<30-200<<20 {
 		t.Fatalf("free %+v", free)
 	}
+
+	mu.Lock()
+	info.Volumes = []string{"default/data", "prod/wal"}
+	want = info
+	mu.Unlock()
+	p.Changed("")
+	seenByB(want)
 }

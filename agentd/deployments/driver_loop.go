@@ -106,14 +106,7 @@ func (l *loop) pass(ctx context.Context) bool {
 		l.deleteAsync(ctx, s.node, s.pod, "not one of this deployment's replicas any more")
 	}
 
-	params := rollout.Params{
-		Replicas:       int(sp.GetReplicas()),
-		Target:         st.GetCurrentRevision(),
-		Type:           sp.GetStrategy().GetType(),
-		MaxSurge:       int(sp.GetStrategy().GetMaxSurge()),
-		MaxUnavailable: int(sp.GetStrategy().GetMaxUnavailable()),
-		Serving:        st.GetServingRevision(),
-	}
+	params := RolloutParams(sp, templateOf(rec, st.GetCurrentRevision()), st.GetCurrentRevision(), st.GetServingRevision())
 	step := rollout.Next(params, view.replicas)
 
 	deadline := time.Duration(sp.GetStrategy().GetProgressDeadlineSeconds()) * time.Second
@@ -226,17 +219,8 @@ func (l *loop) create(ctx context.Context, rec *herdv1.DeploymentRecord, sp *her
 		return fmt.Sprintf("the template of revision %d is not kept any more", rev)
 	}
 	nodes := l.d.cfg.Nodes()
-	req := schedule.Request{
-		Key:          l.key,
-		Per:          capacity.Requests(tmpl),
-		NodeSelector: sp.GetNodeSelector(),
-		Strategy:     sp.GetPlacement().GetStrategy(),
-		MaxPerNode:   int(sp.GetPlacement().GetMaxPerNode()),
-		Existing:     map[string]int{},
-	}
-	for _, ref := range spec.PodSecretRefs(tmpl) {
-		req.Secrets = append(req.Secrets, ref.String())
-	}
+	req := ScheduleRequest(l.key, sp, tmpl)
+	req.Existing = map[string]int{}
 	for _, r := range v.replicas {
 		req.Existing[r.Node]++
 	}

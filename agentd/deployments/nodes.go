@@ -132,6 +132,10 @@ func (r *Registry) nodes(needSecrets bool) []schedule.Node {
 			Allocatable: info.Allocatable,
 			Free:        info.Free(),
 			Secrets:     held[m.Name],
+			Volumes:     map[string]bool{},
+		}
+		for _, v := range info.Volumes {
+			n.Volumes[v] = true
 		}
 		var why []string
 		if m.State != cluster.StateAlive {

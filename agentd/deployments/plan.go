@@ -44,19 +44,28 @@ func ScheduleRequest(key string, d *herdv1.DeploymentSpec, template *herdv1.PodS
 	for _, ref := range spec.PodSecretRefs(template) {
 		secs = append(secs, ref.String())
 	}
+	ns := d.GetNamespace()
+	if ns == "" {
+		ns = spec.DefaultNamespace
+	}
+	var vols []string
+	for _, v := range spec.TemplateVolumes(template) {
+		vols = append(vols, ns+"/"+v) // a replica mounts volumes of its own namespace
+	}
 	return schedule.Request{
 		Key:          key,
 		Per:          capacity.Requests(template),
 		NodeSelector: d.GetNodeSelector(),
 		Secrets:      secs,
+		Volumes:      vols,
 		Strategy:     d.GetPlacement().GetStrategy(),
 		MaxPerNode:   int(d.GetPlacement().GetMaxPerNode()),
 	}
 }
 
 // RolloutParams are the planner's parameters of a defaulted spec
-// converging on target.
-func RolloutParams(d *herdv1.DeploymentSpec, target, serving int64) rollout.Params {
+// converging on target, whose template is tmpl.
+func RolloutParams(d *herdv1.DeploymentSpec, tmpl *herdv1.PodSpec, target, serving int64) rollout.Params {
 	st := d.GetStrategy()
 	return rollout.Params{
 		Replicas:       int(d.GetReplicas()),
@@ -65,6 +74,7 @@ func RolloutParams(d *herdv1.DeploymentSpec, target, serving int64) rollout.Para
 		MaxSurge:       int(st.GetMaxSurge()),
 		MaxUnavailable: int(st.GetMaxUnavailable()),
 		Serving:        serving,
+		Exclusive:      spec.TemplateWritesVolume(tmpl),
 	}
 }
 
@@ -111,7 +121,7 @@ func (r *Registry) plan(_ context.Context, cur Record, exists bool, next *herdv1
 		}
 		return capacity.Requests(tmpl)
 	}
-	p := RolloutParams(d, target, serving)
+	p := RolloutParams(d, tmpl, target, serving)
 	base := ScheduleRequest(key, d, tmpl)
 	initial := map[string]rollout.Replica{}
 	for _, rs := range current {
@@ -160,7 +170,7 @@ func (r *Registry) plan(_ context.Context, cur Record, exists bool, next *herdv1
 			for _, rs := range now {
 				replacing = replacing || rs.Revision != p.Target
 			}
-			if replacing && p.MaxSurge > 0 {
+			if replacing && p.MaxSurge > 0 && !p.Exclusive {
 				// The usual cause: one replica per node on every node, and
 				// the surge replica has nowhere to go.
 				report += fmt.Sprintf("; the rollout starts each new replica beside the old ones (max_surge = %d): "+

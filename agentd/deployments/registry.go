@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
+	"github.com/herd-project/terraform-provider-herd/agentd/deployments/schedule"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
@@ -48,6 +51,17 @@ func (e *UnplaceableError) Error() string { return e.Report }
 
 // Is makes the error match ErrUnplaceable.
 func (e *UnplaceableError) Is(target error) bool { return target == ErrUnplaceable }
+
+// volumeGossipGrace is how long Apply waits for a volume no node has
+// published yet before it calls the deployment unplaceable.
+const volumeGossipGrace = 5 * time.Second
+
+// missingVolume reports whether err says that replicas found no node with
+// their volumes.
+func missingVolume(err error) bool {
+	var ue *UnplaceableError
+	return errors.As(err, &ue) && strings.Contains(ue.Report, schedule.NoVolumeReason)
+}
 
 // ErrorReason is the google.rpc.ErrorInfo reason the server attaches.
 func (e *UnplaceableError) ErrorReason() string { return herdv1.ReasonUnplaceable }
@@ -291,6 +305,17 @@ func (r *Registry) Apply(ctx context.Context, req *herdv1.ApplyDeploymentRequest
 	}
 	status, _ := r.Status(key)
 	plan, err := r.plan(ctx, cur, exists, next, status, req.GetPlacementHint())
+	// A volume created a moment ago (by the same apply) may not have
+	// reached this member's view yet: its node publishes it through
+	// gossip. Give it a few seconds before refusing.
+	for deadline := time.Now().Add(volumeGossipGrace); err != nil && missingVolume(err) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("apply deployment %s: %w", key, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+		plan, err = r.plan(ctx, cur, exists, next, status, req.GetPlacementHint())
+	}
 	if err != nil && changed {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -559,4 +560,92 @@ func TestDryRunSurgeWithoutRoom(t *testing.T) {
 	if err != nil || resp.GetPlan().GetSteps() != 3 {
 		t.Errorf("max_surge = 0, max_unavailable = 1: %v, plan %v", err, resp.GetPlan())
 	}
+}
+
+// withVolumes republishes a node's capacity entry with volumes.
+func (f *regStore) withVolumes(t *testing.T, name string, vols ...string) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, e := range f.entries {
+		if e.Owner != name || e.Kind != capacity.Kind {
+			continue
+		}
+		info, err := capacity.Decode(e.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info.Volumes = vols
+		f.entries[i].Value, _ = info.Encode()
+	}
+}
+
+// Replicas of a template that mounts volumes go only to the node that has
+// them; with none that does, Apply waits a little for gossip, then refuses
+// naming the volume; a volume published during that wait is found; a
+// template that writes the volume plans its rollout as stop-then-start.
+func TestApplyPlacesByVolume(t *testing.T) {
+	f := regNodes(t)
+	r := testRegistry(f)
+	s := regSpec(3, "x")
+	s.Namespace = "db"
+	s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data", ReadOnly: true}}
+
+	_, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: s, DryRun: true})
+	if !errors.Is(err, ErrUnplaceable) || !strings.Contains(err.Error(), "node-1 does not have volume db/data") {
+		t.Fatalf("no node has the volume: %v", err)
+	}
+	f.withVolumes(t, "node-3", "default/data") // same name, another namespace
+	_, err = r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: s, DryRun: true})
+	if !errors.Is(err, ErrUnplaceable) || !strings.Contains(err.Error(), "node-3 does not have volume db/data") {
+		t.Fatalf("volume of another namespace: %v", err)
+	}
+
+	// Published while Apply waits.
+	go func() {
+		time.Sleep(time.Second)
+		f.withVolumes(t, "node-2", "db/data")
+	}()
+	resp := regApply(t, r, s, false)
+	var placed []string
+	for _, p := range resp.GetPlan().GetReplicas() {
+		placed = append(placed, p.GetNode())
+	}
+	if want := []string{"node-2", "node-2", "node-2"}; !slices.Equal(placed, want) {
+		t.Fatalf("read-only replicas placed on %v, want %v (spread is overruled by the volume)", placed, want)
+	}
+
+	// One writer: the old replica goes before the new one comes, even
+	// with the default max_surge of 1.
+	w := regSpec(1, "x")
+	w.Namespace = "db"
+	w.Name = "pg"
+	w.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data"}}
+	regApply(t, r, w, false)
+	key := Key("db", "pg")
+	st := &herdv1.DeploymentStatus{CurrentRevision: 1, ReplicaStatus: []*herdv1.ReplicaStatus{{
+		Pod: "pg-1-aaaaa", Node: "node-2", Revision: 1, Ready: true, Available: true, Phase: "Running",
+	}}}
+	if err := r.PutStatus(key, st); err != nil {
+		t.Fatal(err)
+	}
+	resp = regApply(t, r, regSpecEnv(w, "y"), true)
+	got := resp.GetPlan()
+	if len(got.GetNodes()) != 1 || got.GetNodes()[0].GetNode() != "node-2" || got.GetNodes()[0].GetAdd() != 1 || got.GetNodes()[0].GetRemove() != 1 {
+		t.Errorf("rollout plan nodes %v, want node-2 +1 -1", got.GetNodes())
+	}
+	if _, err := r.Apply(context.Background(), &herdv1.ApplyDeploymentRequest{Spec: func() *herdv1.DeploymentSpec {
+		two := regSpecEnv(w, "y")
+		two.Replicas = 2
+		return two
+	}(), DryRun: true}); err == nil || !strings.Contains(err.Error(), "must be 0 or 1") {
+		t.Errorf("two writers: %v", err)
+	}
+}
+
+// regSpecEnv is s with another env value: a new template.
+func regSpecEnv(s *herdv1.DeploymentSpec, env string) *herdv1.DeploymentSpec {
+	c := proto.Clone(s).(*herdv1.DeploymentSpec)
+	c.Template.Containers[0].Env = map[string]string{"V": env}
+	return c
 }

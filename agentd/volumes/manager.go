@@ -86,6 +86,7 @@ type Manager struct {
 	mu      sync.Mutex
 	vols    map[string]*volume // by ns/name
 	users   UsersFunc
+	changed func()
 	started bool
 }
 
@@ -146,6 +147,39 @@ func (m *Manager) Bind() (release func()) {
 	m.bindMu.RLock()
 	var once sync.Once
 	return func() { once.Do(m.bindMu.RUnlock) }
+}
+
+// SetChanged sets a hook called after a volume is created or deleted (the
+// capacity publisher, which tells the schedulers where volumes are). It
+// must not block or call back into the Manager.
+func (m *Manager) SetChanged(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.changed = f
+}
+
+func (m *Manager) notify() {
+	m.mu.Lock()
+	f := m.changed
+	m.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// Names lists the node's volumes as "namespace/name", sorted: the ones
+// with a valid record, mounted or not.
+func (m *Manager) Names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.vols))
+	for k, v := range m.vols {
+		if !v.gone {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (m *Manager) usersOf(ns, name string) (string, []string) {
@@ -434,6 +468,7 @@ func (m *Manager) create(ctx context.Context, ns string, s *herdv1.VolumeSpec, s
 	m.mu.Lock()
 	m.vols[what] = v
 	m.mu.Unlock()
+	m.notify()
 	m.log.Info("volume created", "volume", what, "uid", uid, "size", s.GetSize(), "path", v.mnt())
 	return m.view(v), true, nil
 }
@@ -616,6 +651,7 @@ func (m *Manager) Delete(ctx context.Context, ns, name, uid string) (existed boo
 	v.gone = true
 	delete(m.vols, what)
 	m.mu.Unlock()
+	m.notify()
 	m.log.Info("volume deleted", "volume", what, "uid", rec.UID)
 	return true, nil
 }

@@ -164,15 +164,15 @@ func validateTemplate(s *herdv1.DeploymentSpec) FieldErrors {
 		}
 		errs = append(errs, FieldError{Path: append(slices.Clone(tp), e.Path...), Msg: e.Msg})
 	}
-	// Volumes are node-local and the scheduler does not place replicas by
-	// volume, so a replica could land where its volume is not. Config
-	// files and empty_dirs are the pod's own and stay allowed.
-	for i, ctr := range t.GetContainers() {
-		for j, m := range ctr.GetVolumeMounts() {
-			if m.GetVolume() != "" {
-				errs.add(tp.Field("containers").Index(i).Field("volume_mounts").Index(j).Field("volume"),
-					"deployments cannot mount persistent volumes yet (a volume is node-local, and replicas are not placed by volume): use a herd_pod with a herd_volume")
-			}
+	// Volumes are node-local and have one writer: replicas go only to the
+	// node that has them, and a template that writes one runs at most one
+	// replica, replaced by stopping the old one before starting the new.
+	if TemplateWritesVolume(t) {
+		if r := s.GetReplicas(); r > 1 {
+			errs.add(Path{}.Field("replicas"), "must be 0 or 1: the template writes persistent volume %s, and a volume has one writer (mount it read_only to share it between replicas), got %d", strings.Join(TemplateVolumes(t), ", "), r)
+		}
+		if s.GetStrategy().GetType() == StrategyBlueGreen {
+			errs.add(Path{}.Field("strategy").Field("type"), "must be %s: the template writes persistent volume %s, and %s would start a second writer next to the first", StrategyRollingUpdate, strings.Join(TemplateVolumes(t), ", "), StrategyBlueGreen)
 		}
 	}
 	for _, k := range sortedKeys(s.GetSelector()) {
@@ -182,6 +182,34 @@ func validateTemplate(s *herdv1.DeploymentSpec) FieldErrors {
 		}
 	}
 	return errs
+}
+
+// TemplateVolumes lists the persistent volumes a pod spec mounts, by
+// name, sorted and without repeats.
+func TemplateVolumes(t *herdv1.PodSpec) []string {
+	var out []string
+	for _, c := range t.GetContainers() {
+		for _, m := range c.GetVolumeMounts() {
+			if v := m.GetVolume(); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// TemplateWritesVolume reports whether a container of t mounts a
+// persistent volume read-write.
+func TemplateWritesVolume(t *herdv1.PodSpec) bool {
+	for _, c := range t.GetContainers() {
+		for _, m := range c.GetVolumeMounts() {
+			if m.GetVolume() != "" && !m.GetReadOnly() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func validatePlacement(p *herdv1.Placement) FieldErrors {

@@ -144,10 +144,14 @@ func TestValidateDeploymentNamespace(t *testing.T) {
 	runMutations(t, tests, validDeployment, ValidateDeployment, true)
 }
 
-// Volumes are node-local and replicas are not placed by volume: a template
-// may not mount one. Its own empty_dirs and config files are fine.
+// Volumes are node-local with one writer: a template may mount them, but
+// one that writes a volume runs at most one replica and never BlueGreen
+// (both would start a second writer). Read-only mounts, empty_dirs and
+// config files leave the deployment as it is.
 func TestValidateDeploymentVolumes(t *testing.T) {
-	const refused = "deployments cannot mount persistent volumes yet"
+	writes := func(s *herdv1.DeploymentSpec) {
+		s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data"}}
+	}
 	tests := []mutationCase[herdv1.DeploymentSpec]{
 		{name: "config files", mutate: func(s *herdv1.DeploymentSpec) {
 			s.Template.Containers[0].ConfigFiles = []*herdv1.ConfigFile{{Path: "/etc/nginx/conf.d/web.conf", Content: "server {}"}}
@@ -156,14 +160,34 @@ func TestValidateDeploymentVolumes(t *testing.T) {
 			s.Template.EmptyDirs = []*herdv1.EmptyDir{{Name: "cache", SizeLimit: "64Mi"}}
 			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{EmptyDir: "cache", Path: "/var/cache/nginx"}}
 		}},
-		{name: "a volume", mutate: func(s *herdv1.DeploymentSpec) {
-			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "data", Path: "/data"}}
-		}, wantPath: "template.containers[0].volume_mounts[0].volume", wantMsg: refused},
-		{name: "a read-only volume of a second container", mutate: func(s *herdv1.DeploymentSpec) {
+		{name: "a volume written by one replica", mutate: func(s *herdv1.DeploymentSpec) {
+			writes(s)
+			s.Replicas = 1
+		}},
+		{name: "a volume written by no replica yet", mutate: func(s *herdv1.DeploymentSpec) {
+			writes(s)
+			s.Replicas = 0
+		}},
+		{name: "a volume written by three replicas", mutate: writes,
+			wantPath: "replicas", wantMsg: "must be 0 or 1: the template writes persistent volume data"},
+		{name: "a written volume with BlueGreen", mutate: func(s *herdv1.DeploymentSpec) {
+			writes(s)
+			s.Replicas = 1
+			s.Strategy = &herdv1.DeploymentStrategy{Type: StrategyBlueGreen}
+		}, wantPath: "strategy.type", wantMsg: "would start a second writer"},
+		{name: "a written volume ignores max_surge", mutate: func(s *herdv1.DeploymentSpec) {
+			writes(s)
+			s.Replicas = 1
+			s.Strategy = &herdv1.DeploymentStrategy{MaxSurge: proto.Int32(3)}
+		}},
+		{name: "a volume read by three replicas of a second container", mutate: func(s *herdv1.DeploymentSpec) {
 			s.Template.EmptyDirs = []*herdv1.EmptyDir{{Name: "cache"}}
 			s.Template.Containers = append(s.Template.Containers, &herdv1.ContainerSpec{Name: "side", Image: "busybox",
 				VolumeMounts: []*herdv1.VolumeMount{{EmptyDir: "cache", Path: "/cache"}, {Volume: "data", Path: "/data", ReadOnly: true}}})
-		}, wantPath: "template.containers[1].volume_mounts[1].volume", wantMsg: "use a herd_pod with a herd_volume"},
+		}},
+		{name: "a volume of another namespace", mutate: func(s *herdv1.DeploymentSpec) {
+			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "prod/data", Path: "/data", ReadOnly: true}}
+		}, wantPath: "template.containers[0].volume_mounts[0].volume"},
 		{name: "a bad empty_dir is the template's error", mutate: func(s *herdv1.DeploymentSpec) {
 			s.Template.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{EmptyDir: "nope", Path: "/data"}}
 		}, wantPath: "template.containers[0].volume_mounts[0].empty_dir", wantMsg: `the pod has no empty_dir "nope"`},

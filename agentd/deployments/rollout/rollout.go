@@ -30,6 +30,12 @@ type Params struct {
 	Type                     string // spec.StrategyRollingUpdate or spec.StrategyBlueGreen
 	MaxSurge, MaxUnavailable int
 	Serving                  int64 // BlueGreen: the revision services route to now (0: none set)
+	// Exclusive: the template writes a persistent volume, which has one
+	// writer. A replica is created only once every other replica is gone,
+	// terminating ones included, and old ones are deleted whether available
+	// or not: a short gap instead of two writers. MaxSurge and
+	// MaxUnavailable do not apply.
+	Exclusive bool
 }
 
 // Step is what to do now.
@@ -99,6 +105,18 @@ func Next(p Params, rs []Replica) Step {
 			}
 		}
 		st.Done = missing <= 0 && allAvailable && len(old) == 0 && terminating == 0 && p.Serving == p.Target && len(st.Delete) == 0
+		return st
+	}
+
+	if p.Exclusive {
+		sortOld(old)
+		for _, r := range old {
+			st.Delete = append(st.Delete, r.Pod)
+		}
+		if missing > 0 && len(old) == 0 && terminating == 0 && len(st.Delete) == 0 {
+			st.Create = missing
+		}
+		st.Done = missing <= 0 && allAvailable && len(old) == 0 && terminating == 0 && len(st.Delete) == 0
 		return st
 	}
 

@@ -352,3 +352,46 @@ func sum(m map[string][2]int, i int) int {
 	}
 	return n
 }
+
+// A template that writes a volume never has two replicas at once, whatever
+// max_surge says and whether the old replica is available, terminating or
+// stuck not ready; it still converges, and a scale from 0 creates at once.
+func TestExclusiveNeverOverlaps(t *testing.T) {
+	tests := []struct {
+		name string
+		rs   []Replica
+	}{
+		{"available old replica", []Replica{avail("a", "n", 1, 1)}},
+		{"old replica not ready", []Replica{notReady(avail("a", "n", 1, 1))}},
+		{"old replica terminating", []Replica{{Pod: "a", Node: "n", Revision: 1, Terminating: true}}},
+		{"two revisions left by a crash", []Replica{avail("a", "n", 1, 1), readyOnly(avail("b", "n", 2, 2))}},
+		{"nothing yet", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := rolling(1, 3, 5, 0)
+			p.Exclusive = true
+			w := &world{rs: slices.Clone(tt.rs)}
+			if len(tt.rs) > 1 {
+				// The driver deletes both before it creates anything.
+				if st := Next(p, w.rs); st.Create != 0 || len(st.Delete) != 2 {
+					t.Fatalf("first step %+v, want both deleted and nothing created", st)
+				}
+			}
+			w.run(t, p)
+			if w.maxTot > max(len(tt.rs), 1) {
+				t.Errorf("%d replicas at once", w.maxTot)
+			}
+			if len(w.rs) != 1 || w.rs[0].Revision != 3 || !w.rs[0].Available {
+				t.Errorf("left %+v, want one available replica of revision 3", w.rs)
+			}
+		})
+	}
+	// While the old one terminates nothing is created, even though no old
+	// replica is left in the revision count.
+	p := rolling(1, 2, 1, 0)
+	p.Exclusive = true
+	if st := Next(p, []Replica{{Pod: "a", Node: "n", Revision: 1, Terminating: true}}); st.Create != 0 || st.Done {
+		t.Errorf("step while the old replica terminates: %+v", st)
+	}
+}

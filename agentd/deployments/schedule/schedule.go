@@ -27,6 +27,7 @@ type Node struct {
 	Allocatable capacity.Resources
 	Free        capacity.Resources // allocatable - requested, as published
 	Secrets     map[string]bool    // "ns/name" of the secrets the node holds
+	Volumes     map[string]bool    // "ns/name" of the persistent volumes the node has
 }
 
 // Request is what to place.
@@ -35,6 +36,7 @@ type Request struct {
 	Per          capacity.Resources // one replica's requests (sum over containers)
 	NodeSelector map[string]string
 	Secrets      []string // "ns/name" the template uses
+	Volumes      []string // "ns/name" of the persistent volumes the template mounts
 	Strategy     string   // spec.PlacementBinPack (default) or spec.PlacementSpread
 	MaxPerNode   int      // 0: no limit
 	// Existing counts the replicas of this deployment already on each node:
@@ -166,6 +168,10 @@ func fullness(s *slot, per Resources) float64 {
 	return sum / float64(dims)
 }
 
+// NoVolumeReason starts the reason of a node that lacks a volume the
+// replicas mount.
+const NoVolumeReason = "does not have volume"
+
 // reason says why s cannot take another replica, "" when it can.
 func reason(s *slot, req Request) string {
 	if !s.n.Ready {
@@ -186,6 +192,16 @@ func reason(s *slot, req Request) string {
 	if len(missing) > 0 {
 		sort.Strings(missing)
 		return "does not hold secret " + strings.Join(slices.Compact(missing), ", ")
+	}
+	missing = missing[:0]
+	for _, v := range req.Volumes {
+		if !s.n.Volumes[v] {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return NoVolumeReason + " " + strings.Join(slices.Compact(missing), ", ")
 	}
 	if req.MaxPerNode > 0 && s.count >= req.MaxPerNode {
 		noun := "replicas"

@@ -46,6 +46,8 @@ func TestPlace(t *testing.T) {
 	notReady.Ready, notReady.NotReady = false, "no API address"
 	withSecret := node("b", 4000, 8*gi)
 	withSecret.Secrets = map[string]bool{"default/db": true}
+	withVolume := node("c", 4000, 8*gi)
+	withVolume.Volumes = map[string]bool{"default/data": true, "default/logs": true}
 
 	tests := []struct {
 		name  string
@@ -93,6 +95,18 @@ func TestPlace(t *testing.T) {
 			nodes: []Node{node("a", 4000, 8*gi), withSecret, node("c", 4000, 8*gi)},
 			req:   Request{Per: per, Secrets: []string{"default/db"}, Strategy: spec.PlacementSpread}, n: 2,
 			want: map[string]int{"b": 2},
+		},
+		{
+			name:  "replicas go only where their volumes are, bin_pack or not",
+			nodes: []Node{node("a", 8000, 16*gi), node("b", 4000, 8*gi), withVolume},
+			req:   Request{Per: per, Volumes: []string{"default/data", "default/logs"}}, n: 2,
+			want: map[string]int{"c": 2},
+		},
+		{
+			name:  "a volume no node has places nothing",
+			nodes: []Node{node("a", 8000, 16*gi), withVolume},
+			req:   Request{Per: per, Volumes: []string{"default/data", "prod/data"}}, n: 1,
+			want: map[string]int{}, short: 1,
 		},
 		{
 			name:  "not-ready nodes take nothing",
@@ -181,6 +195,13 @@ func TestReport(t *testing.T) {
 	r = Place([]Node{full}, Request{Per: res(1500, 512*mi)}, 1)
 	want = "cannot place 1 of 1 replicas of default/api: node-6 cpu 1.5 requested > 0 free, memory 512Mi requested > 0 free"
 	if err := r.Err("default/api"); err == nil || err.Error() != want {
+		t.Errorf("Err =\n%v\nwant\n%s", err, want)
+	}
+	vol := node("node-7", 8000, 16*gi)
+	vol.Volumes = map[string]bool{"default/data": true}
+	r = Place([]Node{vol, node("node-8", 8000, 16*gi)}, Request{Per: res(100, mi), Volumes: []string{"default/data", "default/wal"}}, 1)
+	want = "cannot place 1 of 1 replicas of default/db: node-7 does not have volume default/wal; node-8 does not have volume default/data, default/wal"
+	if err := r.Err("default/db"); err == nil || err.Error() != want {
 		t.Errorf("Err =\n%v\nwant\n%s", err, want)
 	}
 	if err := Place(nil, Request{}, 2).Err("default/x"); err == nil || err.Error() != "cannot place 2 of 2 replicas of default/x: no nodes" {
