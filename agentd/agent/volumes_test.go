@@ -250,6 +250,17 @@ func TestVolumeBackupRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The backup has begun (a first chunk came) and waits for the rest to
+	// be read: no new writer may mount the volume meanwhile.
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	tarball.Write(first.GetData())
+	w2 := n.pod("writer2", "sleep 3600")
+	w2.Containers[0].VolumeMounts = []*herdv1.VolumeMount{{Volume: "src", Path: "/data"}}
+	_, err = n.pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: w2})
+	wantCode(t, err, codes.FailedPrecondition, "being backed up")
 	for {
 		c, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

@@ -38,9 +38,12 @@ type VolumeSource interface {
 	// an error when there is no such volume on this node or it is not
 	// usable.
 	MountPath(ctx context.Context, namespace, name string) (string, error)
-	// Bind holds off volume deletes and restores while a pod that mounts
-	// volumes is admitted and recorded.
+	// Bind holds off volume deletes, restores and the start of backups
+	// while a pod that mounts volumes is admitted and recorded.
 	Bind() (release func())
+	// CheckWrite refuses a new writer of the volume (one being backed up,
+	// say).
+	CheckWrite(namespace, name string) error
 }
 
 // ScratchImages makes the size-limited filesystems of disk empty_dirs
@@ -85,9 +88,16 @@ func (m *Manager) checkVolumes(ctx context.Context, d *herdv1.PodSpec) (release 
 		if !vols[name] {
 			continue
 		}
-		if rw, _ := m.VolumeUsers(ns, name); rw != "" && rw != d.GetName() {
+		rw, _ := m.VolumeUsers(ns, name)
+		if rw != "" && rw != d.GetName() {
 			release()
 			return nil, fmt.Errorf("%w: volume %s/%s is mounted read-write by pod %s: a volume has one writer at a time (mount it read_only, or delete that pod first)", ErrVolumeInUse, ns, name, rw)
+		}
+		if rw == "" {
+			if err := m.cfg.Volumes.CheckWrite(ns, name); err != nil {
+				release()
+				return nil, fmt.Errorf("%w: pod %s: %w", ErrVolumeInUse, d.GetName(), err)
+			}
 		}
 	}
 	return release, nil

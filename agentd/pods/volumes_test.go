@@ -38,6 +38,9 @@ func (v *dirVolumes) MountPath(_ context.Context, ns, name string) (string, erro
 
 func (v *dirVolumes) Bind() func() { v.mu.RLock(); return v.mu.RUnlock }
 
+// CheckWrite admits every writer: backups are agentd/volumes' own.
+func (v *dirVolumes) CheckWrite(string, string) error { return nil }
+
 func (v *dirVolumes) add(t *testing.T, ns, name string) string {
 	p := filepath.Join(v.root, ns, name)
 	if err := os.MkdirAll(p, 0o755); err != nil {

@@ -333,3 +333,50 @@ func TestRestoreFull(t *testing.T) {
 		t.Fatalf("the volume is no longer mounted: %v", err)
 	}
 }
+
+// While a backup runs no new writer is admitted (CheckWrite refuses it),
+// readers are; once it is done writers are again.
+func TestBackupHoldsOffWriters(t *testing.T) {
+	m := startManager(t, testDir(t), nil)
+	apply(t, m, "data", "16Mi", false)
+	if err := os.WriteFile(filepath.Join(mountPath(t, m, "data"), "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CheckWrite("", "data"); err != nil {
+		t.Fatalf("CheckWrite before the backup: %v", err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := m.Backup(t.Context(), "", "data", pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	// The backup blocks on its first write until the pipe is read.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := m.CheckWrite("", "data")
+		if errors.Is(err, ErrInUse) && strings.Contains(err.Error(), "being backed up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CheckWrite during the backup: %v, want ErrInUse", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := m.MountPath(t.Context(), "", "data"); err != nil {
+		t.Errorf("a reader's MountPath during the backup: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, pr); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Backup: %v", err)
+	}
+	if err := m.CheckWrite("", "data"); err != nil {
+		t.Errorf("CheckWrite after the backup: %v", err)
+	}
+	if err := m.CheckWrite("", "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("CheckWrite of a missing volume: %v", err)
+	}
+}

@@ -669,6 +669,27 @@ func inUse(what string, users func(ns, name string) (string, []string), ns, name
 	return nil
 }
 
+// CheckWrite refuses (ErrInUse) a pod that would mount the volume
+// read-write while it is being backed up or restored: the backup would
+// not be consistent. Pod admission calls it under Bind, which Backup's
+// start excludes, so a backup and a new writer never overlap.
+func (m *Manager) CheckWrite(ns, name string) error {
+	ns = defaultNS(ns)
+	v, err := m.lookup(ns, name)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case v.backups > 0:
+		return newError(ErrInUse, "volume %s is being backed up: a writer may mount it once the backup is done", key(ns, name))
+	case v.restoring:
+		return newError(ErrInUse, "volume %s is being restored", key(ns, name))
+	}
+	return nil
+}
+
 // MountPath returns the host path of the volume's filesystem root after
 // checking that it is mounted (mounting it if not): pods bind-mount it.
 // ErrNotFound when the node has no such volume; ErrInUse while it is
