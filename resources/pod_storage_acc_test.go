@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -812,6 +813,65 @@ func TestAccExampleVolume(t *testing.T) {
 						plancheck.ExpectResourceAction("herd_pod.counter", plancheck.ResourceActionNoop),
 					},
 				},
+			},
+		},
+	})
+}
+
+// A second writer of a volume is refused at plan, at the mount's volume,
+// naming the pod that writes it: the node is asked. A reader beside the
+// writer is fine, and so is the writer's own replacement under a new name
+// (the pod it replaces holds the volume until then).
+func TestAccPodPlanRefusesSecondWriter(t *testing.T) {
+	t.Parallel()
+	n := startStorageNode(t, "store-writer")
+	base := n.counterHCL(n.env.Image)
+	extra := func(name string, readOnly bool) string {
+		return fmt.Sprintf(`
+resource "herd_pod" %[1]q {
+  node = herd_node.n.id
+  name = %[1]q
+  container {
+    name    = "app"
+    image   = %[2]q
+    command = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    volume_mount {
+      volume    = "data"
+      path      = "/data"
+      read_only = %[3]t
+    }
+  }
+  depends_on = [herd_pod.p]
+}
+`, name, n.env.Image, readOnly)
+	}
+	renamed := strings.Replace(base, `name = "counter"`, `name = "counter2"`, 1)
+	if renamed == base {
+		t.Fatal("the writer's name is not in counterHCL")
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		CheckDestroy:             n.checkNothingLeft(t),
+		Steps: []resource.TestStep{
+			{
+				Config: base,
+				Check:  resource.TestCheckResourceAttr("herd_pod.p", "phase", "Running"),
+			},
+			{
+				Config:      base + extra("second", false),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`volume default/data is mounted\s+read-write\s+by\s+pod\s+counter`),
+			},
+			{
+				Config: base + extra("reader", true),
+				Check:  resource.TestCheckResourceAttr("herd_pod.reader", "phase", "Running"),
+			},
+			{
+				Config: renamed + extra("reader", true),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_pod.p", "name", "counter2"),
+					resource.TestCheckResourceAttr("herd_pod.p", "phase", "Running"),
+				),
 			},
 		},
 	})
