@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -275,6 +277,165 @@ func TestDeploymentAgainstFakeService(t *testing.T) {
 				ImportStateId:           "default/web@" + nodeID,
 				ImportStateVerify:       true,
 				ImportStateVerifyIgnore: []string{"planned_nodes"},
+			},
+		},
+	})
+}
+
+// fakeStorageHCL is herd_deployment.web with a template that writes
+// volume (an HCL expression) beside two empty_dirs and a config file,
+// restarting on config changes; emptyDirs false leaves the empty_dirs and
+// their mounts out.
+func fakeStorageHCL(nodeID, volume string, emptyDirs bool) string {
+	dirs, mounts := "", ""
+	if emptyDirs {
+		dirs = `
+    empty_dir {
+      name       = "scratch"
+      medium     = "memory"
+      size_limit = "8Mi"
+    }
+    empty_dir {
+      name = "disk"
+    }`
+		mounts = `
+      volume_mount {
+        empty_dir = "scratch"
+        path      = "/scratch"
+      }
+      volume_mount {
+        empty_dir = "disk"
+        path      = "/disk"
+      }`
+	}
+	return fmt.Sprintf(`
+resource "herd_deployment" "web" {
+  node     = %q
+  name     = "web"
+  replicas = 1
+  selector = { app = "web" }
+  template {
+    labels                   = { app = "web" }
+    restart_on_config_change = true%s
+    container {
+      name  = "app"
+      image = "busybox:1.36"
+      volume_mount {
+        volume = %s
+        path   = "/data"
+      }%s
+      config_file {
+        path    = "/etc/app/conf"
+        content = "one"
+      }
+    }
+  }
+}
+`, nodeID, dirs, volume, mounts)
+}
+
+// fakeTemplate checks the template the fake service was last given.
+func fakeTemplate(f *fakeDeployments, check func(*herdv1.PodSpec) error) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		d, ok := f.deps["default/web"]
+		if !ok {
+			return fmt.Errorf("the fake has no deployment default/web")
+		}
+		return check(d.GetSpec().GetTemplate())
+	}
+}
+
+// A template's empty_dirs, restart_on_config_change and volume mounts
+// reach agentd as herd_pod's do: the volume by name whatever its
+// spelling, the empty_dirs with their medium (disk by default), and the
+// state read back plans nothing. Switching the volume between its id
+// and its name is an update that leaves the spec, the revision and the
+// replica alone; dropping the empty_dirs rolls out a new revision.
+func TestDeploymentStorageAgainstFakeService(t *testing.T) {
+	needCLI(t)
+	nodeID, f := newFakeDeployments(t)
+	const res = "herd_deployment.web"
+	volumeID := "n1@127.0.0.1:1/default/data"
+	var pod0 string
+	wantTemplate := func(dirs int) func(*herdv1.PodSpec) error {
+		return func(s *herdv1.PodSpec) error {
+			if !s.GetRestartOnConfigChange() {
+				return fmt.Errorf("restart_on_config_change not sent: %v", s)
+			}
+			if s.GetNamespace() != "" {
+				return fmt.Errorf("template namespace %q, want none (the deployment's)", s.GetNamespace())
+			}
+			if m := s.GetContainers()[0].GetVolumeMounts()[0]; m.GetVolume() != "data" || m.GetPath() != "/data" || m.GetReadOnly() {
+				return fmt.Errorf("volume mount %v, want volume data at /data read-write", m)
+			}
+			var got []string
+			for _, d := range s.GetEmptyDirs() {
+				got = append(got, d.GetName()+":"+d.GetMedium()+":"+d.GetSizeLimit())
+			}
+			want := []string{"scratch:memory:8Mi", "disk:disk:"}[:dirs]
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("empty_dirs %v, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	sameReplica := func(volume string) resource.TestStep {
+		return resource.TestStep{
+			Config: fakeStorageHCL(nodeID, volume, true),
+			ConfigPlanChecks: resource.ConfigPlanChecks{
+				PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate)},
+				PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+			},
+			Check: resource.ComposeAggregateTestCheckFunc(
+				resource.TestCheckResourceAttr(res, "template.container.0.volume_mount.0.volume", strings.Trim(volume, `"`)),
+				resource.TestCheckResourceAttr(res, "revision", "1"),
+				resource.TestCheckResourceAttrWith(res, "replica_status.0.pod", equals(&pod0)),
+				fakeTemplate(f, wantTemplate(2)),
+			),
+		}
+	}
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		Steps: []resource.TestStep{
+			{
+				Config: fakeStorageHCL(nodeID, strconv.Quote(volumeID), true),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(res, "template.restart_on_config_change", "true"),
+					resource.TestCheckResourceAttr(res, "template.empty_dir.#", "2"),
+					resource.TestCheckResourceAttr(res, "template.empty_dir.1.medium", "disk"),
+					resource.TestCheckNoResourceAttr(res, "template.empty_dir.1.size_limit"),
+					resource.TestCheckResourceAttr(res, "template.container.0.volume_mount.0.volume", volumeID),
+					resource.TestCheckResourceAttr(res, "revision", "1"),
+					resource.TestCheckResourceAttrWith(res, "replica_status.0.pod", record(&pod0)),
+					fakeTemplate(f, wantTemplate(2)),
+				),
+			},
+			sameReplica(`"data"`),
+			sameReplica(strconv.Quote(volumeID)),
+			{
+				// agentd knows the volume by name: that is what an import reads.
+				ResourceName:            res,
+				ImportState:             true,
+				ImportStateId:           "default/web@" + nodeID,
+				ImportStateVerify:       true,
+				ImportStateVerifyIgnore: []string{"planned_nodes", "template.container.0.volume_mount.0.volume"},
+			},
+			{
+				Config: fakeStorageHCL(nodeID, `"data"`, false),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(res, plancheck.ResourceActionUpdate)},
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(res, "template.empty_dir.#", "0"),
+					resource.TestCheckResourceAttr(res, "revision", "2"),
+					fakeTemplate(f, wantTemplate(0)),
+				),
 			},
 		},
 	})

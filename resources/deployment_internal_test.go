@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
@@ -43,6 +44,16 @@ func TestDeploymentTemplateSchemaRollsOut(t *testing.T) {
 		if _, ok := tmpl.Attributes[name]; !ok {
 			t.Errorf("template lacks herd_pod's attribute %q", name)
 		}
+	}
+	for _, name := range templatePodBlocks {
+		if _, ok := tmpl.Blocks[name]; !ok {
+			t.Errorf("template lacks herd_pod's block %q", name)
+		}
+	}
+	// The template's types are what the schema says (the state is read
+	// through templateAttrTypes).
+	if got, want := tmpl.Type(), (types.ObjectType{AttrTypes: templateAttrTypes()}); !got.Equal(want) {
+		t.Errorf("template schema type %v, templateAttrTypes %v", got, want)
 	}
 	walkBlock(t, "template", tmpl)
 }
@@ -113,6 +124,9 @@ func TestDeploymentAttributePath(t *testing.T) {
 		{tp.Field("containers").Index(1).Field("ports").Index(2).Field("name"), "template.container[1].port[2].name"},
 		{tp.Field("containers").Index(0).Field("secret_mounts").Index(0).Field("path"), "template.container[0].secret_mount[0].path"},
 		{tp.Field("containers").Index(0).Field("readiness_probe").Field("http_get").Field("port"), "template.container[0].readiness_probe.http_get.port"},
+		{tp.Field("containers").Index(0).Field("volume_mounts").Index(1).Field("volume"), "template.container[0].volume_mount[1].volume"},
+		{tp.Field("containers").Index(2).Field("config_files").Index(0).Field("mode"), "template.container[2].config_file[0].mode"},
+		{tp.Field("empty_dirs").Index(0).Field("size_limit"), "template.empty_dir[0].size_limit"},
 	}
 	for _, tc := range tests {
 		if got := deploymentAttributePath(tc.in).String(); got != tc.want {

@@ -52,19 +52,28 @@ type templateModel struct {
 	TerminationGracePeriodSeconds types.Int64  `tfsdk:"termination_grace_period_seconds"`
 	ImagePullSecret               types.String `tfsdk:"image_pull_secret"`
 	RestartOnSecretChange         types.Bool   `tfsdk:"restart_on_secret_change"`
+	RestartOnConfigChange         types.Bool   `tfsdk:"restart_on_config_change"`
+	EmptyDirs                     types.List   `tfsdk:"empty_dir"`
 	Containers                    types.List   `tfsdk:"container"`
 }
 
 // podModel is the template as herd_pod's model, so that herd_pod's
-// conversions serve both.
+// conversions serve both. Its node is null: replicas go where the
+// scheduler puts them (with their volumes), so a volume id's node is no
+// error; its namespace is null too (templateFromModel sets the
+// deployment's for the conversion).
 func (t templateModel) podModel() podModel {
 	return podModel{
+		Node:                          types.StringNull(),
 		Name:                          types.StringNull(),
+		Namespace:                     types.StringNull(),
 		Labels:                        t.Labels,
 		RestartPolicy:                 t.RestartPolicy,
 		TerminationGracePeriodSeconds: t.TerminationGracePeriodSeconds,
 		ImagePullSecret:               t.ImagePullSecret,
 		RestartOnSecretChange:         t.RestartOnSecretChange,
+		RestartOnConfigChange:         t.RestartOnConfigChange,
+		EmptyDirs:                     t.EmptyDirs,
 		Containers:                    t.Containers,
 	}
 }
@@ -76,6 +85,8 @@ func templateFromPodModel(m podModel) templateModel {
 		TerminationGracePeriodSeconds: m.TerminationGracePeriodSeconds,
 		ImagePullSecret:               m.ImagePullSecret,
 		RestartOnSecretChange:         m.RestartOnSecretChange,
+		RestartOnConfigChange:         m.RestartOnConfigChange,
+		EmptyDirs:                     m.EmptyDirs,
 		Containers:                    m.Containers,
 	}
 }
@@ -125,6 +136,8 @@ func templateAttrTypes() map[string]attr.Type {
 		"termination_grace_period_seconds": types.Int64Type,
 		"image_pull_secret":                types.StringType,
 		"restart_on_secret_change":         types.BoolType,
+		"restart_on_config_change":         types.BoolType,
+		"empty_dir":                        types.ListType{ElemType: emptyDirObjectType},
 		"container":                        types.ListType{ElemType: types.ObjectType{AttrTypes: containerAttrTypes}},
 	}
 }
@@ -213,13 +226,16 @@ func deploymentSpecFromModel(ctx context.Context, m deploymentModel, withPolicy 
 		c.selectorUnknown = true
 	})
 	s.NodeSelector = mapWithUnknowns(m.NodeSelector, root.Field("node_selector"), c.markUnknown)
-	diags.Append(c.templateFromModel(ctx, m.Template, withPolicy)...)
+	diags.Append(c.templateFromModel(ctx, m.Template, m.Namespace, withPolicy)...)
 	diags.Append(c.placementFromModel(ctx, m.Placement)...)
 	diags.Append(c.strategyFromModel(ctx, m.Strategy)...)
 	return c, diags
 }
 
-func (c *deploymentConversion) templateFromModel(ctx context.Context, o types.Object, withPolicy bool) diag.Diagnostics {
+// templateFromModel converts the template with herd_pod's conversion, in
+// the deployment's namespace (a volume id of another namespace is refused
+// at its volume_mount); the spec keeps no namespace of its own.
+func (c *deploymentConversion) templateFromModel(ctx context.Context, o types.Object, namespace types.String, withPolicy bool) diag.Diagnostics {
 	tp := spec.Path{}.Field("template")
 	if o.IsUnknown() {
 		c.markUnknown(tp)
@@ -234,13 +250,16 @@ func (c *deploymentConversion) templateFromModel(ctx context.Context, o types.Ob
 	if diags.HasError() {
 		return diags
 	}
-	pc, d := podSpecFromModel(ctx, tm.podModel(), withPolicy)
+	pm := tm.podModel()
+	pm.Namespace = namespace
+	pc, d := podSpecFromModel(ctx, pm, withPolicy)
 	diags.Append(d...)
 	pc.spec.Name = "" // the placeholder of an unknown name; herd names replicas
+	pc.spec.Namespace = ""
 	c.spec.Template = pc.spec
 	for _, u := range pc.unknown {
-		if len(u) == 1 && u[0].Field == "name" {
-			continue
+		if len(u) == 1 && (u[0].Field == "name" || u[0].Field == "namespace") {
+			continue // the deployment's own, marked at its root
 		}
 		c.markUnknown(append(slices.Clone(tp), u...))
 	}
@@ -324,8 +343,13 @@ func deploymentAttributePath(p spec.Path) path.Path {
 
 // podFieldName is podAttributePath's renaming of step i of pod spec path p.
 func podFieldName(p spec.Path, i int, name string) string {
-	if i == 0 && name == "containers" {
-		return "container"
+	if i == 0 {
+		switch name {
+		case "containers":
+			return "container"
+		case "empty_dirs":
+			return "empty_dir"
+		}
 	}
 	if i == 2 && p[0].Field == "containers" {
 		switch name {
@@ -333,6 +357,10 @@ func podFieldName(p spec.Path, i int, name string) string {
 			return "port"
 		case "secret_mounts":
 			return "secret_mount"
+		case "volume_mounts":
+			return "volume_mount"
+		case "config_files":
+			return "config_file"
 		}
 	}
 	return name
@@ -347,7 +375,8 @@ func addDeploymentFieldErrors(diags *diag.Diagnostics, errs spec.FieldErrors) {
 		return "Invalid deployment specification"
 	}
 	addSpecFieldErrors(diags, errs, summary, deploymentAttributePath,
-		strings.NewReplacer("containers[", "container[", "secret_mounts[", "secret_mount["))
+		strings.NewReplacer("containers[", "container[", "secret_mounts[", "secret_mount[",
+			"volume_mounts[", "volume_mount[", "config_files[", "config_file[", "empty_dirs[", "empty_dir["))
 }
 
 // setFromDeployment fills the state from what agentd reports: the spec
@@ -368,7 +397,7 @@ func (m *deploymentModel) setFromDeployment(ctx context.Context, d *herdv1.Deplo
 		diags.Append(prior.Template.As(ctx, &priorTemplate, basetypes.ObjectAsOptions{})...)
 	} else {
 		priorTemplate = templateModel{Labels: types.MapNull(types.StringType), ImagePullSecret: types.StringNull(),
-			Containers: types.ListNull(types.ObjectType{AttrTypes: containerAttrTypes})}
+			EmptyDirs: types.ListNull(emptyDirObjectType), Containers: types.ListNull(types.ObjectType{AttrTypes: containerAttrTypes})}
 	}
 	if diags.HasError() {
 		return diags

@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -69,11 +70,37 @@ func (r *deploymentResource) ModifyPlan(ctx context.Context, req resource.Modify
 }
 
 // sameDeploymentSpec reports that a plan changes nothing that agentd acts
-// on (only node or timeouts, say).
+// on (only node or timeouts, say, or a volume's spelling: agentd gets
+// its name either way).
 func sameDeploymentSpec(a, b deploymentModel) bool {
 	return a.Namespace.Equal(b.Namespace) && a.Name.Equal(b.Name) && a.Replicas.Equal(b.Replicas) &&
-		a.Selector.Equal(b.Selector) && a.NodeSelector.Equal(b.NodeSelector) && a.Template.Equal(b.Template) &&
+		a.Selector.Equal(b.Selector) && a.NodeSelector.Equal(b.NodeSelector) &&
+		templateByVolumeName(a.Template).Equal(templateByVolumeName(b.Template)) &&
 		a.Placement.Equal(b.Placement) && a.Strategy.Equal(b.Strategy)
+}
+
+// templateByVolumeName is a template with every volume_mount's volume
+// spelled by name (volumeNames).
+func templateByVolumeName(t types.Object) types.Object {
+	cs, ok := t.Attributes()["container"].(types.List)
+	if t.IsNull() || t.IsUnknown() || !ok || cs.IsNull() || cs.IsUnknown() {
+		return t
+	}
+	elems := make([]attr.Value, 0, len(cs.Elements()))
+	for _, v := range cs.Elements() {
+		obj, ok := v.(types.Object)
+		mounts, isList := obj.Attributes()["volume_mount"].(types.List)
+		if !ok || obj.IsNull() || obj.IsUnknown() || !isList {
+			elems = append(elems, v)
+			continue
+		}
+		attrs := maps.Clone(obj.Attributes())
+		attrs["volume_mount"] = volumeNames(mounts)
+		elems = append(elems, types.ObjectValueMust(obj.AttributeTypes(context.Background()), attrs))
+	}
+	attrs := maps.Clone(t.Attributes())
+	attrs["container"] = types.ListValueMust(cs.ElementType(context.Background()), elems)
+	return types.ObjectValueMust(t.AttributeTypes(context.Background()), attrs)
 }
 
 // dryRun asks nodeID what applying s would do. An unreachable node (or an

@@ -188,3 +188,95 @@ provider "herd" {
 }
 `+deploymentConfig(`  strategy = { type = "BlueGreen", max_surge = 0, max_unavailable = 0 }`))
 }
+
+// storageTemplate is a template whose container mounts volume (an HCL
+// expression) at /data, read-only when ro, beside a memory empty_dir.
+func storageTemplate(volume string, ro bool, emptyDir string) string {
+	return fmt.Sprintf(`  template {
+    labels                   = { app = "web" }
+    restart_on_config_change = true
+    empty_dir {
+%s
+    }
+    container {
+      name  = "app"
+      image = "busybox:1.36"
+      volume_mount {
+        volume    = %s
+        path      = "/data"
+        read_only = %t
+      }
+      volume_mount {
+        empty_dir = "scratch"
+        path      = "/scratch"
+      }
+    }
+  }`, emptyDir, volume, ro)
+}
+
+const memoryScratch = `      name       = "scratch"
+      medium     = "memory"
+      size_limit = "8Mi"`
+
+// A template's volume_mount and empty_dir are checked at plan time, at
+// their attributes, as herd_pod's are: a volume id of another namespace
+// than the deployment's, an empty_dir's own rules, a mount of an
+// empty_dir the template lacks; a template that writes its volume runs
+// one replica at most.
+func TestDeploymentPlanRefusesBadStorage(t *testing.T) {
+	otherNS := `"` + testNodeID + `/other/data"`
+	runPlanErrorCases(t, []planErrorCase{
+		{
+			name:   "volume id of another namespace",
+			config: deploymentConfig("  replicas = 1\n" + storageTemplate(otherNS, false, memoryScratch)),
+			re: errRe("Invalid container specification", `template.container[0].volume_mount[0].volume:`,
+				`volume `+testNodeID+`/other/data is in namespace other`, `namespace default`),
+			errors: 1,
+		},
+		{
+			name: "volume id of the default namespace in another",
+			config: strings.Replace(deploymentConfig("  replicas = 1\n"+storageTemplate(`"`+testNodeID+`/default/data"`, true, memoryScratch)),
+				`name = "web"`, "name = \"web\"\n  namespace = \"prod\"", 1),
+			re:     errRe(`template.container[0].volume_mount[0].volume:`, `is in namespace default`, `namespace prod`),
+			errors: 1,
+		},
+		{
+			name:   "memory empty_dir without size_limit",
+			config: deploymentConfig("  replicas = 1\n" + storageTemplate(`"data"`, true, `      name = "scratch"`+"\n"+`      medium = "memory"`)),
+			re:     errRe("Invalid deployment specification", `template.empty_dir[0].size_limit:`, `is required for a memory empty_dir`),
+			errors: 1,
+		},
+		{
+			name: "mount of an empty_dir the template lacks",
+			config: deploymentConfig("  replicas = 1\n" + strings.Replace(storageTemplate(`"data"`, true, memoryScratch),
+				`empty_dir = "scratch"`, `empty_dir = "nope"`, 1)),
+			re:     errRe("Invalid container specification", `template.container[0].volume_mount[1].empty_dir:`, `no empty_dir "nope"`),
+			errors: 1,
+		},
+		{
+			name:   "two replicas writing a volume",
+			config: deploymentConfig("  replicas = 2\n" + storageTemplate(`"data"`, false, memoryScratch)),
+			re:     errRe("Invalid deployment specification", `replicas`, `data`),
+			errors: 1,
+		},
+	})
+}
+
+// The node of a volume id is no error (replicas go where the volume is),
+// and read-only mounts are shared by any number of replicas.
+func TestDeploymentPlanAcceptsVolumes(t *testing.T) {
+	for name, body := range map[string]string{
+		"id of another node": "  replicas = 1\n" + storageTemplate(`"node-z@127.0.0.9:1/default/data"`, false, memoryScratch),
+		"read-only by three": "  replicas = 3\n" + storageTemplate(`"data"`, true, memoryScratch),
+		"id in namespace prod": "  namespace = \"prod\"\n  replicas = 1\n" +
+			storageTemplate(`"`+testNodeID+`/prod/data"`, false, memoryScratch),
+	} {
+		t.Run(name, func(t *testing.T) {
+			expectPlanAccepted(t, `
+provider "herd" {
+  dial_timeout = "2s"
+}
+`+deploymentConfig(body))
+		})
+	}
+}

@@ -3,6 +3,7 @@ package resources
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -43,7 +44,8 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 			"`replicas` changes in place (a scale: surviving replicas are untouched). A change of the template, " +
 			"`selector`, `node_selector`, `placement` or `strategy` changes in place too; a template change makes a new " +
 			"`revision` and rolls it out (`strategy`): new replicas are started and must become ready before old ones " +
-			"are drained and deleted. The namespace and name force a replacement.\n\n" +
+			"are drained and deleted (but for a template that writes a `herd_volume`: its one replica is stopped before " +
+			"the new one starts, see `template`). The namespace and name force a replacement.\n\n" +
 			"`plan` asks `node` for a dry run: the rollout plan appears as a warning (revisions, steps, nodes that gain " +
 			"or lose replicas) and `planned_nodes` lists where new replicas go; a replica that fits on no node fails the " +
 			"plan with the reason for each node. When `node` cannot be reached at plan time, the plan says so and goes " +
@@ -265,7 +267,11 @@ func defaultStrategyObject() types.Object {
 // templatePodAttributes are the herd_pod attributes a template has.
 var templatePodAttributes = []string{
 	"restart_policy", "termination_grace_period_seconds", "image_pull_secret", "restart_on_secret_change",
+	"restart_on_config_change",
 }
+
+// templatePodBlocks are the herd_pod blocks a template has.
+var templatePodBlocks = []string{"container", "empty_dir"}
 
 // templateBlock is the pod template: herd_pod's own schema (its container
 // blocks and pod attributes, so both stay the same) without the
@@ -284,15 +290,49 @@ func templateBlock(ctx context.Context) schema.Block {
 	for _, name := range templatePodAttributes {
 		attrs[name] = rolloutAttribute(pod.Schema.Attributes[name])
 	}
-	return schema.SingleNestedBlock{
-		MarkdownDescription: "The replicas' pod, with the attributes and `container` blocks of `herd_pod` (but its " +
-			"`node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and " +
-			"rolls it out.",
-		Attributes: attrs,
-		Blocks: map[string]schema.Block{
-			"container": rolloutBlock(pod.Schema.Blocks["container"]),
-		},
+	blocks := map[string]schema.Block{}
+	for _, name := range templatePodBlocks {
+		blocks[name] = rolloutBlock(pod.Schema.Blocks[name])
 	}
+	blocks["container"] = withTemplateVolumeMounts(blocks["container"].(schema.ListNestedBlock))
+	return schema.SingleNestedBlock{
+		MarkdownDescription: "The replicas' pod, with the attributes and the `container` and `empty_dir` blocks of " +
+			"`herd_pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a " +
+			"new `revision` and rolls it out. " + templateVolumesDescription,
+		Attributes: attrs,
+		Blocks:     blocks,
+	}
+}
+
+// templateVolumesDescription is what a template's volume mounts mean for
+// its replicas (agentd's scheduler and rollout, checked by
+// spec.ValidateDeployment at plan time).
+const templateVolumesDescription = "A deployment may mount `herd_volume`s of its namespace; its replicas then run " +
+	"only on the node that has them. A template that writes a volume (a `volume_mount` without " +
+	"`read_only`) runs at most one replica and rolls out by stopping the old replica before starting the new one " +
+	"(never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never " +
+	"surges, so `max_surge` and `max_unavailable` do not apply. Read-only mounts may be shared by any number of " +
+	"replicas, all on the volume's node."
+
+// withTemplateVolumeMounts is herd_pod's container block with the
+// volume_mount descriptions of a template: the mount rules are the
+// deployment's, not a single pod's.
+func withTemplateVolumeMounts(c schema.ListNestedBlock) schema.ListNestedBlock {
+	blocks := maps.Clone(c.NestedObject.Blocks)
+	vm := blocks["volume_mount"].(schema.ListNestedBlock)
+	vm.MarkdownDescription = fmt.Sprintf("Mounts a persistent volume (`volume`) or one of the template's `empty_dir`s "+
+		"(`empty_dir`) into the container; exactly one of the two. %s At most %d per container. Adding, removing or "+
+		"changing one rolls out a new revision (a volume's other spelling does not).", templateVolumesDescription, spec.MaxVolumeMounts)
+	attrs := maps.Clone(vm.NestedObject.Attributes)
+	volume := attrs["volume"].(schema.StringAttribute)
+	volume.MarkdownDescription = "A `herd_volume` of the deployment's namespace: its `id` (`herd_volume.data.id`, " +
+		"which lets the plan check the namespace, and orders the apply; its node is not checked, since the replicas go " +
+		"where the volume is) or its name. Switching between the two spellings of the same volume rolls out nothing."
+	attrs["volume"] = volume
+	vm.NestedObject.Attributes = attrs
+	blocks["volume_mount"] = vm
+	c.NestedObject.Blocks = blocks
+	return c
 }
 
 func deploymentTimeoutsBlock(ctx context.Context) schema.Block {
