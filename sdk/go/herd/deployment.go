@@ -16,7 +16,7 @@ import (
 //
 // Deployments are cluster-scoped, like services: written through any member (`node`) and replicated to every member; exactly one live member drives each deployment (creates and deletes its replicas). The agentd must run in a cluster.
 //
-// `replicas` changes in place (a scale: surviving replicas are untouched). A change of the template, `selector`, `nodeSelector`, `placement` or `strategy` changes in place too; a template change makes a new `revision` and rolls it out (`strategy`): new replicas are started and must become ready before old ones are drained and deleted. The namespace and name force a replacement.
+// `replicas` changes in place (a scale: surviving replicas are untouched). A change of the template, `selector`, `nodeSelector`, `placement` or `strategy` changes in place too; a template change makes a new `revision` and rolls it out (`strategy`): new replicas are started and must become ready before old ones are drained and deleted (but for a template that writes a `Volume`: its one replica is stopped before the new one starts, see `template`). The namespace and name force a replacement.
 //
 // `plan` asks `node` for a dry run: the rollout plan appears as a warning (revisions, steps, nodes that gain or lose replicas) and `plannedNodes` lists where new replicas go; a replica that fits on no node fails the plan with the reason for each node. When `node` cannot be reached at plan time, the plan says so and goes on without the dry run.
 //
@@ -80,7 +80,7 @@ type Deployment struct {
 	Selector pulumi.StringMapOutput `pulumi:"selector"`
 	// How a new revision replaces the old one.
 	Strategy DeploymentStrategyOutput `pulumi:"strategy"`
-	// The replicas' pod, with the attributes and `container` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out.
+	// The replicas' pod, with the attributes and the `container` and `emptyDir` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node.
 	Template DeploymentTemplatePtrOutput `pulumi:"template"`
 	// Time limits of the operations on this deployment. Changing them does not replace it.
 	Timeouts DeploymentTimeoutsPtrOutput `pulumi:"timeouts"`
@@ -162,7 +162,7 @@ type deploymentState struct {
 	Selector map[string]string `pulumi:"selector"`
 	// How a new revision replaces the old one.
 	Strategy *DeploymentStrategy `pulumi:"strategy"`
-	// The replicas' pod, with the attributes and `container` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out.
+	// The replicas' pod, with the attributes and the `container` and `emptyDir` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node.
 	Template *DeploymentTemplate `pulumi:"template"`
 	// Time limits of the operations on this deployment. Changing them does not replace it.
 	Timeouts *DeploymentTimeouts `pulumi:"timeouts"`
@@ -203,7 +203,7 @@ type DeploymentState struct {
 	Selector pulumi.StringMapInput
 	// How a new revision replaces the old one.
 	Strategy DeploymentStrategyPtrInput
-	// The replicas' pod, with the attributes and `container` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out.
+	// The replicas' pod, with the attributes and the `container` and `emptyDir` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node.
 	Template DeploymentTemplatePtrInput
 	// Time limits of the operations on this deployment. Changing them does not replace it.
 	Timeouts DeploymentTimeoutsPtrInput
@@ -234,7 +234,7 @@ type deploymentArgs struct {
 	Selector map[string]string `pulumi:"selector"`
 	// How a new revision replaces the old one.
 	Strategy *DeploymentStrategy `pulumi:"strategy"`
-	// The replicas' pod, with the attributes and `container` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out.
+	// The replicas' pod, with the attributes and the `container` and `emptyDir` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node.
 	Template *DeploymentTemplate `pulumi:"template"`
 	// Time limits of the operations on this deployment. Changing them does not replace it.
 	Timeouts *DeploymentTimeouts `pulumi:"timeouts"`
@@ -258,7 +258,7 @@ type DeploymentArgs struct {
 	Selector pulumi.StringMapInput
 	// How a new revision replaces the old one.
 	Strategy DeploymentStrategyPtrInput
-	// The replicas' pod, with the attributes and `container` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out.
+	// The replicas' pod, with the attributes and the `container` and `emptyDir` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node.
 	Template DeploymentTemplatePtrInput
 	// Time limits of the operations on this deployment. Changing them does not replace it.
 	Timeouts DeploymentTimeoutsPtrInput
@@ -426,7 +426,7 @@ func (o DeploymentOutput) Strategy() DeploymentStrategyOutput {
 	return o.ApplyT(func(v *Deployment) DeploymentStrategyOutput { return v.Strategy }).(DeploymentStrategyOutput)
 }
 
-// The replicas' pod, with the attributes and `container` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out.
+// The replicas' pod, with the attributes and the `container` and `emptyDir` blocks of `Pod` (but its `node` and `name`: herd places and names the replicas). Required. Changing it makes a new `revision` and rolls it out. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node.
 func (o DeploymentOutput) Template() DeploymentTemplatePtrOutput {
 	return o.ApplyT(func(v *Deployment) DeploymentTemplatePtrOutput { return v.Template }).(DeploymentTemplatePtrOutput)
 }

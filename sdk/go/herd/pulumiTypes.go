@@ -1298,10 +1298,14 @@ func (o DeploymentStrategyPtrOutput) Type() pulumi.StringPtrOutput {
 type DeploymentTemplate struct {
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container rolls out a new revision.
 	Containers []DeploymentTemplateContainer `pulumi:"containers"`
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them rolls out a new revision.
+	EmptyDirs []DeploymentTemplateEmptyDir `pulumi:"emptyDirs"`
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
 	ImagePullSecret *string `pulumi:"imagePullSecret"`
 	// Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
 	Labels map[string]string `pulumi:"labels"`
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it rolls out a new revision.
+	RestartOnConfigChange *bool `pulumi:"restartOnConfigChange"`
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
 	RestartOnSecretChange *bool `pulumi:"restartOnSecretChange"`
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it rolls out a new revision.
@@ -1324,10 +1328,14 @@ type DeploymentTemplateInput interface {
 type DeploymentTemplateArgs struct {
 	// A container of the pod; at least one, at most 16. Adding, removing or changing a container rolls out a new revision.
 	Containers DeploymentTemplateContainerArrayInput `pulumi:"containers"`
+	// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them rolls out a new revision.
+	EmptyDirs DeploymentTemplateEmptyDirArrayInput `pulumi:"emptyDirs"`
 	// A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
 	ImagePullSecret pulumi.StringPtrInput `pulumi:"imagePullSecret"`
 	// Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
 	Labels pulumi.StringMapInput `pulumi:"labels"`
+	// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it rolls out a new revision.
+	RestartOnConfigChange pulumi.BoolPtrInput `pulumi:"restartOnConfigChange"`
 	// When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
 	RestartOnSecretChange pulumi.BoolPtrInput `pulumi:"restartOnSecretChange"`
 	// When agentd restarts a container that exited: `Always` (the default), `OnFailure` (non-zero exit only) or `Never`. Changing it rolls out a new revision.
@@ -1418,6 +1426,11 @@ func (o DeploymentTemplateOutput) Containers() DeploymentTemplateContainerArrayO
 	return o.ApplyT(func(v DeploymentTemplate) []DeploymentTemplateContainer { return v.Containers }).(DeploymentTemplateContainerArrayOutput)
 }
 
+// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them rolls out a new revision.
+func (o DeploymentTemplateOutput) EmptyDirs() DeploymentTemplateEmptyDirArrayOutput {
+	return o.ApplyT(func(v DeploymentTemplate) []DeploymentTemplateEmptyDir { return v.EmptyDirs }).(DeploymentTemplateEmptyDirArrayOutput)
+}
+
 // A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
 func (o DeploymentTemplateOutput) ImagePullSecret() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v DeploymentTemplate) *string { return v.ImagePullSecret }).(pulumi.StringPtrOutput)
@@ -1426,6 +1439,11 @@ func (o DeploymentTemplateOutput) ImagePullSecret() pulumi.StringPtrOutput {
 // Labels of every replica (label syntax as for `Pod`); must contain every `selector` label. Labels under `herd.io/` are herd's.
 func (o DeploymentTemplateOutput) Labels() pulumi.StringMapOutput {
 	return o.ApplyT(func(v DeploymentTemplate) map[string]string { return v.Labels }).(pulumi.StringMapOutput)
+}
+
+// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it rolls out a new revision.
+func (o DeploymentTemplateOutput) RestartOnConfigChange() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplate) *bool { return v.RestartOnConfigChange }).(pulumi.BoolPtrOutput)
 }
 
 // When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
@@ -1477,6 +1495,16 @@ func (o DeploymentTemplatePtrOutput) Containers() DeploymentTemplateContainerArr
 	}).(DeploymentTemplateContainerArrayOutput)
 }
 
+// Scratch space of the pod, shared by the containers that mount it (`volumeMount { emptyDir = NAME }`), made empty when the pod is created and deleted with it: it survives container restarts, not a replacement of the pod. At most 16. Changing them rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) EmptyDirs() DeploymentTemplateEmptyDirArrayOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) []DeploymentTemplateEmptyDir {
+		if v == nil {
+			return nil
+		}
+		return v.EmptyDirs
+	}).(DeploymentTemplateEmptyDirArrayOutput)
+}
+
 // A `Secret` of type `registry` (`NAME` or `NAMESPACE/NAME`) whose credentials pull this pod's images from the registry it names (its `registry` key, a host such as `registry.example.com:5000`). The node must hold the secret. Changing it rolls out a new revision.
 func (o DeploymentTemplatePtrOutput) ImagePullSecret() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *DeploymentTemplate) *string {
@@ -1495,6 +1523,16 @@ func (o DeploymentTemplatePtrOutput) Labels() pulumi.StringMapOutput {
 		}
 		return v.Labels
 	}).(pulumi.StringMapOutput)
+}
+
+// When a container's `configFile` content or mode changes, restart that container instead of only updating its files (for programs that read their configuration once). Default `false`. Changing it rolls out a new revision.
+func (o DeploymentTemplatePtrOutput) RestartOnConfigChange() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *DeploymentTemplate) *bool {
+		if v == nil {
+			return nil
+		}
+		return v.RestartOnConfigChange
+	}).(pulumi.BoolPtrOutput)
 }
 
 // When a secret the pod uses (mounts, env, pull secret) gets new data, restart the pod's containers instead of only updating its files; pods are restarted one at a time across the cluster, and `Secret`'s plan lists them in `restarts`. Needed for `secretEnv` and for programs that read their secrets once. Default `false`. Changing it rolls out a new revision.
@@ -1560,7 +1598,7 @@ type DeploymentTemplateContainer struct {
 	SecretMounts []DeploymentTemplateContainerSecretMount `pulumi:"secretMounts"`
 	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
 	StartupProbe *DeploymentTemplateContainerStartupProbe `pulumi:"startupProbe"`
-	// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision.
+	// Mounts a persistent volume (`volume`) or one of the template's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision (a volume's other spelling does not).
 	VolumeMounts []DeploymentTemplateContainerVolumeMount `pulumi:"volumeMounts"`
 	// Working directory of the main process, an absolute path. Defaults to the image's.
 	WorkingDir *string `pulumi:"workingDir"`
@@ -1610,7 +1648,7 @@ type DeploymentTemplateContainerArgs struct {
 	SecretMounts DeploymentTemplateContainerSecretMountArrayInput `pulumi:"secretMounts"`
 	// Holds the readiness and liveness probes back until it succeeds once; after `failureThreshold` consecutive failures agentd kills the container and it restarts as after a crash. Exactly one of `httpGet`, `tcpSocket` and `exec`. Without a pod network, `httpGet` and `tcpSocket` connect to 127.0.0.1 inside the container's network namespace; with one, to the pod's IP. Changing the probe rolls out a new revision.
 	StartupProbe DeploymentTemplateContainerStartupProbePtrInput `pulumi:"startupProbe"`
-	// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision.
+	// Mounts a persistent volume (`volume`) or one of the template's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision (a volume's other spelling does not).
 	VolumeMounts DeploymentTemplateContainerVolumeMountArrayInput `pulumi:"volumeMounts"`
 	// Working directory of the main process, an absolute path. Defaults to the image's.
 	WorkingDir pulumi.StringPtrInput `pulumi:"workingDir"`
@@ -1749,7 +1787,7 @@ func (o DeploymentTemplateContainerOutput) StartupProbe() DeploymentTemplateCont
 	return o.ApplyT(func(v DeploymentTemplateContainer) *DeploymentTemplateContainerStartupProbe { return v.StartupProbe }).(DeploymentTemplateContainerStartupProbePtrOutput)
 }
 
-// Mounts a persistent volume (`volume`) or one of the pod's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A volume is mounted read-write by at most one pod at a time (agentd refuses another, naming the one that holds it); read-only mounts may be shared by pods on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision.
+// Mounts a persistent volume (`volume`) or one of the template's `emptyDir`s (`emptyDir`) into the container; exactly one of the two. A deployment may mount `Volume`s of its namespace; its replicas then run only on the node that has them. A template that writes a volume (a `volumeMount` without `readOnly`) runs at most one replica and rolls out by stopping the old replica before starting the new one (never two writers, at the cost of a short gap): `replicas` at most 1 and no `BlueGreen` strategy; it never surges, so `maxSurge` and `maxUnavailable` do not apply. Read-only mounts may be shared by any number of replicas, all on the volume's node. At most 32 per container. Adding, removing or changing one rolls out a new revision (a volume's other spelling does not).
 func (o DeploymentTemplateContainerOutput) VolumeMounts() DeploymentTemplateContainerVolumeMountArrayOutput {
 	return o.ApplyT(func(v DeploymentTemplateContainer) []DeploymentTemplateContainerVolumeMount { return v.VolumeMounts }).(DeploymentTemplateContainerVolumeMountArrayOutput)
 }
@@ -4507,7 +4545,7 @@ type DeploymentTemplateContainerVolumeMount struct {
 	ReadOnly *bool `pulumi:"readOnly"`
 	// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
 	SubPath *string `pulumi:"subPath"`
-	// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+	// A `Volume` of the deployment's namespace: its `id` (`herd_volume.data.id`, which lets the plan check the namespace, and orders the apply; its node is not checked, since the replicas go where the volume is) or its name. Switching between the two spellings of the same volume rolls out nothing.
 	Volume *string `pulumi:"volume"`
 }
 
@@ -4531,7 +4569,7 @@ type DeploymentTemplateContainerVolumeMountArgs struct {
 	ReadOnly pulumi.BoolPtrInput `pulumi:"readOnly"`
 	// A relative directory inside the volume to mount instead of its root; made when missing. No `..`; a symlink on the way is refused when the container starts.
 	SubPath pulumi.StringPtrInput `pulumi:"subPath"`
-	// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+	// A `Volume` of the deployment's namespace: its `id` (`herd_volume.data.id`, which lets the plan check the namespace, and orders the apply; its node is not checked, since the replicas go where the volume is) or its name. Switching between the two spellings of the same volume rolls out nothing.
 	Volume pulumi.StringPtrInput `pulumi:"volume"`
 }
 
@@ -4606,7 +4644,7 @@ func (o DeploymentTemplateContainerVolumeMountOutput) SubPath() pulumi.StringPtr
 	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) *string { return v.SubPath }).(pulumi.StringPtrOutput)
 }
 
-// A `Volume` of the pod's namespace on the pod's node: its `id` (`herd_volume.data.id`, which lets the plan check node and namespace, and orders the apply) or its name. Switching between the two spellings of the same volume changes nothing on the node.
+// A `Volume` of the deployment's namespace: its `id` (`herd_volume.data.id`, which lets the plan check the namespace, and orders the apply; its node is not checked, since the replicas go where the volume is) or its name. Switching between the two spellings of the same volume rolls out nothing.
 func (o DeploymentTemplateContainerVolumeMountOutput) Volume() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v DeploymentTemplateContainerVolumeMount) *string { return v.Volume }).(pulumi.StringPtrOutput)
 }
@@ -4629,6 +4667,121 @@ func (o DeploymentTemplateContainerVolumeMountArrayOutput) Index(i pulumi.IntInp
 	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateContainerVolumeMount {
 		return vs[0].([]DeploymentTemplateContainerVolumeMount)[vs[1].(int)]
 	}).(DeploymentTemplateContainerVolumeMountOutput)
+}
+
+type DeploymentTemplateEmptyDir struct {
+	// `disk` (the default: a directory in agentd's state dir) or `memory` (a tmpfs: fast, gone with the pod, and its pages count against the memory limit of the container that writes them).
+	Medium *string `pulumi:"medium"`
+	// Its name, unique in the pod: a lowercase RFC 1123 label.
+	Name string `pulumi:"name"`
+	// Its size, a quantity such as `"64Mi"` (at least `1Mi`): required for `memory` (the tmpfs size). For `disk` it is enforced by an ext4 image of that size like a volume's (writes past it get ENOSPC); unset: no limit but the disk's.
+	SizeLimit *string `pulumi:"sizeLimit"`
+}
+
+// DeploymentTemplateEmptyDirInput is an input type that accepts DeploymentTemplateEmptyDirArgs and DeploymentTemplateEmptyDirOutput values.
+// You can construct a concrete instance of `DeploymentTemplateEmptyDirInput` via:
+//
+//	DeploymentTemplateEmptyDirArgs{...}
+type DeploymentTemplateEmptyDirInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateEmptyDirOutput() DeploymentTemplateEmptyDirOutput
+	ToDeploymentTemplateEmptyDirOutputWithContext(context.Context) DeploymentTemplateEmptyDirOutput
+}
+
+type DeploymentTemplateEmptyDirArgs struct {
+	// `disk` (the default: a directory in agentd's state dir) or `memory` (a tmpfs: fast, gone with the pod, and its pages count against the memory limit of the container that writes them).
+	Medium pulumi.StringPtrInput `pulumi:"medium"`
+	// Its name, unique in the pod: a lowercase RFC 1123 label.
+	Name pulumi.StringInput `pulumi:"name"`
+	// Its size, a quantity such as `"64Mi"` (at least `1Mi`): required for `memory` (the tmpfs size). For `disk` it is enforced by an ext4 image of that size like a volume's (writes past it get ENOSPC); unset: no limit but the disk's.
+	SizeLimit pulumi.StringPtrInput `pulumi:"sizeLimit"`
+}
+
+func (DeploymentTemplateEmptyDirArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateEmptyDir)(nil)).Elem()
+}
+
+func (i DeploymentTemplateEmptyDirArgs) ToDeploymentTemplateEmptyDirOutput() DeploymentTemplateEmptyDirOutput {
+	return i.ToDeploymentTemplateEmptyDirOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateEmptyDirArgs) ToDeploymentTemplateEmptyDirOutputWithContext(ctx context.Context) DeploymentTemplateEmptyDirOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateEmptyDirOutput)
+}
+
+// DeploymentTemplateEmptyDirArrayInput is an input type that accepts DeploymentTemplateEmptyDirArray and DeploymentTemplateEmptyDirArrayOutput values.
+// You can construct a concrete instance of `DeploymentTemplateEmptyDirArrayInput` via:
+//
+//	DeploymentTemplateEmptyDirArray{ DeploymentTemplateEmptyDirArgs{...} }
+type DeploymentTemplateEmptyDirArrayInput interface {
+	pulumi.Input
+
+	ToDeploymentTemplateEmptyDirArrayOutput() DeploymentTemplateEmptyDirArrayOutput
+	ToDeploymentTemplateEmptyDirArrayOutputWithContext(context.Context) DeploymentTemplateEmptyDirArrayOutput
+}
+
+type DeploymentTemplateEmptyDirArray []DeploymentTemplateEmptyDirInput
+
+func (DeploymentTemplateEmptyDirArray) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateEmptyDir)(nil)).Elem()
+}
+
+func (i DeploymentTemplateEmptyDirArray) ToDeploymentTemplateEmptyDirArrayOutput() DeploymentTemplateEmptyDirArrayOutput {
+	return i.ToDeploymentTemplateEmptyDirArrayOutputWithContext(context.Background())
+}
+
+func (i DeploymentTemplateEmptyDirArray) ToDeploymentTemplateEmptyDirArrayOutputWithContext(ctx context.Context) DeploymentTemplateEmptyDirArrayOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(DeploymentTemplateEmptyDirArrayOutput)
+}
+
+type DeploymentTemplateEmptyDirOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateEmptyDirOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*DeploymentTemplateEmptyDir)(nil)).Elem()
+}
+
+func (o DeploymentTemplateEmptyDirOutput) ToDeploymentTemplateEmptyDirOutput() DeploymentTemplateEmptyDirOutput {
+	return o
+}
+
+func (o DeploymentTemplateEmptyDirOutput) ToDeploymentTemplateEmptyDirOutputWithContext(ctx context.Context) DeploymentTemplateEmptyDirOutput {
+	return o
+}
+
+// `disk` (the default: a directory in agentd's state dir) or `memory` (a tmpfs: fast, gone with the pod, and its pages count against the memory limit of the container that writes them).
+func (o DeploymentTemplateEmptyDirOutput) Medium() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateEmptyDir) *string { return v.Medium }).(pulumi.StringPtrOutput)
+}
+
+// Its name, unique in the pod: a lowercase RFC 1123 label.
+func (o DeploymentTemplateEmptyDirOutput) Name() pulumi.StringOutput {
+	return o.ApplyT(func(v DeploymentTemplateEmptyDir) string { return v.Name }).(pulumi.StringOutput)
+}
+
+// Its size, a quantity such as `"64Mi"` (at least `1Mi`): required for `memory` (the tmpfs size). For `disk` it is enforced by an ext4 image of that size like a volume's (writes past it get ENOSPC); unset: no limit but the disk's.
+func (o DeploymentTemplateEmptyDirOutput) SizeLimit() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v DeploymentTemplateEmptyDir) *string { return v.SizeLimit }).(pulumi.StringPtrOutput)
+}
+
+type DeploymentTemplateEmptyDirArrayOutput struct{ *pulumi.OutputState }
+
+func (DeploymentTemplateEmptyDirArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]DeploymentTemplateEmptyDir)(nil)).Elem()
+}
+
+func (o DeploymentTemplateEmptyDirArrayOutput) ToDeploymentTemplateEmptyDirArrayOutput() DeploymentTemplateEmptyDirArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateEmptyDirArrayOutput) ToDeploymentTemplateEmptyDirArrayOutputWithContext(ctx context.Context) DeploymentTemplateEmptyDirArrayOutput {
+	return o
+}
+
+func (o DeploymentTemplateEmptyDirArrayOutput) Index(i pulumi.IntInput) DeploymentTemplateEmptyDirOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) DeploymentTemplateEmptyDir {
+		return vs[0].([]DeploymentTemplateEmptyDir)[vs[1].(int)]
+	}).(DeploymentTemplateEmptyDirOutput)
 }
 
 type DeploymentTimeouts struct {
@@ -9812,6 +9965,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerStartupProbeTcpSocketPtrInput)(nil)).Elem(), DeploymentTemplateContainerStartupProbeTcpSocketArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerVolumeMountInput)(nil)).Elem(), DeploymentTemplateContainerVolumeMountArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateContainerVolumeMountArrayInput)(nil)).Elem(), DeploymentTemplateContainerVolumeMountArray{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateEmptyDirInput)(nil)).Elem(), DeploymentTemplateEmptyDirArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTemplateEmptyDirArrayInput)(nil)).Elem(), DeploymentTemplateEmptyDirArray{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTimeoutsInput)(nil)).Elem(), DeploymentTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*DeploymentTimeoutsPtrInput)(nil)).Elem(), DeploymentTimeoutsArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*NodeClusterMemberInput)(nil)).Elem(), NodeClusterMemberArgs{})
@@ -9928,6 +10083,8 @@ func init() {
 	pulumi.RegisterOutputType(DeploymentTemplateContainerStartupProbeTcpSocketPtrOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerVolumeMountOutput{})
 	pulumi.RegisterOutputType(DeploymentTemplateContainerVolumeMountArrayOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateEmptyDirOutput{})
+	pulumi.RegisterOutputType(DeploymentTemplateEmptyDirArrayOutput{})
 	pulumi.RegisterOutputType(DeploymentTimeoutsOutput{})
 	pulumi.RegisterOutputType(DeploymentTimeoutsPtrOutput{})
 	pulumi.RegisterOutputType(NodeClusterMemberOutput{})
