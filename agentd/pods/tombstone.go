@@ -3,6 +3,7 @@ package pods
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -121,24 +122,12 @@ func (m *Manager) addTombstone(pod, uid string) error {
 	if pod == "" || uid == "" {
 		return nil
 	}
-	g := &m.gcs
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	ts, err := m.tombstonesLocked()
-	if err != nil {
-		return err
-	}
 	k := incarnationKey(pod, uid)
-	if _, ok := ts[k]; ok {
-		return nil
-	}
-	next := cloneTombs(ts)
-	next[k] = tombstone{Pod: pod, UID: uid, At: time.Now().UTC()}
-	if err := saveTombstones(m.st, next); err != nil {
-		return err
-	}
-	g.tombs = next
-	return nil
+	return m.updateTombstones(func(ts map[string]tombstone) {
+		if _, ok := ts[k]; !ok {
+			ts[k] = tombstone{Pod: pod, UID: uid, At: time.Now().UTC()}
+		}
+	})
 }
 
 // dropTombstones removes the tombstones of the given incarnation keys.
@@ -146,6 +135,17 @@ func (m *Manager) dropTombstones(keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	return m.updateTombstones(func(ts map[string]tombstone) {
+		for _, k := range keys {
+			delete(ts, k)
+		}
+	})
+}
+
+// updateTombstones applies change to a copy of the tombstones and saves
+// the copy, unless change left it as it was; the loaded set changes only
+// once the store has it.
+func (m *Manager) updateTombstones(change func(map[string]tombstone)) error {
 	g := &m.gcs
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -154,10 +154,8 @@ func (m *Manager) dropTombstones(keys []string) error {
 		return err
 	}
 	next := cloneTombs(ts)
-	for _, k := range keys {
-		delete(next, k)
-	}
-	if len(next) == len(ts) {
+	change(next)
+	if maps.Equal(next, ts) {
 		return nil
 	}
 	if err := saveTombstones(m.st, next); err != nil {

@@ -238,10 +238,13 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 		return nil, err
 	}
 	uid := req.GetUid()
-	if c, ok := CallerFrom(ctx); ok && c.Node {
-		// Another member deletes only the replicas its deployment driver
-		// placed; what was checked is what is deleted.
-		pod, err := s.podIn(ctx, req.GetName(), req.GetNamespace())
+	c, _ := CallerFrom(ctx)
+	if ns := req.GetNamespace(); ns != "" || c.Node {
+		// One read answers both checks: a pod of another namespace is kept
+		// (not found), and another member deletes only the replicas its
+		// deployment driver placed. What was checked is what is deleted: a
+		// pod made meanwhile is another incarnation.
+		pod, err := s.podIn(ctx, req.GetName(), ns)
 		if status.Code(err) == codes.NotFound || errors.Is(err, pods.ErrNotFound) {
 			return &herdv1.DeletePodResponse{}, nil
 		}
@@ -252,20 +255,6 @@ func (s *Server) DeletePod(ctx context.Context, req *herdv1.DeletePodRequest) (*
 			return nil, err
 		}
 		if uid == "" {
-			uid = pod.GetUid()
-		}
-	}
-	if ns := req.GetNamespace(); ns != "" {
-		pod, err := s.podIn(ctx, req.GetName(), ns)
-		if status.Code(err) == codes.NotFound || errors.Is(err, pods.ErrNotFound) {
-			return &herdv1.DeletePodResponse{}, nil // not in the caller's namespace: kept
-		}
-		if err != nil {
-			return nil, s.status(err, "delete pod "+req.GetName())
-		}
-		if uid == "" {
-			// What was checked is what is deleted: a pod made in
-			// another namespace meanwhile is another incarnation.
 			uid = pod.GetUid()
 		}
 	}
