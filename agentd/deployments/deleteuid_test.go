@@ -3,7 +3,6 @@ package deployments
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net/netip"
 	"testing"
 
@@ -11,7 +10,7 @@ import (
 	"github.com/herd-project/terraform-provider-herd/agentd/cluster"
 	"github.com/herd-project/terraform-provider-herd/agentd/peers"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
-	"github.com/herd-project/terraform-provider-herd/internal/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/incarnationtest"
 )
 
 // Delete with a uid, over agentd/cluster's real Cluster, removes only that
@@ -44,31 +43,15 @@ func TestDeleteUID(t *testing.T) {
 		}
 		return resp.GetDeployment().GetUid()
 	}
-	first := apply()
-	if existed, err := r.Delete("default/web", first); !existed || err != nil {
-		t.Fatalf("delete with the current uid: %v, %v", existed, err)
-	}
-	second := apply()
-	if second == first {
-		t.Fatalf("a new incarnation kept uid %s", first)
-	}
-	for _, tc := range []struct {
-		name        string
-		uid         string
-		wantExisted bool
-		wantErr     error
-	}{
-		{name: "stale uid", uid: first, wantErr: spec.ErrOtherIncarnation},
-		{name: "current uid", uid: second, wantExisted: true},
-		{name: "already gone", uid: second},
-	} {
-		existed, err := r.Delete("default/web", tc.uid)
-		if existed != tc.wantExisted || !errors.Is(err, tc.wantErr) {
-			t.Fatalf("%s: Delete = %v, %v; want %v, %v", tc.name, existed, err, tc.wantExisted, tc.wantErr)
-		}
-		rec, kept := r.Get("default/web")
-		if kept != (tc.wantErr != nil) || (kept && rec.GetDeployment().GetUid() != second) {
-			t.Fatalf("%s: after Delete Get = %v, kept %v", tc.name, rec.GetDeployment().GetUid(), kept)
-		}
-	}
+	incarnationtest.CheckDeleteUID(t, incarnationtest.Kind{
+		Apply: func(t *testing.T) string {
+			t.Helper()
+			return apply()
+		},
+		Delete: func(uid string) (bool, error) { return r.Delete("default/web", uid) },
+		Current: func(*testing.T) (string, bool) {
+			rec, ok := r.Get("default/web")
+			return rec.GetDeployment().GetUid(), ok
+		},
+	})
 }

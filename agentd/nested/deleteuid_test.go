@@ -2,10 +2,9 @@ package nested
 
 import (
 	"context"
-	"errors"
 	"testing"
 
-	"github.com/herd-project/terraform-provider-herd/internal/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/incarnationtest"
 )
 
 // Delete with a uid removes only that incarnation: a cluster deleted and
@@ -16,39 +15,19 @@ func TestDeleteUID(t *testing.T) {
 	const name = "inc"
 	sp := testSpec(name, 0)
 	sp.DeletionProtection = false
-	apply := func() string {
-		t.Helper()
-		c, _, err := e.d.Apply(ctx, sp)
-		if err != nil || c.GetUid() == "" {
-			t.Fatalf("apply: uid %q, %v", c.GetUid(), err)
-		}
-		return c.GetUid()
-	}
-	first := apply()
-	if existed, err := e.d.Delete(ctx, name, first); err != nil || !existed {
-		t.Fatalf("delete with the current uid: %v, %v", existed, err)
-	}
-	second := apply()
-	if second == first {
-		t.Fatalf("a new incarnation kept uid %s", first)
-	}
-	for _, tc := range []struct {
-		name        string
-		uid         string
-		wantExisted bool
-		wantErr     error
-	}{
-		{name: "stale uid", uid: first, wantErr: spec.ErrOtherIncarnation},
-		{name: "current uid", uid: second, wantExisted: true},
-		{name: "already gone", uid: second},
-	} {
-		existed, err := e.d.Delete(ctx, name, tc.uid)
-		if existed != tc.wantExisted || !errors.Is(err, tc.wantErr) {
-			t.Fatalf("%s: Delete = %v, %v; want %v, %v", tc.name, existed, err, tc.wantExisted, tc.wantErr)
-		}
-		c, gerr := e.d.Get(ctx, name)
-		if kept := gerr == nil; kept != (tc.wantErr != nil) || (kept && c.GetUid() != second) {
-			t.Fatalf("%s: after Delete Get = %v, %v", tc.name, c.GetUid(), gerr)
-		}
-	}
+	incarnationtest.CheckDeleteUID(t, incarnationtest.Kind{
+		Apply: func(t *testing.T) string {
+			t.Helper()
+			c, _, err := e.d.Apply(ctx, sp)
+			if err != nil || c.GetUid() == "" {
+				t.Fatalf("apply: uid %q, %v", c.GetUid(), err)
+			}
+			return c.GetUid()
+		},
+		Delete: func(uid string) (bool, error) { return e.d.Delete(ctx, name, uid) },
+		Current: func(*testing.T) (string, bool) {
+			c, err := e.d.Get(ctx, name)
+			return c.GetUid(), err == nil
+		},
+	})
 }

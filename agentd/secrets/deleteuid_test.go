@@ -2,10 +2,9 @@ package secrets
 
 import (
 	"context"
-	"errors"
 	"testing"
 
-	herdspec "github.com/herd-project/terraform-provider-herd/internal/spec"
+	"github.com/herd-project/terraform-provider-herd/internal/incarnationtest"
 )
 
 // Delete with a uid removes only that incarnation: a secret deleted and
@@ -25,33 +24,22 @@ func TestDeleteUID(t *testing.T) {
 		}
 		return v.Rec.UID
 	}
-	first := apply()
-	if existed, err := b.rep.Delete(ctx, "default", "inc", first); !existed || err != nil {
-		t.Fatalf("delete with the current uid: %v, %v", existed, err)
-	}
-	second := apply()
-	if second == first {
-		t.Fatalf("a new incarnation kept uid %s", first)
-	}
-	for _, tc := range []struct {
-		name        string
-		uid         string
-		wantExisted bool
-		wantErr     error
-	}{
-		{name: "stale uid", uid: first, wantErr: herdspec.ErrOtherIncarnation},
-		{name: "current uid", uid: second, wantExisted: true},
-		{name: "already gone", uid: second},
-	} {
-		existed, err := b.rep.Delete(ctx, "default", "inc", tc.uid)
-		if existed != tc.wantExisted || !errors.Is(err, tc.wantErr) {
-			t.Fatalf("%s: Delete = %v, %v; want %v, %v", tc.name, existed, err, tc.wantExisted, tc.wantErr)
-		}
-		for _, n := range []*tnode{a, b} {
-			v, gerr := n.rep.Get(ctx, "default", "inc")
-			if kept := gerr == nil; kept != (tc.wantErr != nil) || (kept && v.Rec.UID != second) {
-				t.Fatalf("%s: after Delete %s has uid %q, %v", tc.name, n.name, v.Rec.UID, gerr)
+	incarnationtest.CheckDeleteUID(t, incarnationtest.Kind{
+		Apply: func(t *testing.T) string {
+			t.Helper()
+			return apply()
+		},
+		// Deleted through the other member: the uid checked is the
+		// replicated one.
+		Delete: func(uid string) (bool, error) { return b.rep.Delete(ctx, "default", "inc", uid) },
+		Current: func(t *testing.T) (string, bool) {
+			t.Helper()
+			va, erra := a.rep.Get(ctx, "default", "inc")
+			vb, errb := b.rep.Get(ctx, "default", "inc")
+			if (erra == nil) != (errb == nil) || va.Rec.UID != vb.Rec.UID {
+				t.Fatalf("the members disagree: node-a has uid %q (%v), node-b %q (%v)", va.Rec.UID, erra, vb.Rec.UID, errb)
 			}
-		}
-	}
+			return va.Rec.UID, erra == nil
+		},
+	})
 }
