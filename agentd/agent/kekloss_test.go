@@ -85,31 +85,10 @@ func TestLostKEK(t *testing.T) {
 		return out
 	}
 
-	keyDir := filepath.Join(b.Agent.StateDir, "keys")
-	cur, err := os.ReadFile(filepath.Join(keyDir, "current"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kekFile := filepath.Join(keyDir, "kek-"+strings.TrimSpace(string(cur)))
-	b.Agent.Stop()
-	if err := os.Remove(kekFile); err != nil {
-		t.Fatal(err)
-	}
+	kekFile, _ := removeKEK(t, b.Agent)
 
 	t.Run("without its key-encryption key a holder refuses to start", func(t *testing.T) {
-		err := b.Agent.Restart(ctx)
-		if err == nil {
-			t.Fatal("agentd started without the key-encryption key its secrets need")
-		}
-		msg := err.Error()
-		if !strings.Contains(msg, "agentd exited (exit status ") || strings.Contains(msg, "exit status 0)") {
-			t.Errorf("agentd did not exit with a failure: %v", err)
-		}
-		for _, want := range []string{kekFile, "--new-kek", "restore"} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("the refusal does not say %q:\n%s", want, msg)
-			}
-		}
+		refusesStart(ctx, t, b.Agent, "its secrets", kekFile, "--new-kek", "restore")
 		// The others still hold and serve every secret.
 		got, err := secrets(a).RevealSecret(ctx, &herdv1.RevealSecretRequest{Name: "db-pass"})
 		if err != nil || !bytes.Equal(got.GetData()["value"], values["db-pass"]) {
@@ -118,13 +97,7 @@ func TestLostKEK(t *testing.T) {
 	})
 
 	t.Run("with --new-kek it gets every secret back from the other holders", func(t *testing.T) {
-		args := b.Agent.Opts.ExtraArgs
-		b.Agent.Opts.ExtraArgs = append(slices.Clone(args), "--new-kek")
-		err := b.Agent.Restart(ctx)
-		b.Agent.Opts.ExtraArgs = args // --new-kek is for one start only
-		if err != nil {
-			t.Fatal(err)
-		}
+		restartWithNewKEK(ctx, t, b.Agent)
 		for _, name := range []string{"db-pass", "shared-token"} {
 			waitFor(t, 2*time.Minute, name+" back on kl-b, synced, same checksum", func() (bool, string) {
 				resp, err := secrets(b).GetSecret(ctx, &herdv1.GetSecretRequest{Name: name})
@@ -183,4 +156,53 @@ func TestLostKEK(t *testing.T) {
 			t.Fatalf("reveal on kl-b after a plain restart: %v", err)
 		}
 	})
+}
+
+// removeKEK stops ag and deletes its current key-encryption key file; it
+// returns the file and the key directory's "current" as it was.
+func removeKEK(t *testing.T, ag *acctest.Agent) (kekFile string, current []byte) {
+	t.Helper()
+	keyDir := filepath.Join(ag.StateDir, "keys")
+	cur, err := os.ReadFile(filepath.Join(keyDir, "current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kekFile = filepath.Join(keyDir, "kek-"+strings.TrimSpace(string(cur)))
+	ag.Stop()
+	if err := os.Remove(kekFile); err != nil {
+		t.Fatal(err)
+	}
+	return kekFile, cur
+}
+
+// refusesStart restarts ag and checks that agentd exits with a failure
+// whose message says every one of wants.
+func refusesStart(ctx context.Context, t *testing.T, ag *acctest.Agent, what string, wants ...string) {
+	t.Helper()
+	err := ag.Restart(ctx)
+	if err == nil {
+		t.Fatalf("agentd started without the key-encryption key %s needs", what)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "agentd exited (exit status ") || strings.Contains(msg, "exit status 0)") {
+		t.Errorf("agentd did not exit with a failure: %v", err)
+	}
+	for _, want := range wants {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, msg)
+		}
+	}
+}
+
+// restartWithNewKEK starts ag once with --new-kek (later restarts go
+// without it).
+func restartWithNewKEK(ctx context.Context, t *testing.T, ag *acctest.Agent) {
+	t.Helper()
+	args := ag.Opts.ExtraArgs
+	ag.Opts.ExtraArgs = append(slices.Clone(args), "--new-kek")
+	err := ag.Restart(ctx)
+	ag.Opts.ExtraArgs = args
+	if err != nil {
+		t.Fatal(err)
+	}
 }

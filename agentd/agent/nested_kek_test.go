@@ -103,31 +103,11 @@ func TestNestedClusterLostKEK(t *testing.T) {
 		t.Fatalf("kept host objects: %v", objects)
 	}
 
-	keyDir := filepath.Join(n.agent.StateDir, "keys")
-	cur, err := os.ReadFile(filepath.Join(keyDir, "current"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kekFile := filepath.Join(keyDir, "kek-"+strings.TrimSpace(string(cur)))
-	n.agent.Stop()
-	if err := os.Remove(kekFile); err != nil {
-		t.Fatal(err)
-	}
+	kekFile, cur := removeKEK(t, n.agent)
+	keyDir := filepath.Dir(kekFile)
 
 	t.Run("without its key-encryption key the node refuses to start", func(t *testing.T) {
-		err := n.agent.Restart(ctx)
-		if err == nil {
-			t.Fatal("agentd started without the key-encryption key its nested cluster's PKI needs")
-		}
-		msg := err.Error()
-		if !strings.Contains(msg, "agentd exited (exit status ") || strings.Contains(msg, "exit status 0)") {
-			t.Errorf("agentd did not exit with a failure: %v", err)
-		}
-		for _, want := range []string{kekFile, "is missing", "--new-kek", "restore", "nested cluster(s) " + cluster, "no other node holds a copy"} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("the refusal does not say %q:\n%s", want, msg)
-			}
-		}
+		refusesStart(ctx, t, n.agent, "its nested cluster's PKI", kekFile, "is missing", "--new-kek", "restore", "nested cluster(s) "+cluster, "no other node holds a copy")
 		// The refusal created nothing in the key directory.
 		if got, _ := os.ReadFile(filepath.Join(keyDir, "current")); string(got) != string(cur) {
 			t.Errorf("the current key changed to %q", got)
@@ -135,13 +115,7 @@ func TestNestedClusterLostKEK(t *testing.T) {
 	})
 
 	t.Run("with --new-kek the cluster is Failed and left alone", func(t *testing.T) {
-		args := n.agent.Opts.ExtraArgs
-		n.agent.Opts.ExtraArgs = append(slices.Clone(args), "--new-kek")
-		err := n.agent.Restart(ctx)
-		n.agent.Opts.ExtraArgs = args
-		if err != nil {
-			t.Fatal(err)
-		}
+		restartWithNewKEK(ctx, t, n.agent)
 		check := func(t *testing.T) {
 			t.Helper()
 			c, err := nc.GetNestedCluster(ctx, &herdv1.GetNestedClusterRequest{Name: cluster})
