@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 
@@ -30,6 +31,9 @@ type revocationList struct {
 	cl    *cluster.Cluster // nil without a cluster
 	st    *store.Store
 	local map[string]*herdv1.RevokedCertificate // without a cluster
+	// raw holds local's entries as stored, so a revoke encodes only its
+	// own entry.
+	raw map[string]json.RawMessage
 }
 
 // bind attaches the storage: the cluster store in a cluster, else the
@@ -42,6 +46,7 @@ func (r *revocationList) bind(cl *cluster.Cluster, st *store.Store) error {
 		return nil
 	}
 	r.local = map[string]*herdv1.RevokedCertificate{}
+	r.raw = map[string]json.RawMessage{}
 	b, err := st.GetBlob(blobRevocations)
 	if err != nil || b == nil {
 		return err
@@ -50,6 +55,7 @@ func (r *revocationList) bind(cl *cluster.Cluster, st *store.Store) error {
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return fmt.Errorf("read the deny list: %w", err)
 	}
+	r.raw = raw
 	for serial, m := range raw {
 		e := &herdv1.RevokedCertificate{}
 		if err := protojson.Unmarshal(m, e); err != nil {
@@ -95,17 +101,13 @@ func (r *revocationList) Revoke(_ context.Context, e *herdv1.RevokedCertificate)
 	if kept, ok := r.local[e.GetSerial()]; ok {
 		return kept, false, nil
 	}
-	next := make(map[string]json.RawMessage, len(r.local)+1)
-	for s, v := range r.local {
-		b, err := protojson.Marshal(v)
-		if err != nil {
-			return nil, false, err
-		}
-		next[s] = b
-	}
 	b, err := protojson.Marshal(e)
 	if err != nil {
 		return nil, false, err
+	}
+	next := maps.Clone(r.raw)
+	if next == nil {
+		next = map[string]json.RawMessage{}
 	}
 	next[e.GetSerial()] = b
 	all, err := json.Marshal(next)
@@ -115,6 +117,7 @@ func (r *revocationList) Revoke(_ context.Context, e *herdv1.RevokedCertificate)
 	if err := r.st.PutBlob(blobRevocations, all); err != nil {
 		return nil, false, fmt.Errorf("store the revocation: %w", err)
 	}
+	r.raw = next
 	r.local[e.GetSerial()] = e
 	return e, true, nil
 }
