@@ -2,11 +2,13 @@ package pods
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/herd-project/terraform-provider-herd/agentd/runtime"
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
 )
 
@@ -104,6 +106,17 @@ func (w *worker) handleConfig(ctx context.Context, rq configRequest) {
 		return
 	}
 	w.m.publish(w.e, snap)
+	// The containers' copy of the record follows, so that a pod re-adopted
+	// after its store was lost gets these files, not the first ones.
+	rec := w.m.podRecordCopy(w.e)
+	for _, c := range w.ctrs {
+		if c.id == "" {
+			continue
+		}
+		if err := w.m.cfg.Runtime.SetExtensions(ctx, c.id, rec); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			w.log.Warn("update the container's copy of the pod record", "container", c.spec.GetName(), "err", err)
+		}
+	}
 	names := make([]string, 0, len(restart))
 	for _, c := range restart {
 		names = append(names, c.spec.GetName())

@@ -341,3 +341,51 @@ func TestGCLeavesUnknownIncarnations(t *testing.T) {
 		})
 	}
 }
+
+// A pod whose config files changed in place, then lost its store, comes
+// back with the files as they were last written, not as they were when its
+// container was created: the container's copy of the record follows the
+// update.
+func TestReadoptKeepsUpdatedConfigFiles(t *testing.T) {
+	e := newEnv(t)
+	t.Cleanup(func() { _ = acctest.UnmountUnder(filepath.Join(e.stateDir(), "scratch")) })
+	m := e.manager(t, func(c *Config) { c.GCInterval = time.Hour })
+	ctx := testContext(t)
+	spec := func(content string) *herdv1.PodSpec {
+		p := e.pod("cfg", "", "sleep", "3600")
+		p.Containers[0].ConfigFiles = []*herdv1.ConfigFile{{Path: "/etc/app/app.conf", Content: content}}
+		return p
+	}
+	first, _, err := m.Apply(ctx, spec("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, m, "cfg", "running", allRunning)
+	updated, created, err := m.Apply(ctx, spec("two"))
+	if err != nil || created || updated.GetUid() != first.GetUid() {
+		t.Fatalf("config update: created %v, uid %s (was %s), %v", created, updated.GetUid(), first.GetUid(), err)
+	}
+	pid := taskPID(t, e, "herd-cfg-main")
+	m.Close()
+	e.st = freshStore(t)
+
+	m2 := e.manager(t, func(c *Config) { c.GCInterval = time.Hour })
+	got, err := m2.Get(ctx, "cfg")
+	if err != nil {
+		t.Fatalf("Get after re-adoption: %v", err)
+	}
+	if c := got.GetSpec().GetContainers()[0].GetConfigFiles()[0].GetContent(); c != "two" || got.GetSpecHash() != updated.GetSpecHash() {
+		t.Errorf("re-adopted config file %q hash %s; want \"two\" and hash %s", c, got.GetSpecHash(), updated.GetSpecHash())
+	}
+	if taskPID(t, e, "herd-cfg-main") != pid {
+		t.Errorf("the container was restarted")
+	}
+	if out := shellIn(t, e, "cfg", "main", "cat /etc/app/app.conf"); out != "two" {
+		t.Errorf("the container reads %q", out)
+	}
+	// Applying the same spec again is no change: no replacement.
+	again, created, err := m2.Apply(ctx, spec("two"))
+	if err != nil || created || again.GetUid() != first.GetUid() {
+		t.Errorf("re-apply after re-adoption: created %v, uid %s, %v", created, again.GetUid(), err)
+	}
+}

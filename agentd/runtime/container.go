@@ -384,6 +384,26 @@ func (r *Runtime) LoadContainer(ctx context.Context, id string) (*Container, err
 	return &Container{r: r, c: c, info: info, labels: info.Labels}, nil
 }
 
+// SetExtensions replaces the named extensions of container id (one that
+// carries the marker; see ContainerConfig.Extensions): the pod manager
+// keeps the container's copy of its pod record current when the record
+// changes in place.
+func (r *Runtime) SetExtensions(ctx context.Context, id string, exts map[string]proto.Message) error {
+	ctx = r.Context(ctx)
+	c, err := r.LoadContainer(ctx, id)
+	if err != nil {
+		return err
+	}
+	opts := make([]client.UpdateContainerOpts, 0, len(exts))
+	for _, name := range slices.Sorted(maps.Keys(exts)) {
+		opts = append(opts, client.UpdateContainerOpts(client.WithContainerExtension(name, exts[name])))
+	}
+	if err := c.c.Update(ctx, opts...); err != nil {
+		return fmt.Errorf("container %s: set extensions: %w", id, err)
+	}
+	return nil
+}
+
 func foreignContainer(id string) error {
 	return fmt.Errorf("container %s exists but is %w; herd will not touch it", id, ErrForeign)
 }
