@@ -58,6 +58,7 @@ const (
 	scratchMarker = ".herd-scratch"
 	emptySubdir   = "empty"
 	configSubdir  = "config"
+	subpathSubdir = "subpath"
 )
 
 // checkVolumes admits a pod's persistent volumes: each exists on this node,
@@ -140,6 +141,11 @@ func needsScratch(s *herdv1.PodSpec) bool {
 		if len(c.GetConfigFiles()) > 0 {
 			return true
 		}
+		for _, vm := range c.GetVolumeMounts() {
+			if vm.GetSubPath() != "" {
+				return true // pinned under subpath/
+			}
+		}
 	}
 	return false
 }
@@ -212,9 +218,12 @@ func (m *Manager) storageBinds(ctx context.Context, e *podEntry, c *ctr) ([]runt
 			}
 			src = p
 		}
-		src, err := subDir(src, vm.GetSubPath())
-		if err != nil {
-			return nil, fmt.Errorf("volume_mounts[%d]: %w", i, err)
+		if sub := vm.GetSubPath(); sub != "" {
+			pinned, err := m.pinSubDir(e, c, i, src, sub)
+			if err != nil {
+				return nil, fmt.Errorf("volume_mounts[%d]: %w", i, err)
+			}
+			src = pinned
 		}
 		binds = append(binds, runtime.BindMount{Source: src, Destination: vm.GetPath(), Writable: !vm.GetReadOnly()})
 	}
@@ -228,16 +237,15 @@ func (m *Manager) storageBinds(ctx context.Context, e *podEntry, c *ctr) ([]runt
 	return binds, nil
 }
 
-// subDir resolves sub inside dir, making missing directories (0755). Every
-// element must be a directory, not a symlink: a container that writes the
-// volume must not steer a later mount elsewhere on the host.
-func subDir(dir, sub string) (string, error) {
-	if sub == "" {
-		return dir, nil
-	}
+// subDir opens sub inside dir, making missing directories (0755). Every
+// element must be a directory, not a symlink, and the directory opened is
+// inside dir however the volume changes meanwhile (os.Root resolves inside
+// it): a container that writes the volume must not steer a later mount
+// elsewhere on the host.
+func subDir(dir, sub string) (*os.File, error) {
 	r, err := os.OpenRoot(dir)
 	if err != nil {
-		return "", fmt.Errorf("sub_path %q: %w", sub, err)
+		return nil, fmt.Errorf("sub_path %q: %w", sub, err)
 	}
 	defer r.Close()
 	cur := ""
@@ -246,18 +254,82 @@ func subDir(dir, sub string) (string, error) {
 		fi, err := r.Lstat(cur)
 		if errors.Is(err, fs.ErrNotExist) {
 			if err := r.Mkdir(cur, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return "", fmt.Errorf("sub_path %q: make %s: %w", sub, cur, err)
+				return nil, fmt.Errorf("sub_path %q: make %s: %w", sub, cur, err)
 			}
 			fi, err = r.Lstat(cur)
 		}
 		if err != nil {
-			return "", fmt.Errorf("sub_path %q: %w", sub, err)
+			return nil, fmt.Errorf("sub_path %q: %w", sub, err)
 		}
 		if !fi.IsDir() {
-			return "", fmt.Errorf("sub_path %q: %s is not a directory (symlinks are refused)", sub, cur)
+			return nil, fmt.Errorf("sub_path %q: %s is not a directory (symlinks are refused)", sub, cur)
 		}
 	}
-	return filepath.Join(dir, filepath.FromSlash(sub)), nil
+	f, err := r.Open(sub)
+	if err != nil {
+		return nil, fmt.Errorf("sub_path %q: %w", sub, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("sub_path %q: not a directory", sub)
+	}
+	return f, nil
+}
+
+// pinSubDir bind-mounts the sub_path sub of dir, as opened by subDir, at
+// <scratch>/subpath/<container>.<i> and returns that path, which runc then
+// mounts: the directory is fixed when it is checked, so swapping a
+// directory of the volume for a symlink in between changes nothing.
+// Callers hold e.storageMu and have checked the scratch directory's
+// marker (openScratch).
+func (m *Manager) pinSubDir(e *podEntry, c *ctr, i int, dir, sub string) (string, error) {
+	f, err := subDir(dir, sub)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	pins := filepath.Join(m.scratchDir(e.name, e.uid), subpathSubdir)
+	if err := os.MkdirAll(pins, 0o700); err != nil {
+		return "", fmt.Errorf("sub_path %q: %w", sub, err)
+	}
+	target := filepath.Join(pins, fmt.Sprintf("%s.%d", c.spec.GetName(), i))
+	// A pin of the container's previous run goes: the sub_path is resolved
+	// again for each start, as the volume may have changed.
+	if err := unpin(target); err != nil {
+		return "", fmt.Errorf("sub_path %q: %w", sub, err)
+	}
+	if err := pinDir(f, target); err != nil {
+		return "", fmt.Errorf("sub_path %q: %w", sub, err)
+	}
+	return target, nil
+}
+
+// pinDir bind-mounts the directory f is open on at target (made if
+// missing): the mount is of that very directory, whatever its path leads
+// to by now.
+func pinDir(f *os.File, target string) error {
+	if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("pin %s: %w", target, err)
+	}
+	return nil
+}
+
+// unpin unmounts a sub_path pin if one is there.
+func unpin(target string) error {
+	for {
+		err := unix.Unmount(target, unix.MNT_DETACH)
+		switch {
+		case err == nil:
+			continue // a pin stacked on another
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil // not a mount point (any more)
+		default:
+			return fmt.Errorf("unpin %s: %w", target, err)
+		}
+	}
 }
 
 // ensureEmptyDir makes the pod's empty_dir name (idempotent) and returns
@@ -424,6 +496,15 @@ func (m *Manager) removeScratch(ctx context.Context, dir, marker string) error {
 					return fmt.Errorf("unmount empty_dir %s: %w", de.Name(), err)
 				}
 			}
+		}
+	}
+	pins, err := os.ReadDir(filepath.Join(dir, subpathSubdir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, de := range pins {
+		if err := unpin(filepath.Join(dir, subpathSubdir, de.Name())); err != nil {
+			return err
 		}
 	}
 	// Nothing may be mounted below any more: RemoveAll would go through.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,10 +117,22 @@ func TestVolumeMountsAndOneWriter(t *testing.T) {
 		t.Errorf("volume of another namespace: %v, want ErrVolumeUnavailable", err)
 	}
 
-	// Once the writer is deleted, another pod may write.
+	// Once the writer is deleted, another pod may write. Its sub_path pin
+	// and scratch directory are gone with it.
 	var zero time.Duration
+	writerPod, err := m.Get(ctx, "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scratch := m.scratchDir("writer", writerPod.GetUid())
+	if _, err := os.Stat(filepath.Join(scratch, subpathSubdir, "main.1")); err != nil {
+		t.Errorf("the sub_path pin: %v", err)
+	}
 	if _, err := m.DeleteWith(ctx, "writer", DeleteOptions{Grace: &zero}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(scratch); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the writer's scratch dir after its deletion: %v", err)
 	}
 	if _, _, err := m.Apply(ctx, second); err != nil {
 		t.Fatalf("a writer after the first was deleted: %v", err)
