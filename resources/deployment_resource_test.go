@@ -222,7 +222,7 @@ const memoryScratch = `      name       = "scratch"
 // their attributes, as herd_pod's are: a volume id of another namespace
 // than the deployment's, an empty_dir's own rules, a mount of an
 // empty_dir the template lacks; a template that writes its volume runs
-// one replica at most.
+// one replica at most, and never BlueGreen.
 func TestDeploymentPlanRefusesBadStorage(t *testing.T) {
 	otherNS := `"` + testNodeID + `/other/data"`
 	runPlanErrorCases(t, []planErrorCase{
@@ -257,6 +257,13 @@ func TestDeploymentPlanRefusesBadStorage(t *testing.T) {
 			name:   "two replicas writing a volume",
 			config: deploymentConfig("  replicas = 2\n" + storageTemplate(`"data"`, false, memoryScratch)),
 			re:     errRe("Invalid deployment specification", `replicas`, `data`),
+			errors: 1,
+		},
+		{
+			name: "BlueGreen writing a volume",
+			config: deploymentConfig("  replicas = 1\n  strategy = { type = \"BlueGreen\", max_surge = 0, max_unavailable = 0 }\n" +
+				storageTemplate(`"data"`, false, memoryScratch)),
+			re:     errRe("Invalid deployment specification", `strategy.type:`, `must be RollingUpdate`, `data`),
 			errors: 1,
 		},
 	})
