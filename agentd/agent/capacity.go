@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/herd-project/terraform-provider-herd/agentd/capacity"
@@ -68,7 +69,23 @@ func (c *capStack) start(ctx context.Context, cl *cluster.Cluster, mgr *pods.Man
 		for _, err := range info.Health(ctx) {
 			ready = ready && err == nil
 		}
-		return capacity.Info{Allocatable: c.alloc, Requested: req, Pods: n, Ready: ready, Volumes: vols.Names()}, nil
+		info := capacity.Info{Allocatable: c.alloc, Requested: req, Pods: n, Ready: ready, Volumes: vols.Names()}
+		for _, v := range info.Volumes {
+			ns, name, _ := strings.Cut(v, "/")
+			rw, _ := mgr.VolumeUsers(ns, name)
+			if rw == "" {
+				continue
+			}
+			if info.VolumeWriters == nil {
+				info.VolumeWriters = map[string]string{}
+			}
+			info.VolumeWriters[v] = capacity.WriterPod(rw)
+			if p, err := mgr.Get(ctx, rw); err == nil && p.GetSpec().GetDeployment() != nil {
+				d := p.GetSpec().GetDeployment()
+				info.VolumeWriters[v] = capacity.WriterDeployment(d.GetNamespace() + "/" + d.GetName())
+			}
+		}
+		return info, nil
 	}
 	p := capacity.NewPublisher(read, cl, log.With("component", "capacity"))
 	c.pub.Store(p)

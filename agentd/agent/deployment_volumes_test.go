@@ -135,4 +135,38 @@ func TestDeploymentOnVolume(t *testing.T) {
 		t.Errorf("volume status %v, want the writer and two readers", v.GetStatus())
 	}
 	growsPast(t, dir, last, "beside the readers")
+
+	// A volume a plain pod writes is no place for a deployment that would
+	// write it: the plan (here a dry run, once dv-b's gossip says who
+	// writes it) refuses, naming the pod, and nothing is created.
+	if _, err := vb.ApplyVolume(ctx, &herdv1.ApplyVolumeRequest{Spec: &herdv1.VolumeSpec{Name: "other", Size: "16Mi"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Pods.ApplyPod(ctx, &herdv1.ApplyPodRequest{Spec: &herdv1.PodSpec{
+		Name: "legacy",
+		Containers: []*herdv1.ContainerSpec{{
+			Name: "w", Image: c.Env.Image, Memory: "16Mi",
+			Command:      []string{"sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"},
+			VolumeMounts: []*herdv1.VolumeMount{{Volume: "other", Path: "/data"}},
+		}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	taker := writer("1")
+	taker.Name = "taker"
+	taker.Selector = map[string]string{"app": "taker"}
+	taker.Template.Labels = map[string]string{"app": "taker"}
+	taker.Template.Containers[0].VolumeMounts[0].Volume = "other"
+	const held = "volume default/other is written by pod legacy"
+	waitFor(t, time.Minute, "the dry run refuses a second writer", func() (bool, string) {
+		_, err := a.Deployments.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: taker, DryRun: true})
+		return err != nil && strings.Contains(err.Error(), held), fmt.Sprint(err)
+	})
+	_, err = a.Deployments.ApplyDeployment(ctx, &herdv1.ApplyDeploymentRequest{Spec: taker})
+	if err == nil || !strings.Contains(err.Error(), held) {
+		t.Errorf("apply of a second writer: %v, want %q", err, held)
+	}
+	if _, err := a.Deployments.GetDeployment(ctx, &herdv1.GetDeploymentRequest{Name: "taker"}); status.Code(err) != codes.NotFound {
+		t.Errorf("the refused deployment: %v, want NotFound", err)
+	}
 }

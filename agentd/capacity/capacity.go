@@ -40,7 +40,18 @@ type Info struct {
 	// Volumes are the node's persistent volumes, "namespace/name", sorted:
 	// the scheduler places a replica only where its volumes are.
 	Volumes []string `json:"volumes,omitempty"`
+	// VolumeWriters names, by "namespace/name", who writes a volume now:
+	// "pod NAME", or "deployment NAMESPACE/NAME" for a replica. The
+	// scheduler gives a deployment that writes a volume only a node where
+	// nobody else does.
+	VolumeWriters map[string]string `json:"volume_writers,omitempty"`
 }
+
+// WriterPod and WriterDeployment are VolumeWriters values.
+func WriterPod(name string) string { return "pod " + name }
+
+// WriterDeployment is the VolumeWriters value of a deployment's replica.
+func WriterDeployment(key string) string { return "deployment " + key }
 
 // Free is what is left for new pods (never negative).
 func (i Info) Free() Resources {

@@ -127,12 +127,13 @@ func (r *Registry) nodes(needSecrets bool) []schedule.Node {
 		}
 		info, hasCap := caps[m.Name]
 		n := schedule.Node{
-			Name:        m.Name,
-			Labels:      m.Labels,
-			Allocatable: info.Allocatable,
-			Free:        info.Free(),
-			Secrets:     held[m.Name],
-			Volumes:     map[string]bool{},
+			Name:          m.Name,
+			Labels:        m.Labels,
+			Allocatable:   info.Allocatable,
+			Free:          info.Free(),
+			Secrets:       held[m.Name],
+			Volumes:       map[string]bool{},
+			VolumeWriters: info.VolumeWriters,
 		}
 		for _, v := range info.Volumes {
 			n.Volumes[v] = true

@@ -48,9 +48,16 @@ func ScheduleRequest(key string, d *herdv1.DeploymentSpec, template *herdv1.PodS
 	if ns == "" {
 		ns = spec.DefaultNamespace
 	}
-	var vols []string
+	var vols, writes []string
 	for _, v := range spec.TemplateVolumes(template) {
 		vols = append(vols, ns+"/"+v) // a replica mounts volumes of its own namespace
+	}
+	for _, c := range template.GetContainers() {
+		for _, m := range c.GetVolumeMounts() {
+			if m.GetVolume() != "" && !m.GetReadOnly() {
+				writes = append(writes, ns+"/"+m.GetVolume())
+			}
+		}
 	}
 	return schedule.Request{
 		Key:          key,
@@ -58,6 +65,7 @@ func ScheduleRequest(key string, d *herdv1.DeploymentSpec, template *herdv1.PodS
 		NodeSelector: d.GetNodeSelector(),
 		Secrets:      secs,
 		Volumes:      vols,
+		Writes:       writes,
 		Strategy:     d.GetPlacement().GetStrategy(),
 		MaxPerNode:   int(d.GetPlacement().GetMaxPerNode()),
 	}

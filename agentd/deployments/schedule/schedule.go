@@ -28,6 +28,9 @@ type Node struct {
 	Free        capacity.Resources // allocatable - requested, as published
 	Secrets     map[string]bool    // "ns/name" of the secrets the node holds
 	Volumes     map[string]bool    // "ns/name" of the persistent volumes the node has
+	// VolumeWriters: "ns/name" -> who writes that volume now (see
+	// capacity.Info.VolumeWriters).
+	VolumeWriters map[string]string
 }
 
 // Request is what to place.
@@ -37,6 +40,7 @@ type Request struct {
 	NodeSelector map[string]string
 	Secrets      []string // "ns/name" the template uses
 	Volumes      []string // "ns/name" of the persistent volumes the template mounts
+	Writes       []string // those of Volumes it mounts read-write
 	Strategy     string   // spec.PlacementBinPack (default) or spec.PlacementSpread
 	MaxPerNode   int      // 0: no limit
 	// Existing counts the replicas of this deployment already on each node:
@@ -202,6 +206,11 @@ func reason(s *slot, req Request) string {
 	if len(missing) > 0 {
 		sort.Strings(missing)
 		return NoVolumeReason + " " + strings.Join(slices.Compact(missing), ", ")
+	}
+	for _, v := range req.Writes {
+		if w := s.n.VolumeWriters[v]; w != "" && w != capacity.WriterDeployment(req.Key) {
+			return fmt.Sprintf("volume %s is written by %s (a volume has one writer)", v, w)
+		}
 	}
 	if req.MaxPerNode > 0 && s.count >= req.MaxPerNode {
 		noun := "replicas"

@@ -204,6 +204,26 @@ func TestReport(t *testing.T) {
 	if err := r.Err("default/db"); err == nil || err.Error() != want {
 		t.Errorf("Err =\n%v\nwant\n%s", err, want)
 	}
+	// A deployment that writes a volume goes only where nobody else
+	// writes it; its own replica does not count.
+	held := node("node-9", 8000, 16*gi)
+	held.Volumes = map[string]bool{"default/data": true}
+	held.VolumeWriters = map[string]string{"default/data": "pod legacy"}
+	wreq := Request{Key: "default/db", Per: res(100, mi), Volumes: []string{"default/data"}, Writes: []string{"default/data"}}
+	r = Place([]Node{held}, wreq, 1)
+	want = "cannot place 1 of 1 replicas of default/db: node-9 volume default/data is written by pod legacy (a volume has one writer)"
+	if err := r.Err("default/db"); err == nil || err.Error() != want {
+		t.Errorf("Err =\n%v\nwant\n%s", err, want)
+	}
+	held.VolumeWriters["default/data"] = "deployment default/db"
+	if r := Place([]Node{held}, wreq, 1); len(r.Nodes) != 1 {
+		t.Errorf("its own replica writing the volume: %v", r.Err("default/db"))
+	}
+	wreq.Writes = nil // a reader
+	held.VolumeWriters["default/data"] = "pod legacy"
+	if r := Place([]Node{held}, wreq, 1); len(r.Nodes) != 1 {
+		t.Errorf("a reader beside a writer: %v", r.Err("default/db"))
+	}
 	if err := Place(nil, Request{}, 2).Err("default/x"); err == nil || err.Error() != "cannot place 2 of 2 replicas of default/x: no nodes" {
 		t.Errorf("no nodes: %v", err)
 	}
