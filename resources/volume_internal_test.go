@@ -56,6 +56,7 @@ func testVolumeModel(protected bool) volumeModel {
 	return volumeModel{
 		ID:                 types.StringValue("node-a@127.0.0.1:1/default/data"),
 		Node:               types.StringValue("node-a@127.0.0.1:1"),
+		NodeCandidates:     types.ListNull(types.StringType),
 		Namespace:          types.StringValue("default"),
 		Name:               types.StringValue("data"),
 		Size:               types.StringValue("1Gi"),
@@ -111,6 +112,7 @@ func TestVolumeModifyPlan(t *testing.T) {
 		plan      func(volumeModel) *volumeModel // nil: destroy
 		wantErr   string                         // in the error's detail; "" for none
 		errPath   path.Path
+		wantWarn  string // in the one warning's detail; "" for none
 		check     func(t *testing.T, got volumeModel)
 	}{
 		{name: "destroy while protected", protected: true, wantErr: "set deletion_protection = false, apply, then destroy",
@@ -178,6 +180,25 @@ func TestVolumeModifyPlan(t *testing.T) {
 						got.CapacityBytes, got.ID, got.Phase)
 				}
 			}},
+		{name: "candidates no longer list the node", protected: true,
+			plan: func(m volumeModel) *volumeModel {
+				m.NodeCandidates = types.ListValueMust(types.StringType, []attr.Value{types.StringValue("node-b@127.0.0.1:2")})
+				m = unknownComputed(m)
+				return &m
+			},
+			wantWarn: `default/data stays on node "node-a" at 127.0.0.1:1, which node_candidates no longer lists`,
+			check: func(t *testing.T, got volumeModel) {
+				if got.Node.ValueString() != "node-a@127.0.0.1:1" || got.ID.IsUnknown() {
+					t.Fatalf("candidates changed: node %s id %s, want kept", got.Node, got.ID)
+				}
+			}},
+		{name: "candidates still list the node", protected: true,
+			plan: func(m volumeModel) *volumeModel {
+				m.NodeCandidates = types.ListValueMust(types.StringType, []attr.Value{
+					types.StringValue("node-b@127.0.0.1:2"), types.StringValue("node-a@127.0.0.1:1")})
+				m = unknownComputed(m)
+				return &m
+			}},
 		{name: "no change", protected: true,
 			plan: func(m volumeModel) *volumeModel { return &m },
 			check: func(t *testing.T, got volumeModel) {
@@ -216,6 +237,12 @@ func TestVolumeModifyPlan(t *testing.T) {
 			}
 			if resp.Diagnostics.HasError() {
 				t.Fatal(resp.Diagnostics)
+			}
+			switch w := resp.Diagnostics.Warnings(); {
+			case tt.wantWarn == "" && len(w) > 0:
+				t.Fatalf("want no warning, got %v", w)
+			case tt.wantWarn != "" && (len(w) != 1 || !strings.Contains(w[0].Detail(), tt.wantWarn)):
+				t.Fatalf("want one warning with %q, got %v", tt.wantWarn, w)
 			}
 			if tt.check != nil {
 				var got volumeModel

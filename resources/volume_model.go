@@ -16,6 +16,7 @@ import (
 type volumeModel struct {
 	ID                 types.String   `tfsdk:"id"`
 	Node               types.String   `tfsdk:"node"`
+	NodeCandidates     types.List     `tfsdk:"node_candidates"`
 	Namespace          types.String   `tfsdk:"namespace"`
 	Name               types.String   `tfsdk:"name"`
 	Size               types.String   `tfsdk:"size"`

@@ -37,6 +37,14 @@ func (r *volumeResource) ValidateConfig(ctx context.Context, req resource.Valida
 		Size:      known(cfg.Size, "1Mi"),
 	}
 	addVolumeFieldErrors(&resp.Diagnostics, spec.ValidateVolume(s))
+	switch nodeSet, candSet := !cfg.Node.IsNull(), !cfg.NodeCandidates.IsNull(); {
+	case nodeSet && candSet:
+		resp.Diagnostics.AddAttributeError(path.Root("node_candidates"), "Invalid volume specification",
+			"node_candidates conflicts with node: give the node, or the candidates for herd to choose from")
+	case !nodeSet && !candSet:
+		resp.Diagnostics.AddAttributeError(path.Root("node"), "Invalid volume specification",
+			"set node (the herd_node that holds the volume), or node_candidates for herd to choose one")
+	}
 }
 
 // addVolumeFieldErrors reports spec.ValidateVolume's errors at the
@@ -123,6 +131,7 @@ func (r *volumeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	if req.Plan.Raw.Equal(req.State.Raw) {
 		return // nothing changes
 	}
+	warnNodeNotCandidate(ctx, plan, state, &resp.Diagnostics)
 	set("uid", state.UID)
 	set("id", state.ID)
 	switch {
@@ -173,4 +182,27 @@ func stateVolumeBytes(state volumeModel) (int64, bool) {
 		return state.SizeBytes.ValueInt64(), true
 	}
 	return knownVolumeBytes(state.Size)
+}
+
+// warnNodeNotCandidate says, when node_candidates no longer lists the node
+// herd chose, that the volume stays where its data is: the list is only
+// read at creation, and moving is a replacement the user must ask for.
+func warnNodeNotCandidate(ctx context.Context, plan, state volumeModel, diags *diag.Diagnostics) {
+	if plan.NodeCandidates.IsNull() || plan.NodeCandidates.IsUnknown() || !plan.Node.Equal(state.Node) {
+		return
+	}
+	var cands []types.String
+	if d := plan.NodeCandidates.ElementsAs(ctx, &cands, false); d.HasError() {
+		return
+	}
+	for _, c := range cands {
+		if c.IsUnknown() || c.Equal(state.Node) {
+			return
+		}
+	}
+	diags.AddAttributeWarning(path.Root("node_candidates"), "Volume stays on its node",
+		fmt.Sprintf("Volume %s/%s stays on %s, which node_candidates no longer lists: herd chooses among the "+
+			"candidates only when it creates a volume, and never moves one (its data is on that node). To move it, "+
+			"set node to the other node, which replaces it with a new, empty volume.",
+			state.Namespace.ValueString(), state.Name.ValueString(), nodeDescription(state.Node.ValueString())))
 }

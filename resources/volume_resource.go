@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/identityschema"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -52,6 +53,19 @@ func (r *volumeResource) Create(ctx context.Context, req resource.CreateRequest,
 	plan, ok := configuredModel[volumeModel](ctx, r.clients, req.Plan, &resp.Diagnostics)
 	if !ok {
 		return
+	}
+	if plan.Node.IsUnknown() || plan.Node.IsNull() {
+		var cands []string
+		resp.Diagnostics.Append(plan.NodeCandidates.ElementsAs(ctx, &cands, false)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		node, err := r.chooseNode(ctx, volumeKey(plan), cands)
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("node_candidates"), "No node for the volume", err.Error())
+			return
+		}
+		plan.Node = types.StringValue(node)
 	}
 	setIdentity(ctx, resp.Identity, plan.identity(), &resp.Diagnostics)
 	r.apply(ctx, plan, plan.Timeouts.Create, refuseExistingVolume, &resp.State, &resp.Diagnostics)

@@ -89,6 +89,49 @@ resource "herd_volume" "v" {
 			re:     errRe("Invalid node id"),
 			errors: 1,
 		},
+		{
+			name: "neither node nor node_candidates",
+			config: `
+resource "herd_volume" "v" {
+  name = "data"
+  size = "1Gi"
+}
+`,
+			re:     errRe("set node", "or node_candidates for herd to choose one"),
+			errors: 1,
+		},
+		{
+			name: "node and node_candidates",
+			config: volumeConfig(`  name            = "data"
+  size            = "1Gi"
+  node_candidates = [` + fmt.Sprintf("%q", testNodeID) + `]`),
+			re:     errRe("node_candidates conflicts with node"),
+			errors: 1,
+		},
+		{
+			name: "a candidate not a herd_node id",
+			config: `
+resource "herd_volume" "v" {
+  name            = "data"
+  size            = "1Gi"
+  node_candidates = ["node-a"]
+}
+`,
+			re:     errRe("Invalid node id"),
+			errors: 1,
+		},
+		{
+			name: "no candidates",
+			config: `
+resource "herd_volume" "v" {
+  name            = "data"
+  size            = "1Gi"
+  node_candidates = []
+}
+`,
+			re:     errRe("node_candidates", "at least 1"),
+			errors: 1,
+		},
 	}
 	runPlanErrorCases(t, cases)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
@@ -50,10 +51,25 @@ func (r *volumeResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 			},
 			"node": schema.StringAttribute{
 				MarkdownDescription: "The node that holds the volume: the `id` of a `herd_node` (`NAME@ADDRESS`). " +
-					"Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).",
-				Required:      true,
-				Validators:    []validator.String{nodeIDValidator()},
-				PlanModifiers: replaceString,
+					"Set it, or leave it out and give `node_candidates`: herd then chooses the node at creation and " +
+					"keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty " +
+					"one on the other node).",
+				Optional:   true,
+				Computed:   true,
+				Validators: []validator.String{nodeIDValidator()},
+				// A chosen node stays: with no node configured the state's
+				// is planned; a configured other one replaces.
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplace()},
+			},
+			"node_candidates": schema.ListAttribute{
+				MarkdownDescription: "Without `node`: the `herd_node` ids herd may put the volume on. At creation herd " +
+					"asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory " +
+					"for its size, ties to the smaller name), as it places a deployment's replica; the volume is then " +
+					"fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later " +
+					"moves nothing. Conflicts with `node`.",
+				Optional:    true,
+				ElementType: types.StringType,
+				Validators:  []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(nodeIDValidator())},
 			},
 			"namespace": schema.StringAttribute{
 				MarkdownDescription: "The volume's namespace, a lowercase RFC 1123 label; default `default`. Pods " +

@@ -15,3 +15,11 @@ resource "herd_volume" "cache" {
   size                = "512Mi"
   deletion_protection = false
 }
+
+# A volume whose node herd chooses at creation among the candidates (the
+# emptiest ready one), then keeps: a deployment that mounts it runs there.
+resource "herd_volume" "uploads" {
+  node_candidates = [herd_node.node1.id, herd_node.node2.id]
+  name            = "uploads"
+  size            = "5Gi"
+}

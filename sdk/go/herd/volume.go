@@ -58,8 +58,10 @@ type Volume struct {
 	Name pulumi.StringOutput `pulumi:"name"`
 	// The volume's namespace, a lowercase RFC 1123 label; default `default`. Pods mount volumes of their own namespace. Changing it replaces the volume.
 	Namespace pulumi.StringOutput `pulumi:"namespace"`
-	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).
+	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Set it, or leave it out and give `nodeCandidates`: herd then chooses the node at creation and keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty one on the other node).
 	Node pulumi.StringOutput `pulumi:"node"`
+	// Without `node`: the `Node` ids herd may put the volume on. At creation herd asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory for its size, ties to the smaller name), as it places a deployment's replica; the volume is then fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later moves nothing. Conflicts with `node`.
+	NodeCandidates pulumi.StringArrayOutput `pulumi:"nodeCandidates"`
 	// `Available` (no pod mounts it read-write) or `Bound` (a pod does: `boundTo`), at the last refresh.
 	Phase pulumi.StringOutput `pulumi:"phase"`
 	// The pods that mount the volume read-only, at the last refresh.
@@ -85,9 +87,6 @@ func NewVolume(ctx *pulumi.Context,
 
 	if args.Name == nil {
 		return nil, errors.New("invalid value for required argument 'Name'")
-	}
-	if args.Node == nil {
-		return nil, errors.New("invalid value for required argument 'Node'")
 	}
 	if args.Size == nil {
 		return nil, errors.New("invalid value for required argument 'Size'")
@@ -125,8 +124,10 @@ type volumeState struct {
 	Name *string `pulumi:"name"`
 	// The volume's namespace, a lowercase RFC 1123 label; default `default`. Pods mount volumes of their own namespace. Changing it replaces the volume.
 	Namespace *string `pulumi:"namespace"`
-	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).
+	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Set it, or leave it out and give `nodeCandidates`: herd then chooses the node at creation and keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty one on the other node).
 	Node *string `pulumi:"node"`
+	// Without `node`: the `Node` ids herd may put the volume on. At creation herd asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory for its size, ties to the smaller name), as it places a deployment's replica; the volume is then fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later moves nothing. Conflicts with `node`.
+	NodeCandidates []string `pulumi:"nodeCandidates"`
 	// `Available` (no pod mounts it read-write) or `Bound` (a pod does: `boundTo`), at the last refresh.
 	Phase *string `pulumi:"phase"`
 	// The pods that mount the volume read-only, at the last refresh.
@@ -154,8 +155,10 @@ type VolumeState struct {
 	Name pulumi.StringPtrInput
 	// The volume's namespace, a lowercase RFC 1123 label; default `default`. Pods mount volumes of their own namespace. Changing it replaces the volume.
 	Namespace pulumi.StringPtrInput
-	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).
+	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Set it, or leave it out and give `nodeCandidates`: herd then chooses the node at creation and keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty one on the other node).
 	Node pulumi.StringPtrInput
+	// Without `node`: the `Node` ids herd may put the volume on. At creation herd asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory for its size, ties to the smaller name), as it places a deployment's replica; the volume is then fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later moves nothing. Conflicts with `node`.
+	NodeCandidates pulumi.StringArrayInput
 	// `Available` (no pod mounts it read-write) or `Bound` (a pod does: `boundTo`), at the last refresh.
 	Phase pulumi.StringPtrInput
 	// The pods that mount the volume read-only, at the last refresh.
@@ -183,8 +186,10 @@ type volumeArgs struct {
 	Name string `pulumi:"name"`
 	// The volume's namespace, a lowercase RFC 1123 label; default `default`. Pods mount volumes of their own namespace. Changing it replaces the volume.
 	Namespace *string `pulumi:"namespace"`
-	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).
-	Node string `pulumi:"node"`
+	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Set it, or leave it out and give `nodeCandidates`: herd then chooses the node at creation and keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty one on the other node).
+	Node *string `pulumi:"node"`
+	// Without `node`: the `Node` ids herd may put the volume on. At creation herd asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory for its size, ties to the smaller name), as it places a deployment's replica; the volume is then fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later moves nothing. Conflicts with `node`.
+	NodeCandidates []string `pulumi:"nodeCandidates"`
 	// The size of the volume's filesystem image, a quantity of bytes such as `"10Gi"` or `"500M"`, from `1Mi` to `64Ti` (ext4's own metadata takes a little of it: see `capacityBytes`). A larger size grows the volume in place; a smaller one is refused at plan time.
 	Size string `pulumi:"size"`
 	// Time limits of the operations on this volume. Changing them does not replace it.
@@ -199,8 +204,10 @@ type VolumeArgs struct {
 	Name pulumi.StringInput
 	// The volume's namespace, a lowercase RFC 1123 label; default `default`. Pods mount volumes of their own namespace. Changing it replaces the volume.
 	Namespace pulumi.StringPtrInput
-	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).
-	Node pulumi.StringInput
+	// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Set it, or leave it out and give `nodeCandidates`: herd then chooses the node at creation and keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty one on the other node).
+	Node pulumi.StringPtrInput
+	// Without `node`: the `Node` ids herd may put the volume on. At creation herd asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory for its size, ties to the smaller name), as it places a deployment's replica; the volume is then fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later moves nothing. Conflicts with `node`.
+	NodeCandidates pulumi.StringArrayInput
 	// The size of the volume's filesystem image, a quantity of bytes such as `"10Gi"` or `"500M"`, from `1Mi` to `64Ti` (ext4's own metadata takes a little of it: see `capacityBytes`). A larger size grows the volume in place; a smaller one is refused at plan time.
 	Size pulumi.StringInput
 	// Time limits of the operations on this volume. Changing them does not replace it.
@@ -319,9 +326,14 @@ func (o VolumeOutput) Namespace() pulumi.StringOutput {
 	return o.ApplyT(func(v *Volume) pulumi.StringOutput { return v.Namespace }).(pulumi.StringOutput)
 }
 
-// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Volumes are node-local; changing it replaces the volume (a new, empty one on the other node).
+// The node that holds the volume: the `id` of a `Node` (`NAME@ADDRESS`). Set it, or leave it out and give `nodeCandidates`: herd then chooses the node at creation and keeps it. Volumes are node-local; changing a configured `node` replaces the volume (a new, empty one on the other node).
 func (o VolumeOutput) Node() pulumi.StringOutput {
 	return o.ApplyT(func(v *Volume) pulumi.StringOutput { return v.Node }).(pulumi.StringOutput)
+}
+
+// Without `node`: the `Node` ids herd may put the volume on. At creation herd asks each one and its scheduler takes the emptiest ready node (`spread`: most free CPU and memory for its size, ties to the smaller name), as it places a deployment's replica; the volume is then fixed there (`node`), and a deployment that mounts it runs on that node. Changing the list later moves nothing. Conflicts with `node`.
+func (o VolumeOutput) NodeCandidates() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v *Volume) pulumi.StringArrayOutput { return v.NodeCandidates }).(pulumi.StringArrayOutput)
 }
 
 // `Available` (no pod mounts it read-write) or `Bound` (a pod does: `boundTo`), at the last refresh.
