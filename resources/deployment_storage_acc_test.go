@@ -33,6 +33,9 @@ type storageCluster struct {
 	// deployments through (another one, so that placement by volume shows).
 	on, through *acctest.ClusterNode
 	volumes     herdv1.VolumeServiceClient // on's
+	// volumeAt, when set, is the HCL line that places herd_volume.v
+	// instead of node = on's id.
+	volumeAt string
 }
 
 func startStorageCluster(t *testing.T, subnet string, names ...string) *storageCluster {
@@ -130,7 +133,7 @@ provider "herd" {
 }
 
 resource "herd_volume" "v" {
-  node                = %q
+  %s
   name                = "data"
   size                = "16Mi"
   deletion_protection = false
@@ -168,7 +171,7 @@ resource "herd_deployment" "w" {
   }
   depends_on = [herd_volume.v]
 }
-`, certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile, sc.on.Agent.ID(), sc.through.Agent.ID(), replicas, image,
+`, certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile, sc.volumeLine(), sc.through.Agent.ID(), replicas, image,
 		script, volume)
 	if readers > 0 {
 		hcl += fmt.Sprintf(`
@@ -201,6 +204,13 @@ resource "herd_deployment" "r" {
 `, sc.through.Agent.ID(), readers, image)
 	}
 	return hcl
+}
+
+func (sc *storageCluster) volumeLine() string {
+	if sc.volumeAt != "" {
+		return sc.volumeAt
+	}
+	return fmt.Sprintf("node = %q", sc.on.Agent.ID())
 }
 
 // replicasOf is the replica_status of res as pod → node, each of

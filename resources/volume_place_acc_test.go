@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	herdv1 "github.com/herd-project/terraform-provider-herd/api/herd/v1"
+	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
 // A herd_volume without a node is placed by herd's scheduler among its
@@ -102,6 +103,69 @@ resource "herd_pod" "p" {
 				Config:           volume(fmt.Sprintf("node = %q", b.agent.ID())),
 				ConfigPlanChecks: stays(),
 				Check:            resource.TestCheckResourceAttr("herd_volume.v", "node", b.agent.ID()),
+			},
+		},
+	})
+}
+
+// The same for a deployment, on a cluster of two: the volume goes to the
+// node without the busy pod, and the deployment that writes it, applied
+// through the busy node, follows it there; a later change of the
+// candidates, or naming the chosen node, moves neither.
+func TestAccDeploymentVolumeChosenByScheduler(t *testing.T) {
+	t.Parallel()
+	sc := startStorageCluster(t, "10.95.0.0/24", "dvplace-a", "dvplace-b")
+	busyNode := sc.through // dvplace-a, which wins ties by name
+	busy := &herdv1.PodSpec{Name: "busy", Containers: []*herdv1.ContainerSpec{{
+		Name: "app", Image: sc.c.Env.Image, Memory: "8Gi",
+		Command: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"},
+	}}}
+	if _, err := busyNode.Pods.ApplyPod(context.Background(), &herdv1.ApplyPodRequest{Spec: busy}); err != nil {
+		t.Fatal(err)
+	}
+	// Runs before the cluster's cleanup, which wants no pod left.
+	t.Cleanup(func() {
+		if _, err := busyNode.Pods.DeletePod(context.Background(), &herdv1.DeletePodRequest{Name: "busy"}); err != nil {
+			t.Errorf("cleanup: delete pod busy: %v", err)
+		}
+	})
+	chosen := sc.on.Agent.ID()
+	const w = "herd_deployment.w"
+	stays := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+		plancheck.ExpectResourceAction("herd_volume.v", plancheck.ResourceActionUpdate),
+		plancheck.ExpectKnownValue("herd_volume.v", tfjsonpath.New("node"), knownvalue.StringExact(chosen)),
+		plancheck.ExpectResourceAction(w, plancheck.ResourceActionNoop),
+	}}
+	var pod string
+	var last int
+	config := func(at string) string {
+		sc.volumeAt = at
+		return sc.storageDeploymentHCL(sc.c.Env.Image, "herd_volume.v.id", 1, 0)
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providerFactories(),
+		Steps: []resource.TestStep{
+			{
+				Config: config(fmt.Sprintf("node_candidates = [%q, %q]", busyNode.Agent.ID(), chosen)),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("herd_volume.v", "node", chosen),
+					resource.TestCheckResourceAttr(w, "phase", spec.PhaseComplete),
+					sc.writerOnVolume(&pod),
+					sc.counterPasses(&last, "on the chosen node"),
+				),
+			},
+			{
+				Config:           config(fmt.Sprintf("node_candidates = [%q]", busyNode.Agent.ID())),
+				ConfigPlanChecks: stays,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttrWith(w, "replica_status.0.pod", equals(&pod)),
+					sc.counterPasses(&last, "after the candidates changed"),
+				),
+			},
+			{
+				Config:           config(fmt.Sprintf("node = %q", chosen)),
+				ConfigPlanChecks: stays,
+				Check:            resource.TestCheckResourceAttrWith(w, "replica_status.0.pod", equals(&pod)),
 			},
 		},
 	})
