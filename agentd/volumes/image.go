@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -184,6 +185,13 @@ func Grow(ctx context.Context, img, mnt string, newSize int64) error {
 		}
 		return nil
 	}
+	// Offline: a loop device still attached means the filesystem lives on
+	// in some other mount namespace (a copy taken while it was mounted),
+	// which may still write it; checking or resizing under it would
+	// corrupt it. Such copies go soon, and their device with them.
+	if err := waitDetached(ctx, img); err != nil {
+		return err
+	}
 	if err := fsck(ctx, img); err != nil {
 		return err
 	}
@@ -191,6 +199,31 @@ func Grow(ctx context.Context, img, mnt string, newSize int64) error {
 		return fmt.Errorf("grow the filesystem of %s: %w", img, err)
 	}
 	return nil
+}
+
+// detachWait is how long an offline change waits for the image's loop
+// devices to go with their last user.
+var detachWait = 10 * time.Second
+
+// waitDetached waits until no loop device is backed by img.
+func waitDetached(ctx context.Context, img string) error {
+	ctx, cancel := context.WithTimeout(ctx, detachWait)
+	defer cancel()
+	for {
+		devs, err := loopDevices(ctx, img)
+		if err != nil {
+			return err
+		}
+		if len(devs) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("grow image %s offline: it is still attached to %s (a mount of it lives on elsewhere)",
+				img, devs[0].path)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ErrNoOnlineGrow: the image is mounted, and this process lacks

@@ -3,8 +3,11 @@ package volumes
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -145,5 +148,41 @@ func TestImageGrowOffline(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(mnt, "f"))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("file changed by the grow (err %v)", err)
+	}
+}
+
+// An image still attached to a loop device (its filesystem may live on in
+// another mount namespace) is not grown offline: Grow waits, then refuses;
+// once detached, the same Grow finishes.
+func TestImageGrowWaitsForDetach(t *testing.T) {
+	dir := testDir(t)
+	img := filepath.Join(dir, "a.img")
+	if err := CreateImage(t.Context(), img, 16*mi); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(t.Context(), "losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	detached := false
+	t.Cleanup(func() {
+		if !detached {
+			_ = exec.Command("losetup", "-d", dev).Run()
+		}
+	})
+	prev := detachWait
+	detachWait = 300 * time.Millisecond
+	t.Cleanup(func() { detachWait = prev })
+	err = Grow(t.Context(), img, filepath.Join(dir, "mnt"), 32*mi)
+	if err == nil || !strings.Contains(err.Error(), "still attached to "+dev) {
+		t.Fatalf("Grow with %s attached: %v, want refused naming it", dev, err)
+	}
+	if err := exec.Command("losetup", "-d", dev).Run(); err != nil {
+		t.Fatal(err)
+	}
+	detached = true
+	if err := Grow(t.Context(), img, filepath.Join(dir, "mnt"), 32*mi); err != nil {
+		t.Fatalf("Grow after detach: %v", err)
 	}
 }
