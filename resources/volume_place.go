@@ -11,15 +11,6 @@ import (
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
-// volumeKey is "namespace/name" of the volume a model describes.
-func volumeKey(m volumeModel) string {
-	ns := m.Namespace.ValueString()
-	if ns == "" {
-		ns = spec.DefaultVolumeNamespace
-	}
-	return ns + "/" + m.Name.ValueString()
-}
-
 // chooseNode asks every candidate node how full it is and lets the
 // deployment scheduler pick one (spread: the emptiest ready node), so a
 // volume lands where its pods have the most room. An unreachable candidate
@@ -58,10 +49,10 @@ func (r *volumeResource) candidate(ctx context.Context, id string) schedule.Node
 		n.NotReady = err.Error()
 		return n
 	}
-	res := func(r *herdv1.Resources) capacity.Resources {
-		return capacity.Resources{CPUMillis: r.GetCpuMillis(), MemoryBytes: r.GetMemoryBytes()}
+	conv := func(res *herdv1.Resources) capacity.Resources {
+		return capacity.Resources{CPUMillis: res.GetCpuMillis(), MemoryBytes: res.GetMemoryBytes()}
 	}
-	info := capacity.Info{Allocatable: res(got.GetAllocatable()), Requested: res(got.GetRequested())}
+	info := capacity.Info{Allocatable: conv(got.GetAllocatable()), Requested: conv(got.GetRequested())}
 	n.Ready, n.NotReady = got.GetReady(), got.GetNotReadyReason()
 	n.Labels, n.Allocatable, n.Free = got.GetLabels(), info.Allocatable, info.Free()
 	return n

@@ -15,6 +15,19 @@ import (
 	"github.com/herd-project/terraform-provider-herd/internal/spec"
 )
 
+// applyBusyPod runs pod "busy", which requests 8Gi, so that spread
+// prefers any other node.
+func applyBusyPod(t *testing.T, pods herdv1.PodServiceClient, image string) {
+	t.Helper()
+	busy := &herdv1.PodSpec{Name: "busy", Containers: []*herdv1.ContainerSpec{{
+		Name: "app", Image: image, Memory: "8Gi",
+		Command: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"},
+	}}}
+	if _, err := pods.ApplyPod(context.Background(), &herdv1.ApplyPodRequest{Spec: busy}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A herd_volume without a node is placed by herd's scheduler among its
 // node_candidates and then fixed: of two nodes, the one with the smaller
 // name already runs a pod that requests 8Gi, so spread takes the other
@@ -25,13 +38,7 @@ func TestAccVolumeNodeChosenByScheduler(t *testing.T) {
 	t.Parallel()
 	a := startStorageNode(t, "vplace-a")
 	b := startStorageNode(t, "vplace-b")
-	busy := &herdv1.PodSpec{Name: "busy", Containers: []*herdv1.ContainerSpec{{
-		Name: "app", Image: a.env.Image, Memory: "8Gi",
-		Command: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"},
-	}}}
-	if _, err := a.pods.ApplyPod(context.Background(), &herdv1.ApplyPodRequest{Spec: busy}); err != nil {
-		t.Fatal(err)
-	}
+	applyBusyPod(t, a.pods, a.env.Image)
 	volume := func(placement string) string {
 		return a.providerHCL() + fmt.Sprintf(`
 resource "herd_volume" "v" {
@@ -116,13 +123,7 @@ func TestAccDeploymentVolumeChosenByScheduler(t *testing.T) {
 	t.Parallel()
 	sc := startStorageCluster(t, "10.95.0.0/24", "dvplace-a", "dvplace-b")
 	busyNode := sc.through // dvplace-a, which wins ties by name
-	busy := &herdv1.PodSpec{Name: "busy", Containers: []*herdv1.ContainerSpec{{
-		Name: "app", Image: sc.c.Env.Image, Memory: "8Gi",
-		Command: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"},
-	}}}
-	if _, err := busyNode.Pods.ApplyPod(context.Background(), &herdv1.ApplyPodRequest{Spec: busy}); err != nil {
-		t.Fatal(err)
-	}
+	applyBusyPod(t, busyNode.Pods, sc.c.Env.Image)
 	// Runs before the cluster's cleanup, which wants no pod left.
 	t.Cleanup(func() {
 		if _, err := busyNode.Pods.DeletePod(context.Background(), &herdv1.DeletePodRequest{Name: "busy"}); err != nil {

@@ -60,7 +60,8 @@ func (r *volumeResource) Create(ctx context.Context, req resource.CreateRequest,
 		if resp.Diagnostics.HasError() {
 			return
 		}
-		node, err := r.chooseNode(ctx, volumeKey(plan), cands)
+		s := plan.volumeSpec()
+		node, err := r.chooseNode(ctx, spec.VolumeNamespace(s)+"/"+s.GetName(), cands)
 		if err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("node_candidates"), "No node for the volume", err.Error())
 			return
